@@ -1,0 +1,84 @@
+//! The command line: argument parsing and one module per command. Commands only parse,
+//! call the library, and print; exit codes are decided here.
+
+pub mod schema;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit statuses (sysexits.h for usage errors).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const INVALID: u8 = 1;
+    pub const USAGE: u8 = 64;
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "fabrik", version, about = "Declarative reconciler for multi-tenant GPU infrastructure")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a factory's files offline: syntax, types, units, names and references.
+    Validate {
+        /// A factory file, or a directory of them.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the JSON Schema of the YAML form (or the key reference as Markdown).
+    Schema {
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+        format: SchemaFormat,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Diagnostics with source snippets (graphical on a terminal, plain otherwise).
+    Human,
+    /// One JSON document on stdout.
+    Json,
+    /// GitHub Actions annotations on stdout.
+    Github,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SchemaFormat {
+    Json,
+    Markdown,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Validate { path, format } => validate::run(&path, format),
+        Command::Schema { format } => schema::run(format),
+    };
+    ExitCode::from(code)
+}
+
+/// Human output is graphical on a terminal, plain when piped or when `NO_COLOR` is set.
+pub fn style_for_stderr() -> crate::diag::render::Style {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if std::io::stderr().is_terminal() && !no_color {
+        crate::diag::render::Style::Fancy
+    } else {
+        crate::diag::render::Style::Plain
+    }
+}

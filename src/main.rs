@@ -1,0 +1,5 @@
+//! The `fabrik` binary: see `fabrik::cli`.
+
+fn main() -> std::process::ExitCode {
+    fabrik::cli::main()
+}

@@ -1,0 +1,215 @@
+//! KDL front end: text → [`Node`] tree, with every node's span.
+//!
+//! A KDL node becomes a map entry named after the node:
+//! - `mtu 9000` (one argument) is a scalar, `hosts "a" "b"` (several) a list;
+//! - `gpu "0000:1b:00.0" model="H200-141GB" { … }` is a map whose label is the leading
+//!   argument and whose entries are its properties and children;
+//! - repeated nodes (`host "a" {…}` `host "b" {…}`) stay repeated entries; the decoder
+//!   collects them into the list the YAML form spells `hosts:`.
+
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+
+use super::source::{FileId, SourceFile, Span};
+use super::tree::{Entry, Map, Node, Scalar, Value};
+use crate::diag::Diagnostic;
+
+/// Parses one KDL file. `Ok(None)` means the file holds no node at all.
+pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Diagnostic>> {
+    let doc = KdlDocument::parse(&file.text).map_err(|e| {
+        e.diagnostics
+            .iter()
+            .map(|d| {
+                let message = d.message.clone().unwrap_or_else(|| "invalid KDL".to_string());
+                let at = error_span(file_id, &file.text, d.span);
+                let token = file.text.get(at.start as usize..).unwrap_or("");
+                let token: String = token.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+                let help = if token.starts_with(|c: char| c.is_ascii_digit())
+                    && token.contains(|c: char| c.is_ascii_alphabetic())
+                {
+                    format!("a KDL value that starts with a digit and has letters must be quoted, e.g. \"{token}\"")
+                } else {
+                    d.help.clone().unwrap_or_else(|| "check the quoting and braces around this place".to_string())
+                };
+                Diagnostic::error("fabrik::spec::kdl-syntax", format!("invalid KDL: {}", lower_first(&message)))
+                    .at(at, d.label.clone().unwrap_or_else(|| "here".into()))
+                    .help(help)
+            })
+            .collect::<Vec<_>>()
+    })?;
+    if doc.nodes().is_empty() {
+        return Ok(None);
+    }
+    let c = Converter { file_id, text: &file.text };
+    let mut errors = Vec::new();
+    let entries = c.entries(doc.nodes(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let span = Span::new(file_id, 0, file.text.len());
+    Ok(Some(Node { span, value: Value::Map(Map { label: None, entries }) }))
+}
+
+/// The kdl parser sometimes reports a span from the start of the document to the point
+/// of failure; point at the last token of such a span instead, where the error is.
+fn error_span(file_id: FileId, text: &str, span: miette::SourceSpan) -> Span {
+    let start = span.offset().min(text.len());
+    let end = (span.offset() + span.len()).min(text.len());
+    let covered = text.get(start..end).unwrap_or("");
+    if !covered.contains('\n') {
+        return Span::new(file_id, start, end.max(start + 1).min(text.len().max(start)));
+    }
+    let token_start = covered
+        .trim_end()
+        .rfind(|c: char| c.is_whitespace() || matches!(c, '=' | '{' | ';'))
+        .map_or(start, |i| start + i + 1);
+    let token_end = start + covered.trim_end().len();
+    if token_start < token_end {
+        Span::new(file_id, token_start, token_end)
+    } else {
+        Span::new(file_id, end, (end + 1).min(text.len()))
+    }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect::<String>().trim_end_matches('.').to_string(),
+        None => String::new(),
+    }
+}
+
+struct Converter<'a> {
+    file_id: FileId,
+    text: &'a str,
+}
+
+impl Converter<'_> {
+    fn span(&self, s: miette::SourceSpan) -> Span {
+        Span::new(self.file_id, s.offset(), s.offset() + s.len())
+    }
+
+    fn entries(&self, nodes: &[KdlNode], errors: &mut Vec<Diagnostic>) -> Vec<Entry> {
+        nodes
+            .iter()
+            .map(|n| Entry {
+                key: n.name().value().to_string(),
+                key_span: self.span(n.name().span()),
+                value: self.node(n, errors),
+            })
+            .collect()
+    }
+
+    fn node(&self, n: &KdlNode, errors: &mut Vec<Diagnostic>) -> Node {
+        let args: Vec<&KdlEntry> = n.entries().iter().filter(|e| e.name().is_none()).collect();
+        let props: Vec<&KdlEntry> = n.entries().iter().filter(|e| e.name().is_some()).collect();
+        let node_span = self.span(n.span());
+        if props.is_empty() && n.children().is_none() {
+            return match args.as_slice() {
+                [] => Node { span: self.span(n.name().span()), value: Value::Scalar(Scalar::Null) },
+                [one] => self.scalar(one),
+                many => {
+                    let items: Vec<Node> = many.iter().map(|e| self.scalar(e)).collect();
+                    let span = items[0].span.join(items[items.len() - 1].span);
+                    Node { span, value: Value::Seq(items) }
+                }
+            };
+        }
+        if let Some(extra) = args.get(1) {
+            errors.push(
+                Diagnostic::error(
+                    "fabrik::spec::kdl-argument",
+                    format!("`{}` takes at most one argument", n.name().value()),
+                )
+                .at(self.span(extra.span()), "extra argument")
+                .help("give other values as properties (`key=value`) or child nodes"),
+            );
+        }
+        let label = args.first().map(|a| Box::new(self.scalar(a)));
+        let mut entries: Vec<Entry> = props
+            .iter()
+            .map(|p| {
+                let name = p.name().expect("props have names");
+                Entry { key: name.value().to_string(), key_span: self.span(name.span()), value: self.prop_value(p) }
+            })
+            .collect();
+        if let Some(children) = n.children() {
+            entries.extend(self.entries(children.nodes(), errors));
+        }
+        Node { span: node_span, value: Value::Map(Map { label, entries }) }
+    }
+
+    fn scalar(&self, e: &KdlEntry) -> Node {
+        Node { span: self.trimmed(self.span(e.span())), value: Value::Scalar(scalar(e.value())) }
+    }
+
+    /// A property's value, without its `key=`.
+    fn prop_value(&self, e: &KdlEntry) -> Node {
+        let whole = self.trimmed(self.span(e.span()));
+        let text = self.text.get(whole.start as usize..whole.end as usize).unwrap_or("");
+        let span = match text.find('=') {
+            Some(i) => {
+                let rest = &text[i + 1..];
+                let skip = rest.len() - rest.trim_start().len();
+                Span::new(self.file_id, whole.start as usize + i + 1 + skip, whole.end as usize)
+            }
+            None => whole,
+        };
+        Node { span, value: Value::Scalar(scalar(e.value())) }
+    }
+
+    /// Entry spans include the whitespace before them; point at the text itself.
+    fn trimmed(&self, s: Span) -> Span {
+        let text = self.text.get(s.start as usize..s.end as usize).unwrap_or("");
+        let lead = text.len() - text.trim_start().len();
+        let trail = text.len() - text.trim_end().len();
+        Span::new(
+            self.file_id,
+            s.start as usize + lead,
+            (s.end as usize).saturating_sub(trail).max(s.start as usize + lead),
+        )
+    }
+}
+
+fn scalar(v: &KdlValue) -> Scalar {
+    match v {
+        KdlValue::String(s) => Scalar::Str(s.clone()),
+        KdlValue::Integer(i) => Scalar::Int(*i),
+        KdlValue::Float(f) => Scalar::Float(*f),
+        KdlValue::Bool(b) => Scalar::Bool(*b),
+        KdlValue::Null => Scalar::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::source::Syntax;
+
+    fn parse_str(text: &str) -> (SourceFile, Result<Option<Node>, Vec<Diagnostic>>) {
+        let f = SourceFile::new("t.kdl".into(), Syntax::Kdl, text.into());
+        let r = parse(FileId(0), &f);
+        (f, r)
+    }
+
+    #[test]
+    fn node_shapes() {
+        let text = "version 1\ntenant \"acme\" hosts=\"gpu01\" {\n  sharing \"exclusive\" \"mig\"\n}\n";
+        let (f, r) = parse_str(text);
+        let root = r.unwrap().unwrap();
+        let Value::Map(m) = &root.value else { panic!() };
+        assert_eq!(m.entries[0].value.value, Value::Scalar(Scalar::Int(1)));
+        let Value::Map(t) = &m.entries[1].value.value else { panic!("tenant is a map") };
+        assert_eq!(f.slice(t.label.as_ref().unwrap().span), "\"acme\"");
+        assert_eq!(t.entries[0].key, "hosts");
+        assert_eq!(f.slice(t.entries[0].value.span), "\"gpu01\"");
+        assert!(matches!(t.entries[1].value.value, Value::Seq(ref v) if v.len() == 2));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let (_, r) = parse_str("version 1\nhost \"a {\n");
+        let errs = r.unwrap_err();
+        assert!(!errs.is_empty());
+        assert!(errs.iter().all(|e| e.code == "fabrik::spec::kdl-syntax" && e.primary.is_some()));
+    }
+}

@@ -1,0 +1,248 @@
+//! Hosts and their declared hardware: NUMA nodes, GPUs with their layout, NICs.
+
+use crate::hw::GpuModel;
+use crate::spec::decode::Decoder;
+use crate::spec::shape::{Shape, Ty, opt, req};
+use crate::spec::source::{Span, Spanned};
+use crate::spec::tree::Node;
+use crate::spec::types::{ByteSize, CpuSet, MigProfileName, PageSize, PciAddress};
+use crate::words;
+
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: Spanned<String>,
+    pub uri: Spanned<String>,
+    pub agent: Option<Spanned<String>>,
+    pub description: Option<Spanned<String>>,
+    pub numa_nodes: Vec<NumaNode>,
+    pub reserved_cpus: Option<Spanned<CpuSet>>,
+    pub gpus: Vec<Gpu>,
+    pub nics: Vec<Nic>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct NumaNode {
+    pub id: Spanned<u32>,
+    pub socket: Option<Spanned<u32>>,
+    pub cpus: Spanned<CpuSet>,
+    pub memory: Spanned<ByteSize>,
+    /// Hugepage pools on this node: page size and number of pages.
+    pub hugepages: Vec<(Spanned<PageSize>, Spanned<u64>)>,
+    pub span: Span,
+}
+
+words! {
+    /// What fabrik does with a GPU.
+    pub enum GpuMode {
+        /// The whole GPU goes to one VM (vfio-pci).
+        Passthrough = "passthrough",
+        /// Partitioned into MIG instances by the `mig` layout.
+        Mig = "mig",
+        /// Shared by several VMs in turn (vGPU time slicing): weaker isolation.
+        TimeSliced = "time-sliced",
+        /// Left to the host: fabrik neither assigns nor changes it.
+        Host = "host",
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Gpu {
+    pub address: Spanned<PciAddress>,
+    pub model: Spanned<GpuModel>,
+    pub numa_node: Spanned<u32>,
+    pub nvlink_domain: Option<Spanned<String>>,
+    /// Given, or `mig` when a MIG layout is listed, else `host`.
+    pub mode: Spanned<GpuMode>,
+    pub mig: Vec<MigSlot>,
+    pub span: Span,
+}
+
+/// One MIG instance of a GPU's layout.
+#[derive(Clone, Debug)]
+pub struct MigSlot {
+    pub profile: Spanned<MigProfileName>,
+    /// First memory slice of the instance, when the operator pins it.
+    pub placement: Option<Spanned<u8>>,
+    pub span: Span,
+}
+
+words! {
+    pub enum NicKind {
+        Ethernet = "ethernet",
+        Infiniband = "infiniband",
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Nic {
+    pub name: Spanned<String>,
+    pub address: Option<Spanned<PciAddress>>,
+    pub kind: Spanned<NicKind>,
+    pub numa_node: Option<Spanned<u32>>,
+    /// Virtual functions to create on this physical function (SR-IOV).
+    pub sriov_vfs: Option<Spanned<u32>>,
+    pub span: Span,
+}
+
+/// NUMA node ids as Linux numbers them; 255 is far above any server.
+const NUMA_ID_MAX: i64 = 255;
+
+pub static HOST: Shape = Shape {
+    name: "host",
+    doc: "A KVM host: how to reach it and the hardware it has.",
+    label: Some("name"),
+    more: &[],
+    fields: &[
+        req("name", Ty::Name, "the host's name, used in ids and references"),
+        req("uri", Ty::Str, "libvirt connection URI, e.g. `qemu+ssh://root@gpu01/system`"),
+        opt("agent", Ty::Str, "command that starts `fabrik agent` on the host, e.g. `ssh root@gpu01 fabrik agent`"),
+        opt("description", Ty::Str, "free text"),
+        req("numa-nodes", Ty::Items { shape: &NUMA_NODE, singular: "numa-node" }, "the host's NUMA nodes"),
+        opt("reserved-cpus", Ty::CpuSet, "host CPUs kept for the host itself, never pinned to VMs"),
+        opt("gpus", Ty::Items { shape: &GPU, singular: "gpu" }, "GPUs by PCI address"),
+        opt("nics", Ty::Items { shape: &NIC, singular: "nic" }, "network interfaces (Ethernet or InfiniBand)"),
+    ],
+};
+
+pub static NUMA_NODE: Shape = Shape {
+    name: "NUMA node",
+    doc: "A NUMA node: its CPUs, memory and hugepage pools.",
+    label: Some("id"),
+    more: &[],
+    fields: &[
+        req("id", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node number as Linux counts it"),
+        opt("socket", Ty::Int { min: 0, max: NUMA_ID_MAX }, "CPU socket this node belongs to"),
+        req("cpus", Ty::CpuSet, "host CPUs of this node, e.g. `0-55,112-167`"),
+        req("memory", Ty::Size, "memory of this node, e.g. `1TiB`"),
+        opt(
+            "hugepages",
+            Ty::MapOf { key: &Ty::PageSize, value: &Ty::Int { min: 0, max: 1 << 40 } },
+            "hugepage pools: page size → number of pages, e.g. `1G: 512`",
+        ),
+    ],
+};
+
+pub static GPU: Shape = Shape {
+    name: "GPU",
+    doc: "A GPU of the host and what fabrik does with it.",
+    label: Some("address"),
+    more: &[],
+    fields: &[
+        req("address", Ty::Pci, "PCI address, e.g. `0000:1b:00.0`"),
+        req("model", Ty::Enum(<GpuModel as crate::spec::decode::Word>::NAMES), "GPU model"),
+        req("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the GPU is attached to"),
+        opt("nvlink-domain", Ty::Name, "NVLink fabric domain; GPUs in one domain talk over NVLink"),
+        opt(
+            "mode",
+            Ty::Enum(<GpuMode as crate::spec::decode::Word>::NAMES),
+            "passthrough, mig, time-sliced or host (default: mig when `mig` is listed, else host)",
+        ),
+        opt("mig", Ty::Items { shape: &MIG_SLOT, singular: "mig" }, "MIG layout: profiles, optionally at placements"),
+    ],
+};
+
+pub static MIG_SLOT: Shape = Shape {
+    name: "MIG instance",
+    doc: "A MIG instance: a profile, optionally at a fixed placement.",
+    label: Some("profile"),
+    more: &[],
+    fields: &[
+        req("profile", Ty::MigProfile, "MIG profile, e.g. `3g.71gb`"),
+        opt("placement", Ty::Int { min: 0, max: 7 }, "first memory slice of the instance (0–7)"),
+    ],
+};
+
+pub static NIC: Shape = Shape {
+    name: "NIC",
+    doc: "A network interface of the host.",
+    label: Some("name"),
+    more: &[],
+    fields: &[
+        req("name", Ty::Name, "interface name on the host, e.g. `ens1f0` or `ib0`"),
+        opt("address", Ty::Pci, "PCI address of the physical function"),
+        req("kind", Ty::Enum(<NicKind as crate::spec::decode::Word>::NAMES), "ethernet or infiniband"),
+        opt("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the NIC is attached to"),
+        opt("sriov-vfs", Ty::Int { min: 0, max: 256 }, "SR-IOV virtual functions to create on this NIC"),
+    ],
+};
+
+pub fn decode_host(d: &mut Decoder, n: &Node) -> Option<Host> {
+    let o = d.object(n, &HOST, "host")?;
+    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let uri = o.get("uri").and_then(|n| d.string(n, "uri")).and_then(|u| check_uri(d, u));
+    let agent = o.get("agent").and_then(|n| d.string(n, "agent"));
+    let description = o.get("description").and_then(|n| d.string(n, "description"));
+    let numa_nodes = d.items(&o, "numa-nodes", decode_numa_node);
+    let reserved_cpus = o.get("reserved-cpus").and_then(|n| d.cpuset(n, "reserved-cpus"));
+    let gpus = d.items(&o, "gpus", decode_gpu);
+    let nics = d.items(&o, "nics", decode_nic);
+    Some(Host { name: name?, uri: uri?, agent, description, numa_nodes, reserved_cpus, gpus, nics, span: o.span })
+}
+
+fn check_uri(d: &mut Decoder, uri: Spanned<String>) -> Option<Spanned<String>> {
+    let scheme_ok = uri.value.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if scheme_ok {
+        return Some(uri);
+    }
+    d.diags.push(
+        crate::diag::Diagnostic::error("fabrik::spec::bad-uri", format!("`{}` is not a libvirt URI", uri.value))
+            .at(uri.span, "here")
+            .help("write a libvirt connection URI such as `qemu:///system` or `qemu+ssh://root@gpu01/system`"),
+    );
+    None
+}
+
+fn decode_numa_node(d: &mut Decoder, n: &Node) -> Option<NumaNode> {
+    let o = d.object(n, &NUMA_NODE, "numa-node")?;
+    let id = o.get("id").and_then(|n| d.uint(n, "id", 0, NUMA_ID_MAX));
+    let socket = o.get("socket").and_then(|n| d.uint(n, "socket", 0, NUMA_ID_MAX));
+    let cpus = o.get("cpus").and_then(|n| d.cpuset(n, "cpus"));
+    let memory = o.get("memory").and_then(|n| d.size(n, "memory"));
+    let hugepages = o
+        .get("hugepages")
+        .map(|n| {
+            d.map_of(
+                n,
+                "hugepages",
+                |d, k, span| d.parse_text(k, span, PageSize::parse).map(|s| s.value),
+                |d, v, key| d.uint::<u64>(v, key, 0, 1 << 40),
+            )
+        })
+        .unwrap_or_default();
+    Some(NumaNode { id: id?, socket, cpus: cpus?, memory: memory?, hugepages, span: o.span })
+}
+
+fn decode_gpu(d: &mut Decoder, n: &Node) -> Option<Gpu> {
+    let o = d.object(n, &GPU, "gpu")?;
+    let address = o.get("address").and_then(|n| d.pci(n, "address"));
+    let model = o.get("model").and_then(|n| d.word::<GpuModel>(n, "model"));
+    let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
+    let nvlink_domain = o.get("nvlink-domain").and_then(|n| d.name(n, "nvlink-domain"));
+    let mig = d.items(&o, "mig", decode_mig_slot);
+    let mode = match o.get("mode") {
+        Some(n) => d.word::<GpuMode>(n, "mode")?,
+        None if o.has("mig") => Spanned::new(GpuMode::Mig, o.span_of("mig").unwrap_or(o.head)),
+        None => Spanned::new(GpuMode::Host, o.head),
+    };
+    Some(Gpu { address: address?, model: model?, numa_node: numa_node?, nvlink_domain, mode, mig, span: o.span })
+}
+
+fn decode_mig_slot(d: &mut Decoder, n: &Node) -> Option<MigSlot> {
+    let o = d.object(n, &MIG_SLOT, "mig")?;
+    let profile = o.get("profile").and_then(|n| d.mig_profile(n, "profile"));
+    let placement = o.get("placement").and_then(|n| d.uint(n, "placement", 0, 7));
+    Some(MigSlot { profile: profile?, placement, span: o.span })
+}
+
+fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {
+    let o = d.object(n, &NIC, "nic")?;
+    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let address = o.get("address").and_then(|n| d.pci(n, "address"));
+    let kind = o.get("kind").and_then(|n| d.word::<NicKind>(n, "kind"));
+    let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
+    let sriov_vfs = o.get("sriov-vfs").and_then(|n| d.uint(n, "sriov-vfs", 0, 256));
+    Some(Nic { name: name?, address, kind: kind?, numa_node, sriov_vfs, span: o.span })
+}

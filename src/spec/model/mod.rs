@@ -1,0 +1,142 @@
+//! The typed model of a factory: what the files say, with the span of every value.
+//!
+//! Each file decodes to a [`Spec`] of its own; [`Spec::merge`] joins them. References
+//! between objects are names here; `check::refs` makes sure they resolve.
+
+pub mod host;
+pub mod network;
+pub mod storage;
+pub mod tenant;
+pub mod workload;
+
+pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode};
+pub use network::{NetKind, Network, Purpose};
+pub use storage::{Image, ImageFormat, Pool, PoolKind};
+pub use tenant::{Quota, Sharing, Tenant};
+pub use workload::{
+    CpuPolicy, Disk, DiskBus, Firmware, GpuRequest, NicModel, NicRequest, NumaPolicy, Overcommit, Power, Template, Vm,
+    Workload,
+};
+
+use super::decode::Decoder;
+use super::shape::{Shape, Ty, opt, req};
+use super::source::{Span, Spanned};
+use super::tree::Node;
+use crate::diag::Diagnostic;
+
+/// The language version this build reads.
+pub const VERSION: i64 = 1;
+
+/// A factory: everything its files declare.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    pub factory: Option<Spanned<String>>,
+    pub hosts: Vec<Host>,
+    pub tenants: Vec<Tenant>,
+    pub networks: Vec<Network>,
+    pub pools: Vec<Pool>,
+    pub images: Vec<Image>,
+    pub templates: Vec<Template>,
+    pub vms: Vec<Vm>,
+}
+
+pub static FILE: Shape = Shape {
+    name: "factory file",
+    doc: "A fabrik factory file. A factory is one file or a directory of them, merged.",
+    label: None,
+    more: &[],
+    fields: &[
+        req("version", Ty::Int { min: VERSION, max: VERSION }, "language version; this fabrik reads `1`"),
+        opt(
+            "factory",
+            Ty::Name,
+            "the factory's name, recorded on everything fabrik creates (default: the directory name)",
+        ),
+        opt("hosts", Ty::Items { shape: &host::HOST, singular: "host" }, "KVM hosts"),
+        opt("tenants", Ty::Items { shape: &tenant::TENANT, singular: "tenant" }, "tenants (virtual data centers)"),
+        opt("networks", Ty::Items { shape: &network::NETWORK, singular: "network" }, "networks"),
+        opt("pools", Ty::Items { shape: &storage::POOL, singular: "pool" }, "storage pools"),
+        opt("images", Ty::Items { shape: &storage::IMAGE, singular: "image" }, "base images"),
+        opt("templates", Ty::Items { shape: &workload::TEMPLATE, singular: "template" }, "VM templates"),
+        opt("vms", Ty::Items { shape: &workload::VM, singular: "vm" }, "VMs"),
+    ],
+};
+
+/// Decodes one file's tree. Errors go to the decoder; what decoded cleanly is returned.
+pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
+    let Some(o) = d.object(root, &FILE, "file") else {
+        return Spec::default();
+    };
+    // A file without `version` gets one precise error instead of a generic missing key.
+    if let Some(i) =
+        d.diags.iter().position(|x| x.code == "fabrik::spec::missing-key" && x.message.contains("`version`"))
+    {
+        d.diags[i] = missing_version(o.head);
+    }
+    if let Some(v) = o.get("version") {
+        match &v.value {
+            super::tree::Value::Scalar(super::tree::Scalar::Int(n)) if *n != i128::from(VERSION) => {
+                d.diags.push(
+                    Diagnostic::error("fabrik::spec::unsupported-version", format!("version {n} is not supported"))
+                        .at(v.span, "unsupported version")
+                        .help(format!(
+                            "this fabrik reads version {VERSION}; upgrade fabrik or write `version: {VERSION}`"
+                        )),
+                );
+            }
+            _ => {
+                let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
+            }
+        }
+    }
+    Spec {
+        factory: o.get("factory").and_then(|n| d.name(n, "factory")),
+        hosts: d.items(&o, "hosts", host::decode_host),
+        tenants: d.items(&o, "tenants", tenant::decode_tenant),
+        networks: d.items(&o, "networks", network::decode_network),
+        pools: d.items(&o, "pools", storage::decode_pool),
+        images: d.items(&o, "images", storage::decode_image),
+        templates: d.items(&o, "templates", workload::decode_template),
+        vms: d.items(&o, "vms", workload::decode_vm),
+    }
+}
+
+pub fn missing_version(at: Span) -> Diagnostic {
+    Diagnostic::error("fabrik::spec::missing-version", "file has no `version`")
+        .at(at, "add `version` before this")
+        .help(format!("start the file with `version: {VERSION}` (YAML) or `version {VERSION}` (KDL)"))
+}
+
+impl Spec {
+    /// Adds another file's objects. Clashing `factory` names are reported.
+    pub fn merge(&mut self, other: Spec, diags: &mut Vec<Diagnostic>) {
+        match (&self.factory, other.factory) {
+            (Some(a), Some(b)) if a.value != b.value => diags.push(
+                Diagnostic::error(
+                    "fabrik::spec::factory-mismatch",
+                    format!("factory is named `{}` here but `{}` elsewhere", b.value, a.value),
+                )
+                .at(b.span, "second name")
+                .also(a.span, "first name")
+                .help("give every file the same `factory`, or name it in one file only"),
+            ),
+            (None, Some(b)) => self.factory = Some(b),
+            _ => {}
+        }
+        self.hosts.extend(other.hosts);
+        self.tenants.extend(other.tenants);
+        self.networks.extend(other.networks);
+        self.pools.extend(other.pools);
+        self.images.extend(other.images);
+        self.templates.extend(other.templates);
+        self.vms.extend(other.vms);
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name.value == name)
+    }
+
+    pub fn template(&self, name: &str) -> Option<&Template> {
+        self.templates.iter().find(|t| t.name.value == name)
+    }
+}

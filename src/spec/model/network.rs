@@ -1,0 +1,181 @@
+//! Networks: management, storage, public and tenant networks over bridges, VLANs,
+//! VXLAN, InfiniBand partitions and SR-IOV.
+
+use crate::diag::Diagnostic;
+use crate::spec::decode::{Decoder, Word};
+use crate::spec::shape::{Shape, Ty, opt, req};
+use crate::spec::source::{Span, Spanned};
+use crate::spec::tree::Node;
+use crate::words;
+
+words! {
+    /// What a network is for.
+    pub enum Purpose {
+        Management = "management",
+        Storage = "storage",
+        Public = "public",
+        Tenant = "tenant",
+    }
+}
+
+words! {
+    /// How a network is built on the hosts.
+    pub enum NetKind {
+        /// A Linux bridge on each host.
+        Bridge = "bridge",
+        /// An 802.1Q VLAN on a host interface, bridged.
+        Vlan = "vlan",
+        /// A VXLAN segment (VNI) across hosts, bridged.
+        Vxlan = "vxlan",
+        /// An InfiniBand partition (pkey) on an IB interface.
+        IbPartition = "ib-partition",
+        /// A pool of SR-IOV virtual functions of a physical NIC.
+        Sriov = "sriov",
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub name: Spanned<String>,
+    pub description: Option<Spanned<String>>,
+    pub purpose: Spanned<Purpose>,
+    pub kind: Spanned<NetKind>,
+    /// Owner; `None` for infrastructure networks.
+    pub tenant: Option<Spanned<String>>,
+    /// Open to every tenant's VMs.
+    pub shared: bool,
+    pub mtu: Option<Spanned<u32>>,
+    /// Linux bridge name on the hosts (default: derived from the network name).
+    pub bridge: Option<Spanned<String>>,
+    pub vlan: Option<Spanned<u16>>,
+    pub vni: Option<Spanned<u32>>,
+    pub pkey: Option<Spanned<u16>>,
+    /// VXLAN UDP port.
+    pub port: Option<Spanned<u16>>,
+    /// Host interface underneath: VLAN/VXLAN underlay, IB device, SR-IOV physical function.
+    pub parent: Option<Spanned<String>>,
+    /// Hosts that carry the network; empty means the hosts of the VMs attached to it.
+    pub hosts: Vec<Spanned<String>>,
+    pub span: Span,
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ 16, with the NUL).
+const IFNAME_MAX_LEN: usize = 15;
+
+pub static NETWORK: Shape = Shape {
+    name: "network",
+    doc: "A network VMs attach to.",
+    label: Some("name"),
+    more: &[],
+    fields: &[
+        req("name", Ty::Name, "the network's name"),
+        opt("description", Ty::Str, "free text"),
+        req("purpose", Ty::Enum(Purpose::NAMES), "management, storage, public or tenant"),
+        req("kind", Ty::Enum(NetKind::NAMES), "bridge, vlan, vxlan, ib-partition or sriov"),
+        opt("tenant", Ty::Name, "owning tenant (required for tenant networks)"),
+        opt("shared", Ty::Bool, "open to every tenant's VMs"),
+        opt("mtu", Ty::Int { min: 68, max: 65535 }, "MTU in bytes"),
+        opt("bridge", Ty::Str, "Linux bridge name on the hosts (at most 15 characters)"),
+        opt("vlan", Ty::Int { min: 1, max: 4094 }, "802.1Q VLAN id (vlan, sriov)"),
+        opt("vni", Ty::Int { min: 1, max: 16_777_215 }, "VXLAN network identifier (vxlan)"),
+        opt("pkey", Ty::Int { min: 1, max: 0xfffe }, "InfiniBand partition key, e.g. `0x8001` (ib-partition)"),
+        opt("port", Ty::Int { min: 1, max: 65535 }, "VXLAN UDP port (default 4789)"),
+        opt("parent", Ty::Str, "host interface underneath: VLAN/VXLAN underlay, IB device or SR-IOV physical function"),
+        opt("hosts", Ty::List(&Ty::Name), "hosts that carry the network"),
+    ],
+};
+
+pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
+    let o = d.object(n, &NETWORK, "network")?;
+    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let description = o.get("description").and_then(|n| d.string(n, "description"));
+    let purpose = o.get("purpose").and_then(|n| d.word::<Purpose>(n, "purpose"));
+    let kind = o.get("kind").and_then(|n| d.word::<NetKind>(n, "kind"));
+    let tenant = o.get("tenant").and_then(|n| d.name(n, "tenant"));
+    let shared = o.get("shared").and_then(|n| d.bool(n, "shared")).is_some_and(|b| b.value);
+    let mtu = o.get("mtu").and_then(|n| d.uint(n, "mtu", 68, 65535));
+    let bridge = o.get("bridge").and_then(|n| d.string(n, "bridge")).and_then(|b| check_ifname(d, b, "bridge"));
+    let vlan = o.get("vlan").and_then(|n| d.uint(n, "vlan", 1, 4094));
+    let vni = o.get("vni").and_then(|n| d.uint(n, "vni", 1, 16_777_215));
+    let pkey = o.get("pkey").and_then(|n| d.uint::<u16>(n, "pkey", 1, 0xfffe)).and_then(|p| check_pkey(d, p));
+    let port = o.get("port").and_then(|n| d.uint(n, "port", 1, 65535));
+    let parent = o.get("parent").and_then(|n| d.string(n, "parent")).and_then(|p| check_ifname(d, p, "parent"));
+    let hosts = o.get("hosts").map(|n| d.list(n, "hosts", |d, n| d.name(n, "hosts"))).unwrap_or_default();
+
+    if let Some(kind) = &kind {
+        let because = format!("to a {} network", kind.value);
+        let (needs, ignores): (&[&str], &[&str]) = match kind.value {
+            NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "port"]),
+            NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "port"]),
+            NetKind::Vxlan => (&["vni"], &["vlan", "pkey"]),
+            NetKind::IbPartition => (&["pkey", "parent"], &["vlan", "vni", "port", "bridge"]),
+            NetKind::Sriov => (&["parent"], &["vni", "pkey", "port", "bridge"]),
+        };
+        for key in needs {
+            d.required_because(&o, key, &format!("for a {} network", kind.value));
+        }
+        for key in ignores {
+            d.irrelevant(&o, key, &because);
+        }
+    }
+    if purpose.as_ref().is_some_and(|p| p.value == Purpose::Tenant) {
+        d.required_because(&o, "tenant", "for a tenant network");
+    }
+    if tenant.is_some() && shared {
+        d.conflict(
+            &o,
+            "tenant",
+            "shared",
+            "a network is either owned by one tenant or shared by all; drop one of the keys",
+        );
+    }
+    Some(Network {
+        name: name?,
+        description,
+        purpose: purpose?,
+        kind: kind?,
+        tenant,
+        shared,
+        mtu,
+        bridge,
+        vlan,
+        vni,
+        pkey,
+        port,
+        parent,
+        hosts,
+        span: o.span,
+    })
+}
+
+fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spanned<String>> {
+    let ok = !name.value.is_empty()
+        && name.value.len() <= IFNAME_MAX_LEN
+        && name.value.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if ok {
+        return Some(name);
+    }
+    d.diags.push(
+        Diagnostic::error(
+            "fabrik::spec::bad-ifname",
+            format!("`{}` is not a valid Linux interface name for `{key}`", name.value),
+        )
+        .at(name.span, "here")
+        .help("interface names are 1 to 15 characters, without spaces, `/` or `:`"),
+    );
+    None
+}
+
+/// Partition keys 0x0000, 0x7fff/0xffff (the default partition) and 0x8000 are reserved
+/// (InfiniBand Architecture Specification, vol. 1, 10.9.1).
+fn check_pkey(d: &mut Decoder, pkey: Spanned<u16>) -> Option<Spanned<u16>> {
+    if matches!(pkey.value, 0x7fff | 0x8000) {
+        d.diags.push(
+            Diagnostic::error("fabrik::spec::reserved-pkey", format!("pkey {:#06x} is reserved", pkey.value))
+                .at(pkey.span, "reserved partition key")
+                .help("use a pkey from 0x0001 to 0x7ffe (limited) or 0x8001 to 0xfffe (full membership)"),
+        );
+        return None;
+    }
+    Some(pkey)
+}

@@ -1,0 +1,319 @@
+//! YAML front end: text → [`Node`] tree, with every node's span.
+//!
+//! serde_yaml gives no positions for values and stops at the first error, so we read
+//! YAML events (saphyr-parser, with source markers) and build the tree ourselves. Plain
+//! scalars are resolved by the YAML 1.2 core schema, so `yes` stays a string and `0x8001`
+//! is an integer; quoted scalars are always strings.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
+
+use super::source::{FileId, SourceFile, Span};
+use super::tree::{Entry, Map, Node, Scalar, Value};
+use crate::diag::Diagnostic;
+
+/// Alias expansion beyond this many nodes is refused: a "billion laughs" file must not
+/// exhaust memory. A real factory of 10,000 VMs has about a million nodes.
+const ALIAS_EXPANSION_NODE_LIMIT: usize = 10_000_000;
+
+/// Parses one YAML file. `Ok(None)` means the file holds no document at all.
+pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Diagnostic> {
+    let mut b =
+        Builder { file_id, file, parser: Parser::new_from_str(&file.text), anchors: HashMap::new(), expanded: 0 };
+    b.document()
+}
+
+struct Builder<'a> {
+    file_id: FileId,
+    file: &'a SourceFile,
+    parser: Parser<'a, saphyr_parser::StrInput<'a>>,
+    anchors: HashMap<usize, Node>,
+    expanded: usize,
+}
+
+impl<'a> Builder<'a> {
+    fn next(&mut self) -> Result<(Event<'a>, Span), Diagnostic> {
+        match self.parser.next_event() {
+            Some(Ok((ev, span))) => {
+                let start = self.file.offset_of(span.start.line(), span.start.col());
+                let end = self.file.offset_of(span.end.line(), span.end.col());
+                Ok((ev, Span::new(self.file_id, start, end)))
+            }
+            Some(Err(e)) => Err(self.scan_error(&e)),
+            None => Err(Diagnostic::error("fabrik::spec::yaml-syntax", "unexpected end of YAML input")
+                .at(self.eof(), "input ends here")),
+        }
+    }
+
+    fn eof(&self) -> Span {
+        Span::new(self.file_id, self.file.text.len(), self.file.text.len())
+    }
+
+    fn scan_error(&self, e: &ScanError) -> Diagnostic {
+        let m = e.marker();
+        let at = self.file.offset_of(m.line(), m.col());
+        let info = e.info();
+        let help = if info.contains("tab") {
+            "YAML indentation must use spaces, not tabs"
+        } else if info.contains("mapping values are not allowed") {
+            "a value that contains `: ` must be quoted, or the indentation is off"
+        } else {
+            "check the indentation and quoting around this place"
+        };
+        Diagnostic::error("fabrik::spec::yaml-syntax", format!("invalid YAML: {info}"))
+            .at(Span::new(self.file_id, at, at + 1), "here")
+            .help(help)
+    }
+
+    fn document(&mut self) -> Result<Option<Node>, Diagnostic> {
+        let mut root = None;
+        loop {
+            let (ev, span) = self.next()?;
+            match ev {
+                Event::StreamStart | Event::DocumentEnd => {}
+                Event::StreamEnd => return Ok(root),
+                Event::DocumentStart(_) => {
+                    if root.is_some() {
+                        return Err(Diagnostic::error(
+                            "fabrik::spec::yaml-syntax",
+                            "more than one YAML document in one file",
+                        )
+                        .at(span, "a second document starts here")
+                        .help("put each document in its own file; a factory may be a directory of files"));
+                    }
+                    let (ev, span) = self.next()?;
+                    root = Some(self.node(ev, span)?);
+                }
+                other => {
+                    return Err(Diagnostic::error(
+                        "fabrik::spec::yaml-syntax",
+                        format!("unexpected YAML event {other:?}"),
+                    )
+                    .at(span, "here"));
+                }
+            }
+        }
+    }
+
+    fn node(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let node = Node { span, value: Value::Scalar(resolve(text, style)) };
+                self.remember(anchor, &node);
+                Ok(node)
+            }
+            Event::SequenceStart(anchor, _tag) => {
+                let mut items = Vec::new();
+                let mut end = span;
+                loop {
+                    let (ev, s) = self.next()?;
+                    if let Event::SequenceEnd = ev {
+                        end = end.join(s);
+                        break;
+                    }
+                    let item = self.node(ev, s)?;
+                    end = end.join(item.span);
+                    items.push(item);
+                }
+                let node = Node { span: span.join(end), value: Value::Seq(items) };
+                self.remember(anchor, &node);
+                Ok(node)
+            }
+            Event::MappingStart(anchor, _tag) => {
+                let mut entries = Vec::new();
+                let mut end = span;
+                loop {
+                    let (ev, key_span) = self.next()?;
+                    let key = match ev {
+                        Event::MappingEnd => {
+                            end = end.join(key_span);
+                            break;
+                        }
+                        Event::Scalar(text, ..) => text.into_owned(),
+                        Event::Alias(_) | Event::SequenceStart(..) | Event::MappingStart(..) => {
+                            return Err(Diagnostic::error("fabrik::spec::yaml-syntax", "map keys must be plain words")
+                                .at(key_span, "a list, map or alias used as a key")
+                                .help("write keys as plain words, like `name:`"));
+                        }
+                        other => {
+                            return Err(Diagnostic::error(
+                                "fabrik::spec::yaml-syntax",
+                                format!("unexpected YAML event {other:?}"),
+                            )
+                            .at(key_span, "here"));
+                        }
+                    };
+                    let (ev, vspan) = self.next()?;
+                    let value = self.node(ev, vspan)?;
+                    // An empty value (`key:`) gets an empty span right after the key.
+                    let value = if value.span.is_empty() && value.value == Value::Scalar(Scalar::Null) {
+                        Node { span: Span::new(self.file_id, key_span.end as usize, key_span.end as usize), ..value }
+                    } else {
+                        value
+                    };
+                    end = end.join(value.span);
+                    entries.push(Entry { key, key_span, value });
+                }
+                let node = Node { span: span.join(end), value: Value::Map(Map { label: None, entries }) };
+                self.remember(anchor, &node);
+                Ok(node)
+            }
+            Event::Alias(id) => {
+                let Some(target) = self.anchors.get(&id) else {
+                    return Err(
+                        Diagnostic::error("fabrik::spec::yaml-syntax", "alias to an unknown anchor").at(span, "here")
+                    );
+                };
+                self.expanded += target.size();
+                if self.expanded > ALIAS_EXPANSION_NODE_LIMIT {
+                    return Err(Diagnostic::error(
+                        "fabrik::spec::alias-limit",
+                        format!("YAML aliases expand to more than {ALIAS_EXPANSION_NODE_LIMIT} nodes"),
+                    )
+                    .at(span, "expanding this alias crosses the limit")
+                    .help("use templates instead of deeply nested aliases"));
+                }
+                Ok(Node { span, value: target.value.clone() })
+            }
+            other => Err(Diagnostic::error("fabrik::spec::yaml-syntax", format!("unexpected YAML event {other:?}"))
+                .at(span, "here")),
+        }
+    }
+
+    fn remember(&mut self, anchor: usize, node: &Node) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+    }
+}
+
+/// Types a scalar by the YAML 1.2 core schema (plain scalars only).
+fn resolve(text: Cow<'_, str>, style: ScalarStyle) -> Scalar {
+    if style != ScalarStyle::Plain {
+        return Scalar::Str(text.into_owned());
+    }
+    let t: &str = &text;
+    match t {
+        "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "true" | "True" | "TRUE" => return Scalar::Bool(true),
+        "false" | "False" | "FALSE" => return Scalar::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Scalar::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(i) = parse_int(t) {
+        return Scalar::Int(i);
+    }
+    if is_float(t)
+        && let Ok(f) = t.parse::<f64>()
+    {
+        return Scalar::Float(f);
+    }
+    Scalar::Str(text.into_owned())
+}
+
+fn parse_int(t: &str) -> Option<i128> {
+    let b = t.as_bytes();
+    if let Some(hex) = t.strip_prefix("0x") {
+        return (!hex.is_empty() && hex.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| i128::from_str_radix(hex, 16).ok())
+            .flatten();
+    }
+    if let Some(oct) = t.strip_prefix("0o") {
+        return (!oct.is_empty() && oct.bytes().all(|c| (b'0'..=b'7').contains(&c)))
+            .then(|| i128::from_str_radix(oct, 8).ok())
+            .flatten();
+    }
+    let digits = match b.first() {
+        Some(b'-' | b'+') => &t[1..],
+        _ => t,
+    };
+    (!digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())).then(|| t.parse().ok()).flatten()
+}
+
+fn is_float(t: &str) -> bool {
+    // [-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+    let t = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    let mantissa_ok =
+        digits(int) && frac.is_none_or(digits) && (!int.is_empty() || frac.is_some_and(|f| !f.is_empty()));
+    let exp_ok = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && digits(e)
+    });
+    mantissa_ok && exp_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::source::Syntax;
+
+    fn parse_str(text: &str) -> Result<Option<Node>, Diagnostic> {
+        let f = SourceFile::new("t.yaml".into(), Syntax::Yaml, text.into());
+        parse(FileId(0), &f)
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        assert_eq!(resolve("yes".into(), ScalarStyle::Plain), Scalar::Str("yes".into()));
+        assert_eq!(resolve("0x8001".into(), ScalarStyle::Plain), Scalar::Int(0x8001));
+        assert_eq!(resolve("1.5".into(), ScalarStyle::Plain), Scalar::Float(1.5));
+        assert_eq!(resolve("42".into(), ScalarStyle::DoubleQuoted), Scalar::Str("42".into()));
+        assert_eq!(resolve("128GiB".into(), ScalarStyle::Plain), Scalar::Str("128GiB".into()));
+        assert_eq!(resolve("0000:3b:00.0".into(), ScalarStyle::Plain), Scalar::Str("0000:3b:00.0".into()));
+        assert_eq!(resolve("1e3".into(), ScalarStyle::Plain), Scalar::Float(1000.0));
+        assert_eq!(resolve("~".into(), ScalarStyle::Plain), Scalar::Null);
+    }
+
+    #[test]
+    fn spans_point_at_values() {
+        let text = "version: 1\nhosts:\n  - name: gpu01\n";
+        let node = parse_str(text).unwrap().unwrap();
+        let Value::Map(m) = &node.value else { panic!("root is a map") };
+        let hosts = &m.entries[1];
+        assert_eq!(&text[hosts.key_span.start as usize..hosts.key_span.end as usize], "hosts");
+        let Value::Seq(items) = &hosts.value.value else { panic!("hosts is a list") };
+        let Value::Map(h) = &items[0].value else { panic!("host is a map") };
+        let name = &h.entries[0].value;
+        assert_eq!(&text[name.span.start as usize..name.span.end as usize], "gpu01");
+    }
+
+    #[test]
+    fn alias_bomb_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::alias-limit");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse_str("version: 1\nhosts: [a, b\n").unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::yaml-syntax");
+        assert!(err.primary.is_some());
+    }
+
+    #[test]
+    fn empty_file_has_no_document() {
+        assert_eq!(parse_str("# only a comment\n").unwrap(), None);
+    }
+}
