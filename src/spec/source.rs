@@ -60,6 +60,13 @@ impl<T> Spanned<T> {
     }
 }
 
+/// A spanned value serializes as the value alone: spans are for diagnostics, not data.
+impl<T: serde::Serialize> serde::Serialize for Spanned<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
 impl<T> std::ops::Deref for Spanned<T> {
     type Target = T;
     fn deref(&self) -> &T {

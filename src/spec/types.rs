@@ -324,6 +324,19 @@ impl fmt::Display for MigProfileName {
     }
 }
 
+/// These values serialize as the text an operator would write.
+macro_rules! serialize_as_text {
+    ($($t:ty),+) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )+};
+}
+
+serialize_as_text!(ByteSize, PageSize, CpuSet, PciAddress, MigProfileName);
+
 #[cfg(test)]
 mod tests {
     use super::*;

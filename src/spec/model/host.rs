@@ -8,7 +8,7 @@ use crate::spec::tree::Node;
 use crate::spec::types::{ByteSize, CpuSet, MigProfileName, PageSize, PciAddress};
 use crate::words;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Host {
     pub name: Spanned<String>,
     pub uri: Spanned<String>,
@@ -18,10 +18,11 @@ pub struct Host {
     pub reserved_cpus: Option<Spanned<CpuSet>>,
     pub gpus: Vec<Gpu>,
     pub nics: Vec<Nic>,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct NumaNode {
     pub id: Spanned<u32>,
     pub socket: Option<Spanned<u32>>,
@@ -29,6 +30,7 @@ pub struct NumaNode {
     pub memory: Spanned<ByteSize>,
     /// Hugepage pools on this node: page size and number of pages.
     pub hugepages: Vec<(Spanned<PageSize>, Spanned<u64>)>,
+    #[serde(skip)]
     pub span: Span,
 }
 
@@ -46,7 +48,7 @@ words! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Gpu {
     pub address: Spanned<PciAddress>,
     pub model: Spanned<GpuModel>,
@@ -55,15 +57,17 @@ pub struct Gpu {
     /// Given, or `mig` when a MIG layout is listed, else `host`.
     pub mode: Spanned<GpuMode>,
     pub mig: Vec<MigSlot>,
+    #[serde(skip)]
     pub span: Span,
 }
 
 /// One MIG instance of a GPU's layout.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct MigSlot {
     pub profile: Spanned<MigProfileName>,
     /// First memory slice of the instance, when the operator pins it.
     pub placement: Option<Spanned<u8>>,
+    #[serde(skip)]
     pub span: Span,
 }
 
@@ -74,7 +78,7 @@ words! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Nic {
     pub name: Spanned<String>,
     pub address: Option<Spanned<PciAddress>>,
@@ -82,6 +86,7 @@ pub struct Nic {
     pub numa_node: Option<Spanned<u32>>,
     /// Virtual functions to create on this physical function (SR-IOV).
     pub sriov_vfs: Option<Spanned<u32>>,
+    #[serde(skip)]
     pub span: Span,
 }
 

@@ -28,7 +28,7 @@ use crate::diag::Diagnostic;
 pub const VERSION: i64 = 1;
 
 /// A factory: everything its files declare.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Spec {
     pub factory: Option<Spanned<String>>,
     pub hosts: Vec<Host>,

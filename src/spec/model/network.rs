@@ -34,7 +34,7 @@ words! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Network {
     pub name: Spanned<String>,
     pub description: Option<Spanned<String>>,
@@ -56,6 +56,7 @@ pub struct Network {
     pub parent: Option<Spanned<String>>,
     /// Hosts that carry the network; empty means the hosts of the VMs attached to it.
     pub hosts: Vec<Spanned<String>>,
+    #[serde(skip)]
     pub span: Span,
 }
 

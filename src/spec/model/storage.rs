@@ -26,7 +26,7 @@ words! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Pool {
     pub name: Spanned<String>,
     pub kind: Spanned<PoolKind>,
@@ -35,10 +35,11 @@ pub struct Pool {
     pub source: Option<Spanned<String>>,
     /// Hosts that have the pool; empty means every host.
     pub hosts: Vec<Spanned<String>>,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Image {
     pub name: Spanned<String>,
     pub pool: Spanned<String>,
@@ -46,6 +47,7 @@ pub struct Image {
     pub source: Spanned<String>,
     pub format: Spanned<ImageFormat>,
     pub size: Option<Spanned<ByteSize>>,
+    #[serde(skip)]
     pub span: Span,
 }
 

@@ -20,7 +20,7 @@ words! {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Tenant {
     pub name: Spanned<String>,
     pub description: Option<Spanned<String>>,
@@ -29,11 +29,12 @@ pub struct Tenant {
     /// Accepted sharing models; `[exclusive]` when not given.
     pub sharing: Vec<Spanned<Sharing>>,
     pub quota: Option<Quota>,
+    #[serde(skip)]
     pub span: Span,
 }
 
 /// Limits on what a tenant's VMs may use, summed over replicas. An absent limit is no limit.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Quota {
     pub gpus: Vec<(Spanned<GpuModel>, Spanned<u32>)>,
     /// MIG compute slices (a `3g.71gb` instance uses 3).
@@ -41,6 +42,7 @@ pub struct Quota {
     pub vcpus: Option<Spanned<u32>>,
     pub memory: Option<Spanned<ByteSize>>,
     pub vms: Option<Spanned<u32>>,
+    #[serde(skip)]
     pub span: Option<Span>,
 }
 

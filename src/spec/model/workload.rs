@@ -66,7 +66,7 @@ words! {
 }
 
 /// The keys a template and a VM share. In a VM each overrides the template's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Workload {
     pub vcpus: Option<Spanned<u32>>,
     pub memory: Option<Spanned<ByteSize>>,
@@ -82,31 +82,34 @@ pub struct Workload {
 }
 
 /// Overcommit ratios a template allows on its host (1.0: none).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Overcommit {
     pub cpu: Option<Spanned<f64>>,
     pub memory: Option<Spanned<f64>>,
+    #[serde(skip)]
     pub span: Span,
 }
 
 /// GPUs a VM asks for: whole GPUs of a model, MIG instances of a profile, or a time slice.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct GpuRequest {
     pub model: Spanned<GpuModel>,
     pub count: Spanned<u32>,
     pub mig: Option<Spanned<MigProfileName>>,
     pub time_sliced: bool,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct NicRequest {
     pub network: Spanned<String>,
     pub model: Spanned<NicModel>,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Disk {
     pub name: Spanned<String>,
     pub image: Option<Spanned<String>>,
@@ -115,18 +118,20 @@ pub struct Disk {
     pub bus: Spanned<DiskBus>,
     /// The volume may be deleted with its VM. Off unless said: volumes may hold data.
     pub delete_with_vm: bool,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Template {
     pub name: Spanned<String>,
     pub description: Option<Spanned<String>>,
     pub workload: Workload,
+    #[serde(skip)]
     pub span: Span,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Vm {
     pub name: Spanned<String>,
     pub description: Option<Spanned<String>>,
@@ -141,6 +146,7 @@ pub struct Vm {
     pub cpus: Option<Spanned<CpuSet>>,
     pub power: Spanned<Power>,
     pub workload: Workload,
+    #[serde(skip)]
     pub span: Span,
 }
 
