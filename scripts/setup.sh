@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what fabrik needs to build and test on a fresh Debian machine (run as root,
+# or with sudo available). Safe to run again: it installs only what is missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Build: a C toolchain and pkg-config for -sys crates, libvirt's headers for the libvirt
+# driver.
+packages=(build-essential pkg-config libvirt-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is not installed; install a Rust toolchain (1.85 or newer) with rustup" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null 2>&1; then
+      rustup component add "$component"
+    else
+      echo "setup: cargo ${component} is missing and there is no rustup to add it" >&2
+      exit 1
+    fi
+  fi
+done
+echo "setup: ready ($(cargo --version))" >&2

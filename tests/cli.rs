@@ -1,0 +1,152 @@
+//! The `fabrik` binary as CI and operators run it: exit codes, output formats, schema.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fabrik(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("fabrik runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
+}
+
+const BROKEN: &str = "fixtures/cli/two-files";
+
+#[test]
+fn valid_factory_exits_zero_and_says_so() {
+    let o = fabrik(&["validate", "examples/minimal"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "human output goes to stderr");
+    assert!(stderr(&o).contains("examples/minimal is valid: 1 file; 1 host, 1 tenant, 1 network, 1 VM"), "{}", stderr(&o));
+}
+
+#[test]
+fn invalid_factory_exits_one_and_reports_every_error() {
+    let o = fabrik(&["validate", BROKEN]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("fabrik::spec::unknown-key"), "{err}");
+    assert!(err.contains("did you mean `quota`?"), "{err}");
+    assert!(err.contains("is invalid: 1 error"), "{err}");
+    assert!(!err.contains('\u{1b}'), "piped output has no colour codes");
+}
+
+#[test]
+fn checks_run_once_files_decode() {
+    // The duplicate host is only reported once the unknown key is fixed: decode errors
+    // stop the checks so one typo does not cascade.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["hosts.yaml", "more.kdl"] {
+        let text = std::fs::read_to_string(Path::new(BROKEN).join(f)).unwrap().replace("qouta", "quota");
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let o = fabrik(&["validate", "--format", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "fabrik::spec::duplicate-name");
+    assert!(d["file"].as_str().unwrap().ends_with("more.kdl"));
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(2), Some(6)));
+    assert!(v["diagnostics"][0]["related"][0]["file"].as_str().unwrap().ends_with("hosts.yaml"));
+    assert_eq!(v["diagnostics"][0]["related"][0]["line"], 3);
+}
+
+#[test]
+fn json_format_is_one_document_on_stdout() {
+    let o = fabrik(&["validate", "--format", "json", BROKEN]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    assert_eq!(v["valid"], false);
+    let d = &v["diagnostics"][0];
+    for key in ["severity", "code", "message", "file", "line", "column", "help"] {
+        assert!(d.get(key).is_some(), "diagnostic has `{key}`: {d}");
+    }
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["code"], "fabrik::spec::unknown-key");
+    assert_eq!(d["file"], "fixtures/cli/two-files/more.kdl");
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(8), Some(5)));
+
+    let o = fabrik(&["validate", "--format", "json", "examples/minimal"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v, serde_json::json!({ "valid": true, "diagnostics": [] }));
+}
+
+#[test]
+fn github_format_gives_annotations() {
+    let o = fabrik(&["validate", "--format", "github", BROKEN]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    let line = out.lines().next().unwrap();
+    assert!(
+        line.starts_with("::error file=fixtures/cli/two-files/more.kdl,line=8,col=5,endColumn=10,title=fabrik%3A%3Aspec%3A%3Aunknown-key::unknown key `qouta`"),
+        "{line}"
+    );
+    assert!(line.contains("%0Ahelp: did you mean `quota`?"), "{line}");
+    assert_eq!(out.lines().count(), 1, "one line per diagnostic");
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    assert_eq!(fabrik(&["validate", "--format", "xml", "."]).status.code(), Some(64));
+    assert_eq!(fabrik(&["frobnicate"]).status.code(), Some(64));
+    assert_eq!(fabrik(&[]).status.code(), Some(64));
+    assert_eq!(fabrik(&["--help"]).status.code(), Some(0));
+    assert_eq!(fabrik(&["--version"]).status.code(), Some(0));
+}
+
+#[test]
+fn missing_path_is_an_error_not_a_crash() {
+    let o = fabrik(&["validate", "--format", "json", "no/such/factory"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["diagnostics"][0]["code"], "fabrik::load::io");
+}
+
+#[test]
+fn empty_directory_has_no_factory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join(".git/x.yaml"), "not: a factory").unwrap();
+    let o = fabrik(&["validate", "--format", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["diagnostics"][0]["code"], "fabrik::load::no-files", "hidden directories are skipped");
+}
+
+#[test]
+fn schema_matches_the_checked_in_file() {
+    let o = fabrik(&["schema"]);
+    assert_eq!(o.status.code(), Some(0));
+    let checked_in = std::fs::read_to_string("schema/fabrik.schema.json").unwrap();
+    assert!(
+        stdout(&o).trim_end() == checked_in.trim_end(),
+        "schema/fabrik.schema.json is out of date: run `cargo run -- schema > schema/fabrik.schema.json`"
+    );
+}
+
+#[test]
+fn reference_doc_matches_the_shapes() {
+    let o = fabrik(&["schema", "--format", "markdown"]);
+    let checked_in = std::fs::read_to_string("docs/reference.md").unwrap();
+    assert!(
+        stdout(&o) == checked_in,
+        "docs/reference.md is out of date: run `cargo run -- schema --format markdown > docs/reference.md`"
+    );
+}
+
+#[test]
+fn human_output_snapshot() {
+    let o = fabrik(&["validate", BROKEN]);
+    insta::assert_snapshot!("two_files_human", stderr(&o));
+}
