@@ -1,4 +1,13 @@
 //! fabrik: a declarative reconciler for multi-tenant GPU infrastructure.
+//!
+//! Operators describe an AI factory in YAML or KDL files. [`spec`] reads them: each file
+//! is parsed by its front end into a tree whose every node carries its [`spec::source::Span`],
+//! then decoded against the shape tables of [`spec::model`] into a typed
+//! [`spec::model::Spec`], collecting every error as a [`diag::Diagnostic`]. [`check`] runs
+//! the rules over the model (names, references). Everything up to here is pure: values
+//! in, values and diagnostics out. [`diag::render`] turns diagnostics into miette reports,
+//! JSON or GitHub annotations at the edge, and [`cli`] is a thin layer of commands over it.
+//! Live hosts, plan and apply build on this model in later stages (see `DESIGN.md`).
 
 // Diagnostics are the error type of the front end; they are made once per problem,
 // never on a hot path, so their size does not matter.
