@@ -27,7 +27,11 @@ fn valid_factory_exits_zero_and_says_so() {
     let o = fabrik(&["validate", "examples/minimal"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).is_empty(), "human output goes to stderr");
-    assert!(stderr(&o).contains("examples/minimal is valid: 1 file; 1 host, 1 tenant, 1 network, 1 VM"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("examples/minimal is valid: 1 file; 1 host, 1 tenant, 1 network, 1 VM"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -18,8 +18,11 @@ fn validate(name: &str, text: &str) -> serde_json::Value {
     let path = dir.path().join(name);
     std::fs::write(&path, text).unwrap();
     let v = fabrik::check::validate(&path);
-    let rendered: Vec<String> =
-        v.diags.iter().map(|d| fabrik::diag::render::human(d, &v.sources, fabrik::diag::render::Style::Plain)).collect();
+    let rendered: Vec<String> = v
+        .diags
+        .iter()
+        .map(|d| fabrik::diag::render::human(d, &v.sources, fabrik::diag::render::Style::Plain))
+        .collect();
     assert!(v.diags.is_empty(), "README's {name} example has diagnostics:\n{}", rendered.join("\n"));
     serde_json::to_value(&v.spec).unwrap()
 }

@@ -18,10 +18,19 @@ use crate::diag::Diagnostic;
 /// exhaust memory. A real factory of 10,000 VMs has about a million nodes.
 const ALIAS_EXPANSION_NODE_LIMIT: usize = 10_000_000;
 
+/// Deeper nesting is refused before it can exhaust the stack; a factory needs about 8.
+const NESTING_LIMIT: usize = 128;
+
 /// Parses one YAML file. `Ok(None)` means the file holds no document at all.
 pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Diagnostic> {
-    let mut b =
-        Builder { file_id, file, parser: Parser::new_from_str(&file.text), anchors: HashMap::new(), expanded: 0 };
+    let mut b = Builder {
+        file_id,
+        file,
+        parser: Parser::new_from_str(&file.text),
+        anchors: HashMap::new(),
+        expanded: 0,
+        depth: 0,
+    };
     b.document()
 }
 
@@ -31,6 +40,7 @@ struct Builder<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
     anchors: HashMap<usize, Node>,
     expanded: usize,
+    depth: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -98,6 +108,21 @@ impl<'a> Builder<'a> {
     }
 
     fn node(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
+        let nests = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
+        if nests {
+            self.depth += 1;
+            if self.depth > NESTING_LIMIT {
+                return Err(too_deep(span, NESTING_LIMIT));
+            }
+        }
+        let node = self.node_inner(ev, span);
+        if nests {
+            self.depth -= 1;
+        }
+        node
+    }
+
+    fn node_inner(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let node = Node { span, value: Value::Scalar(resolve(text, style)) };
@@ -187,6 +212,12 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, node.clone());
         }
     }
+}
+
+pub fn too_deep(span: Span, limit: usize) -> Diagnostic {
+    Diagnostic::error("fabrik::spec::too-deep", format!("nesting deeper than {limit} levels"))
+        .at(span, "too deep here")
+        .help("a factory is a few levels deep; this file is probably generated wrongly or corrupt")
 }
 
 /// Types a scalar by the YAML 1.2 core schema (plain scalars only).
@@ -303,6 +334,13 @@ mod tests {
         }
         let err = parse_str(&text).unwrap_err();
         assert_eq!(err.code, "fabrik::spec::alias-limit");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text: String = (1..3000).map(|i| format!("{}a:\n", "  ".repeat(i))).collect();
+        let err = parse_str(&format!("version: 1\nx:\n{text}")).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::too-deep");
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub use workload::{
 use super::decode::Decoder;
 use super::shape::{Shape, Ty, opt, req};
 use super::source::{Span, Spanned};
-use super::tree::Node;
+use super::tree::{Node, Scalar, Value};
 use crate::diag::Diagnostic;
 
 /// The language version this build reads.
@@ -64,30 +64,45 @@ pub static FILE: Shape = Shape {
 
 /// Decodes one file's tree. Errors go to the decoder; what decoded cleanly is returned.
 pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
+    let Value::Map(map) = &root.value else {
+        d.diags.push(
+            Diagnostic::error(
+                "fabrik::spec::wrong-type",
+                format!("a factory file is a map of keys, found {}", root.kind()),
+            )
+            .at(root.span, "expected `version`, `hosts`, `tenants`, … here")
+            .help(format!("start the file with `version: {VERSION}` and give objects under `hosts:`, `vms:`, …")),
+        );
+        return Spec::default();
+    };
+    // The version decides how the rest is read: a file of another version is not read further.
+    let version = map.entries.iter().find(|e| e.key == "version").map(|e| &e.value);
+    if let Some(Node { value: Value::Scalar(Scalar::Int(n)), span }) = version
+        && *n != i128::from(VERSION)
+    {
+        d.diags.push(
+            Diagnostic::error("fabrik::spec::unsupported-version", format!("version {n} is not supported"))
+                .at(*span, "unsupported version")
+                .help(format!("this fabrik reads version {VERSION}; upgrade fabrik, or write `version: {VERSION}`")),
+        );
+        return Spec::default();
+    }
+    let before = d.diags.len();
     let Some(o) = d.object(root, &FILE, "file") else {
         return Spec::default();
     };
-    // A file without `version` gets one precise error instead of a generic missing key.
-    if let Some(i) =
-        d.diags.iter().position(|x| x.code == "fabrik::spec::missing-key" && x.message.contains("`version`"))
-    {
-        d.diags[i] = missing_version(o.head);
+    if version.is_none() {
+        // One precise error instead of the generic missing key.
+        let generic = |x: &Diagnostic| x.code == "fabrik::spec::missing-key" && x.message.contains("`version`");
+        let mut i = 0;
+        d.diags.retain(|x| {
+            i += 1;
+            i <= before || !generic(x)
+        });
+        d.diags.push(missing_version(o.head));
     }
     if let Some(v) = o.get("version") {
-        match &v.value {
-            super::tree::Value::Scalar(super::tree::Scalar::Int(n)) if *n != i128::from(VERSION) => {
-                d.diags.push(
-                    Diagnostic::error("fabrik::spec::unsupported-version", format!("version {n} is not supported"))
-                        .at(v.span, "unsupported version")
-                        .help(format!(
-                            "this fabrik reads version {VERSION}; upgrade fabrik or write `version: {VERSION}`"
-                        )),
-                );
-            }
-            _ => {
-                let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
-            }
-        }
+        let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
     }
     Spec {
         factory: o.get("factory").and_then(|n| d.name(n, "factory")),
