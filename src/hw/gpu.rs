@@ -13,32 +13,46 @@ crate::words! {
         H200_141GB = "H200-141GB",
         /// The Blackwell GPU of a GB200 superchip.
         GB200 = "GB200",
+        /// An inference card without MIG or NVLink: passthrough or time slicing only.
+        L40S = "L40S",
     }
 }
 
+/// What the catalog knows of a model.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuInfo {
+    /// PCI device id (vendor 0x10de), as `lspci -nn` shows it.
+    pub pci_device_id: u16,
+    /// Memory in GB as NVIDIA's datasheets give it.
+    pub memory_gb: u64,
+    pub mig: bool,
+    pub nvlink: bool,
+    /// The product name NVML reports (`nvmlDeviceGetName`).
+    pub nvml_name: &'static str,
+}
+
 impl GpuModel {
-    /// Memory of one GPU, from NVIDIA's datasheets.
-    pub fn memory(self) -> ByteSize {
-        let gb = match self {
-            GpuModel::A100_40GB => 40,
-            GpuModel::A100_80GB | GpuModel::H100_80GB => 80,
-            GpuModel::H100_94GB => 94,
-            GpuModel::H200_141GB => 141,
-            GpuModel::GB200 => 186,
+    /// Device ids from the PCI ID repository (pci-ids.ucw.cz, vendor 10de) for the SXM
+    /// parts; the GB200 id is inferred from NVIDIA's driver release notes, not read off
+    /// hardware.
+    pub fn info(self) -> GpuInfo {
+        let (pci_device_id, memory_gb, mig, nvlink, nvml_name) = match self {
+            GpuModel::A100_40GB => (0x20b0, 40, true, true, "NVIDIA A100-SXM4-40GB"),
+            GpuModel::A100_80GB => (0x20b2, 80, true, true, "NVIDIA A100-SXM4-80GB"),
+            GpuModel::H100_80GB => (0x2330, 80, true, true, "NVIDIA H100 80GB HBM3"),
+            GpuModel::H100_94GB => (0x2321, 94, true, true, "NVIDIA H100 NVL"),
+            GpuModel::H200_141GB => (0x2335, 141, true, true, "NVIDIA H200"),
+            GpuModel::GB200 => (0x2941, 186, true, true, "NVIDIA GB200"),
+            GpuModel::L40S => (0x26b9, 48, false, false, "NVIDIA L40S"),
         };
-        ByteSize(gb * ByteSize::GIB)
+        GpuInfo { pci_device_id, memory_gb, mig, nvlink, nvml_name }
     }
 
-    /// Every model in this catalog supports MIG; kept as a question so a future
-    /// model without it (or a time-sliced-only card) has a place to say so.
+    pub fn memory(self) -> ByteSize {
+        ByteSize(self.info().memory_gb * ByteSize::GIB)
+    }
+
     pub fn supports_mig(self) -> bool {
-        match self {
-            GpuModel::A100_40GB
-            | GpuModel::A100_80GB
-            | GpuModel::H100_80GB
-            | GpuModel::H100_94GB
-            | GpuModel::H200_141GB
-            | GpuModel::GB200 => true,
-        }
+        self.info().mig
     }
 }

@@ -122,6 +122,7 @@ pub fn profiles(model: GpuModel) -> &'static [MigProfile] {
         GpuModel::H100_94GB => &H100_94GB,
         GpuModel::H200_141GB => &H200_141GB,
         GpuModel::GB200 => &GB200,
+        GpuModel::L40S => &[],
     }
 }
 
