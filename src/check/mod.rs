@@ -3,9 +3,13 @@
 
 pub mod names;
 pub mod refs;
+pub mod rules;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
+
+/// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
+pub static CHECKS: &[&[rules::Rule]] = &[];
 
 /// Runs every check. Reference checks only make sense once names are unique.
 pub fn run(spec: &Spec) -> Vec<Diagnostic> {

@@ -26,9 +26,9 @@ impl<'a> Names<'a> {
             return;
         }
         let help = match suggest(&r.value, self.sorted.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(s) => format!("did you mean `{s}`? If not, define {} `{}`", self.kind, r.value),
             None if self.sorted.is_empty() => {
-                format!("no {} is defined; define `{}` or fix the name", self.kind, r.value)
+                format!("no {kind} is defined; define {kind} `{}` or fix the name", r.value, kind = self.kind)
             }
             None if self.sorted.len() <= 8 => {
                 format!("the {}s defined are: {}", self.kind, self.sorted.join(", "))
@@ -64,6 +64,23 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
         let from = format!("network `{}`", n.name.value);
         n.tenant.iter().for_each(|t| tenants.check(&mut out, t, &from));
         n.hosts.iter().for_each(|h| hosts.check(&mut out, h, &from));
+    }
+    for domain in &spec.nvlink_domains {
+        let used = spec
+            .hosts
+            .iter()
+            .flat_map(|h| &h.gpus)
+            .any(|g| g.nvlink_domain.as_ref().is_some_and(|n| n.value == domain.name.value));
+        if !used {
+            out.push(
+                Diagnostic::error(
+                    "fabrik::ref::unused-nvlink-domain",
+                    format!("NVLink domain `{}` is declared but no GPU is in it", domain.name.value),
+                )
+                .at(domain.name.span, "no GPU names this domain")
+                .help("give the domain's GPUs `nvlink-domain` with this name, or fix the name if it is misspelt"),
+            );
+        }
     }
     for p in &spec.pools {
         let from = format!("pool `{}`", p.name.value);
@@ -106,7 +123,7 @@ fn check_gpu_pins(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagno
                 format!("VM `{}` pins GPUs but no host", vm.name.value),
             )
             .at(first.span, "a PCI address is only meaningful on one host")
-            .help("add `host:` to the VM, naming the host these GPUs are on"),
+            .help("give the VM a `host`: the host these GPUs are on"),
         );
         return;
     };

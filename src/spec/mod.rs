@@ -1,6 +1,7 @@
 //! The desired-state language: files → typed [`model::Spec`] with source spans.
 
 pub mod decode;
+pub mod effective;
 pub mod kdl;
 pub mod load;
 pub mod model;

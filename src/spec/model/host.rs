@@ -71,6 +71,19 @@ pub struct MigSlot {
     pub span: Span,
 }
 
+/// An NVLink domain: the GPUs that reach each other over NVLink (one HGX board, or an
+/// NVL72 rack across hosts). GPUs name their domain; declaring it is needed only to give
+/// it properties.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NvlinkDomain {
+    pub name: Spanned<String>,
+    pub description: Option<Spanned<String>>,
+    /// Partitioned between tenants by the fabric manager: never split between tenants' VMs.
+    pub partitioned: bool,
+    #[serde(skip)]
+    pub span: Span,
+}
+
 words! {
     pub enum NicKind {
         Ethernet = "ethernet",
@@ -158,6 +171,22 @@ pub static MIG_SLOT: Shape = Shape {
     ],
 };
 
+pub static NVLINK_DOMAIN: Shape = Shape {
+    name: "NVLink domain",
+    doc: "An NVLink domain that GPUs name in `nvlink-domain`.",
+    label: Some("name"),
+    more: &[],
+    fields: &[
+        req("name", Ty::Name, "the domain's name, as GPUs give it in `nvlink-domain`"),
+        opt("description", Ty::Str, "free text"),
+        opt(
+            "partitioned",
+            Ty::Bool,
+            "partitioned by the fabric manager: GPUs of one partition never go to two tenants",
+        ),
+    ],
+};
+
 pub static NIC: Shape = Shape {
     name: "NIC",
     doc: "A network interface of the host.",
@@ -240,6 +269,14 @@ fn decode_mig_slot(d: &mut Decoder, n: &Node) -> Option<MigSlot> {
     let profile = o.get("profile").and_then(|n| d.mig_profile(n, "profile"));
     let placement = o.get("placement").and_then(|n| d.uint(n, "placement", 0, 7));
     Some(MigSlot { profile: profile?, placement, span: o.span })
+}
+
+pub fn decode_nvlink_domain(d: &mut Decoder, n: &Node) -> Option<NvlinkDomain> {
+    let o = d.object(n, &NVLINK_DOMAIN, "nvlink-domain")?;
+    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let description = o.get("description").and_then(|n| d.string(n, "description"));
+    let partitioned = o.get("partitioned").and_then(|n| d.bool(n, "partitioned")).is_some_and(|b| b.value);
+    Some(NvlinkDomain { name: name?, description, partitioned, span: o.span })
 }
 
 fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {

@@ -9,7 +9,7 @@ pub mod storage;
 pub mod tenant;
 pub mod workload;
 
-pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode};
+pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
 pub use network::{NetKind, Network, Purpose};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};
 pub use tenant::{Quota, Sharing, Tenant};
@@ -20,7 +20,7 @@ pub use workload::{
 
 use super::decode::Decoder;
 use super::shape::{Shape, Ty, opt, req};
-use super::source::{Span, Spanned};
+use super::source::{Span, Spanned, Syntax};
 use super::tree::{Node, Scalar, Value};
 use crate::diag::Diagnostic;
 
@@ -32,6 +32,7 @@ pub const VERSION: i64 = 1;
 pub struct Spec {
     pub factory: Option<Spanned<String>>,
     pub hosts: Vec<Host>,
+    pub nvlink_domains: Vec<NvlinkDomain>,
     pub tenants: Vec<Tenant>,
     pub networks: Vec<Network>,
     pub pools: Vec<Pool>,
@@ -53,6 +54,11 @@ pub static FILE: Shape = Shape {
             "the factory's name, recorded on everything fabrik creates (default: the directory name)",
         ),
         opt("hosts", Ty::Items { shape: &host::HOST, singular: "host" }, "KVM hosts"),
+        opt(
+            "nvlink-domains",
+            Ty::Items { shape: &host::NVLINK_DOMAIN, singular: "nvlink-domain" },
+            "NVLink domains that need more than a name (a partitioned domain)",
+        ),
         opt("tenants", Ty::Items { shape: &tenant::TENANT, singular: "tenant" }, "tenants (virtual data centers)"),
         opt("networks", Ty::Items { shape: &network::NETWORK, singular: "network" }, "networks"),
         opt("pools", Ty::Items { shape: &storage::POOL, singular: "pool" }, "storage pools"),
@@ -83,7 +89,10 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
         d.diags.push(
             Diagnostic::error("fabrik::spec::unsupported-version", format!("version {n} is not supported"))
                 .at(*span, "unsupported version")
-                .help(format!("this fabrik reads version {VERSION}; upgrade fabrik, or write `version: {VERSION}`")),
+                .help(format!(
+                    "this fabrik reads version {VERSION}; upgrade fabrik, or write `{}`",
+                    version_line(d.syntax)
+                )),
         );
         return Spec::default();
     }
@@ -99,7 +108,7 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
             i += 1;
             i <= before || !generic(x)
         });
-        d.diags.push(missing_version(o.head));
+        d.diags.push(missing_version(o.head, d.syntax));
     }
     if let Some(v) = o.get("version") {
         let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
@@ -107,6 +116,7 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
     Spec {
         factory: o.get("factory").and_then(|n| d.name(n, "factory")),
         hosts: d.items(&o, "hosts", host::decode_host),
+        nvlink_domains: d.items(&o, "nvlink-domains", host::decode_nvlink_domain),
         tenants: d.items(&o, "tenants", tenant::decode_tenant),
         networks: d.items(&o, "networks", network::decode_network),
         pools: d.items(&o, "pools", storage::decode_pool),
@@ -116,10 +126,18 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
     }
 }
 
-pub fn missing_version(at: Span) -> Diagnostic {
+pub fn missing_version(at: Span, syntax: Syntax) -> Diagnostic {
     Diagnostic::error("fabrik::spec::missing-version", "file has no `version`")
         .at(at, "add `version` before this")
-        .help(format!("start the file with `version: {VERSION}` (YAML) or `version {VERSION}` (KDL)"))
+        .help(format!("start the file with `{}`", version_line(syntax)))
+}
+
+/// The line that declares the version, as it is written in a file of this syntax.
+pub fn version_line(syntax: Syntax) -> String {
+    match syntax {
+        Syntax::Yaml => format!("version: {VERSION}"),
+        Syntax::Kdl => format!("version {VERSION}"),
+    }
 }
 
 impl Spec {
@@ -139,6 +157,7 @@ impl Spec {
             _ => {}
         }
         self.hosts.extend(other.hosts);
+        self.nvlink_domains.extend(other.nvlink_domains);
         self.tenants.extend(other.tenants);
         self.networks.extend(other.networks);
         self.pools.extend(other.pools);

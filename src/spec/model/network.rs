@@ -105,18 +105,19 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
 
     if let Some(kind) = &kind {
         let because = format!("to a {} network", kind.value);
-        let (needs, ignores): (&[&str], &[&str]) = match kind.value {
-            NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "port"]),
-            NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "port"]),
-            NetKind::Vxlan => (&["vni"], &["vlan", "pkey"]),
-            NetKind::IbPartition => (&["pkey", "parent"], &["vlan", "vni", "port", "bridge"]),
-            NetKind::Sriov => (&["parent"], &["vni", "pkey", "port", "bridge"]),
-        };
+        let (needs, ignores) = kind_keys(kind.value);
         for key in needs {
             d.required_because(&o, key, &format!("for a {} network", kind.value));
         }
         for key in ignores {
-            d.irrelevant(&o, key, &because);
+            let users: Vec<&str> = NetKind::NAMES
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| !kind_keys(NetKind::from_index(i)).1.contains(key))
+                .map(|(_, w)| *w)
+                .collect();
+            let help = format!("remove `{key}`: only {} networks use it", users.join(" and "));
+            d.irrelevant(&o, key, &because, &help);
         }
     }
     if purpose.as_ref().is_some_and(|p| p.value == Purpose::Tenant) {
@@ -147,6 +148,17 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
         hosts,
         span: o.span,
     })
+}
+
+/// Keys a network kind needs, and keys it has no use for.
+fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
+        NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "port"]),
+        NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "port"]),
+        NetKind::Vxlan => (&["vni"], &["vlan", "pkey"]),
+        NetKind::IbPartition => (&["pkey", "parent"], &["vlan", "vni", "port", "bridge"]),
+        NetKind::Sriov => (&["parent"], &["vni", "pkey", "port", "bridge"]),
+    }
 }
 
 fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spanned<String>> {

@@ -99,7 +99,9 @@ pub fn decode_pool(d: &mut Decoder, n: &Node) -> Option<Pool> {
     let source = o.get("source").and_then(|n| d.string(n, "source"));
     if let Some(k) = &kind {
         match k.value {
-            PoolKind::Dir => d.irrelevant(&o, "source", "to a dir pool"),
+            PoolKind::Dir => {
+                d.irrelevant(&o, "source", "to a dir pool", "remove `source`: only logical and netfs pools use it")
+            }
             PoolKind::Logical | PoolKind::Netfs => d.required_because(&o, "source", &format!("for a {} pool", k.value)),
         }
     }

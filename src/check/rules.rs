@@ -1,0 +1,221 @@
+//! The registry of every diagnostic code: what it means, what it protects against, a
+//! failing example and the fix. `fabrik explain CODE` prints an entry; `docs/rules.md`
+//! and `docs/diagnostics.md` are generated from it, and a test keeps both in step.
+
+/// One diagnostic code and its page.
+#[derive(Debug)]
+pub struct Rule {
+    pub code: &'static str,
+    /// One line: what the diagnostic says is wrong.
+    pub summary: &'static str,
+    /// Why it matters: what goes wrong in a cluster that ignores it.
+    pub protects: &'static str,
+    /// A failing example (YAML), empty when the summary says it all.
+    pub example: &'static str,
+    /// How to fix it.
+    pub fix: &'static str,
+}
+
+/// A language or loading code: the summary is the whole page.
+const fn lang(code: &'static str, summary: &'static str) -> Rule {
+    Rule { code, summary, protects: "", example: "", fix: "" }
+}
+
+/// Loading and language codes (`fabrik::load::*`, `fabrik::spec::*`, `fabrik::ref::*`).
+pub static LANGUAGE: &[Rule] = &[
+    lang("fabrik::load::io", "a path cannot be read (missing, permissions)"),
+    lang(
+        "fabrik::load::no-files",
+        "a directory holds no `*.yaml`, `*.yml` or `*.kdl` file (hidden entries are skipped)",
+    ),
+    lang("fabrik::load::unknown-extension", "a file given by path is not `.yaml`, `.yml` or `.kdl`"),
+    lang(
+        "fabrik::spec::yaml-syntax",
+        "the YAML does not parse (indentation, quoting, tabs, several documents in a file)",
+    ),
+    lang("fabrik::spec::kdl-syntax", "the KDL does not parse (quoting, braces, an unquoted `64GiB`)"),
+    lang("fabrik::spec::not-utf8", "the file is not UTF-8 text (binary, or another encoding)"),
+    lang("fabrik::spec::empty-file", "the file holds no document (empty, or only comments)"),
+    lang("fabrik::spec::alias-limit", "YAML aliases expand to more than ten million nodes"),
+    lang(
+        "fabrik::spec::too-deep",
+        "lists and maps nested deeper than any factory needs (128 levels in YAML, 32 in KDL), refused before they can exhaust the stack",
+    ),
+    lang("fabrik::spec::missing-version", "the file has no top-level `version`"),
+    lang("fabrik::spec::unsupported-version", "`version` is not one this fabrik reads (`1`)"),
+    lang("fabrik::spec::unknown-key", "a key the object does not have; the help suggests the closest one"),
+    lang("fabrik::spec::duplicate-key", "a key given twice in one object"),
+    lang(
+        "fabrik::spec::missing-key",
+        "a required key is absent (also: a VM whose vCPUs or memory come from nowhere, a key a network kind needs)",
+    ),
+    lang("fabrik::spec::irrelevant-key", "a key that has no effect given another key (`vni` on a VLAN network)"),
+    lang(
+        "fabrik::spec::conflicting-keys",
+        "two keys that exclude each other (`tenant` and `shared`; `mig` and `time-sliced`)",
+    ),
+    lang("fabrik::spec::kdl-argument", "a KDL node with an argument it does not take, or more than one"),
+    lang(
+        "fabrik::spec::wrong-type",
+        "a value of the wrong type (a string for an integer, YAML 1.1 `yes` for a boolean, …)",
+    ),
+    lang(
+        "fabrik::spec::unknown-variant",
+        "a word that is not one of the allowed values; the help suggests the closest",
+    ),
+    lang("fabrik::spec::out-of-range", "a number outside its range (VLAN 1–4094, VNI 1–16777215, MTU 68–65535, …)"),
+    lang("fabrik::spec::missing-unit", "a size without a unit (`memory: 128`)"),
+    lang("fabrik::spec::bad-unit", "a size with an unknown unit (`128GIB`); units follow libvirt"),
+    lang("fabrik::spec::bad-size", "a size that is not a number of bytes, or too large"),
+    lang("fabrik::spec::bad-page-size", "a hugepage size other than `2M` or `1G`"),
+    lang("fabrik::spec::bad-cpuset", "a CPU list that does not parse (`0-27,56-83` is the form)"),
+    lang("fabrik::spec::bad-pci-address", "a PCI address that does not parse (`0000:3b:00.0` is the form)"),
+    lang("fabrik::spec::bad-mig-profile", "a MIG profile name that does not parse (`3g.71gb`, `1g.18gb+me`)"),
+    lang(
+        "fabrik::spec::bad-name",
+        "a name with characters other than letters, digits, `-`, `_`, `.`, or longer than 63",
+    ),
+    lang("fabrik::spec::bad-ifname", "a Linux interface name longer than 15 characters or with `/`, `:` or spaces"),
+    lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
+    lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
+    lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),
+    lang(
+        "fabrik::spec::duplicate-name",
+        "two objects of one kind with one name, in one file or across files (VM replicas count by their expanded names); both places are shown",
+    ),
+    lang("fabrik::spec::factory-mismatch", "two files give different `factory` names"),
+    lang("fabrik::ref::unknown-host", "a tenant, network, pool or VM names a host that is not defined"),
+    lang("fabrik::ref::unknown-tenant", "a VM or network names a tenant that is not defined"),
+    lang("fabrik::ref::unknown-network", "a tenant, template or VM names a network that is not defined"),
+    lang("fabrik::ref::unknown-template", "a VM names a template that is not defined"),
+    lang("fabrik::ref::unknown-image", "a disk names an image that is not defined"),
+    lang("fabrik::ref::unknown-pool", "an image or disk names a pool that is not defined"),
+    lang("fabrik::ref::unknown-gpu", "a VM pins a GPU address its host does not declare"),
+    lang("fabrik::ref::unused-nvlink-domain", "an NVLink domain is declared but no GPU names it (a misspelt name?)"),
+    lang("fabrik::ref::gpu-pin-without-host", "a VM pins GPUs by address without naming its host"),
+];
+
+/// The families of expert checks, in the order `docs/rules.md` lists them.
+pub const FAMILIES: &[(&str, &str)] = &[
+    ("mig", "MIG geometry: layouts that the GPU can really hold"),
+    ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
+    ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
+    ("fabric", "Fabric: NVLink domains and their partitions"),
+    ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
+    ("quota", "Quotas: tenants stay within their limits"),
+    ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
+];
+
+/// Every code fabrik can report.
+pub fn all() -> impl Iterator<Item = &'static Rule> {
+    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter()))
+}
+
+pub fn find(code: &str) -> Option<&'static Rule> {
+    let code = code.trim();
+    all().find(|r| r.code == code || r.code.strip_prefix("fabrik::") == Some(code))
+}
+
+/// The page `fabrik explain` prints.
+pub fn page(r: &Rule) -> String {
+    let mut out = format!("{}\n\n{}\n", r.code, r.summary);
+    if !r.protects.is_empty() {
+        out.push_str(&format!("\nWhy it matters\n  {}\n", r.protects));
+    }
+    if !r.example.is_empty() {
+        out.push_str("\nFails\n");
+        for line in r.example.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    if !r.fix.is_empty() {
+        out.push_str(&format!("\nFix\n  {}\n", r.fix));
+    }
+    out
+}
+
+/// `docs/diagnostics.md`: the loading, language and reference codes.
+pub fn diagnostics_markdown() -> String {
+    let mut out = String::from(
+        "# Diagnostics\n\n\
+         Every problem fabrik finds in a factory is a diagnostic with a stable code, the file, line and \
+         column it is about, and a `help:` line. Codes never change meaning; tools may match on them \
+         (`fabrik validate --format json` carries them in `code`), and `fabrik explain CODE` prints an \
+         entry. This page lists the codes of loading, the language and references; the expert checks \
+         are in [rules.md](rules.md). Generated from `src/check/rules.rs`; do not edit by hand.\n",
+    );
+    for (prefix, title, note) in [
+        ("fabrik::load::", "Loading", ""),
+        ("fabrik::spec::", "The language", ""),
+        (
+            "fabrik::ref::",
+            "References",
+            "References are checked once every file decodes cleanly, so a typo in one place does not \
+             cascade into unknown references elsewhere.\n\n",
+        ),
+    ] {
+        out.push_str(&format!("\n## {title}: `{prefix}*`\n\n{note}| code | meaning |\n|---|---|\n"));
+        for r in LANGUAGE.iter().filter(|r| r.code.starts_with(prefix)) {
+            out.push_str(&format!("| `{}` | {} |\n", r.code, r.summary.replace('|', "\\|")));
+        }
+    }
+    out
+}
+
+/// `docs/rules.md`: every expert check, by family.
+pub fn rules_markdown() -> String {
+    let mut out = String::from(
+        "# Rules\n\nThe expert checks `fabrik validate` runs once a factory's files decode cleanly. \
+         Generated from `src/check/rules.rs`; do not edit by hand. \
+         `fabrik explain CODE` prints one entry.\n",
+    );
+    for (family, title) in FAMILIES {
+        out.push_str(&format!("\n## {title}\n"));
+        for r in all().filter(|r| r.code.split("::").nth(1) == Some(family)) {
+            out.push_str(&format!("\n### `{}`\n\n{}\n", r.code, r.summary));
+            if !r.protects.is_empty() {
+                out.push_str(&format!("\n**Protects against:** {}\n", r.protects));
+            }
+            if !r.example.is_empty() {
+                out.push_str(&format!("\n**Fails:**\n\n```yaml\n{}\n```\n", r.example.trim_end()));
+            }
+            if !r.fix.is_empty() {
+                out.push_str(&format!("\n**Fix:** {}\n", r.fix));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for r in all() {
+            assert!(seen.insert(r.code), "{} listed twice", r.code);
+            let parts: Vec<&str> = r.code.split("::").collect();
+            assert!(parts.len() == 3 && parts[0] == "fabrik", "{}", r.code);
+            assert!(!r.summary.is_empty(), "{} has no summary", r.code);
+        }
+    }
+
+    #[test]
+    fn expert_rules_have_whole_pages() {
+        for r in all().filter(|r| FAMILIES.iter().any(|(f, _)| r.code.split("::").nth(1) == Some(f))) {
+            assert!(
+                !r.protects.is_empty() && !r.example.is_empty() && !r.fix.is_empty(),
+                "{} needs protects, example and fix",
+                r.code
+            );
+        }
+    }
+
+    #[test]
+    fn find_accepts_the_short_form() {
+        assert_eq!(find("spec::unknown-key").map(|r| r.code), Some("fabrik::spec::unknown-key"));
+        assert!(find("fabrik::nope::nothing").is_none());
+    }
+}
