@@ -1,6 +1,7 @@
 //! Checks on a decoded factory. Each module is a family of rules with stable codes;
 //! all of them are pure functions of the [`Spec`].
 
+pub mod mig;
 pub mod names;
 pub mod refs;
 pub mod rules;
@@ -9,12 +10,13 @@ use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
 
 /// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
-pub static CHECKS: &[&[rules::Rule]] = &[];
+pub static CHECKS: &[&[rules::Rule]] = &[mig::RULES];
 
 /// Runs every check. Reference checks only make sense once names are unique.
 pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     let mut out = names::check(spec);
     out.extend(refs::check(spec));
+    mig::check(spec, &mut out);
     out
 }
 
