@@ -13,6 +13,7 @@
 // never on a hot path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod diag;

@@ -154,3 +154,19 @@ fn human_output_snapshot() {
     let o = fabrik(&["validate", BROKEN]);
     insta::assert_snapshot!("two_files_human", stderr(&o));
 }
+
+#[test]
+fn explain_prints_a_rule_page() {
+    let o = fabrik(&["explain", "fabrik::mig::overlap"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for part in ["fabrik::mig::overlap", "Why it matters", "Fails", "Fix"] {
+        assert!(out.contains(part), "{out}");
+    }
+    assert_eq!(stdout(&fabrik(&["explain", "mig::overlap"])), out, "the short form works too");
+    let o = fabrik(&["explain", "mig::overlp"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(stderr(&o).contains("did you mean `fabrik::mig::overlap`?"), "{}", stderr(&o));
+    let o = fabrik(&["explain", "--list"]);
+    assert!(stdout(&o).lines().any(|l| l.starts_with("fabrik::spec::unknown-key")));
+}

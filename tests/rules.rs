@@ -72,7 +72,11 @@ fn every_failing_case_reports_exactly_what_it_expects() {
         got.sort();
         if got != want {
             let rendered: Vec<String> = v.diags.iter().map(|d| human(d, &v.sources, Style::Plain)).collect();
-            failures.push(format!("{}:\n  expected {want:?}\n  got      {got:?}\n{}", relative(case), rendered.join("\n")));
+            failures.push(format!(
+                "{}:\n  expected {want:?}\n  got      {got:?}\n{}",
+                relative(case),
+                rendered.join("\n")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

@@ -108,3 +108,37 @@ fn unique_vms(out: &mut Vec<Diagnostic>, spec: &Spec) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load::load_bytes;
+    use crate::spec::source::{Sources, Syntax};
+
+    fn check_yaml(text: &str) -> Vec<Diagnostic> {
+        let mut sources = Sources::default();
+        let (_, spec, diags) = load_bytes(&mut sources, "f.yaml".into(), Syntax::Yaml, text.into());
+        assert!(diags.is_empty(), "{diags:?}");
+        check(&spec)
+    }
+
+    #[test]
+    fn clashing_replicas_are_one_error_naming_every_clash() {
+        let out = check_yaml(
+            "version: 1\nvms:\n  - {name: w, tenant: t, replicas: 2}\n  - {name: w, tenant: t, replicas: 3}\n",
+        );
+        let [d] = out.as_slice() else { panic!("one diagnostic, got {out:?}") };
+        assert_eq!(d.message, "VMs `w-0`, `w-1` are defined twice");
+        assert_eq!(d.primary.as_ref().map(|l| l.text.as_str()), Some("defined again here, as replicas of `w`"));
+    }
+
+    #[test]
+    fn a_gpu_given_twice_is_about_its_address() {
+        let out = check_yaml(
+            "version: 1\nhosts:\n  - name: h\n    uri: qemu:///system\n    numa-nodes: [{id: 0, cpus: 0-3, memory: 1GiB}]\n    gpus:\n      - {address: 0000:1b:00.0, model: H200-141GB, numa-node: 0}\n      - {address: 1b:00.0, model: H200-141GB, numa-node: 0}\n",
+        );
+        let [d] = out.as_slice() else { panic!("one diagnostic, got {out:?}") };
+        assert_eq!(d.message, "GPU `0000:1b:00.0` of host `h` is defined twice");
+        assert!(d.help.as_deref().is_some_and(|h| h.contains("has its own `address`")), "{:?}", d.help);
+    }
+}

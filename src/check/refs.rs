@@ -142,7 +142,7 @@ fn check_gpu_pins(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagno
                 Diagnostic::error(
                     "fabrik::ref::unknown-gpu",
                     format!(
-                        "VM `{}` pins GPU {} which host `{}` does not have",
+                        "VM `{}` pins GPU `{}`, which host `{}` does not have",
                         vm.name.value, pin.value, host.name.value
                     ),
                 )

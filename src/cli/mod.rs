@@ -1,6 +1,8 @@
 //! The command line: argument parsing and one module per command. Commands only parse,
 //! call the library, and print; exit codes are decided here.
 
+pub mod bench;
+pub mod explain;
 pub mod schema;
 pub mod validate;
 
@@ -38,6 +40,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
         format: SchemaFormat,
     },
+    /// Explain a diagnostic code: what it protects against, a failing example, the fix.
+    Explain {
+        /// A code such as `fabrik::mig::layout` (or `mig::layout`).
+        code: Option<String>,
+        /// List every code with its summary.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Generate a factory of N hosts and M VMs; time loading and checking it, and its peak memory.
+    Bench(bench::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -68,6 +80,8 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Validate { path, format } => validate::run(&path, format),
         Command::Schema { format } => schema::run(format),
+        Command::Bench(args) => bench::run(&args),
+        Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)
 }

@@ -174,7 +174,18 @@ impl MietteReport {
 
 fn named(sources: &Sources, file: FileId) -> NamedSource<Arc<String>> {
     let f = sources.get(file);
-    NamedSource::new(f.path.display().to_string(), Arc::clone(&f.text))
+    NamedSource::new(f.path.display().to_string(), displayable(&f.text))
+}
+
+/// The text with control characters (a binary file's, say) shown as `.`, as a hex dump
+/// does, so that a snippet never sends control codes to the terminal. Each is one byte
+/// and so is `.`: spans stay where they were.
+fn displayable(text: &Arc<String>) -> Arc<String> {
+    let control = |c: char| c.is_ascii_control() && !matches!(c, '\n' | '\r' | '\t');
+    if !text.contains(control) {
+        return Arc::clone(text);
+    }
+    Arc::new(text.chars().map(|c| if control(c) { '.' } else { c }).collect())
 }
 
 fn labeled(l: &Label, primary: bool) -> LabeledSpan {
@@ -222,5 +233,18 @@ impl miette::Diagnostic for MietteReport {
             Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic))
                 as Box<dyn Iterator<Item = &'a dyn miette::Diagnostic>>
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let text = Arc::new("a\u{1b}[31mb\0\tc\n".to_string());
+        let shown = displayable(&text);
+        assert_eq!(shown.as_str(), "a.[31mb.\tc\n");
+        assert_eq!(shown.len(), text.len(), "spans keep their offsets");
     }
 }

@@ -90,8 +90,22 @@ impl Decoder {
             {
                 format!("KDL booleans are written `#{s}`")
             }
-            (Value::Scalar(Scalar::Str(_)), _) if expected.contains("integer") || expected.contains("number") => {
+            (Value::Scalar(Scalar::Str(s)), _)
+                if (expected.contains("integer") || expected.contains("number")) && s.trim().parse::<f64>().is_ok() =>
+            {
                 "write the number without quotes".to_string()
+            }
+            (_, Syntax::Yaml) if expected == "a list" => {
+                format!("write `{key}` as a list: `[a, b]` on one line, or one `- item` per line")
+            }
+            (_, Syntax::Kdl) if expected == "a list" => {
+                format!("give the items as arguments of the node, on one line: `{key} a b`")
+            }
+            (_, Syntax::Yaml) if expected == "a map" => {
+                format!("write `{key}:` with its keys indented below it, one `key: value` per line")
+            }
+            (_, Syntax::Kdl) if expected == "a map" => {
+                format!("give `{key}` properties (`{key} key=value`) or a block of child nodes")
             }
             _ => format!("give `{key}` {expected}"),
         };
@@ -105,6 +119,8 @@ impl Decoder {
     /// Checks a map against its shape.
     pub fn object<'n>(&mut self, node: &'n Node, shape: &'static Shape, key: &str) -> Option<Obj<'n>> {
         let mut slots = vec![Slot::Empty; shape.all().count()];
+        // Where each slot's key was first written, to point at it when it is given again.
+        let mut first_keys: Vec<Option<Span>> = vec![None; slots.len()];
         let mut head = None;
         let label_index = shape.label.and_then(|l| shape.all().position(|f| f.key == l));
         let map = match &node.value {
@@ -112,7 +128,7 @@ impl Decoder {
             Value::Scalar(Scalar::Str(_) | Scalar::Int(_)) if label_index.is_some() => {
                 slots[label_index.unwrap_or(0)] = Slot::One(node);
                 let obj = Obj { shape, head: node.span, span: node.span, slots };
-                self.missing(&obj);
+                self.missing(&obj, &[]);
                 return Some(obj);
             }
             _ => {
@@ -134,10 +150,12 @@ impl Decoder {
                 ),
             }
         }
+        // Keys that an unknown key is probably a typo of: their absence is that typo.
+        let mut typo_of = Vec::new();
         for entry in &map.entries {
             let found = shape.all().position(|f| Shape::spelled(f, self.syntax) == entry.key);
             let Some(i) = found else {
-                self.unknown_key(shape, &entry.key, entry.key_span, key);
+                typo_of.extend(self.unknown_key(shape, &entry.key, entry.key_span));
                 continue;
             };
             head.get_or_insert(entry.key_span);
@@ -146,30 +164,41 @@ impl Decoder {
             let first_span = match &mut slots[i] {
                 Slot::Empty => {
                     slots[i] = if many { Slot::Many(vec![&entry.value]) } else { Slot::One(&entry.value) };
+                    first_keys[i] = Some(entry.key_span);
                     continue;
                 }
                 Slot::Many(v) if many => {
                     v.push(&entry.value);
                     continue;
                 }
-                Slot::One(first) => first.span,
-                Slot::Many(v) => v[0].span,
+                Slot::One(first) => first_keys[i].unwrap_or(first.span),
+                Slot::Many(v) => first_keys[i].unwrap_or(v[0].span),
+            };
+            // Lists of objects are repeated nodes in KDL (`nic a`, `nic b`), so repeating a
+            // list of scalars the same way is a natural slip; say how KDL writes it.
+            let scalar_list = matches!(shape.all().nth(i).map(|f| &f.ty), Some(Ty::List(_)));
+            let help = if scalar_list && self.syntax == Syntax::Kdl {
+                format!("`{}` is a list: give every value as an argument of one node, `{} a b`", entry.key, entry.key)
+            } else {
+                "remove one of them".to_string()
             };
             self.err(
                 Diagnostic::error("fabrik::spec::duplicate-key", format!("`{}` is given twice", entry.key))
                     .at(entry.key_span, "given again here")
                     .also(first_span, "first given here")
-                    .help("remove one of them"),
+                    .help(help),
             );
         }
         let obj = Obj { shape, head: head.unwrap_or(node.span), span: node.span, slots };
-        self.missing(&obj);
+        self.missing(&obj, &typo_of);
         Some(obj)
     }
 
-    fn missing(&mut self, obj: &Obj<'_>) {
+    /// Reports required keys that are absent, except those in `typo_of`: a misspelt key
+    /// is reported once, as unknown with its suggestion.
+    fn missing(&mut self, obj: &Obj<'_>, typo_of: &[&str]) {
         for (f, slot) in obj.shape.all().zip(&obj.slots) {
-            if f.required && matches!(slot, Slot::Empty) {
+            if f.required && matches!(slot, Slot::Empty) && !typo_of.contains(&Shape::spelled(f, self.syntax)) {
                 let what = obj.shape.name;
                 let named = obj.shape.label.and_then(|l| obj.get(l)).and_then(|n| match &n.value {
                     Value::Scalar(Scalar::Str(s)) => Some(format!(" `{s}`")),
@@ -188,18 +217,20 @@ impl Decoder {
         }
     }
 
-    fn unknown_key(&mut self, shape: &Shape, key: &str, span: Span, parent: &str) {
-        let names: Vec<&str> = shape.all().map(|f| Shape::spelled(f, self.syntax)).collect();
-        let help = match suggest(key, names.iter().copied()) {
+    /// Reports an unknown key; returns the key it is probably a misspelling of.
+    fn unknown_key(&mut self, shape: &Shape, key: &str, span: Span) -> Option<&'static str> {
+        let names: Vec<&'static str> = shape.all().map(|f| Shape::spelled(f, self.syntax)).collect();
+        let suggestion = suggest(key, names.iter().copied());
+        let help = match suggestion {
             Some(s) => format!("did you mean `{s}`?"),
             None => format!("the keys of {} are: {}", shape.name, names.join(", ")),
         };
-        let _ = parent;
         self.err(
             Diagnostic::error("fabrik::spec::unknown-key", format!("unknown key `{key}` in {}", shape.name))
                 .at(span, "not a known key")
                 .help(help),
         );
+        suggestion
     }
 
     /// A list of objects: a YAML sequence, or repeated KDL child nodes.
@@ -218,10 +249,12 @@ impl Decoder {
         nodes.into_iter().filter_map(|n| f(self, n)).collect()
     }
 
-    /// A list of scalars; in KDL, a node with one argument is a list of one.
+    /// A list of scalars; in KDL, a node with one argument is a list of one, and a node
+    /// without arguments the empty list (KDL has no other way to write it).
     pub fn list<T>(&mut self, n: &Node, key: &str, mut f: impl FnMut(&mut Self, &Node) -> Option<T>) -> Vec<T> {
         match &n.value {
             Value::Seq(items) => items.iter().filter_map(|i| f(self, i)).collect(),
+            Value::Scalar(Scalar::Null) if self.syntax == Syntax::Kdl => Vec::new(),
             Value::Scalar(s) if self.syntax == Syntax::Kdl && !matches!(s, Scalar::Null) => {
                 f(self, n).into_iter().collect()
             }
@@ -429,7 +462,12 @@ impl Decoder {
         if let Some(i) = W::NAMES.iter().position(|w| *w == s) {
             return Some(Spanned::new(W::from_index(i), span));
         }
+        // `H100` starts two models: name them both rather than guess one.
+        let lower = s.to_ascii_lowercase();
+        let extending: Vec<&str> =
+            W::NAMES.iter().copied().filter(|w| !s.is_empty() && w.to_ascii_lowercase().starts_with(&lower)).collect();
         let help = match suggest(s, W::NAMES.iter().copied()) {
+            _ if extending.len() > 1 => format!("did you mean one of {}?", quoted_list(&extending)),
             Some(w) => format!("did you mean `{w}`?"),
             None => format!("use one of {}", quoted_list(W::NAMES)),
         };
@@ -442,13 +480,13 @@ impl Decoder {
     }
 
     /// Reports a key that does not apply given another key's value
-    /// (`vni` on a VLAN network).
-    pub fn irrelevant(&mut self, obj: &Obj<'_>, key: &str, because: &str) {
+    /// (`vni` on a VLAN network); `help` says what the key is for.
+    pub fn irrelevant(&mut self, obj: &Obj<'_>, key: &str, because: &str, help: &str) {
         if let Some(span) = obj.span_of(key) {
             self.err(
                 Diagnostic::error("fabrik::spec::irrelevant-key", format!("`{key}` does not apply {because}"))
                     .at(span, "has no effect here")
-                    .help(format!("remove `{key}`, or change what makes it not apply")),
+                    .help(help.to_string()),
             );
         }
     }
@@ -456,10 +494,11 @@ impl Decoder {
     /// Reports a key that is required given another key's value.
     pub fn required_because(&mut self, obj: &Obj<'_>, key: &str, because: &str) {
         if !obj.has(key) {
+            let doc = obj.shape.field(key).map(|f| f.doc).unwrap_or_default();
             self.err(
                 Diagnostic::error("fabrik::spec::missing-key", format!("`{key}` is required {because}"))
                     .at(obj.head, format!("add `{key}` here"))
-                    .help(format!("add `{key}`")),
+                    .help(format!("add `{key}`: {doc}")),
             );
         }
     }
@@ -522,4 +561,92 @@ macro_rules! words {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::decode_file;
+    use crate::spec::source::{FileId, SourceFile};
+
+    fn decode_kdl(text: &str) -> Vec<Diagnostic> {
+        let file = SourceFile::new("t.kdl".into(), Syntax::Kdl, text.into());
+        let root = crate::spec::kdl::parse(FileId(0), &file).expect("valid KDL").expect("a node");
+        let mut d = Decoder::new(Syntax::Kdl);
+        let _ = decode_file(&mut d, &root);
+        d.diags
+    }
+
+    #[test]
+    fn a_repeated_kdl_scalar_list_says_how_to_write_the_list() {
+        let diags = decode_kdl("version 1\ntenant t {\n    hosts h\n    sharing exclusive\n    sharing mig\n}\n");
+        let [dup] = diags.as_slice() else { panic!("one diagnostic, got {diags:?}") };
+        assert_eq!(dup.code, "fabrik::spec::duplicate-key");
+        assert!(dup.help.as_deref().is_some_and(|h| h.contains("`sharing a b`")), "{:?}", dup.help);
+
+        // A repeated single value is still just given twice.
+        let diags = decode_kdl("version 1\ntenant t {\n    hosts h\n    description a\n    description b\n}\n");
+        let [dup] = diags.as_slice() else { panic!("one diagnostic, got {diags:?}") };
+        assert_eq!(dup.help.as_deref(), Some("remove one of them"));
+    }
+
+    fn decode_yaml(text: &str) -> Vec<Diagnostic> {
+        let file = SourceFile::new("t.yaml".into(), Syntax::Yaml, text.into());
+        let root = crate::spec::yaml::parse(FileId(0), &file).expect("valid YAML").expect("a document");
+        let mut d = Decoder::new(Syntax::Yaml);
+        let _ = decode_file(&mut d, &root);
+        d.diags
+    }
+
+    #[test]
+    fn a_kdl_node_without_arguments_is_the_empty_list() {
+        assert_eq!(decode_kdl("version 1\ntenant t {\n    hosts\n}\n"), vec![]);
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        let diags = decode_yaml("version: 1\nhosts:\n  - name: h\n    uri: qemu:///system\n    numa-nods: []\n");
+        let [typo] = diags.as_slice() else { panic!("one diagnostic, got {diags:?}") };
+        assert_eq!(typo.code, "fabrik::spec::unknown-key");
+        assert_eq!(typo.help.as_deref(), Some("did you mean `numa-nodes`?"));
+    }
+
+    #[test]
+    fn only_a_quoted_number_is_told_to_lose_its_quotes() {
+        let help = |text: String| decode_yaml(&text).first().and_then(|d| d.help.clone()).unwrap_or_default();
+        let numa = "version: 1\nhosts:\n  - name: h\n    uri: qemu:///system\n    numa-nodes:\n      - id: 0\n        cpus: 0-3\n        memory: 1GiB\n        hugepages: {2M: ";
+        assert_eq!(help(format!("{numa}\"512\"}}\n")), "write the number without quotes");
+        assert_eq!(help(format!("{numa}lots}}\n")), "give `2M` an integer");
+    }
+
+    #[test]
+    fn a_word_that_starts_several_names_lists_them() {
+        let mut d = Decoder::new(Syntax::Yaml);
+        let span = Span::new(FileId(0), 0, 4);
+        assert!(d.word_str::<crate::hw::GpuModel>("H100", span, "model").is_none());
+        let help = d.diags[0].help.as_deref().unwrap_or_default();
+        assert_eq!(help, "did you mean one of `H100-80GB`, `H100-94GB`?");
+    }
+
+    #[test]
+    fn lists_and_maps_of_the_wrong_shape_are_explained_per_syntax() {
+        let diags = decode_yaml("version: 1\ntenants:\n  - name: t\n    hosts: {h: 1}\n    quota: [1]\n");
+        let helps: Vec<&str> = diags.iter().filter_map(|d| d.help.as_deref()).collect();
+        assert_eq!(
+            helps,
+            [
+                "write `hosts` as a list: `[a, b]` on one line, or one `- item` per line",
+                "write `quota:` with its keys indented below it, one `key: value` per line",
+            ]
+        );
+        let diags = decode_kdl("version 1\ntenant t {\n    hosts {\n        h\n    }\n    quota 1 2\n}\n");
+        let helps: Vec<&str> = diags.iter().filter_map(|d| d.help.as_deref()).collect();
+        assert_eq!(
+            helps,
+            [
+                "give the items as arguments of the node, on one line: `hosts a b`",
+                "give `quota` properties (`quota key=value`) or a block of child nodes",
+            ]
+        );
+    }
 }

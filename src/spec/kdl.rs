@@ -18,27 +18,7 @@ pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Dia
     if let Some(at) = too_deep_at(&file.text) {
         return Err(vec![super::yaml::too_deep(Span::new(file_id, at, at + 1), NESTING_LIMIT)]);
     }
-    let doc = KdlDocument::parse(&file.text).map_err(|e| {
-        e.diagnostics
-            .iter()
-            .map(|d| {
-                let message = d.message.clone().unwrap_or_else(|| "invalid KDL".to_string());
-                let at = error_span(file_id, &file.text, d.span);
-                let token = file.text.get(at.start as usize..).unwrap_or("");
-                let token: String = token.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
-                let help = if token.starts_with(|c: char| c.is_ascii_digit())
-                    && token.contains(|c: char| c.is_ascii_alphabetic())
-                {
-                    format!("a KDL value that starts with a digit and has letters must be quoted, e.g. \"{token}\"")
-                } else {
-                    d.help.clone().unwrap_or_else(|| "check the quoting and braces around this place".to_string())
-                };
-                Diagnostic::error("fabrik::spec::kdl-syntax", format!("invalid KDL: {}", lower_first(&message)))
-                    .at(at, d.label.clone().unwrap_or_else(|| "here".into()))
-                    .help(help)
-            })
-            .collect::<Vec<_>>()
-    })?;
+    let doc = KdlDocument::parse(&file.text).map_err(|e| syntax_errors(file_id, &file.text, &e.diagnostics))?;
     if doc.nodes().is_empty() {
         return Ok(None);
     }
@@ -94,6 +74,86 @@ fn too_deep_at(text: &str) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// How much a parse error of the kdl crate tells about its cause. The parser recovers
+/// from a mistake and goes on, so one bad value is also reported as unclosed blocks and
+/// stray tokens after it; only the errors of the most telling rank are shown.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// A bad value, string or property: the mistake itself.
+    Value,
+    NodeName,
+    /// Unbalanced braces: the mistake, or the echo of one above.
+    Structure,
+}
+
+fn rank(message: &str) -> Rank {
+    let m = message.to_ascii_lowercase();
+    if m.contains("closing '}'") || m.contains("end of document") {
+        Rank::Structure
+    } else if m.contains("node name") {
+        Rank::NodeName
+    } else {
+        Rank::Value
+    }
+}
+
+fn syntax_errors(file_id: FileId, text: &str, diags: &[kdl::KdlDiagnostic]) -> Vec<Diagnostic> {
+    let message = |d: &kdl::KdlDiagnostic| d.message.clone().unwrap_or_else(|| "invalid KDL".to_string());
+    let best = diags.iter().map(|d| rank(&message(d))).min();
+    // An unclosed block is also reported a second time, at the end of its last node.
+    let unclosed = diags.iter().any(|d| message(d).contains("No closing '}'"));
+    let mut out: Vec<Diagnostic> = Vec::new();
+    for d in diags {
+        let m = message(d);
+        if Some(rank(&m)) != best || (unclosed && m.contains("was not found after nodes")) {
+            continue;
+        }
+        let diag = syntax_error(file_id, text, d, &m);
+        if !out.iter().any(|o| o.primary == diag.primary && o.message == diag.message) {
+            out.push(diag);
+        }
+    }
+    out
+}
+
+/// One parse error of the kdl crate, in fabrik's words.
+fn syntax_error(file_id: FileId, text: &str, d: &kdl::KdlDiagnostic, message: &str) -> Diagnostic {
+    let at = error_span(file_id, text, d.span);
+    let rest = text.get(at.start as usize..).unwrap_or("");
+    let token: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+    let (label, help) = if token.starts_with(|c: char| c.is_ascii_digit())
+        && token.contains(|c: char| c.is_ascii_alphabetic())
+    {
+        (
+            "starts with a digit, so it must be a number".to_string(),
+            format!("a KDL value that starts with a digit and has letters must be quoted, e.g. \"{token}\""),
+        )
+    } else if matches!(token.as_str(), "true" | "false" | "null" | "inf" | "nan") {
+        ("a bare keyword".to_string(), format!("KDL 2 writes `{token}` with a `#`: `#{token}`"))
+    } else if message.contains("No closing '}'") {
+        ("this block is never closed".to_string(), "add the `}` that closes this block".to_string())
+    } else if message.contains("end of document") && rest.starts_with('}') {
+        (
+            "no block to close".to_string(),
+            "this `}` closes no block: remove it, or add the `{` it was meant to close".to_string(),
+        )
+    } else if message.contains("property value") {
+        ("no value after `=`".to_string(), "give the property a value after `=`, e.g. `memory=\"64GiB\"`".to_string())
+    } else if message.contains("newline in single-line quoted string") || message.contains("closing quote") {
+        (
+            "this string is not closed".to_string(),
+            "close the string with `\"` on the same line; a string over several lines is written in `\"\"\"`"
+                .to_string(),
+        )
+    } else {
+        let help = d.help.as_deref().map_or("check the quoting and braces around this place".to_string(), lower_first);
+        ("here".to_string(), help)
+    };
+    Diagnostic::error("fabrik::spec::kdl-syntax", format!("invalid KDL: {}", lower_first(message)))
+        .at(at, label)
+        .help(help)
 }
 
 /// The kdl parser sometimes reports a span from the start of the document to the point
@@ -270,5 +330,35 @@ mod tests {
         let errs = r.unwrap_err();
         assert!(!errs.is_empty());
         assert!(errs.iter().all(|e| e.code == "fabrik::spec::kdl-syntax" && e.primary.is_some()));
+    }
+
+    fn syntax_error_of(text: &str) -> (SourceFile, Diagnostic) {
+        let (f, r) = parse_str(text);
+        let mut errs = r.expect_err("a syntax error");
+        assert_eq!(errs.len(), 1, "one error, got {errs:?}");
+        (f, errs.remove(0))
+    }
+
+    #[test]
+    fn an_unclosed_block_is_one_error_at_its_brace() {
+        let (f, e) = syntax_error_of("version 1\nhost h {\n    uri \"x\"\n\ntenant t {\n    hosts h\n}\n");
+        let span = e.primary.unwrap().span;
+        assert_eq!((f.line_col(span.start).line, f.slice(span)), (2, "{"));
+        assert_eq!(e.help.as_deref(), Some("add the `}` that closes this block"));
+    }
+
+    #[test]
+    fn a_bad_value_hides_the_errors_that_follow_from_it() {
+        // The parser also reports the blocks around `3M=` as unclosed, and stray tokens.
+        let (f, e) = syntax_error_of("version 1\nhost h {\n    numa-node 0 {\n        hugepages 3M=512\n    }\n}\n");
+        let span = e.primary.unwrap().span;
+        assert_eq!(f.slice(span), "3M");
+        assert!(e.help.unwrap().contains("must be quoted"));
+    }
+
+    #[test]
+    fn bare_keywords_are_told_to_take_a_hash() {
+        let (_, e) = syntax_error_of("version 1\nnetwork n shared=true\n");
+        assert_eq!(e.help.as_deref(), Some("KDL 2 writes `true` with a `#`: `#true`"));
     }
 }

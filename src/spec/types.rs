@@ -56,13 +56,12 @@ impl ByteSize {
         }
         let Some(&(_, mult)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit) else {
             let known: Vec<&str> = SIZE_UNITS.iter().map(|(u, _)| *u).collect();
-            let hint =
-                crate::diag::suggest(unit, known).map(|s| format!("did you mean `{num}{s}`? ")).unwrap_or_default();
-            return Err(invalid(
-                "fabrik::spec::bad-unit",
-                format!("unknown size unit `{unit}`"),
-                format!("{hint}{SIZE_HELP}"),
-            ));
+            let help = match crate::diag::suggest(unit, known) {
+                Some(s) if s.eq_ignore_ascii_case(unit) => format!("did you mean `{num}{s}`? Units are case-sensitive"),
+                Some(s) => format!("did you mean `{num}{s}`? Otherwise {SIZE_HELP}"),
+                None => SIZE_HELP.to_string(),
+            };
+            return Err(invalid("fabrik::spec::bad-unit", format!("unknown size unit `{unit}`"), help));
         };
         let bytes = if num.contains('.') {
             let f: f64 = num
@@ -117,7 +116,7 @@ impl PageSize {
         match ByteSize::parse(text) {
             Ok(ByteSize(b)) if b == 2 * ByteSize::MIB => Ok(PageSize::Size2M),
             Ok(ByteSize(b)) if b == ByteSize::GIB => Ok(PageSize::Size1G),
-            Ok(size) => Err(invalid("fabrik::spec::bad-page-size", format!("{size} is not a hugepage size"), help)),
+            Ok(_) => Err(invalid("fabrik::spec::bad-page-size", format!("`{text}` is not a hugepage size"), help)),
             Err(e) => Err(Invalid { help: help.to_string(), ..e }),
         }
     }
@@ -165,7 +164,11 @@ impl CpuSet {
                 return Err(bad(format!("`{part}` is not a CPU number or range")));
             };
             if lo > hi {
-                return Err(bad(format!("range `{part}` runs backwards")));
+                return Err(invalid(
+                    "fabrik::spec::bad-cpuset",
+                    format!("range `{part}` runs backwards"),
+                    format!("write the lower CPU first: `{hi}-{lo}`"),
+                ));
             }
             cpus.extend(lo..=hi);
         }
@@ -350,7 +353,7 @@ mod tests {
         assert_eq!(ByteSize::parse("128").unwrap_err().code, "fabrik::spec::missing-unit");
         let e = ByteSize::parse("128GIB").unwrap_err();
         assert_eq!(e.code, "fabrik::spec::bad-unit");
-        assert!(e.help.contains("did you mean `128GiB`"), "{}", e.help);
+        assert_eq!(e.help, "did you mean `128GiB`? Units are case-sensitive");
         assert_eq!(ByteSize::parse("99999999999TiB").unwrap_err().code, "fabrik::spec::bad-size");
         assert_eq!(ByteSize(1 << 40).to_string(), "1TiB");
         assert_eq!(ByteSize(1536 << 20).to_string(), "1536MiB");
@@ -360,7 +363,9 @@ mod tests {
     fn page_sizes() {
         assert_eq!(PageSize::parse("1G").unwrap(), PageSize::Size1G);
         assert_eq!(PageSize::parse("2MiB").unwrap(), PageSize::Size2M);
-        assert_eq!(PageSize::parse("4K").unwrap_err().code, "fabrik::spec::bad-page-size");
+        let e = PageSize::parse("4K").unwrap_err();
+        assert_eq!(e.code, "fabrik::spec::bad-page-size");
+        assert_eq!(e.message, "`4K` is not a hugepage size", "the size as written, not as normalized");
     }
 
     #[test]
@@ -368,7 +373,7 @@ mod tests {
         let s = CpuSet::parse("0-3, 8,10-11,2").unwrap();
         assert_eq!(s.len(), 7);
         assert_eq!(s.to_string(), "0-3,8,10-11");
-        assert!(CpuSet::parse("3-1").is_err());
+        assert_eq!(CpuSet::parse("3-1").unwrap_err().help, "write the lower CPU first: `1-3`");
         assert!(CpuSet::parse("0-4294967295").is_err());
         assert!(CpuSet::parse("a").is_err());
         assert!(CpuSet::parse("1,,2").is_err());

@@ -30,6 +30,7 @@ pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Diagnos
         anchors: HashMap::new(),
         expanded: 0,
         depth: 0,
+        open: Vec::new(),
     };
     b.document()
 }
@@ -41,6 +42,9 @@ struct Builder<'a> {
     anchors: HashMap<usize, Node>,
     expanded: usize,
     depth: usize,
+    /// For each collection being read, its opening `[` or `{` when it is a flow one: a
+    /// syntax error later on is most often that bracket left unclosed.
+    open: Vec<Option<Span>>,
 }
 
 impl<'a> Builder<'a> {
@@ -63,18 +67,61 @@ impl<'a> Builder<'a> {
 
     fn scan_error(&self, e: &ScanError) -> Diagnostic {
         let m = e.marker();
-        let at = self.file.offset_of(m.line(), m.col());
+        let mut at = self.file.offset_of(m.line(), m.col());
         let info = e.info();
+        let mut label = "here";
         let help = if info.contains("tab") {
+            // The scanner marks where the token began; point at the tab itself.
+            if let Some(tab) = self.tab_near(at) {
+                at = tab;
+                label = "tab";
+            }
             "YAML indentation must use spaces, not tabs"
+        } else if info.contains("quoted scalar") {
+            label = "the string starts here";
+            "is the closing quote missing? A quoted string ends with the quote it starts with"
         } else if info.contains("mapping values are not allowed") {
             "a value that contains `: ` must be quoted, or the indentation is off"
+        } else if info.contains("unknown anchor") {
+            "an alias `*name` refers to an anchor `&name` given earlier in the same file; define it, or fix the name"
+        } else if info.contains("did not find expected") {
+            "check the indentation: the keys of one map, and the `- ` items of one list, start in the same column"
         } else {
             "check the indentation and quoting around this place"
         };
-        Diagnostic::error("fabrik::spec::yaml-syntax", format!("invalid YAML: {info}"))
-            .at(Span::new(self.file_id, at, at + 1), "here")
-            .help(help)
+        let mut d = Diagnostic::error("fabrik::spec::yaml-syntax", format!("invalid YAML: {info}"))
+            .at(self.point(at), label)
+            .help(help);
+        let unclosed = self.open.iter().rev().flatten().next();
+        if let Some(&open) = unclosed
+            && self.file.line_col(open.start).line < self.file.line_col(at as u32).line
+        {
+            let (what, close) = if self.file.slice(open) == "[" { ("list", ']') } else { ("map", '}') };
+            d = d.also(open, format!("this {what} is not closed")).help(format!("close the {what} with `{close}`"));
+        }
+        d
+    }
+
+    /// The `[` or `{` a flow collection starts with; `None` for a block one.
+    fn flow_bracket(&self, start: Span) -> Option<Span> {
+        let at = start.start as usize;
+        matches!(self.file.text.as_bytes().get(at), Some(b'[' | b'{')).then(|| Span::new(self.file_id, at, at + 1))
+    }
+
+    /// A span of the character at `at` (empty at the end of the file).
+    fn point(&self, at: usize) -> Span {
+        let at = at.min(self.file.text.len());
+        let len = self.file.text[at..].chars().next().map_or(0, char::len_utf8);
+        Span::new(self.file_id, at, at + len)
+    }
+
+    /// The first tab from the start of `at`'s line through the end of the next line.
+    fn tab_near(&self, at: usize) -> Option<usize> {
+        let text = self.file.text.as_str();
+        let at = at.min(text.len());
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[start..].match_indices('\n').nth(1).map_or(text.len(), |(i, _)| start + i);
+        text[start..end].find('\t').map(|i| start + i)
     }
 
     fn document(&mut self) -> Result<Option<Node>, Diagnostic> {
@@ -130,6 +177,7 @@ impl<'a> Builder<'a> {
                 Ok(node)
             }
             Event::SequenceStart(anchor, _tag) => {
+                self.open.push(self.flow_bracket(span));
                 let mut items = Vec::new();
                 let mut end = span;
                 loop {
@@ -142,11 +190,13 @@ impl<'a> Builder<'a> {
                     end = end.join(item.span);
                     items.push(item);
                 }
+                self.open.pop();
                 let node = Node { span: span.join(end), value: Value::Seq(items) };
                 self.remember(anchor, &node);
                 Ok(node)
             }
             Event::MappingStart(anchor, _tag) => {
+                self.open.push(self.flow_bracket(span));
                 let mut entries = Vec::new();
                 let mut end = span;
                 loop {
@@ -181,6 +231,7 @@ impl<'a> Builder<'a> {
                     end = end.join(value.span);
                     entries.push(Entry { key, key_span, value });
                 }
+                self.open.pop();
                 let node = Node { span: span.join(end), value: Value::Map(Map { label: None, entries }) };
                 self.remember(anchor, &node);
                 Ok(node)
@@ -348,6 +399,25 @@ mod tests {
         let err = parse_str("version: 1\nhosts: [a, b\n").unwrap_err();
         assert_eq!(err.code, "fabrik::spec::yaml-syntax");
         assert!(err.primary.is_some());
+    }
+
+    #[test]
+    fn a_tab_is_pointed_at() {
+        let err = parse_str("version: 1\nhosts:\n  - name: h\n\turi: x\n").unwrap_err();
+        let span = err.primary.unwrap().span;
+        assert_eq!(&"version: 1\nhosts:\n  - name: h\n\turi: x\n"[span.start as usize..span.end as usize], "\t");
+    }
+
+    #[test]
+    fn an_unclosed_flow_list_is_shown_with_its_bracket() {
+        let text = "version: 1\ntenants:\n  - name: t\n    hosts: [a, b\n  - name: u\n";
+        let err = parse_str(text).unwrap_err();
+        let open = &err.secondary[0];
+        assert_eq!(open.span.start as usize, text.find('[').unwrap());
+        assert_eq!(open.text, "this list is not closed");
+        assert_eq!(err.help.as_deref(), Some("close the list with `]`"));
+        // A flow list over several lines that is closed is no error.
+        assert!(parse_str("version: 1\nhosts: [a,\n  b]\n").is_ok());
     }
 
     #[test]

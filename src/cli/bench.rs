@@ -1,0 +1,167 @@
+//! `fabrik bench`: generate a synthetic factory, time loading and checking it against
+//! serde_yaml, and print the figures next to the targets.
+
+use std::io::Write;
+
+use super::exit;
+use crate::bench::{self, PeakMemory, Report};
+use crate::spec::source;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Hosts in the generated factory (8× H200 each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub hosts: u32,
+    /// VMs in the generated factory, replicas counted.
+    #[arg(long, default_value_t = 10000)]
+    pub vms: u32,
+    /// Syntax of the generated files.
+    #[arg(long, value_enum, default_value_t = Syntax::Yaml)]
+    pub syntax: Syntax,
+    /// Timed runs of each measurement; the median and the minimum are reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Syntax {
+    Yaml,
+    Kdl,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// A table.
+    Human,
+    /// One JSON document.
+    Json,
+}
+
+pub fn run(args: &Args) -> u8 {
+    let opts = bench::Options {
+        size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
+        syntax: match args.syntax {
+            Syntax::Yaml => source::Syntax::Yaml,
+            Syntax::Kdl => source::Syntax::Kdl,
+        },
+        runs: args.runs as usize,
+    };
+    let report = match bench::run(&opts, &mut |line| eprintln!("{line}")) {
+        Ok(r) => r,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(&format!("\n  caused by: {c}"));
+                cause = c.source();
+            }
+            eprintln!("{msg}");
+            return exit::INVALID;
+        }
+    };
+    let out = match args.format {
+        Format::Human => human(&report),
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    exit::OK
+}
+
+/// The figures as a small table, each with its target.
+pub fn human(r: &Report) -> String {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / bench::MIB);
+    let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let verdict = |name: &str| match r.targets.iter().find(|t| t.name == name).and_then(|t| t.met) {
+        Some(true) => "ok",
+        Some(false) => "MISSED",
+        None => "not measured",
+    };
+    let mut out = format!(
+        "fabrik bench: {} hosts, {} VMs ({} entries), {} tenants; {} {} files, {}; {} run{}\n\n",
+        r.hosts,
+        r.vms,
+        r.vm_entries,
+        r.tenants,
+        r.files,
+        r.syntax.to_uppercase(),
+        mib(r.bytes as u64),
+        r.runs,
+        if r.runs == 1 { "" } else { "s" },
+    );
+    let baseline = match r.syntax {
+        "yaml" => "serde_yaml → Value".to_string(),
+        _ => format!("serde_yaml → Value, YAML twin ({})", mib(r.yaml_bytes as u64)),
+    };
+    let min_ratio = r.fabrik.min.as_secs_f64() / r.serde_yaml.min.as_secs_f64().max(f64::MIN_POSITIVE);
+    let mut rows: Vec<[String; 5]> = vec![
+        ["".into(), "median".into(), "min".into(), "target".into(), "".into()],
+        [baseline, ms(r.serde_yaml.median), ms(r.serde_yaml.min), "".into(), "".into()],
+        [
+            "fabrik validate".into(),
+            ms(r.fabrik.median),
+            ms(r.fabrik.min),
+            format!("< {} s", bench::TIME_TARGET.as_secs_f64()),
+            verdict("time").into(),
+        ],
+        [
+            "fabrik / serde_yaml".into(),
+            format!("{:.2}×", r.ratio),
+            format!("{min_ratio:.2}×"),
+            format!("≤ {}×", bench::RATIO_TARGET),
+            verdict("ratio").into(),
+        ],
+    ];
+    let memory_target = format!("< {} MiB", bench::PEAK_MEMORY_TARGET_BYTES >> 20);
+    match &r.peak_memory {
+        PeakMemory::Measured { peak_bytes, resident_before_bytes } => {
+            rows.push([
+                "peak memory (VmHWM)".into(),
+                mib(*peak_bytes),
+                "".into(),
+                memory_target,
+                verdict("peak memory").into(),
+            ]);
+            rows.push([
+                "  of which before the run".into(),
+                mib(*resident_before_bytes),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
+        }
+        PeakMemory::Unavailable { .. } => {
+            rows.push(["peak memory".into(), "n/a".into(), "".into(), memory_target, verdict("peak memory").into()]);
+        }
+    }
+    let width = |c: usize| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    for [what, median, min, target, verdict] in &rows {
+        let pad = |s: &str, w: usize| " ".repeat(w.saturating_sub(s.chars().count()));
+        let line = format!(
+            "  {what}{}   {}{median}   {}{min}   {target}{}   {verdict}",
+            pad(what, w0),
+            pad(median, w1),
+            pad(min, w2),
+            pad(target, w3)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if let PeakMemory::Unavailable { reason } = &r.peak_memory {
+        out.push_str(&format!("  peak memory not measured: {reason}\n"));
+    }
+    let p = &r.phases;
+    out.push_str(&format!(
+        "\nfabrik parses files on {} thread{}, serde_yaml on one. One fabrik run by phase, on one thread:\n\
+         read {}, parse {}, decode {}, check {}\n",
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        ms(p.read),
+        ms(p.parse),
+        ms(p.decode),
+        ms(p.check)
+    ));
+    out
+}
