@@ -17,5 +17,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod driver;
 pub mod hw;
+pub mod live;
 pub mod spec;

@@ -560,6 +560,17 @@ macro_rules! words {
                 s.serialize_str(self.word())
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                <$name as $crate::spec::decode::Word>::NAMES
+                    .iter()
+                    .position(|w| *w == text)
+                    .map(<$name as $crate::spec::decode::Word>::from_index)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown {} `{text}`", stringify!($name))))
+            }
+        }
     };
 }
 

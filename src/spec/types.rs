@@ -340,6 +340,20 @@ macro_rules! serialize_as_text {
 
 serialize_as_text!(ByteSize, PageSize, CpuSet, PciAddress, MigProfileName);
 
+/// ... and deserialize from it (live state, the agent's protocol, saved plans).
+macro_rules! deserialize_from_text {
+    ($($t:ty),+) => {$(
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                <$t>::parse(&text).map_err(|e| serde::de::Error::custom(e.message))
+            }
+        }
+    )+};
+}
+
+deserialize_from_text!(ByteSize, PageSize, CpuSet, PciAddress, MigProfileName);
+
 #[cfg(test)]
 mod tests {
     use super::*;

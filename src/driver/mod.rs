@@ -1,0 +1,155 @@
+//! Drivers: the only code that touches hosts. One trait per concern, each with a real
+//! implementation and a simulated one that keeps the same rules and the same errors.
+//!
+//! | concern | real | simulated |
+//! |---|---|---|
+//! | [`Virt`]: domains, networks, storage, node devices | libvirt via the `virt` crate | libvirt's own `test:///` driver |
+//! | [`Gpus`]: GPUs and MIG | NVML via `nvml-wrapper` | an in-process GPU model on the MIG catalog |
+//! | [`Links`]: links, SR-IOV VFs, hugepages | netlink (`rtnetlink`) and sysfs | in-memory links |
+//!
+//! The traits are blocking (libvirt and NVML are); async callers run them on
+//! `spawn_blocking`, one connection per host. NVML and netlink are host-local: for a
+//! remote host the agent (`fabrik agent` over a command's stdio) implements `Gpus` and
+//! `Links` by forwarding each call.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::live::{HostInfo, LiveDomain, LiveGpu, LiveHugepages, LiveLink, LiveNetwork, LivePciDevice, LivePool};
+use crate::spec::types::{ByteSize, PageSize, PciAddress};
+
+/// A driver failure, as plain data so it crosses the agent's pipe unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct DriverError {
+    pub kind: ErrorKind,
+    /// What failed, in words, with the underlying library's own message.
+    pub message: String,
+    /// The backend's own error code, when it has one (`NVML_ERROR_INSUFFICIENT_RESOURCES`,
+    /// libvirt's `VIR_ERR_NO_DOMAIN`).
+    pub code: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The host, its libvirtd, its agent or its library cannot be reached or loaded.
+    Unreachable,
+    /// The object does not exist.
+    NotFound,
+    /// The object exists already.
+    Exists,
+    /// The request is not possible in the current state (overlap, in use, wrong mode).
+    Refused,
+    /// The backend does not support this (no MIG on the GPU, no kernel module).
+    Unsupported,
+    /// Anything else the backend reported.
+    Failed,
+}
+
+impl DriverError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> DriverError {
+        DriverError { kind, message: message.into(), code: None }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> DriverError {
+        self.code = Some(code.into());
+        self
+    }
+}
+
+pub type Result<T> = std::result::Result<T, DriverError>;
+
+/// How a graceful shutdown ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShutdownOutcome {
+    /// The guest shut down within the timeout.
+    Graceful,
+    /// The guest did not; it was left running (the caller decides whether to destroy).
+    TimedOut,
+    /// It was not running.
+    NotRunning,
+}
+
+/// libvirt: domains, networks, storage, node devices.
+pub trait Virt: Send {
+    fn host_info(&mut self) -> Result<HostInfo>;
+    fn devices(&mut self) -> Result<Vec<LivePciDevice>>;
+    fn domains(&mut self) -> Result<Vec<LiveDomain>>;
+    fn networks(&mut self) -> Result<Vec<LiveNetwork>>;
+    fn pools(&mut self) -> Result<Vec<LivePool>>;
+
+    fn define_domain(&mut self, xml: &str) -> Result<()>;
+    fn undefine_domain(&mut self, name: &str) -> Result<()>;
+    fn start_domain(&mut self, name: &str) -> Result<()>;
+    fn shutdown_domain(&mut self, name: &str, timeout: Duration) -> Result<ShutdownOutcome>;
+    fn destroy_domain(&mut self, name: &str) -> Result<()>;
+    fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
+
+    fn define_network(&mut self, xml: &str) -> Result<()>;
+    fn start_network(&mut self, name: &str) -> Result<()>;
+    fn stop_network(&mut self, name: &str) -> Result<()>;
+    fn undefine_network(&mut self, name: &str) -> Result<()>;
+
+    fn define_pool(&mut self, xml: &str) -> Result<()>;
+    fn start_pool(&mut self, name: &str) -> Result<()>;
+    fn stop_pool(&mut self, name: &str) -> Result<()>;
+    fn undefine_pool(&mut self, name: &str) -> Result<()>;
+    fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()>;
+    /// Creates a volume as a copy of another (a disk from a base image).
+    fn clone_volume(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()>;
+    fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()>;
+
+    /// Binds a PCI device to vfio-pci for passthrough, and back.
+    fn detach_device(&mut self, address: PciAddress) -> Result<()>;
+    fn reattach_device(&mut self, address: PciAddress) -> Result<()>;
+}
+
+/// GPUs and MIG. Instances are created at exact placements, beside the ones that stay.
+pub trait Gpus: Send {
+    fn gpus(&mut self) -> Result<Vec<LiveGpu>>;
+    /// Sets the MIG mode; it may be pending until the GPU is reset.
+    fn set_mig_mode(&mut self, gpu: PciAddress, enabled: bool) -> Result<crate::live::MigMode>;
+    /// Creates a GPU instance of a profile (by `-lgip` id) at a start slice, with one
+    /// compute instance filling it; returns the GPU instance id.
+    fn create_instance(&mut self, gpu: PciAddress, profile_id: u32, start: u8) -> Result<u32>;
+    /// Destroys a GPU instance and its compute instances.
+    fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> Result<()>;
+}
+
+/// What a link should be, for [`Links::create_link`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkSpec {
+    pub name: String,
+    pub kind: crate::live::LinkKind,
+    pub mtu: Option<u32>,
+    pub master: Option<String>,
+    /// Ownership mark, set as the interface alias.
+    pub alias: Option<String>,
+}
+
+/// Host links, SR-IOV VF counts and hugepage pools.
+pub trait Links: Send {
+    fn links(&mut self) -> Result<Vec<LiveLink>>;
+    fn hugepages(&mut self) -> Result<Vec<LiveHugepages>>;
+    fn create_link(&mut self, spec: &LinkSpec) -> Result<()>;
+    fn delete_link(&mut self, name: &str) -> Result<()>;
+    fn set_link(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        up: Option<bool>,
+        master: Option<Option<String>>,
+    ) -> Result<()>;
+    /// Adds a VXLAN flood entry (all-zeros MAC) towards a remote VTEP.
+    fn add_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
+    fn del_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
+    fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()>;
+    fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()>;
+}
+
+/// Memory a hugepage pool holds.
+pub fn pool_bytes(size: PageSize, count: u64) -> ByteSize {
+    ByteSize(size.size().bytes().saturating_mul(count))
+}

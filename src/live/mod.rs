@@ -1,0 +1,32 @@
+//! What hosts really run, normalized the same way as the desired state.
+//!
+//! Drivers produce these values; plan compares them with the desired state. They are
+//! plain data (serde both ways) so they cross the agent's pipe and sit in snapshots.
+
+pub mod gpu;
+pub mod host;
+pub mod link;
+pub mod virt;
+
+pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
+pub use host::{HostInfo, LiveHugepages, LiveNumaNode, LivePciDevice, Sriov};
+pub use link::{LinkKind, LiveLink};
+pub use virt::{LiveDisk, LiveDomain, LiveInterface, LiveNetwork, LivePool, LiveVolume, Ownership, PowerState};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything read from one host.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LiveHost {
+    pub name: String,
+    pub info: Option<HostInfo>,
+    pub devices: Vec<LivePciDevice>,
+    pub gpus: Vec<LiveGpu>,
+    pub links: Vec<LiveLink>,
+    pub hugepages: Vec<LiveHugepages>,
+    pub domains: Vec<LiveDomain>,
+    pub networks: Vec<LiveNetwork>,
+    pub pools: Vec<LivePool>,
+    /// What could not be read, per concern (`libvirt`, `nvml`, `netlink`), and why.
+    pub errors: Vec<(String, crate::driver::DriverError)>,
+}
