@@ -45,6 +45,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{vms} VMs do not fit on {hosts} hosts: the generated factory holds at most {max} VMs per host")]
+    TooManyVms { vms: usize, hosts: usize, max: usize },
     #[error("the generated factory is invalid ({errors} errors; first: {first})")]
     Invalid { errors: usize, first: String },
     #[error("serde_yaml cannot read `{}`", path.display())]
@@ -142,6 +144,10 @@ fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// Generates the factory, measures, and removes the files again.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Error> {
     let runs = opts.runs.max(1);
+    let hosts = opts.size.hosts.max(1);
+    if opts.size.vms > hosts * synth::VMS_PER_HOST_MAX {
+        return Err(Error::TooManyVms { vms: opts.size.vms, hosts, max: synth::VMS_PER_HOST_MAX });
+    }
     let workdir = TempDir::new().map_err(|source| Error::Write { path: std::env::temp_dir(), source })?;
 
     progress(&format!(
@@ -225,7 +231,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Err
         target("ratio", "×", RATIO_TARGET, Some(ratio)),
     ];
     Ok(Report {
-        hosts: opts.size.hosts.max(1),
+        hosts,
         vms: opts.size.vms,
         vm_entries: generated.vm_entries,
         tenants: generated.tenants,
@@ -450,8 +456,11 @@ mod tests {
     }
 
     #[test]
-    fn tiny_factories_are_valid() {
-        for size in [Size { hosts: 1, vms: 0 }, Size { hosts: 1, vms: 1 }, Size { hosts: 2, vms: 3 }] {
+    fn tiny_and_dense_factories_are_valid() {
+        let densest = |hosts| Size { hosts, vms: hosts * synth::VMS_PER_HOST_MAX };
+        for size in
+            [Size { hosts: 1, vms: 0 }, Size { hosts: 1, vms: 1 }, Size { hosts: 2, vms: 3 }, densest(1), densest(51)]
+        {
             let dir = TempDir::new().unwrap();
             generate(size, Syntax::Yaml).write_to(&dir.0).unwrap();
             let v = check::validate(&dir.0);

@@ -19,6 +19,10 @@ use crate::spec::source::Syntax;
 /// Hosts per pod file, and per tenant: a tenant rents a pod.
 pub const HOSTS_PER_TENANT: usize = 50;
 
+/// The VM mix fits the hosts up to this many VMs per host: near 19 the whole
+/// passthrough GPUs run out, and the factory no longer validates.
+pub const VMS_PER_HOST_MAX: usize = 15;
+
 /// The largest replica group the generator writes.
 const REPLICAS_MAX: usize = 8;
 
@@ -119,9 +123,12 @@ fn each_file(
     }
     let mut vm_entries = 0;
     for t in 0..tenants {
-        let share = size.vms / tenants + usize::from(t < size.vms % tenants);
         let first_host = t * HOSTS_PER_TENANT;
-        let host_names: Vec<String> = (first_host..hosts.min(first_host + HOSTS_PER_TENANT)).map(host_name).collect();
+        let last_host = hosts.min(first_host + HOSTS_PER_TENANT);
+        // VMs in proportion to the tenant's hosts (the last pod may be short), so that
+        // every host carries the same load.
+        let share = size.vms * last_host / hosts - size.vms * first_host / hosts;
+        let host_names: Vec<String> = (first_host..last_host).map(host_name).collect();
         let vms = tenant_vms(t, &host_names, share);
         vm_entries += vms.entries.len();
         let name = tenant_name(t);
@@ -261,7 +268,7 @@ fn shared() -> V {
             ("name", s("infer-mig")),
             ("description", s("a vLLM replica on one 1g.18gb MIG instance")),
             ("vcpus", V::Int(4)),
-            ("memory", s("32GiB")),
+            ("memory", s("16GiB")),
             ("hugepages", s("2M")),
             ("cpu-policy", s("dedicated")),
             ("numa", s("preferred")),
@@ -307,7 +314,7 @@ fn host(i: usize) -> V {
             ("socket", V::Int(id)),
             ("cpus", s(cpus)),
             ("memory", s("1TiB")),
-            ("hugepages", V::Dict(vec![("1G".into(), V::Int(768)), ("2M".into(), V::Int(16384))])),
+            ("hugepages", V::Dict(vec![("1G".into(), V::Int(640)), ("2M".into(), V::Int(65536))])),
         ])
     };
     let gpus = (0..8)
@@ -439,7 +446,7 @@ fn tenant_vms(t: usize, hosts: &[String], share: usize) -> TenantVms {
                 vm.push(("replicas", V::Int(replicas as u64)));
                 vm.push(("nics", strs([net_name(t), "public".to_string()])));
                 out.mig_slices += replicas as u64;
-                (replicas, 4, 32)
+                (replicas, 4, 16)
             }
             2 | 5 => {
                 vm.push(("template", s("train-1gpu")));

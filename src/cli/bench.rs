@@ -165,3 +165,74 @@ pub fn human(r: &Report) -> String {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bench::{Phases, Target, Timing};
+
+    fn report(peak_memory: PeakMemory) -> Report {
+        let ms = Duration::from_millis;
+        let target =
+            |name, unit, limit, value: f64| Target { name, unit, limit, value: Some(value), met: Some(value <= limit) };
+        Report {
+            hosts: 1000,
+            vms: 10000,
+            vm_entries: 5840,
+            tenants: 20,
+            syntax: "kdl",
+            files: 61,
+            bytes: 3 << 20,
+            yaml_bytes: 4 << 20,
+            runs: 5,
+            threads: 2,
+            serde_yaml: Timing { median: ms(125), min: ms(120) },
+            fabrik: Timing { median: ms(900), min: ms(880) },
+            ratio: 7.2,
+            peak_memory,
+            phases: Phases { read: ms(4), parse: ms(1700), decode: ms(40), check: ms(13) },
+            targets: vec![
+                target("time", "s", 1.0, 0.9),
+                target("peak memory", "MiB", 300.0, 37.0),
+                target("ratio", "×", 3.0, 7.2),
+            ],
+        }
+    }
+
+    #[test]
+    fn table_lines_up_and_says_what_was_missed() {
+        let out = human(&report(PeakMemory::Measured { peak_bytes: 37 << 20, resident_before_bytes: 4 << 20 }));
+        let expected = "\
+fabrik bench: 1000 hosts, 10000 VMs (5840 entries), 20 tenants; 61 KDL files, 3.0 MiB; 5 runs
+
+                                              median        min   target
+  serde_yaml → Value, YAML twin (4.0 MiB)   125.0 ms   120.0 ms
+  fabrik validate                           900.0 ms   880.0 ms   < 1 s       ok
+  fabrik / serde_yaml                          7.20×      7.33×   ≤ 3×        MISSED
+  peak memory (VmHWM)                       37.0 MiB              < 300 MiB   ok
+    of which before the run                  4.0 MiB
+
+fabrik parses files on 2 threads, serde_yaml on one. One fabrik run by phase, on one thread:
+read 4.0 ms, parse 1700.0 ms, decode 40.0 ms, check 13.0 ms
+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_peak_that_could_not_be_measured_is_not_a_number() {
+        let mut r = report(PeakMemory::Unavailable { reason: "no /proc here".into() });
+        r.targets[1].value = None;
+        r.targets[1].met = None;
+        let out = human(&r);
+        assert!(
+            out.contains(
+                "  peak memory                                    n/a              < 300 MiB   not measured\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("peak memory not measured: no /proc here"), "{out}");
+        assert!(!out.contains("MiB   ok"), "{out}");
+    }
+}
