@@ -1,22 +1,50 @@
 //! Checks on a decoded factory. Each module is a family of rules with stable codes;
 //! all of them are pure functions of the [`Spec`].
 
+pub mod capacity;
+pub mod fabric;
+pub mod gpu;
+pub mod isolation;
 pub mod mig;
 pub mod names;
+pub mod numa;
+pub mod quota;
 pub mod refs;
 pub mod rules;
+pub mod supply;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
 
 /// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
-pub static CHECKS: &[&[rules::Rule]] = &[mig::RULES];
+pub static CHECKS: &[&[rules::Rule]] = &[
+    mig::RULES,
+    numa::RULES,
+    capacity::RULES,
+    supply::RULES,
+    quota::RULES,
+    gpu::RULES,
+    fabric::RULES,
+    isolation::RULES,
+];
 
-/// Runs every check. Reference checks only make sense once names are unique.
+/// Runs every check. The expert checks run once names are unique and references
+/// resolve: a VM on an unknown host has no capacity to check, and one wrong name must
+/// not cascade into a page of consequences.
 pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     let mut out = names::check(spec);
     out.extend(refs::check(spec));
+    if out.iter().any(Diagnostic::is_error) {
+        return out;
+    }
     mig::check(spec, &mut out);
+    numa::check(spec, &mut out);
+    capacity::check(spec, &mut out);
+    supply::check(spec, &mut out);
+    quota::check(spec, &mut out);
+    gpu::check(spec, &mut out);
+    fabric::check(spec, &mut out);
+    isolation::check(spec, &mut out);
     out
 }
 
