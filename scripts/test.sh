@@ -5,5 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+cargo clippy -p sim-nvml --all-targets --quiet -- -D warnings
+# The simulated libnvidia-ml the NVML driver is tested against (tests/nvml_sim.rs).
+cargo build -p sim-nvml --quiet
+cargo test -p sim-nvml --quiet
 cargo test --all-targets
 cargo test --doc --quiet

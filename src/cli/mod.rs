@@ -1,6 +1,7 @@
 //! The command line: argument parsing and one module per command. Commands only parse,
 //! call the library, and print; exit codes are decided here.
 
+pub mod agent;
 pub mod bench;
 pub mod explain;
 pub mod schema;
@@ -50,6 +51,8 @@ pub enum Command {
     },
     /// Generate a factory of N hosts and M VMs; time loading and checking it, and its peak memory.
     Bench(bench::Args),
+    /// Serve this host's GPUs and links over stdin/stdout for a fabrik elsewhere (`ssh host fabrik agent`).
+    Agent(agent::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Validate { path, format } => validate::run(&path, format),
         Command::Schema { format } => schema::run(format),
         Command::Bench(args) => bench::run(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)

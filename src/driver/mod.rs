@@ -12,6 +12,12 @@
 //! remote host the agent (`fabrik agent` over a command's stdio) implements `Gpus` and
 //! `Links` by forwarding each call.
 
+pub mod agent;
+pub mod netlink;
+pub mod nvml;
+pub mod sim_gpu;
+pub mod sim_links;
+
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
