@@ -19,5 +19,7 @@ pub mod cli;
 pub mod diag;
 pub mod driver;
 pub mod hw;
+pub mod inventory;
 pub mod live;
+pub mod sim;
 pub mod spec;

@@ -108,7 +108,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
 
 /// Every code fabrik can report.
 pub fn all() -> impl Iterator<Item = &'static Rule> {
-    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter()))
+    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter())).chain(crate::inventory::drift::RULES)
 }
 
 pub fn find(code: &str) -> Option<&'static Rule> {
@@ -153,9 +153,14 @@ pub fn diagnostics_markdown() -> String {
             "References are checked once every file decodes cleanly, so a typo in one place does not \
              cascade into unknown references elsewhere.\n\n",
         ),
+        (
+            "fabrik::drift::",
+            "Drift",
+            "`fabrik inventory` compares each host's declared hardware with what the host reports.\n\n",
+        ),
     ] {
         out.push_str(&format!("\n## {title}: `{prefix}*`\n\n{note}| code | meaning |\n|---|---|\n"));
-        for r in LANGUAGE.iter().filter(|r| r.code.starts_with(prefix)) {
+        for r in all().filter(|r| r.code.starts_with(prefix)) {
             out.push_str(&format!("| `{}` | {} |\n", r.code, r.summary.replace('|', "\\|")));
         }
     }

@@ -3,32 +3,43 @@
 //! the protocol; messages go to stderr.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cli::exit;
 use crate::driver::agent::{self, Unavailable};
 use crate::driver::netlink::NetlinkDriver;
+use crate::driver::nvml::NvmlDriver;
+use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::SimLinksFile;
 use crate::driver::{Gpus, Links};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Serve simulated links kept in this JSON file (created when missing, saved after
-    /// every change) instead of the host's.
-    #[arg(long, value_name = "FILE")]
+    /// Serve a simulated twin instead of this host: the folder holding its
+    /// `links.json` and `gpus.json` (as `.fabrik/sim/<host>/` does). Missing files start
+    /// empty; every change is saved.
+    #[arg(long, value_name = "DIR")]
     pub sim_state: Option<PathBuf>,
 }
 
-/// The GPU driver the agent serves on a real host.
-// NVML is not wired in yet: switch this to the NVML driver once it is available.
+/// The host's GPUs through NVML; when the library cannot be loaded, every call answers why.
 fn local_gpus() -> Box<dyn Gpus> {
-    Box::new(Unavailable::no_nvml("this agent is built without the NVML driver"))
+    match NvmlDriver::open(None) {
+        Ok(driver) => Box::new(driver),
+        Err(e) => {
+            eprintln!("fabrik agent: {e}");
+            Box::new(Unavailable::new(e))
+        }
+    }
 }
 
-/// The GPU driver the agent serves with `--sim-state`.
-// Switch this to the simulated GPUs once their state is kept beside the links'.
-fn simulated_gpus() -> Box<dyn Gpus> {
-    Box::new(Unavailable::no_nvml("the simulated agent has no simulated GPUs yet"))
+/// A twin's simulated GPUs, kept in `gpus.json` of its state folder.
+fn simulated(dir: &Path) -> Result<(Box<dyn Gpus>, Box<dyn Links>), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let gpus = SimGpus::open(&dir.join("gpus.json"), || SimGpuState::new(Vec::new())).map_err(|e| e.to_string())?;
+    let links =
+        SimLinksFile::open(&dir.join("links.json")).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    Ok((Box::new(gpus), Box::new(links)))
 }
 
 /// The host's links; when netlink cannot be opened, every call answers why.
@@ -44,10 +55,10 @@ fn local_links() -> Box<dyn Links> {
 
 pub fn run(args: &Args) -> u8 {
     let (gpus, links): (Box<dyn Gpus>, Box<dyn Links>) = match &args.sim_state {
-        Some(path) => match SimLinksFile::open(path) {
-            Ok(links) => (simulated_gpus(), Box::new(links)),
+        Some(dir) => match simulated(dir) {
+            Ok(drivers) => drivers,
             Err(e) => {
-                eprintln!("fabrik agent: cannot read simulated state {}: {e}", path.display());
+                eprintln!("fabrik agent: {e}");
                 return exit::INVALID;
             }
         },

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bench;
 pub mod explain;
+pub mod inventory;
 pub mod schema;
 pub mod validate;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Bench(bench::Args),
     /// Serve this host's GPUs and links over stdin/stdout for a fabrik elsewhere (`ssh host fabrik agent`).
     Agent(agent::Args),
+    /// Read every host of a factory (or its simulated twins): hardware, GPUs and MIG, links, VMs; report drift.
+    Inventory(inventory::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -85,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Schema { format } => schema::run(format),
         Command::Bench(args) => bench::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Inventory(args) => inventory::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)

@@ -6,6 +6,7 @@
 pub mod gpu;
 pub mod host;
 pub mod link;
+pub mod observe;
 pub mod virt;
 
 pub use gpu::{LiveGpu, LiveMigInstance, MigMode};

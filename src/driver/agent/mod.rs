@@ -18,6 +18,7 @@
 
 mod client;
 mod server;
+mod shared;
 
 use std::net::IpAddr;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::client::AgentClient;
 pub use self::server::serve;
+pub use self::shared::Shared;
 use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::spec::types::{PageSize, PciAddress};

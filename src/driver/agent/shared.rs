@@ -1,0 +1,79 @@
+//! One agent connection serving both of its traits.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::AgentClient;
+use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
+use crate::spec::types::{PageSize, PciAddress};
+
+/// A handle on a shared agent connection: one ssh session answers for both GPUs and links.
+#[derive(Clone)]
+pub struct Shared(Arc<Mutex<AgentClient>>);
+
+impl Shared {
+    pub fn new(client: AgentClient) -> Shared {
+        Shared(Arc::new(Mutex::new(client)))
+    }
+
+    /// The connection as the two drivers a host needs.
+    pub fn split(client: AgentClient) -> (Box<dyn Gpus>, Box<dyn Links>) {
+        let s = Shared::new(client);
+        (Box::new(s.clone()), Box::new(s))
+    }
+
+    fn client(&self) -> Result<MutexGuard<'_, AgentClient>> {
+        self.0.lock().map_err(|_| DriverError::new(ErrorKind::Failed, "the agent connection was poisoned by a crash"))
+    }
+}
+
+impl Gpus for Shared {
+    fn gpus(&mut self) -> Result<Vec<LiveGpu>> {
+        self.client()?.gpus()
+    }
+    fn set_mig_mode(&mut self, gpu: PciAddress, enabled: bool) -> Result<MigMode> {
+        self.client()?.set_mig_mode(gpu, enabled)
+    }
+    fn create_instance(&mut self, gpu: PciAddress, profile_id: u32, start: u8) -> Result<u32> {
+        self.client()?.create_instance(gpu, profile_id, start)
+    }
+    fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> Result<()> {
+        self.client()?.destroy_instance(gpu, instance_id)
+    }
+}
+
+impl Links for Shared {
+    fn links(&mut self) -> Result<Vec<LiveLink>> {
+        self.client()?.links()
+    }
+    fn hugepages(&mut self) -> Result<Vec<LiveHugepages>> {
+        self.client()?.hugepages()
+    }
+    fn create_link(&mut self, spec: &LinkSpec) -> Result<()> {
+        self.client()?.create_link(spec)
+    }
+    fn delete_link(&mut self, name: &str) -> Result<()> {
+        self.client()?.delete_link(name)
+    }
+    fn set_link(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        up: Option<bool>,
+        master: Option<Option<String>>,
+    ) -> Result<()> {
+        self.client()?.set_link(name, mtu, up, master)
+    }
+    fn add_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()> {
+        self.client()?.add_fdb(vxlan, remote)
+    }
+    fn del_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()> {
+        self.client()?.del_fdb(vxlan, remote)
+    }
+    fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
+        self.client()?.set_sriov_vfs(nic, count)
+    }
+    fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
+        self.client()?.set_hugepages(numa_node, size, count)
+    }
+}

@@ -1,0 +1,195 @@
+//! `fabrik::drift::*`: declared hardware against what the host reports.
+//!
+//! Each diagnostic points at the declaration in the factory that the host contradicts.
+//! A concern that could not be read (no NVML, host unreachable) is not drift: nothing is
+//! compared for it.
+
+use crate::check::rules::Rule;
+use crate::diag::Diagnostic;
+use crate::live::LiveHost;
+use crate::spec::model::Host;
+
+pub static RULES: &[Rule] = &[
+    Rule {
+        code: "fabrik::drift::gpu-missing",
+        summary: "a declared GPU is not on the host",
+        protects: "plans that assign a GPU the host no longer has (failed, removed, or the address changed after a BIOS update)",
+        example: "",
+        fix: "check the host (`lspci -D`, `nvidia-smi`); fix the address in the factory, or remove the GPU",
+    },
+    Rule {
+        code: "fabrik::drift::gpu-model",
+        summary: "a GPU is another model than declared",
+        protects: "MIG layouts and quotas computed for the wrong GPU",
+        example: "",
+        fix: "declare the model the host has",
+    },
+    Rule {
+        code: "fabrik::drift::gpu-numa",
+        summary: "a GPU sits on another NUMA node than declared",
+        protects: "VMs pinned to the wrong node: every GPU transfer crosses the socket interconnect",
+        example: "",
+        fix: "declare the NUMA node the host reports (`cat /sys/bus/pci/devices/<address>/numa_node`)",
+    },
+    Rule {
+        code: "fabrik::drift::gpu-undeclared",
+        summary: "the host has a GPU the factory does not declare (a warning)",
+        protects: "capacity nobody plans for, or a GPU fabrik will not protect from other uses",
+        example: "",
+        fix: "declare it (with `mode: host` if fabrik should leave it alone)",
+    },
+    Rule {
+        code: "fabrik::drift::numa",
+        summary: "the host's NUMA nodes or their CPUs differ from the declared ones",
+        protects: "CPU pinning and NUMA checks done against a topology the host does not have",
+        example: "",
+        fix: "declare the nodes and CPU lists the host reports (`virsh capabilities`, `lscpu`)",
+    },
+    Rule {
+        code: "fabrik::drift::memory",
+        summary: "a NUMA node has much less memory than declared (a warning)",
+        protects: "capacity checks that count memory the node does not have",
+        example: "",
+        fix: "declare the memory the node has; the kernel reports a little less than the DIMMs hold",
+    },
+    Rule {
+        code: "fabrik::drift::nic-missing",
+        summary: "a declared NIC is not on the host",
+        protects: "networks planned on an interface that does not exist",
+        example: "",
+        fix: "fix the interface name (`ip link`), or remove the NIC",
+    },
+];
+
+/// The kernel reserves some memory: a node reporting this much less than declared is fine.
+const MEMORY_TOLERANCE_PERCENT: u64 = 5;
+
+pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let what = |s: &str| format!("host `{}`: {s}", host.name.value);
+    if let Some(info) = &live.info
+        && !info.numa.is_empty()
+    {
+        for node in &host.numa_nodes {
+            match info.numa.iter().find(|n| n.id == node.id.value) {
+                None => out.push(
+                    Diagnostic::error(
+                        "fabrik::drift::numa",
+                        what(&format!("NUMA node {} does not exist", node.id.value)),
+                    )
+                    .at(node.id.span, "declared here")
+                    .help(format!("the host has nodes {}", list(info.numa.iter().map(|n| n.id)))),
+                ),
+                Some(n) => {
+                    if n.cpus != node.cpus.value && !n.cpus.is_empty() {
+                        out.push(
+                            Diagnostic::error(
+                                "fabrik::drift::numa",
+                                what(&format!(
+                                    "NUMA node {} has CPUs {}, not {}",
+                                    node.id.value, n.cpus, node.cpus.value
+                                )),
+                            )
+                            .at(node.cpus.span, "declared CPUs")
+                            .help(format!("declare `cpus: {}`", n.cpus)),
+                        );
+                    }
+                    let declared = node.memory.value.bytes();
+                    if n.memory.bytes() > 0 && n.memory.bytes() * 100 < declared * (100 - MEMORY_TOLERANCE_PERCENT) {
+                        out.push(
+                            Diagnostic::warning(
+                                "fabrik::drift::memory",
+                                what(&format!(
+                                    "NUMA node {} has {} of memory, not {}",
+                                    node.id.value, n.memory, node.memory.value
+                                )),
+                            )
+                            .at(node.memory.span, "declared memory")
+                            .help(format!("declare the memory the node has, about {}", n.memory)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let gpus_read = !live.errors.iter().any(|(c, _)| c == "nvml");
+    if gpus_read {
+        for gpu in &host.gpus {
+            match live.gpus.iter().find(|g| g.address == gpu.address.value) {
+                None => out.push(
+                    Diagnostic::error("fabrik::drift::gpu-missing", what(&format!("no GPU at {}", gpu.address.value)))
+                        .at(gpu.address.span, "declared here")
+                        .help(if live.gpus.is_empty() {
+                            "the host reports no GPUs".to_string()
+                        } else {
+                            format!("the host's GPUs are at {}", list(live.gpus.iter().map(|g| g.address)))
+                        }),
+                ),
+                Some(g) => {
+                    if let Some(model) = g.model
+                        && model != gpu.model.value
+                    {
+                        out.push(
+                            Diagnostic::error(
+                                "fabrik::drift::gpu-model",
+                                what(&format!(
+                                    "GPU {} is an {model} ({}), not an {}",
+                                    gpu.address.value, g.name, gpu.model.value
+                                )),
+                            )
+                            .at(gpu.model.span, "declared model")
+                            .help(format!("declare `model: {model}`")),
+                        );
+                    }
+                    if let Some(node) = g.numa_node
+                        && node != gpu.numa_node.value
+                    {
+                        out.push(
+                            Diagnostic::error(
+                                "fabrik::drift::gpu-numa",
+                                what(&format!(
+                                    "GPU {} is on NUMA node {node}, not {}",
+                                    gpu.address.value, gpu.numa_node.value
+                                )),
+                            )
+                            .at(gpu.numa_node.span, "declared node")
+                            .help(format!("declare `numa-node: {node}`")),
+                        );
+                    }
+                }
+            }
+        }
+        for g in &live.gpus {
+            if !host.gpus.iter().any(|d| d.address.value == g.address) {
+                out.push(
+                    Diagnostic::warning(
+                        "fabrik::drift::gpu-undeclared",
+                        what(&format!("GPU {} ({}) is not declared", g.address, g.name)),
+                    )
+                    .at(host.name.span, "this host")
+                    .help("declare it, with `mode: host` if fabrik should leave it alone"),
+                );
+            }
+        }
+    }
+    let links_read = !live.errors.iter().any(|(c, _)| c == "netlink");
+    if links_read {
+        for nic in &host.nics {
+            if !live.links.iter().any(|l| l.name == nic.name.value) {
+                out.push(
+                    Diagnostic::error(
+                        "fabrik::drift::nic-missing",
+                        what(&format!("no interface `{}`", nic.name.value)),
+                    )
+                    .at(nic.name.span, "declared here")
+                    .help("check `ip link` on the host and fix the name"),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,88 @@
+//! Observing hosts: every read a driver offers, gathered into one [`LiveHost`].
+//!
+//! A concern that cannot be reached is recorded with its reason and the others are still
+//! read; hosts are observed concurrently, and one unreachable host does not hold up or
+//! stop the rest.
+
+use super::LiveHost;
+use crate::driver::{DriverError, Gpus, Links, Virt};
+
+/// The drivers of one host; each may have failed to open.
+pub struct HostDrivers {
+    pub virt: Result<Box<dyn Virt>, DriverError>,
+    pub gpus: Result<Box<dyn Gpus>, DriverError>,
+    pub links: Result<Box<dyn Links>, DriverError>,
+}
+
+/// Hosts observed at once; each blocks on its own libvirt connection and agent.
+const HOSTS_IN_PARALLEL: usize = 16;
+
+/// Reads everything the drivers can tell about one host.
+pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
+    let mut live = LiveHost { name: name.to_string(), ..LiveHost::default() };
+    let mut errors = Vec::new();
+    match drivers.virt {
+        Ok(mut v) => {
+            keep(&mut errors, "libvirt", v.host_info().map(|i| live.info = Some(i)));
+            keep(&mut errors, "libvirt", v.devices().map(|d| live.devices = d));
+            keep(&mut errors, "libvirt", v.domains().map(|d| live.domains = d));
+            keep(&mut errors, "libvirt", v.networks().map(|n| live.networks = n));
+            keep(&mut errors, "libvirt", v.pools().map(|p| live.pools = p));
+        }
+        Err(e) => errors.push(("libvirt".to_string(), e)),
+    }
+    match drivers.gpus {
+        Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live.gpus = g)),
+        Err(e) => errors.push(("nvml".to_string(), e)),
+    }
+    match drivers.links {
+        Ok(mut l) => {
+            keep(&mut errors, "netlink", l.links().map(|l| live.links = l));
+            keep(&mut errors, "netlink", l.hugepages().map(|h| live.hugepages = h));
+        }
+        Err(e) => errors.push(("netlink".to_string(), e)),
+    }
+    // The first error of a concern says why; repeats of it say nothing more.
+    errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    live.errors = errors;
+    live
+}
+
+fn keep(errors: &mut Vec<(String, DriverError)>, concern: &str, result: Result<(), DriverError>) {
+    if let Err(e) = result {
+        errors.push((concern.to_string(), e));
+    }
+}
+
+/// Observes many hosts concurrently. `open` connects one host's drivers (it may block:
+/// ssh, a remote libvirtd); results come back in the order of `hosts`.
+pub fn observe_all<H: Sync>(
+    hosts: &[H],
+    name: impl Fn(&H) -> String + Sync,
+    open: impl Fn(&H) -> HostDrivers + Sync,
+) -> Vec<LiveHost> {
+    let mut out: Vec<Option<LiveHost>> = (0..hosts.len()).map(|_| None).collect();
+    for (chunk_index, chunk) in hosts.chunks(HOSTS_IN_PARALLEL).enumerate() {
+        let results: Vec<LiveHost> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|h| s.spawn(|| observe(&name(h), open(h)))).collect();
+            handles
+                .into_iter()
+                .zip(chunk)
+                .map(|(handle, h)| {
+                    handle.join().unwrap_or_else(|_| LiveHost {
+                        name: name(h),
+                        errors: vec![(
+                            "fabrik".to_string(),
+                            DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
+                        )],
+                        ..LiveHost::default()
+                    })
+                })
+                .collect()
+        });
+        for (i, live) in results.into_iter().enumerate() {
+            out[chunk_index * HOSTS_IN_PARALLEL + i] = Some(live);
+        }
+    }
+    out.into_iter().flatten().collect()
+}

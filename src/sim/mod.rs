@@ -1,0 +1,83 @@
+//! Simulated twins of a factory's hosts, for users without hardware and for CI.
+//!
+//! A twin is built from a host's declared hardware: libvirt's own `test:///` driver for
+//! domains, networks and storage, simulated GPUs that follow the MIG catalog's rules as
+//! NVML does, and simulated links. Its state lives in `.fabrik/sim/<host>/` beside the
+//! factory (or under `--state-dir`), so what one command changes the next one sees.
+
+use std::path::{Path, PathBuf};
+
+use crate::driver::sim_gpu::{SimGpuState, SimGpus};
+use crate::driver::sim_links::{SimLinks, SimLinksFile};
+use crate::driver::{DriverError, ErrorKind, Gpus, Links};
+use crate::live::observe::HostDrivers;
+use crate::spec::model::Host;
+
+/// Where twins keep their state: `--state-dir`, else `.fabrik/sim` beside the factory.
+pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
+    if let Some(dir) = explicit {
+        return dir.to_path_buf();
+    }
+    let base = if factory.is_dir() { factory } else { factory.parent().unwrap_or(Path::new(".")) };
+    base.join(".fabrik").join("sim")
+}
+
+/// The state folder of one host's twin.
+pub fn host_dir(state: &Path, host: &Host) -> PathBuf {
+    state.join(&host.name.value)
+}
+
+fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(ErrorKind::Failed, format!("{what} {}: {e}", path.display()))
+}
+
+/// A host's links as its twin starts: the declared NICs (SR-IOV capable ones with their
+/// VF count as the maximum, none configured) and an empty pool per declared page size.
+pub fn initial_links(host: &Host) -> SimLinks {
+    let mut links = SimLinks::new();
+    for nic in &host.nics {
+        let mtu = match nic.kind.value {
+            crate::spec::model::NicKind::Infiniband => 4092,
+            crate::spec::model::NicKind::Ethernet => 1500,
+        };
+        links.add_nic(&nic.name.value, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
+    }
+    for node in &host.numa_nodes {
+        for (size, _) in &node.hugepages {
+            let capacity = node.memory.value.bytes() / size.value.size().bytes();
+            links.add_hugepages(node.id.value, size.value, Some(capacity));
+        }
+    }
+    links
+}
+
+/// Opens the simulated GPUs and links of a host's twin, creating its state on first use.
+pub fn open_gpus_links(
+    dir: &Path,
+    host: &Host,
+) -> (Result<Box<dyn Gpus>, DriverError>, Result<Box<dyn Links>, DriverError>) {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        let err = failed("cannot create the twin's state folder", dir, e);
+        return (Err(err.clone()), Err(err));
+    }
+    let gpus =
+        SimGpus::open(&dir.join("gpus.json"), || SimGpuState::from_host(host)).map(|g| Box::new(g) as Box<dyn Gpus>);
+    let links_path = dir.join("links.json");
+    let links = (|| {
+        if !links_path.exists() {
+            initial_links(host).save(&links_path).map_err(|e| failed("cannot write", &links_path, e))?;
+        }
+        SimLinksFile::open(&links_path).map_err(|e| failed("cannot read", &links_path, e))
+    })()
+    .map(|l| Box::new(l) as Box<dyn Links>);
+    (gpus, links)
+}
+
+/// The drivers of a host's twin.
+pub fn drivers(state: &Path, host: &Host) -> HostDrivers {
+    let dir = host_dir(state, host);
+    let (gpus, links) = open_gpus_links(&dir, host);
+    HostDrivers { virt: virt::open(&dir, host), gpus, links }
+}
+
+pub mod virt;
