@@ -33,8 +33,11 @@ fn local_gpus() -> Box<dyn Gpus> {
     }
 }
 
+/// The two drivers an agent serves.
+type Drivers = (Box<dyn Gpus>, Box<dyn Links>);
+
 /// A twin's simulated GPUs, kept in `gpus.json` of its state folder.
-fn simulated(dir: &Path) -> Result<(Box<dyn Gpus>, Box<dyn Links>), String> {
+fn simulated(dir: &Path) -> Result<Drivers, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let gpus = SimGpus::open(&dir.join("gpus.json"), || SimGpuState::new(Vec::new())).map_err(|e| e.to_string())?;
     let links =
@@ -54,7 +57,7 @@ fn local_links() -> Box<dyn Links> {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let (gpus, links): (Box<dyn Gpus>, Box<dyn Links>) = match &args.sim_state {
+    let (gpus, links): Drivers = match &args.sim_state {
         Some(dir) => match simulated(dir) {
             Ok(drivers) => drivers,
             Err(e) => {

@@ -67,6 +67,9 @@ impl DriverError {
 
 pub type Result<T> = std::result::Result<T, DriverError>;
 
+/// A driver as it opened, or why it did not: `Opened<dyn Gpus>`.
+pub type Opened<T> = std::result::Result<Box<T>, DriverError>;
+
 /// How a graceful shutdown ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShutdownOutcome {

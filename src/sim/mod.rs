@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{SimLinks, SimLinksFile};
-use crate::driver::{DriverError, ErrorKind, Gpus, Links};
+use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
 use crate::live::observe::HostDrivers;
 use crate::spec::model::Host;
 
@@ -52,10 +52,7 @@ pub fn initial_links(host: &Host) -> SimLinks {
 }
 
 /// Opens the simulated GPUs and links of a host's twin, creating its state on first use.
-pub fn open_gpus_links(
-    dir: &Path,
-    host: &Host,
-) -> (Result<Box<dyn Gpus>, DriverError>, Result<Box<dyn Links>, DriverError>) {
+pub fn open_gpus_links(dir: &Path, host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
     if let Err(e) = std::fs::create_dir_all(dir) {
         let err = failed("cannot create the twin's state folder", dir, e);
         return (Err(err.clone()), Err(err));
