@@ -70,8 +70,8 @@ pub fn run(args: &Args) -> u8 {
                 println!("{}", render::github(d, &loaded.sources));
             }
             for h in inv.hosts.iter().filter(|h| !h.live.errors.is_empty()) {
-                for (concern, e) in &h.live.errors {
-                    println!("::error title=fabrik inventory::host `{}`: {concern}: {e}", h.name);
+                for e in &h.live.errors {
+                    println!("::error title=fabrik inventory::host `{}`: {}: {}", h.name, e.concern, e.error);
                 }
             }
         }

@@ -112,7 +112,7 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
             }
         }
     }
-    let gpus_read = !live.errors.iter().any(|(c, _)| c == "nvml");
+    let gpus_read = live.read("nvml");
     if gpus_read {
         for gpu in &host.gpus {
             match live.gpus.iter().find(|g| g.address == gpu.address.value) {
@@ -172,7 +172,7 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
             }
         }
     }
-    let links_read = !live.errors.iter().any(|(c, _)| c == "netlink");
+    let links_read = live.read("netlink");
     if links_read {
         for nic in &host.nics {
             if !live.links.iter().any(|l| l.name == nic.name.value) {

@@ -56,8 +56,8 @@ fn host(out: &mut String, h: &HostReport, simulated: bool) {
     let state = if h.reachable { "reachable" } else { "UNREACHABLE" };
     let uri = if simulated { "simulated twin".to_string() } else { h.uri.clone() };
     let _ = writeln!(out, "{}  {state}  {uri}", h.name);
-    for (concern, e) in &l.errors {
-        let _ = writeln!(out, "  ! {concern}: {e}");
+    for e in &l.errors {
+        let _ = writeln!(out, "  ! {}: {}", e.concern, e.error);
     }
     if let Some(info) = &l.info {
         for n in &info.numa {

@@ -29,5 +29,21 @@ pub struct LiveHost {
     pub networks: Vec<LiveNetwork>,
     pub pools: Vec<LivePool>,
     /// What could not be read, per concern (`libvirt`, `nvml`, `netlink`), and why.
-    pub errors: Vec<(String, crate::driver::DriverError)>,
+    pub errors: Vec<ConcernError>,
+}
+
+/// Why one concern of a host could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcernError {
+    /// `libvirt`, `nvml` or `netlink`.
+    pub concern: String,
+    #[serde(flatten)]
+    pub error: crate::driver::DriverError,
+}
+
+impl LiveHost {
+    /// Whether a concern was read without error.
+    pub fn read(&self, concern: &str) -> bool {
+        !self.errors.iter().any(|e| e.concern == concern)
+    }
 }

@@ -4,7 +4,7 @@
 //! read; hosts are observed concurrently, and one unreachable host does not hold up or
 //! stop the rest.
 
-use super::LiveHost;
+use super::{ConcernError, LiveHost};
 use crate::driver::{DriverError, Gpus, Links, Virt};
 
 /// The drivers of one host; each may have failed to open.
@@ -29,28 +29,28 @@ pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
             keep(&mut errors, "libvirt", v.networks().map(|n| live.networks = n));
             keep(&mut errors, "libvirt", v.pools().map(|p| live.pools = p));
         }
-        Err(e) => errors.push(("libvirt".to_string(), e)),
+        Err(e) => errors.push(ConcernError { concern: "libvirt".into(), error: e }),
     }
     match drivers.gpus {
         Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live.gpus = g)),
-        Err(e) => errors.push(("nvml".to_string(), e)),
+        Err(e) => errors.push(ConcernError { concern: "nvml".into(), error: e }),
     }
     match drivers.links {
         Ok(mut l) => {
             keep(&mut errors, "netlink", l.links().map(|l| live.links = l));
             keep(&mut errors, "netlink", l.hugepages().map(|h| live.hugepages = h));
         }
-        Err(e) => errors.push(("netlink".to_string(), e)),
+        Err(e) => errors.push(ConcernError { concern: "netlink".into(), error: e }),
     }
     // The first error of a concern says why; repeats of it say nothing more.
-    errors.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    errors.dedup();
     live.errors = errors;
     live
 }
 
-fn keep(errors: &mut Vec<(String, DriverError)>, concern: &str, result: Result<(), DriverError>) {
+fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), DriverError>) {
     if let Err(e) = result {
-        errors.push((concern.to_string(), e));
+        errors.push(ConcernError { concern: concern.to_string(), error: e });
     }
 }
 
@@ -71,10 +71,10 @@ pub fn observe_all<H: Sync>(
                 .map(|(handle, h)| {
                     handle.join().unwrap_or_else(|_| LiveHost {
                         name: name(h),
-                        errors: vec![(
-                            "fabrik".to_string(),
-                            DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
-                        )],
+                        errors: vec![ConcernError {
+                            concern: "fabrik".into(),
+                            error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
+                        }],
                         ..LiveHost::default()
                     })
                 })
