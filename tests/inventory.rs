@@ -1,0 +1,85 @@
+//! `fabrik inventory` on simulated twins: the report, its JSON, and drift.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use fabrik::driver::sim_gpu::SimGpuState;
+use fabrik::hw::GpuModel;
+
+fn fabrik(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fabrik")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).expect("stdout is one JSON document")
+}
+
+#[test]
+fn twins_report_the_declared_hardware_without_drift() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    let o = fabrik(&["inventory", "--sim", "--state-dir", dir, "--format", "json", "examples/ai-factory"]);
+    let v = json(&o);
+    assert_eq!(v["simulated"], true);
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 4);
+    let gpu02 = hosts.iter().find(|h| h["name"] == "gpu02").unwrap();
+    assert_eq!(gpu02["live"]["gpus"].as_array().unwrap().len(), 8);
+    assert_eq!(gpu02["live"]["gpus"][0]["model"], "H200-141GB");
+    assert!(gpu02["live"]["links"].as_array().unwrap().iter().any(|l| l["name"] == "ib0" && l["sriov_vfs"] == 0));
+    for h in hosts {
+        assert_eq!(h["drift"], serde_json::json!([]), "a fresh twin matches its declaration: {}", h["name"]);
+    }
+    assert!(Path::new(dir).join("gpu02/gpus.json").exists(), "the twin's state is kept");
+}
+
+#[test]
+fn a_changed_twin_shows_drift_at_the_declaration() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    // First run creates the twins; then the "hardware" changes under the factory.
+    fabrik(&["inventory", "--sim", "--state-dir", dir, "--format", "json", "examples/ai-factory"]);
+    let gpus = state.path().join("gpu01/gpus.json");
+    let mut twin = SimGpuState::load(&gpus).unwrap();
+    twin.gpus.retain(|g| g.address.to_string() != "0000:df:00.0");
+    twin.gpus[0].model = GpuModel::H100_80GB;
+    twin.gpus[1].numa_node = Some(1);
+    twin.save(&gpus).unwrap();
+
+    let o = fabrik(&["inventory", "--sim", "--state-dir", dir, "--format", "json", "examples/ai-factory"]);
+    assert_eq!(o.status.code(), Some(1), "drift is an error");
+    let v = json(&o);
+    let gpu01 = v["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "gpu01").unwrap();
+    let mut codes: Vec<&str> = gpu01["drift"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes, ["fabrik::drift::gpu-missing", "fabrik::drift::gpu-model", "fabrik::drift::gpu-numa"]);
+    let missing = gpu01["drift"].as_array().unwrap().iter().find(|d| d["code"] == "fabrik::drift::gpu-missing").unwrap();
+    assert_eq!(missing["file"], "examples/ai-factory/hosts/gpu01.yaml");
+    assert!(missing["message"].as_str().unwrap().contains("0000:df:00.0"));
+
+    let o = fabrik(&["inventory", "--sim", "--state-dir", dir, "examples/ai-factory"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("fabrik::drift::gpu-model") && err.contains("gpu01.yaml"), "{err}");
+}
+
+#[test]
+fn an_unreachable_host_does_not_stop_the_others() {
+    // A real (not simulated) inventory of a factory whose host has an agent command that
+    // fails at once: the error is reported for that host, with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("f.yaml");
+    std::fs::write(
+        &factory,
+        "version: 1\nhosts:\n  - name: a\n    uri: qemu+ssh://root@nowhere.invalid/system\n    agent: /nonexistent/fabrik agent\n    numa-nodes: [{ id: 0, cpus: 0-3, memory: 8GiB }]\n  - name: b\n    uri: qemu+ssh://root@nowhere.invalid/system\n    numa-nodes: [{ id: 0, cpus: 0-3, memory: 8GiB }]\n",
+    )
+    .unwrap();
+    let o = fabrik(&["inventory", "--format", "json", factory.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 2, "both hosts are reported");
+    let a_errors = hosts[0]["live"]["errors"].as_array().unwrap();
+    assert!(a_errors.iter().any(|e| e["concern"] == "nvml" && e["kind"] == "unreachable"), "{a_errors:?}");
+    let b_errors = hosts[1]["live"]["errors"].as_array().unwrap();
+    assert!(b_errors.iter().any(|e| e["message"].as_str().unwrap().contains("no `agent` command")), "{b_errors:?}");
+}
