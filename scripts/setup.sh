@@ -34,4 +34,8 @@ for component in rustfmt clippy; do
     fi
   fi
 done
+# The real test hosts (libvirtd, QEMU/KVM, namespaces); FABRIK_TESTBED=0 skips them.
+if [ "${FABRIK_TESTBED:-1}" != "0" ]; then
+  bash "$(dirname "$0")/setup-testbed.sh"
+fi
 echo "setup: ready ($(cargo --version))" >&2

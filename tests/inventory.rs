@@ -83,3 +83,36 @@ fn an_unreachable_host_does_not_stop_the_others() {
     let b_errors = hosts[1]["live"]["errors"].as_array().unwrap();
     assert!(b_errors.iter().any(|e| e["message"].as_str().unwrap().contains("no `agent` command")), "{b_errors:?}");
 }
+
+#[test]
+fn human_report_of_fresh_twins() {
+    let state = tempfile::tempdir().unwrap();
+    let o = fabrik(&["inventory", "--sim", "--state-dir", state.path().to_str().unwrap(), "examples/ai-factory"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    insta::assert_snapshot!("inventory_sim_ai_factory", String::from_utf8(o.stdout).unwrap());
+}
+
+#[test]
+fn a_twin_keeps_what_was_done_to_it() {
+    use fabrik::driver::Virt;
+    let state = tempfile::tempdir().unwrap();
+    let spec = fabrik::check::validate(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"))).spec;
+    let host = &spec.hosts[0];
+    let dir = state.path().join("kvm01");
+    let xml = "<domain type='test'><name>hand-made</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>";
+    {
+        let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+        v.define_domain(xml).unwrap();
+        v.start_domain("hand-made").unwrap();
+        v.detach_device(fabrik::spec::types::PciAddress::parse("0000:99:00.0").unwrap()).unwrap_err();
+    }
+    let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    let domains = v.domains().unwrap();
+    assert_eq!(domains.len(), 1);
+    assert_eq!(domains[0].state, fabrik::live::PowerState::Running, "power state survives a reopen");
+    v.destroy_domain("hand-made").unwrap();
+    drop(v);
+    let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    assert_eq!(v.domains().unwrap()[0].state, fabrik::live::PowerState::ShutOff);
+    assert_eq!(v.host_info().unwrap().numa[0].cpus.to_string(), "0-15", "the twin has the declared hardware");
+}

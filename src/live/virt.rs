@@ -36,6 +36,10 @@ pub struct LiveDomain {
     /// Host CPUs per vCPU, from `<cputune><vcpupin>`.
     pub vcpupin: Vec<(u32, CpuSet)>,
     pub emulatorpin: Option<CpuSet>,
+    /// `<numatune><memory mode=…>`: `strict` (libvirt's default when the element is
+    /// there without a mode), `preferred`, `interleave` or `restrictive`.
+    #[serde(default)]
+    pub numa_mode: Option<String>,
     /// `<numatune><memory mode='strict' nodeset=…>`.
     pub numa_nodeset: Option<CpuSet>,
     /// Guest NUMA cells: (cpus, memory).

@@ -6,6 +6,12 @@
 //!   argument and whose entries are its properties and children;
 //! - repeated nodes (`host "a" {…}` `host "b" {…}`) stay repeated entries; the decoder
 //!   collects them into the list the YAML form spells `hosts:`.
+//!
+//! Most files are read by [`fast`], a single-pass parser for the part of KDL that
+//! factories are written in; anything else, and every file with a mistake, goes through
+//! the kdl crate, which also words the diagnostics.
+
+mod fast;
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
@@ -18,17 +24,38 @@ pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Dia
     if let Some(at) = too_deep_at(&file.text) {
         return Err(vec![super::yaml::too_deep(Span::new(file_id, at, at + 1), NESTING_LIMIT)]);
     }
-    let doc = KdlDocument::parse(&file.text).map_err(|e| syntax_errors(file_id, &file.text, &e.diagnostics))?;
+    match fast::parse(file_id, &file.text) {
+        Some(root) => Ok(root),
+        None => parse_with_crate(file_id, &file.text),
+    }
+}
+
+/// The fast path alone: `None` where it leaves the file to the kdl crate. Public for
+/// the differential test (`tests/kdl_fast.rs`), which holds it to [`parse_without_fast_path`].
+pub fn parse_fast_path(file_id: FileId, file: &SourceFile) -> Option<Option<Node>> {
+    fast::parse(file_id, &file.text)
+}
+
+/// [`parse`] as it would be without the fast path: every file through the kdl crate.
+pub fn parse_without_fast_path(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Diagnostic>> {
+    if let Some(at) = too_deep_at(&file.text) {
+        return Err(vec![super::yaml::too_deep(Span::new(file_id, at, at + 1), NESTING_LIMIT)]);
+    }
+    parse_with_crate(file_id, &file.text)
+}
+
+fn parse_with_crate(file_id: FileId, text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
+    let doc = KdlDocument::parse(text).map_err(|e| syntax_errors(file_id, text, &e.diagnostics))?;
     if doc.nodes().is_empty() {
         return Ok(None);
     }
-    let c = Converter { file_id, text: &file.text };
+    let c = Converter { file_id, text };
     let mut errors = Vec::new();
     let entries = c.entries(doc.nodes(), &mut errors);
     if !errors.is_empty() {
         return Err(errors);
     }
-    let span = Span::new(file_id, 0, file.text.len());
+    let span = Span::new(file_id, 0, text.len());
     Ok(Some(Node { span, value: Value::Map(Map { label: None, entries }) }))
 }
 
@@ -251,30 +278,38 @@ impl Converter<'_> {
 
     /// A property's value, without its `key=`.
     fn prop_value(&self, e: &KdlEntry) -> Node {
-        let whole = self.trimmed(self.span(e.span()));
-        let text = self.text.get(whole.start as usize..whole.end as usize).unwrap_or("");
-        let span = match text.find('=') {
-            Some(i) => {
-                let rest = &text[i + 1..];
-                let skip = rest.len() - rest.trim_start().len();
-                Span::new(self.file_id, whole.start as usize + i + 1 + skip, whole.end as usize)
-            }
-            None => whole,
-        };
-        Node { span, value: Value::Scalar(scalar(e.value())) }
+        Node {
+            span: prop_value_span(self.file_id, self.text, self.span(e.span())),
+            value: Value::Scalar(scalar(e.value())),
+        }
     }
 
-    /// Entry spans include the whitespace before them; point at the text itself.
     fn trimmed(&self, s: Span) -> Span {
-        let text = self.text.get(s.start as usize..s.end as usize).unwrap_or("");
-        let lead = text.len() - text.trim_start().len();
-        let trail = text.len() - text.trim_end().len();
-        Span::new(
-            self.file_id,
-            s.start as usize + lead,
-            (s.end as usize).saturating_sub(trail).max(s.start as usize + lead),
-        )
+        trimmed(self.file_id, self.text, s)
     }
+}
+
+/// The span of a property's value, given the span of the whole `key=value` entry.
+/// Shared with the fast path, so that both compute it the same way.
+fn prop_value_span(file_id: FileId, text: &str, entry: Span) -> Span {
+    let whole = trimmed(file_id, text, entry);
+    let covered = text.get(whole.start as usize..whole.end as usize).unwrap_or("");
+    match covered.find('=') {
+        Some(i) => {
+            let rest = &covered[i + 1..];
+            let skip = rest.len() - rest.trim_start().len();
+            Span::new(file_id, whole.start as usize + i + 1 + skip, whole.end as usize)
+        }
+        None => whole,
+    }
+}
+
+/// Entry spans include the whitespace before them; point at the text itself.
+fn trimmed(file_id: FileId, text: &str, s: Span) -> Span {
+    let covered = text.get(s.start as usize..s.end as usize).unwrap_or("");
+    let lead = covered.len() - covered.trim_start().len();
+    let trail = covered.len() - covered.trim_end().len();
+    Span::new(file_id, s.start as usize + lead, (s.end as usize).saturating_sub(trail).max(s.start as usize + lead))
 }
 
 fn scalar(v: &KdlValue) -> Scalar {
@@ -317,10 +352,12 @@ mod tests {
         let text = format!("version 1\n{}{}", "a {".repeat(5000), "}".repeat(5000));
         let (_, r) = parse_str(&text);
         assert_eq!(r.unwrap_err()[0].code, "fabrik::spec::too-deep");
-        // Within the limit, the KDL parser copes (on a test thread's small stack).
+        // Within the limit, the KDL parser copes (on a test thread's small stack), and so
+        // does the fast path.
         let text = format!("version 1\n{}{}", "a {".repeat(NESTING_LIMIT), "}".repeat(NESTING_LIMIT));
-        let (_, r) = parse_str(&text);
+        let (f, r) = parse_str(&text);
         assert!(r.is_ok());
+        assert!(parse_without_fast_path(FileId(0), &f).is_ok());
         assert_eq!(too_deep_at("a \"{{{{\" /* { */ // {\n"), None);
     }
 

@@ -1,0 +1,116 @@
+//! fabrik's ownership mark on libvirt objects: one element in fabrik's XML namespace
+//! inside `<metadata>`, rendered when an object is made and read back when it is observed.
+//!
+//! ```xml
+//! <metadata>
+//!   <fabrik:owner xmlns:fabrik="https://fabrik.dev/xmlns/1"
+//!                 factory="ai-factory" resource="vm:gpu01/acme-vllm-0" spec-hash="…"/>
+//! </metadata>
+//! ```
+//!
+//! libvirt keeps foreign-namespace metadata of domains and networks verbatim. Storage
+//! pools and volumes have no `<metadata>` element (libvirt drops it at define), so they
+//! cannot carry the mark; their `owner` always reads `None`.
+
+use roxmltree::Node;
+
+use crate::live::Ownership;
+
+/// fabrik's XML namespace. The trailing number is the mark's version: a change to its
+/// shape gets a new namespace, so old marks stay readable.
+pub const NAMESPACE: &str = "https://fabrik.dev/xmlns/1";
+/// The prefix fabrik writes; readers match on the namespace, never on the prefix.
+pub const PREFIX: &str = "fabrik";
+/// The element's local name.
+pub const ELEMENT: &str = "owner";
+
+/// The `<fabrik:owner …/>` element, to place inside an object's `<metadata>`.
+pub fn render(owner: &Ownership) -> String {
+    let Ownership { factory, resource, spec_hash } = owner;
+    format!(
+        "<{PREFIX}:{ELEMENT} xmlns:{PREFIX}=\"{NAMESPACE}\" factory=\"{}\" resource=\"{}\" spec-hash=\"{}\"/>",
+        escape(factory),
+        escape(resource),
+        escape(spec_hash)
+    )
+}
+
+/// The whole `<metadata>` element holding the mark.
+pub fn render_metadata(owner: &Ownership) -> String {
+    format!("<metadata>{}</metadata>", render(owner))
+}
+
+/// The mark of an object, from its root element (`<domain>`, `<network>`). An element in
+/// fabrik's namespace that lacks an attribute is not a mark: the object is then treated
+/// as unowned, so fabrik never changes it.
+pub fn parse(root: Node<'_, '_>) -> Option<Ownership> {
+    let metadata = root.children().find(|n| n.is_element() && n.tag_name().name() == "metadata")?;
+    let mark = metadata
+        .children()
+        .find(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ELEMENT)?;
+    Some(Ownership {
+        factory: mark.attribute("factory")?.to_string(),
+        resource: mark.attribute("resource")?.to_string(),
+        spec_hash: mark.attribute("spec-hash")?.to_string(),
+    })
+}
+
+/// The mark in an object's XML text, if any (`None` also when the XML does not parse).
+pub fn parse_xml(xml: &str) -> Option<Ownership> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    parse(doc.root_element())
+}
+
+/// Escapes text for an XML attribute value in double quotes.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Ownership {
+        Ownership {
+            factory: "ai-factory".into(),
+            resource: "vm:gpu01/acme-vllm-0".into(),
+            spec_hash: "sha256:0f<&>\"'".into(),
+        }
+    }
+
+    #[test]
+    fn render_then_parse_round_trips() {
+        let xml = format!("<domain><name>x</name>{}</domain>", render_metadata(&owner()));
+        assert_eq!(parse_xml(&xml), Some(owner()));
+    }
+
+    #[test]
+    fn matches_namespace_not_prefix() {
+        let xml = format!(
+            "<network><metadata><other xmlns='urn:x'/><f:owner xmlns:f='{NAMESPACE}' factory='a' resource='net:h/n' spec-hash='1'/></metadata></network>"
+        );
+        let got = parse_xml(&xml).unwrap();
+        assert_eq!(got.resource, "net:h/n");
+        let foreign = "<domain><metadata><fabrik:owner xmlns:fabrik='https://example.com/x' factory='a' resource='b' spec-hash='c'/></metadata></domain>";
+        assert_eq!(parse_xml(foreign), None);
+    }
+
+    #[test]
+    fn incomplete_mark_is_no_mark() {
+        let xml =
+            format!("<domain><metadata><fabrik:owner xmlns:fabrik='{NAMESPACE}' factory='a'/></metadata></domain>");
+        assert_eq!(parse_xml(&xml), None);
+        assert_eq!(parse_xml("<domain><name>x</name></domain>"), None);
+    }
+}

@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Private libvirt hosts on one machine, for tests that need what only a real host shows.
+#
+#   testbed.sh start  [-n NAME] HOST...   start hosts (idempotent: running ones are kept)
+#   testbed.sh stop   [-n NAME] [HOST...] stop hosts (all of the testbed when none named)
+#   testbed.sh status [-n NAME]           one line per host: name, state, URI, address
+#   testbed.sh uri    [-n NAME] HOST      the host's libvirt URI
+#   testbed.sh guest  [-n NAME] HOST      define and start a tiny KVM guest, print its start time
+#
+# A testbed is a set of hosts sharing a name (default `tb`). Each host is
+#   - a network namespace `fabrik-<name>-<host>` with `lo` and `eth0`;
+#   - a mount namespace (`unshare -m`) with tmpfs on /run and /etc/libvirt,
+#     /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt bind-mounted from
+#     `<dir>/<name>/<host>/` (dir: $FABRIK_TESTBED_DIR, default /tmp/fabrik-testbed);
+#   - its own libvirtd (QEMU driver), whose sockets live in the host's directory, so it is
+#     reachable from outside its namespaces at
+#     `qemu:///system?socket=<dir>/<name>/<host>/libvirt-sock`.
+# The hosts' `eth0` are joined by veth pairs to a bridge in a hub namespace
+# `fabrik-<name>`, with addresses 10.77.0.<i>/24 (i: the host's position, from 1), so they
+# reach each other (for VXLAN between them).
+#
+# `stop` kills every process in a host's network namespace (libvirtd, QEMU, dnsmasq),
+# deletes the namespace and the host's directory: nothing is left for the next run to
+# trip on. A host whose libvirtd died is cleaned up and started again by `start`.
+#
+# Output: `start` and `status` print `host state uri address netns` per host on stdout;
+# progress and errors go to stderr. Exit status 0 on success.
+set -euo pipefail
+
+base_dir="${FABRIK_TESTBED_DIR:-/tmp/fabrik-testbed}"
+name=tb
+# Seconds to wait for a libvirtd to answer; the QEMU driver probes QEMU's capabilities
+# at its first start, which takes a few seconds on a slow machine.
+ready_timeout_s="${FABRIK_TESTBED_TIMEOUT:-60}"
+subnet=10.77.0
+# Shared by all testbeds on the machine, kept across runs.
+caps_cache="$base_dir/qemu-caps"
+
+say() { echo "testbed: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, mounts)"; }
+
+check_tools() {
+  local missing=()
+  for t in ip unshare libvirtd virsh qemu-system-x86_64; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run scripts/setup-testbed.sh"
+}
+
+valid_name() {
+  # Interface and namespace names stay short and plain: `fabrik-<name>-<host>`.
+  [[ "$1" =~ ^[a-z0-9][a-z0-9_]{0,15}$ ]] || die "bad name \`$1\`: use 1-16 of a-z, 0-9, _"
+}
+
+tb_dir() { echo "$base_dir/$name"; }
+host_dir() { echo "$base_dir/$name/$1"; }
+host_ns() { echo "fabrik-$name-$1"; }
+hub_ns() { echo "fabrik-$name"; }
+host_uri() { echo "qemu:///system?socket=$(host_dir "$1")/libvirt-sock"; }
+
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx "$1"; }
+
+# The host's position in the testbed, kept in a file so addresses stay stable across
+# starts and stops of other hosts.
+host_index() {
+  local h=$1 f
+  f="$(tb_dir)/index"
+  touch "$f"
+  local i
+  i=$(awk -v h="$h" '$1 == h {print $2}' "$f")
+  if [ -z "$i" ]; then
+    i=$(awk 'BEGIN {m = 0} {if ($2 > m) m = $2} END {print m + 1}' "$f")
+    [ "$i" -le 250 ] || die "too many hosts in testbed $name"
+    echo "$h $i" >>"$f"
+  fi
+  echo "$i"
+}
+
+host_address() { echo "$subnet.$(host_index "$1")"; }
+
+libvirtd_pid() {
+  local f
+  f="$(host_dir "$1")/libvirtd.pid"
+  [ -s "$f" ] || return 1
+  local pid
+  pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+answers() { virsh -q -c "$(host_uri "$1")" version >/dev/null 2>&1; }
+
+ensure_hub() {
+  local hub
+  hub=$(hub_ns)
+  if ! ns_exists "$hub"; then
+    ip netns add "$hub"
+  fi
+  ip -n "$hub" link set lo up
+  if ! ip -n "$hub" link show br0 >/dev/null 2>&1; then
+    ip -n "$hub" link add br0 type bridge
+  fi
+  ip -n "$hub" link set br0 up
+}
+
+write_config() {
+  local d=$1
+  mkdir -p "$d/etc/qemu" "$d/lib" "$d/log" "$d/cache"
+  # Sockets in the host's directory, so clients outside the mount namespace reach them;
+  # only root may connect, without polkit (there is no D-Bus in the namespace).
+  cat >"$d/etc/libvirtd.conf" <<EOF
+unix_sock_dir = "$d"
+unix_sock_group = "root"
+unix_sock_ro_perms = "0770"
+unix_sock_rw_perms = "0770"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+listen_tls = 0
+listen_tcp = 0
+log_level = 3
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+EOF
+  # QEMU's stdio to plain files rather than virtlogd (one daemon per host is enough);
+  # no security driver (no AppArmor profiles for these paths); guests run as
+  # libvirt-qemu:kvm as on a real host.
+  cat >"$d/etc/qemu.conf" <<'EOF'
+stdio_handler = "file"
+security_driver = "none"
+user = "libvirt-qemu"
+group = "kvm"
+EOF
+}
+
+start_host() {
+  local h=$1
+  local d ns hub addr i
+  d=$(host_dir "$h")
+  ns=$(host_ns "$h")
+  hub=$(hub_ns)
+
+  if libvirtd_pid "$h" >/dev/null && ns_exists "$ns" && answers "$h"; then
+    say "$h: already running"
+    return 0
+  fi
+  # Anything half there (a dead libvirtd, a namespace without a daemon) goes first.
+  stop_host "$h" quiet
+
+  i=$(host_index "$h")
+  addr="$subnet.$i"
+  mkdir -p "$d"
+  write_config "$d"
+  # libvirtd probes QEMU's capabilities at its first start (seconds of the start time);
+  # what one host probed is valid for every host on this machine (libvirt checks the
+  # QEMU binary, its own version and the kernel before it trusts the cache). While there
+  # is no cache, one host at a time probes (fd 8 holds the machine-wide lock until this
+  # host is up) and the others then copy its result.
+  mkdir -p "$base_dir"
+  if [ ! -d "$caps_cache" ]; then
+    exec 8>"$base_dir/qemu-caps.lock"
+    flock 8
+  fi
+  if [ -d "$caps_cache" ]; then
+    cp -a "$caps_cache/." "$d/cache/"
+  fi
+
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  # The veth pair is made inside the hub namespace and its far end moved into the host's,
+  # so no name is ever taken in the machine's own namespace.
+  ip -n "$hub" link add "h$i" type veth peer name eth0 netns "$ns"
+  ip -n "$hub" link set "h$i" master br0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+
+  # `ip netns exec` enters the network namespace (and remounts /sys for it); `unshare -m`
+  # gives the daemon its own mounts, private, so nothing here shows outside. hugetlbfs
+  # stays visible (it is mounted before), for guests backed by hugepages.
+  local script
+  script="set -e
+mount -t tmpfs -o mode=0755 tmpfs /run
+mkdir -p /run/lock /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+mount --bind '$d/etc' /etc/libvirt
+mount --bind '$d/lib' /var/lib/libvirt
+mount --bind '$d/log' /var/log/libvirt
+mount --bind '$d/cache' /var/cache/libvirt
+exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirtd.pid"
+  # setsid: the daemon outlives this script and its terminal; its pid is the one of
+  # `ip` (each step execs the next). It must not inherit the locks (fds 8 and 9), or the
+  # next `stop` would wait for it forever.
+  setsid ip netns exec "$ns" unshare -m --propagation private sh -c "$script" \
+    </dev/null >>"$d/daemon.out" 2>&1 8>&- 9>&- &
+  echo $! >"$d/libvirtd.pid"
+
+  local waited=0
+  until answers "$h"; do
+    if ! libvirtd_pid "$h" >/dev/null; then
+      say "$h: libvirtd exited; its output:"
+      tail -20 "$d/daemon.out" >&2 || true
+      tail -20 "$d/log/libvirtd.log" >&2 2>/dev/null || true
+      stop_host "$h" quiet
+      return 1
+    fi
+    if [ "$waited" -ge $((ready_timeout_s * 10)) ]; then
+      say "$h: libvirtd did not answer within ${ready_timeout_s}s"
+      tail -20 "$d/log/libvirtd.log" >&2 2>/dev/null || true
+      stop_host "$h" quiet
+      return 1
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  if [ ! -d "$caps_cache" ] && [ -d "$d/cache/qemu/capabilities" ]; then
+    mkdir -p "$caps_cache.tmp.$$"
+    cp -a "$d/cache/qemu" "$caps_cache.tmp.$$/"
+    mv -T "$caps_cache.tmp.$$" "$caps_cache" 2>/dev/null || rm -rf "$caps_cache.tmp.$$"
+  fi
+  exec 8>&-
+  say "$h: started ($(host_uri "$h"))"
+}
+
+kill_ns_processes() {
+  local ns=$1 pids sig
+  for sig in TERM TERM TERM TERM TERM TERM TERM TERM TERM TERM KILL KILL KILL KILL KILL; do
+    pids=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -n "$pids" ] || return 0
+    # shellcheck disable=SC2086
+    kill -s "$sig" $pids 2>/dev/null || true
+    sleep 0.2
+  done
+  pids=$(ip netns pids "$ns" 2>/dev/null || true)
+  [ -z "$pids" ] || say "processes still in $ns: $pids"
+}
+
+stop_host() {
+  local h=$1 quiet=${2:-}
+  local d ns
+  d=$(host_dir "$h")
+  ns=$(host_ns "$h")
+  if ns_exists "$ns"; then
+    kill_ns_processes "$ns"
+    ip netns del "$ns" 2>/dev/null || true
+  fi
+  # A daemon that never entered the namespace (failed early) is ended by its pid.
+  local pid
+  if pid=$(libvirtd_pid "$h"); then
+    kill -s KILL "$pid" 2>/dev/null || true
+  fi
+  # The veth end in the hub went away with the host's namespace.
+  if [ -d "$d" ]; then
+    rm -rf "$d"
+  fi
+  [ -n "$quiet" ] || say "$h: stopped"
+}
+
+tb_hosts() {
+  local f
+  f="$(tb_dir)/index"
+  [ -f "$f" ] && awk '{print $1}' "$f"
+  return 0
+}
+
+print_host() {
+  local h=$1 state=stopped
+  if ns_exists "$(host_ns "$h")" && libvirtd_pid "$h" >/dev/null; then
+    if answers "$h"; then state=running; else state=unresponsive; fi
+  fi
+  echo "$h $state $(host_uri "$h") $(host_address "$h") $(host_ns "$h")"
+}
+
+cmd_start() {
+  [ $# -gt 0 ] || usage
+  need_root
+  check_tools
+  for h in "$@"; do valid_name "$h"; done
+  mkdir -p "$(tb_dir)"
+  (
+    # One start or stop at a time per testbed: parallel tests may start the same one.
+    flock 9
+    ensure_hub
+    local failed=0
+    for h in "$@"; do start_host "$h" || failed=1; done
+    for h in "$@"; do print_host "$h"; done
+    exit "$failed"
+  ) 9>"$(tb_dir).lock"
+}
+
+cmd_stop() {
+  need_root
+  [ -d "$(tb_dir)" ] || ns_exists "$(hub_ns)" || return 0
+  mkdir -p "$(tb_dir)"
+  (
+    flock 9
+    local hosts=("$@") all=0
+    if [ ${#hosts[@]} -eq 0 ]; then
+      all=1
+      mapfile -t hosts < <(tb_hosts)
+      # Namespaces of this testbed that the index forgot (a crashed run) go too.
+      while read -r ns _; do
+        case "$ns" in "fabrik-$name-"*) hosts+=("${ns#fabrik-"$name"-}") ;; esac
+      done < <(ip netns list)
+    fi
+    if [ ${#hosts[@]} -gt 0 ]; then
+      mapfile -t hosts < <(printf '%s\n' "${hosts[@]}" | sort -u)
+    fi
+    for h in "${hosts[@]}"; do stop_host "$h"; done
+    if [ "$all" -eq 1 ]; then
+      if ns_exists "$(hub_ns)"; then
+        kill_ns_processes "$(hub_ns)"
+        ip netns del "$(hub_ns)" || true
+      fi
+      rm -rf "$(tb_dir)"
+    fi
+  ) 9>"$(tb_dir).lock"
+  if [ $# -eq 0 ]; then rm -f "$(tb_dir).lock"; fi
+}
+
+cmd_status() {
+  local hosts
+  mapfile -t hosts < <(tb_hosts)
+  for h in "${hosts[@]}"; do print_host "$h"; done
+}
+
+cmd_guest() {
+  [ $# -eq 1 ] || usage
+  local h=$1 uri gname=fabrik-tiny xml t0 t1
+  uri=$(host_uri "$h")
+  [ -e /dev/kvm ] || die "/dev/kvm is missing"
+  xml=$(mktemp)
+  cat >"$xml" <<EOF
+<domain type='kvm'>
+  <name>$gname</name>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><console type='pty'/></devices>
+</domain>
+EOF
+  virsh -q -c "$uri" destroy "$gname" >/dev/null 2>&1 || true
+  virsh -q -c "$uri" undefine "$gname" >/dev/null 2>&1 || true
+  virsh -q -c "$uri" define "$xml" >/dev/null
+  rm -f "$xml"
+  t0=$(date +%s.%N)
+  virsh -q -c "$uri" start "$gname" >/dev/null
+  t1=$(date +%s.%N)
+  echo "$gname $(virsh -q -c "$uri" domstate "$gname") start_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"
+}
+
+[ $# -gt 0 ] || usage
+cmd=$1
+shift
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n | --name) name=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
+valid_name "$name"
+
+case "$cmd" in
+  start) cmd_start "$@" ;;
+  stop) cmd_stop "$@" ;;
+  status) cmd_status ;;
+  uri) [ $# -eq 1 ] || usage; host_uri "$1" ;;
+  guest) cmd_guest "$@" ;;
+  *) usage ;;
+esac
