@@ -116,3 +116,22 @@ fn a_twin_keeps_what_was_done_to_it() {
     assert_eq!(v.domains().unwrap()[0].state, fabrik::live::PowerState::ShutOff);
     assert_eq!(v.host_info().unwrap().numa[0].cpus.to_string(), "0-15", "the twin has the declared hardware");
 }
+
+#[test]
+fn a_twin_keeps_networks_stopped() {
+    use fabrik::driver::Virt;
+    let state = tempfile::tempdir().unwrap();
+    let spec = fabrik::check::validate(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"))).spec;
+    let dir = state.path().join("kvm01");
+    {
+        let mut v = fabrik::sim::virt::SimVirt::open(&dir, &spec.hosts[0]).unwrap();
+        v.define_network("<network><name>n1</name><bridge name='br-n1'/></network>").unwrap();
+        v.define_network("<network><name>n2</name><bridge name='br-n2'/></network>").unwrap();
+        v.start_network("n2").unwrap();
+    }
+    let mut v = fabrik::sim::virt::SimVirt::open(&dir, &spec.hosts[0]).unwrap();
+    let nets = v.networks().unwrap();
+    let active = |name: &str| nets.iter().find(|n| n.name == name).unwrap().active;
+    assert!(!active("n1"), "a network that was never started stays stopped");
+    assert!(active("n2"));
+}

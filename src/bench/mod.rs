@@ -12,6 +12,7 @@
 //! Timings are the median and minimum of several runs. This module measures; the
 //! command line prints.
 
+pub mod inventory;
 pub mod synth;
 
 use std::path::{Path, PathBuf};
@@ -97,7 +98,7 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn of(mut samples: Vec<Duration>) -> Timing {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Timing {
         samples.sort_unstable();
         let n = samples.len();
         let median = if n % 2 == 1 { samples[n / 2] } else { (samples[n / 2 - 1] + samples[n / 2]) / 2 };
@@ -389,10 +390,10 @@ mod peak {
 }
 
 /// A directory removed with everything in it when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<TempDir> {
+    pub(crate) fn new() -> std::io::Result<TempDir> {
         let base = std::env::temp_dir();
         let pid = std::process::id();
         let mut attempt = 0u32;

@@ -23,6 +23,9 @@ pub struct Args {
     pub runs: u32,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// Time `fabrik inventory` of `--hosts` simulated twins instead of validation.
+    #[arg(long)]
+    pub inventory: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub enum Format {
 }
 
 pub fn run(args: &Args) -> u8 {
+    if args.inventory {
+        return run_inventory(args);
+    }
     let opts = bench::Options {
         size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
         syntax: match args.syntax {
@@ -67,6 +73,30 @@ pub fn run(args: &Args) -> u8 {
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     exit::OK
+}
+
+fn run_inventory(args: &Args) -> u8 {
+    match bench::inventory::run(args.hosts as usize, args.runs as usize, &mut |line| eprintln!("{line}")) {
+        Ok(r) => {
+            let out = match args.format {
+                Format::Human => format!(
+                    "fabrik bench --inventory: {} simulated hosts, {} runs\n  inventory   median {}   min {}   ({} hosts incomplete)\n",
+                    r.hosts,
+                    r.runs,
+                    bench::inventory::ms(r.inventory.median),
+                    bench::inventory::ms(r.inventory.min),
+                    r.incomplete
+                ),
+                Format::Json => serde_json::to_string_pretty(&r).unwrap_or_default() + "\n",
+            };
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            if r.incomplete == 0 { exit::OK } else { exit::INVALID }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID
+        }
+    }
 }
 
 /// The figures as a small table, each with its target.

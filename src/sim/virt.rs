@@ -93,9 +93,21 @@ impl SimVirt {
         }
         std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         let node = dir.join("node.xml");
-        std::fs::write(&node, node_xml(host, &saved)).map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
+        std::fs::write(&node, node_xml(host, &saved))
+            .map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
         let absolute = std::fs::canonicalize(&node).map_err(|e| failed(format!("{}: {e}", node.display())))?;
-        let inner = LibvirtDriver::connect(&format!("test://{}", absolute.display()))?;
+        let mut inner = LibvirtDriver::connect(&format!("test://{}", absolute.display()))?;
+        // The test driver starts every network and pool it loads; stop those that were not.
+        for n in saved.networks.iter().filter(|n| !n.active) {
+            if let Some(name) = xml_name(&n.xml) {
+                inner.stop_network(name)?;
+            }
+        }
+        for p in saved.pools.iter().filter(|p| !p.active) {
+            if let Some(name) = xml_name(&p.xml) {
+                inner.stop_pool(name)?;
+            }
+        }
         Ok(SimVirt { inner, host: host.clone(), dir: dir.to_path_buf(), detached: saved.detached })
     }
 
@@ -107,7 +119,8 @@ impl SimVirt {
             .into_iter()
             .map(|d| SavedDomain { running: d.state != PowerState::ShutOff, xml: d.xml })
             .collect();
-        let networks = self.inner.networks()?.into_iter().map(|n| SavedObject { xml: n.xml, active: n.active }).collect();
+        let networks =
+            self.inner.networks()?.into_iter().map(|n| SavedObject { xml: n.xml, active: n.active }).collect();
         let pools = self
             .inner
             .pools()?
@@ -140,6 +153,13 @@ impl SimVirt {
         self.save()?;
         Ok(value)
     }
+}
+
+/// The `<name>` of a network's or pool's XML.
+fn xml_name(xml: &str) -> Option<&str> {
+    let start = xml.find("<name>")? + "<name>".len();
+    let end = start + xml[start..].find("</name>")?;
+    Some(&xml[start..end])
 }
 
 /// The node file the test driver loads: a CPU summary and the saved objects.
@@ -199,7 +219,10 @@ impl Virt for SimVirt {
                 id: n.id.value,
                 cpus: n.cpus.value.clone(),
                 memory: n.memory.value,
-                distances: ids.iter().map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE }).collect(),
+                distances: ids
+                    .iter()
+                    .map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE })
+                    .collect(),
                 socket: n.socket.as_ref().map(|s| s.value),
             })
             .collect();
@@ -355,8 +378,11 @@ impl SimVirt {
         if known {
             Ok(())
         } else {
-            Err(DriverError::new(ErrorKind::NotFound, format!("cannot find PCI device {address}: Node device not found"))
-                .with_code("VIR_ERR_NO_NODE_DEVICE"))
+            Err(DriverError::new(
+                ErrorKind::NotFound,
+                format!("cannot find PCI device {address}: Node device not found"),
+            )
+            .with_code("VIR_ERR_NO_NODE_DEVICE"))
         }
     }
 }
