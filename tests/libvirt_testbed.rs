@@ -255,4 +255,44 @@ fn two_hundred_domains_read_back() {
         defined_in.as_secs_f64(),
         read_in.as_secs_f64()
     ));
+
+    // `fabrik inventory` of that host: libvirt at its socket, links through the agent
+    // inside its network namespace.
+    let h1 = tb.host("h1");
+    let dir = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("testbed.yaml");
+    std::fs::write(
+        &factory,
+        format!(
+            "version: 1\nhosts:\n  - name: h1\n    uri: \"{}\"\n    agent: ip netns exec {} {} agent\n    numa-nodes: [{{ id: 0, cpus: 0-1, memory: 1GiB }}]\n",
+            h1.uri,
+            h1.netns,
+            env!("CARGO_BIN_EXE_fabrik")
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["inventory", "--format", "json", factory.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let inventory_in = t0.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("inventory prints JSON");
+    let host = &v["hosts"][0];
+    assert_eq!(host["reachable"], true, "{host}");
+    assert_eq!(host["live"]["domains"].as_array().unwrap().len(), DOMAINS);
+    assert!(!host["live"]["info"]["numa"].as_array().unwrap().is_empty(), "NUMA from libvirt's capabilities");
+    assert!(host["live"]["links"].as_array().unwrap().iter().any(|l| l["name"] == "lo"), "links through the agent");
+    let errors = host["live"]["errors"].as_array().unwrap();
+    assert!(errors.iter().all(|e| e["concern"] == "nvml"), "only NVML is missing here: {errors:?}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "a host without declared GPUs needs no NVML: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    testbed::say(&format!(
+        "fabrik inventory of a testbed host with {DOMAINS} domains: {:.2}s",
+        inventory_in.as_secs_f64()
+    ));
 }

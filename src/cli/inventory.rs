@@ -42,7 +42,12 @@ pub fn run(args: &Args) -> u8 {
     let state = crate::sim::state_dir(&args.path, args.state_dir.as_deref());
     let live = observe_all(&spec.hosts, |h| h.name.value.clone(), |h| open(h, args.sim, &state));
     let inv = Inventory::new(&spec, live, args.sim);
-    let failed = inv.hosts.iter().any(|h| !h.live.errors.is_empty()) || inv.drift().any(|d| d.is_error());
+    let incomplete = |h: &crate::inventory::HostReport| {
+        let declares_gpus = spec.host(&h.name).is_some_and(|d| !d.gpus.is_empty());
+        // A host that declares no GPU needs no NVML: its absence is shown, not a failure.
+        h.live.errors.iter().any(|e| declares_gpus || !(e.concern == "nvml" && e.error.kind == ErrorKind::Unreachable))
+    };
+    let failed = inv.hosts.iter().any(incomplete) || inv.drift().any(|d| d.is_error());
     match args.format {
         Format::Human => {
             let _ = std::io::stdout().write_all(show::human(&inv).as_bytes());
