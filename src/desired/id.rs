@@ -1,0 +1,106 @@
+//! Resource ids: `kind:host/name`, stable across runs, the keys of graph, plan and
+//! ownership marks (`vm:gpu01/acme-vllm-0`, `mig:gpu01/0000:1b:00.0/3g.71gb@4`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceKind {
+    Host,
+    Gpu,
+    Mig,
+    Hugepages,
+    Link,
+    Network,
+    Pool,
+    Volume,
+    Vm,
+}
+
+impl ResourceKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            ResourceKind::Host => "host",
+            ResourceKind::Gpu => "gpu",
+            ResourceKind::Mig => "mig",
+            ResourceKind::Hugepages => "hugepages",
+            ResourceKind::Link => "link",
+            ResourceKind::Network => "net",
+            ResourceKind::Pool => "pool",
+            ResourceKind::Volume => "volume",
+            ResourceKind::Vm => "vm",
+        }
+    }
+
+    fn from_word(w: &str) -> Option<ResourceKind> {
+        [
+            ResourceKind::Host,
+            ResourceKind::Gpu,
+            ResourceKind::Mig,
+            ResourceKind::Hugepages,
+            ResourceKind::Link,
+            ResourceKind::Network,
+            ResourceKind::Pool,
+            ResourceKind::Volume,
+            ResourceKind::Vm,
+        ]
+        .into_iter()
+        .find(|k| k.word() == w)
+    }
+}
+
+/// `kind:host/name`; the name may itself contain `/` (`0000:1b:00.0/3g.71gb@4`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceId {
+    pub kind: ResourceKind,
+    pub host: String,
+    pub name: String,
+}
+
+impl ResourceId {
+    pub fn new(kind: ResourceKind, host: impl Into<String>, name: impl Into<String>) -> ResourceId {
+        ResourceId { kind, host: host.into(), name: name.into() }
+    }
+
+    pub fn parse(text: &str) -> Option<ResourceId> {
+        let (kind, rest) = text.split_once(':')?;
+        let (host, name) = rest.split_once('/')?;
+        let kind = ResourceKind::from_word(kind)?;
+        (!host.is_empty() && !name.is_empty()).then(|| ResourceId { kind, host: host.into(), name: name.into() })
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.kind.word(), self.host, self.name)
+    }
+}
+
+impl Serialize for ResourceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ResourceId::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a resource id")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        for text in ["vm:gpu01/acme-vllm-0", "mig:gpu01/0000:1b:00.0/3g.71gb@4", "net:gpu01/acme"] {
+            assert_eq!(ResourceId::parse(text).unwrap().to_string(), text);
+        }
+        assert!(ResourceId::parse("vm:gpu01").is_none());
+        assert!(ResourceId::parse("nope:gpu01/x").is_none());
+    }
+}

@@ -1,0 +1,196 @@
+//! The desired state: what every host should run, with placement decided.
+//!
+//! Built from a checked [`Spec`](crate::spec::model::Spec) by [`build`]: replicas
+//! expanded, each VM on a host, whole GPUs and MIG slices chosen, vCPUs pinned when the
+//! policy asks, networks and links on the hosts that need them. Pure data, normalized the
+//! way live state is, so plan can compare the two field by field. Rendering to libvirt
+//! XML is `render`; ids and ordering are `graph`.
+
+pub mod id;
+
+pub use id::{ResourceId, ResourceKind};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hw::GpuModel;
+use crate::spec::model::{DiskBus, Firmware, ImageFormat, NetKind, PoolKind, Power};
+use crate::spec::types::{ByteSize, CpuSet, PageSize, PciAddress};
+
+/// The whole factory as it should be.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    pub factory: String,
+    pub hosts: Vec<DesiredHost>,
+}
+
+/// Everything one host should have.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DesiredHost {
+    pub name: String,
+    pub uri: String,
+    pub hugepages: Vec<DesiredHugepages>,
+    pub gpus: Vec<DesiredGpu>,
+    pub links: Vec<DesiredLink>,
+    pub networks: Vec<DesiredNetwork>,
+    pub pools: Vec<DesiredPool>,
+    pub volumes: Vec<DesiredVolume>,
+    pub vms: Vec<DesiredVm>,
+}
+
+/// A hugepage pool: pages of one size on one NUMA node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredHugepages {
+    pub id: ResourceId,
+    pub numa_node: u32,
+    pub size: PageSize,
+    pub count: u64,
+}
+
+/// What fabrik does with a GPU it owns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum GpuSetup {
+    /// Bound to vfio-pci, MIG off, for one VM.
+    Passthrough,
+    /// MIG on, with these instances at these starts.
+    Mig { instances: Vec<DesiredMigInstance> },
+    /// Shared in turn (vGPU time slicing); MIG off.
+    TimeSliced,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredGpu {
+    pub id: ResourceId,
+    pub address: PciAddress,
+    pub model: GpuModel,
+    pub numa_node: u32,
+    pub setup: GpuSetup,
+}
+
+/// One MIG GPU instance at a placement (`mig:gpu01/0000:1b:00.0/3g.71gb@4`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredMigInstance {
+    pub id: ResourceId,
+    /// The profile's name on this model and its `-lgip` id.
+    pub profile: String,
+    pub profile_id: u32,
+    pub start: u8,
+    pub size: u8,
+    /// The VM that gets it, when one does.
+    pub vm: Option<ResourceId>,
+}
+
+/// A host link fabrik creates: a bridge, a VXLAN or VLAN device under it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredLink {
+    pub id: ResourceId,
+    pub name: String,
+    pub kind: crate::live::LinkKind,
+    pub mtu: Option<u32>,
+    /// The bridge it is a port of.
+    pub master: Option<String>,
+}
+
+/// A libvirt network on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredNetwork {
+    pub id: ResourceId,
+    /// libvirt's name for it (the factory network's name).
+    pub name: String,
+    pub kind: NetKind,
+    pub tenant: Option<String>,
+    /// The Linux bridge VMs' taps join (bridge, VLAN, VXLAN networks).
+    pub bridge: Option<String>,
+    /// The SR-IOV physical function whose VFs form the pool (sriov, ib-partition).
+    pub pf: Option<String>,
+    pub vlan: Option<u16>,
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPool {
+    pub id: ResourceId,
+    pub name: String,
+    pub kind: PoolKind,
+    pub path: String,
+    pub source: Option<String>,
+}
+
+/// A volume: a copy of a base image, or an empty disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVolume {
+    pub id: ResourceId,
+    pub pool: String,
+    pub name: String,
+    pub capacity: Option<ByteSize>,
+    pub format: ImageFormat,
+    /// The base image: its pool and volume name, or its source path/URL.
+    pub image: Option<DesiredImage>,
+    /// May be deleted when its VM goes (the disk says `delete-with-vm`).
+    pub deletable: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredImage {
+    pub pool: String,
+    pub volume: String,
+    pub source: String,
+}
+
+/// A VM as it should be defined and run on its host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredVm {
+    pub id: ResourceId,
+    /// The domain's name (`acme-vllm-0` for a replica).
+    pub name: String,
+    pub tenant: String,
+    pub vcpus: u32,
+    pub memory: ByteSize,
+    pub hugepages: Option<PageSize>,
+    /// Host CPU of each vCPU, when pinned (index = vCPU).
+    pub vcpu_pins: Vec<u32>,
+    /// Host CPUs for QEMU's emulator threads, when pinned.
+    pub emulator_pin: Option<CpuSet>,
+    /// NUMA node the memory is bound to strictly (`<numatune>`), when the policy asks.
+    pub numa_node: Option<u32>,
+    /// Guest NUMA cells: (guest cell id, vCPUs, memory, host node its devices sit on).
+    pub numa_cells: Vec<GuestCell>,
+    /// Whole GPUs passed through.
+    pub gpus: Vec<PciAddress>,
+    /// MIG instances it gets (ids of `DesiredMigInstance`).
+    pub mig: Vec<ResourceId>,
+    pub nics: Vec<DesiredNic>,
+    pub disks: Vec<DesiredDisk>,
+    pub firmware: Firmware,
+    pub power: Power,
+    pub autostart: bool,
+    /// Hash of everything above, recorded in the domain's ownership metadata.
+    pub spec_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestCell {
+    pub id: u32,
+    pub vcpus: CpuSet,
+    pub memory: ByteSize,
+    /// The host NUMA node whose GPUs/NICs sit behind this cell's PCIe expander bus.
+    pub host_node: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredNic {
+    pub network: String,
+    /// `virtio` on the network's bridge, or an SR-IOV VF from its pool.
+    pub sriov: bool,
+    /// A MAC derived from the VM and the NIC's index, so it is stable across plans.
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredDisk {
+    /// Guest device name (`vda`, `sda`).
+    pub target: String,
+    pub bus: DiskBus,
+    pub pool: String,
+    pub volume: String,
+}
