@@ -7,31 +7,81 @@ use std::path::Path;
 /// (file under examples/ai-factory, text to replace, replacement, code that must fire)
 const CASES: &[(&str, &str, &str, &str)] = &[
     // MIG geometry on gpu02's shared GPU.
-    ("hosts/gpu02.yaml", "{ profile: 2g.35gb, placement: 0 }", "{ profile: 2g.35gb, placement: 4 }", "fabrik::mig::overlap"),
-    ("hosts/gpu02.yaml", "{ profile: 3g.71gb, placement: 4 }", "{ profile: 3g.40gb, placement: 4 }", "fabrik::mig::unknown-profile"),
-    ("hosts/gpu02.yaml", "{ profile: 3g.71gb, placement: 4 }", "{ profile: 3g.71gb, placement: 2 }", "fabrik::mig::placement"),
+    (
+        "hosts/gpu02.yaml",
+        "{ profile: 2g.35gb, placement: 0 }",
+        "{ profile: 2g.35gb, placement: 4 }",
+        "fabrik::mig::overlap",
+    ),
+    (
+        "hosts/gpu02.yaml",
+        "{ profile: 3g.71gb, placement: 4 }",
+        "{ profile: 3g.40gb, placement: 4 }",
+        "fabrik::mig::unknown-profile",
+    ),
+    (
+        "hosts/gpu02.yaml",
+        "{ profile: 3g.71gb, placement: 4 }",
+        "{ profile: 3g.71gb, placement: 2 }",
+        "fabrik::mig::placement",
+    ),
     ("hosts/gpu02.yaml", "        mode: mig\n", "        mode: passthrough\n", "fabrik::mig::mode-conflict"),
     // Exclusive assignment: acme-dev's hand-pinned GPUs.
-    ("tenants/acme.yaml", "gpus: [\"0000:43:00.0\", \"0000:52:00.0\"]", "gpus: [\"0000:43:00.0\", \"0000:61:00.0\"]", "fabrik::gpu::mode-mismatch"),
-    ("tenants/acme.yaml", "gpus: [\"0000:43:00.0\", \"0000:52:00.0\"]", "gpus: [\"0000:43:00.0\"]", "fabrik::gpu::count-mismatch"),
+    (
+        "tenants/acme.yaml",
+        "gpus: [\"0000:43:00.0\", \"0000:52:00.0\"]",
+        "gpus: [\"0000:43:00.0\", \"0000:61:00.0\"]",
+        "fabrik::gpu::mode-mismatch",
+    ),
+    (
+        "tenants/acme.yaml",
+        "gpus: [\"0000:43:00.0\", \"0000:52:00.0\"]",
+        "gpus: [\"0000:43:00.0\"]",
+        "fabrik::gpu::count-mismatch",
+    ),
     // NUMA: acme-dev's vCPUs pinned on socket 0, beside its GPUs.
     ("tenants/acme.yaml", "cpus: 8-23,120-135", "cpus: 8-23,176-191", "fabrik::numa::split"),
     ("tenants/acme.yaml", "cpus: 8-23,120-135", "cpus: 0-15,120-135", "fabrik::numa::reserved-cpu"),
     ("tenants/acme.yaml", "cpus: 8-23,120-135", "cpus: 8-15,120-127", "fabrik::numa::too-few-cpus"),
     // Capacity: gpu02's hugepage pools back the VMs' 1G pages.
-    ("hosts/gpu02.yaml", "        memory: 1TiB\n        hugepages: { 1G: 768 }\n      - id: 1", "        memory: 1TiB\n        hugepages: { 1G: 8 }\n      - id: 1", "fabrik::numa::node-hugepages"),
-    ("hosts/gpu01.yaml", "reserved-cpus: 0-3,56-59,112-115,168-171", "reserved-cpus: 0-31,56-87,112-143,168-199", "fabrik::capacity::host-cpus"),
+    (
+        "hosts/gpu02.yaml",
+        "        memory: 1TiB\n        hugepages: { 1G: 768 }\n      - id: 1",
+        "        memory: 1TiB\n        hugepages: { 1G: 8 }\n      - id: 1",
+        "fabrik::numa::node-hugepages",
+    ),
+    (
+        "hosts/gpu01.yaml",
+        "reserved-cpus: 0-3,56-59,112-115,168-171",
+        "reserved-cpus: 0-31,56-87,112-143,168-199",
+        "fabrik::capacity::host-cpus",
+    ),
     ("templates.yaml", "      count: 8", "      count: 9", "fabrik::capacity::host-gpus"),
     // Fabric: gpu02's NVLink domain holds GPUs of three tenants; partitioned, it may not.
-    ("factory.yaml", "factory: ai-factory\n", "factory: ai-factory\nnvlink-domains:\n  - { name: gpu02-nvl, partitioned: true }\n", "fabrik::fabric::partition-split"),
+    (
+        "factory.yaml",
+        "factory: ai-factory\n",
+        "factory: ai-factory\nnvlink-domains:\n  - { name: gpu02-nvl, partitioned: true }\n",
+        "fabrik::fabric::partition-split",
+    ),
     // Quotas.
     ("tenants/globex.yaml", "vms: 10", "vms: 2", "fabrik::quota::vms"),
     ("tenants/globex.yaml", "gpus: { H200-141GB: 4 }", "gpus: { H200-141GB: 1 }", "fabrik::quota::gpus"),
     ("tenants/globex.yaml", "mig-slices: 7", "mig-slices: 2", "fabrik::quota::mig-slices"),
     ("tenants/acme.yaml", "vcpus: 512", "vcpus: 64", "fabrik::quota::vcpus"),
     // Tenant isolation.
-    ("tenants/globex.yaml", "nics: [globex-net, storage]", "nics: [acme-net, storage]", "fabrik::isolation::foreign-network"),
-    ("tenants/globex.yaml", "sharing: [exclusive, mig]", "sharing: [exclusive]", "fabrik::isolation::sharing-not-accepted"),
+    (
+        "tenants/globex.yaml",
+        "nics: [globex-net, storage]",
+        "nics: [acme-net, storage]",
+        "fabrik::isolation::foreign-network",
+    ),
+    (
+        "tenants/globex.yaml",
+        "sharing: [exclusive, mig]",
+        "sharing: [exclusive]",
+        "fabrik::isolation::sharing-not-accepted",
+    ),
     ("tenants/globex.yaml", "hosts: [fe01, gpu02]", "hosts: [fe01, gpu01]", "fabrik::isolation::foreign-host"),
     ("networks.yaml", "vni: 10002", "vni: 10001", "fabrik::isolation::duplicate-vni"),
     ("networks.yaml", "pkey: 0x8002", "pkey: 0x8001", "fabrik::isolation::duplicate-pkey"),

@@ -53,7 +53,8 @@ fn a_changed_twin_shows_drift_at_the_declaration() {
     let mut codes: Vec<&str> = gpu01["drift"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
     codes.sort();
     assert_eq!(codes, ["fabrik::drift::gpu-missing", "fabrik::drift::gpu-model", "fabrik::drift::gpu-numa"]);
-    let missing = gpu01["drift"].as_array().unwrap().iter().find(|d| d["code"] == "fabrik::drift::gpu-missing").unwrap();
+    let missing =
+        gpu01["drift"].as_array().unwrap().iter().find(|d| d["code"] == "fabrik::drift::gpu-missing").unwrap();
     assert_eq!(missing["file"], "examples/ai-factory/hosts/gpu01.yaml");
     assert!(missing["message"].as_str().unwrap().contains("0000:df:00.0"));
 
