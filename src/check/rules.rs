@@ -93,6 +93,12 @@ pub static LANGUAGE: &[Rule] = &[
     lang("fabrik::ref::unknown-gpu", "a VM pins a GPU address its host does not declare"),
     lang("fabrik::ref::unused-nvlink-domain", "an NVLink domain is declared but no GPU names it (a misspelt name?)"),
     lang("fabrik::ref::gpu-pin-without-host", "a VM pins GPUs by address without naming its host"),
+    lang(
+        "fabrik::place::no-host",
+        "no host can take a VM (CPUs, memory, hugepages, GPUs, MIG instances or its NUMA policy); the help says why for each host tried",
+    ),
+    lang("fabrik::graph::cycle", "resources of the desired state need each other to exist first"),
+    lang("fabrik::graph::missing-dependency", "a resource needs another that nothing declares on its host"),
 ];
 
 /// The families of expert checks, in the order `docs/rules.md` lists them.

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod bench;
 pub mod explain;
+pub mod graph;
 pub mod inventory;
 pub mod schema;
 pub mod validate;
@@ -56,6 +57,8 @@ pub enum Command {
     Agent(agent::Args),
     /// Read every host of a factory (or its simulated twins): hardware, GPUs and MIG, links, VMs; report drift.
     Inventory(inventory::Args),
+    /// Print the dependency graph of a factory's desired state (Graphviz dot or JSON).
+    Graph(graph::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Inventory(args) => inventory::run(&args),
+        Command::Graph(args) => graph::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)

@@ -6,8 +6,12 @@
 //! way live state is, so plan can compare the two field by field. Rendering to libvirt
 //! XML is `render`; ids and ordering are `graph`.
 
+pub mod build;
 pub mod id;
+mod net;
+mod storage;
 
+pub use build::build;
 pub use id::{ResourceId, ResourceKind};
 
 use serde::{Deserialize, Serialize};
@@ -159,6 +163,9 @@ pub struct DesiredVm {
     pub gpus: Vec<PciAddress>,
     /// MIG instances it gets (ids of `DesiredMigInstance`).
     pub mig: Vec<ResourceId>,
+    /// GPUs in `time-sliced` mode it gets a slice of (a vGPU on each).
+    #[serde(default)]
+    pub time_sliced: Vec<PciAddress>,
     pub nics: Vec<DesiredNic>,
     pub disks: Vec<DesiredDisk>,
     pub firmware: Firmware,

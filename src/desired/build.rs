@@ -1,0 +1,264 @@
+//! `Spec` → `Desired`: placement (see [`crate::place`]) turned into per-host resources.
+//!
+//! Every list comes out sorted by resource id, and every derived value (MACs, spec
+//! hashes) is a pure function of names, so the same files always give the same
+//! `Desired`, byte for byte.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Desired, DesiredDisk, DesiredGpu, DesiredHost, DesiredHugepages, DesiredMigInstance, DesiredNic, DesiredVm,
+    GpuSetup, GuestCell, ResourceId, ResourceKind,
+};
+use crate::diag::Diagnostic;
+use crate::place::{self, GpuState, Placement};
+use crate::spec::model::{DiskBus, Firmware, NicModel, Power, Spec};
+use crate::spec::types::{ByteSize, CpuSet};
+
+/// Builds the desired state of a factory that validates. Fails only where placement
+/// does (`fabrik::place::no-host`).
+pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
+    let placement = place::place(spec)?;
+    let mut hosts: Vec<DesiredHost> = spec
+        .hosts
+        .iter()
+        .map(|h| DesiredHost { name: h.name.value.clone(), uri: h.uri.value.clone(), ..DesiredHost::default() })
+        .collect();
+    let vm_ids: Vec<ResourceId> = placement
+        .vms
+        .iter()
+        .map(|v| ResourceId::new(ResourceKind::Vm, &spec.hosts[v.host].name.value, &v.name))
+        .collect();
+    for (h, out) in hosts.iter_mut().enumerate() {
+        out.hugepages = hugepages(spec, h);
+        out.gpus = gpus(&placement, h, &vm_ids);
+    }
+    for (i, v) in placement.vms.iter().enumerate() {
+        let vm = vm(spec, &placement, i, &vm_ids[i]);
+        hosts[v.host].vms.push(vm);
+    }
+    super::net::add(spec, &mut hosts);
+    super::storage::add(spec, &placement, &mut hosts);
+    for h in &mut hosts {
+        h.hugepages.sort_by(|a, b| a.id.cmp(&b.id));
+        h.gpus.sort_by(|a, b| a.id.cmp(&b.id));
+        h.links.sort_by(|a, b| a.id.cmp(&b.id));
+        h.networks.sort_by(|a, b| a.id.cmp(&b.id));
+        h.pools.sort_by(|a, b| a.id.cmp(&b.id));
+        h.volumes.sort_by(|a, b| a.id.cmp(&b.id));
+        h.vms.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Desired { factory: spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone()), hosts })
+}
+
+fn hugepages(spec: &Spec, h: usize) -> Vec<DesiredHugepages> {
+    let host = &spec.hosts[h];
+    let mut out = Vec::new();
+    for node in &host.numa_nodes {
+        for (size, count) in &node.hugepages {
+            out.push(DesiredHugepages {
+                id: hugepages_id(&host.name.value, node.id.value, size.value),
+                numa_node: node.id.value,
+                size: size.value,
+                count: count.value,
+            });
+        }
+    }
+    out
+}
+
+pub(crate) fn hugepages_id(host: &str, node: u32, size: crate::spec::types::PageSize) -> ResourceId {
+    ResourceId::new(ResourceKind::Hugepages, host, format!("node{node}-{size}"))
+}
+
+pub(crate) fn mig_id(host: &str, address: &crate::spec::types::PciAddress, profile: &str, start: u8) -> ResourceId {
+    ResourceId::new(ResourceKind::Mig, host, format!("{address}/{profile}@{start}"))
+}
+
+/// The GPUs fabrik owns on host `h`: every one declared in a mode other than `host`.
+fn gpus(placement: &Placement<'_>, h: usize, vm_ids: &[ResourceId]) -> Vec<DesiredGpu> {
+    let state = &placement.hosts[h];
+    let host = state.name();
+    state
+        .gpus
+        .iter()
+        .filter_map(|slot| {
+            let gpu = slot.gpu;
+            let setup = match &slot.state {
+                GpuState::Host => return None,
+                GpuState::Passthrough { .. } => GpuSetup::Passthrough,
+                GpuState::TimeSliced { .. } => GpuSetup::TimeSliced,
+                GpuState::Mig { slots } => GpuSetup::Mig {
+                    instances: slots
+                        .iter()
+                        .map(|s| DesiredMigInstance {
+                            id: mig_id(host, &gpu.address.value, s.profile.name, s.start),
+                            profile: s.profile.name.to_string(),
+                            profile_id: s.profile.id,
+                            start: s.start,
+                            size: s.profile.memory_slices,
+                            vm: s.vm.map(|v| vm_ids[v].clone()),
+                        })
+                        .collect(),
+                },
+            };
+            Some(DesiredGpu {
+                id: ResourceId::new(ResourceKind::Gpu, host, gpu.address.value.to_string()),
+                address: gpu.address.value,
+                model: gpu.model.value,
+                numa_node: gpu.numa_node.value,
+                setup,
+            })
+        })
+        .collect()
+}
+
+fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> DesiredVm {
+    let placed = &placement.vms[i];
+    let e = &placed.entry;
+    let state = &placement.hosts[placed.host];
+    let a = &placed.assignment;
+    let gpu = |g: usize| state.gpus[g].gpu;
+    let host = state.name();
+    let mig = a
+        .mig
+        .iter()
+        .map(|&(g, k)| match &state.gpus[g].state {
+            GpuState::Mig { slots } => mig_id(host, &gpu(g).address.value, slots[k].profile.name, slots[k].start),
+            _ => unreachable!("a MIG assignment names a GPU in MIG mode"),
+        })
+        .collect();
+    let numa_cells = a
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(k, (node, vcpus, memory))| GuestCell {
+            id: k as u32,
+            vcpus: CpuSet::from_cpus(vcpus.clone()),
+            memory: ByteSize(*memory),
+            host_node: *node,
+        })
+        .collect();
+    let nics = e
+        .nic_list()
+        .iter()
+        .enumerate()
+        .map(|(k, n)| DesiredNic {
+            network: n.network.value.clone(),
+            sriov: n.model.value == NicModel::Sriov,
+            mac: mac(&placed.name, k),
+        })
+        .collect();
+    let (mut virtio, mut other) = (0, 0);
+    let disks = e
+        .disks()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let target = match d.bus.value {
+                DiskBus::Virtio => ("vd", &mut virtio),
+                DiskBus::Scsi | DiskBus::Sata => ("sd", &mut other),
+            };
+            let name = format!("{}{}", target.0, disk_letter(*target.1));
+            *target.1 += 1;
+            DesiredDisk {
+                target: name,
+                bus: d.bus.value,
+                pool: super::storage::disk_pool(spec, d),
+                volume: format!("{}-{}", placed.name, d.name.value),
+            }
+        })
+        .collect();
+    let power = e.vm.power.value;
+    let mut vm = DesiredVm {
+        id: id.clone(),
+        name: placed.name.clone(),
+        tenant: e.vm.tenant.value.clone(),
+        vcpus: e.vcpu_count(),
+        memory: ByteSize(e.memory_bytes()),
+        hugepages: e.hugepages().map(|h| h.value),
+        vcpu_pins: a.vcpu_pins.clone(),
+        emulator_pin: emulator_pin(placement, placed.host, a),
+        numa_node: a.numa_node,
+        numa_cells,
+        gpus: a.gpus.iter().map(|&g| gpu(g).address.value).collect(),
+        mig,
+        time_sliced: a.time_sliced.iter().map(|&g| gpu(g).address.value).collect(),
+        nics,
+        disks,
+        firmware: e.firmware().map_or(Firmware::Bios, |f| f.value),
+        power,
+        autostart: power == Power::Running,
+        spec_hash: String::new(),
+    };
+    vm.spec_hash = spec_hash(&vm);
+    vm
+}
+
+/// `vda`, …, `vdz`, `vdaa`, … as Linux names disks.
+fn disk_letter(mut n: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (n % 26) as u8);
+        if n < 26 {
+            break;
+        }
+        n = n / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// A pinned VM's emulator threads run on the host's reserved CPUs of the VM's nodes
+/// (housekeeping CPUs, away from every vCPU); on a host without reserved CPUs, on the
+/// VM's own pinned CPUs, so they never disturb another VM.
+fn emulator_pin(placement: &Placement<'_>, h: usize, a: &place::Assignment) -> Option<CpuSet> {
+    if a.vcpu_pins.is_empty() {
+        return None;
+    }
+    let state = &placement.hosts[h];
+    let mut nodes: Vec<u32> = a.cells.iter().map(|c| c.0).collect();
+    nodes.extend(a.numa_node);
+    let reserved: Vec<u32> = state
+        .host
+        .reserved_cpus
+        .as_ref()
+        .map(|r| {
+            r.value
+                .cpus()
+                .iter()
+                .copied()
+                .filter(|&c| state.node_of_cpu(c).is_some_and(|n| nodes.contains(&n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(if reserved.is_empty() { CpuSet::from_cpus(a.vcpu_pins.clone()) } else { CpuSet::from_cpus(reserved) })
+}
+
+/// A locally administered MAC in QEMU's `52:54:00` range, from the VM's name and the
+/// NIC's index: the same on every plan.
+pub fn mac(vm: &str, nic: usize) -> String {
+    let h = fnv1a(format!("{vm}/{nic}").as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 8) as u8, h as u8)
+}
+
+/// FNV-1a, 64 bits: small, stable across builds and platforms (unlike `DefaultHasher`).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    bytes.iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+/// The hash of a VM's desired fields (its JSON with `spec_hash` empty).
+pub fn spec_hash(vm: &DesiredVm) -> String {
+    let bare = DesiredVm { spec_hash: String::new(), ..vm.clone() };
+    let json = serde_json::to_vec(&bare).unwrap_or_default();
+    format!("{:016x}", fnv1a(&json))
+}
+
+/// VMs by name, for tests and tools.
+pub fn vms_by_name(d: &Desired) -> BTreeMap<&str, &DesiredVm> {
+    d.hosts.iter().flat_map(|h| h.vms.iter()).map(|v| (v.name.as_str(), v)).collect()
+}

@@ -1,0 +1,109 @@
+//! Networks and the host links under them, on the hosts that carry each network: its
+//! `hosts`, else the hosts of the VMs attached to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{DesiredHost, DesiredLink, DesiredNetwork, ResourceId, ResourceKind};
+use crate::live::LinkKind;
+use crate::spec::model::{NetKind, Network, Spec};
+
+/// The IANA port for VXLAN (RFC 7348), used when a network gives none.
+const VXLAN_PORT_DEFAULT: u16 = 4789;
+/// Linux interface names are at most 15 bytes.
+const IFNAME_MAX_LEN: usize = 15;
+
+pub(super) fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
+    let mut attached: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for vm in &host.vms {
+            for nic in &vm.nics {
+                if let Some(n) = spec.networks.iter().find(|n| n.name.value == nic.network) {
+                    attached.entry(n.name.value.as_str()).or_default().insert(h);
+                }
+            }
+        }
+    }
+    let index: BTreeMap<String, usize> = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
+    for n in &spec.networks {
+        let on: BTreeSet<usize> = if n.hosts.is_empty() {
+            attached.get(n.name.value.as_str()).cloned().unwrap_or_default()
+        } else {
+            n.hosts.iter().filter_map(|h| index.get(h.value.as_str()).copied()).collect()
+        };
+        for h in on {
+            let host = &mut hosts[h];
+            host.networks.push(network(&host.name, n));
+            for link in links(&host.name, n) {
+                if !host.links.iter().any(|l| l.id == link.id) {
+                    host.links.push(link);
+                }
+            }
+        }
+    }
+}
+
+/// The Linux bridge of a bridged network: its `bridge`, else `br-<name>` cut to 15 bytes.
+pub fn bridge_name(n: &Network) -> Option<String> {
+    match n.kind.value {
+        NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => Some(n.bridge.as_ref().map_or_else(
+            || format!("br-{}", n.name.value).chars().take(IFNAME_MAX_LEN).collect(),
+            |b| b.value.clone(),
+        )),
+        NetKind::IbPartition | NetKind::Sriov => None,
+    }
+}
+
+fn network(host: &str, n: &Network) -> DesiredNetwork {
+    let pf = match n.kind.value {
+        NetKind::IbPartition | NetKind::Sriov => n.parent.as_ref().map(|p| p.value.clone()),
+        NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => None,
+    };
+    DesiredNetwork {
+        id: ResourceId::new(ResourceKind::Network, host, &n.name.value),
+        name: n.name.value.clone(),
+        kind: n.kind.value,
+        tenant: n.tenant.as_ref().map(|t| t.value.clone()),
+        bridge: bridge_name(n),
+        pf,
+        vlan: n.vlan.as_ref().map(|v| v.value),
+        mtu: n.mtu.as_ref().map(|m| m.value),
+    }
+}
+
+/// The bridge, and the VXLAN or VLAN device that is its uplink port.
+fn links(host: &str, n: &Network) -> Vec<DesiredLink> {
+    let Some(bridge) = bridge_name(n) else { return Vec::new() };
+    let mtu = n.mtu.as_ref().map(|m| m.value);
+    let link = |name: String, kind: LinkKind, master: Option<String>| DesiredLink {
+        id: ResourceId::new(ResourceKind::Link, host, &name),
+        name,
+        kind,
+        mtu,
+        master,
+    };
+    let mut out = vec![link(bridge.clone(), LinkKind::Bridge, None)];
+    let parent = n.parent.as_ref().map(|p| p.value.clone());
+    match n.kind.value {
+        NetKind::Vxlan => {
+            if let Some(vni) = &n.vni {
+                let kind = LinkKind::Vxlan {
+                    vni: vni.value,
+                    local: None,
+                    port: n.port.as_ref().map_or(VXLAN_PORT_DEFAULT, |p| p.value),
+                    parent,
+                    remotes: Vec::new(),
+                };
+                out.push(link(format!("vx{}", vni.value), kind, Some(bridge)));
+            }
+        }
+        NetKind::Vlan => {
+            if let (Some(vlan), Some(parent)) = (&n.vlan, parent) {
+                let dotted = format!("{parent}.{}", vlan.value);
+                let name = if dotted.len() <= IFNAME_MAX_LEN { dotted } else { format!("vlan{}", vlan.value) };
+                out.push(link(name, LinkKind::Vlan { id: vlan.value, parent }, Some(bridge)));
+            }
+        }
+        NetKind::Bridge | NetKind::IbPartition | NetKind::Sriov => {}
+    }
+    out
+}

@@ -1,0 +1,297 @@
+//! The dependency graph of a [`Desired`]: resources as nodes, edges meaning "must
+//! exist first" (an edge `a → b` says `a` needs `b`).
+//!
+//! vm → volume, network, gpu, mig instance, hugepages; network → link; link (VXLAN,
+//! VLAN) → its bridge; mig → gpu; volume → pool and → its base-image volume. Creation
+//! order is topological, ties broken by resource id so it is the same every run;
+//! deletion order is its reverse; [`Graph::levels`] groups the nodes that are
+//! independent of one another. A cycle, or an edge to a resource nothing declares, is a
+//! diagnostic.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use petgraph::Direction;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::EdgeRef;
+use serde::Serialize;
+
+use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
+use crate::diag::Diagnostic;
+
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Graph {
+    graph: DiGraph<ResourceId, ()>,
+    index: BTreeMap<ResourceId, NodeIndex>,
+}
+
+impl Graph {
+    /// The graph of a desired state.
+    pub fn of(d: &Desired) -> Result<Graph, Vec<Diagnostic>> {
+        let (nodes, edges) = resources(d);
+        Graph::from_edges(nodes, edges)
+    }
+
+    /// A graph of these nodes and "needs" edges. Fails on a cycle or on an edge to an
+    /// unknown node.
+    pub fn from_edges(nodes: Vec<ResourceId>, edges: Vec<(ResourceId, ResourceId)>) -> Result<Graph, Vec<Diagnostic>> {
+        let mut graph = DiGraph::with_capacity(nodes.len(), edges.len());
+        let mut index = BTreeMap::new();
+        for id in nodes {
+            if let std::collections::btree_map::Entry::Vacant(slot) = index.entry(id) {
+                let ix = graph.add_node(slot.key().clone());
+                slot.insert(ix);
+            }
+        }
+        let mut diags = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (from, to) in edges {
+            match (index.get(&from), index.get(&to)) {
+                (Some(&a), Some(&b)) => {
+                    if seen.insert((a, b)) {
+                        graph.add_edge(a, b, ());
+                    }
+                }
+                (Some(_), None) => diags.push(
+                    Diagnostic::error(
+                        "fabrik::graph::missing-dependency",
+                        format!("`{from}` needs `{to}`, which nothing declares"),
+                    )
+                    .help(format!("declare `{}` on host `{}`, or move what needs it", to.name, to.host)),
+                ),
+                (None, _) => {}
+            }
+        }
+        let g = Graph { graph, index };
+        diags.extend(g.cycles());
+        if diags.is_empty() { Ok(g) } else { Err(diags) }
+    }
+
+    fn cycles(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for scc in tarjan_scc(&self.graph) {
+            let looped = scc.len() > 1 || self.graph.contains_edge(scc[0], scc[0]);
+            if !looped {
+                continue;
+            }
+            let mut ids: Vec<&ResourceId> = scc.iter().map(|&n| &self.graph[n]).collect();
+            ids.sort();
+            let path: Vec<String> = ids.iter().map(ToString::to_string).chain([ids[0].to_string()]).collect();
+            out.push(
+                Diagnostic::error("fabrik::graph::cycle", format!("dependency cycle: {}", path.join(" → ")))
+                    .help("each of these resources needs another to exist first; break one of the dependencies"),
+            );
+        }
+        out.sort_by(|a, b| a.message.cmp(&b.message));
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.graph.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.graph.node_count() == 0
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &ResourceId> {
+        self.index.keys()
+    }
+
+    /// Every edge (needer, needed), sorted.
+    pub fn edges(&self) -> Vec<(&ResourceId, &ResourceId)> {
+        let mut e: Vec<_> =
+            self.graph.edge_references().map(|e| (&self.graph[e.source()], &self.graph[e.target()])).collect();
+        e.sort();
+        e
+    }
+
+    /// What `id` needs, sorted.
+    pub fn dependencies(&self, id: &ResourceId) -> Vec<&ResourceId> {
+        self.neighbors(id, Direction::Outgoing)
+    }
+
+    /// What needs `id`, sorted.
+    pub fn dependents(&self, id: &ResourceId) -> Vec<&ResourceId> {
+        self.neighbors(id, Direction::Incoming)
+    }
+
+    fn neighbors(&self, id: &ResourceId, dir: Direction) -> Vec<&ResourceId> {
+        let Some(&ix) = self.index.get(id) else { return Vec::new() };
+        let mut v: Vec<&ResourceId> = self.graph.neighbors_directed(ix, dir).map(|n| &self.graph[n]).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Creation order: each resource after everything it needs; among the ready ones,
+    /// the smallest id first (kind, then host, then name).
+    pub fn creation_order(&self) -> Vec<&ResourceId> {
+        let mut missing: Vec<usize> =
+            self.graph.node_indices().map(|n| self.graph.neighbors_directed(n, Direction::Outgoing).count()).collect();
+        let mut ready: BinaryHeap<Reverse<(&ResourceId, NodeIndex)>> = self
+            .graph
+            .node_indices()
+            .filter(|n| missing[n.index()] == 0)
+            .map(|n| Reverse((&self.graph[n], n)))
+            .collect();
+        let mut out = Vec::with_capacity(self.len());
+        while let Some(Reverse((id, n))) = ready.pop() {
+            out.push(id);
+            for m in self.graph.neighbors_directed(n, Direction::Incoming) {
+                missing[m.index()] -= 1;
+                if missing[m.index()] == 0 {
+                    ready.push(Reverse((&self.graph[m], m)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletion order: dependents before what they need.
+    pub fn deletion_order(&self) -> Vec<&ResourceId> {
+        let mut v = self.creation_order();
+        v.reverse();
+        v
+    }
+
+    /// Waves of creation: every resource in a wave needs only resources of earlier
+    /// waves, so the members of one wave are independent and may be made in parallel.
+    pub fn levels(&self) -> Vec<Vec<&ResourceId>> {
+        let mut level = vec![0usize; self.len()];
+        for id in self.creation_order() {
+            let n = self.index[id];
+            level[n.index()] =
+                self.graph.neighbors_directed(n, Direction::Outgoing).map(|m| level[m.index()] + 1).max().unwrap_or(0);
+        }
+        let mut out: Vec<Vec<&ResourceId>> = Vec::new();
+        for (id, &n) in &self.index {
+            let l = level[n.index()];
+            if out.len() <= l {
+                out.resize_with(l + 1, Vec::new);
+            }
+            out[l].push(id);
+        }
+        out
+    }
+
+    /// Graphviz: one cluster per host, edges from needer to needed.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph fabrik {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
+        let mut by_host: BTreeMap<&str, Vec<&ResourceId>> = BTreeMap::new();
+        for id in self.index.keys() {
+            by_host.entry(id.host.as_str()).or_default().push(id);
+        }
+        for (host, ids) in by_host {
+            out.push_str(&format!("  subgraph \"cluster_{host}\" {{\n    label=\"{host}\";\n"));
+            for id in ids {
+                out.push_str(&format!("    \"{id}\";\n"));
+            }
+            out.push_str("  }\n");
+        }
+        for (a, b) in self.edges() {
+            out.push_str(&format!("  \"{a}\" -> \"{b}\";\n"));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// The graph as data: nodes in creation order, edges, and the waves.
+    pub fn to_json(&self) -> GraphJson<'_> {
+        GraphJson {
+            nodes: self.creation_order(),
+            edges: self.edges().into_iter().map(|(from, to)| JsonEdge { from, to }).collect(),
+            levels: self.levels(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct GraphJson<'a> {
+    pub nodes: Vec<&'a ResourceId>,
+    pub edges: Vec<JsonEdge<'a>>,
+    pub levels: Vec<Vec<&'a ResourceId>>,
+}
+
+#[derive(Serialize)]
+pub struct JsonEdge<'a> {
+    /// The resource that needs `to`.
+    pub from: &'a ResourceId,
+    pub to: &'a ResourceId,
+}
+
+/// Every resource of `d` and the "needs" edges between them.
+fn resources(d: &Desired) -> (Vec<ResourceId>, Vec<(ResourceId, ResourceId)>) {
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    for h in &d.hosts {
+        let host = h.name.as_str();
+        nodes.extend(h.hugepages.iter().map(|p| p.id.clone()));
+        for g in &h.gpus {
+            nodes.push(g.id.clone());
+            if let GpuSetup::Mig { instances } = &g.setup {
+                for m in instances {
+                    nodes.push(m.id.clone());
+                    edges.push((m.id.clone(), g.id.clone()));
+                }
+            }
+        }
+        for l in &h.links {
+            nodes.push(l.id.clone());
+            if let Some(master) = &l.master {
+                edges.push((l.id.clone(), ResourceId::new(ResourceKind::Link, host, master)));
+            }
+        }
+        for n in &h.networks {
+            nodes.push(n.id.clone());
+            if let Some(bridge) = &n.bridge {
+                edges.push((n.id.clone(), ResourceId::new(ResourceKind::Link, host, bridge)));
+            }
+        }
+        nodes.extend(h.pools.iter().map(|p| p.id.clone()));
+        for v in &h.volumes {
+            nodes.push(v.id.clone());
+            edges.push((v.id.clone(), ResourceId::new(ResourceKind::Pool, host, &v.pool)));
+            if let Some(img) = &v.image
+                && (img.pool != v.pool || img.volume != v.name)
+            {
+                edges.push((v.id.clone(), volume(host, &img.pool, &img.volume)));
+            }
+        }
+        for vm in &h.vms {
+            nodes.push(vm.id.clone());
+            let mut need = |to: ResourceId| edges.push((vm.id.clone(), to));
+            for disk in &vm.disks {
+                need(volume(host, &disk.pool, &disk.volume));
+            }
+            for nic in &vm.nics {
+                need(ResourceId::new(ResourceKind::Network, host, &nic.network));
+            }
+            for g in vm.gpus.iter().chain(&vm.time_sliced) {
+                need(ResourceId::new(ResourceKind::Gpu, host, g.to_string()));
+            }
+            for m in &vm.mig {
+                need(m.clone());
+            }
+            if let Some(size) = vm.hugepages {
+                let mut vm_nodes: Vec<u32> = vm.numa_cells.iter().map(|c| c.host_node).collect();
+                vm_nodes.extend(vm.numa_node);
+                for p in h.hugepages.iter().filter(|p| p.size == size) {
+                    if vm_nodes.is_empty() || vm_nodes.contains(&p.numa_node) {
+                        need(p.id.clone());
+                    }
+                }
+            }
+        }
+    }
+    (nodes, edges)
+}
+
+fn volume(host: &str, pool: &str, name: &str) -> ResourceId {
+    ResourceId::new(ResourceKind::Volume, host, format!("{pool}/{name}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,347 @@
+//! A desired VM → libvirt domain XML.
+//!
+//! The domain mirrors the host's topology to the guest: vCPUs pinned, memory strict on
+//! the GPU's node and backed by its hugepages, guest NUMA cells, and each GPU behind a
+//! `pcie-expander-bus` whose `<node>` is the guest cell on the GPU's host node, so the
+//! guest's driver sees which CPUs and memory are near its GPU.
+//!
+//! PCI layout. fabrik numbers only the controllers it needs for that: from index 1 up,
+//! per guest cell that has GPUs (in cell order) one `pcie-expander-bus`, then one
+//! `pcie-root-port` on it per GPU, and each GPU's guest address is slot 0 of its root
+//! port. Everything else (disks, NICs, the root complex's ports) libvirt places itself,
+//! after fabrik's indexes; [`super::normalize`] drops those addresses and keeps fabrik's.
+//!
+//! MIG. A MIG slice reaches a VM as an NVIDIA vGPU mediated device: `<hostdev
+//! type='mdev' model='vfio-pci'>` whose UUID is derived from the MIG instance's
+//! resource id ([`mdev_uuid`]), so the domain renders before the mdev exists and apply
+//! creates the mdev under that UUID. A host that exposes MIG slices as SR-IOV VFs
+//! instead (vGPU 17+ on Hopper/Blackwell) would use a `type='pci'` hostdev of the VF;
+//! that choice is not modelled in the desired state yet, so fabrik renders mdev.
+//!
+//! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
+//! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
+//! on the network's hostdev pool: libvirt picks a free VF at start. SR-IOV VFs are not
+//! placed behind the expander buses (the pool decides the VF only at start).
+
+use super::xml::{Writer, a};
+use crate::desired::{DesiredHost, DesiredVm, ResourceId};
+use crate::driver::libvirt::owner;
+use crate::live::Ownership;
+use crate::spec::model::{DiskBus, Firmware, ImageFormat};
+use crate::spec::types::{CpuSet, PciAddress};
+
+/// The highest PCI bus number of the first expander bus; each expander takes the 16 bus
+/// numbers below the previous one (itself and up to 15 root ports). Bus numbers under
+/// the lowest `busNr` stay with the root complex, which needs some 20 for libvirt's own
+/// ports: 8 cells leave it 126.
+const EXPANDER_BUS_TOP: u32 = 254;
+const EXPANDER_BUS_STRIDE: u32 = 16;
+
+/// The domain XML of a VM on its host. `host` supplies what the VM refers to by name or
+/// address: its GPUs' NUMA nodes, its networks' bridges, its volumes' formats.
+pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
+    let mut w = Writer::new();
+    w.open("domain", &[a("type", "kvm")]);
+    w.text("name", &[], &vm.name);
+    let mark = Ownership { factory: factory.to_string(), resource: vm.id.to_string(), spec_hash: vm.spec_hash.clone() };
+    w.open("metadata", &[]);
+    w.raw(&owner::render(&mark));
+    w.close("metadata");
+    w.text("memory", &[a("unit", "KiB")], &(vm.memory.bytes() / 1024).to_string());
+    if let Some(page) = vm.hugepages {
+        w.open("memoryBacking", &[]);
+        w.open("hugepages", &[]);
+        let mut attrs = vec![a("size", page.size().bytes() / 1024), a("unit", "KiB")];
+        // The nodeset of a page size names guest cells; without cells it is left out.
+        if !vm.numa_cells.is_empty() {
+            attrs.push(a("nodeset", cell_ids(vm)));
+        }
+        w.empty("page", &attrs);
+        w.close("hugepages");
+        w.close("memoryBacking");
+    }
+    w.text("vcpu", &[], &vm.vcpus.to_string());
+    if !vm.vcpu_pins.is_empty() || vm.emulator_pin.is_some() {
+        w.open("cputune", &[]);
+        for (vcpu, cpu) in vm.vcpu_pins.iter().enumerate() {
+            w.empty("vcpupin", &[a("vcpu", vcpu), a("cpuset", cpu)]);
+        }
+        if let Some(set) = &vm.emulator_pin {
+            w.empty("emulatorpin", &[a("cpuset", set)]);
+        }
+        w.close("cputune");
+    }
+    if let Some(node) = vm.numa_node {
+        w.open("numatune", &[]);
+        w.empty("memory", &[a("mode", "strict"), a("nodeset", node)]);
+        for cell in &vm.numa_cells {
+            w.empty("memnode", &[a("cellid", cell.id), a("mode", "strict"), a("nodeset", cell.host_node)]);
+        }
+        w.close("numatune");
+    }
+    let os_attrs = match vm.firmware {
+        Firmware::Uefi => vec![a("firmware", "efi")],
+        Firmware::Bios => vec![],
+    };
+    w.open("os", &os_attrs);
+    w.text("type", &[a("arch", "x86_64"), a("machine", "q35")], "hvm");
+    w.empty("boot", &[a("dev", "hd")]);
+    w.close("os");
+    // UEFI on x86 requires ACPI; both are what any modern guest expects.
+    w.open("features", &[]);
+    w.empty("acpi", &[]);
+    w.empty("apic", &[]);
+    w.close("features");
+    if vm.numa_cells.is_empty() {
+        w.empty("cpu", &[a("mode", "host-passthrough")]);
+    } else {
+        w.open("cpu", &[a("mode", "host-passthrough")]);
+        w.open("numa", &[]);
+        for cell in &vm.numa_cells {
+            w.empty(
+                "cell",
+                &[a("id", cell.id), a("cpus", &cell.vcpus), a("memory", cell.memory.bytes() / 1024), a("unit", "KiB")],
+            );
+        }
+        w.close("numa");
+        w.close("cpu");
+    }
+    w.open("devices", &[]);
+    devices(&mut w, host, vm);
+    w.close("devices");
+    w.close("domain");
+    w.finish()
+}
+
+fn cell_ids(vm: &DesiredVm) -> CpuSet {
+    CpuSet::from_cpus(vm.numa_cells.iter().map(|c| c.id).collect())
+}
+
+fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
+    for disk in &vm.disks {
+        let format = host.volumes.iter().find(|v| v.pool == disk.pool && v.name == disk.volume).map(|v| v.format);
+        w.open("disk", &[a("type", "volume"), a("device", "disk")]);
+        let mut driver = vec![a("name", "qemu")];
+        if let Some(format) = format {
+            driver.push(a(
+                "type",
+                match format {
+                    ImageFormat::Qcow2 => "qcow2",
+                    ImageFormat::Raw => "raw",
+                },
+            ));
+        }
+        w.empty("driver", &driver);
+        w.empty("source", &[a("pool", &disk.pool), a("volume", &disk.volume)]);
+        w.empty("target", &[a("dev", &disk.target), a("bus", disk_bus(disk.bus))]);
+        w.close("disk");
+    }
+    if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
+        w.empty("controller", &[a("type", "scsi"), a("model", "virtio-scsi")]);
+    }
+    gpus(w, host, vm);
+    for mig in &vm.mig {
+        w.open("hostdev", &[a("mode", "subsystem"), a("type", "mdev"), a("model", "vfio-pci"), a("managed", "no")]);
+        w.open("source", &[]);
+        w.empty("address", &[a("uuid", mdev_uuid(mig))]);
+        w.close("source");
+        w.close("hostdev");
+    }
+    for nic in &vm.nics {
+        let network = host.networks.iter().find(|n| n.name == nic.network);
+        match (nic.sriov, network.and_then(|n| n.bridge.as_deref())) {
+            (false, Some(bridge)) => {
+                w.open("interface", &[a("type", "bridge")]);
+                w.empty("mac", &[a("address", &nic.mac)]);
+                w.empty("source", &[a("bridge", bridge)]);
+                w.empty("model", &[a("type", "virtio")]);
+                if let Some(mtu) = network.and_then(|n| n.mtu) {
+                    w.empty("mtu", &[a("size", mtu)]);
+                }
+                w.close("interface");
+            }
+            // A network without a bridge of its own (or not on this host): through
+            // libvirt's network, which resolves it at start.
+            (false, None) => {
+                w.open("interface", &[a("type", "network")]);
+                w.empty("mac", &[a("address", &nic.mac)]);
+                w.empty("source", &[a("network", &nic.network)]);
+                w.empty("model", &[a("type", "virtio")]);
+                w.close("interface");
+            }
+            // No model: a VF is the guest's NIC itself.
+            (true, _) => {
+                w.open("interface", &[a("type", "network")]);
+                w.empty("mac", &[a("address", &nic.mac)]);
+                w.empty("source", &[a("network", &nic.network)]);
+                w.close("interface");
+            }
+        }
+    }
+    w.open("serial", &[a("type", "pty")]);
+    w.empty("target", &[a("port", 0)]);
+    w.close("serial");
+    w.open("console", &[a("type", "pty")]);
+    w.empty("target", &[a("type", "serial"), a("port", 0)]);
+    w.close("console");
+}
+
+/// Whole GPUs: behind an expander bus on their guest cell when the VM has one on the
+/// GPU's host node, else where libvirt places them.
+fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
+    let host_node = |gpu: &PciAddress| host.gpus.iter().find(|g| g.address == *gpu).map(|g| g.numa_node);
+    let cell_of = |gpu: &PciAddress| {
+        let node = host_node(gpu)?;
+        vm.numa_cells.iter().find(|c| c.host_node == node).map(|c| c.id)
+    };
+    let mut index = 1u32;
+    let mut expander = 0u32;
+    let mut cells: Vec<u32> = vm.numa_cells.iter().map(|c| c.id).collect();
+    cells.sort_unstable();
+    cells.dedup();
+    for cell in cells {
+        let behind: Vec<&PciAddress> = vm.gpus.iter().filter(|g| cell_of(g) == Some(cell)).collect();
+        if behind.is_empty() {
+            continue;
+        }
+        let bus_nr = EXPANDER_BUS_TOP - EXPANDER_BUS_STRIDE * (expander + 1);
+        expander += 1;
+        let expander_index = index;
+        index += 1;
+        w.open("controller", &[a("type", "pci"), a("index", expander_index), a("model", "pcie-expander-bus")]);
+        w.open("target", &[a("busNr", bus_nr)]);
+        w.text("node", &[], &cell.to_string());
+        w.close("target");
+        w.close("controller");
+        for (slot, gpu) in (0u32..).zip(behind) {
+            let port = index;
+            index += 1;
+            w.open("controller", &[a("type", "pci"), a("index", port), a("model", "pcie-root-port")]);
+            w.empty("address", &guest_address(expander_index, slot));
+            w.close("controller");
+            hostdev(w, gpu, Some(port));
+        }
+    }
+    for gpu in vm.gpus.iter().filter(|g| cell_of(g).is_none()) {
+        hostdev(w, gpu, None);
+    }
+}
+
+fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {
+    w.open("hostdev", &[a("mode", "subsystem"), a("type", "pci"), a("managed", "yes")]);
+    w.open("source", &[]);
+    w.empty(
+        "address",
+        &[
+            a("domain", format!("0x{:04x}", gpu.domain)),
+            a("bus", format!("0x{:02x}", gpu.bus)),
+            a("slot", format!("0x{:02x}", gpu.device)),
+            a("function", format!("0x{:x}", gpu.function)),
+        ],
+    );
+    w.close("source");
+    if let Some(port) = port {
+        w.empty("address", &guest_address(port, 0));
+    }
+    w.close("hostdev");
+}
+
+/// A guest PCI address on the bus of controller `bus` (its index).
+fn guest_address(bus: u32, slot: u32) -> Vec<(&'static str, String)> {
+    vec![
+        a("type", "pci"),
+        a("domain", "0x0000"),
+        a("bus", format!("0x{bus:02x}")),
+        a("slot", format!("0x{slot:02x}")),
+        a("function", "0x0"),
+    ]
+}
+
+fn disk_bus(bus: DiskBus) -> &'static str {
+    match bus {
+        DiskBus::Virtio => "virtio",
+        DiskBus::Scsi => "scsi",
+        DiskBus::Sata => "sata",
+    }
+}
+
+/// The UUID of the mediated device that carries a MIG instance to its VM: a name-based
+/// UUID (RFC 9562 version 8) of the instance's resource id, so it is the same on every
+/// render and apply can create the mdev under it.
+pub fn mdev_uuid(mig: &ResourceId) -> String {
+    let id = mig.to_string();
+    let fnv = |basis: u64| id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let (hi, lo) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let hi = (hi & !0xf000) | 0x8000; // version 8
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC variant
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::{DesiredGpu, GpuSetup, ResourceKind};
+    use crate::hw::GpuModel;
+    use crate::spec::model::Power;
+    use crate::spec::types::ByteSize;
+
+    fn vm() -> DesiredVm {
+        DesiredVm {
+            id: ResourceId::new(ResourceKind::Vm, "h1", "v"),
+            name: "v".into(),
+            tenant: "t".into(),
+            vcpus: 1,
+            memory: ByteSize(64 << 20),
+            hugepages: None,
+            vcpu_pins: vec![],
+            emulator_pin: None,
+            numa_node: None,
+            numa_cells: vec![],
+            gpus: vec![PciAddress::parse("0000:3b:00.0").unwrap()],
+            mig: vec![],
+            time_sliced: vec![],
+            nics: vec![],
+            disks: vec![],
+            firmware: Firmware::Bios,
+            power: Power::Running,
+            autostart: false,
+            spec_hash: "h".into(),
+        }
+    }
+
+    #[test]
+    fn a_gpu_without_a_guest_cell_is_placed_by_libvirt() {
+        let host = DesiredHost {
+            gpus: vec![DesiredGpu {
+                id: ResourceId::new(ResourceKind::Gpu, "h1", "0000:3b:00.0"),
+                address: PciAddress::parse("0000:3b:00.0").unwrap(),
+                model: GpuModel::H100_80GB,
+                numa_node: 0,
+                setup: GpuSetup::Passthrough,
+            }],
+            ..DesiredHost::default()
+        };
+        let xml = domain("f", &host, &vm());
+        assert!(!xml.contains("pcie-expander-bus"), "{xml}");
+        assert_eq!(xml.matches("<address ").count(), 1, "only the host address: {xml}");
+        assert!(xml.contains("<address domain='0x0000' bus='0x3b' slot='0x00' function='0x0'/>"), "{xml}");
+    }
+
+    #[test]
+    fn mdev_uuids_are_stable_version_8() {
+        let mig = ResourceId::parse("mig:gpu01/0000:3b:00.0/3g.40gb@4").unwrap();
+        let uuid = mdev_uuid(&mig);
+        assert_eq!(uuid, mdev_uuid(&mig));
+        assert_ne!(uuid, mdev_uuid(&ResourceId::parse("mig:gpu01/0000:3b:00.0/3g.40gb@0").unwrap()));
+        let groups: Vec<&str> = uuid.split('-').collect();
+        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{uuid}");
+        assert!(groups[2].starts_with('8') && "89ab".contains(&groups[3][..1]), "{uuid}");
+    }
+}

@@ -1,0 +1,77 @@
+//! Desired pools and volumes → libvirt storage XML.
+//!
+//! Storage XML has no `<metadata>` (libvirt drops it at define), so pools and volumes
+//! carry no ownership mark; see [`crate::driver::libvirt::owner`].
+
+use super::xml::{Writer, a};
+use crate::desired::{DesiredHost, DesiredPool, DesiredVolume};
+use crate::spec::model::{ImageFormat, PoolKind};
+
+pub fn pool(pool: &DesiredPool) -> String {
+    let mut w = Writer::new();
+    let kind = match pool.kind {
+        PoolKind::Dir => "dir",
+        PoolKind::Logical => "logical",
+        PoolKind::Netfs => "netfs",
+    };
+    w.open("pool", &[a("type", kind)]);
+    w.text("name", &[], &pool.name);
+    match (pool.kind, pool.source.as_deref()) {
+        (PoolKind::Dir, _) | (_, None) => {}
+        (PoolKind::Logical, Some(vg)) => {
+            w.open("source", &[]);
+            w.text("name", &[], vg);
+            w.empty("format", &[a("type", "lvm2")]);
+            w.close("source");
+        }
+        (PoolKind::Netfs, Some(export)) => {
+            // `server:/export`; a source without a colon is taken as the server's root.
+            let (server, dir) = export.split_once(':').unwrap_or((export, "/"));
+            w.open("source", &[]);
+            w.empty("host", &[a("name", server)]);
+            w.empty("dir", &[a("path", dir)]);
+            w.empty("format", &[a("type", "nfs")]);
+            w.close("source");
+        }
+    }
+    w.open("target", &[]);
+    w.text("path", &[], &pool.path);
+    w.close("target");
+    w.close("pool");
+    w.finish()
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Qcow2 => "qcow2",
+        ImageFormat::Raw => "raw",
+    }
+}
+
+/// A volume's XML. A qcow2 volume made from an image on this host names the image as its
+/// backing store (a thin overlay); other volumes from images are copies, made by the
+/// driver's clone, and name none.
+pub fn volume(host: &DesiredHost, vol: &DesiredVolume) -> String {
+    let mut w = Writer::new();
+    w.open("volume", &[]);
+    w.text("name", &[], &vol.name);
+    w.text("capacity", &[a("unit", "bytes")], &vol.capacity.map(|c| c.bytes()).unwrap_or(0).to_string());
+    w.open("target", &[]);
+    w.empty("format", &[a("type", format_name(vol.format))]);
+    w.close("target");
+    let backing = vol.image.as_ref().filter(|_| vol.format == ImageFormat::Qcow2).and_then(|image| {
+        let pool = host.pools.iter().find(|p| p.name == image.pool)?;
+        let format = host.volumes.iter().find(|v| v.pool == image.pool && v.name == image.volume).map(|v| v.format);
+        Some((format!("{}/{}", pool.path.trim_end_matches('/'), image.volume), format))
+    });
+    if let Some((path, format)) = backing {
+        w.open("backingStore", &[]);
+        w.text("path", &[], &path);
+        if let Some(format) = format {
+            w.empty("format", &[a("type", format_name(format))]);
+        }
+        w.close("backingStore");
+    }
+    w.close("volume");
+    w.finish()
+}
