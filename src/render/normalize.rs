@@ -135,27 +135,11 @@ fn element(node: Node<'_, '_>) -> Option<Element> {
     Some(Element { name, attrs, text, children })
 }
 
-/// libvirt's size units (formatdomain.html, "Memory Allocation").
-fn unit_bytes(unit: &str) -> Option<u64> {
-    Some(match unit {
-        "b" | "B" | "bytes" => 1,
-        "KB" => 1_000,
-        "k" | "K" | "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "m" | "M" | "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "g" | "G" | "GiB" => 1 << 30,
-        "TB" => 1_000_000_000_000,
-        "t" | "T" | "TiB" => 1 << 40,
-        _ => return None,
-    })
-}
-
 /// Rewrites a size (the element's text, or one attribute) to bytes. Domain sizes default
 /// to KiB. A size that does not parse is left as it is, so it still shows in a diff.
 fn to_bytes(e: &mut Element, attr: Option<&str>) {
     let unit = e.attr("unit").unwrap_or("KiB").to_string();
-    let Some(mult) = unit_bytes(&unit) else { return };
+    let Some(mult) = crate::driver::libvirt::xml::unit_bytes(&unit) else { return };
     let value = match attr {
         Some(a) => e.attr(a).map(str::to_string),
         None => Some(e.text.clone()),

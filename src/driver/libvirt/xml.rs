@@ -63,9 +63,9 @@ fn int_attr(node: Node<'_, '_>, name: &str, what: &str) -> Result<Option<u64>> {
 }
 
 /// libvirt's size units (formatdomain.html, "Memory Allocation"; formatstorage.html).
-fn unit_bytes(unit: &str) -> Option<u64> {
+pub fn unit_bytes(unit: &str) -> Option<u64> {
     Some(match unit {
-        "b" | "bytes" => 1,
+        "b" | "B" | "bytes" => 1,
         "KB" => 1_000,
         "k" | "K" | "KiB" => 1 << 10,
         "MB" => 1_000_000,
