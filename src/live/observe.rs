@@ -54,35 +54,40 @@ fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), Driver
     }
 }
 
-/// Observes many hosts concurrently. `open` connects one host's drivers (it may block:
-/// ssh, a remote libvirtd); results come back in the order of `hosts`.
+/// Observes many hosts concurrently: up to [`HOSTS_IN_PARALLEL`] workers take the next
+/// host as soon as they finish one, so a slow host holds up only its own worker. `open`
+/// connects one host's drivers (it may block: ssh, a remote libvirtd); results come back
+/// in the order of `hosts`.
 pub fn observe_all<H: Sync>(
     hosts: &[H],
     name: impl Fn(&H) -> String + Sync,
     open: impl Fn(&H) -> HostDrivers + Sync,
 ) -> Vec<LiveHost> {
-    let mut out: Vec<Option<LiveHost>> = (0..hosts.len()).map(|_| None).collect();
-    for (chunk_index, chunk) in hosts.chunks(HOSTS_IN_PARALLEL).enumerate() {
-        let results: Vec<LiveHost> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk.iter().map(|h| s.spawn(|| observe(&name(h), open(h)))).collect();
-            handles
-                .into_iter()
-                .zip(chunk)
-                .map(|(handle, h)| {
-                    handle.join().unwrap_or_else(|_| LiveHost {
-                        name: name(h),
-                        errors: vec![ConcernError {
-                            concern: "fabrik".into(),
-                            error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
-                        }],
-                        ..LiveHost::default()
-                    })
-                })
-                .collect()
-        });
-        for (i, live) in results.into_iter().enumerate() {
-            out[chunk_index * HOSTS_IN_PARALLEL + i] = Some(live);
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<LiveHost>>> = Mutex::new((0..hosts.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..HOSTS_IN_PARALLEL.min(hosts.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(h) = hosts.get(i) else { break };
+                    let live = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&name(h), open(h))))
+                        .unwrap_or_else(|_| LiveHost {
+                            name: name(h),
+                            errors: vec![ConcernError {
+                                concern: "fabrik".into(),
+                                error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
+                            }],
+                            ..LiveHost::default()
+                        });
+                    if let Ok(mut r) = results.lock() {
+                        r[i] = Some(live);
+                    }
+                }
+            });
         }
-    }
-    out.into_iter().flatten().collect()
+    });
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
 }
