@@ -1,0 +1,305 @@
+//! The plan: what fabrik would change to make the hosts match the desired state.
+//!
+//! [`plan`] is pure: it takes the [`Desired`] state, the observed [`LiveHost`]s and the
+//! operator's [`Options`], and returns a [`Plan`] value — actions in dependency order,
+//! each with its class and reason, the objects it leaves alone, the errors that stop
+//! it, and a fingerprint of every live object it read so a saved plan can tell when it
+//! has gone stale ([`file`]). [`diff`] compares one kind of resource at a time;
+//! [`ownership`] decides what fabrik may touch; [`output`] renders a plan for people
+//! (human, markdown) and programs (JSON).
+
+pub mod class;
+pub mod diff;
+pub mod file;
+pub mod ownership;
+pub mod output;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use class::{Class, Op};
+pub use ownership::Created;
+
+use crate::desired::{Desired, ResourceId, ResourceKind};
+use crate::graph::Graph;
+use crate::live::LiveHost;
+
+/// The version of the plan document (`--format json`, `--out`).
+pub const FORMAT: &str = "fabrik-plan/1";
+
+/// What the operator asked for beyond the desired state.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Plan only these resources and what they need (empty: everything).
+    pub targets: Vec<ResourceId>,
+    /// Leave these resources and everything that needs them out.
+    pub excludes: Vec<ResourceId>,
+    /// Replace these resources even if nothing changed.
+    pub replace: Vec<ResourceId>,
+    /// What fabrik recorded creating (volumes it may delete).
+    pub created: Created,
+}
+
+/// One field that differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub field: String,
+    /// What the host has; `None` when the object is absent.
+    pub from: Option<String>,
+    /// What the desired state says; `None` when the object goes.
+    pub to: Option<String>,
+    pub class: Class,
+}
+
+impl Change {
+    pub fn new(field: &str, from: impl ToString, to: impl ToString, class: Class) -> Change {
+        Change { field: field.to_string(), from: Some(from.to_string()), to: Some(to.to_string()), class }
+    }
+}
+
+/// One resource's action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: ResourceId,
+    pub op: Op,
+    /// The most disruptive class of its changes.
+    pub class: Class,
+    /// `+`, `~`, `-/+`, `-` or `!`.
+    pub symbol: String,
+    /// One line: why, in the operator's words.
+    pub reason: String,
+    pub changes: Vec<Change>,
+    /// The unified diff of the normalized libvirt XML, live → desired, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+impl Action {
+    pub fn new(id: ResourceId, op: Op, class: Class, reason: impl Into<String>) -> Action {
+        Action { symbol: op.symbol(class).to_string(), id, op, class, reason: reason.into(), changes: Vec::new(), diff: None }
+    }
+
+    /// An action made of field changes; its class is the most disruptive one's.
+    pub fn update(id: ResourceId, changes: Vec<Change>, reason: impl Into<String>) -> Action {
+        let class = changes.iter().map(|c| c.class).max().unwrap_or(Class::Live);
+        Action { changes, ..Action::new(id, Op::Update, class, reason) }
+    }
+
+    fn set_class(&mut self, class: Class) {
+        self.class = class;
+        self.symbol = self.op.symbol(class).to_string();
+    }
+}
+
+/// Why an object on a host is listed without an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoticeKind {
+    /// Not made by fabrik; never touched (shown with `--show-unmanaged`).
+    Unmanaged,
+    /// Marked by another factory; never touched.
+    OtherFactory,
+    /// No longer desired but kept: it may hold data (a volume), or fabrik cannot prove it
+    /// made it (a pool).
+    Kept,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub id: ResourceId,
+    pub kind: NoticeKind,
+    pub reason: String,
+}
+
+/// Something that stops the plan: apply refuses a plan with errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanError {
+    /// `fabrik::plan::name-clash`, …
+    pub code: String,
+    pub id: ResourceId,
+    pub message: String,
+    pub help: String,
+}
+
+/// The counts of the summary line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Creates, and replaces (which also count as destroys).
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub vm_restarts: usize,
+    pub gpu_relayouts: usize,
+    pub data_destroyed: usize,
+}
+
+/// A plan: a value, rendered and saved by others; apply carries it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[must_use]
+pub struct Plan {
+    pub format: String,
+    pub factory: String,
+    /// Hash of the desired state the plan was made from.
+    pub desired_hash: String,
+    /// In the order apply carries them out: deletions first (dependents before what they
+    /// need), then creations and updates in the graph's creation order.
+    pub actions: Vec<Action>,
+    pub errors: Vec<PlanError>,
+    pub notices: Vec<Notice>,
+    pub summary: Summary,
+    /// Every live object read, and every desired one expected absent (`absent`), by key.
+    pub fingerprints: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// Whether applying the plan would change anything.
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+
+    pub fn has_errors(&self) -> bool {
+        !self.errors.is_empty()
+    }
+
+    /// The actions on one host, in plan order.
+    pub fn on_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Action> + 'a {
+        self.actions.iter().filter(move |a| a.id.host == host)
+    }
+
+    /// The hosts the plan has actions, errors or notices for, sorted.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut hosts: BTreeSet<&str> = self.actions.iter().map(|a| a.id.host.as_str()).collect();
+        hosts.extend(self.errors.iter().map(|e| e.id.host.as_str()));
+        hosts.extend(self.notices.iter().map(|n| n.id.host.as_str()));
+        hosts.into_iter().collect()
+    }
+}
+
+/// Compares the desired state with the live hosts.
+pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
+    let graph = Graph::of(desired);
+    let mut out = diff::Out::default();
+    for host in &desired.hosts {
+        match live.iter().find(|l| l.name == host.name) {
+            Some(l) => diff::host(&desired.factory, host, l, &options.created, &mut out),
+            None => out.errors.push(PlanError {
+                code: "fabrik::plan::unreadable-host".into(),
+                id: ResourceId::new(ResourceKind::Host, &host.name, &host.name),
+                message: format!("host `{}` was not observed", host.name),
+                help: "check that the host is reachable, then plan again".into(),
+            }),
+        }
+    }
+    for action in &mut out.actions {
+        if options.replace.contains(&action.id) && action.op == Op::Update {
+            action.op = Op::Replace;
+            action.reason = format!("replace requested (--replace); {}", action.reason);
+            action.set_class(action.class.max(Class::Replace));
+        }
+    }
+    for id in &options.replace {
+        if !out.actions.iter().any(|a| &a.id == id) && out.present.contains(id) {
+            out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
+        }
+    }
+    let order: BTreeMap<&ResourceId, usize> = match &graph {
+        Ok(g) => g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    let mut actions = out.actions;
+    actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
+    let actions = match &graph {
+        Ok(g) => target(actions, g, options),
+        Err(_) => actions,
+    };
+    let summary = summarize(&actions);
+    out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
+    out.errors.sort_by(|a, b| (&a.id, &a.code).cmp(&(&b.id, &b.code)));
+    Plan {
+        format: FORMAT.to_string(),
+        factory: desired.factory.clone(),
+        desired_hash: desired_hash(desired),
+        actions,
+        errors: out.errors,
+        notices: out.notices,
+        summary,
+        fingerprints: file::fingerprints(desired, live),
+    }
+}
+
+/// Deletions first, dependents before what they need (VMs, then volumes, MIG instances,
+/// networks, links…); then everything else in creation order.
+fn sort_key<'a>(a: &'a Action, order: &BTreeMap<&ResourceId, usize>) -> (u8, usize, &'a ResourceId) {
+    match a.op {
+        Op::Delete => (0, usize::from(u8::MAX) - deletion_rank(a.id.kind), &a.id),
+        Op::Create | Op::Update | Op::Replace => (1, order.get(&a.id).copied().unwrap_or(usize::MAX), &a.id),
+    }
+}
+
+/// Higher goes first when deleting.
+fn deletion_rank(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Vm => 8,
+        ResourceKind::Volume => 7,
+        ResourceKind::Mig => 6,
+        ResourceKind::Network => 5,
+        ResourceKind::Link => 4,
+        ResourceKind::Pool => 3,
+        ResourceKind::Hugepages => 2,
+        ResourceKind::Gpu => 1,
+        ResourceKind::Host => 0,
+    }
+}
+
+/// `--target`: the targets and everything they need. `--exclude`: drops the excluded
+/// and everything that needs them.
+fn target(actions: Vec<Action>, graph: &Graph, options: &Options) -> Vec<Action> {
+    let closure = |start: &[ResourceId], next: &dyn Fn(&ResourceId) -> Vec<ResourceId>| {
+        let mut seen: BTreeSet<ResourceId> = start.iter().cloned().collect();
+        let mut todo: Vec<ResourceId> = start.to_vec();
+        while let Some(id) = todo.pop() {
+            for n in next(&id) {
+                if seen.insert(n.clone()) {
+                    todo.push(n);
+                }
+            }
+        }
+        seen
+    };
+    let wanted = (!options.targets.is_empty())
+        .then(|| closure(&options.targets, &|id| graph.dependencies(id).into_iter().cloned().collect()));
+    let excluded = closure(&options.excludes, &|id| graph.dependents(id).into_iter().cloned().collect());
+    actions
+        .into_iter()
+        .filter(|a| wanted.as_ref().is_none_or(|w| w.contains(&a.id)) && !excluded.contains(&a.id))
+        .collect()
+}
+
+fn summarize(actions: &[Action]) -> Summary {
+    let mut s = Summary::default();
+    for a in actions {
+        match a.op {
+            Op::Create => s.add += 1,
+            Op::Update => s.change += 1,
+            Op::Replace => {
+                s.add += 1;
+                s.destroy += 1;
+            }
+            Op::Delete => s.destroy += 1,
+        }
+        match a.class {
+            Class::RestartNow if a.id.kind == ResourceKind::Vm => s.vm_restarts += 1,
+            Class::GpuRelayout => s.gpu_relayouts += 1,
+            Class::DestroysData => s.data_destroyed += 1,
+            Class::Live | Class::NextRestart | Class::RestartNow | Class::Replace => {}
+        }
+    }
+    s
+}
+
+/// FNV-1a over the desired state's JSON: equal for the same desired state, byte for byte.
+pub fn desired_hash(desired: &Desired) -> String {
+    let json = serde_json::to_vec(desired).unwrap_or_default();
+    format!("fnv1a64:{:016x}", crate::desired::build::fnv1a(&json))
+}

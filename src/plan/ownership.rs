@@ -1,0 +1,126 @@
+//! What fabrik may touch.
+//!
+//! * Domains and networks carry fabrik's `<metadata>` mark
+//!   ([`crate::driver::libvirt::owner`]). Only those marked for this factory are updated
+//!   or deleted. An unmarked one whose name fabrik wants is a plan error
+//!   (`fabrik::plan::name-clash`), never an overwrite; one marked by another factory is
+//!   never touched either (`fabrik::plan::other-factory`).
+//! * Links carry the mark in their interface alias: `fabrik:<factory>:<resource id>`.
+//! * GPUs and hugepage pools are owned when the config declares them.
+//! * Pools and volumes cannot carry a mark (libvirt drops storage metadata), so the rule
+//!   is conservative: fabrik creates a pool or volume only when it is absent, and uses
+//!   an existing one of the desired name as it is (a pool whose type or path differ is
+//!   a name clash). It never deletes a pool. It deletes a volume only when the volume is
+//!   no longer desired, **and** the [`Created`] record written when fabrik made it says
+//!   fabrik made it and the disk said `delete-with-vm`. Any other volume no longer
+//!   desired is kept and listed as kept.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::desired::ResourceId;
+use crate::live::Ownership;
+
+/// Who owns a live object, as far as this factory is concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Marked by this factory.
+    Ours,
+    /// No fabrik mark.
+    Unmarked,
+    /// Marked by another factory (its name).
+    Other(String),
+}
+
+impl Owner {
+    pub fn of(mark: Option<&Ownership>, factory: &str) -> Owner {
+        match mark {
+            Some(m) if m.factory == factory => Owner::Ours,
+            Some(m) => Owner::Other(m.factory.clone()),
+            None => Owner::Unmarked,
+        }
+    }
+
+    /// A link's owner, from its alias.
+    pub fn of_link(alias: Option<&str>, factory: &str) -> Owner {
+        match alias.and_then(|a| a.strip_prefix("fabrik:")).and_then(|rest| rest.split_once(':')) {
+            Some((f, _)) if f == factory => Owner::Ours,
+            Some((f, _)) => Owner::Other(f.to_string()),
+            None => Owner::Unmarked,
+        }
+    }
+}
+
+/// The alias fabrik gives a link it creates.
+pub fn link_alias(factory: &str, id: &ResourceId) -> String {
+    format!("fabrik:{factory}:{id}")
+}
+
+/// What fabrik recorded making, where libvirt keeps no mark: `created.json` in fabrik's
+/// state folder, written by apply. A volume is deleted only when it is recorded here as
+/// `deletable`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    #[serde(default)]
+    pub volumes: Vec<CreatedVolume>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedVolume {
+    pub id: ResourceId,
+    /// The disk said `delete-with-vm` when fabrik created the volume.
+    pub deletable: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreatedError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a record of created objects")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Created {
+    /// Reads the record; a missing file is an empty record (fabrik made nothing yet).
+    pub fn load(path: &Path) -> Result<Created, CreatedError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Created::default()),
+            Err(source) => return Err(CreatedError::Read { path: path.display().to_string(), source }),
+        };
+        serde_json::from_str(&text).map_err(|source| CreatedError::Parse { path: path.display().to_string(), source })
+    }
+
+    /// Whether fabrik made this volume and may delete it.
+    pub fn deletable(&self, id: &ResourceId) -> bool {
+        self.volumes.iter().any(|v| &v.id == id && v.deletable)
+    }
+
+    pub fn contains(&self, id: &ResourceId) -> bool {
+        self.volumes.iter().any(|v| &v.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_alias_round_trips() {
+        let id = ResourceId::parse("link:gpu01/br-acme").unwrap();
+        let alias = link_alias("ai", &id);
+        assert_eq!(Owner::of_link(Some(&alias), "ai"), Owner::Ours);
+        assert_eq!(Owner::of_link(Some(&alias), "other"), Owner::Other("ai".into()));
+        assert_eq!(Owner::of_link(Some("uplink to rack 3"), "ai"), Owner::Unmarked);
+        assert_eq!(Owner::of_link(None, "ai"), Owner::Unmarked);
+    }
+}
