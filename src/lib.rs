@@ -24,6 +24,7 @@ pub mod hw;
 pub mod inventory;
 pub mod live;
 pub mod place;
+pub mod plan;
 pub mod render;
 pub mod sim;
 pub mod spec;

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod explain;
 pub mod graph;
 pub mod inventory;
+pub mod plan;
 pub mod schema;
 pub mod validate;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Print the dependency graph of a factory's desired state (Graphviz dot or JSON).
     Graph(graph::Args),
+    /// Show what apply would change: per host, one line per change with its class; exit 2 when there are changes.
+    Plan(plan::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&args),
         Command::Inventory(args) => inventory::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)

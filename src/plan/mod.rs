@@ -11,8 +11,8 @@
 pub mod class;
 pub mod diff;
 pub mod file;
-pub mod ownership;
 pub mod output;
+pub mod ownership;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,7 +77,15 @@ pub struct Action {
 
 impl Action {
     pub fn new(id: ResourceId, op: Op, class: Class, reason: impl Into<String>) -> Action {
-        Action { symbol: op.symbol(class).to_string(), id, op, class, reason: reason.into(), changes: Vec::new(), diff: None }
+        Action {
+            symbol: op.symbol(class).to_string(),
+            id,
+            op,
+            class,
+            reason: reason.into(),
+            changes: Vec::new(),
+            diff: None,
+        }
     }
 
     /// An action made of field changes; its class is the most disruptive one's.

@@ -1,0 +1,369 @@
+//! Domains, networks, pools and volumes: libvirt's objects.
+//!
+//! A domain's definition is compared as normalized XML ([`crate::render::normalize`]),
+//! so defaults libvirt adds never show; its power state and autostart are compared
+//! apart, because libvirt's XML does not carry them.
+
+use std::collections::BTreeSet;
+
+use similar::TextDiff;
+
+use super::Out;
+use crate::desired::{DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind};
+use crate::live::{LiveDomain, LiveHost, LivePool, PowerState};
+use crate::plan::ownership::Owner;
+use crate::plan::{Action, Change, Class, Created, NoticeKind, Op};
+use crate::render::{self, normalize};
+use crate::spec::model::{PoolKind, Power};
+
+fn power_word(state: PowerState) -> &'static str {
+    match state {
+        PowerState::Running => "running",
+        PowerState::Paused => "paused",
+        PowerState::ShutOff => "shut off",
+        PowerState::Crashed => "crashed",
+        PowerState::Other => "unknown",
+    }
+}
+
+/// A whole document as a diff from nothing, for objects that do not exist yet.
+fn creation_diff(canonical: &str) -> String {
+    TextDiff::from_lines("", canonical).unified_diff().context_radius(3).header("live", "desired").to_string()
+}
+
+pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    for vm in &host.vms {
+        match live.domains.iter().find(|d| d.name == vm.name) {
+            None => out.actions.push(create_vm(factory, host, vm)),
+            Some(d) => {
+                if out.owned(&vm.id, "domain", Owner::of(d.owner.as_ref(), factory)) {
+                    update_vm(factory, host, vm, d, out);
+                }
+            }
+        }
+    }
+    let desired: BTreeSet<&str> = host.vms.iter().map(|v| v.name.as_str()).collect();
+    for d in live.domains.iter().filter(|d| !desired.contains(d.name.as_str())) {
+        let id = ResourceId::new(ResourceKind::Vm, &host.name, &d.name);
+        out.extra(id, "domain", Owner::of(d.owner.as_ref(), factory), |id| {
+            let running = matches!(d.state, PowerState::Running | PowerState::Paused);
+            let reason = if running {
+                "no longer desired: shut down (forced off if it does not stop in time) and undefined; its volumes are kept"
+            } else {
+                "no longer desired: undefined; its volumes are kept"
+            };
+            let mut a = Action::new(id, Op::Delete, Class::Live, reason);
+            a.changes.push(Change { field: "power".into(), from: Some(power_word(d.state).into()), to: None, class: Class::Live });
+            a
+        });
+    }
+}
+
+fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
+    let xml = render::domain(factory, host, vm);
+    let start = vm.power == Power::Running;
+    let reason = if start {
+        format!("define domain `{}` and start it", vm.name)
+    } else {
+        format!("define domain `{}`", vm.name)
+    };
+    let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
+    a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
+    a
+}
+
+fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomain, out: &mut Out) {
+    // Every field but these is part of the rendered definition, compared as XML below.
+    let DesiredVm {
+        id,
+        name: _,
+        tenant: _,
+        vcpus: _,
+        memory: _,
+        hugepages: _,
+        vcpu_pins: _,
+        emulator_pin: _,
+        numa_node: _,
+        numa_cells: _,
+        gpus: _,
+        mig: _,
+        time_sliced: _,
+        nics: _,
+        disks: _,
+        firmware: _,
+        power,
+        autostart,
+        spec_hash: _,
+    } = vm;
+    let running = matches!(live.state, PowerState::Running | PowerState::Paused);
+    let stays_running = running && *power == Power::Running;
+    let mut changes = Vec::new();
+    let mut reasons = Vec::new();
+    let mut diff = None;
+    let rendered = render::domain(factory, host, vm);
+    match normalize::compare(&rendered, &live.xml) {
+        Err(e) => {
+            out.error(
+                "fabrik::plan::unreadable-object",
+                id,
+                format!("the definition of domain `{}` on host `{}` cannot be read: {e}", live.name, id.host),
+                "libvirt returned XML fabrik cannot parse; report it with the domain's XML",
+            );
+            return;
+        }
+        Ok(cmp) if cmp.has_changes() => {
+            let lines = cmp.changes();
+            let elements = changed_elements(&lines);
+            let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
+            let class = if stays_running && !mark_only { Class::RestartNow } else { Class::NextRestart };
+            for e in &elements {
+                let side = |sign: &str| {
+                    lines
+                        .iter()
+                        .find(|l| l.starts_with(sign) && element_of(l) == Some(e.as_str()))
+                        .map(|l| l[2..].to_string())
+                };
+                changes.push(Change { field: e.clone(), from: side("- "), to: side("+ "), class });
+            }
+            reasons.push(match class {
+                Class::RestartNow => format!("definition changed ({}); the running VM restarts", elements.join(", ")),
+                _ if mark_only => "ownership mark out of date; definition rewritten, nothing restarts".to_string(),
+                _ => format!("definition changed ({}); takes effect at its next start", elements.join(", ")),
+            });
+            diff = Some(cmp.unified());
+        }
+        Ok(_) => {}
+    }
+    match (power, live.state) {
+        (Power::Running, PowerState::Running) | (Power::Stopped, PowerState::ShutOff) => {}
+        (Power::Running, PowerState::Paused) => {
+            changes.push(Change::new("power", "paused", "running", Class::Live));
+            reasons.push("paused out of band: resume".into());
+        }
+        (Power::Running, state @ (PowerState::ShutOff | PowerState::Crashed | PowerState::Other)) => {
+            changes.push(Change::new("power", power_word(state), "running", Class::Live));
+            reasons.push(format!("{} out of band: start", power_word(state)));
+        }
+        (
+            Power::Stopped,
+            state @ (PowerState::Running | PowerState::Paused | PowerState::Crashed | PowerState::Other),
+        ) => {
+            changes.push(Change::new("power", power_word(state), "shut off", Class::Live));
+            reasons.push("shut down (forced off if it does not stop in time)".into());
+        }
+    }
+    if live.autostart != *autostart {
+        changes.push(Change::new("autostart", live.autostart, autostart, Class::Live));
+        reasons.push(format!("autostart {}", if *autostart { "on" } else { "off" }));
+    }
+    if !changes.is_empty() {
+        let mut a = Action::update(id.clone(), changes, reasons.join("; "));
+        a.diff = diff;
+        out.actions.push(a);
+    }
+}
+
+/// The element named on a `- <memory …>` / `+ <memory …>` change line.
+fn element_of(line: &str) -> Option<&str> {
+    let rest = line.get(2..)?.trim_start().strip_prefix('<')?;
+    let rest = rest.strip_prefix('/').unwrap_or(rest);
+    let end = rest.find(|c: char| c.is_whitespace() || c == '>' || c == '/').unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|e| !e.is_empty())
+}
+
+/// The elements that changed, in order of first appearance.
+fn changed_elements(lines: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in lines.iter().filter_map(|l| element_of(l)) {
+        if !out.iter().any(|o| o == e) {
+            out.push(e.to_string());
+        }
+    }
+    out
+}
+
+pub fn networks(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    for net in &host.networks {
+        let DesiredNetwork { id, name, kind, tenant: _, bridge, pf, vlan: _, mtu: _ } = net;
+        let xml = render::network(factory, net);
+        let Some(l) = live.networks.iter().find(|n| &n.name == name) else {
+            let via = bridge.as_deref().or(pf.as_deref()).unwrap_or(name);
+            let mut a =
+                Action::new(id.clone(), Op::Create, Class::Live, format!("define and start {kind} network on `{via}`"));
+            a.diff = normalize::network(&xml).ok().map(|c| creation_diff(&c));
+            out.actions.push(a);
+            continue;
+        };
+        if !out.owned(id, "network", Owner::of(l.owner.as_ref(), factory)) {
+            continue;
+        }
+        let (want, have) = match (normalize::network(&xml), normalize::network(&l.xml)) {
+            (Ok(w), Ok(h)) => (w, h),
+            (Err(e), _) | (_, Err(e)) => {
+                out.error(
+                    "fabrik::plan::unreadable-object",
+                    id,
+                    format!("the definition of network `{name}` on host `{}` cannot be read: {e}", id.host),
+                    "libvirt returned XML fabrik cannot parse; report it with the network's XML",
+                );
+                continue;
+            }
+        };
+        if want != have {
+            let diff = TextDiff::from_lines(&have, &want)
+                .unified_diff()
+                .context_radius(3)
+                .header("live", "desired")
+                .to_string();
+            let mut a = Action::new(
+                id.clone(),
+                Op::Replace,
+                Class::Replace,
+                "definition changed: undefined, defined again and restarted (VMs on its bridge keep their ports)",
+            );
+            a.changes.push(Change::new("definition", "live", "desired", Class::Replace));
+            a.diff = Some(diff);
+            out.actions.push(a);
+            continue;
+        }
+        let mut changes = Vec::new();
+        if !l.active {
+            changes.push(Change::new("active", false, true, Class::Live));
+        }
+        if !l.autostart {
+            changes.push(Change::new("autostart", false, true, Class::Live));
+        }
+        if !changes.is_empty() {
+            let reason = changes.iter().map(|c| format!("{} on", c.field)).collect::<Vec<_>>().join("; ");
+            out.actions.push(Action::update(id.clone(), changes, reason));
+        }
+    }
+    let desired: BTreeSet<&str> = host.networks.iter().map(|n| n.name.as_str()).collect();
+    for n in live.networks.iter().filter(|n| !desired.contains(n.name.as_str())) {
+        let id = ResourceId::new(ResourceKind::Network, &host.name, &n.name);
+        out.extra(id, "network", Owner::of(n.owner.as_ref(), factory), |id| {
+            Action::new(id, Op::Delete, Class::Live, "no longer desired: stopped and undefined")
+        });
+    }
+}
+
+fn pool_kind_word(kind: PoolKind) -> &'static str {
+    match kind {
+        PoolKind::Dir => "dir",
+        PoolKind::Logical => "logical",
+        PoolKind::Netfs => "netfs",
+    }
+}
+
+/// Pools and volumes, under the rule of [`crate::plan::ownership`]: made when absent,
+/// used as they are when present, a pool never deleted, a volume deleted only when
+/// fabrik recorded making it as deletable.
+pub fn storage(host: &DesiredHost, live: &LiveHost, created: &Created, out: &mut Out) {
+    for pool in &host.pools {
+        let DesiredPool { id, name, kind, path, source: _ } = pool;
+        let Some(l) = live.pools.iter().find(|p| &p.name == name) else {
+            out.actions.push(Action::new(
+                id.clone(),
+                Op::Create,
+                Class::Live,
+                format!("define, build and start {kind} pool at {path}"),
+            ));
+            continue;
+        };
+        let same_path = l.path.as_deref().map(|p| p.trim_end_matches('/')) == Some(path.trim_end_matches('/'));
+        if l.kind != pool_kind_word(*kind) || !same_path {
+            out.error(
+                "fabrik::plan::name-clash",
+                id,
+                format!(
+                    "pool `{name}` on host `{}` is a {} pool at {}, not the {kind} pool at {path} the factory declares",
+                    id.host,
+                    l.kind,
+                    l.path.as_deref().unwrap_or("no path")
+                ),
+                "fabrik never redefines an existing pool: rename the pool in the factory, or change the host's",
+            );
+            continue;
+        }
+        out.present.insert(id.clone());
+        if !l.active {
+            out.actions.push(Action::update(
+                id.clone(),
+                vec![Change::new("active", false, true, Class::Live)],
+                "start",
+            ));
+        }
+    }
+    for vol in &host.volumes {
+        volume(host, vol, live, out);
+    }
+    // Volumes no desired resource names.
+    let desired: BTreeSet<&ResourceId> = host.volumes.iter().map(|v| &v.id).collect();
+    for p in &live.pools {
+        for v in &p.volumes {
+            let id = ResourceId::new(ResourceKind::Volume, &host.name, format!("{}/{}", p.name, v.name));
+            if desired.contains(&id) {
+                continue;
+            }
+            if created.deletable(&id) {
+                let mut a = Action::new(
+                    id,
+                    Op::Delete,
+                    Class::DestroysData,
+                    "no longer desired, made by fabrik as `delete-with-vm`: its data is deleted",
+                );
+                a.changes.push(Change {
+                    field: "capacity".into(),
+                    from: Some(v.capacity.to_string()),
+                    to: None,
+                    class: Class::DestroysData,
+                });
+                out.actions.push(a);
+            } else if created.contains(&id) {
+                out.notice(
+                    id,
+                    NoticeKind::Kept,
+                    "no longer desired; kept because it may hold data (the disk did not say `delete-with-vm`)",
+                );
+            } else {
+                out.notice(id, NoticeKind::Unmanaged, "volume fabrik has no record of making");
+            }
+        }
+    }
+    let desired_pools: BTreeSet<&str> = host.pools.iter().map(|p| p.name.as_str()).collect();
+    for p in live.pools.iter().filter(|p| !desired_pools.contains(p.name.as_str())) {
+        out.notice(
+            ResourceId::new(ResourceKind::Pool, &host.name, &p.name),
+            NoticeKind::Unmanaged,
+            "pool not declared; fabrik never deletes pools",
+        );
+    }
+}
+
+fn volume(host: &DesiredHost, vol: &DesiredVolume, live: &LiveHost, out: &mut Out) {
+    let DesiredVolume { id, pool, name, capacity, format, image, deletable: _ } = vol;
+    let found =
+        live.pools.iter().find(|p| &p.name == pool).and_then(|p: &LivePool| p.volumes.iter().find(|v| &v.name == name));
+    let Some(l) = found else {
+        let what = match (image, capacity) {
+            (Some(i), _) if i.pool == *pool && i.volume == *name => format!("import image from {}", i.source),
+            (Some(i), _) => format!("create {format} volume from image `{}`", i.volume),
+            (None, Some(c)) => format!("create empty {format} volume of {c}"),
+            (None, None) => format!("create empty {format} volume"),
+        };
+        let mut a = Action::new(id.clone(), Op::Create, Class::Live, what);
+        a.diff = Some(creation_diff(&render::volume(host, vol)));
+        out.actions.push(a);
+        return;
+    };
+    out.present.insert(id.clone());
+    if let Some(c) = capacity
+        && c.bytes() > l.capacity.bytes()
+    {
+        out.actions.push(Action::update(
+            id.clone(),
+            vec![Change::new("capacity", l.capacity, c, Class::Live)],
+            format!("grow from {} to {c} (the guest grows its file system)", l.capacity),
+        ));
+    }
+}

@@ -1,0 +1,160 @@
+//! Saved plans: the plan document written by `--out`, and the check that tells whether
+//! it still describes the hosts.
+//!
+//! A plan records a fingerprint of every live object it read, keyed like resource ids
+//! (`vm:gpu01/acme-vllm-0`, `volume:gpu01/images/ubuntu`, `device:gpu01/0000:1b:00.0`),
+//! and `absent` for every desired resource the hosts did not have. [`stale`] observes
+//! again and lists every key whose fingerprint changed, so apply refuses a plan made
+//! against hosts that have moved on — including one where an object the plan expected
+//! to be absent now exists. Objects that appear under keys the plan never read (another
+//! tool's new VM) do not make it stale: the plan did not depend on them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Plan, desired_hash};
+use crate::desired::build::{fnv1a, mig_id};
+use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
+use crate::live::LiveHost;
+
+/// The fingerprint of a desired resource the hosts do not have.
+pub const ABSENT: &str = "absent";
+
+fn hash(value: &impl Serialize) -> String {
+    format!("fnv1a64:{:016x}", fnv1a(&serde_json::to_vec(value).unwrap_or_default()))
+}
+
+/// Every live object read, and `absent` for each desired resource not among them.
+pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for h in live {
+        let key = |kind: ResourceKind, name: &str| ResourceId::new(kind, &h.name, name).to_string();
+        out.insert(key(ResourceKind::Host, &h.name), hash(&(&h.info, &h.errors)));
+        for d in &h.domains {
+            out.insert(key(ResourceKind::Vm, &d.name), hash(d));
+        }
+        for n in &h.networks {
+            out.insert(key(ResourceKind::Network, &n.name), hash(n));
+        }
+        for p in &h.pools {
+            // The pool's own fields; its volumes are fingerprinted each on its own.
+            let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, &p.xml);
+            out.insert(key(ResourceKind::Pool, &p.name), hash(&fields));
+            for v in &p.volumes {
+                out.insert(key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(v));
+            }
+        }
+        for l in &h.links {
+            out.insert(key(ResourceKind::Link, &l.name), hash(l));
+        }
+        for p in &h.hugepages {
+            let id = crate::desired::build::hugepages_id(&h.name, p.numa_node, p.size);
+            // Free pages move with every VM start; only the pool's size is planned from.
+            out.insert(id.to_string(), hash(&(p.numa_node, p.size, p.total)));
+        }
+        for g in &h.gpus {
+            out.insert(key(ResourceKind::Gpu, &g.address.to_string()), hash(g));
+            for i in &g.instances {
+                out.insert(mig_id(&h.name, &g.address, &i.profile, i.start).to_string(), hash(i));
+            }
+        }
+        for d in &h.devices {
+            out.insert(format!("device:{}/{}", h.name, d.address), hash(d));
+        }
+    }
+    for h in &desired.hosts {
+        let mut ids: Vec<&ResourceId> = Vec::new();
+        ids.extend(h.hugepages.iter().map(|x| &x.id));
+        ids.extend(h.links.iter().map(|x| &x.id));
+        ids.extend(h.networks.iter().map(|x| &x.id));
+        ids.extend(h.pools.iter().map(|x| &x.id));
+        ids.extend(h.volumes.iter().map(|x| &x.id));
+        ids.extend(h.vms.iter().map(|x| &x.id));
+        for g in &h.gpus {
+            ids.push(&g.id);
+            if let GpuSetup::Mig { instances } = &g.setup {
+                ids.extend(instances.iter().map(|i| &i.id));
+            }
+        }
+        for id in ids {
+            out.entry(id.to_string()).or_insert_with(|| ABSENT.to_string());
+        }
+    }
+    out
+}
+
+/// Why a saved plan no longer describes the hosts; empty when it still does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Staleness {
+    pub reasons: Vec<String>,
+}
+
+impl Staleness {
+    pub fn is_stale(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// Compares a saved plan with the desired state and the hosts as observed now.
+pub fn stale(saved: &Plan, desired: &Desired, live: &[LiveHost]) -> Staleness {
+    let mut reasons = Vec::new();
+    if saved.desired_hash != desired_hash(desired) {
+        reasons.push("the factory's files changed since the plan was made".to_string());
+    }
+    let now = fingerprints(desired, live);
+    for (key, was) in &saved.fingerprints {
+        let is = now.get(key).map_or(ABSENT, String::as_str);
+        if is == was {
+            continue;
+        }
+        reasons.push(match (was.as_str(), is) {
+            (ABSENT, _) => format!("`{key}` now exists; the plan expected it absent"),
+            (_, ABSENT) => format!("`{key}` is gone since the plan was made"),
+            _ => format!("`{key}` changed since the plan was made"),
+        });
+    }
+    Staleness { reasons }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    #[error("cannot write the plan to {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the plan {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a fabrik plan")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} is a plan of format `{found}`; this fabrik reads `{}`", super::FORMAT)]
+    Format { path: String, found: String },
+}
+
+/// Writes the plan document (the same JSON as `--format json`).
+pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
+    let text = super::output::json(plan);
+    std::fs::write(path, text).map_err(|source| PlanFileError::Write { path: path.display().to_string(), source })
+}
+
+pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read { path: p.clone(), source })?;
+    let plan: Plan = serde_json::from_str(&text).map_err(|source| PlanFileError::Parse { path: p.clone(), source })?;
+    if plan.format != super::FORMAT {
+        return Err(PlanFileError::Format { path: p, found: plan.format });
+    }
+    Ok(plan)
+}

@@ -1,0 +1,524 @@
+//! The plan on hand-made live states: each change class, ownership, MIG re-layouts,
+//! stale saved plans, targeting. The live hosts start converged — built from the desired
+//! state's own rendered XML — and each test changes one thing.
+
+use std::path::Path;
+
+use fabrik::desired::{Desired, GpuSetup, ResourceId};
+use fabrik::driver::libvirt::owner;
+use fabrik::live::{
+    LiveDomain, LiveGpu, LiveHost, LiveHugepages, LiveLink, LiveMigInstance, LiveNetwork, LivePciDevice, LivePool,
+    LiveVolume, MigMode, PowerState,
+};
+use fabrik::plan::ownership::{CreatedVolume, link_alias};
+use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan};
+use fabrik::render;
+use fabrik::spec::model::Power;
+use fabrik::spec::types::ByteSize;
+
+fn desired() -> Desired {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"));
+    let v = fabrik::check::validate(path);
+    assert!(v.is_valid());
+    fabrik::desired::build(&v.spec).expect("the example builds")
+}
+
+fn id(text: &str) -> ResourceId {
+    ResourceId::parse(text).unwrap()
+}
+
+/// Live hosts that already run exactly the desired state.
+fn converged(d: &Desired) -> Vec<LiveHost> {
+    d.hosts
+        .iter()
+        .map(|h| {
+            let mut live = LiveHost { name: h.name.clone(), ..LiveHost::default() };
+            for vm in &h.vms {
+                let xml = render::domain(&d.factory, h, vm);
+                live.domains.push(LiveDomain {
+                    name: vm.name.clone(),
+                    uuid: format!("uuid-{}", vm.name),
+                    state: if vm.power == Power::Running { PowerState::Running } else { PowerState::ShutOff },
+                    autostart: vm.autostart,
+                    vcpus: vm.vcpus,
+                    memory: vm.memory,
+                    hugepages: vm.hugepages,
+                    vcpupin: Vec::new(),
+                    emulatorpin: None,
+                    numa_mode: None,
+                    numa_nodeset: None,
+                    numa_cells: Vec::new(),
+                    hostdevs: vm.gpus.clone(),
+                    interfaces: Vec::new(),
+                    disks: Vec::new(),
+                    owner: owner::parse_xml(&xml),
+                    xml,
+                });
+            }
+            for n in &h.networks {
+                let xml = render::network(&d.factory, n);
+                live.networks.push(LiveNetwork {
+                    name: n.name.clone(),
+                    uuid: format!("uuid-{}", n.name),
+                    active: true,
+                    autostart: true,
+                    bridge: n.bridge.clone(),
+                    forward: None,
+                    owner: owner::parse_xml(&xml),
+                    xml,
+                });
+            }
+            for p in &h.pools {
+                live.pools.push(LivePool {
+                    name: p.name.clone(),
+                    uuid: format!("uuid-{}", p.name),
+                    kind: p.kind.word().to_string(),
+                    path: Some(p.path.clone()),
+                    active: true,
+                    autostart: true,
+                    capacity: ByteSize(1 << 50),
+                    available: ByteSize(1 << 49),
+                    volumes: h
+                        .volumes
+                        .iter()
+                        .filter(|v| v.pool == p.name)
+                        .map(|v| LiveVolume {
+                            name: v.name.clone(),
+                            path: format!("{}/{}", p.path, v.name),
+                            capacity: v.capacity.unwrap_or(ByteSize(0)),
+                            allocation: ByteSize(0),
+                            format: None,
+                            owner: None,
+                        })
+                        .collect(),
+                    owner: None,
+                    xml: render::pool(p),
+                });
+            }
+            for l in &h.links {
+                live.links.push(LiveLink {
+                    name: l.name.clone(),
+                    kind: l.kind.clone(),
+                    mtu: l.mtu.unwrap_or(1500),
+                    up: true,
+                    master: l.master.clone(),
+                    alias: Some(link_alias(&d.factory, &l.id)),
+                    sriov_vfs: None,
+                });
+            }
+            for p in &h.hugepages {
+                live.hugepages.push(LiveHugepages { numa_node: p.numa_node, size: p.size, total: p.count, free: 0 });
+            }
+            for g in &h.gpus {
+                let instances = match &g.setup {
+                    GpuSetup::Mig { instances } => instances
+                        .iter()
+                        .enumerate()
+                        .map(|(k, i)| LiveMigInstance {
+                            id: k as u32 + 1,
+                            profile_id: i.profile_id,
+                            profile: i.profile.clone(),
+                            start: i.start,
+                            size: i.size,
+                            compute_instances: vec![0],
+                        })
+                        .collect(),
+                    GpuSetup::Passthrough | GpuSetup::TimeSliced => Vec::new(),
+                };
+                let mig = matches!(g.setup, GpuSetup::Mig { .. });
+                live.gpus.push(LiveGpu {
+                    address: g.address,
+                    uuid: format!("GPU-{}", g.address),
+                    name: "NVIDIA".into(),
+                    model: Some(g.model),
+                    memory: ByteSize(0),
+                    numa_node: Some(g.numa_node),
+                    cpu_affinity: None,
+                    nvlink_peers: Vec::new(),
+                    mig: Some(MigMode { current: mig, pending: mig }),
+                    instances,
+                });
+                live.devices.push(LivePciDevice {
+                    address: g.address,
+                    nodedev: String::new(),
+                    vendor_id: 0x10de,
+                    device_id: 0,
+                    class: 0x030200,
+                    product: None,
+                    numa_node: Some(g.numa_node),
+                    iommu_group: None,
+                    driver: Some(if matches!(g.setup, GpuSetup::Passthrough) { "vfio-pci" } else { "nvidia" }.into()),
+                    netdevs: Vec::new(),
+                    sriov: None,
+                });
+            }
+            live
+        })
+        .collect()
+}
+
+fn host<'a>(live: &'a mut [LiveHost], name: &str) -> &'a mut LiveHost {
+    live.iter_mut().find(|h| h.name == name).unwrap()
+}
+
+fn domain<'a>(live: &'a mut [LiveHost], host_name: &str, vm: &str) -> &'a mut LiveDomain {
+    host(live, host_name).domains.iter_mut().find(|d| d.name == vm).unwrap()
+}
+
+fn run(d: &Desired, live: &[LiveHost]) -> Plan {
+    plan::plan(d, live, &Options::default())
+}
+
+fn only<'a>(p: &'a Plan, id_text: &str) -> &'a plan::Action {
+    let found: Vec<_> = p.actions.iter().filter(|a| a.id.to_string() == id_text).collect();
+    assert_eq!(found.len(), 1, "{}", plan::output::human(p, Default::default()));
+    found[0]
+}
+
+#[test]
+fn converged_hosts_plan_nothing() {
+    let d = desired();
+    let p = run(&d, &converged(&d));
+    assert!(!p.has_changes(), "{}", plan::output::human(&p, Default::default()));
+    assert!(!p.has_errors());
+    assert_eq!(plan::output::summary_line(&p.summary), "No changes: the hosts match the desired state.");
+}
+
+#[test]
+fn vm_stopped_out_of_band_is_a_power_change() {
+    let d = desired();
+    let mut live = converged(&d);
+    domain(&mut live, "gpu02", "globex-embed").state = PowerState::ShutOff;
+    let p = run(&d, &live);
+    let a = only(&p, "vm:gpu02/globex-embed");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::Live, "~"));
+    assert_eq!(a.changes[0].field, "power");
+    assert_eq!(a.changes[0].from.as_deref(), Some("shut off"));
+    assert!(a.reason.contains("out of band: start"), "{}", a.reason);
+    assert_eq!(p.actions.len(), 1);
+}
+
+#[test]
+fn autostart_is_applied_live() {
+    let d = desired();
+    let mut live = converged(&d);
+    domain(&mut live, "fe01", "acme-login").autostart = false;
+    let p = run(&d, &live);
+    let a = only(&p, "vm:fe01/acme-login");
+    assert_eq!((a.class, a.changes[0].field.as_str()), (Class::Live, "autostart"));
+}
+
+/// The desired state with one VM's memory doubled.
+fn more_memory(d: &Desired, vm: &str) -> Desired {
+    let mut d = d.clone();
+    for h in &mut d.hosts {
+        for v in h.vms.iter_mut().filter(|v| v.name == vm) {
+            v.memory = ByteSize(v.memory.bytes() * 2);
+            v.spec_hash = fabrik::desired::build::spec_hash(v);
+        }
+    }
+    d
+}
+
+#[test]
+fn config_change_on_a_running_vm_restarts_it_now() {
+    let d = desired();
+    let live = converged(&d);
+    let p = run(&more_memory(&d, "globex-embed"), &live);
+    let a = only(&p, "vm:gpu02/globex-embed");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::RestartNow, "!"));
+    assert!(a.changes.iter().any(|c| c.field == "memory"), "{:?}", a.changes);
+    assert!(a.diff.as_deref().unwrap().contains("<memory"));
+    assert_eq!(p.summary.vm_restarts, 1);
+    assert_eq!(plan::output::summary_line(&p.summary), "Plan: 0 to add, 1 to change, 0 to destroy; 1 VM restart");
+}
+
+#[test]
+fn config_change_on_a_stopped_vm_waits_for_its_next_start() {
+    let d = desired();
+    let live = converged(&d);
+    // `acme-dev` is declared stopped.
+    let p = run(&more_memory(&d, "acme-dev"), &live);
+    let a = only(&p, "vm:gpu02/acme-dev");
+    assert_eq!((a.class, a.symbol.as_str()), (Class::NextRestart, "~"));
+    assert_eq!(p.summary.vm_restarts, 0);
+}
+
+#[test]
+fn link_mtu_and_hugepages_are_applied_live() {
+    let d = desired();
+    let mut live = converged(&d);
+    host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "br-acme").unwrap().mtu = 1500;
+    host(&mut live, "gpu01").hugepages[0].total = 10;
+    let p = run(&d, &live);
+    let link = only(&p, "link:gpu01/br-acme");
+    assert_eq!((link.class, link.changes[0].field.as_str()), (Class::Live, "mtu"));
+    let pages = only(&p, "hugepages:gpu01/node0-1G");
+    assert_eq!((pages.class, pages.changes[0].from.as_deref()), (Class::Live, Some("10")));
+}
+
+#[test]
+fn a_link_of_another_kind_is_replaced() {
+    let d = desired();
+    let mut live = converged(&d);
+    host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap().kind =
+        fabrik::live::LinkKind::Bridge;
+    let p = run(&d, &live);
+    let a = only(&p, "link:gpu01/vx10001");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
+    assert_eq!((p.summary.add, p.summary.destroy), (1, 1));
+}
+
+/// A domain someone defined by hand: no fabrik mark.
+fn hand_made(name: &str) -> LiveDomain {
+    let xml = format!("<domain type='kvm'><name>{name}</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu></domain>");
+    LiveDomain {
+        name: name.into(),
+        uuid: "hand".into(),
+        state: PowerState::Running,
+        autostart: false,
+        vcpus: 1,
+        memory: ByteSize(64 << 20),
+        hugepages: None,
+        vcpupin: Vec::new(),
+        emulatorpin: None,
+        numa_mode: None,
+        numa_nodeset: None,
+        numa_cells: Vec::new(),
+        hostdevs: Vec::new(),
+        interfaces: Vec::new(),
+        disks: Vec::new(),
+        owner: None,
+        xml,
+    }
+}
+
+#[test]
+fn a_hand_made_domain_is_untouched_and_listed_only_on_request() {
+    let d = desired();
+    let mut live = converged(&d);
+    host(&mut live, "gpu01").domains.push(hand_made("bob-scratch"));
+    let p = run(&d, &live);
+    assert!(!p.has_changes() && !p.has_errors());
+    let n = p.notices.iter().find(|n| n.id == id("vm:gpu01/bob-scratch")).unwrap();
+    assert_eq!(n.kind, NoticeKind::Unmanaged);
+    let quiet = plan::output::human(&p, Default::default());
+    assert!(!quiet.contains("bob-scratch"), "{quiet}");
+    let shown = plan::output::human(&p, plan::output::Show { unmanaged: true, ..Default::default() });
+    assert!(shown.contains("vm:gpu01/bob-scratch") && shown.contains("unmanaged"), "{shown}");
+}
+
+#[test]
+fn a_name_clash_with_a_hand_made_domain_is_an_error() {
+    let d = desired();
+    let mut live = converged(&d);
+    *domain(&mut live, "gpu01", "acme-train") = hand_made("acme-train");
+    let p = run(&d, &live);
+    assert!(p.actions.iter().all(|a| a.id != id("vm:gpu01/acme-train")));
+    assert_eq!(p.errors.len(), 1);
+    assert_eq!(p.errors[0].code, "fabrik::plan::name-clash");
+    assert_eq!(p.errors[0].id, id("vm:gpu01/acme-train"));
+}
+
+#[test]
+fn objects_of_another_factory_are_never_touched() {
+    let d = desired();
+    let mut live = converged(&d);
+    let mut foreign = hand_made("other-vm");
+    foreign.owner = Some(fabrik::live::Ownership {
+        factory: "elsewhere".into(),
+        resource: "vm:gpu01/other-vm".into(),
+        spec_hash: "x".into(),
+    });
+    host(&mut live, "gpu01").domains.push(foreign);
+    let mut ours_renamed = domain(&mut live, "gpu01", "acme-train").clone();
+    ours_renamed.name = "acme-old".into();
+    host(&mut live, "gpu01").domains.push(ours_renamed);
+    let p = run(&d, &live);
+    assert!(p.actions.iter().all(|a| a.id != id("vm:gpu01/other-vm")));
+    assert_eq!(p.notices.iter().find(|n| n.id == id("vm:gpu01/other-vm")).unwrap().kind, NoticeKind::OtherFactory);
+    // fabrik's own domain that is no longer desired is deleted.
+    let a = only(&p, "vm:gpu01/acme-old");
+    assert_eq!((a.op, a.symbol.as_str()), (Op::Delete, "-"));
+}
+
+#[test]
+fn volumes_are_deleted_only_when_recorded_deletable() {
+    let d = desired();
+    let mut live = converged(&d);
+    let pool = host(&mut live, "gpu01").pools.iter_mut().find(|p| p.name == "scratch").unwrap();
+    for name in ["old-a", "old-b", "old-c"] {
+        pool.volumes.push(LiveVolume {
+            name: name.into(),
+            path: format!("/x/{name}"),
+            capacity: ByteSize(1 << 30),
+            allocation: ByteSize(0),
+            format: None,
+            owner: None,
+        });
+    }
+    let created = Created {
+        volumes: vec![
+            CreatedVolume { id: id("volume:gpu01/scratch/old-a"), deletable: true },
+            CreatedVolume { id: id("volume:gpu01/scratch/old-b"), deletable: false },
+        ],
+    };
+    let p = plan::plan(&d, &live, &Options { created, ..Options::default() });
+    let a = only(&p, "volume:gpu01/scratch/old-a");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Delete, Class::DestroysData, "-"));
+    let kind = |v: &str| p.notices.iter().find(|n| n.id == id(v)).map(|n| n.kind);
+    assert_eq!(kind("volume:gpu01/scratch/old-b"), Some(NoticeKind::Kept));
+    assert_eq!(kind("volume:gpu01/scratch/old-c"), Some(NoticeKind::Unmanaged));
+    assert_eq!(p.actions.len(), 1);
+    assert_eq!(p.summary.data_destroyed, 1);
+}
+
+const MIG_GPU: &str = "gpu:gpu02/0000:1b:00.0";
+
+fn mig_gpu(live: &mut [LiveHost]) -> &mut LiveGpu {
+    host(live, "gpu02").gpus.iter_mut().find(|g| g.address.to_string() == "0000:1b:00.0").unwrap()
+}
+
+fn instance(profile: &str, profile_id: u32, start: u8, size: u8) -> LiveMigInstance {
+    LiveMigInstance { id: 99, profile_id, profile: profile.into(), start, size, compute_instances: vec![0] }
+}
+
+#[test]
+fn mig_relayout_keeps_running_instances() {
+    // Live: 3g.71gb@4 (in use by globex-vllm-small) and an unused 4g.71gb@0 where the
+    // desired 2g@0, 1g@2, 1g@3 go.
+    let d = desired();
+    let mut live = converged(&d);
+    let g = mig_gpu(&mut live);
+    g.instances.retain(|i| i.start == 4);
+    g.instances.push(instance("4g.71gb", 5, 0, 4));
+    let p = run(&d, &live);
+    let old = only(&p, "mig:gpu02/0000:1b:00.0/4g.71gb@0");
+    assert_eq!((old.op, old.class), (Op::Delete, Class::Live));
+    for new in ["2g.35gb@0", "1g.18gb@2", "1g.18gb@3"] {
+        let a = only(&p, &format!("mig:gpu02/0000:1b:00.0/{new}"));
+        assert_eq!((a.op, a.class), (Op::Create, Class::Live));
+    }
+    assert!(p.actions.iter().all(|a| a.id != id("mig:gpu02/0000:1b:00.0/3g.71gb@4")));
+    assert!(p.actions.iter().all(|a| a.id != id(MIG_GPU)));
+    assert_eq!(p.summary.gpu_relayouts, 0);
+    // Deletions come before the creations that reuse their slices.
+    let pos = |s: &str| p.actions.iter().position(|a| a.id.to_string() == s).unwrap();
+    assert!(pos("mig:gpu02/0000:1b:00.0/4g.71gb@0") < pos("mig:gpu02/0000:1b:00.0/2g.35gb@0"));
+}
+
+#[test]
+fn mig_relayout_that_takes_an_instance_from_a_vm_that_stays() {
+    // Live: globex-embed runs on a 4g.71gb@0 the desired layout no longer has.
+    let d = desired();
+    let mut live = converged(&d);
+    let old = id("mig:gpu02/0000:1b:00.0/4g.71gb@0");
+    let want = id("mig:gpu02/0000:1b:00.0/2g.35gb@0");
+    let g = mig_gpu(&mut live);
+    g.instances.retain(|i| i.start == 4);
+    g.instances.push(instance("4g.71gb", 5, 0, 4));
+    let embed = domain(&mut live, "gpu02", "globex-embed");
+    embed.xml = embed.xml.replace(&render::domain::mdev_uuid(&want), &render::domain::mdev_uuid(&old));
+    let p = run(&d, &live);
+    let a = only(&p, &old.to_string());
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Delete, Class::GpuRelayout, "-"));
+    assert!(a.reason.contains("globex-embed"), "{}", a.reason);
+    assert_eq!(p.summary.gpu_relayouts, 1);
+    // The VM's own definition changes to the new instance: a restart.
+    assert_eq!(only(&p, "vm:gpu02/globex-embed").class, Class::RestartNow);
+}
+
+#[test]
+fn switching_mig_mode_resets_the_gpu_under_its_vms() {
+    let d = desired();
+    let mut live = converged(&d);
+    let g = mig_gpu(&mut live);
+    g.mig = Some(MigMode { current: false, pending: false });
+    let instances = std::mem::take(&mut g.instances);
+    let p = run(&d, &live);
+    let a = only(&p, MIG_GPU);
+    assert_eq!((a.class, a.symbol.as_str()), (Class::GpuRelayout, "!"));
+    assert_eq!(p.actions.iter().filter(|a| a.op == Op::Create).count(), instances.len());
+}
+
+#[test]
+fn a_saved_plan_goes_stale_when_a_live_object_changes() {
+    let d = desired();
+    let mut live = converged(&d);
+    host(&mut live, "gpu01").domains.retain(|x| x.name != "acme-train");
+    let p = run(&d, &live);
+    assert!(!plan::file::stale(&p, &d, &live).is_stale());
+    assert_eq!(p.fingerprints["vm:gpu01/acme-train"], plan::file::ABSENT);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    plan::file::save(&p, &path).unwrap();
+    let saved = plan::file::load(&path).unwrap();
+    assert_eq!(saved, p);
+
+    let mut changed = live.clone();
+    domain(&mut changed, "gpu02", "globex-embed").state = PowerState::ShutOff;
+    let s = plan::file::stale(&saved, &d, &changed);
+    assert_eq!(s.reasons, ["`vm:gpu02/globex-embed` changed since the plan was made"]);
+
+    let mut appeared = live.clone();
+    host(&mut appeared, "gpu01").domains.push(hand_made("acme-train"));
+    let s = plan::file::stale(&saved, &d, &appeared);
+    assert_eq!(s.reasons, ["`vm:gpu01/acme-train` now exists; the plan expected it absent"]);
+
+    let s = plan::file::stale(&saved, &more_memory(&d, "acme-train"), &live);
+    assert_eq!(s.reasons, ["the factory's files changed since the plan was made"]);
+}
+
+#[test]
+fn targets_bring_what_they_need_and_excludes_take_their_dependents() {
+    let d = desired();
+    // Hardware in place, nothing else made yet.
+    let mut live = converged(&d);
+    for h in &mut live {
+        h.domains.clear();
+        h.networks.clear();
+        h.links.clear();
+        h.pools.clear();
+    }
+    mig_gpu(&mut live).instances.clear();
+    let all = run(&d, &live);
+    let target = plan::plan(&d, &live, &Options { targets: vec![id("vm:gpu02/globex-embed")], ..Options::default() });
+    let ids: Vec<String> = target.actions.iter().map(|a| a.id.to_string()).collect();
+    assert!(ids.contains(&"vm:gpu02/globex-embed".to_string()));
+    assert!(ids.contains(&"mig:gpu02/0000:1b:00.0/2g.35gb@0".to_string()));
+    assert!(ids.contains(&"net:gpu02/globex-net".to_string()));
+    assert!(!ids.iter().any(|i| i.starts_with("vm:") && i != "vm:gpu02/globex-embed"), "{ids:?}");
+    assert!(target.actions.len() < all.actions.len());
+
+    let excluded = plan::plan(&d, &live, &Options { excludes: vec![id("link:gpu02/br-globex")], ..Options::default() });
+    let ids: Vec<String> = excluded.actions.iter().map(|a| a.id.to_string()).collect();
+    for gone in ["link:gpu02/br-globex", "link:gpu02/vx10002", "net:gpu02/globex-net", "vm:gpu02/globex-embed"] {
+        assert!(!ids.contains(&gone.to_string()), "{gone}");
+    }
+    assert!(ids.contains(&"vm:gpu02/initech-viz-0".to_string()));
+}
+
+#[test]
+fn replace_forces_a_replacement() {
+    let d = desired();
+    let live = converged(&d);
+    let p = plan::plan(&d, &live, &Options { replace: vec![id("vm:gpu01/acme-train")], ..Options::default() });
+    let a = only(&p, "vm:gpu01/acme-train");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
+}
+
+#[test]
+fn an_unreadable_host_is_an_error_not_a_plan_to_create_everything() {
+    let d = desired();
+    let mut live = converged(&d);
+    let h = host(&mut live, "fe01");
+    h.domains.clear();
+    h.errors.push(fabrik::live::ConcernError {
+        concern: "libvirt".into(),
+        error: fabrik::driver::DriverError::new(fabrik::driver::ErrorKind::Unreachable, "connection refused"),
+    });
+    let p = run(&d, &live);
+    assert!(p.actions.iter().all(|a| a.id.host != "fe01"));
+    assert_eq!(p.errors[0].code, "fabrik::plan::unreadable-host");
+}
