@@ -1,17 +1,15 @@
 //! `fabrik inventory`: read every host of a factory, show it, and report drift.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::{Format, exit};
 use crate::diag::render;
-use crate::driver::agent::{AgentClient, Shared};
-use crate::driver::{DriverError, ErrorKind};
+use crate::driver::ErrorKind;
 use crate::inventory::{Inventory, render as show};
-use crate::live::observe::{HostDrivers, observe_all};
-use crate::spec::model::Host;
+use crate::live::observe::observe_all;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,7 +38,11 @@ pub fn run(args: &Args) -> u8 {
     }
     let spec = loaded.spec;
     let state = crate::sim::state_dir(&args.path, args.state_dir.as_deref());
-    let live = observe_all(&spec.hosts, |h| h.name.value.clone(), |h| open(h, args.sim, &state));
+    let live = observe_all(
+        &spec.hosts,
+        |h| h.name.value.clone(),
+        |h| crate::driver::connect::open(h, args.sim.then_some(state.as_path())),
+    );
     let inv = Inventory::new(&spec, live, args.sim);
     let incomplete = |h: &crate::inventory::HostReport| {
         let declares_gpus = spec.host(&h.name).is_some_and(|d| !d.gpus.is_empty());
@@ -95,33 +97,4 @@ struct JsonHost<'a> {
     #[serde(flatten)]
     host: &'a crate::inventory::HostReport,
     drift: Vec<render::JsonDiagnostic>,
-}
-
-/// Opens a host's drivers: its twin, or libvirt at its URI and its agent.
-fn open(host: &Host, sim: bool, state: &Path) -> HostDrivers {
-    if sim {
-        return crate::sim::drivers(state, host);
-    }
-    let (gpus, links) = match &host.agent {
-        Some(command) => match AgentClient::spawn(&command.value) {
-            Ok(client) => {
-                let (g, l) = Shared::split(client);
-                (Ok(g), Ok(l))
-            }
-            Err(e) => (Err(e.clone()), Err(e)),
-        },
-        None => {
-            let e = DriverError::new(
-                ErrorKind::Unreachable,
-                format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
-            );
-            (Err(e.clone()), Err(e))
-        }
-    };
-    HostDrivers { virt: connect_virt(&host.uri.value), gpus, links }
-}
-
-/// libvirt at a host's URI.
-fn connect_virt(uri: &str) -> Result<Box<dyn crate::driver::Virt>, DriverError> {
-    Ok(Box::new(crate::driver::libvirt::LibvirtDriver::connect(uri)?))
 }

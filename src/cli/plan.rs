@@ -2,19 +2,16 @@
 //! and print what apply would change. Exit 0: no changes; 2: changes; 1: an error.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::ValueEnum;
 
 use super::exit;
 use crate::desired::ResourceId;
 use crate::diag::render;
-use crate::driver::agent::{AgentClient, Shared};
-use crate::driver::{DriverError, ErrorKind};
-use crate::live::observe::{HostDrivers, observe_all};
+use crate::live::observe::observe_all;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Options};
-use crate::spec::model::Host;
 
 /// `fabrik plan` found changes (like `terraform plan -detailed-exitcode`).
 pub const EXIT_CHANGES: u8 = 2;
@@ -92,7 +89,11 @@ pub fn run(args: &Args) -> u8 {
             .collect()
     };
     let state = crate::sim::state_dir(&args.path, args.state_dir.as_deref());
-    let created_path = if args.sim { state.join("created.json") } else { fabrik_dir(&args.path).join("created.json") };
+    let created_path = if args.sim {
+        state.join("created.json")
+    } else {
+        crate::spec::load::fabrik_dir(&args.path).join("created.json")
+    };
     let options = match (|| -> Result<Options, String> {
         Ok(Options {
             targets: ids(&args.target, "target")?,
@@ -108,7 +109,11 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let spec = &v.spec;
-    let live = observe_all(&spec.hosts, |h| h.name.value.clone(), |h| open(h, args.sim, &state));
+    let live = observe_all(
+        &spec.hosts,
+        |h| h.name.value.clone(),
+        |h| crate::driver::connect::open(h, args.sim.then_some(state.as_path())),
+    );
     let plan = plan::plan(&desired, &live, &options);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {
@@ -141,37 +146,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
-}
-
-/// `.fabrik` beside the factory: where fabrik keeps its records of real hosts.
-fn fabrik_dir(factory: &Path) -> PathBuf {
-    let base = if factory.is_dir() { factory } else { factory.parent().unwrap_or(Path::new(".")) };
-    base.join(".fabrik")
-}
-
-/// Opens a host's drivers: its twin, or libvirt at its URI and its agent.
-// TODO(lead): the same as `inventory`'s; one shared opener belongs in `cli/mod.rs`.
-fn open(host: &Host, sim: bool, state: &Path) -> HostDrivers {
-    if sim {
-        return crate::sim::drivers(state, host);
-    }
-    let (gpus, links) = match &host.agent {
-        Some(command) => match AgentClient::spawn(&command.value) {
-            Ok(client) => {
-                let (g, l) = Shared::split(client);
-                (Ok(g), Ok(l))
-            }
-            Err(e) => (Err(e.clone()), Err(e)),
-        },
-        None => {
-            let e = DriverError::new(
-                ErrorKind::Unreachable,
-                format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
-            );
-            (Err(e.clone()), Err(e))
-        }
-    };
-    let virt = crate::driver::libvirt::LibvirtDriver::connect(&host.uri.value)
-        .map(|d| Box::new(d) as Box<dyn crate::driver::Virt>);
-    HostDrivers { virt, gpus, links }
 }

@@ -13,6 +13,7 @@
 //! `Links` by forwarding each call.
 
 pub mod agent;
+pub mod connect;
 pub mod libvirt;
 pub mod netlink;
 pub mod nvml;

@@ -18,8 +18,7 @@ pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
     if let Some(dir) = explicit {
         return dir.to_path_buf();
     }
-    let base = if factory.is_dir() { factory } else { factory.parent().unwrap_or(Path::new(".")) };
-    base.join(".fabrik").join("sim")
+    crate::spec::load::fabrik_dir(factory).join("sim")
 }
 
 /// The state folder of one host's twin.

@@ -176,6 +176,13 @@ pub fn parse_file(id: FileId, path: PathBuf, syntax: Syntax, bytes: Vec<u8>) -> 
     (file, spec, d.diags)
 }
 
+/// `.fabrik` beside a factory (a directory, or a file's directory): where fabrik keeps
+/// its records and the simulated twins' state.
+pub fn fabrik_dir(factory: &Path) -> PathBuf {
+    let base = if factory.is_dir() { factory } else { factory.parent().unwrap_or(Path::new(".")) };
+    base.join(".fabrik")
+}
+
 fn discover(path: &Path) -> Result<Vec<(PathBuf, Syntax)>, Diagnostic> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Diagnostic::error("fabrik::load::io", format!("cannot read `{}`: {e}", path.display()))

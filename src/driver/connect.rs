@@ -1,0 +1,41 @@
+//! Opening a declared host's drivers: its simulated twin, or libvirt at its URI and its
+//! agent for GPUs and links.
+
+use std::path::Path;
+
+use super::agent::{AgentClient, Shared};
+use super::libvirt::LibvirtDriver;
+use super::{DriverError, ErrorKind, Virt};
+use crate::live::observe::HostDrivers;
+use crate::spec::model::Host;
+
+/// A host's drivers; with `twins`, its simulated twin kept in that state folder.
+pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
+    match twins {
+        Some(state) => crate::sim::drivers(state, host),
+        None => open_real(host),
+    }
+}
+
+/// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
+/// connection for both.
+pub fn open_real(host: &Host) -> HostDrivers {
+    let (gpus, links) = match &host.agent {
+        Some(command) => match AgentClient::spawn(&command.value) {
+            Ok(client) => {
+                let (g, l) = Shared::split(client);
+                (Ok(g), Ok(l))
+            }
+            Err(e) => (Err(e.clone()), Err(e)),
+        },
+        None => {
+            let e = DriverError::new(
+                ErrorKind::Unreachable,
+                format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
+            );
+            (Err(e.clone()), Err(e))
+        }
+    };
+    let virt = LibvirtDriver::connect(&host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>);
+    HostDrivers { virt, gpus, links }
+}
