@@ -4,16 +4,11 @@
 
 use std::path::Path;
 
-use fabrik::desired::{Desired, GpuSetup, ResourceId};
-use fabrik::driver::libvirt::owner;
-use fabrik::live::{
-    LiveDomain, LiveGpu, LiveHost, LiveHugepages, LiveLink, LiveMigInstance, LiveNetwork, LivePciDevice, LivePool,
-    LiveVolume, MigMode, PowerState,
-};
-use fabrik::plan::ownership::{CreatedVolume, link_alias};
-use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan};
+use fabrik::desired::{Desired, ResourceId};
+use fabrik::live::{LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
+use fabrik::plan::ownership::CreatedVolume;
+use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan, converged};
 use fabrik::render;
-use fabrik::spec::model::Power;
 use fabrik::spec::types::ByteSize;
 
 fn desired() -> Desired {
@@ -25,136 +20,6 @@ fn desired() -> Desired {
 
 fn id(text: &str) -> ResourceId {
     ResourceId::parse(text).unwrap()
-}
-
-/// Live hosts that already run exactly the desired state.
-fn converged(d: &Desired) -> Vec<LiveHost> {
-    d.hosts
-        .iter()
-        .map(|h| {
-            let mut live = LiveHost { name: h.name.clone(), ..LiveHost::default() };
-            for vm in &h.vms {
-                let xml = render::domain(&d.factory, h, vm);
-                live.domains.push(LiveDomain {
-                    name: vm.name.clone(),
-                    uuid: format!("uuid-{}", vm.name),
-                    state: if vm.power == Power::Running { PowerState::Running } else { PowerState::ShutOff },
-                    autostart: vm.autostart,
-                    vcpus: vm.vcpus,
-                    memory: vm.memory,
-                    hugepages: vm.hugepages,
-                    vcpupin: Vec::new(),
-                    emulatorpin: None,
-                    numa_mode: None,
-                    numa_nodeset: None,
-                    numa_cells: Vec::new(),
-                    hostdevs: vm.gpus.clone(),
-                    interfaces: Vec::new(),
-                    disks: Vec::new(),
-                    owner: owner::parse_xml(&xml),
-                    xml,
-                });
-            }
-            for n in &h.networks {
-                let xml = render::network(&d.factory, n);
-                live.networks.push(LiveNetwork {
-                    name: n.name.clone(),
-                    uuid: format!("uuid-{}", n.name),
-                    active: true,
-                    autostart: true,
-                    bridge: n.bridge.clone(),
-                    forward: None,
-                    owner: owner::parse_xml(&xml),
-                    xml,
-                });
-            }
-            for p in &h.pools {
-                live.pools.push(LivePool {
-                    name: p.name.clone(),
-                    uuid: format!("uuid-{}", p.name),
-                    kind: p.kind.word().to_string(),
-                    path: Some(p.path.clone()),
-                    active: true,
-                    autostart: true,
-                    capacity: ByteSize(1 << 50),
-                    available: ByteSize(1 << 49),
-                    volumes: h
-                        .volumes
-                        .iter()
-                        .filter(|v| v.pool == p.name)
-                        .map(|v| LiveVolume {
-                            name: v.name.clone(),
-                            path: format!("{}/{}", p.path, v.name),
-                            capacity: v.capacity.unwrap_or(ByteSize(0)),
-                            allocation: ByteSize(0),
-                            format: None,
-                            owner: None,
-                        })
-                        .collect(),
-                    owner: None,
-                    xml: render::pool(p),
-                });
-            }
-            for l in &h.links {
-                live.links.push(LiveLink {
-                    name: l.name.clone(),
-                    kind: l.kind.clone(),
-                    mtu: l.mtu.unwrap_or(1500),
-                    up: true,
-                    master: l.master.clone(),
-                    alias: Some(link_alias(&d.factory, &l.id)),
-                    sriov_vfs: None,
-                });
-            }
-            for p in &h.hugepages {
-                live.hugepages.push(LiveHugepages { numa_node: p.numa_node, size: p.size, total: p.count, free: 0 });
-            }
-            for g in &h.gpus {
-                let instances = match &g.setup {
-                    GpuSetup::Mig { instances } => instances
-                        .iter()
-                        .enumerate()
-                        .map(|(k, i)| LiveMigInstance {
-                            id: k as u32 + 1,
-                            profile_id: i.profile_id,
-                            profile: i.profile.clone(),
-                            start: i.start,
-                            size: i.size,
-                            compute_instances: vec![0],
-                        })
-                        .collect(),
-                    GpuSetup::Passthrough | GpuSetup::TimeSliced => Vec::new(),
-                };
-                let mig = matches!(g.setup, GpuSetup::Mig { .. });
-                live.gpus.push(LiveGpu {
-                    address: g.address,
-                    uuid: format!("GPU-{}", g.address),
-                    name: "NVIDIA".into(),
-                    model: Some(g.model),
-                    memory: ByteSize(0),
-                    numa_node: Some(g.numa_node),
-                    cpu_affinity: None,
-                    nvlink_peers: Vec::new(),
-                    mig: Some(MigMode { current: mig, pending: mig }),
-                    instances,
-                });
-                live.devices.push(LivePciDevice {
-                    address: g.address,
-                    nodedev: String::new(),
-                    vendor_id: 0x10de,
-                    device_id: 0,
-                    class: 0x030200,
-                    product: None,
-                    numa_node: Some(g.numa_node),
-                    iommu_group: None,
-                    driver: Some(if matches!(g.setup, GpuSetup::Passthrough) { "vfio-pci" } else { "nvidia" }.into()),
-                    netdevs: Vec::new(),
-                    sriov: None,
-                });
-            }
-            live
-        })
-        .collect()
 }
 
 fn host<'a>(live: &'a mut [LiveHost], name: &str) -> &'a mut LiveHost {

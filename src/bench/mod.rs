@@ -10,9 +10,11 @@
 //!   resetting it through `/proc/self/clear_refs` (Linux 4.0 or later).
 //!
 //! Timings are the median and minimum of several runs. This module measures; the
-//! command line prints.
+//! command line prints. [`inventory`] and [`plan`] are the other modes: observing
+//! simulated twins, and planning against a converged live state.
 
 pub mod inventory;
+pub mod plan;
 pub mod synth;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,10 @@ pub enum Error {
     TooManyVms { vms: usize, hosts: usize, max: usize },
     #[error("the generated factory is invalid ({errors} errors; first: {first})")]
     Invalid { errors: usize, first: String },
+    #[error(
+        "the plan where {scenario} has {actions} actions and {errors} errors, not {expected} VM updates (first: {first})"
+    )]
+    UnexpectedPlan { scenario: String, expected: usize, actions: usize, errors: usize, first: String },
     #[error("serde_yaml cannot read `{}`", path.display())]
     Baseline {
         path: PathBuf,

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use super::exit;
+use crate::bench::plan::PlanReport;
 use crate::bench::{self, PeakMemory, Report};
 use crate::spec::source;
 
@@ -24,8 +25,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
     /// Time `fabrik inventory` of `--hosts` simulated twins instead of validation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "plan")]
     pub inventory: bool,
+    /// Time the plan against a converged live state made in memory, where nothing
+    /// changed and where 1% of the VMs changed, instead of validation.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -46,29 +51,57 @@ pub fn run(args: &Args) -> u8 {
     if args.inventory {
         return run_inventory(args);
     }
+    if args.plan {
+        return run_plan(args);
+    }
     let opts = bench::Options {
         size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
-        syntax: match args.syntax {
-            Syntax::Yaml => source::Syntax::Yaml,
-            Syntax::Kdl => source::Syntax::Kdl,
-        },
+        syntax: syntax(args),
         runs: args.runs as usize,
     };
     let report = match bench::run(&opts, &mut |line| eprintln!("{line}")) {
         Ok(r) => r,
-        Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                msg.push_str(&format!("\n  caused by: {c}"));
-                cause = c.source();
-            }
-            eprintln!("{msg}");
-            return exit::INVALID;
-        }
+        Err(e) => return fail(&e),
     };
     let out = match args.format {
         Format::Human => human(&report),
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    exit::OK
+}
+
+fn syntax(args: &Args) -> source::Syntax {
+    match args.syntax {
+        Syntax::Yaml => source::Syntax::Yaml,
+        Syntax::Kdl => source::Syntax::Kdl,
+    }
+}
+
+/// Prints the error and its causes once, and returns the exit status.
+fn fail(e: &bench::Error) -> u8 {
+    let mut msg = format!("error: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        msg.push_str(&format!("\n  caused by: {c}"));
+        cause = c.source();
+    }
+    eprintln!("{msg}");
+    exit::INVALID
+}
+
+fn run_plan(args: &Args) -> u8 {
+    let opts = bench::plan::Options {
+        size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
+        syntax: syntax(args),
+        runs: args.runs as usize,
+    };
+    let report = match bench::plan::run(&opts, &mut |line| eprintln!("{line}")) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let out = match args.format {
+        Format::Human => human_plan(&report),
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
@@ -165,20 +198,7 @@ pub fn human(r: &Report) -> String {
             rows.push(["peak memory".into(), "n/a".into(), "".into(), memory_target, verdict("peak memory").into()]);
         }
     }
-    let width = |c: usize| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0);
-    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
-    for [what, median, min, target, verdict] in &rows {
-        let pad = |s: &str, w: usize| " ".repeat(w.saturating_sub(s.chars().count()));
-        let line = format!(
-            "  {what}{}   {}{median}   {}{min}   {target}{}   {verdict}",
-            pad(what, w0),
-            pad(median, w1),
-            pad(min, w2),
-            pad(target, w3)
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&table(&rows));
     if let PeakMemory::Unavailable { reason } = &r.peak_memory {
         out.push_str(&format!("  peak memory not measured: {reason}\n"));
     }
@@ -193,6 +213,90 @@ pub fn human(r: &Report) -> String {
         ms(p.decode),
         ms(p.check)
     ));
+    out
+}
+
+/// Rows of five columns (what, median, min, target, verdict), lined up.
+fn table(rows: &[[String; 5]]) -> String {
+    let width = |c: usize| rows.iter().map(|row| row[c].chars().count()).max().unwrap_or(0);
+    let (w0, w1, w2, w3) = (width(0), width(1), width(2), width(3));
+    let mut out = String::new();
+    for [what, median, min, target, verdict] in rows {
+        let pad = |s: &str, w: usize| " ".repeat(w.saturating_sub(s.chars().count()));
+        let line = format!(
+            "  {what}{}   {}{median}   {}{min}   {target}{}   {verdict}",
+            pad(what, w0),
+            pad(median, w1),
+            pad(min, w2),
+            pad(target, w3)
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The plan figures as a table like [`human`]'s, each plan against its target.
+pub fn human_plan(r: &PlanReport) -> String {
+    let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let mib = |m: &PeakMemory| match m {
+        PeakMemory::Measured { peak_bytes, .. } => format!("{:.1} MiB", *peak_bytes as f64 / bench::MIB),
+        PeakMemory::Unavailable { .. } => "n/a".into(),
+    };
+    let verdict = |name: &str| match r.targets.iter().find(|t| t.name == name).and_then(|t| t.met) {
+        Some(true) => "ok",
+        Some(false) => "MISSED",
+        None => "not measured",
+    };
+    let target = format!("< {} s", bench::plan::PLAN_TIME_TARGET.as_secs_f64());
+    let mut rows: Vec<[String; 5]> = vec![
+        ["".into(), "median".into(), "min".into(), "target".into(), "".into()],
+        ["load + validate".into(), ms(r.load_validate.median), ms(r.load_validate.min), "".into(), "".into()],
+    ];
+    let mut changes = Vec::new();
+    for (name, s) in [("plan, nothing changed", &r.unchanged), ("plan, 1% changed", &r.one_percent)] {
+        rows.push([name.into(), ms(s.total.median), ms(s.total.min), target.clone(), verdict(name).into()]);
+        rows.push(["  build desired".into(), ms(s.build.median), ms(s.build.min), "".into(), "".into()]);
+        rows.push(["  diff + ordering".into(), ms(s.plan.median), ms(s.plan.min), "".into(), "".into()]);
+        rows.push(["  peak memory (VmHWM)".into(), mib(&s.peak_memory), "".into(), "".into(), "".into()]);
+        if let PeakMemory::Measured { resident_before_bytes, .. } = s.peak_memory {
+            rows.push([
+                "    of which before the run".into(),
+                format!("{:.1} MiB", resident_before_bytes as f64 / bench::MIB),
+                "".into(),
+                "".into(),
+                "".into(),
+            ]);
+        }
+        changes.push(format!(
+            "{}: {} VMs changed, {} change{}, {} VM restart{}",
+            name.trim_start_matches("plan, "),
+            s.vms_changed,
+            s.changes,
+            if s.changes == 1 { "" } else { "s" },
+            s.vm_restarts,
+            if s.vm_restarts == 1 { "" } else { "s" },
+        ));
+    }
+    let mut out = format!(
+        "fabrik bench --plan: {} hosts, {} VMs, {} files; {} run{}\n\n",
+        r.hosts,
+        r.vms,
+        r.syntax.to_uppercase(),
+        r.runs,
+        if r.runs == 1 { "" } else { "s" },
+    );
+    out.push_str(&table(&rows));
+    out.push('\n');
+    for line in changes {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for (name, s) in [("nothing changed", &r.unchanged), ("1% changed", &r.one_percent)] {
+        if let PeakMemory::Unavailable { reason } = &s.peak_memory {
+            out.push_str(&format!("peak memory ({name}) not measured: {reason}\n"));
+        }
+    }
     out
 }
 
@@ -264,5 +368,56 @@ read 4.0 ms, parse 1700.0 ms, decode 40.0 ms, check 13.0 ms
         );
         assert!(out.contains("peak memory not measured: no /proc here"), "{out}");
         assert!(!out.contains("MiB   ok"), "{out}");
+    }
+
+    #[test]
+    fn plan_table_shows_both_plans_against_the_target() {
+        use crate::bench::plan::Scenario;
+        let ms = Duration::from_millis;
+        let scenario = |vms_changed, total, peak| Scenario {
+            vms_changed,
+            changes: vms_changed,
+            vm_restarts: vms_changed,
+            total: Timing { median: ms(total), min: ms(total - 50) },
+            build: Timing { median: ms(120), min: ms(110) },
+            plan: Timing { median: ms(total - 120), min: ms(total - 170) },
+            peak_memory: peak,
+        };
+        let target =
+            |name, value: f64| Target { name, unit: "s", limit: 3.0, value: Some(value), met: Some(value <= 3.0) };
+        let r = PlanReport {
+            hosts: 1000,
+            vms: 10000,
+            syntax: "yaml",
+            runs: 5,
+            load_validate: Timing { median: ms(110), min: ms(100) },
+            unchanged: scenario(
+                0,
+                950,
+                PeakMemory::Measured { peak_bytes: 219 << 20, resident_before_bytes: 140 << 20 },
+            ),
+            one_percent: scenario(100, 3100, PeakMemory::Unavailable { reason: "no /proc here".into() }),
+            targets: vec![target("plan, nothing changed", 0.95), target("plan, 1% changed", 3.1)],
+        };
+        let expected = "\
+fabrik bench --plan: 1000 hosts, 10000 VMs, YAML files; 5 runs
+
+                                   median         min   target
+  load + validate                110.0 ms    100.0 ms
+  plan, nothing changed          950.0 ms    900.0 ms   < 3 s    ok
+    build desired                120.0 ms    110.0 ms
+    diff + ordering              830.0 ms    780.0 ms
+    peak memory (VmHWM)         219.0 MiB
+      of which before the run   140.0 MiB
+  plan, 1% changed              3100.0 ms   3050.0 ms   < 3 s    MISSED
+    build desired                120.0 ms    110.0 ms
+    diff + ordering             2980.0 ms   2930.0 ms
+    peak memory (VmHWM)               n/a
+
+nothing changed: 0 VMs changed, 0 changes, 0 VM restarts
+1% changed: 100 VMs changed, 100 changes, 100 VM restarts
+peak memory (1% changed) not measured: no /proc here
+";
+        assert_eq!(human_plan(&r), expected);
     }
 }

@@ -23,46 +23,41 @@ use crate::live::LiveHost;
 pub const ABSENT: &str = "absent";
 
 fn hash(value: &impl Serialize) -> String {
-    format!("fnv1a64:{:016x}", fnv1a(&serde_json::to_vec(value).unwrap_or_default()))
+    // The JSON is hashed as it is written, never held: the same bytes, so the same hash
+    // as hashing `serde_json::to_vec` (and the hash of nothing should writing fail).
+    let mut h = Fnv1a(FNV1A_OFFSET);
+    let sum = match serde_json::to_writer(&mut h, value) {
+        Ok(()) => h.0,
+        Err(_) => fnv1a(&[]),
+    };
+    format!("fnv1a64:{sum:016x}")
+}
+
+/// [`fnv1a`]'s starting value.
+const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV1A_PRIME: u64 = 0x0100_0000_01b3;
+
+/// [`fnv1a`], a piece at a time.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV1A_PRIME));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Every live object read, and `absent` for each desired resource not among them.
 pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for h in live {
-        let key = |kind: ResourceKind, name: &str| ResourceId::new(kind, &h.name, name).to_string();
-        out.insert(key(ResourceKind::Host, &h.name), hash(&(&h.info, &h.errors)));
-        for d in &h.domains {
-            out.insert(key(ResourceKind::Vm, &d.name), hash(d));
-        }
-        for n in &h.networks {
-            out.insert(key(ResourceKind::Network, &n.name), hash(n));
-        }
-        for p in &h.pools {
-            // The pool's own fields; its volumes are fingerprinted each on its own.
-            let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, &p.xml);
-            out.insert(key(ResourceKind::Pool, &p.name), hash(&fields));
-            for v in &p.volumes {
-                out.insert(key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(v));
-            }
-        }
-        for l in &h.links {
-            out.insert(key(ResourceKind::Link, &l.name), hash(l));
-        }
-        for p in &h.hugepages {
-            let id = crate::desired::build::hugepages_id(&h.name, p.numa_node, p.size);
-            // Free pages move with every VM start; only the pool's size is planned from.
-            out.insert(id.to_string(), hash(&(p.numa_node, p.size, p.total)));
-        }
-        for g in &h.gpus {
-            out.insert(key(ResourceKind::Gpu, &g.address.to_string()), hash(g));
-            for i in &g.instances {
-                out.insert(mig_id(&h.name, &g.address, &i.profile, i.start).to_string(), hash(i));
-            }
-        }
-        for d in &h.devices {
-            out.insert(format!("device:{}/{}", h.name, d.address), hash(d));
-        }
+    // Hosts are fingerprinted side by side, and joined in order: a later host of the
+    // same name overwrites, as one loop over them would.
+    for host in super::on_threads(live, live_host) {
+        out.extend(host);
     }
     for h in &desired.hosts {
         let mut ids: Vec<&ResourceId> = Vec::new();
@@ -81,6 +76,45 @@ pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, St
         for id in ids {
             out.entry(id.to_string()).or_insert_with(|| ABSENT.to_string());
         }
+    }
+    out
+}
+
+/// The fingerprints of one host's objects, in the order they are read.
+fn live_host(h: &LiveHost) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let key = |kind: ResourceKind, name: &str| ResourceId::new(kind, &h.name, name).to_string();
+    out.push((key(ResourceKind::Host, &h.name), hash(&(&h.info, &h.errors))));
+    for d in &h.domains {
+        out.push((key(ResourceKind::Vm, &d.name), hash(d)));
+    }
+    for n in &h.networks {
+        out.push((key(ResourceKind::Network, &n.name), hash(n)));
+    }
+    for p in &h.pools {
+        // The pool's own fields; its volumes are fingerprinted each on its own.
+        let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, &p.xml);
+        out.push((key(ResourceKind::Pool, &p.name), hash(&fields)));
+        for v in &p.volumes {
+            out.push((key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(v)));
+        }
+    }
+    for l in &h.links {
+        out.push((key(ResourceKind::Link, &l.name), hash(l)));
+    }
+    for p in &h.hugepages {
+        let id = crate::desired::build::hugepages_id(&h.name, p.numa_node, p.size);
+        // Free pages move with every VM start; only the pool's size is planned from.
+        out.push((id.to_string(), hash(&(p.numa_node, p.size, p.total))));
+    }
+    for g in &h.gpus {
+        out.push((key(ResourceKind::Gpu, &g.address.to_string()), hash(g)));
+        for i in &g.instances {
+            out.push((mig_id(&h.name, &g.address, &i.profile, i.start).to_string(), hash(i)));
+        }
+    }
+    for d in &h.devices {
+        out.push((format!("device:{}/{}", h.name, d.address), hash(d)));
     }
     out
 }
@@ -157,4 +191,17 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
         return Err(PlanFileError::Format { path: p, found: plan.format });
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashing_as_written_is_hashing_the_whole_json() {
+        let value = (("vm", 3u32, Some(true)), vec!["a\"b", "ü"], BTreeMap::from([("k", 1.5f64)]));
+        let whole = format!("fnv1a64:{:016x}", fnv1a(&serde_json::to_vec(&value).unwrap()));
+        assert_eq!(hash(&value), whole);
+        assert_eq!(fnv1a(&[]), FNV1A_OFFSET);
+    }
 }

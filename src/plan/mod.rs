@@ -6,19 +6,22 @@
 //! it, and a fingerprint of every live object it read so a saved plan can tell when it
 //! has gone stale ([`file`]). [`diff`] compares one kind of resource at a time;
 //! [`ownership`] decides what fabrik may touch; [`output`] renders a plan for people
-//! (human, markdown) and programs (JSON).
+//! (human, markdown) and programs (JSON); [`converged`] makes, for tests and
+//! benchmarks, the live state of hosts that already match.
 
 pub mod class;
+pub mod converged;
 pub mod diff;
 pub mod file;
 pub mod output;
 pub mod ownership;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 pub use class::{Class, Op};
+pub use converged::converged;
 pub use ownership::Created;
 
 use crate::desired::{Desired, ResourceId, ResourceKind};
@@ -187,9 +190,16 @@ impl Plan {
 /// Compares the desired state with the live hosts.
 pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
     let graph = Graph::of(desired);
-    let mut out = diff::Out::default();
-    for host in &desired.hosts {
-        match live.iter().find(|l| l.name == host.name) {
+    // The first live host of each name, as a search from the front would find it.
+    let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
+    for l in live {
+        by_name.entry(l.name.as_str()).or_insert(l);
+    }
+    // Each host's diff depends on no other host: they are made side by side and joined
+    // in host order, so the result is the one a single thread would give.
+    let per_host = on_threads(&desired.hosts, |host| {
+        let mut out = diff::Out::default();
+        match by_name.get(host.name.as_str()) {
             Some(l) => diff::host(&desired.factory, host, l, &options.created, &mut out),
             None => out.errors.push(PlanError {
                 code: "fabrik::plan::unreadable-host".into(),
@@ -198,6 +208,15 @@ pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
                 help: "check that the host is reachable, then plan again".into(),
             }),
         }
+        out
+    });
+    let mut out = diff::Out::default();
+    for host_out in per_host {
+        let diff::Out { actions, errors, notices, present } = host_out;
+        out.actions.extend(actions);
+        out.errors.extend(errors);
+        out.notices.extend(notices);
+        out.present.extend(present);
     }
     for action in &mut out.actions {
         if options.replace.contains(&action.id) && action.op == Op::Update {
@@ -310,4 +329,50 @@ fn summarize(actions: &[Action]) -> Summary {
 pub fn desired_hash(desired: &Desired) -> String {
     let json = serde_json::to_vec(desired).unwrap_or_default();
     format!("fnv1a64:{:016x}", crate::desired::build::fnv1a(&json))
+}
+
+/// Planning a factory this small is not worth a thread.
+const THREADS_MIN_ITEMS: usize = 16;
+
+/// `f` of every item, on as many threads as there are cores, in the order of `items`.
+/// Runs on the calling thread alone for a few items, or when no thread can be started.
+fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    if threads <= 1 || items.len() < THREADS_MIN_ITEMS {
+        return items.iter().map(f).collect();
+    }
+    let f = &f;
+    let run = move |chunk: &[T]| chunk.iter().map(f).collect::<Vec<R>>();
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let rest: Vec<_> = items[chunk..]
+            .chunks(chunk)
+            .map(|c| std::thread::Builder::new().spawn_scoped(s, move || run(c)).map_err(|_| c))
+            .collect();
+        let mut out = run(&items[..chunk]);
+        for part in rest {
+            match part {
+                Ok(handle) => match handle.join() {
+                    Ok(results) => out.extend(results),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                Err(c) => out.extend(run(c)),
+            }
+        }
+        out
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_threads_keeps_the_order_of_the_items() {
+        for n in [0, 1, THREADS_MIN_ITEMS - 1, THREADS_MIN_ITEMS, 1001] {
+            let items: Vec<usize> = (0..n).collect();
+            let names = on_threads(&items, |i| format!("host{i}"));
+            assert_eq!(names, items.iter().map(|i| format!("host{i}")).collect::<Vec<_>>());
+        }
+    }
 }

@@ -20,6 +20,13 @@ const VFIO_DRIVER: &str = "vfio-pci";
 
 /// The mdev UUIDs a domain's `<hostdev type='mdev'>` elements name.
 fn mdev_uuids(d: &LiveDomain) -> Vec<String> {
+    // Without the words there is no `<hostdev type='mdev'>`, and the document need not
+    // be parsed: an element's name is never escaped, and an attribute's value only
+    // through a reference, which starts with `&`.
+    let mdev = d.xml.contains("mdev") || d.xml.contains('&');
+    if !(mdev && d.xml.contains("hostdev")) {
+        return Vec::new();
+    }
     let Ok(doc) = roxmltree::Document::parse(&d.xml) else { return Vec::new() };
     doc.descendants()
         .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("mdev"))

@@ -1,0 +1,264 @@
+//! `fabrik bench --plan`: how long the plan of a large factory takes once its hosts have
+//! been observed, where nothing changed and where 1% of the VMs changed.
+//!
+//! The factory is generated ([`synth`]) and written to a temporary directory. Apply does
+//! not exist yet to bring simulated twins to the desired state, so the live state is made
+//! in memory the way the plan's tests make it ([`crate::plan::converged`]):
+//! - nothing changed: the converged state of the desired state itself;
+//! - 1% changed: the converged state of a desired state in which every 100th VM (in host
+//!   order) has twice the memory, as if the factory had halved those VMs' memory since
+//!   the last apply. The desired state is untouched, so both scenarios time the same work
+//!   on the desired side.
+//!
+//! Each timed run is the planning step `fabrik plan` takes after observing: build the
+//! desired state from the checked spec, then [`plan::plan`] (diff every host, order the
+//! actions by the dependency graph, fingerprint the live objects). Loading and checking
+//! the files is timed apart. The peak resident memory of each scenario is that of its
+//! first run, with what the process already held counted in it: the spec and the live
+//! state, and for the second scenario also what the allocator kept from the first.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Error, PeakMemory, Target, TempDir, Timing, describe, ms, peak, synth};
+use crate::check;
+use crate::desired::{self, Desired};
+use crate::live::LiveHost;
+use crate::plan::{self, Plan};
+use crate::spec::model::Spec;
+use crate::spec::source::Syntax;
+use crate::spec::types::ByteSize;
+
+/// Issue 5: each plan of 1,000 hosts and 10,000 VMs in under 3 seconds.
+pub const PLAN_TIME_TARGET: Duration = Duration::from_secs(3);
+
+/// One VM in this many is changed in the 1% scenario.
+pub const CHANGED_ONE_IN: usize = 100;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub size: synth::Size,
+    pub syntax: Syntax,
+    /// Timed runs of each measurement (at least one).
+    pub runs: usize,
+}
+
+/// What one plan benchmark found.
+#[derive(Debug, Serialize)]
+#[must_use]
+pub struct PlanReport {
+    pub hosts: usize,
+    /// VM instances, replicas counted.
+    pub vms: usize,
+    pub syntax: &'static str,
+    pub runs: usize,
+    /// `fabrik::check::validate` on the factory's directory: load, parse, decode, check.
+    pub load_validate: Timing,
+    pub unchanged: Scenario,
+    pub one_percent: Scenario,
+    pub targets: Vec<Target>,
+}
+
+/// The plan against one live state.
+#[derive(Debug, Serialize)]
+pub struct Scenario {
+    /// VMs whose live state differs from the desired one.
+    pub vms_changed: usize,
+    /// Actions in the plan.
+    pub changes: usize,
+    /// VMs the plan restarts now.
+    pub vm_restarts: usize,
+    /// Build the desired state, then plan: what a timed run measures.
+    pub total: Timing,
+    /// `fabrik::desired::build` alone.
+    pub build: Timing,
+    /// `fabrik::plan::plan` alone: diff, ordering, fingerprints.
+    pub plan: Timing,
+    pub peak_memory: PeakMemory,
+}
+
+/// Generates the factory, measures, and removes the files again.
+pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<PlanReport, Error> {
+    let runs = opts.runs.max(1);
+    let hosts = opts.size.hosts.max(1);
+    if opts.size.vms > hosts * synth::VMS_PER_HOST_MAX {
+        return Err(Error::TooManyVms { vms: opts.size.vms, hosts, max: synth::VMS_PER_HOST_MAX });
+    }
+    let workdir = TempDir::new().map_err(|source| Error::Write { path: std::env::temp_dir(), source })?;
+    let dir = workdir.0.join("factory");
+    progress(&format!("generating {hosts} hosts and {} VMs in {}", opts.size.vms, dir.display()));
+    super::write(synth::Size { hosts, vms: opts.size.vms }, opts.syntax, &dir)?;
+
+    let mut load = Vec::new();
+    let mut spec = None;
+    for i in 0..runs {
+        let t = Instant::now();
+        let v = check::validate(&dir);
+        load.push(t.elapsed());
+        progress(&format!("load + validate, run {}/{runs}: {}", i + 1, ms(load[i])));
+        if !v.is_valid() {
+            let mut errors = v.diags.iter().filter(|d| d.is_error());
+            let first = errors.next().map(|d| describe(d, &v.sources)).unwrap_or_default();
+            return Err(Error::Invalid { errors: 1 + errors.count(), first });
+        }
+        spec.get_or_insert(v.spec);
+    }
+    let spec = spec.unwrap_or_default();
+
+    // Each scenario holds only the spec and its live state while it runs, so that is all
+    // the resident memory before its first run has beyond the program.
+    progress("making the converged live state");
+    let desired = build(&spec)?;
+    let (hosts, vms) = (desired.hosts.len(), desired.hosts.iter().map(|h| h.vms.len()).sum());
+    let live = plan::converged(&desired);
+    drop(desired);
+    let unchanged = scenario("nothing changed", &spec, &live, 0, runs, progress)?;
+    drop(live);
+
+    progress("making the live state where 1% of the VMs changed");
+    let (changed, vms_changed) = one_percent_changed(&build(&spec)?);
+    let live = plan::converged(&changed);
+    drop(changed);
+    let one_percent = scenario("1% changed", &spec, &live, vms_changed, runs, progress)?;
+
+    let target = |name, value: Duration| Target {
+        name,
+        unit: "s",
+        limit: PLAN_TIME_TARGET.as_secs_f64(),
+        value: Some(value.as_secs_f64()),
+        met: Some(value <= PLAN_TIME_TARGET),
+    };
+    let targets = vec![
+        target("plan, nothing changed", unchanged.total.median),
+        target("plan, 1% changed", one_percent.total.median),
+    ];
+    Ok(PlanReport {
+        hosts,
+        vms,
+        syntax: super::syntax_name(opts.syntax),
+        runs,
+        load_validate: Timing::of(load),
+        unchanged,
+        one_percent,
+        targets,
+    })
+}
+
+fn build(spec: &Spec) -> Result<Desired, Error> {
+    desired::build(spec).map_err(|diags| Error::Invalid {
+        errors: diags.len(),
+        first: diags.first().map(|d| format!("{} [{}]", d.message, d.code)).unwrap_or_default(),
+    })
+}
+
+/// The desired state with every [`CHANGED_ONE_IN`]th VM's memory doubled, and how many.
+fn one_percent_changed(desired: &Desired) -> (Desired, usize) {
+    let mut changed = desired.clone();
+    let mut n = 0;
+    for vm in changed.hosts.iter_mut().flat_map(|h| h.vms.iter_mut()) {
+        n += 1;
+        if n % CHANGED_ONE_IN == 0 {
+            vm.memory = ByteSize(vm.memory.bytes() * 2);
+            vm.spec_hash = desired::build::spec_hash(vm);
+        }
+    }
+    (changed, n / CHANGED_ONE_IN)
+}
+
+/// Times the planning step against `live`, and checks the plan has one action per
+/// changed VM and no error.
+fn scenario(
+    name: &str,
+    spec: &Spec,
+    live: &[LiveHost],
+    vms_changed: usize,
+    runs: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Scenario, Error> {
+    let (mut total, mut build_times, mut plan_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first: Option<(Plan, PeakMemory)> = None;
+    for i in 0..runs {
+        let reset = (i == 0).then(peak::reset);
+        let t = Instant::now();
+        let desired = build(spec)?;
+        let built = t.elapsed();
+        let p = plan::plan(&desired, live, &plan::Options::default());
+        let elapsed = t.elapsed();
+        let peak_memory = reset.map(|reset| match reset.and_then(|before| Ok((peak::read()?, before))) {
+            Ok((peak_bytes, resident_before_bytes)) => PeakMemory::Measured { peak_bytes, resident_before_bytes },
+            Err(reason) => PeakMemory::Unavailable { reason },
+        });
+        progress(&format!(
+            "plan, {name}, run {}/{runs}: {} (build {}, plan {})",
+            i + 1,
+            ms(elapsed),
+            ms(built),
+            ms(elapsed - built)
+        ));
+        total.push(elapsed);
+        build_times.push(built);
+        plan_times.push(elapsed - built);
+        drop(desired);
+        match peak_memory {
+            Some(m) => first = Some((p, m)),
+            None => drop(p),
+        }
+    }
+    let (p, peak_memory) = first.expect("at least one run");
+    let unexpected = p.actions.len() != vms_changed
+        || p.has_errors()
+        || p.actions.iter().any(|a| a.id.kind != desired::ResourceKind::Vm);
+    if unexpected {
+        let what = p.actions.iter().map(|a| a.id.to_string()).chain(p.errors.iter().map(|e| e.message.clone()));
+        return Err(Error::UnexpectedPlan {
+            scenario: name.to_string(),
+            expected: vms_changed,
+            actions: p.actions.len(),
+            errors: p.errors.len(),
+            first: what.take(3).collect::<Vec<_>>().join("; "),
+        });
+    }
+    Ok(Scenario {
+        vms_changed,
+        changes: p.actions.len(),
+        vm_restarts: p.summary.vm_restarts,
+        total: Timing::of(total),
+        build: Timing::of(build_times),
+        plan: Timing::of(plan_times),
+        peak_memory,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_change_plan_is_empty_and_one_percent_plan_changes_one_vm_in_a_hundred() {
+        let opts = Options { size: synth::Size { hosts: 40, vms: 450 }, syntax: Syntax::Yaml, runs: 1 };
+        let r = run(&opts, &mut |_| {}).expect("the plans are as expected");
+        assert_eq!((r.hosts, r.vms, r.runs), (40, 450, 1));
+        assert_eq!((r.unchanged.vms_changed, r.unchanged.changes, r.unchanged.vm_restarts), (0, 0, 0));
+        assert_eq!((r.one_percent.vms_changed, r.one_percent.changes), (4, 4));
+        assert!(r.one_percent.vm_restarts <= 4);
+        assert_eq!(r.targets.len(), 2);
+    }
+
+    #[test]
+    fn every_hundredth_vm_changes_memory_only() {
+        let dir = TempDir::new().unwrap();
+        synth::generate(synth::Size { hosts: 30, vms: 300 }, Syntax::Yaml).write_to(&dir.0).unwrap();
+        let v = check::validate(&dir.0);
+        let d = build(&v.spec).unwrap();
+        let (changed, n) = one_percent_changed(&d);
+        assert_eq!(n, 3);
+        let pairs = d.hosts.iter().flat_map(|h| &h.vms).zip(changed.hosts.iter().flat_map(|h| &h.vms));
+        let differ: Vec<_> = pairs.filter(|(a, b)| a != b).collect();
+        assert_eq!(differ.len(), 3);
+        for (a, b) in differ {
+            assert_eq!(b.memory.bytes(), 2 * a.memory.bytes());
+            assert_ne!(a.spec_hash, b.spec_hash);
+        }
+    }
+}
