@@ -103,8 +103,14 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::plan::name-clash",
         "an object of a name fabrik wants exists on the host and was not made by fabrik (or a pool differs in type or path); fabrik never overwrites it",
     ),
-    lang("fabrik::plan::other-factory", "an object of a name fabrik wants is marked by another factory; neither touches the other's"),
-    lang("fabrik::plan::unreadable-host", "a host, or one of its concerns (libvirt, NVML, netlink), could not be read, so nothing is planned from it"),
+    lang(
+        "fabrik::plan::other-factory",
+        "an object of a name fabrik wants is marked by another factory; neither touches the other's",
+    ),
+    lang(
+        "fabrik::plan::unreadable-host",
+        "a host, or one of its concerns (libvirt, NVML, netlink), could not be read, so nothing is planned from it",
+    ),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
 ];
