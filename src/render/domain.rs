@@ -140,10 +140,13 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.empty("controller", &[a("type", "scsi"), a("model", "virtio-scsi")]);
     }
     gpus(w, host, vm);
-    for mig in &vm.mig {
+    // A MIG slice, or a time slice of a shared GPU (an NVIDIA vGPU), is a mediated
+    // device; its UUID comes from what it is, so apply creates the mdev under it.
+    let time_slices = vm.time_sliced.iter().map(|gpu| time_slice_id(&host.name, *gpu, &vm.name));
+    for mdev in vm.mig.iter().cloned().chain(time_slices) {
         w.open("hostdev", &[a("mode", "subsystem"), a("type", "mdev"), a("model", "vfio-pci"), a("managed", "no")]);
         w.open("source", &[]);
-        w.empty("address", &[a("uuid", mdev_uuid(mig))]);
+        w.empty("address", &[a("uuid", mdev_uuid(&mdev))]);
         w.close("source");
         w.close("hostdev");
     }
@@ -265,9 +268,14 @@ fn disk_bus(bus: DiskBus) -> &'static str {
     }
 }
 
-/// The UUID of the mediated device that carries a MIG instance to its VM: a name-based
-/// UUID (RFC 9562 version 8) of the instance's resource id, so it is the same on every
-/// render and apply can create the mdev under it.
+/// A VM's time slice of a shared GPU, as a resource: `gpu:<host>/<address>/<vm>`.
+pub fn time_slice_id(host: &str, gpu: crate::spec::types::PciAddress, vm: &str) -> ResourceId {
+    ResourceId::new(crate::desired::ResourceKind::Gpu, host, format!("{gpu}/{vm}"))
+}
+
+/// The UUID of the mediated device that carries a MIG instance (or a time slice) to its
+/// VM: a name-based UUID (RFC 9562 version 8) of the resource id, so it is the same on
+/// every render and apply can create the mdev under it.
 pub fn mdev_uuid(mig: &ResourceId) -> String {
     let id = mig.to_string();
     let fnv = |basis: u64| id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
@@ -332,6 +340,19 @@ mod tests {
         assert!(!xml.contains("pcie-expander-bus"), "{xml}");
         assert_eq!(xml.matches("<address ").count(), 1, "only the host address: {xml}");
         assert!(xml.contains("<address domain='0x0000' bus='0x3b' slot='0x00' function='0x0'/>"), "{xml}");
+    }
+
+    #[test]
+    fn time_sliced_gpus_render_as_mdevs() {
+        let mut vm = vm();
+        let gpu = PciAddress::parse("0000:61:00.0").unwrap();
+        vm.gpus = vec![];
+        vm.time_sliced = vec![gpu];
+        let host = DesiredHost { name: "h1".into(), ..DesiredHost::default() };
+        let xml = domain("f", &host, &vm);
+        let uuid = mdev_uuid(&time_slice_id("h1", gpu, &vm.name));
+        assert!(xml.contains(&format!("<address uuid='{uuid}'/>")), "{xml}");
+        assert!(xml.contains("type='mdev'"));
     }
 
     #[test]
