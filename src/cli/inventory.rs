@@ -1,7 +1,6 @@
 //! `fabrik inventory`: read every host of a factory, show it, and report drift.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -9,41 +8,28 @@ use super::{Format, exit};
 use crate::diag::render;
 use crate::driver::ErrorKind;
 use crate::inventory::{Inventory, render as show};
-use crate::live::observe::observe_all;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A factory file, or a directory of them.
-    #[arg(default_value = ".")]
-    pub path: PathBuf,
-    /// Read simulated twins of the hosts instead of the hosts themselves.
-    #[arg(long)]
-    pub sim: bool,
-    /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hosts: super::hosts::Hosts,
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
 
 pub fn run(args: &Args) -> u8 {
-    let loaded = crate::spec::load::load(&args.path);
+    let loaded = crate::spec::load::load(&args.hosts.path);
     if loaded.diags.iter().any(|d| d.is_error()) {
         let style = super::style_for_stderr();
         for d in &loaded.diags {
             eprint!("{}", render::human(d, &loaded.sources, style));
         }
-        eprintln!("{}: the factory has errors; fix them first (`fabrik validate`)", args.path.display());
+        eprintln!("{}: the factory has errors; fix them first (`fabrik validate`)", args.hosts.path.display());
         return exit::INVALID;
     }
     let spec = loaded.spec;
-    let state = crate::sim::state_dir(&args.path, args.state_dir.as_deref());
-    let live = observe_all(
-        &spec.hosts,
-        |h| h.name.value.clone(),
-        |h| crate::driver::connect::open(h, args.sim.then_some(state.as_path())),
-    );
-    let inv = Inventory::new(&spec, live, args.sim);
+    let live = args.hosts.observe(&spec);
+    let inv = Inventory::new(&spec, live, args.hosts.sim);
     let incomplete = |h: &crate::inventory::HostReport| {
         let declares_gpus = spec.host(&h.name).is_some_and(|d| !d.gpus.is_empty());
         // A host that declares no GPU needs no NVML: its absence is shown, not a failure.

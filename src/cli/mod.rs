@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bench;
 pub mod explain;
 pub mod graph;
+pub mod hosts;
 pub mod inventory;
 pub mod plan;
 pub mod schema;

@@ -9,7 +9,6 @@ use clap::ValueEnum;
 use super::exit;
 use crate::desired::ResourceId;
 use crate::diag::render;
-use crate::live::observe::observe_all;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Options};
 
@@ -18,15 +17,8 @@ pub const EXIT_CHANGES: u8 = 2;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A factory file, or a directory of them.
-    #[arg(default_value = ".")]
-    pub path: PathBuf,
-    /// Plan against simulated twins of the hosts instead of the hosts themselves.
-    #[arg(long)]
-    pub sim: bool,
-    /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hosts: super::hosts::Hosts,
     /// Show the unified diff of the libvirt XML under each change.
     #[arg(long)]
     pub diff: bool,
@@ -61,9 +53,9 @@ pub enum PlanFormat {
 
 pub fn run(args: &Args) -> u8 {
     let style = super::style_for_stderr();
-    let v = crate::check::validate(&args.path);
+    let v = crate::check::validate(&args.hosts.path);
     if !v.is_valid() {
-        eprint!("{}", super::validate::human(&v, &args.path, style));
+        eprint!("{}", super::validate::human(&v, &args.hosts.path, style));
         return exit::INVALID;
     }
     let fail = |diags: Vec<crate::diag::Diagnostic>| {
@@ -88,11 +80,10 @@ pub fn run(args: &Args) -> u8 {
             })
             .collect()
     };
-    let state = crate::sim::state_dir(&args.path, args.state_dir.as_deref());
-    let created_path = if args.sim {
-        state.join("created.json")
+    let created_path = if args.hosts.sim {
+        args.hosts.state().join("created.json")
     } else {
-        crate::spec::load::fabrik_dir(&args.path).join("created.json")
+        crate::spec::load::fabrik_dir(&args.hosts.path).join("created.json")
     };
     let options = match (|| -> Result<Options, String> {
         Ok(Options {
@@ -109,11 +100,7 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let spec = &v.spec;
-    let live = observe_all(
-        &spec.hosts,
-        |h| h.name.value.clone(),
-        |h| crate::driver::connect::open(h, args.sim.then_some(state.as_path())),
-    );
+    let live = args.hosts.observe(spec);
     let plan = plan::plan(&desired, &live, &options);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {

@@ -1,0 +1,35 @@
+//! The arguments every command that reads hosts shares: the factory, `--sim`,
+//! `--state-dir`, and reading the hosts they name.
+
+use std::path::PathBuf;
+
+use crate::live::LiveHost;
+use crate::live::observe::observe_all;
+use crate::spec::model::Spec;
+
+#[derive(clap::Args, Debug)]
+pub struct Hosts {
+    /// A factory file, or a directory of them.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Use simulated twins of the hosts instead of the hosts themselves.
+    #[arg(long)]
+    pub sim: bool,
+    /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Hosts {
+    /// The twins' state folder (used with `--sim`).
+    pub fn state(&self) -> PathBuf {
+        crate::sim::state_dir(&self.path, self.state_dir.as_deref())
+    }
+
+    /// Reads every host of the factory, or its twin, concurrently.
+    pub fn observe(&self, spec: &Spec) -> Vec<LiveHost> {
+        let state = self.state();
+        let twins = self.sim.then_some(state.as_path());
+        observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::driver::connect::open(h, twins))
+    }
+}
