@@ -68,9 +68,10 @@ pub fn run(args: &Args) -> u8 {
         Ok(d) => d,
         Err(diags) => return fail(diags),
     };
-    if let Err(diags) = crate::graph::Graph::of(&desired) {
-        return fail(diags);
-    }
+    let graph = match crate::graph::Graph::of(&desired) {
+        Ok(g) => g,
+        Err(diags) => return fail(diags),
+    };
     let ids = |list: &[String], flag: &str| -> Result<Vec<ResourceId>, String> {
         list.iter()
             .map(|t| {
@@ -101,7 +102,7 @@ pub fn run(args: &Args) -> u8 {
     };
     let spec = &v.spec;
     let live = args.hosts.observe(spec);
-    let plan = plan::plan(&desired, &live, &options);
+    let plan = plan::plan_with(&desired, &graph, &live, &options);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),

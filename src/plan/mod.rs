@@ -189,7 +189,18 @@ impl Plan {
 
 /// Compares the desired state with the live hosts.
 pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
-    let graph = Graph::of(desired);
+    plan_in(desired, Graph::of(desired).as_ref().ok(), live, options)
+}
+
+/// [`plan`] with the desired state's graph already built (the CLI builds it first, to
+/// refuse a cycle before reading any host).
+pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &Options) -> Plan {
+    plan_in(desired, Some(graph), live, options)
+}
+
+/// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
+/// and targeting is not applied.
+fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The first live host of each name, as a search from the front would find it.
     let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
     for l in live {
@@ -230,15 +241,15 @@ pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
             out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
         }
     }
-    let order: BTreeMap<&ResourceId, usize> = match &graph {
-        Ok(g) => g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
-        Err(_) => BTreeMap::new(),
+    let order: BTreeMap<&ResourceId, usize> = match graph {
+        Some(g) => g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
+        None => BTreeMap::new(),
     };
     let mut actions = out.actions;
     actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
-    let actions = match &graph {
-        Ok(g) => target(actions, g, options),
-        Err(_) => actions,
+    let actions = match graph {
+        Some(g) => target(actions, g, options),
+        None => actions,
     };
     let summary = summarize(&actions);
     out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
