@@ -7,12 +7,16 @@
 //! the rules over the model (names, references). Everything up to here is pure: values
 //! in, values and diagnostics out. [`diag::render`] turns diagnostics into miette reports,
 //! JSON or GitHub annotations at the edge, and [`cli`] is a thin layer of commands over it.
-//! Live hosts, plan and apply build on this model in later stages (see `DESIGN.md`).
+//! [`desired`] places the factory on its hosts, [`graph`] orders it, [`live`] and
+//! [`driver`] read and change the hosts (or their [`sim`] twins), [`plan`] compares the
+//! two, purely, and [`apply`] carries a plan out in parallel and verifies it with a new
+//! plan.
 
 // Diagnostics are the error type of the front end; they are made once per problem,
 // never on a hot path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod apply;
 pub mod bench;
 pub mod check;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! call the library, and print; exit codes are decided here.
 
 pub mod agent;
+pub mod apply;
 pub mod bench;
 pub mod explain;
 pub mod graph;
@@ -63,6 +64,8 @@ pub enum Command {
     Graph(graph::Args),
     /// Show what apply would change: per host, one line per change with its class; exit 2 when there are changes.
     Plan(plan::Args),
+    /// Plan, confirm, carry the plan out on the hosts in parallel, and verify with a new plan.
+    Apply(apply::Args),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -98,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Inventory(args) => inventory::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
     ExitCode::from(code)

@@ -39,7 +39,13 @@ pub struct Args {
     /// Also list objects on the hosts that fabrik does not manage.
     #[arg(long)]
     pub show_unmanaged: bool,
+    /// Seconds a VM gets to shut down before apply forces it off.
+    #[arg(long, value_name = "SECONDS", default_value_t = SHUTDOWN_TIMEOUT_DEFAULT_S)]
+    pub shutdown_timeout: u64,
 }
+
+/// [`crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT`], in seconds, for the flag.
+pub const SHUTDOWN_TIMEOUT_DEFAULT_S: u64 = 60;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum PlanFormat {
@@ -51,12 +57,32 @@ pub enum PlanFormat {
     Markdown,
 }
 
-pub fn run(args: &Args) -> u8 {
+/// A factory read, checked and built, with the operator's options: what plan and apply
+/// both start from.
+pub struct Prepared {
+    pub validation: crate::check::Validation,
+    pub desired: crate::desired::Desired,
+    pub graph: crate::graph::Graph,
+    pub options: Options,
+    pub created_path: PathBuf,
+}
+
+/// `--target`, `--exclude`, `--replace`, as given.
+pub struct Selection<'a> {
+    pub targets: &'a [String],
+    pub excludes: &'a [String],
+    pub replace: &'a [String],
+    pub shutdown_timeout: std::time::Duration,
+}
+
+/// Validates the factory, builds its desired state and graph and reads the options; on
+/// an error, prints it and returns the exit status.
+pub fn prepare(hosts: &super::hosts::Hosts, selection: &Selection<'_>) -> Result<Prepared, u8> {
     let style = super::style_for_stderr();
-    let v = crate::check::validate(&args.hosts.path);
+    let v = crate::check::validate(&hosts.path);
     if !v.is_valid() {
-        eprint!("{}", super::validate::human(&v, &args.hosts.path, style));
-        return exit::INVALID;
+        eprint!("{}", super::validate::human(&v, &hosts.path, style));
+        return Err(exit::INVALID);
     }
     let fail = |diags: Vec<crate::diag::Diagnostic>| {
         for d in &diags {
@@ -64,14 +90,8 @@ pub fn run(args: &Args) -> u8 {
         }
         exit::INVALID
     };
-    let desired = match crate::desired::build(&v.spec) {
-        Ok(d) => d,
-        Err(diags) => return fail(diags),
-    };
-    let graph = match crate::graph::Graph::of(&desired) {
-        Ok(g) => g,
-        Err(diags) => return fail(diags),
-    };
+    let desired = crate::desired::build(&v.spec).map_err(fail)?;
+    let graph = crate::graph::Graph::of(&desired).map_err(fail)?;
     let ids = |list: &[String], flag: &str| -> Result<Vec<ResourceId>, String> {
         list.iter()
             .map(|t| {
@@ -81,28 +101,46 @@ pub fn run(args: &Args) -> u8 {
             })
             .collect()
     };
-    let created_path = if args.hosts.sim {
-        args.hosts.state().join("created.json")
-    } else {
-        crate::spec::load::fabrik_dir(&args.hosts.path).join("created.json")
-    };
-    let options = match (|| -> Result<Options, String> {
+    let created_path = created_path(hosts);
+    let options = (|| -> Result<Options, String> {
         Ok(Options {
-            targets: ids(&args.target, "target")?,
-            excludes: ids(&args.exclude, "exclude")?,
-            replace: ids(&args.replace, "replace")?,
+            targets: ids(selection.targets, "target")?,
+            excludes: ids(selection.excludes, "exclude")?,
+            replace: ids(selection.replace, "replace")?,
             created: Created::load(&created_path).map_err(|e| error_chain(&e))?,
+            shutdown_timeout: selection.shutdown_timeout,
         })
-    })() {
-        Ok(o) => o,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return exit::INVALID;
-        }
+    })()
+    .map_err(|message| {
+        eprintln!("error: {message}");
+        exit::INVALID
+    })?;
+    Ok(Prepared { validation: v, desired, graph, options, created_path })
+}
+
+/// Where apply records what it made: in the twins' state folder with `--sim`, else in
+/// `.fabrik/` beside the factory.
+pub fn created_path(hosts: &super::hosts::Hosts) -> PathBuf {
+    if hosts.sim {
+        hosts.state().join("created.json")
+    } else {
+        crate::spec::load::fabrik_dir(&hosts.path).join("created.json")
+    }
+}
+
+pub fn run(args: &Args) -> u8 {
+    let selection = Selection {
+        targets: &args.target,
+        excludes: &args.exclude,
+        replace: &args.replace,
+        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
     };
-    let spec = &v.spec;
-    let live = args.hosts.observe(spec);
-    let plan = plan::plan_with(&desired, &graph, &live, &options);
+    let p = match prepare(&args.hosts, &selection) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let live = args.hosts.observe(&p.validation.spec);
+    let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),
@@ -110,11 +148,19 @@ pub fn run(args: &Args) -> u8 {
         PlanFormat::Markdown => output::markdown(&plan, show),
     };
     let _ = std::io::stdout().write_all(text.as_bytes());
-    if let Some(out) = &args.out
-        && let Err(e) = plan::file::save(&plan, out)
-    {
-        eprintln!("error: {}", error_chain(&e));
-        return exit::INVALID;
+    if let Some(out) = &args.out {
+        plan.origin = Some(plan::Origin {
+            path: args.hosts.path.display().to_string(),
+            twins: args.hosts.sim.then(|| args.hosts.state().display().to_string()),
+            targets: args.target.clone(),
+            excludes: args.exclude.clone(),
+            replace: args.replace.clone(),
+            shutdown_timeout_s: args.shutdown_timeout,
+        });
+        if let Err(e) = plan::file::save(&plan, out) {
+            eprintln!("error: {}", error_chain(&e));
+            return exit::INVALID;
+        }
     }
     if plan.has_errors() {
         exit::INVALID
@@ -126,7 +172,7 @@ pub fn run(args: &Args) -> u8 {
 }
 
 /// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

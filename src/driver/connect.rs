@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
-use super::{DriverError, ErrorKind, Virt};
+use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
 use crate::live::observe::HostDrivers;
 use crate::spec::model::Host;
 
@@ -20,7 +20,14 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 /// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
 /// connection for both.
 pub fn open_real(host: &Host) -> HostDrivers {
-    let (gpus, links) = match &host.agent {
+    let (gpus, links) = open_agent(host);
+    let virt = LibvirtDriver::connect(&host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>);
+    HostDrivers { virt, gpus, links }
+}
+
+/// The host's agent, as its GPU and link drivers (one process answers for both).
+pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
+    match &host.agent {
         Some(command) => match AgentClient::spawn(&command.value) {
             Ok(client) => {
                 let (g, l) = Shared::split(client);
@@ -35,7 +42,5 @@ pub fn open_real(host: &Host) -> HostDrivers {
             );
             (Err(e.clone()), Err(e))
         }
-    };
-    let virt = LibvirtDriver::connect(&host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>);
-    HostDrivers { virt, gpus, links }
+    }
 }

@@ -97,20 +97,26 @@ pub trait Virt: Send {
     fn shutdown_domain(&mut self, name: &str, timeout: Duration) -> Result<ShutdownOutcome>;
     fn destroy_domain(&mut self, name: &str) -> Result<()>;
     fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
+    /// Resumes a paused domain.
+    fn resume_domain(&mut self, name: &str) -> Result<()>;
 
     fn define_network(&mut self, xml: &str) -> Result<()>;
     fn start_network(&mut self, name: &str) -> Result<()>;
     fn stop_network(&mut self, name: &str) -> Result<()>;
     fn undefine_network(&mut self, name: &str) -> Result<()>;
+    fn set_network_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
 
     fn define_pool(&mut self, xml: &str) -> Result<()>;
     fn start_pool(&mut self, name: &str) -> Result<()>;
     fn stop_pool(&mut self, name: &str) -> Result<()>;
     fn undefine_pool(&mut self, name: &str) -> Result<()>;
+    fn set_pool_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
     fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()>;
     /// Creates a volume as a copy of another (a disk from a base image).
     fn clone_volume(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()>;
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()>;
+    /// Grows a volume to a capacity (never shrinks: libvirt refuses without a flag).
+    fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()>;
 
     /// Binds a PCI device to vfio-pci for passthrough, and back.
     fn detach_device(&mut self, address: PciAddress) -> Result<()>;

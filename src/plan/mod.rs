@@ -32,7 +32,7 @@ use crate::live::LiveHost;
 pub const FORMAT: &str = "fabrik-plan/1";
 
 /// What the operator asked for beyond the desired state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Plan only these resources and what they need (empty: everything).
     pub targets: Vec<ResourceId>,
@@ -42,6 +42,20 @@ pub struct Options {
     pub replace: Vec<ResourceId>,
     /// What fabrik recorded creating (volumes it may delete).
     pub created: Created,
+    /// How long a VM gets to shut down before apply forces it off (shown in the plan).
+    pub shutdown_timeout: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            targets: Vec::new(),
+            excludes: Vec::new(),
+            replace: Vec::new(),
+            created: Created::default(),
+            shutdown_timeout: crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT,
+        }
+    }
 }
 
 /// One field that differs.
@@ -161,6 +175,28 @@ pub struct Plan {
     pub summary: Summary,
     /// Every live object read, and every desired one expected absent (`absent`), by key.
     pub fingerprints: BTreeMap<String, String>,
+    /// Where the plan was made from, recorded in a saved plan (`--out`) so that
+    /// `fabrik apply plan.json` reads the same factory and hosts with the same options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The factory, hosts and options a saved plan was made with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The factory's file or directory, as given (relative to where fabrik ran).
+    pub path: String,
+    /// Made against the simulated twins in this state folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twins: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
+    /// The shutdown timeout the plan's lines show, in seconds.
+    pub shutdown_timeout_s: u64,
 }
 
 impl Plan {
@@ -211,7 +247,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
     let per_host = on_threads(&desired.hosts, |host| {
         let mut out = diff::Out::default();
         match by_name.get(host.name.as_str()) {
-            Some(l) => diff::host(&desired.factory, host, l, &options.created, &mut out),
+            Some(l) => diff::host(&desired.factory, host, l, options, &mut out),
             None => out.errors.push(PlanError {
                 code: "fabrik::plan::unreadable-host".into(),
                 id: ResourceId::new(ResourceKind::Host, &host.name, &host.name),
@@ -263,6 +299,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         notices: out.notices,
         summary,
         fingerprints: file::fingerprints(desired, live),
+        origin: None,
     }
 }
 

@@ -108,6 +108,29 @@ impl Created {
     pub fn contains(&self, id: &ResourceId) -> bool {
         self.volumes.iter().any(|v| &v.id == id)
     }
+
+    /// Records a volume fabrik made (replacing an older record of the same id).
+    pub fn record(&mut self, id: &ResourceId, deletable: bool) {
+        self.forget(id);
+        self.volumes.push(CreatedVolume { id: id.clone(), deletable });
+        self.volumes.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+
+    pub fn forget(&mut self, id: &ResourceId) {
+        self.volumes.retain(|v| &v.id != id);
+    }
+
+    /// Writes the record whole or not at all: to a temporary file, then renamed over
+    /// the old one, so a crash never leaves half a record.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, path)
+    }
 }
 
 #[cfg(test)]

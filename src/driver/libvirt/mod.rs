@@ -443,6 +443,10 @@ impl Virt for LibvirtDriver {
             .map_err(err(format!("cannot set autostart of domain `{name}`")))
     }
 
+    fn resume_domain(&mut self, name: &str) -> Result<()> {
+        self.domain(name)?.resume().map(drop).map_err(err(format!("cannot resume domain `{name}`")))
+    }
+
     fn define_network(&mut self, xml: &str) -> Result<()> {
         self.conn.define_network_xml(xml).map(drop).map_err(err(format!("cannot define network `{}`", name_in(xml))))
     }
@@ -457,6 +461,13 @@ impl Virt for LibvirtDriver {
 
     fn undefine_network(&mut self, name: &str) -> Result<()> {
         self.network(name)?.undefine().map_err(err(format!("cannot undefine network `{name}`")))
+    }
+
+    fn set_network_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        self.network(name)?
+            .set_autostart(autostart)
+            .map(drop)
+            .map_err(err(format!("cannot set autostart of network `{name}`")))
     }
 
     fn define_pool(&mut self, xml: &str) -> Result<()> {
@@ -489,6 +500,13 @@ impl Virt for LibvirtDriver {
         self.pool(name)?.undefine().map_err(err(format!("cannot undefine storage pool `{name}`")))
     }
 
+    fn set_pool_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        self.pool(name)?
+            .set_autostart(autostart)
+            .map(drop)
+            .map_err(err(format!("cannot set autostart of storage pool `{name}`")))
+    }
+
     fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()> {
         let p = self.pool(pool)?;
         let name = name_in(xml);
@@ -510,6 +528,13 @@ impl Virt for LibvirtDriver {
 
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
         self.volume(pool, name)?.delete(0).map_err(err(format!("cannot delete volume `{name}` in pool `{pool}`")))
+    }
+
+    fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
+        self.volume(pool, name)?
+            .resize(capacity.bytes(), 0)
+            .map(drop)
+            .map_err(err(format!("cannot grow volume `{name}` in pool `{pool}` to {capacity}")))
     }
 
     fn detach_device(&mut self, address: PciAddress) -> Result<()> {

@@ -12,7 +12,7 @@ pub mod virt;
 use std::collections::BTreeSet;
 
 use super::ownership::Owner;
-use super::{Action, Created, Notice, NoticeKind, PlanError};
+use super::{Action, Notice, NoticeKind, Options, PlanError};
 use crate::desired::{DesiredHost, ResourceId, ResourceKind};
 use crate::live::LiveHost;
 
@@ -77,7 +77,7 @@ impl Out {
 
 /// Compares one host. A concern that could not be read is an error for every kind it
 /// would have told about, never "absent, so create it".
-pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, created: &Created, out: &mut Out) {
+pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
     let DesiredHost { name, uri: _, hugepages, gpus, links, networks, pools, volumes, vms } = desired;
     let unreadable = |concern: &str, out: &mut Out| {
         let reasons: Vec<String> =
@@ -91,9 +91,9 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, created: &Cre
     };
     let needs_libvirt = !(vms.is_empty() && networks.is_empty() && pools.is_empty() && volumes.is_empty());
     if live.read("libvirt") {
-        virt::domains(factory, desired, live, out);
+        virt::domains(factory, desired, live, options.shutdown_timeout, out);
         virt::networks(factory, desired, live, out);
-        virt::storage(desired, live, created, out);
+        virt::storage(desired, live, &options.created, out);
     } else if needs_libvirt {
         unreadable("libvirt", out);
     }

@@ -5,6 +5,7 @@
 //! apart, because libvirt's XML does not carry them.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use similar::TextDiff;
 
@@ -31,13 +32,14 @@ fn creation_diff(canonical: &str) -> String {
     TextDiff::from_lines("", canonical).unified_diff().context_radius(3).header("live", "desired").to_string()
 }
 
-pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, out: &mut Out) {
+    let forced = format!("forced off if it has not stopped after {}s", timeout.as_secs());
     for vm in &host.vms {
         match live.domains.iter().find(|d| d.name == vm.name) {
             None => out.actions.push(create_vm(factory, host, vm)),
             Some(d) => {
                 if out.owned(&vm.id, "domain", Owner::of(d.owner.as_ref(), factory)) {
-                    update_vm(factory, host, vm, d, out);
+                    update_vm(factory, host, vm, d, &forced, out);
                 }
             }
         }
@@ -48,9 +50,9 @@ pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out
         out.extra(id, "domain", Owner::of(d.owner.as_ref(), factory), |id| {
             let running = matches!(d.state, PowerState::Running | PowerState::Paused);
             let reason = if running {
-                "no longer desired: shut down (forced off if it does not stop in time) and undefined; its volumes are kept"
+                format!("no longer desired: shut down ({forced}) and undefined; its volumes are kept")
             } else {
-                "no longer desired: undefined; its volumes are kept"
+                "no longer desired: undefined; its volumes are kept".to_string()
             };
             let mut a = Action::new(id, Op::Delete, Class::Live, reason);
             a.changes.push(Change { field: "power".into(), from: Some(power_word(d.state).into()), to: None, class: Class::Live });
@@ -72,7 +74,7 @@ fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
     a
 }
 
-fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomain, out: &mut Out) {
+fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomain, forced: &str, out: &mut Out) {
     // Every field but these is part of the rendered definition, compared as XML below.
     let DesiredVm {
         id,
@@ -126,7 +128,9 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
                 changes.push(Change { field: e.clone(), from: side("- "), to: side("+ "), class });
             }
             reasons.push(match class {
-                Class::RestartNow => format!("definition changed ({}); the running VM restarts", elements.join(", ")),
+                Class::RestartNow => {
+                    format!("definition changed ({}); the running VM restarts ({forced})", elements.join(", "))
+                }
                 _ if mark_only => "ownership mark out of date; definition rewritten, nothing restarts".to_string(),
                 _ => format!("definition changed ({}); takes effect at its next start", elements.join(", ")),
             });
@@ -149,7 +153,7 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
             state @ (PowerState::Running | PowerState::Paused | PowerState::Crashed | PowerState::Other),
         ) => {
             changes.push(Change::new("power", power_word(state), "shut off", Class::Live));
-            reasons.push("shut down (forced off if it does not stop in time)".into());
+            reasons.push(format!("shut down ({forced})"));
         }
     }
     if live.autostart != *autostart {

@@ -1,0 +1,289 @@
+//! One host's connections during apply, and the driver call behind each [`Step`].
+//!
+//! Connections open on first use, so a host with nothing to change is never contacted.
+//! libvirt connections are pooled up to the host's parallelism (libvirtd serves each
+//! on its own worker); the agent (GPUs, links) is one process per host whose calls are
+//! taken in turn. A twin has one libvirt connection: its state is one file.
+//!
+//! A host that stops answering is marked down with the reason, and every later action
+//! on it fails with that reason at once instead of waiting on a dead connection.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use super::steps::{Concern, Step};
+use crate::driver::libvirt::LibvirtDriver;
+use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result, ShutdownOutcome, Virt};
+use crate::plan::Created;
+use crate::spec::model::Host;
+
+/// Where fabrik keeps `created.json`, shared by all hosts' actions.
+pub struct Records {
+    pub path: PathBuf,
+    pub created: Mutex<Created>,
+}
+
+impl Records {
+    fn update(&self, change: impl FnOnce(&mut Created)) -> Result<()> {
+        let mut created = lock(&self.created);
+        change(&mut created);
+        created.save(&self.path).map_err(|e| {
+            DriverError::new(ErrorKind::Failed, format!("cannot write {}: {e}", self.path.display()))
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A step that panicked is reported by the executor; the data behind the lock (a
+    // connection, a record) is still whole.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Slot<T> = Mutex<Option<std::result::Result<Box<T>, DriverError>>>;
+
+/// One host's drivers, opened as apply needs them.
+pub struct HostConn {
+    pub name: String,
+    host: Host,
+    /// The twins' state folder, when applying to simulated twins.
+    twins: Option<PathBuf>,
+    /// Idle libvirt connections, and how many are open in all.
+    virt: Mutex<(Vec<Box<dyn Virt>>, usize)>,
+    virt_free: Condvar,
+    virt_max: usize,
+    gpus: Slot<dyn Gpus>,
+    links: Slot<dyn Links>,
+    down: Mutex<Option<String>>,
+}
+
+impl HostConn {
+    pub fn new(host: &Host, twins: Option<PathBuf>, parallelism: usize) -> HostConn {
+        HostConn {
+            name: host.name.value.clone(),
+            host: host.clone(),
+            virt_max: if twins.is_some() { 1 } else { parallelism.max(1) },
+            twins,
+            virt: Mutex::new((Vec::new(), 0)),
+            virt_free: Condvar::new(),
+            gpus: Mutex::new(None),
+            links: Mutex::new(None),
+            down: Mutex::new(None),
+        }
+    }
+
+    /// How many actions may run on this host at once.
+    pub fn parallelism(&self) -> usize {
+        self.virt_max
+    }
+
+    /// Why the host is down, once it is.
+    pub fn down(&self) -> Option<String> {
+        lock(&self.down).clone()
+    }
+
+    fn open_twin(&self) -> Result<crate::live::observe::HostDrivers> {
+        let state = self.twins.as_deref().ok_or_else(|| DriverError::new(ErrorKind::Failed, "not a twin"))?;
+        Ok(crate::sim::drivers(state, &self.host))
+    }
+
+    /// Opens GPUs and links together: on a real host they share one agent process.
+    fn open_agent(&self) {
+        let mut gpus = lock(&self.gpus);
+        let mut links = lock(&self.links);
+        if gpus.is_some() && links.is_some() {
+            return;
+        }
+        let (g, l) = if self.twins.is_some() {
+            match self.open_twin() {
+                Ok(d) => (d.gpus, d.links),
+                Err(e) => (Err(e.clone()), Err(e)),
+            }
+        } else {
+            let d = crate::driver::connect::open_agent(&self.host);
+            (d.0, d.1)
+        };
+        *gpus = Some(g);
+        *links = Some(l);
+    }
+
+    fn checkout_virt(&self) -> Result<Box<dyn Virt>> {
+        let mut pool = lock(&self.virt);
+        loop {
+            if let Some(v) = pool.0.pop() {
+                return Ok(v);
+            }
+            if pool.1 < self.virt_max {
+                pool.1 += 1;
+                drop(pool);
+                let opened = match &self.twins {
+                    Some(state) => crate::sim::virt::open(&crate::sim::host_dir(state, &self.host), &self.host),
+                    None => LibvirtDriver::connect(&self.host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>),
+                };
+                if opened.is_err() {
+                    lock(&self.virt).1 -= 1;
+                    self.virt_free.notify_one();
+                }
+                return opened;
+            }
+            pool = self.virt_free.wait(pool).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn checkin_virt(&self, v: Box<dyn Virt>) {
+        lock(&self.virt).0.push(v);
+        self.virt_free.notify_one();
+    }
+
+    /// Runs one step; blocking. An unreachable host is marked down.
+    pub fn run(&self, step: &Step, records: &Records) -> Result<()> {
+        if let Some(why) = self.down() {
+            return Err(DriverError::new(ErrorKind::Unreachable, why));
+        }
+        let result = match step.concern() {
+            Concern::Virt => {
+                let mut v = self.checkout_virt()?;
+                let r = virt_step(v.as_mut(), step);
+                if r.as_ref().is_err_and(|e| e.kind == ErrorKind::Unreachable) {
+                    // A dead connection goes; the next call opens another if it can.
+                    lock(&self.virt).1 -= 1;
+                    self.virt_free.notify_one();
+                } else {
+                    self.checkin_virt(v);
+                }
+                r
+            }
+            Concern::Gpus => {
+                self.open_agent();
+                let mut slot = lock(&self.gpus);
+                match slot.as_mut() {
+                    Some(Ok(g)) => gpu_step(g.as_mut(), step),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(DriverError::new(ErrorKind::Unreachable, "the GPU driver did not open")),
+                }
+            }
+            Concern::Links => {
+                self.open_agent();
+                let mut slot = lock(&self.links);
+                match slot.as_mut() {
+                    Some(Ok(l)) => link_step(l.as_mut(), step),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(DriverError::new(ErrorKind::Unreachable, "the link driver did not open")),
+                }
+            }
+            Concern::Local => local_step(records, step),
+        };
+        if let Err(e) = &result
+            && e.kind == ErrorKind::Unreachable
+        {
+            let mut down = lock(&self.down);
+            if down.is_none() {
+                *down = Some(format!("host `{}` is unreachable: {}", self.name, e.message));
+            }
+        }
+        result
+    }
+}
+
+fn wrong(step: &Step) -> DriverError {
+    DriverError::new(ErrorKind::Failed, format!("`{}` sent to the wrong driver", step.describe()))
+}
+
+fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
+    match step {
+        Step::DefineDomain { xml, .. } => v.define_domain(xml),
+        Step::StartDomain { name } => v.start_domain(name),
+        Step::ResumeDomain { name } => v.resume_domain(name),
+        Step::ShutdownDomain { name, timeout } => match v.shutdown_domain(name, *timeout)? {
+            ShutdownOutcome::Graceful | ShutdownOutcome::NotRunning => Ok(()),
+            // The plan said so: forced off once the timeout has passed.
+            ShutdownOutcome::TimedOut => v.destroy_domain(name),
+        },
+        Step::UndefineDomain { name } => v.undefine_domain(name),
+        Step::DomainAutostart { name, on } => v.set_domain_autostart(name, *on),
+        Step::DefineNetwork { xml, .. } => v.define_network(xml),
+        Step::StartNetwork { name } => v.start_network(name),
+        Step::StopNetwork { name } => match v.stop_network(name) {
+            // An inactive network is already stopped.
+            Err(e) if e.kind == ErrorKind::Refused => Ok(()),
+            r => r,
+        },
+        Step::UndefineNetwork { name } => v.undefine_network(name),
+        Step::NetworkAutostart { name, on } => v.set_network_autostart(name, *on),
+        Step::DefinePool { xml, .. } => v.define_pool(xml),
+        Step::StartPool { name } => v.start_pool(name),
+        Step::PoolAutostart { name, on } => v.set_pool_autostart(name, *on),
+        Step::CreateVolume { pool, xml, .. } => v.create_volume(pool, xml),
+        Step::CloneVolume { pool, xml, from_pool, from_volume, .. } => {
+            v.clone_volume(pool, xml, from_pool, from_volume)
+        }
+        Step::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
+        Step::DeleteVolume { pool, name } => v.delete_volume(pool, name),
+        Step::DetachDevice { address } => v.detach_device(*address),
+        Step::SetMigMode { .. }
+        | Step::CreateMigInstance { .. }
+        | Step::DestroyMigInstance { .. }
+        | Step::CreateLink(_)
+        | Step::SetLink { .. }
+        | Step::DeleteLink { .. }
+        | Step::AddFdb { .. }
+        | Step::DelFdb { .. }
+        | Step::SetHugepages { .. }
+        | Step::RecordVolume { .. }
+        | Step::ForgetVolume { .. } => Err(wrong(step)),
+    }
+}
+
+fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
+    match step {
+        Step::SetMigMode { gpu, enabled } => {
+            let mode = g.set_mig_mode(*gpu, *enabled)?;
+            if mode.current == *enabled {
+                Ok(())
+            } else {
+                // NVML sets the mode pending until the GPU is reset, which fabrik never does
+                // behind the operator's back.
+                Err(DriverError::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "MIG mode of {gpu} is pending until the GPU is reset: reset it (`nvidia-smi -r -i {gpu}`) with no VM using it, then apply again"
+                    ),
+                ))
+            }
+        }
+        Step::CreateMigInstance { gpu, profile_id, start, .. } => g.create_instance(*gpu, *profile_id, *start).map(drop),
+        Step::DestroyMigInstance { gpu, profile, start } => {
+            let gpus = g.gpus()?;
+            let instance = gpus
+                .iter()
+                .filter(|x| x.address == *gpu)
+                .flat_map(|x| &x.instances)
+                .find(|i| &i.profile == profile && i.start == *start);
+            match instance {
+                Some(i) => g.destroy_instance(*gpu, i.id),
+                // Already gone (a rerun after an interruption): nothing to do.
+                None => Ok(()),
+            }
+        }
+        _ => Err(wrong(step)),
+    }
+}
+
+fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
+    match step {
+        Step::CreateLink(spec) => l.create_link(spec),
+        Step::SetLink { name, mtu, up, master } => l.set_link(name, *mtu, *up, master.clone()),
+        Step::DeleteLink { name } => l.delete_link(name),
+        Step::AddFdb { vxlan, remote } => l.add_fdb(vxlan, *remote),
+        Step::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
+        Step::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
+        _ => Err(wrong(step)),
+    }
+}
+
+fn local_step(records: &Records, step: &Step) -> Result<()> {
+    match step {
+        Step::RecordVolume { id, deletable } => records.update(|c| c.record(id, *deletable)),
+        Step::ForgetVolume { id } => records.update(|c| c.forget(id)),
+        _ => Err(wrong(step)),
+    }
+}

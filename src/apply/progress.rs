@@ -1,0 +1,97 @@
+//! Progress of an apply as it happens: a live bar on a terminal, one plain line per
+//! finished action when piped, or JSON event lines (`--format json`) for programs.
+//!
+//! Human progress goes to stderr, so stdout keeps the plan and the summary; JSON events
+//! go to stdout, one object per line, and are the whole of it.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::exec::Event;
+
+pub enum Progress {
+    /// A bar of finished actions, with what is running now, and a line per outcome.
+    Bar { bar: ProgressBar, running: Mutex<Vec<String>> },
+    /// A line per finished action on stderr.
+    Lines,
+    /// A JSON object per event on stdout.
+    Json,
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.2}s", Duration::from_millis(ms).as_secs_f64())
+}
+
+/// The line a person reads for an event; `None` for events the bar shows itself.
+pub fn line(event: &Event) -> Option<String> {
+    match event {
+        Event::Start { .. } => None,
+        Event::Done { id, op, elapsed_ms } => Some(format!("  done     {id} ({}, {})", op.word(), seconds(*elapsed_ms))),
+        Event::Failed { id, op, error, elapsed_ms } => {
+            Some(format!("  FAILED   {id} ({}, {}): {error}", op.word(), seconds(*elapsed_ms)))
+        }
+        Event::Skipped { id, op, reason } => Some(format!("  skipped  {id} ({}): {reason}", op.word())),
+        Event::Interrupted { signal } => {
+            Some(format!("  {signal}: no new action starts; waiting for the running ones to finish"))
+        }
+    }
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal and colour is welcome, lines otherwise.
+    pub fn human(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        if !std::io::stderr().is_terminal() || no_color {
+            return Progress::Lines;
+        }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Progress::Bar { bar, running: Mutex::new(Vec::new()) }
+    }
+
+    pub fn event(&self, event: &Event) {
+        match self {
+            Progress::Json => {
+                if let Ok(text) = serde_json::to_string(event) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{text}");
+                    let _ = out.flush();
+                }
+            }
+            Progress::Lines => {
+                if let Some(l) = line(event) {
+                    let _ = writeln!(std::io::stderr().lock(), "{l}");
+                }
+            }
+            Progress::Bar { bar, running } => {
+                let mut running = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match event {
+                    Event::Start { id, .. } => running.push(id.clone()),
+                    Event::Done { id, .. } | Event::Failed { id, .. } | Event::Skipped { id, .. } => {
+                        running.retain(|r| r != id);
+                        bar.inc(1);
+                    }
+                    Event::Interrupted { .. } => {}
+                }
+                if let Some(l) = line(event) {
+                    bar.println(l);
+                }
+                bar.set_message(running.join(" "));
+            }
+        }
+    }
+
+    /// Removes the bar before the summary is printed.
+    pub fn finish(&self) {
+        if let Progress::Bar { bar, .. } = self {
+            bar.finish_and_clear();
+        }
+    }
+}

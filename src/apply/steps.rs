@@ -1,0 +1,463 @@
+//! What carrying out one plan action takes: the driver calls, in order.
+//!
+//! Pure: an [`Action`] of the plan, the desired host it belongs to and what was read from
+//! that host become a list of [`Step`]s; nothing here touches a host. The executor runs
+//! an action's steps one after the other and stops at the first that fails, so every
+//! list is ordered to leave the host in a state a re-plan understands: a domain is
+//! defined before it starts, shut down before it is undefined, a volume recorded only
+//! once it exists.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::desired::{DesiredHost, GpuSetup, ResourceId, ResourceKind};
+use crate::driver::LinkSpec;
+use crate::live::{LinkKind, LiveHost};
+use crate::plan::ownership::link_alias;
+use crate::plan::{Action, Class, Op};
+use crate::render;
+use crate::spec::model::Power;
+use crate::spec::types::{ByteSize, PageSize, PciAddress};
+
+/// One driver call (or one record fabrik keeps of what it made).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    DefineDomain { name: String, xml: String },
+    StartDomain { name: String },
+    ResumeDomain { name: String },
+    /// Graceful shutdown; forced off when it has not stopped after `timeout`.
+    ShutdownDomain { name: String, timeout: Duration },
+    UndefineDomain { name: String },
+    DomainAutostart { name: String, on: bool },
+    DefineNetwork { name: String, xml: String },
+    StartNetwork { name: String },
+    StopNetwork { name: String },
+    UndefineNetwork { name: String },
+    NetworkAutostart { name: String, on: bool },
+    DefinePool { name: String, xml: String },
+    StartPool { name: String },
+    PoolAutostart { name: String, on: bool },
+    CreateVolume { pool: String, name: String, xml: String },
+    CloneVolume { pool: String, name: String, xml: String, from_pool: String, from_volume: String },
+    ResizeVolume { pool: String, name: String, capacity: ByteSize },
+    DeleteVolume { pool: String, name: String },
+    /// Writes the volume into `created.json`: fabrik made it (and may delete it when
+    /// `deletable`).
+    RecordVolume { id: ResourceId, deletable: bool },
+    /// Removes the volume from `created.json` once it is deleted.
+    ForgetVolume { id: ResourceId },
+    CreateLink(LinkSpec),
+    SetLink { name: String, mtu: Option<u32>, up: Option<bool>, master: Option<Option<String>> },
+    DeleteLink { name: String },
+    AddFdb { vxlan: String, remote: IpAddr },
+    DelFdb { vxlan: String, remote: IpAddr },
+    SetHugepages { numa_node: u32, size: PageSize, count: u64 },
+    DetachDevice { address: PciAddress },
+    SetMigMode { gpu: PciAddress, enabled: bool },
+    CreateMigInstance { gpu: PciAddress, profile: String, profile_id: u32, start: u8 },
+    /// Looks the instance up by its placement when it runs: NVML's ids are not stable.
+    DestroyMigInstance { gpu: PciAddress, profile: String, start: u8 },
+}
+
+/// Which of a host's drivers a step needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concern {
+    Virt,
+    Gpus,
+    Links,
+    /// fabrik's own records, on this machine.
+    Local,
+}
+
+impl Step {
+    pub fn concern(&self) -> Concern {
+        match self {
+            Step::DefineDomain { .. }
+            | Step::StartDomain { .. }
+            | Step::ResumeDomain { .. }
+            | Step::ShutdownDomain { .. }
+            | Step::UndefineDomain { .. }
+            | Step::DomainAutostart { .. }
+            | Step::DefineNetwork { .. }
+            | Step::StartNetwork { .. }
+            | Step::StopNetwork { .. }
+            | Step::UndefineNetwork { .. }
+            | Step::NetworkAutostart { .. }
+            | Step::DefinePool { .. }
+            | Step::StartPool { .. }
+            | Step::PoolAutostart { .. }
+            | Step::CreateVolume { .. }
+            | Step::CloneVolume { .. }
+            | Step::ResizeVolume { .. }
+            | Step::DeleteVolume { .. }
+            | Step::DetachDevice { .. } => Concern::Virt,
+            Step::SetMigMode { .. } | Step::CreateMigInstance { .. } | Step::DestroyMigInstance { .. } => {
+                Concern::Gpus
+            }
+            Step::CreateLink(_)
+            | Step::SetLink { .. }
+            | Step::DeleteLink { .. }
+            | Step::AddFdb { .. }
+            | Step::DelFdb { .. }
+            | Step::SetHugepages { .. } => Concern::Links,
+            Step::RecordVolume { .. } | Step::ForgetVolume { .. } => Concern::Local,
+        }
+    }
+
+    /// What the step does, in the words of a progress line or an error.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::DefineDomain { name, .. } => format!("define domain `{name}`"),
+            Step::StartDomain { name } => format!("start domain `{name}`"),
+            Step::ResumeDomain { name } => format!("resume domain `{name}`"),
+            Step::ShutdownDomain { name, timeout } => {
+                format!("shut down domain `{name}` (forced off after {}s)", timeout.as_secs())
+            }
+            Step::UndefineDomain { name } => format!("undefine domain `{name}`"),
+            Step::DomainAutostart { name, on } => format!("set autostart of domain `{name}` {}", on_off(*on)),
+            Step::DefineNetwork { name, .. } => format!("define network `{name}`"),
+            Step::StartNetwork { name } => format!("start network `{name}`"),
+            Step::StopNetwork { name } => format!("stop network `{name}`"),
+            Step::UndefineNetwork { name } => format!("undefine network `{name}`"),
+            Step::NetworkAutostart { name, on } => format!("set autostart of network `{name}` {}", on_off(*on)),
+            Step::DefinePool { name, .. } => format!("define storage pool `{name}`"),
+            Step::StartPool { name } => format!("start storage pool `{name}`"),
+            Step::PoolAutostart { name, on } => format!("set autostart of storage pool `{name}` {}", on_off(*on)),
+            Step::CreateVolume { pool, name, .. } => format!("create volume `{pool}/{name}`"),
+            Step::CloneVolume { pool, name, from_pool, from_volume, .. } => {
+                format!("create volume `{pool}/{name}` from `{from_pool}/{from_volume}`")
+            }
+            Step::ResizeVolume { pool, name, capacity } => format!("grow volume `{pool}/{name}` to {capacity}"),
+            Step::DeleteVolume { pool, name } => format!("delete volume `{pool}/{name}`"),
+            Step::RecordVolume { id, .. } => format!("record `{id}` as made by fabrik"),
+            Step::ForgetVolume { id } => format!("forget `{id}`"),
+            Step::CreateLink(spec) => format!("create link `{}`", spec.name),
+            Step::SetLink { name, .. } => format!("set link `{name}`"),
+            Step::DeleteLink { name } => format!("delete link `{name}`"),
+            Step::AddFdb { vxlan, remote } => format!("add flood entry towards {remote} on `{vxlan}`"),
+            Step::DelFdb { vxlan, remote } => format!("remove flood entry towards {remote} on `{vxlan}`"),
+            Step::SetHugepages { numa_node, size, count } => {
+                format!("set {count} hugepages of {size} on NUMA node {numa_node}")
+            }
+            Step::DetachDevice { address } => format!("bind {address} to vfio-pci"),
+            Step::SetMigMode { gpu, enabled } => format!("set MIG mode of {gpu} {}", on_off(*enabled)),
+            Step::CreateMigInstance { gpu, profile, start, .. } => {
+                format!("create MIG instance {profile}@{start} on {gpu}")
+            }
+            Step::DestroyMigInstance { gpu, profile, start } => {
+                format!("destroy MIG instance {profile}@{start} on {gpu}")
+            }
+        }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on { "on" } else { "off" }
+}
+
+/// How long a VM gets to shut down before it is forced off, unless the operator says.
+pub const SHUTDOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
+/// Why an action cannot be turned into steps (the plan and the desired state disagree,
+/// or a saved plan names what this factory no longer has).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(pub String);
+
+fn missing(id: &ResourceId) -> StepError {
+    StepError(format!("`{id}` is not in the desired state: plan again"))
+}
+
+/// The steps of one action.
+pub fn steps(
+    factory: &str,
+    host: &DesiredHost,
+    live: Option<&LiveHost>,
+    action: &Action,
+    shutdown_timeout: Duration,
+) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    match id.kind {
+        ResourceKind::Vm => vm(factory, host, action, shutdown_timeout),
+        ResourceKind::Network => network(factory, host, action),
+        ResourceKind::Pool => pool(host, action),
+        ResourceKind::Volume => volume(host, action),
+        ResourceKind::Link => link(factory, host, live, action),
+        ResourceKind::Hugepages => {
+            let h = host.hugepages.iter().find(|h| &h.id == id).ok_or_else(|| missing(id))?;
+            Ok(vec![Step::SetHugepages { numa_node: h.numa_node, size: h.size, count: h.count }])
+        }
+        ResourceKind::Gpu => gpu(host, action),
+        ResourceKind::Mig => mig(host, action),
+        ResourceKind::Host => Err(StepError(format!("`{id}` is a host: there is nothing to apply to it"))),
+    }
+}
+
+fn changed(action: &Action, field: &str) -> bool {
+    action.changes.iter().any(|c| c.field == field)
+}
+
+fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let name = id.name.clone();
+    if action.op == Op::Delete {
+        return Ok(vec![Step::ShutdownDomain { name: name.clone(), timeout }, Step::UndefineDomain { name }]);
+    }
+    let vm = host.vms.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
+    let xml = render::domain(factory, host, vm);
+    let run = vm.power == Power::Running;
+    let mut out = Vec::new();
+    match action.op {
+        Op::Create | Op::Replace => {
+            if action.op == Op::Replace {
+                out.push(Step::ShutdownDomain { name: name.clone(), timeout });
+                out.push(Step::UndefineDomain { name: name.clone() });
+            }
+            out.push(Step::DefineDomain { name: name.clone(), xml });
+            if vm.autostart {
+                out.push(Step::DomainAutostart { name: name.clone(), on: true });
+            }
+            if run {
+                out.push(Step::StartDomain { name });
+            }
+        }
+        Op::Update => {
+            let definition = action.changes.iter().any(|c| c.field != "power" && c.field != "autostart");
+            if definition {
+                // The new definition is written while the guest runs; it takes effect at
+                // the next start, which a restart-now change makes right away.
+                out.push(Step::DefineDomain { name: name.clone(), xml });
+            }
+            let restart = definition && action.class == Class::RestartNow && run;
+            let power = action.changes.iter().find(|c| c.field == "power");
+            match power.map(|c| c.from.as_deref().unwrap_or("")) {
+                _ if restart => {
+                    out.push(Step::ShutdownDomain { name: name.clone(), timeout });
+                    out.push(Step::StartDomain { name: name.clone() });
+                }
+                Some(_) if !run => out.push(Step::ShutdownDomain { name: name.clone(), timeout }),
+                Some("paused") => out.push(Step::ResumeDomain { name: name.clone() }),
+                Some(_) => out.push(Step::StartDomain { name: name.clone() }),
+                None => {}
+            }
+            if changed(action, "autostart") {
+                out.push(Step::DomainAutostart { name, on: vm.autostart });
+            }
+        }
+        Op::Delete => unreachable!("handled above"),
+    }
+    Ok(out)
+}
+
+fn network(factory: &str, host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let name = id.name.clone();
+    let stop = |out: &mut Vec<Step>| {
+        out.push(Step::StopNetwork { name: name.clone() });
+        out.push(Step::UndefineNetwork { name: name.clone() });
+    };
+    let mut out = Vec::new();
+    if action.op == Op::Delete {
+        stop(&mut out);
+        return Ok(out);
+    }
+    let net = host.networks.iter().find(|n| &n.id == id).ok_or_else(|| missing(id))?;
+    match action.op {
+        Op::Create | Op::Replace => {
+            if action.op == Op::Replace {
+                stop(&mut out);
+            }
+            out.push(Step::DefineNetwork { name: name.clone(), xml: render::network(factory, net) });
+            out.push(Step::StartNetwork { name: name.clone() });
+            out.push(Step::NetworkAutostart { name, on: true });
+        }
+        Op::Update => {
+            if changed(action, "active") {
+                out.push(Step::StartNetwork { name: name.clone() });
+            }
+            if changed(action, "autostart") {
+                out.push(Step::NetworkAutostart { name, on: true });
+            }
+        }
+        Op::Delete => unreachable!("handled above"),
+    }
+    Ok(out)
+}
+
+fn pool(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let pool = host.pools.iter().find(|p| &p.id == id).ok_or_else(|| missing(id))?;
+    let name = pool.name.clone();
+    match action.op {
+        Op::Create => Ok(vec![
+            Step::DefinePool { name: name.clone(), xml: render::pool(pool) },
+            Step::StartPool { name: name.clone() },
+            Step::PoolAutostart { name, on: true },
+        ]),
+        Op::Update => Ok(vec![Step::StartPool { name }]),
+        Op::Replace | Op::Delete => Err(StepError(format!("fabrik never replaces or deletes a pool (`{id}`)"))),
+    }
+}
+
+/// `pool/name` of a volume id.
+fn volume_name(id: &ResourceId) -> Result<(String, String), StepError> {
+    id.name
+        .split_once('/')
+        .map(|(p, v)| (p.to_string(), v.to_string()))
+        .ok_or_else(|| StepError(format!("`{id}` does not name a volume as `pool/volume`")))
+}
+
+fn volume(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let (pool, name) = volume_name(id)?;
+    if action.op == Op::Delete {
+        return Ok(vec![Step::DeleteVolume { pool, name }, Step::ForgetVolume { id: id.clone() }]);
+    }
+    let vol = host.volumes.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
+    match action.op {
+        Op::Create => {
+            let xml = render::volume(host, vol);
+            let copy = vol.image.as_ref().filter(|i| !(i.pool == vol.pool && i.volume == vol.name));
+            let make = match copy {
+                // A qcow2 overlay names its base as backing store: created, not cloned.
+                Some(_) if xml.contains("<backingStore>") => Step::CreateVolume { pool, name, xml },
+                Some(i) => Step::CloneVolume {
+                    pool,
+                    name,
+                    xml,
+                    from_pool: i.pool.clone(),
+                    from_volume: i.volume.clone(),
+                },
+                None => Step::CreateVolume { pool, name, xml },
+            };
+            Ok(vec![make, Step::RecordVolume { id: id.clone(), deletable: vol.deletable }])
+        }
+        Op::Update => match vol.capacity {
+            Some(capacity) => Ok(vec![Step::ResizeVolume { pool, name, capacity }]),
+            None => Ok(Vec::new()),
+        },
+        Op::Replace => Err(StepError(format!("fabrik never replaces a volume (`{id}`): it may hold data"))),
+        Op::Delete => unreachable!("handled above"),
+    }
+}
+
+fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let name = id.name.clone();
+    if action.op == Op::Delete {
+        return Ok(vec![Step::DeleteLink { name }]);
+    }
+    let link = host.links.iter().find(|l| &l.id == id).ok_or_else(|| missing(id))?;
+    let spec = LinkSpec {
+        name: name.clone(),
+        kind: link.kind.clone(),
+        mtu: link.mtu,
+        master: link.master.clone(),
+        alias: Some(link_alias(factory, id)),
+    };
+    // The kernel makes links down; fabrik's are up.
+    let up = Step::SetLink { name: name.clone(), mtu: None, up: Some(true), master: None };
+    match action.op {
+        Op::Create => Ok(vec![Step::CreateLink(spec), up]),
+        Op::Replace => Ok(vec![Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]),
+        Op::Update => {
+            let mut out = Vec::new();
+            let (mtu, master, up) = (changed(action, "mtu"), changed(action, "master"), changed(action, "up"));
+            if mtu || master || up {
+                out.push(Step::SetLink {
+                    name: name.clone(),
+                    mtu: if mtu { link.mtu } else { None },
+                    up: up.then_some(true),
+                    master: master.then(|| link.master.clone()),
+                });
+            }
+            if changed(action, "remotes")
+                && let LinkKind::Vxlan { remotes: want, .. } = &link.kind
+            {
+                let have = live
+                    .and_then(|l| l.links.iter().find(|l| l.name == name))
+                    .map(|l| match &l.kind {
+                        LinkKind::Vxlan { remotes, .. } => remotes.clone(),
+                        _ => Vec::new(),
+                    })
+                    .unwrap_or_default();
+                for r in want.iter().filter(|r| !have.contains(r)) {
+                    out.push(Step::AddFdb { vxlan: name.clone(), remote: *r });
+                }
+                for r in have.iter().filter(|r| !want.contains(r)) {
+                    out.push(Step::DelFdb { vxlan: name.clone(), remote: *r });
+                }
+            }
+            Ok(out)
+        }
+        Op::Delete => unreachable!("handled above"),
+    }
+}
+
+fn gpu(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let gpu = host.gpus.iter().find(|g| &g.id == id).ok_or_else(|| missing(id))?;
+    let mut out = Vec::new();
+    if changed(action, "mig mode") {
+        out.push(Step::SetMigMode { gpu: gpu.address, enabled: matches!(gpu.setup, GpuSetup::Mig { .. }) });
+    }
+    if changed(action, "driver") {
+        out.push(Step::DetachDevice { address: gpu.address });
+    }
+    Ok(out)
+}
+
+/// `0000:1b:00.0/3g.71gb@4` → the GPU, the profile and the start.
+fn mig_placement(id: &ResourceId) -> Result<(PciAddress, String, u8), StepError> {
+    let bad = || StepError(format!("`{id}` does not name a MIG instance as `gpu/profile@start`"));
+    let (gpu, rest) = id.name.split_once('/').ok_or_else(bad)?;
+    let (profile, start) = rest.rsplit_once('@').ok_or_else(bad)?;
+    let gpu = PciAddress::parse(gpu).map_err(|_| bad())?;
+    Ok((gpu, profile.to_string(), start.parse().map_err(|_| bad())?))
+}
+
+fn mig(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
+    let id = &action.id;
+    let (gpu, profile, start) = mig_placement(id)?;
+    match action.op {
+        Op::Delete => Ok(vec![Step::DestroyMigInstance { gpu, profile, start }]),
+        Op::Create | Op::Replace | Op::Update => {
+            let want = host
+                .gpus
+                .iter()
+                .filter_map(|g| match &g.setup {
+                    GpuSetup::Mig { instances } => Some(instances),
+                    GpuSetup::Passthrough | GpuSetup::TimeSliced => None,
+                })
+                .flatten()
+                .find(|i| &i.id == id)
+                .ok_or_else(|| missing(id))?;
+            let mut out = Vec::new();
+            if action.op == Op::Replace {
+                out.push(Step::DestroyMigInstance { gpu, profile: profile.clone(), start });
+            }
+            out.push(Step::CreateMigInstance { gpu, profile, profile_id: want.profile_id, start });
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mig_placements_parse() {
+        let id = ResourceId::parse("mig:gpu01/0000:1b:00.0/3g.71gb@4").unwrap();
+        let (gpu, profile, start) = mig_placement(&id).unwrap();
+        assert_eq!(gpu.to_string(), "0000:1b:00.0");
+        assert_eq!((profile.as_str(), start), ("3g.71gb", 4));
+        assert!(mig_placement(&ResourceId::parse("mig:gpu01/nonsense").unwrap()).is_err());
+    }
+
+    #[test]
+    fn volume_ids_split_at_the_first_slash() {
+        let id = ResourceId::parse("volume:h1/vms/a-root").unwrap();
+        assert_eq!(volume_name(&id).unwrap(), ("vms".to_string(), "a-root".to_string()));
+    }
+}

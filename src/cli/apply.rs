@@ -1,0 +1,308 @@
+//! `fabrik apply`: plan, show the plan, confirm, apply, and verify with a new plan.
+//! `fabrik apply plan.json` applies a saved plan once it is shown not to be stale.
+//!
+//! Exit 0: applied and verified (or nothing to do); 1: anything failed, did not
+//! converge, or could not start (errors in the plan, the lock held, no confirmation);
+//! 130: interrupted by a signal.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use super::exit;
+use super::hosts::Hosts;
+use super::plan::{Selection, error_chain, prepare};
+use crate::apply::journal::{self, Journal};
+use crate::apply::progress::Progress;
+use crate::apply::{self, Event, Limits, Outcome, Settings};
+use crate::plan::output::{self, Show};
+use crate::plan::{self, Created, Plan};
+
+/// Interrupted by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A factory file or directory, or a plan saved by `fabrik plan --out`.
+    #[command(flatten)]
+    pub hosts: Hosts,
+    /// Apply without asking (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Actions run at once, over all hosts.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub parallelism: usize,
+    /// Actions run at once on one host.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub per_host: usize,
+    #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
+    pub format: ApplyFormat,
+    /// Seconds a VM gets to shut down before it is forced off.
+    #[arg(long, value_name = "SECONDS", default_value_t = super::plan::SHUTDOWN_TIMEOUT_DEFAULT_S)]
+    pub shutdown_timeout: u64,
+    /// Apply only this resource and what it needs (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub target: Vec<String>,
+    /// Leave out this resource and everything that needs it (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub exclude: Vec<String>,
+    /// Replace this resource even if nothing changed (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub replace: Vec<String>,
+    /// Wait up to this many seconds for another apply of the factory to finish.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ApplyFormat {
+    /// The plan and a summary on stdout; progress on stderr.
+    Human,
+    /// One JSON event per line on stdout (docs/apply.md).
+    Json,
+}
+
+/// A saved plan, when the path names one: a file whose JSON says it is a fabrik plan.
+fn saved_plan(path: &Path) -> Option<Result<Plan, String>> {
+    if !path.is_file() || path.extension().is_none_or(|e| e != "json") {
+        return None;
+    }
+    Some(plan::file::load(path).map_err(|e| error_chain(&e)))
+}
+
+/// What an apply prints besides progress: to stdout, as text or JSON lines.
+struct Out {
+    format: ApplyFormat,
+}
+
+impl Out {
+    fn json(&self, value: serde_json::Value) {
+        if let Ok(text) = serde_json::to_string(&value) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+            let _ = out.flush();
+        }
+    }
+
+    fn text(&self, text: &str) {
+        if self.format == ApplyFormat::Human {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}
+
+pub fn run(args: &Args) -> u8 {
+    let out = Out { format: args.format };
+    let saved = match saved_plan(&args.hosts.path) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+        None => None,
+    };
+    // A saved plan names its factory, hosts and options; they are used as they were.
+    let origin = saved.as_ref().and_then(|p| p.origin.clone());
+    if saved.is_some() && origin.is_none() {
+        eprintln!("error: the plan does not say which factory it was made from; make it again with `fabrik plan --out`");
+        return exit::INVALID;
+    }
+    let hosts = match &origin {
+        Some(o) => Hosts {
+            path: PathBuf::from(&o.path),
+            sim: o.twins.is_some(),
+            state_dir: o.twins.as_ref().map(PathBuf::from),
+        },
+        None => Hosts { path: args.hosts.path.clone(), sim: args.hosts.sim, state_dir: args.hosts.state_dir.clone() },
+    };
+    let (targets, excludes, replace, timeout_s) = match &origin {
+        Some(o) => (o.targets.clone(), o.excludes.clone(), o.replace.clone(), o.shutdown_timeout_s),
+        None => (args.target.clone(), args.exclude.clone(), args.replace.clone(), args.shutdown_timeout),
+    };
+    let shutdown_timeout = Duration::from_secs(timeout_s);
+    let selection = Selection { targets: &targets, excludes: &excludes, replace: &replace, shutdown_timeout };
+    let prepared = match prepare(&hosts, &selection) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    // The lock comes before the hosts are read: a plan made while another apply runs
+    // would be out of date before it is shown.
+    let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
+    let _lock = match apply::lock::acquire(&state, Duration::from_secs(args.lock_wait)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            return exit::INVALID;
+        }
+    };
+    if let Some(previous) = journal::previous(&state) {
+        let mut note = "note: the previous apply did not finish (it was killed or crashed); this plan is made \
+                        from the hosts as they are now, so applying it completes that work"
+            .to_string();
+        if !previous.in_flight.is_empty() {
+            note.push_str(&format!("; it was in the middle of: {}", previous.in_flight.join(", ")));
+        }
+        eprintln!("{note}");
+    }
+    let spec = &prepared.validation.spec;
+    let live = hosts.observe(spec);
+    let plan = match saved {
+        Some(saved) => {
+            let staleness = plan::file::stale(&saved, &prepared.desired, &live);
+            if staleness.is_stale() {
+                eprintln!("error: the saved plan is stale; nothing was applied:");
+                for r in &staleness.reasons {
+                    eprintln!("  - {r}");
+                }
+                eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
+                return exit::INVALID;
+            }
+            saved
+        }
+        None => plan::plan_with(&prepared.desired, &prepared.graph, &live, &prepared.options),
+    };
+    match args.format {
+        ApplyFormat::Human => out.text(&output::human(&plan, Show::default())),
+        ApplyFormat::Json => out.json(serde_json::json!({
+            "event": "plan",
+            "summary": plan.summary,
+            "actions": plan.actions.iter().map(|a| serde_json::json!({
+                "id": a.id.to_string(), "op": a.op, "class": a.class, "reason": a.reason,
+            })).collect::<Vec<_>>(),
+            "errors": plan.errors,
+        })),
+    }
+    if plan.has_errors() {
+        eprintln!("error: the plan has errors (listed above); nothing was applied");
+        return exit::INVALID;
+    }
+    if !plan.has_changes() {
+        if args.format == ApplyFormat::Json {
+            out.json(serde_json::json!({"event": "summary", "done": 0, "failed": 0, "skipped": 0, "converged": true, "interrupted": false}));
+        }
+        return exit::OK;
+    }
+    if !args.yes && !confirmed(&plan) {
+        return exit::INVALID;
+    }
+    let journal = Journal::create(&state).ok().map(Arc::new);
+    if let Some(j) = &journal {
+        j.write(&serde_json::json!({
+            "event": "begin", "pid": std::process::id(), "factory": plan.factory, "actions": plan.actions.len(),
+        }));
+    }
+    let progress = Arc::new(match args.format {
+        ApplyFormat::Human => Progress::human(plan.actions.len()),
+        ApplyFormat::Json => Progress::Json,
+    });
+    let emit: apply::Emit = {
+        let (progress, journal) = (progress.clone(), journal.clone());
+        Arc::new(move |e: &Event| {
+            progress.event(e);
+            if let Some(j) = &journal {
+                j.write(e);
+            }
+        })
+    };
+    let settings = Settings {
+        limits: Limits { parallelism: args.parallelism.max(1), per_host: args.per_host.max(1) },
+        shutdown_timeout,
+        twins: hosts.sim.then(|| hosts.state()),
+        created_path: prepared.created_path.clone(),
+        created: prepared.options.created.clone(),
+    };
+    let report = apply::apply(&plan, &prepared.desired, &prepared.graph, &live, &spec.hosts, settings, emit);
+    progress.finish();
+    // Verify: the hosts read again, planned again with the same options.
+    let mut options = prepared.options.clone();
+    options.created = Created::load(&prepared.created_path).unwrap_or(options.created);
+    let after = plan::plan_with(&prepared.desired, &prepared.graph, &hosts.observe(spec), &options);
+    let remaining = apply::unconverged(&after);
+    let counts = report.counts();
+    let converged = remaining.is_empty() && !after.has_errors();
+    let summary = serde_json::json!({
+        "event": "summary", "done": counts.done, "failed": counts.failed, "skipped": counts.skipped,
+        "converged": converged, "interrupted": report.interrupted, "elapsed_ms": report.elapsed.as_millis() as u64,
+    });
+    if let Some(j) = &journal {
+        j.write(&serde_json::json!({"event": "verify", "converged": converged, "remaining": remaining}));
+        j.write(&summary);
+    }
+    match args.format {
+        ApplyFormat::Json => {
+            out.json(serde_json::json!({
+                "event": "verify", "converged": converged,
+                "remaining": remaining.iter().map(|r| &r.id).collect::<Vec<_>>(),
+                "details": remaining, "errors": after.errors,
+            }));
+            out.json(summary);
+        }
+        ApplyFormat::Human => out.text(&human_summary(&report, &remaining, &after)),
+    }
+    if report.interrupted {
+        EXIT_INTERRUPTED
+    } else if counts.failed > 0 || !converged {
+        exit::INVALID
+    } else {
+        exit::OK
+    }
+}
+
+/// Asks on the terminal; refuses without one.
+fn confirmed(plan: &Plan) -> bool {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: refusing to apply without confirmation: stdin is not a terminal; review the plan and pass --yes");
+        return false;
+    }
+    let hosts = plan.actions.iter().map(|a| a.id.host.as_str()).collect::<std::collections::BTreeSet<_>>().len();
+    eprint!("\nApply these {} changes to {hosts} host(s)? Only `yes` is accepted: ", plan.actions.len());
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() == "yes" {
+        true
+    } else {
+        eprintln!("Apply cancelled; nothing was changed.");
+        false
+    }
+}
+
+fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], after: &Plan) -> String {
+    let c = report.counts();
+    let mut s = format!(
+        "\nApply {}: {} done, {} failed, {} skipped in {:.2}s.\n",
+        if report.interrupted { "interrupted" } else { "finished" },
+        c.done,
+        c.failed,
+        c.skipped,
+        report.elapsed.as_secs_f64()
+    );
+    for e in &report.entries {
+        match &e.outcome {
+            Outcome::Done { .. } => {}
+            Outcome::Failed { error, .. } => {
+                s.push_str(&format!("  FAILED   {} ({}): {error}\n", e.action.id, e.action.op.word()))
+            }
+            Outcome::Skipped { reason } => {
+                s.push_str(&format!("  skipped  {} ({}): {reason}\n", e.action.id, e.action.op.word()))
+            }
+        }
+    }
+    if remaining.is_empty() && !after.has_errors() {
+        s.push_str("Verified: the hosts match the factory; a new plan shows no changes.\n");
+    } else {
+        s.push_str(&format!("Not converged: a new plan still has {} change(s):\n", remaining.len()));
+        for r in remaining {
+            s.push_str(&format!("  {}: {}\n", r.id, r.fields.join("; ")));
+        }
+        for e in &after.errors {
+            s.push_str(&format!("  error {}: {}\n", e.id, e.message));
+        }
+    }
+    s
+}
