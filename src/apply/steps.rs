@@ -178,7 +178,7 @@ pub fn steps(
 ) -> Result<Vec<Step>, StepError> {
     let id = &action.id;
     match id.kind {
-        ResourceKind::Vm => vm(factory, host, action, shutdown_timeout),
+        ResourceKind::Vm => vm(factory, host, live, action, shutdown_timeout),
         ResourceKind::Network => network(factory, host, action),
         ResourceKind::Pool => pool(host, action),
         ResourceKind::Volume => volume(host, action),
@@ -197,7 +197,25 @@ fn changed(action: &Action, field: &str) -> bool {
     action.changes.iter().any(|c| c.field == field)
 }
 
-fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, StepError> {
+/// The rendered XML with the live domain's UUID: without it libvirt makes one up and
+/// refuses the definition, since a domain of that name exists with another.
+fn with_uuid(xml: String, uuid: &str) -> String {
+    match xml.find("</name>") {
+        Some(end) if !xml.contains("<uuid>") => {
+            let at = end + "</name>".len();
+            format!("{}<uuid>{uuid}</uuid>{}", &xml[..at], &xml[at..])
+        }
+        _ => xml,
+    }
+}
+
+fn vm(
+    factory: &str,
+    host: &DesiredHost,
+    live: Option<&LiveHost>,
+    action: &Action,
+    timeout: Duration,
+) -> Result<Vec<Step>, StepError> {
     let id = &action.id;
     let name = id.name.clone();
     if action.op == Op::Delete {
@@ -226,6 +244,11 @@ fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> 
             if definition {
                 // The new definition is written while the guest runs; it takes effect at
                 // the next start, which a restart-now change makes right away.
+                let uuid = live.and_then(|l| l.domains.iter().find(|d| d.name == name)).map(|d| d.uuid.as_str());
+                let xml = match uuid {
+                    Some(u) => with_uuid(xml, u),
+                    None => xml,
+                };
                 out.push(Step::DefineDomain { name: name.clone(), xml });
             }
             let restart = definition && action.class == Class::RestartNow && run;
@@ -453,6 +476,12 @@ mod tests {
         assert_eq!(gpu.to_string(), "0000:1b:00.0");
         assert_eq!((profile.as_str(), start), ("3g.71gb", 4));
         assert!(mig_placement(&ResourceId::parse("mig:gpu01/nonsense").unwrap()).is_err());
+    }
+
+    #[test]
+    fn the_live_uuid_goes_after_the_name() {
+        let xml = with_uuid("<domain type='kvm'><name>a</name><memory/></domain>".into(), "u-1");
+        assert_eq!(xml, "<domain type='kvm'><name>a</name><uuid>u-1</uuid><memory/></domain>");
     }
 
     #[test]

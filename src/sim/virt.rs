@@ -2,28 +2,40 @@
 //! its rules and errors, made persistent.
 //!
 //! The test driver keeps its objects in memory for one connection. The twin saves every
-//! domain, network and pool (with its volumes) to `libvirt.json` after each change, and
-//! on opening writes them into a node file that the test driver loads. What libvirt
-//! cannot simulate — the host's NUMA layout and PCI devices (its test driver reports
-//! none for a custom node) — comes from the host's declaration: the twin has exactly the
-//! declared hardware.
+//! domain, network and pool (with its volumes), their power state and autostart, to
+//! `libvirt.json` after each change, and on opening writes them into a node file that the
+//! test driver loads. What libvirt cannot simulate — the host's NUMA layout and PCI
+//! devices — comes from the host's declaration ([`hardware`]).
+//!
+//! The twin hands the test driver what fabrik renders, changed only where the test
+//! driver cannot take it as a real libvirtd does ([`translate`]): a domain's type, arch
+//! and machine become the one guest its capabilities list (and are restored on every
+//! read); a volume is sparse; a copy of a volume across pools and growing a volume, which
+//! the test driver cannot do, the twin does as libvirt's storage driver does. Everything
+//! else, errors included, is libvirt's.
 
+mod hardware;
+pub mod translate;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::driver::libvirt::LibvirtDriver;
+use crate::driver::libvirt::{LibvirtDriver, libvirt_error};
 use crate::driver::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt};
-use crate::live::{HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState, Sriov};
-use crate::spec::model::{Host, NicKind};
-use crate::spec::types::PciAddress;
+use crate::live::{HostInfo, LiveDomain, LiveNetwork, LivePciDevice, LivePool, PowerState};
+use crate::spec::model::Host;
+use crate::spec::types::{ByteSize, PciAddress};
 
 /// Bumped when the saved shape changes; an older file is refused rather than misread.
+/// (Fields added with a default keep the version: older files still read right.)
 const STATE_VERSION: u32 = 1;
 /// libvirt's test driver namespace, whose `runstate` restores a domain's power state.
 const TEST_NS: &str = "http://libvirt.org/schemas/domain/test/1.0";
-/// `VIR_DOMAIN_SHUTOFF` in the test driver's `runstate`.
+/// `VIR_DOMAIN_PAUSED` and `VIR_DOMAIN_SHUTOFF` in the test driver's `runstate`.
+const RUNSTATE_PAUSED: u32 = 3;
 const RUNSTATE_SHUTOFF: u32 = 5;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -40,8 +52,13 @@ struct Saved {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SavedDomain {
+    /// As the test driver holds it (translated).
     xml: String,
     running: bool,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    autostart: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,6 +66,8 @@ struct SavedDomain {
 struct SavedObject {
     xml: String,
     active: bool,
+    #[serde(default)]
+    autostart: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,6 +75,8 @@ struct SavedObject {
 struct SavedPool {
     xml: String,
     active: bool,
+    #[serde(default)]
+    autostart: bool,
     volumes: Vec<String>,
 }
 
@@ -65,6 +86,9 @@ pub struct SimVirt {
     host: Host,
     dir: PathBuf,
     detached: Vec<PciAddress>,
+    /// The volumes of each pool as last saved: libvirt lists none for a stopped pool,
+    /// but the pool still has them.
+    volumes: BTreeMap<String, Vec<String>>,
 }
 
 fn failed(what: String) -> DriverError {
@@ -97,18 +121,34 @@ impl SimVirt {
             .map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
         let absolute = std::fs::canonicalize(&node).map_err(|e| failed(format!("{}: {e}", node.display())))?;
         let mut inner = LibvirtDriver::connect(&format!("test://{}", absolute.display()))?;
-        // The test driver starts every network and pool it loads; stop those that were not.
-        for n in saved.networks.iter().filter(|n| !n.active) {
-            if let Some(name) = xml_name(&n.xml) {
+        // The test driver starts every network and pool it loads; stop those that were
+        // not. Autostart is no part of the node file: set it again.
+        for n in &saved.networks {
+            let Some(name) = xml_name(&n.xml) else { continue };
+            if !n.active {
                 inner.stop_network(name)?;
             }
-        }
-        for p in saved.pools.iter().filter(|p| !p.active) {
-            if let Some(name) = xml_name(&p.xml) {
-                inner.stop_pool(name)?;
+            if n.autostart {
+                inner.set_network_autostart(name, true)?;
             }
         }
-        Ok(SimVirt { inner, host: host.clone(), dir: dir.to_path_buf(), detached: saved.detached })
+        for p in &saved.pools {
+            let Some(name) = xml_name(&p.xml) else { continue };
+            if !p.active {
+                inner.stop_pool(name)?;
+            }
+            if p.autostart {
+                inner.set_pool_autostart(name, true)?;
+            }
+        }
+        for d in saved.domains.iter().filter(|d| d.autostart) {
+            if let Some(name) = xml_name(&d.xml) {
+                inner.set_domain_autostart(name, true)?;
+            }
+        }
+        let volumes =
+            saved.pools.iter().filter_map(|p| Some((xml_name(&p.xml)?.to_string(), p.volumes.clone()))).collect();
+        Ok(SimVirt { inner, host: host.clone(), dir: dir.to_path_buf(), detached: saved.detached, volumes })
     }
 
     /// Saves everything the test driver holds now.
@@ -117,31 +157,35 @@ impl SimVirt {
             .inner
             .domains()?
             .into_iter()
-            .map(|d| SavedDomain { running: d.state != PowerState::ShutOff, xml: d.xml })
+            .map(|d| SavedDomain {
+                running: d.state != PowerState::ShutOff,
+                paused: d.state == PowerState::Paused,
+                autostart: d.autostart,
+                xml: d.xml,
+            })
             .collect();
-        let networks =
-            self.inner.networks()?.into_iter().map(|n| SavedObject { xml: n.xml, active: n.active }).collect();
+        let networks = self
+            .inner
+            .networks()?
+            .into_iter()
+            .map(|n| SavedObject { xml: n.xml, active: n.active, autostart: n.autostart })
+            .collect();
+        let mut volumes = BTreeMap::new();
         let pools = self
             .inner
             .pools()?
             .into_iter()
-            .map(|p| SavedPool {
-                volumes: p
-                    .volumes
-                    .iter()
-                    .map(|v| {
-                        format!(
-                            "<volume><name>{}</name><capacity unit='bytes'>{}</capacity><allocation unit='bytes'>{}</allocation></volume>",
-                            crate::driver::libvirt::owner::escape(&v.name),
-                            v.capacity.bytes(),
-                            v.allocation.bytes()
-                        )
-                    })
-                    .collect(),
-                xml: p.xml,
-                active: p.active,
+            .map(|p| {
+                let vols = if p.active {
+                    p.volumes.iter().map(volume_xml).collect()
+                } else {
+                    self.volumes.get(&p.name).cloned().unwrap_or_default()
+                };
+                volumes.insert(p.name.clone(), vols.clone());
+                SavedPool { xml: p.xml, active: p.active, autostart: p.autostart, volumes: vols }
             })
             .collect();
+        self.volumes = volumes;
         let saved = Saved { version: STATE_VERSION, domains, networks, pools, detached: self.detached.clone() };
         let path = self.dir.join("libvirt.json");
         let text = serde_json::to_string_pretty(&saved).map_err(|e| failed(e.to_string()))?;
@@ -153,13 +197,88 @@ impl SimVirt {
         self.save()?;
         Ok(value)
     }
+
+    fn declared(&self, address: PciAddress) -> Result<()> {
+        if hardware::declared(&self.host, address) {
+            Ok(())
+        } else {
+            Err(DriverError::new(
+                ErrorKind::NotFound,
+                format!("cannot find PCI device {address}: Node device not found"),
+            )
+            .with_code("VIR_ERR_NO_NODE_DEVICE"))
+        }
+    }
+
+    /// A volume, looked up as libvirt does (its errors for a missing or stopped pool).
+    fn volume(&self, pool: &str, name: &str) -> Result<virt::storage_vol::StorageVol> {
+        let p = self
+            .inner
+            .connection()
+            .lookup_storage_pool_by_name(pool)
+            .map_err(|e| libvirt_error(&format!("cannot find storage pool `{pool}`"), e))?;
+        p.lookup_storage_vol_by_name(name)
+            .map_err(|e| libvirt_error(&format!("cannot find volume `{name}` in pool `{pool}`"), e))
+    }
+
+    /// A copy of a volume. The test driver looks for the source in the destination pool,
+    /// so it cannot copy a base image from `images` to `vms`, and it keeps a copy's
+    /// capacity even when smaller than the source's. The twin does what libvirt's storage
+    /// driver does: finds the source (libvirt's errors when it cannot), and creates the
+    /// copy at least as large as its source. The copy holds no data, as nothing does.
+    fn clone_volume_as_libvirt(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()> {
+        let what = format!("cannot create volume in pool `{pool}` from `{from_pool}/{from_volume}`");
+        let source = self.volume(from_pool, from_volume)?.info().map_err(|e| libvirt_error(&what, e))?;
+        let xml = match translate::volume_capacity(xml) {
+            Some(c) if c >= source.capacity => xml.to_string(),
+            _ => translate::with_volume_capacity(xml, source.capacity),
+        };
+        self.inner.create_volume(pool, &translate::volume_to_test(&xml))
+    }
+
+    /// Grows a volume. The test driver has no `virStorageVolResize`; the twin refuses to
+    /// shrink as libvirt's storage driver does (without its shrink flag, which fabrik
+    /// never passes) and makes the volume again at the new capacity.
+    fn resize_volume_as_libvirt(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
+        let what = format!("cannot grow volume `{name}` in pool `{pool}` to {capacity}");
+        let vol = self.volume(pool, name)?;
+        let current = vol.info().map_err(|e| libvirt_error(&what, e))?.capacity;
+        if capacity.bytes() < current {
+            return Err(DriverError::new(
+                ErrorKind::Failed,
+                format!("{what}: Can't shrink capacity below current capacity unless shrink flag explicitly specified"),
+            )
+            .with_code("VIR_ERR_INVALID_ARG"));
+        }
+        let xml = vol.xml_desc(0).map_err(|e| libvirt_error(&what, e))?;
+        vol.delete(0).map_err(|e| libvirt_error(&what, e))?;
+        let grown = self.inner.create_volume(pool, &translate::with_volume_capacity(&xml, capacity.bytes()));
+        if grown.is_err() {
+            // Put the volume back as it was; the error is the one to report.
+            let _ = self.inner.create_volume(pool, &xml);
+        }
+        grown
+    }
 }
 
-/// The `<name>` of a network's or pool's XML.
+/// The `<name>` of an object's XML (the first: a domain's comes before its devices').
 fn xml_name(xml: &str) -> Option<&str> {
     let start = xml.find("<name>")? + "<name>".len();
     let end = start + xml[start..].find("</name>")?;
     Some(&xml[start..end])
+}
+
+/// A volume as the node file holds it.
+fn volume_xml(v: &crate::live::LiveVolume) -> String {
+    let escape = crate::driver::libvirt::owner::escape;
+    let format = v.format.as_deref().map(|f| format!("<target><format type='{}'/></target>", escape(f)));
+    format!(
+        "<volume><name>{}</name><capacity unit='bytes'>{}</capacity><allocation unit='bytes'>{}</allocation>{}</volume>",
+        escape(&v.name),
+        v.capacity.bytes(),
+        v.allocation.bytes(),
+        format.unwrap_or_default()
+    )
 }
 
 /// The node file the test driver loads: a CPU summary and the saved objects.
@@ -173,11 +292,13 @@ fn node_xml(host: &Host, saved: &Saved) -> String {
         (cpus / nodes).max(1)
     );
     for d in &saved.domains {
-        let runstate = if d.running {
-            String::new()
-        } else {
-            format!("<test:runstate xmlns:test='{TEST_NS}'>{RUNSTATE_SHUTOFF}</test:runstate>")
+        let runstate = match (d.running, d.paused) {
+            (true, false) => None,
+            (true, true) => Some(RUNSTATE_PAUSED),
+            (false, _) => Some(RUNSTATE_SHUTOFF),
         };
+        let runstate =
+            runstate.map(|s| format!("<test:runstate xmlns:test='{TEST_NS}'>{s}</test:runstate>")).unwrap_or_default();
         match d.xml.rfind("</domain>") {
             Some(end) => out.push_str(&format!("{}{runstate}</domain>\n", &d.xml[..end])),
             None => out.push_str(&d.xml),
@@ -197,87 +318,31 @@ fn node_xml(host: &Host, saved: &Saved) -> String {
     out
 }
 
-/// ACPI SLIT distances: 10 to itself, 21 to the other nodes (a two-socket server).
-const DISTANCE_LOCAL: u32 = 10;
-const DISTANCE_REMOTE: u32 = 21;
-/// PCI vendor ids: NVIDIA, and Mellanox (NVIDIA networking).
-const VENDOR_NVIDIA: u16 = 0x10de;
-const VENDOR_MELLANOX: u16 = 0x15b3;
-/// PCI classes: 3D controller, Ethernet controller, InfiniBand controller.
-const CLASS_3D: u32 = 0x030200;
-const CLASS_ETHERNET: u32 = 0x020000;
-const CLASS_INFINIBAND: u32 = 0x020700;
+/// A domain as a real libvirtd returns it: what the twin translated put back.
+fn restored(d: LiveDomain) -> Result<LiveDomain> {
+    let xml = translate::domain_from_test(&d.xml);
+    if xml == d.xml {
+        return Ok(d);
+    }
+    let mut live = crate::driver::libvirt::xml::domain(&xml, d.state, d.autostart)?;
+    // A running guest's tap devices come from its live XML, read with the rest.
+    for (iface, read) in live.interfaces.iter_mut().zip(&d.interfaces) {
+        iface.target = read.target.clone();
+    }
+    Ok(live)
+}
 
 impl Virt for SimVirt {
     fn host_info(&mut self) -> Result<HostInfo> {
-        let ids: Vec<u32> = self.host.numa_nodes.iter().map(|n| n.id.value).collect();
-        let numa = self
-            .host
-            .numa_nodes
-            .iter()
-            .map(|n| LiveNumaNode {
-                id: n.id.value,
-                cpus: n.cpus.value.clone(),
-                memory: n.memory.value,
-                distances: ids
-                    .iter()
-                    .map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE })
-                    .collect(),
-                socket: n.socket.as_ref().map(|s| s.value),
-            })
-            .collect();
-        Ok(HostInfo {
-            hostname: self.host.name.value.clone(),
-            hypervisor: "libvirt test driver (simulated twin)".to_string(),
-            cpu_model: None,
-            numa,
-        })
+        Ok(hardware::host_info(&self.host))
     }
 
     fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
-        let mut out = Vec::new();
-        for (i, g) in self.host.gpus.iter().enumerate() {
-            let info = g.model.value.info();
-            let vfio = self.detached.contains(&g.address.value);
-            out.push(LivePciDevice {
-                address: g.address.value,
-                nodedev: crate::driver::libvirt::xml::nodedev_name(g.address.value),
-                vendor_id: VENDOR_NVIDIA,
-                device_id: info.pci_device_id,
-                class: CLASS_3D,
-                product: Some(info.nvml_name.to_string()),
-                numa_node: Some(g.numa_node.value),
-                iommu_group: Some(i as u32),
-                driver: Some(if vfio { "vfio-pci" } else { "nvidia" }.to_string()),
-                netdevs: Vec::new(),
-                sriov: None,
-            });
-        }
-        for (i, n) in self.host.nics.iter().enumerate() {
-            let Some(address) = n.address.as_ref().map(|a| a.value) else { continue };
-            out.push(LivePciDevice {
-                address,
-                nodedev: crate::driver::libvirt::xml::nodedev_name(address),
-                vendor_id: VENDOR_MELLANOX,
-                device_id: 0x1021,
-                class: match n.kind.value {
-                    NicKind::Ethernet => CLASS_ETHERNET,
-                    NicKind::Infiniband => CLASS_INFINIBAND,
-                },
-                product: Some("ConnectX (simulated)".to_string()),
-                numa_node: n.numa_node.as_ref().map(|x| x.value),
-                iommu_group: Some((self.host.gpus.len() + i) as u32),
-                driver: Some("mlx5_core".to_string()),
-                netdevs: vec![n.name.value.clone()],
-                sriov: n.sriov_vfs.as_ref().map(|v| Sriov { total_vfs: v.value, num_vfs: 0, vfs: Vec::new() }),
-            });
-        }
-        out.sort_by_key(|d| d.address);
-        Ok(out)
+        Ok(hardware::devices(&self.host, &self.detached))
     }
 
     fn domains(&mut self) -> Result<Vec<LiveDomain>> {
-        self.inner.domains()
+        self.inner.domains()?.into_iter().map(restored).collect()
     }
     fn networks(&mut self) -> Result<Vec<LiveNetwork>> {
         self.inner.networks()
@@ -287,7 +352,7 @@ impl Virt for SimVirt {
     }
 
     fn define_domain(&mut self, xml: &str) -> Result<()> {
-        let r = self.inner.define_domain(xml);
+        let r = self.inner.define_domain(&translate::domain_to_test(xml));
         self.saved(r)
     }
     fn undefine_domain(&mut self, name: &str) -> Result<()> {
@@ -310,6 +375,10 @@ impl Virt for SimVirt {
         let r = self.inner.set_domain_autostart(name, autostart);
         self.saved(r)
     }
+    fn resume_domain(&mut self, name: &str) -> Result<()> {
+        let r = self.inner.resume_domain(name);
+        self.saved(r)
+    }
     fn define_network(&mut self, xml: &str) -> Result<()> {
         let r = self.inner.define_network(xml);
         self.saved(r)
@@ -324,6 +393,10 @@ impl Virt for SimVirt {
     }
     fn undefine_network(&mut self, name: &str) -> Result<()> {
         let r = self.inner.undefine_network(name);
+        self.saved(r)
+    }
+    fn set_network_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        let r = self.inner.set_network_autostart(name, autostart);
         self.saved(r)
     }
     fn define_pool(&mut self, xml: &str) -> Result<()> {
@@ -342,16 +415,24 @@ impl Virt for SimVirt {
         let r = self.inner.undefine_pool(name);
         self.saved(r)
     }
+    fn set_pool_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        let r = self.inner.set_pool_autostart(name, autostart);
+        self.saved(r)
+    }
     fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()> {
-        let r = self.inner.create_volume(pool, xml);
+        let r = self.inner.create_volume(pool, &translate::volume_to_test(xml));
         self.saved(r)
     }
     fn clone_volume(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()> {
-        let r = self.inner.clone_volume(pool, xml, from_pool, from_volume);
+        let r = self.clone_volume_as_libvirt(pool, xml, from_pool, from_volume);
         self.saved(r)
     }
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
         let r = self.inner.delete_volume(pool, name);
+        self.saved(r)
+    }
+    fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
+        let r = self.resize_volume_as_libvirt(pool, name, capacity);
         self.saved(r)
     }
 
@@ -368,21 +449,5 @@ impl Virt for SimVirt {
         self.declared(address)?;
         self.detached.retain(|a| *a != address);
         self.save()
-    }
-}
-
-impl SimVirt {
-    fn declared(&self, address: PciAddress) -> Result<()> {
-        let known = self.host.gpus.iter().any(|g| g.address.value == address)
-            || self.host.nics.iter().any(|n| n.address.as_ref().is_some_and(|a| a.value == address));
-        if known {
-            Ok(())
-        } else {
-            Err(DriverError::new(
-                ErrorKind::NotFound,
-                format!("cannot find PCI device {address}: Node device not found"),
-            )
-            .with_code("VIR_ERR_NO_NODE_DEVICE"))
-        }
     }
 }
