@@ -15,9 +15,11 @@
 //! the target directory this test runs from. With `CI=true` a library that cannot be
 //! built or found fails the tests; elsewhere the NVML host is skipped, saying why.
 
-use std::path::{Path, PathBuf};
+#[path = "sim_nvml/mod.rs"]
+mod sim_nvml;
+
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use fabrik::driver::sim_gpu::{Placement, SimGpuInstance, SimGpuState};
 use fabrik::hw::{GpuModel, mig};
@@ -28,44 +30,7 @@ use serde_json::Value;
 const HOST: &str = "gpu09";
 const GPU: &str = "0000:3b:00.0";
 const MODEL: GpuModel = GpuModel::H200_141GB;
-const LIB_FILE: &str = "libnvidia_ml_sim.so";
 
-fn build_and_find() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
-    // target/<profile>/deps/apply_mig-… → target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or("the test executable is not in target/")?;
-    let target_dir = profile_dir.parent().ok_or("the test executable is not in target/")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "sim-nvml"]).env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let built = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-    let lib = profile_dir.join(LIB_FILE);
-    match built {
-        Ok(s) if s.success() => {}
-        Ok(s) if !lib.exists() => return Err(format!("`cargo build -p sim-nvml` failed ({s})")),
-        Err(e) if !lib.exists() => return Err(format!("cannot run cargo to build sim-nvml: {e}")),
-        _ => eprintln!("apply_mig: could not rebuild sim-nvml; using {}", lib.display()),
-    }
-    if lib.exists() { Ok(lib) } else { Err(format!("{} is missing after the build", lib.display())) }
-}
-
-/// The simulated library, or `None` (outside CI) with the reason printed.
-fn library() -> Option<&'static Path> {
-    static LIB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match LIB.get_or_init(build_and_find) {
-        Ok(p) => Some(p),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the simulated libnvidia-ml is needed in CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("apply_mig: SKIPPED the NVML host: {why}");
-            None
-        }
-    }
-}
 
 fn gpu_address() -> PciAddress {
     PciAddress::parse(GPU).unwrap()
@@ -158,7 +123,7 @@ impl Host {
     /// The host on the simulated library, its GPU as `prepare` makes it from the twin's
     /// starting state; `None` when the library is not there (outside CI).
     fn nvml(prepare: impl FnOnce(SimGpuState) -> SimGpuState) -> Option<Host> {
-        let source = library()?;
+        let source = sim_nvml::library("the NVML host")?;
         let dir = tempfile::tempdir().unwrap();
         let lib_dir = dir.path().join("lib");
         std::fs::create_dir(&lib_dir).unwrap();

@@ -12,9 +12,11 @@
 //! library keeps its state beside itself (`libnvidia-ml.so.1.json`), so copies are
 //! independent hosts, and tests run in parallel without sharing one.
 
+#[path = "sim_nvml/mod.rs"]
+mod sim_nvml;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use fabrik::driver::nvml::NvmlDriver;
 use fabrik::driver::sim_gpu::{Activation, SimGpuState, SimGpus};
@@ -22,45 +24,6 @@ use fabrik::driver::{DriverError, ErrorKind, Gpus};
 use fabrik::hw::GpuModel;
 use fabrik::live::{LiveGpu, MigMode};
 use fabrik::spec::types::PciAddress;
-
-const LIB_FILE: &str = "libnvidia_ml_sim.so";
-
-fn build_and_find() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the test executable: {e}"))?;
-    // target/<profile>/deps/nvml_sim-… → target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or("the test executable is not in target/")?;
-    let target_dir = profile_dir.parent().ok_or("the test executable is not in target/")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "sim-nvml"]).env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let built = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-    let lib = profile_dir.join(LIB_FILE);
-    match built {
-        Ok(s) if s.success() => {}
-        Ok(s) if !lib.exists() => return Err(format!("`cargo build -p sim-nvml` failed ({s})")),
-        Err(e) if !lib.exists() => return Err(format!("cannot run cargo to build sim-nvml: {e}")),
-        _ => eprintln!("nvml_sim: could not rebuild sim-nvml; using {}", lib.display()),
-    }
-    if lib.exists() { Ok(lib) } else { Err(format!("{} is missing after the build", lib.display())) }
-}
-
-/// The simulated library, or `None` (outside CI) with the reason printed.
-fn library() -> Option<&'static Path> {
-    static LIB: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match LIB.get_or_init(build_and_find) {
-        Ok(p) => Some(p),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("the simulated libnvidia-ml is needed in CI: {why}")
-        }
-        Err(why) => {
-            eprintln!("nvml_sim: SKIPPED the NVML driver half: {why}");
-            None
-        }
-    }
-}
 
 fn addr(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
@@ -98,7 +61,7 @@ struct Nvml {
 
 impl Nvml {
     fn new(state: &SimGpuState) -> Option<Nvml> {
-        let source = library()?;
+        let source = sim_nvml::library("the NVML driver half")?;
         let dir = tempfile::tempdir().unwrap();
         let lib = dir.path().join("libnvidia-ml.so.1");
         std::fs::copy(source, &lib).unwrap();
@@ -437,7 +400,7 @@ fn another_process_sees_the_same_gpus() {
         assert_eq!(seen, expected);
         return;
     }
-    let Some(lib) = library() else { return };
+    let Some(lib) = sim_nvml::library("the NVML driver half") else { return };
     let dir = tempfile::tempdir().unwrap();
     let state_path = dir.path().join("host.json");
     host_state().save(&state_path).unwrap();
