@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fabrik::desired::{Desired, ResourceId};
-use fabrik::live::{LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
+use fabrik::live::{LinkKind, LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
 use fabrik::plan::ownership::CreatedVolume;
 use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan, converged};
 use fabrik::render;
@@ -126,12 +126,92 @@ fn link_mtu_and_hugepages_are_applied_live() {
 fn a_link_of_another_kind_is_replaced() {
     let d = desired();
     let mut live = converged(&d);
-    host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap().kind =
-        fabrik::live::LinkKind::Bridge;
+    host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap().kind = LinkKind::Bridge;
     let p = run(&d, &live);
     let a = only(&p, "link:gpu01/vx10001");
     assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
     assert_eq!((p.summary.add, p.summary.destroy), (1, 1));
+}
+
+fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().unwrap()
+}
+
+/// The local address and flood entries of a VXLAN link, desired or live.
+fn vxlan_of(kind: &mut LinkKind) -> (&mut Option<std::net::IpAddr>, &mut Vec<std::net::IpAddr>) {
+    match kind {
+        LinkKind::Vxlan { local, remotes, .. } => (local, remotes),
+        other => panic!("not a VXLAN device: {other:?}"),
+    }
+}
+
+#[test]
+fn a_vxlan_device_sends_from_its_hosts_address_and_floods_to_the_others() {
+    let d = desired();
+    let gpu01 = d.hosts.iter().find(|h| h.name == "gpu01").unwrap();
+    let mut kind = gpu01.links.iter().find(|l| l.name == "vx10001").unwrap().kind.clone();
+    let LinkKind::Vxlan { parent, .. } = &kind else { unreachable!() };
+    assert_eq!(parent.as_deref(), Some("fe0"));
+    // acme-net spans fe01, gpu01, gpu02 and gb01; gpu01's own address is not a remote.
+    let (local, remotes) = vxlan_of(&mut kind);
+    assert_eq!(*local, Some(ip("10.10.0.12")));
+    assert_eq!(*remotes, [ip("10.10.0.11"), ip("10.10.0.13"), ip("10.10.0.14")]);
+    // globex-net spans fe01 and gpu02 only.
+    let gpu02 = d.hosts.iter().find(|h| h.name == "gpu02").unwrap();
+    let mut kind = gpu02.links.iter().find(|l| l.name == "vx10002").unwrap().kind.clone();
+    let (local, remotes) = vxlan_of(&mut kind);
+    assert_eq!((*local, remotes.as_slice()), (Some(ip("10.10.0.13")), [ip("10.10.0.11")].as_slice()));
+}
+
+#[test]
+fn flood_entries_that_differ_are_added_and_removed_live() {
+    let d = desired();
+    let mut live = converged(&d);
+    let link = host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap();
+    let (_, remotes) = vxlan_of(&mut link.kind);
+    // Live: gb01's entry is missing, a stale one points at a host that left.
+    *remotes = vec![ip("10.10.0.99"), ip("10.10.0.13"), ip("10.10.0.11")];
+    let p = run(&d, &live);
+    let a = only(&p, "link:gpu01/vx10001");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::Live, "~"));
+    assert_eq!(a.changes.len(), 1);
+    let c = &a.changes[0];
+    assert_eq!(c.field, "remotes");
+    assert_eq!(c.from.as_deref(), Some("10.10.0.11, 10.10.0.13, 10.10.0.99"));
+    assert_eq!(c.to.as_deref(), Some("10.10.0.11, 10.10.0.13, 10.10.0.14"));
+    assert_eq!(a.reason, "flood entries: add 10.10.0.14, remove 10.10.0.99");
+    assert_eq!(p.actions.len(), 1, "{}", plan::output::human(&p, Default::default()));
+
+    // The same entries in another order are no change.
+    let mut live = converged(&d);
+    let link = host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap();
+    vxlan_of(&mut link.kind).1.reverse();
+    assert!(!run(&d, &live).has_changes());
+}
+
+#[test]
+fn a_vxlan_device_with_another_local_address_is_replaced() {
+    let d = desired();
+    for have in [None, Some(ip("10.10.0.99"))] {
+        let mut live = converged(&d);
+        let link = host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap();
+        *vxlan_of(&mut link.kind).0 = have;
+        let p = run(&d, &live);
+        let a = only(&p, "link:gpu01/vx10001");
+        assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
+        assert_eq!(a.changes[0].field, "local");
+        assert_eq!(a.changes[0].to.as_deref(), Some("10.10.0.12"));
+        assert!(a.reason.contains("should send from 10.10.0.12"), "{}", a.reason);
+    }
+    // Where the factory gives no address, the kernel's choice is no change.
+    let mut d = d.clone();
+    let gpu01 = d.hosts.iter_mut().find(|h| h.name == "gpu01").unwrap();
+    let link = gpu01.links.iter_mut().find(|l| l.name == "vx10001").unwrap();
+    *vxlan_of(&mut link.kind).0 = None;
+    let mut live = converged(&d);
+    let link = host(&mut live, "gpu01").links.iter_mut().find(|l| l.name == "vx10001").unwrap();
+    *vxlan_of(&mut link.kind).0 = Some(ip("10.10.0.99"));
+    assert!(!run(&d, &live).has_changes());
 }
 
 /// A domain someone defined by hand: no fabrik mark.

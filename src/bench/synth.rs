@@ -304,8 +304,11 @@ fn shared() -> V {
     ])
 }
 
+/// The hosts' addresses on `bond0`: 10.0.0.0/8, room for any factory the bench makes.
+const BOND_NET: u32 = 0x0a00_0000;
+
 /// An 8× H200 HGX server on two NUMA nodes (2× 56-core sockets), with one 400G
-/// InfiniBand NIC per GPU and a dual-port Ethernet NIC.
+/// InfiniBand NIC per GPU and a dual-port Ethernet NIC, bonded.
 fn host(i: usize) -> V {
     let name = host_name(i);
     let fqdn = format!("{name}.bench.internal");
@@ -358,6 +361,14 @@ fn host(i: usize) -> V {
             ("numa-node", V::Int(0)),
         ])
     }));
+    // The bond of the two Ethernet ports carries the tenants' VXLAN networks: each host
+    // has its own address on it, 10.0.0.1 upwards.
+    nics.push(V::Map(vec![
+        ("name", s("bond0")),
+        ("kind", s("ethernet")),
+        ("numa-node", V::Int(0)),
+        ("ip", s(std::net::Ipv4Addr::from(BOND_NET + i as u32 + 1).to_string())),
+    ]));
     V::Map(vec![
         ("name", s(&name)),
         ("uri", s(format!("qemu+ssh://root@{fqdn}/system"))),

@@ -1,10 +1,14 @@
-//! `fabrik::fabric::*`: NVLink domains. A VM's GPUs reach each other over one NVLink
-//! domain, and a domain partitioned by the fabric manager serves one tenant.
+//! `fabrik::fabric::*`: NVLink domains and the VXLAN underlay. A VM's GPUs reach each
+//! other over one NVLink domain, and a domain partitioned by the fabric manager serves
+//! one tenant; the hosts of a VXLAN network reach each other through the addresses of
+//! its parent NIC ([`underlay`]).
 //!
 //! Only whole GPUs count for the first: MIG instances have no NVLink peer access, and a
 //! time slice is not a GPU of one's own. GPUs without a declared domain are not known to
 //! share NVLink; where that leaves a multi-GPU VM unjudged, fabrik warns rather than
 //! fails, since a missing `nvlink-domain` is missing information, not a proven fault.
+
+mod underlay;
 
 use std::collections::BTreeMap;
 
@@ -44,6 +48,20 @@ pub static RULES: &[Rule] = &[
         example: "nvlink-domains:\n  - { name: nvl72-a, partitioned: true }\nvms:\n  - { name: a, tenant: acme, host: gb01, gpus: [\"0008:01:00.0\"], gpu: { model: GB200 } }\n  - { name: b, tenant: globex, host: gb01, gpus: [\"0009:01:00.0\"], gpu: { model: GB200 } }",
         fix: "give the domain's GPUs to one tenant, or declare one domain per fabric-manager partition and assign each to one tenant",
     },
+    Rule {
+        code: "fabrik::fabric::no-underlay-address",
+        summary: "warning: a host of a VXLAN network that spans several hosts has no `ip` on the network's parent NIC",
+        protects: "VMs cut off from the rest of their network: without the host's address its VXLAN device has no tunnel endpoint and no flood entries, and the other hosts none towards it. A warning, not an error: the network still works within the host",
+        example: "# gpu01's nic fe0 has `ip: 10.10.0.11`\nhosts:\n  - name: gpu02\n    nics: [{ name: fe0, kind: ethernet }]\nnetworks:\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0, hosts: [gpu01, gpu02] }",
+        fix: "give the parent NIC of every host of the network its address on the underlay (`ip: 10.10.0.12`), declaring the NIC where the host lists none",
+    },
+    Rule {
+        code: "fabrik::fabric::duplicate-underlay-address",
+        summary: "two hosts of one VXLAN network give its parent NIC the same `ip`",
+        protects: "tunnel traffic for two hosts delivered to one: the other hosts flood to the address once, so the VMs of one of the two never hear from the rest, and the underlay itself has an address conflict",
+        example: "# gpu01's nic fe0 has `ip: 10.10.0.11`\nhosts:\n  - name: gpu02\n    nics: [{ name: fe0, kind: ethernet, ip: 10.10.0.11 }]\nnetworks:\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0, hosts: [gpu01, gpu02] }",
+        fix: "give the parent NIC of every host its own address",
+    },
 ];
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
@@ -60,6 +78,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         }
     }
     partitions(&ix, out);
+    underlay::check(&ix, out);
 }
 
 fn domain_of(gpu: &Gpu) -> Option<&str> {

@@ -72,6 +72,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang("fabrik::spec::bad-pci-address", "a PCI address that does not parse (`0000:3b:00.0` is the form)"),
     lang("fabrik::spec::bad-mig-profile", "a MIG profile name that does not parse (`3g.71gb`, `1g.18gb+me`)"),
     lang(
+        "fabrik::spec::bad-ip-address",
+        "a NIC's `ip` that is not one IPv4 or IPv6 address (`10.0.0.11`, `fd00::11`), or that carries a prefix length",
+    ),
+    lang(
         "fabrik::spec::bad-name",
         "a name with characters other than letters, digits, `-`, `_`, `.`, or longer than 63",
     ),
@@ -120,7 +124,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("mig", "MIG geometry: layouts that the GPU can really hold"),
     ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
     ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
-    ("fabric", "Fabric: NVLink domains and their partitions"),
+    ("fabric", "Fabric: NVLink domains and their partitions, and the VXLAN underlay"),
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),

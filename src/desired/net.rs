@@ -1,11 +1,13 @@
 //! Networks and the host links under them, on the hosts that carry each network: its
-//! `hosts`, else the hosts of the VMs attached to it.
+//! `hosts`, else the hosts of the VMs attached to it. A VXLAN device sends from its
+//! host's `ip` on the network's parent NIC and floods to the other hosts' addresses there.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use super::{DesiredHost, DesiredLink, DesiredNetwork, ResourceId, ResourceKind};
 use crate::live::LinkKind;
-use crate::spec::model::{NetKind, Network, Spec};
+use crate::spec::model::{Host, NetKind, Network, Spec};
 
 /// The IANA port for VXLAN (RFC 7348), used when a network gives none.
 const VXLAN_PORT_DEFAULT: u16 = 4789;
@@ -24,16 +26,18 @@ pub(super) fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
         }
     }
     let index: BTreeMap<String, usize> = hosts.iter().enumerate().map(|(i, h)| (h.name.clone(), i)).collect();
+    let by_name: BTreeMap<&str, &Host> = spec.hosts.iter().map(|h| (h.name.value.as_str(), h)).collect();
     for n in &spec.networks {
         let on: BTreeSet<usize> = if n.hosts.is_empty() {
             attached.get(n.name.value.as_str()).cloned().unwrap_or_default()
         } else {
             n.hosts.iter().filter_map(|h| index.get(h.value.as_str()).copied()).collect()
         };
+        let underlay = underlay(n, on.iter().map(|&h| (h, by_name.get(hosts[h].name.as_str()).copied())));
         for h in on {
             let host = &mut hosts[h];
             host.networks.push(network(&host.name, n));
-            for link in links(&host.name, n) {
+            for link in links(&host.name, n, tunnel(&underlay, h)) {
                 if !host.links.iter().any(|l| l.id == link.id) {
                     host.links.push(link);
                 }
@@ -70,8 +74,41 @@ fn network(host: &str, n: &Network) -> DesiredNetwork {
     }
 }
 
+/// Where a VXLAN device sends from and floods to.
+#[derive(Debug, Default)]
+struct Tunnel {
+    /// The host's `ip` on the network's parent NIC.
+    local: Option<IpAddr>,
+    /// The `ip`s of that NIC on the network's other hosts, sorted: the flood entries
+    /// (broadcast, unknown unicast and multicast go to each).
+    remotes: Vec<IpAddr>,
+}
+
+/// The addresses of a VXLAN network's parent NIC on the hosts that carry it and give one.
+fn underlay<'a>(n: &Network, on: impl Iterator<Item = (usize, Option<&'a Host>)>) -> BTreeMap<usize, IpAddr> {
+    let Some(parent) = n.parent.as_ref().filter(|_| n.kind.value == NetKind::Vxlan) else {
+        return BTreeMap::new();
+    };
+    on.filter_map(|(h, host)| {
+        let nic = host?.nics.iter().find(|nic| nic.name.value == parent.value)?;
+        nic.ip.as_ref().map(|ip| (h, ip.value))
+    })
+    .collect()
+}
+
+/// The tunnel of host `h` in a network's `underlay`. A host without an address on the
+/// parent NIC gets no flood entries: the others cannot reach it either, and the checks
+/// warn about it (`fabrik::fabric::no-underlay-address`).
+fn tunnel(underlay: &BTreeMap<usize, IpAddr>, h: usize) -> Tunnel {
+    let Some(&local) = underlay.get(&h) else { return Tunnel::default() };
+    // A peer that declares this host's own address is an error the checks report; a
+    // flood entry to oneself would only loop.
+    let remotes: BTreeSet<IpAddr> = underlay.values().copied().filter(|ip| *ip != local).collect();
+    Tunnel { local: Some(local), remotes: remotes.into_iter().collect() }
+}
+
 /// The bridge, and the VXLAN or VLAN device that is its uplink port.
-fn links(host: &str, n: &Network) -> Vec<DesiredLink> {
+fn links(host: &str, n: &Network, tunnel: Tunnel) -> Vec<DesiredLink> {
     let Some(bridge) = bridge_name(n) else { return Vec::new() };
     let mtu = n.mtu.as_ref().map(|m| m.value);
     let link = |name: String, kind: LinkKind, master: Option<String>| DesiredLink {
@@ -88,10 +125,10 @@ fn links(host: &str, n: &Network) -> Vec<DesiredLink> {
             if let Some(vni) = &n.vni {
                 let kind = LinkKind::Vxlan {
                     vni: vni.value,
-                    local: None,
+                    local: tunnel.local,
                     port: n.port.as_ref().map_or(VXLAN_PORT_DEFAULT, |p| p.value),
                     parent,
-                    remotes: Vec::new(),
+                    remotes: tunnel.remotes,
                 };
                 out.push(link(format!("vx{}", vni.value), kind, Some(bridge)));
             }

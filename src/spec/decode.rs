@@ -4,10 +4,12 @@
 //! duplicate keys, missing required keys); the typed getters then convert single
 //! values and report wrong types, bad units and out-of-range numbers at their span.
 
+use std::net::IpAddr;
+
 use super::shape::{Shape, Ty};
 use super::source::{Span, Spanned, Syntax};
 use super::tree::{Node, Scalar, Value};
-use super::types::{ByteSize, CpuSet, Invalid, MigProfileName, PageSize, PciAddress};
+use super::types::{ByteSize, CpuSet, Invalid, MigProfileName, PageSize, PciAddress, parse_ip};
 use crate::diag::{Diagnostic, suggest};
 
 pub struct Decoder {
@@ -448,6 +450,10 @@ impl Decoder {
 
     pub fn mig_profile(&mut self, n: &Node, key: &str) -> Option<Spanned<MigProfileName>> {
         self.parsed(n, key, "a MIG profile like `3g.71gb`", MigProfileName::parse)
+    }
+
+    pub fn ip(&mut self, n: &Node, key: &str) -> Option<Spanned<IpAddr>> {
+        self.parsed(n, key, "an IP address like `10.0.0.11`", parse_ip)
     }
 
     pub fn word<W: Word>(&mut self, n: &Node, key: &str) -> Option<Spanned<W>> {

@@ -87,6 +87,7 @@ fn ty(t: &Ty, defs: &mut Map<String, Value>) -> Value {
         }
         Ty::Pci => json!({ "type": "string", "pattern": PCI_PATTERN }),
         Ty::MigProfile => json!({ "type": "string", "pattern": MIG_PATTERN }),
+        Ty::Ip => json!({ "type": "string", "anyOf": [{ "format": "ipv4" }, { "format": "ipv6" }] }),
         Ty::Enum(names) => json!({ "enum": names }),
         Ty::List(item) => json!({ "type": "array", "items": ty(item, defs) }),
         Ty::Items { shape, .. } => {
@@ -162,6 +163,7 @@ fn describe(t: &Ty) -> String {
         Ty::CpuSet => "CPU list (`0-27,56-83`)".into(),
         Ty::Pci => "PCI address (`0000:3b:00.0`)".into(),
         Ty::MigProfile => "MIG profile (`3g.71gb`)".into(),
+        Ty::Ip => "IP address (`10.0.0.11`, `fd00::11`)".into(),
         Ty::Enum(names) => names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" \\| "),
         Ty::List(item) => format!("list of {}", describe(item)),
         Ty::Items { shape, .. } => {

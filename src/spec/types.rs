@@ -2,6 +2,7 @@
 //! names. Each parses from the text an operator writes and prints back the same way.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// Why a value did not parse: what is wrong, and how to write it instead.
 #[derive(Debug, PartialEq, Eq)]
@@ -272,6 +273,24 @@ impl fmt::Display for PciAddress {
     }
 }
 
+/// A host's address on an interface: IPv4 or IPv6, without a prefix length (the
+/// interface's subnet is the host's business; fabrik needs only the address).
+pub fn parse_ip(text: &str) -> Result<IpAddr, Invalid> {
+    let help = "write one IPv4 or IPv6 address, e.g. `10.0.0.11` or `fd00::11`";
+    let t = text.trim();
+    if let Some((addr, _)) = t.split_once('/')
+        && addr.trim().parse::<IpAddr>().is_ok()
+    {
+        return Err(invalid(
+            "fabrik::spec::bad-ip-address",
+            format!("`{text}` has a prefix length"),
+            format!("write the address alone, without the prefix: `{}`", addr.trim()),
+        ));
+    }
+    t.parse::<IpAddr>()
+        .map_err(|_| invalid("fabrik::spec::bad-ip-address", format!("`{text}` is not an IP address"), help))
+}
+
 /// A MIG profile name as NVIDIA writes them (`nvidia-smi mig -lgip`): `<n>g.<mem>gb`
 /// with an optional media-extension suffix `+me`, `+me.all` or `-me`. Whether the
 /// profile exists on a given GPU model is for the checks to say.
@@ -401,6 +420,17 @@ mod tests {
         assert!(PciAddress::parse("0000:3b:20.0").is_err());
         assert!(PciAddress::parse("0000:3b:00.8").is_err());
         assert!(PciAddress::parse("gpu0").is_err());
+    }
+
+    #[test]
+    fn ip_addresses() {
+        assert_eq!(parse_ip("10.0.0.11").unwrap().to_string(), "10.0.0.11");
+        assert_eq!(parse_ip("fd00::11").unwrap().to_string(), "fd00::11");
+        let e = parse_ip("10.0.0.11/24").unwrap_err();
+        assert_eq!(e.code, "fabrik::spec::bad-ip-address");
+        assert_eq!(e.help, "write the address alone, without the prefix: `10.0.0.11`");
+        assert_eq!(parse_ip("10.0.0.256").unwrap_err().message, "`10.0.0.256` is not an IP address");
+        assert!(parse_ip("fe01").is_err());
     }
 
     #[test]

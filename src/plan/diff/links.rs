@@ -1,6 +1,7 @@
 //! Host links (bridges, VXLAN and VLAN devices) and hugepage pools.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use super::Out;
 use crate::desired::{DesiredHost, DesiredHugepages, DesiredLink, ResourceId, ResourceKind};
@@ -8,8 +9,8 @@ use crate::live::{LinkKind, LiveHost};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Op};
 
-/// Whether a live link is the kind of device the desired one is. Addresses libvirt or
-/// the kernel fill in (a VXLAN's local address and learned remotes) do not count.
+/// Whether a live link is the kind of device the desired one is. A VXLAN's local
+/// address and flood entries do not count: [`tunnel`] compares them.
 fn same_kind(want: &LinkKind, have: &LinkKind) -> bool {
     match (want, have) {
         (LinkKind::Bridge, LinkKind::Bridge) => true,
@@ -41,6 +42,78 @@ fn kind_word(kind: &LinkKind) -> String {
     }
 }
 
+fn addresses(ips: &[IpAddr]) -> String {
+    if ips.is_empty() {
+        return "none".into();
+    }
+    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Flood entries in a reason: a long list is cut, since every address is in the change.
+fn brief(ips: &[IpAddr]) -> String {
+    /// As many addresses as a reason line names before it counts the rest.
+    const NAMED_MAX: usize = 4;
+    if ips.len() <= NAMED_MAX {
+        return addresses(ips);
+    }
+    format!("{} and {} more", addresses(&ips[..NAMED_MAX - 1]), ips.len() - (NAMED_MAX - 1))
+}
+
+/// A VXLAN device's tunnel, live against desired: a local address fabrik did not ask
+/// for is a replace (the device is made anew from it); flood entries are added and
+/// removed in place. A `None` local is the kernel's to choose, never a change.
+enum Tunnel {
+    Same,
+    /// The live address, or none, and the desired one.
+    Local(Option<IpAddr>, IpAddr),
+    /// The remotes to add and to remove, and the change to record.
+    Remotes {
+        add: Vec<IpAddr>,
+        remove: Vec<IpAddr>,
+        change: Change,
+    },
+}
+
+fn tunnel(want: &LinkKind, have: &LinkKind) -> Tunnel {
+    let (LinkKind::Vxlan { local, remotes, .. }, LinkKind::Vxlan { local: have_local, remotes: have_remotes, .. }) =
+        (want, have)
+    else {
+        return Tunnel::Same;
+    };
+    if let Some(local) = local
+        && have_local.as_ref() != Some(local)
+    {
+        return Tunnel::Local(*have_local, *local);
+    }
+    let want: BTreeSet<IpAddr> = remotes.iter().copied().collect();
+    let have: BTreeSet<IpAddr> = have_remotes.iter().copied().collect();
+    if want == have {
+        return Tunnel::Same;
+    }
+    let list = |s: &BTreeSet<IpAddr>| addresses(&s.iter().copied().collect::<Vec<_>>());
+    Tunnel::Remotes {
+        add: want.difference(&have).copied().collect(),
+        remove: have.difference(&want).copied().collect(),
+        change: Change::new("remotes", list(&have), list(&want), Class::Live),
+    }
+}
+
+/// How a created VXLAN device reaches the other hosts, for the reason of its creation.
+fn tunnel_words(kind: &LinkKind) -> String {
+    match kind {
+        LinkKind::Vxlan { local: Some(local), remotes, .. } if !remotes.is_empty() => {
+            format!(", from {local}, flooding to {}", brief(remotes))
+        }
+        LinkKind::Vxlan { local: Some(local), .. } => format!(", from {local}"),
+        LinkKind::Bridge
+        | LinkKind::Vxlan { .. }
+        | LinkKind::Vlan { .. }
+        | LinkKind::Veth { .. }
+        | LinkKind::Macvlan { .. }
+        | LinkKind::Other { .. } => String::new(),
+    }
+}
+
 pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     for link in &host.links {
         let DesiredLink { id, name, kind, mtu, master } = link;
@@ -52,6 +125,7 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
             if let Some(m) = mtu {
                 reason.push_str(&format!(", MTU {m}"));
             }
+            reason.push_str(&tunnel_words(kind));
             out.actions.push(Action::new(id.clone(), Op::Create, Class::Live, reason));
             continue;
         };
@@ -69,6 +143,20 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
             out.actions.push(a);
             continue;
         }
+        let tunnel = tunnel(kind, &l.kind);
+        if let Tunnel::Local(have, want) = tunnel {
+            let sends = have.map_or_else(|| "has no local address".to_string(), |ip| format!("sends from {ip}"));
+            let mut a = Action::new(
+                id.clone(),
+                Op::Replace,
+                Class::Replace,
+                format!("{sends}, should send from {want}: deleted and created again"),
+            );
+            let from = have.map_or_else(|| "none".to_string(), |ip| ip.to_string());
+            a.changes.push(Change::new("local", from, want, Class::Replace));
+            out.actions.push(a);
+            continue;
+        }
         let mut changes = Vec::new();
         if let Some(m) = mtu
             && *m != l.mtu
@@ -82,15 +170,23 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         if !l.up {
             changes.push(Change::new("up", false, true, Class::Live));
         }
+        let mut reasons: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{} {} → {}", c.field, c.from.as_deref().unwrap_or("-"), c.to.as_deref().unwrap_or("-")))
+            .collect();
+        if let Tunnel::Remotes { add, remove, change } = tunnel {
+            let mut parts = Vec::new();
+            if !add.is_empty() {
+                parts.push(format!("add {}", brief(&add)));
+            }
+            if !remove.is_empty() {
+                parts.push(format!("remove {}", brief(&remove)));
+            }
+            reasons.push(format!("flood entries: {}", parts.join(", ")));
+            changes.push(change);
+        }
         if !changes.is_empty() {
-            let reason = changes
-                .iter()
-                .map(|c| {
-                    format!("{} {} → {}", c.field, c.from.as_deref().unwrap_or("-"), c.to.as_deref().unwrap_or("-"))
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            out.actions.push(Action::update(id.clone(), changes, reason));
+            out.actions.push(Action::update(id.clone(), changes, reasons.join("; ")));
         }
     }
     let desired: BTreeSet<&str> = host.links.iter().map(|l| l.name.as_str()).collect();
@@ -120,5 +216,53 @@ pub fn hugepages(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
         }
         out.present.insert(id.clone());
         out.actions.push(Action::update(id.clone(), vec![Change::new("pages", total, count, Class::Live)], reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(text: &str) -> Vec<IpAddr> {
+        text.split_whitespace().map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn vxlan(local: Option<&str>, remotes: &str) -> LinkKind {
+        LinkKind::Vxlan {
+            vni: 10001,
+            local: local.map(|l| l.parse().unwrap()),
+            port: 4789,
+            parent: Some("fe0".into()),
+            remotes: ips(remotes),
+        }
+    }
+
+    #[test]
+    fn a_long_list_of_flood_entries_is_counted_in_a_reason() {
+        assert_eq!(brief(&ips("10.0.0.1 10.0.0.2")), "10.0.0.1, 10.0.0.2");
+        assert_eq!(
+            brief(&ips("10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5")),
+            "10.0.0.1, 10.0.0.2, 10.0.0.3 and 2 more"
+        );
+    }
+
+    #[test]
+    fn flood_entries_compare_as_sets_and_the_local_address_only_when_desired() {
+        let want = vxlan(Some("10.0.0.1"), "10.0.0.2 10.0.0.3");
+        assert!(matches!(tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.2")), Tunnel::Same));
+        assert!(matches!(tunnel(&vxlan(None, ""), &vxlan(Some("10.0.0.9"), "")), Tunnel::Same));
+        let Tunnel::Local(None, to) = tunnel(&want, &vxlan(None, "10.0.0.2 10.0.0.3")) else { panic!("a new local") };
+        assert_eq!(to.to_string(), "10.0.0.1");
+        let Tunnel::Remotes { add, remove, change } = tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.4"))
+        else {
+            panic!("other remotes")
+        };
+        assert_eq!((add, remove), (ips("10.0.0.2"), ips("10.0.0.4")));
+        assert_eq!(
+            (change.from.as_deref(), change.to.as_deref()),
+            (Some("10.0.0.3, 10.0.0.4"), Some("10.0.0.2, 10.0.0.3"))
+        );
+        // Other kinds have no tunnel; `same_kind` judges them.
+        assert!(matches!(tunnel(&LinkKind::Bridge, &want), Tunnel::Same));
     }
 }

@@ -1,5 +1,7 @@
 //! Hosts and their declared hardware: NUMA nodes, GPUs with their layout, NICs.
 
+use std::net::IpAddr;
+
 use crate::hw::GpuModel;
 use crate::spec::decode::Decoder;
 use crate::spec::shape::{Shape, Ty, opt, req};
@@ -99,6 +101,9 @@ pub struct Nic {
     pub numa_node: Option<Spanned<u32>>,
     /// Virtual functions to create on this physical function (SR-IOV).
     pub sriov_vfs: Option<Spanned<u32>>,
+    /// The host's own address on this interface: a VXLAN network whose `parent` it is
+    /// sends from it, and the other hosts of the network flood to it.
+    pub ip: Option<Spanned<IpAddr>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -198,6 +203,11 @@ pub static NIC: Shape = Shape {
         req("kind", Ty::Enum(<NicKind as crate::spec::decode::Word>::NAMES), "ethernet or infiniband"),
         opt("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the NIC is attached to"),
         opt("sriov-vfs", Ty::Int { min: 0, max: 256 }, "SR-IOV virtual functions to create on this NIC"),
+        opt(
+            "ip",
+            Ty::Ip,
+            "the host's own address on this interface, without prefix; VXLAN networks on it use it as their tunnel endpoint",
+        ),
     ],
 };
 
@@ -286,5 +296,6 @@ fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {
     let kind = o.get("kind").and_then(|n| d.word::<NicKind>(n, "kind"));
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
     let sriov_vfs = o.get("sriov-vfs").and_then(|n| d.uint(n, "sriov-vfs", 0, 256));
-    Some(Nic { name: name?, address, kind: kind?, numa_node, sriov_vfs, span: o.span })
+    let ip = o.get("ip").and_then(|n| d.ip(n, "ip"));
+    Some(Nic { name: name?, address, kind: kind?, numa_node, sriov_vfs, ip, span: o.span })
 }

@@ -1,0 +1,244 @@
+//! The VXLAN underlay: the hosts of a VXLAN network reach each other through the
+//! addresses (`ip`) of its parent NIC, each host's device sending from its own and
+//! flooding to the others'. A host without an address is cut off from the rest of the
+//! network (a warning: the address is missing information, the network still works
+//! within the host); two hosts with one address are a fault (an error).
+//!
+//! The hosts of a network are its `hosts`, else those its VMs name in `host`: where
+//! placement chooses, the files do not say which hosts the network will span.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::check::gpu::{Index, and_list};
+use crate::diag::Diagnostic;
+use crate::spec::model::{NetKind, Network, Nic};
+use crate::spec::source::Span;
+
+/// A host that carries a network, and the line that says so.
+struct Member {
+    host: usize,
+    at: Span,
+    label: String,
+}
+
+/// A VXLAN network over one host's parent NIC, and the line that puts it on the host.
+struct Use<'a> {
+    net: &'a Network,
+    at: Span,
+    label: String,
+}
+
+pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
+    // (host, parent NIC) → the VXLAN networks over it that span more than that host.
+    let mut uses: BTreeMap<(usize, &str), Vec<Use<'_>>> = BTreeMap::new();
+    // (parent NIC, address, first host, second host) → the networks both carry.
+    let mut clashes: BTreeMap<(&str, IpAddr, usize, usize), Vec<&Network>> = BTreeMap::new();
+    for net in ix.spec.networks.iter().filter(|n| n.kind.value == NetKind::Vxlan) {
+        let Some(parent) = &net.parent else { continue };
+        let parent = parent.value.as_str();
+        let members = members(ix, net);
+        if members.len() < 2 {
+            continue;
+        }
+        let mut first_with: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for Member { host, at, label } in members {
+            uses.entry((host, parent)).or_default().push(Use { net, at, label });
+            let Some(ip) = nic(ix, host, parent).and_then(|n| n.ip.as_ref()) else { continue };
+            match first_with.get(&ip.value) {
+                Some(&first) => clashes.entry((parent, ip.value, first, host)).or_default().push(net),
+                None => {
+                    first_with.insert(ip.value, host);
+                }
+            }
+        }
+    }
+    let mut suggested: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    for ((h, parent), nets) in &uses {
+        let declared = nic(ix, *h, parent);
+        if declared.is_some_and(|n| n.ip.is_some()) {
+            continue;
+        }
+        let taken = suggested.entry(parent).or_default();
+        let next = next_free(ix, parent, taken);
+        taken.extend(next);
+        out.extend(no_address(ix, *h, parent, declared, nets, next));
+    }
+    for ((parent, ip, first, second), nets) in clashes {
+        out.push(duplicate(ix, parent, ip, first, second, &nets));
+    }
+}
+
+/// The hosts of a network, each once, in the order the files give them.
+fn members(ix: &Index<'_>, net: &Network) -> Vec<Member> {
+    let mut out: Vec<Member> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut add = |host: Option<usize>, at: Span, label: String| {
+        if let Some(host) = host
+            && seen.insert(host)
+        {
+            out.push(Member { host, at, label });
+        }
+    };
+    let name = &net.name.value;
+    if !net.hosts.is_empty() {
+        for h in &net.hosts {
+            add(ix.hosts.get(h.value.as_str()).copied(), h.span, format!("`{name}` spans host `{}`", h.value));
+        }
+        return out;
+    }
+    for e in ix.spec.effective_vms() {
+        if let Some(h) = &e.vm.host
+            && e.nic_list().iter().any(|n| &n.network.value == name)
+        {
+            let label = format!("VM `{}` on `{name}` runs on host `{}`", e.vm.name.value, h.value);
+            add(ix.host_of(e.vm), h.span, label);
+        }
+    }
+    out
+}
+
+fn nic<'a>(ix: &Index<'a>, host: usize, name: &str) -> Option<&'a Nic> {
+    ix.spec.hosts[host].nics.iter().find(|n| n.name.value == name)
+}
+
+/// An address to suggest for a NIC: the one after the highest any host gives a NIC of
+/// this name, past those already suggested. `None` when no host gives one.
+fn next_free(ix: &Index<'_>, parent: &str, suggested: &[IpAddr]) -> Option<IpAddr> {
+    let mut taken: Vec<IpAddr> = ix
+        .spec
+        .hosts
+        .iter()
+        .flat_map(|h| &h.nics)
+        .filter(|n| n.name.value == parent)
+        .filter_map(|n| n.ip.as_ref().map(|ip| ip.value))
+        .collect();
+    taken.extend(suggested);
+    let mut next = *taken.iter().max()?;
+    loop {
+        next = match next {
+            IpAddr::V4(a) => IpAddr::V4(u32::from(a).checked_add(1)?.into()),
+            IpAddr::V6(a) => IpAddr::V6(u128::from(a).checked_add(1)?.into()),
+        };
+        if !taken.contains(&next) {
+            return Some(next);
+        }
+    }
+}
+
+fn networks_phrase(nets: &[&Network]) -> String {
+    let names: Vec<String> = nets.iter().map(|n| format!("`{}`", n.name.value)).collect();
+    let word = if names.len() == 1 { "network" } else { "networks" };
+    format!("VXLAN {word} {}", and_list(&names))
+}
+
+/// The warning for a host with no address on `parent`; `uses` are the networks over
+/// it, never empty.
+fn no_address(
+    ix: &Index<'_>,
+    h: usize,
+    parent: &str,
+    declared: Option<&Nic>,
+    uses: &[Use<'_>],
+    next: Option<IpAddr>,
+) -> Option<Diagnostic> {
+    let host = &ix.spec.hosts[h];
+    let name = &host.name.value;
+    let nets: Vec<&Network> = uses.iter().map(|u| u.net).collect();
+    let message = format!(
+        "host `{name}` has no address on `{parent}`, the underlay of {}: its VMs there cannot reach the other hosts",
+        networks_phrase(&nets)
+    );
+    let ip = next.map_or_else(|| "`ip: <address>`".to_string(), |ip| format!("`ip: {ip}`"));
+    let mut spans = uses.iter().map(|u| (u.at, u.label.clone()));
+    let (at, label, help) = match declared {
+        Some(nic) => {
+            (nic.name.span, "no `ip`".to_string(), format!("give nic `{parent}` of host `{name}` its address: {ip}"))
+        }
+        None => {
+            let (at, label) = spans.next()?;
+            (at, label, format!("declare nic `{parent}` on host `{name}` with its address: {ip}"))
+        }
+    };
+    let mut d = Diagnostic::warning("fabrik::fabric::no-underlay-address", message).at(at, label);
+    for (span, label) in spans {
+        d = d.also(span, label);
+    }
+    if declared.is_none() {
+        d = d.also(host.name.span, format!("declares no nic `{parent}`"));
+    }
+    Some(d.help(help))
+}
+
+fn duplicate(ix: &Index<'_>, parent: &str, ip: IpAddr, first: usize, second: usize, nets: &[&Network]) -> Diagnostic {
+    let (a, b) = (&ix.spec.hosts[first].name.value, &ix.spec.hosts[second].name.value);
+    let span = |h: usize| nic(ix, h, parent).and_then(|n| n.ip.as_ref()).map(|ip| ip.span);
+    let mut d = Diagnostic::error(
+        "fabrik::fabric::duplicate-underlay-address",
+        format!(
+            "hosts `{a}` and `{b}` both give `{parent}` the address {ip}, the underlay of {}",
+            networks_phrase(nets)
+        ),
+    );
+    if let (Some(at), Some(also)) = (span(second), span(first)) {
+        d = d.at(at, format!("also the address of host `{a}`")).also(also, format!("host `{a}`'s address"));
+    }
+    d.help(format!(
+        "give nic `{parent}` of host `{b}` its own address: the other hosts' tunnel traffic for either host goes to one of them"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::gpu::tests::spec;
+
+    fn diags(text: &str) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        super::check(&super::Index::new(&spec(text)), &mut out);
+        out.iter().map(|d| (d.code, d.help.clone().unwrap_or_default())).collect()
+    }
+
+    fn factory(ips: [&str; 3], hosts: &str) -> String {
+        let host = |name: &str, ip: &str| {
+            format!(
+                "  - name: {name}\n    uri: qemu:///system\n    numa-nodes: [{{ id: 0, cpus: 0-7, memory: 64GiB }}]\n    nics: [{{ name: fe0, kind: ethernet{ip} }}]\n"
+            )
+        };
+        let ip = |s: &str| if s.is_empty() { String::new() } else { format!(", ip: {s}") };
+        format!(
+            "version: 1\nhosts:\n{}{}{}tenants:\n  - {{ name: acme, hosts: [h1, h2, h3] }}\nnetworks:\n  - {{ name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0{hosts} }}\n",
+            host("h1", &ip(ips[0])),
+            host("h2", &ip(ips[1])),
+            host("h3", &ip(ips[2])),
+        )
+    }
+
+    #[test]
+    fn every_host_without_an_address_is_told_a_free_one() {
+        let got = diags(&factory(["10.0.0.11", "", ""], ", hosts: [h1, h2, h3]"));
+        let helps: Vec<&str> = got.iter().map(|(_, h)| h.as_str()).collect();
+        assert_eq!(
+            helps,
+            [
+                "give nic `fe0` of host `h2` its address: `ip: 10.0.0.12`",
+                "give nic `fe0` of host `h3` its address: `ip: 10.0.0.13`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_network_on_one_host_needs_no_underlay() {
+        assert_eq!(diags(&factory(["", "", ""], ", hosts: [h1]")), vec![]);
+        // Without `hosts`, and no VM naming a host, the files do not say where it runs.
+        assert_eq!(diags(&factory(["", "", ""], "")), vec![]);
+    }
+
+    #[test]
+    fn one_address_on_two_hosts_is_an_error() {
+        let got = diags(&factory(["10.0.0.11", "10.0.0.12", "10.0.0.11"], ", hosts: [h1, h2, h3]"));
+        let codes: Vec<&str> = got.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, ["fabrik::fabric::duplicate-underlay-address"]);
+        // Only hosts that share a network are compared: the check is about its tunnels.
+        assert_eq!(diags(&factory(["10.0.0.11", "10.0.0.12", "10.0.0.11"], ", hosts: [h1, h2]")), vec![]);
+    }
+}
