@@ -79,7 +79,13 @@ fn saved_plan_matches_json_and_plan_does_not_change_the_twins() {
     let out = state.path().join("plan.json");
     let o = plan(state.path(), &["--format", "json", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), stdout(&o));
+    // The saved plan is the printed one, plus where it was made from (for `fabrik apply
+    // plan.json`).
+    let mut saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let origin = saved.as_object_mut().unwrap().remove("origin").expect("a saved plan records its origin");
+    assert_eq!(origin["path"], example().display().to_string());
+    assert_eq!(origin["twins"], state.path().display().to_string());
+    assert_eq!(saved, serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap());
     let again = plan(state.path(), &["--format", "json"]);
     assert_eq!(stdout(&again), stdout(&o));
 }
