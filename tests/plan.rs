@@ -467,3 +467,25 @@ fn an_unreadable_host_is_an_error_not_a_plan_to_create_everything() {
     assert!(p.actions.iter().all(|a| a.id.host != "fe01"));
     assert_eq!(p.errors[0].code, "fabrik::plan::unreadable-host");
 }
+
+#[test]
+fn sriov_vfs_are_made_live_from_zero_and_replaced_from_another_count() {
+    let d = desired();
+    let mut live = converged(&d);
+    let nic = |live: &mut [LiveHost], n: u32| {
+        host(live, "gpu01").links.iter_mut().find(|l| l.name == "stor0").unwrap().sriov_vfs = Some(n);
+    };
+    nic(&mut live, 0);
+    let p = run(&d, &live);
+    let a = only(&p, "vfs:gpu01/stor0");
+    assert_eq!((a.op, a.class), (Op::Update, Class::Live));
+    assert_eq!(a.reason, "create 32 VFs on `stor0`");
+    nic(&mut live, 8);
+    let p = run(&d, &live);
+    let a = only(&p, "vfs:gpu01/stor0");
+    assert_eq!(a.class, Class::Replace);
+    assert!(a.reason.contains("removes all VFs first"), "{}", a.reason);
+    // The SR-IOV network on that NIC waits for its VFs.
+    let graph = fabrik::graph::Graph::of(&d).unwrap();
+    assert!(graph.dependencies(&id("net:gpu01/storage-rdma")).contains(&&id("vfs:gpu01/stor0")));
+}

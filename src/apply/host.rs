@@ -228,6 +228,7 @@ fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
         | Step::AddFdb { .. }
         | Step::DelFdb { .. }
         | Step::SetHugepages { .. }
+        | Step::SetSriovVfs { .. }
         | Step::RecordVolume { .. }
         | Step::ForgetVolume { .. } => Err(wrong(step)),
     }
@@ -276,6 +277,7 @@ fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
         Step::AddFdb { vxlan, remote } => l.add_fdb(vxlan, *remote),
         Step::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
         Step::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
+        Step::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
         _ => Err(wrong(step)),
     }
 }

@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::desired::{ResourceId, ResourceKind};
+use crate::desired::ResourceId;
 use crate::graph::Graph;
-use crate::plan::{Action, Op};
+use crate::plan::{Action, Op, deletion_rank};
 
 /// The edges of one action, by index into the plan's actions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,21 +24,6 @@ pub struct Waits {
     pub needs: BTreeSet<usize>,
     /// Must finish first, whatever the outcome.
     pub after: BTreeSet<usize>,
-}
-
-/// Higher goes first when deleting (the reverse of creation).
-fn deletion_rank(kind: ResourceKind) -> u8 {
-    match kind {
-        ResourceKind::Vm => 8,
-        ResourceKind::Volume => 7,
-        ResourceKind::Mig => 6,
-        ResourceKind::Network => 5,
-        ResourceKind::Link => 4,
-        ResourceKind::Pool => 3,
-        ResourceKind::Hugepages => 2,
-        ResourceKind::Gpu => 1,
-        ResourceKind::Host => 0,
-    }
 }
 
 /// The waits of every action. Without a graph (a saved plan whose factory no longer

@@ -52,6 +52,7 @@ pub enum Step {
     AddFdb { vxlan: String, remote: IpAddr },
     DelFdb { vxlan: String, remote: IpAddr },
     SetHugepages { numa_node: u32, size: PageSize, count: u64 },
+    SetSriovVfs { nic: String, count: u32 },
     DetachDevice { address: PciAddress },
     SetMigMode { gpu: PciAddress, enabled: bool },
     CreateMigInstance { gpu: PciAddress, profile: String, profile_id: u32, start: u8 },
@@ -99,7 +100,8 @@ impl Step {
             | Step::DeleteLink { .. }
             | Step::AddFdb { .. }
             | Step::DelFdb { .. }
-            | Step::SetHugepages { .. } => Concern::Links,
+            | Step::SetHugepages { .. }
+            | Step::SetSriovVfs { .. } => Concern::Links,
             Step::RecordVolume { .. } | Step::ForgetVolume { .. } => Concern::Local,
         }
     }
@@ -139,6 +141,7 @@ impl Step {
             Step::SetHugepages { numa_node, size, count } => {
                 format!("set {count} hugepages of {size} on NUMA node {numa_node}")
             }
+            Step::SetSriovVfs { nic, count } => format!("set {count} SR-IOV VFs on `{nic}`"),
             Step::DetachDevice { address } => format!("bind {address} to vfio-pci"),
             Step::SetMigMode { gpu, enabled } => format!("set MIG mode of {gpu} {}", on_off(*enabled)),
             Step::CreateMigInstance { gpu, profile, start, .. } => {
@@ -186,6 +189,20 @@ pub fn steps(
         ResourceKind::Hugepages => {
             let h = host.hugepages.iter().find(|h| &h.id == id).ok_or_else(|| missing(id))?;
             Ok(vec![Step::SetHugepages { numa_node: h.numa_node, size: h.size, count: h.count }])
+        }
+        ResourceKind::Vfs => {
+            let v = host.vfs.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
+            let now = live
+                .and_then(|l| l.links.iter().find(|l| l.name == v.nic))
+                .and_then(|l| l.sriov_vfs)
+                .unwrap_or(0);
+            // The kernel changes a VF count only from or to 0.
+            let mut out = Vec::new();
+            if now != 0 && v.count != 0 {
+                out.push(Step::SetSriovVfs { nic: v.nic.clone(), count: 0 });
+            }
+            out.push(Step::SetSriovVfs { nic: v.nic.clone(), count: v.count });
+            Ok(out)
         }
         ResourceKind::Gpu => gpu(host, action),
         ResourceKind::Mig => mig(host, action),
@@ -482,6 +499,31 @@ mod tests {
     fn the_live_uuid_goes_after_the_name() {
         let xml = with_uuid("<domain type='kvm'><name>a</name><memory/></domain>".into(), "u-1");
         assert_eq!(xml, "<domain type='kvm'><name>a</name><uuid>u-1</uuid><memory/></domain>");
+    }
+
+    #[test]
+    fn a_vf_count_changes_through_zero() {
+        let id = ResourceId::parse("vfs:h1/stor0").unwrap();
+        let host = DesiredHost {
+            name: "h1".into(),
+            vfs: vec![crate::desired::DesiredVfs { id: id.clone(), nic: "stor0".into(), count: 16 }],
+            ..DesiredHost::default()
+        };
+        let nic = |n: u32| crate::live::LiveLink {
+            name: "stor0".into(),
+            kind: LinkKind::Other { kind: "device".into() },
+            mtu: 9000,
+            up: true,
+            master: None,
+            alias: None,
+            sriov_vfs: Some(n),
+        };
+        let action = Action::new(id, Op::Update, Class::Replace, "test");
+        let set = |count| Step::SetSriovVfs { nic: "stor0".into(), count };
+        for (now, want) in [(0, vec![set(16)]), (8, vec![set(0), set(16)])] {
+            let live = LiveHost { name: "h1".into(), links: vec![nic(now)], ..LiveHost::default() };
+            assert_eq!(steps("f", &host, Some(&live), &action, Duration::ZERO).unwrap(), want);
+        }
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
+    lang("fabrik::plan::missing-nic", "a NIC declared with SR-IOV VFs is not on the host, or cannot do SR-IOV"),
 ];
 
 /// The families of expert checks, in the order `docs/rules.md` lists them.
@@ -124,7 +125,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("mig", "MIG geometry: layouts that the GPU can really hold"),
     ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
     ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
-    ("fabric", "Fabric: NVLink domains and their partitions, and the VXLAN underlay"),
+    ("fabric", "Fabric: NVLink domains and their partitions, the VXLAN underlay, and MTUs over the hosts' NICs"),
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),

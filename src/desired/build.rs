@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Desired, DesiredDisk, DesiredGpu, DesiredHost, DesiredHugepages, DesiredMigInstance, DesiredNic, DesiredVm,
+    Desired, DesiredDisk, DesiredGpu, DesiredHost, DesiredHugepages, DesiredVfs, DesiredMigInstance, DesiredNic, DesiredVm,
     GpuSetup, GuestCell, ResourceId, ResourceKind,
 };
 use crate::diag::Diagnostic;
@@ -31,6 +31,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         .collect();
     for (h, out) in hosts.iter_mut().enumerate() {
         out.hugepages = hugepages(spec, h);
+        out.vfs = vfs(spec, h);
         out.gpus = gpus(&placement, h, &vm_ids);
     }
     for (i, v) in placement.vms.iter().enumerate() {
@@ -50,6 +51,25 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     }
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Desired { factory: spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone()), hosts })
+}
+
+/// Every NIC that declares `sriov-vfs` gets that many VFs.
+fn vfs(spec: &Spec, h: usize) -> Vec<DesiredVfs> {
+    let host = &spec.hosts[h];
+    let mut out: Vec<DesiredVfs> = host
+        .nics
+        .iter()
+        .filter_map(|n| {
+            let count = n.sriov_vfs.as_ref()?.value;
+            Some(DesiredVfs {
+                id: ResourceId::new(ResourceKind::Vfs, &host.name.value, &n.name.value),
+                nic: n.name.value.clone(),
+                count,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
 }
 
 fn hugepages(spec: &Spec, h: usize) -> Vec<DesiredHugepages> {

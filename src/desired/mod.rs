@@ -33,6 +33,9 @@ pub struct DesiredHost {
     pub name: String,
     pub uri: String,
     pub hugepages: Vec<DesiredHugepages>,
+    /// SR-IOV VF counts of physical NICs.
+    #[serde(default)]
+    pub vfs: Vec<DesiredVfs>,
     pub gpus: Vec<DesiredGpu>,
     pub links: Vec<DesiredLink>,
     pub networks: Vec<DesiredNetwork>,
@@ -48,6 +51,15 @@ pub struct DesiredHugepages {
     pub numa_node: u32,
     pub size: PageSize,
     pub count: u64,
+}
+
+/// The virtual functions a physical NIC should have (its `sriov-vfs`), for SR-IOV and
+/// InfiniBand-partition networks to hand out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredVfs {
+    pub id: ResourceId,
+    pub nic: String,
+    pub count: u32,
 }
 
 /// What fabrik does with a GPU it owns.

@@ -1,7 +1,8 @@
 //! The dependency graph of a [`Desired`]: resources as nodes, edges meaning "must
 //! exist first" (an edge `a → b` says `a` needs `b`).
 //!
-//! vm → volume, network, gpu, mig instance, hugepages; network → link; link (VXLAN,
+//! vm → volume, network, gpu, mig instance, hugepages; network → link, and → the VFs of
+//! its physical function (SR-IOV, InfiniBand partitions); link (VXLAN,
 //! VLAN) → its bridge; mig → gpu; volume → pool and → its base-image volume. Creation
 //! order is topological, ties broken by resource id so it is the same every run;
 //! deletion order is its reverse; [`Graph::levels`] groups the nodes that are
@@ -244,10 +245,15 @@ fn resources(d: &Desired) -> (Vec<ResourceId>, Vec<(ResourceId, ResourceId)>) {
                 edges.push((l.id.clone(), ResourceId::new(ResourceKind::Link, host, master)));
             }
         }
+        nodes.extend(h.vfs.iter().map(|v| v.id.clone()));
         for n in &h.networks {
             nodes.push(n.id.clone());
             if let Some(bridge) = &n.bridge {
                 edges.push((n.id.clone(), ResourceId::new(ResourceKind::Link, host, bridge)));
+            }
+            // A network handing out VFs needs them made on its physical function.
+            if let Some(vfs) = n.pf.as_ref().and_then(|pf| h.vfs.iter().find(|v| &v.nic == pf)) {
+                edges.push((n.id.clone(), vfs.id.clone()));
             }
         }
         nodes.extend(h.pools.iter().map(|p| p.id.clone()));

@@ -95,6 +95,17 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     sriov_vfs: None,
                 });
             }
+            for v in &h.vfs {
+                live.links.push(LiveLink {
+                    name: v.nic.clone(),
+                    kind: crate::live::LinkKind::Other { kind: "device".into() },
+                    mtu: 1500,
+                    up: true,
+                    master: None,
+                    alias: None,
+                    sriov_vfs: Some(v.count),
+                });
+            }
             for p in &h.hugepages {
                 live.hugepages.push(LiveHugepages { numa_node: p.numa_node, size: p.size, total: p.count, free: 0 });
             }

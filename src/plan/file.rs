@@ -62,6 +62,7 @@ pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, St
     for h in &desired.hosts {
         let mut ids: Vec<&ResourceId> = Vec::new();
         ids.extend(h.hugepages.iter().map(|x| &x.id));
+        ids.extend(h.vfs.iter().map(|x| &x.id));
         ids.extend(h.links.iter().map(|x| &x.id));
         ids.extend(h.networks.iter().map(|x| &x.id));
         ids.extend(h.pools.iter().map(|x| &x.id));
@@ -101,6 +102,9 @@ fn live_host(h: &LiveHost) -> Vec<(String, String)> {
     }
     for l in &h.links {
         out.push((key(ResourceKind::Link, &l.name), hash(l)));
+        if let Some(n) = l.sriov_vfs {
+            out.push((key(ResourceKind::Vfs, &l.name), hash(&n)));
+        }
     }
     for p in &h.hugepages {
         let id = crate::desired::build::hugepages_id(&h.name, p.numa_node, p.size);

@@ -312,8 +312,9 @@ fn sort_key<'a>(a: &'a Action, order: &BTreeMap<&ResourceId, usize>) -> (u8, usi
     }
 }
 
-/// Higher goes first when deleting.
-fn deletion_rank(kind: ResourceKind) -> usize {
+/// Higher goes first when deleting: dependents before what they need (apply orders its
+/// deletions by it too).
+pub(crate) fn deletion_rank(kind: ResourceKind) -> usize {
     match kind {
         ResourceKind::Vm => 8,
         ResourceKind::Volume => 7,
@@ -321,6 +322,7 @@ fn deletion_rank(kind: ResourceKind) -> usize {
         ResourceKind::Network => 5,
         ResourceKind::Link => 4,
         ResourceKind::Pool => 3,
+        ResourceKind::Vfs => 2,
         ResourceKind::Hugepages => 2,
         ResourceKind::Gpu => 1,
         ResourceKind::Host => 0,

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::Out;
-use crate::desired::{DesiredHost, DesiredHugepages, DesiredLink, ResourceId, ResourceKind};
+use crate::desired::{DesiredHost, DesiredHugepages, DesiredLink, DesiredVfs, ResourceId, ResourceKind};
 use crate::live::{LinkKind, LiveHost};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Op};
@@ -195,6 +195,45 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         out.extra(id, "link", Owner::of_link(l.alias.as_deref(), factory), |id| {
             Action::new(id, Op::Delete, Class::Live, "no longer desired: deleted")
         });
+    }
+}
+
+/// SR-IOV VF counts. The kernel changes a count only from or to 0: going from some VFs
+/// to another number removes them all first, under any VM using one.
+pub fn vfs(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    for want in &host.vfs {
+        let DesiredVfs { id, nic, count } = want;
+        let Some(l) = live.links.iter().find(|l| &l.name == nic) else {
+            out.error(
+                "fabrik::plan::missing-nic",
+                id,
+                format!("NIC `{nic}` is declared on host `{}` with SR-IOV VFs, but the host has no such link", id.host),
+                "check the name with `fabrik inventory`, or fix the host's declaration",
+            );
+            continue;
+        };
+        let Some(now) = l.sriov_vfs else {
+            out.error(
+                "fabrik::plan::missing-nic",
+                id,
+                format!("NIC `{nic}` on host `{}` has no SR-IOV capability, but declares `sriov-vfs: {count}`", id.host),
+                "enable SR-IOV in the NIC's firmware and BIOS, or remove `sriov-vfs`",
+            );
+            continue;
+        };
+        out.present.insert(id.clone());
+        if now == *count {
+            continue;
+        }
+        let (class, reason) = if now == 0 {
+            (Class::Live, format!("create {count} VFs on `{nic}`"))
+        } else {
+            (
+                Class::Replace,
+                format!("{now} → {count} VFs on `{nic}`: the kernel removes all VFs first; VMs using them lose them"),
+            )
+        };
+        out.actions.push(Action::update(id.clone(), vec![Change::new("vfs", now, count, class)], reason));
     }
 }
 

@@ -78,7 +78,7 @@ impl Out {
 /// Compares one host. A concern that could not be read is an error for every kind it
 /// would have told about, never "absent, so create it".
 pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
-    let DesiredHost { name, uri: _, hugepages, gpus, links, networks, pools, volumes, vms } = desired;
+    let DesiredHost { name, uri: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } = desired;
     let unreadable = |concern: &str, out: &mut Out| {
         let reasons: Vec<String> =
             live.errors.iter().filter(|e| e.concern == concern).map(|e| e.error.to_string()).collect();
@@ -105,7 +105,8 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
     if live.read("netlink") {
         links::links(factory, desired, live, out);
         links::hugepages(desired, live, out);
-    } else if !(links.is_empty() && hugepages.is_empty()) {
+        links::vfs(desired, live, out);
+    } else if !(links.is_empty() && hugepages.is_empty() && vfs.is_empty()) {
         unreadable("netlink", out);
     }
 }
