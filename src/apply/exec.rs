@@ -49,12 +49,30 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
-    Start { id: String, op: Op },
-    Done { id: String, op: Op, elapsed_ms: u64 },
-    Failed { id: String, op: Op, error: String, elapsed_ms: u64 },
-    Skipped { id: String, op: Op, reason: String },
+    Start {
+        id: String,
+        op: Op,
+    },
+    Done {
+        id: String,
+        op: Op,
+        elapsed_ms: u64,
+    },
+    Failed {
+        id: String,
+        op: Op,
+        error: String,
+        elapsed_ms: u64,
+    },
+    Skipped {
+        id: String,
+        op: Op,
+        reason: String,
+    },
     /// A signal arrived: no new action starts.
-    Interrupted { signal: String },
+    Interrupted {
+        signal: String,
+    },
 }
 
 pub type Emit = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -72,7 +90,13 @@ fn ms(d: Duration) -> u64 {
 
 /// Runs the jobs; returns each one's outcome, in the jobs' order, and whether a signal
 /// stopped the run.
-pub fn execute(jobs: Vec<Job>, waits: Vec<Waits>, limits: Limits, records: Arc<Records>, emit: Emit) -> (Vec<Outcome>, bool) {
+pub fn execute(
+    jobs: Vec<Job>,
+    waits: Vec<Waits>,
+    limits: Limits,
+    records: Arc<Records>,
+    emit: Emit,
+) -> (Vec<Outcome>, bool) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(limits.parallelism.max(1) + 4)
@@ -82,14 +106,21 @@ pub fn execute(jobs: Vec<Job>, waits: Vec<Waits>, limits: Limits, records: Arc<R
         Ok(r) => r,
         Err(e) => {
             let error = format!("cannot start the executor: {e}");
-            let outcomes = jobs.iter().map(|_| Outcome::Failed { error: error.clone(), elapsed: Duration::ZERO }).collect();
+            let outcomes =
+                jobs.iter().map(|_| Outcome::Failed { error: error.clone(), elapsed: Duration::ZERO }).collect();
             return (outcomes, false);
         }
     };
     runtime.block_on(run(jobs, waits, limits, records, emit))
 }
 
-async fn run(jobs: Vec<Job>, waits: Vec<Waits>, limits: Limits, records: Arc<Records>, emit: Emit) -> (Vec<Outcome>, bool) {
+async fn run(
+    jobs: Vec<Job>,
+    waits: Vec<Waits>,
+    limits: Limits,
+    records: Arc<Records>,
+    emit: Emit,
+) -> (Vec<Outcome>, bool) {
     let n = jobs.len();
     let stop = Arc::new(AtomicBool::new(false));
     let signals = tokio::spawn(watch_signals(stop.clone(), emit.clone()));

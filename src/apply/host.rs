@@ -27,9 +27,9 @@ impl Records {
     fn update(&self, change: impl FnOnce(&mut Created)) -> Result<()> {
         let mut created = lock(&self.created);
         change(&mut created);
-        created.save(&self.path).map_err(|e| {
-            DriverError::new(ErrorKind::Failed, format!("cannot write {}: {e}", self.path.display()))
-        })
+        created
+            .save(&self.path)
+            .map_err(|e| DriverError::new(ErrorKind::Failed, format!("cannot write {}: {e}", self.path.display())))
     }
 }
 
@@ -154,21 +154,11 @@ impl HostConn {
             }
             Concern::Gpus => {
                 self.open_agent();
-                let mut slot = lock(&self.gpus);
-                match slot.as_mut() {
-                    Some(Ok(g)) => gpu_step(g.as_mut(), step),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(DriverError::new(ErrorKind::Unreachable, "the GPU driver did not open")),
-                }
+                with_slot(&self.gpus, |g| gpu_step(g, step))
             }
             Concern::Links => {
                 self.open_agent();
-                let mut slot = lock(&self.links);
-                match slot.as_mut() {
-                    Some(Ok(l)) => link_step(l.as_mut(), step),
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(DriverError::new(ErrorKind::Unreachable, "the link driver did not open")),
-                }
+                with_slot(&self.links, |l| link_step(l, step))
             }
             Concern::Local => local_step(records, step),
         };
@@ -181,6 +171,15 @@ impl HostConn {
             }
         }
         result
+    }
+}
+
+/// Runs `f` on the driver in a slot, or says why there is none.
+fn with_slot<T: ?Sized>(slot: &Slot<T>, f: impl FnOnce(&mut T) -> Result<()>) -> Result<()> {
+    match lock(slot).as_mut() {
+        Some(Ok(d)) => f(d.as_mut()),
+        Some(Err(e)) => Err(e.clone()),
+        None => Err(DriverError::new(ErrorKind::Unreachable, "the driver did not open")),
     }
 }
 
@@ -251,7 +250,9 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 ))
             }
         }
-        Step::CreateMigInstance { gpu, profile_id, start, .. } => g.create_instance(*gpu, *profile_id, *start).map(drop),
+        Step::CreateMigInstance { gpu, profile_id, start, .. } => {
+            g.create_instance(*gpu, *profile_id, *start).map(drop)
+        }
         Step::DestroyMigInstance { gpu, profile, start } => {
             let gpus = g.gpus()?;
             let instance = gpus

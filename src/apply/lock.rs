@@ -83,7 +83,10 @@ pub fn acquire(dir: &Path, wait: Duration) -> Result<ApplyLock, LockError> {
         }
     }
     let me = serde_json::to_string(&Holder::me()).unwrap_or_default();
-    file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(me.as_bytes())).map_err(io)?;
+    file.set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| file.write_all(me.as_bytes()))
+        .map_err(io)?;
     Ok(ApplyLock { _file: file, path })
 }
 

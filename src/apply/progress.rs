@@ -29,7 +29,9 @@ fn seconds(ms: u64) -> String {
 pub fn line(event: &Event) -> Option<String> {
     match event {
         Event::Start { .. } => None,
-        Event::Done { id, op, elapsed_ms } => Some(format!("  done     {id} ({}, {})", op.word(), seconds(*elapsed_ms))),
+        Event::Done { id, op, elapsed_ms } => {
+            Some(format!("  done     {id} ({}, {})", op.word(), seconds(*elapsed_ms)))
+        }
         Event::Failed { id, op, error, elapsed_ms } => {
             Some(format!("  FAILED   {id} ({}, {}): {error}", op.word(), seconds(*elapsed_ms)))
         }

@@ -34,8 +34,7 @@ pub fn schedule(actions: &[Action], graph: Option<&Graph>) -> Vec<Waits> {
     for (i, a) in actions.iter().enumerate() {
         if a.op == Op::Delete {
             for (j, b) in actions.iter().enumerate() {
-                if b.op == Op::Delete && b.id.host == a.id.host && deletion_rank(b.id.kind) > deletion_rank(a.id.kind)
-                {
+                if b.op == Op::Delete && b.id.host == a.id.host && deletion_rank(b.id.kind) > deletion_rank(a.id.kind) {
                     waits[i].after.insert(j);
                 }
             }
@@ -86,7 +85,8 @@ mod tests {
         )
         .unwrap();
         // The network exists already: the VM still waits for its bridge's creation.
-        let actions = vec![action("link:h1/br-n", Op::Create), action("vm:h1/a", Op::Create), action("vm:h2/b", Op::Create)];
+        let actions =
+            vec![action("link:h1/br-n", Op::Create), action("vm:h1/a", Op::Create), action("vm:h2/b", Op::Create)];
         let w = schedule(&actions, Some(&graph));
         assert_eq!(w[1].needs, BTreeSet::from([0]));
         assert!(w[0].needs.is_empty() && w[2].needs.is_empty());

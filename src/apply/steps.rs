@@ -22,42 +22,133 @@ use crate::spec::types::{ByteSize, PageSize, PciAddress};
 /// One driver call (or one record fabrik keeps of what it made).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    DefineDomain { name: String, xml: String },
-    StartDomain { name: String },
-    ResumeDomain { name: String },
+    DefineDomain {
+        name: String,
+        xml: String,
+    },
+    StartDomain {
+        name: String,
+    },
+    ResumeDomain {
+        name: String,
+    },
     /// Graceful shutdown; forced off when it has not stopped after `timeout`.
-    ShutdownDomain { name: String, timeout: Duration },
-    UndefineDomain { name: String },
-    DomainAutostart { name: String, on: bool },
-    DefineNetwork { name: String, xml: String },
-    StartNetwork { name: String },
-    StopNetwork { name: String },
-    UndefineNetwork { name: String },
-    NetworkAutostart { name: String, on: bool },
-    DefinePool { name: String, xml: String },
-    StartPool { name: String },
-    PoolAutostart { name: String, on: bool },
-    CreateVolume { pool: String, name: String, xml: String },
-    CloneVolume { pool: String, name: String, xml: String, from_pool: String, from_volume: String },
-    ResizeVolume { pool: String, name: String, capacity: ByteSize },
-    DeleteVolume { pool: String, name: String },
+    ShutdownDomain {
+        name: String,
+        timeout: Duration,
+    },
+    UndefineDomain {
+        name: String,
+    },
+    DomainAutostart {
+        name: String,
+        on: bool,
+    },
+    DefineNetwork {
+        name: String,
+        xml: String,
+    },
+    StartNetwork {
+        name: String,
+    },
+    StopNetwork {
+        name: String,
+    },
+    UndefineNetwork {
+        name: String,
+    },
+    NetworkAutostart {
+        name: String,
+        on: bool,
+    },
+    DefinePool {
+        name: String,
+        xml: String,
+    },
+    StartPool {
+        name: String,
+    },
+    PoolAutostart {
+        name: String,
+        on: bool,
+    },
+    CreateVolume {
+        pool: String,
+        name: String,
+        xml: String,
+    },
+    CloneVolume {
+        pool: String,
+        name: String,
+        xml: String,
+        from_pool: String,
+        from_volume: String,
+    },
+    ResizeVolume {
+        pool: String,
+        name: String,
+        capacity: ByteSize,
+    },
+    DeleteVolume {
+        pool: String,
+        name: String,
+    },
     /// Writes the volume into `created.json`: fabrik made it (and may delete it when
     /// `deletable`).
-    RecordVolume { id: ResourceId, deletable: bool },
+    RecordVolume {
+        id: ResourceId,
+        deletable: bool,
+    },
     /// Removes the volume from `created.json` once it is deleted.
-    ForgetVolume { id: ResourceId },
+    ForgetVolume {
+        id: ResourceId,
+    },
     CreateLink(LinkSpec),
-    SetLink { name: String, mtu: Option<u32>, up: Option<bool>, master: Option<Option<String>> },
-    DeleteLink { name: String },
-    AddFdb { vxlan: String, remote: IpAddr },
-    DelFdb { vxlan: String, remote: IpAddr },
-    SetHugepages { numa_node: u32, size: PageSize, count: u64 },
-    SetSriovVfs { nic: String, count: u32 },
-    DetachDevice { address: PciAddress },
-    SetMigMode { gpu: PciAddress, enabled: bool },
-    CreateMigInstance { gpu: PciAddress, profile: String, profile_id: u32, start: u8 },
+    SetLink {
+        name: String,
+        mtu: Option<u32>,
+        up: Option<bool>,
+        master: Option<Option<String>>,
+    },
+    DeleteLink {
+        name: String,
+    },
+    AddFdb {
+        vxlan: String,
+        remote: IpAddr,
+    },
+    DelFdb {
+        vxlan: String,
+        remote: IpAddr,
+    },
+    SetHugepages {
+        numa_node: u32,
+        size: PageSize,
+        count: u64,
+    },
+    SetSriovVfs {
+        nic: String,
+        count: u32,
+    },
+    DetachDevice {
+        address: PciAddress,
+    },
+    SetMigMode {
+        gpu: PciAddress,
+        enabled: bool,
+    },
+    CreateMigInstance {
+        gpu: PciAddress,
+        profile: String,
+        profile_id: u32,
+        start: u8,
+    },
     /// Looks the instance up by its placement when it runs: NVML's ids are not stable.
-    DestroyMigInstance { gpu: PciAddress, profile: String, start: u8 },
+    DestroyMigInstance {
+        gpu: PciAddress,
+        profile: String,
+        start: u8,
+    },
 }
 
 /// Which of a host's drivers a step needs.
@@ -92,9 +183,7 @@ impl Step {
             | Step::ResizeVolume { .. }
             | Step::DeleteVolume { .. }
             | Step::DetachDevice { .. } => Concern::Virt,
-            Step::SetMigMode { .. } | Step::CreateMigInstance { .. } | Step::DestroyMigInstance { .. } => {
-                Concern::Gpus
-            }
+            Step::SetMigMode { .. } | Step::CreateMigInstance { .. } | Step::DestroyMigInstance { .. } => Concern::Gpus,
             Step::CreateLink(_)
             | Step::SetLink { .. }
             | Step::DeleteLink { .. }
@@ -192,10 +281,8 @@ pub fn steps(
         }
         ResourceKind::Vfs => {
             let v = host.vfs.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
-            let now = live
-                .and_then(|l| l.links.iter().find(|l| l.name == v.nic))
-                .and_then(|l| l.sriov_vfs)
-                .unwrap_or(0);
+            let now =
+                live.and_then(|l| l.links.iter().find(|l| l.name == v.nic)).and_then(|l| l.sriov_vfs).unwrap_or(0);
             // The kernel changes a VF count only from or to 0.
             let mut out = Vec::new();
             if now != 0 && v.count != 0 {
@@ -361,13 +448,9 @@ fn volume(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
             let make = match copy {
                 // A qcow2 overlay names its base as backing store: created, not cloned.
                 Some(_) if xml.contains("<backingStore>") => Step::CreateVolume { pool, name, xml },
-                Some(i) => Step::CloneVolume {
-                    pool,
-                    name,
-                    xml,
-                    from_pool: i.pool.clone(),
-                    from_volume: i.volume.clone(),
-                },
+                Some(i) => {
+                    Step::CloneVolume { pool, name, xml, from_pool: i.pool.clone(), from_volume: i.volume.clone() }
+                }
                 None => Step::CreateVolume { pool, name, xml },
             };
             Ok(vec![make, Step::RecordVolume { id: id.clone(), deletable: vol.deletable }])

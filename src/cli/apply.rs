@@ -14,7 +14,7 @@ use clap::ValueEnum;
 
 use super::exit;
 use super::hosts::Hosts;
-use super::plan::{Selection, error_chain, prepare};
+use super::plan::{Select, error_chain, prepare};
 use crate::apply::journal::{self, Journal};
 use crate::apply::progress::Progress;
 use crate::apply::{self, Event, Limits, Outcome, Settings};
@@ -40,18 +40,8 @@ pub struct Args {
     pub per_host: usize,
     #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
     pub format: ApplyFormat,
-    /// Seconds a VM gets to shut down before it is forced off.
-    #[arg(long, value_name = "SECONDS", default_value_t = super::plan::SHUTDOWN_TIMEOUT_DEFAULT_S)]
-    pub shutdown_timeout: u64,
-    /// Apply only this resource and what it needs (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub target: Vec<String>,
-    /// Leave out this resource and everything that needs it (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub exclude: Vec<String>,
-    /// Replace this resource even if nothing changed (repeatable).
-    #[arg(long, value_name = "ID")]
-    pub replace: Vec<String>,
+    #[command(flatten)]
+    pub select: Select,
     /// Wait up to this many seconds for another apply of the factory to finish.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub lock_wait: u64,
@@ -109,7 +99,9 @@ pub fn run(args: &Args) -> u8 {
     // A saved plan names its factory, hosts and options; they are used as they were.
     let origin = saved.as_ref().and_then(|p| p.origin.clone());
     if saved.is_some() && origin.is_none() {
-        eprintln!("error: the plan does not say which factory it was made from; make it again with `fabrik plan --out`");
+        eprintln!(
+            "error: the plan does not say which factory it was made from; make it again with `fabrik plan --out`"
+        );
         return exit::INVALID;
     }
     let hosts = match &origin {
@@ -120,13 +112,17 @@ pub fn run(args: &Args) -> u8 {
         },
         None => Hosts { path: args.hosts.path.clone(), sim: args.hosts.sim, state_dir: args.hosts.state_dir.clone() },
     };
-    let (targets, excludes, replace, timeout_s) = match &origin {
-        Some(o) => (o.targets.clone(), o.excludes.clone(), o.replace.clone(), o.shutdown_timeout_s),
-        None => (args.target.clone(), args.exclude.clone(), args.replace.clone(), args.shutdown_timeout),
+    let select = match &origin {
+        Some(o) => Select {
+            target: o.targets.clone(),
+            exclude: o.excludes.clone(),
+            replace: o.replace.clone(),
+            shutdown_timeout: o.shutdown_timeout_s,
+        },
+        None => args.select.clone(),
     };
-    let shutdown_timeout = Duration::from_secs(timeout_s);
-    let selection = Selection { targets: &targets, excludes: &excludes, replace: &replace, shutdown_timeout };
-    let prepared = match prepare(&hosts, &selection) {
+    let shutdown_timeout = Duration::from_secs(select.shutdown_timeout);
+    let prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -256,7 +252,9 @@ pub fn run(args: &Args) -> u8 {
 /// Asks on the terminal; refuses without one.
 fn confirmed(plan: &Plan) -> bool {
     if !std::io::stdin().is_terminal() {
-        eprintln!("error: refusing to apply without confirmation: stdin is not a terminal; review the plan and pass --yes");
+        eprintln!(
+            "error: refusing to apply without confirmation: stdin is not a terminal; review the plan and pass --yes"
+        );
         return false;
     }
     let hosts = plan.actions.iter().map(|a| a.id.host.as_str()).collect::<std::collections::BTreeSet<_>>().len();

@@ -27,7 +27,17 @@ pub struct Args {
     /// Save the plan (with fingerprints of what it read) for `fabrik apply`.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Plan only this resource and what it needs (repeatable).
+    #[command(flatten)]
+    pub select: Select,
+    /// Also list objects on the hosts that fabrik does not manage.
+    #[arg(long)]
+    pub show_unmanaged: bool,
+}
+
+/// What plan and apply are asked to do beyond the factory: the same flags for both.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Select {
+    /// Only this resource and what it needs (repeatable).
     #[arg(long, value_name = "ID")]
     pub target: Vec<String>,
     /// Leave out this resource and everything that needs it (repeatable).
@@ -36,9 +46,6 @@ pub struct Args {
     /// Replace this resource even if nothing changed (repeatable).
     #[arg(long, value_name = "ID")]
     pub replace: Vec<String>,
-    /// Also list objects on the hosts that fabrik does not manage.
-    #[arg(long)]
-    pub show_unmanaged: bool,
     /// Seconds a VM gets to shut down before apply forces it off.
     #[arg(long, value_name = "SECONDS", default_value_t = SHUTDOWN_TIMEOUT_DEFAULT_S)]
     pub shutdown_timeout: u64,
@@ -67,17 +74,9 @@ pub struct Prepared {
     pub created_path: PathBuf,
 }
 
-/// `--target`, `--exclude`, `--replace`, as given.
-pub struct Selection<'a> {
-    pub targets: &'a [String],
-    pub excludes: &'a [String],
-    pub replace: &'a [String],
-    pub shutdown_timeout: std::time::Duration,
-}
-
 /// Validates the factory, builds its desired state and graph and reads the options; on
 /// an error, prints it and returns the exit status.
-pub fn prepare(hosts: &super::hosts::Hosts, selection: &Selection<'_>) -> Result<Prepared, u8> {
+pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared, u8> {
     let style = super::style_for_stderr();
     let v = crate::check::validate(&hosts.path);
     if !v.is_valid() {
@@ -104,11 +103,11 @@ pub fn prepare(hosts: &super::hosts::Hosts, selection: &Selection<'_>) -> Result
     let created_path = created_path(hosts);
     let options = (|| -> Result<Options, String> {
         Ok(Options {
-            targets: ids(selection.targets, "target")?,
-            excludes: ids(selection.excludes, "exclude")?,
-            replace: ids(selection.replace, "replace")?,
+            targets: ids(&select.target, "target")?,
+            excludes: ids(&select.exclude, "exclude")?,
+            replace: ids(&select.replace, "replace")?,
             created: Created::load(&created_path).map_err(|e| error_chain(&e))?,
-            shutdown_timeout: selection.shutdown_timeout,
+            shutdown_timeout: std::time::Duration::from_secs(select.shutdown_timeout),
         })
     })()
     .map_err(|message| {
@@ -129,13 +128,7 @@ pub fn created_path(hosts: &super::hosts::Hosts) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let selection = Selection {
-        targets: &args.target,
-        excludes: &args.exclude,
-        replace: &args.replace,
-        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
-    };
-    let p = match prepare(&args.hosts, &selection) {
+    let p = match prepare(&args.hosts, &args.select) {
         Ok(p) => p,
         Err(code) => return code,
     };
@@ -152,10 +145,10 @@ pub fn run(args: &Args) -> u8 {
         plan.origin = Some(plan::Origin {
             path: args.hosts.path.display().to_string(),
             twins: args.hosts.sim.then(|| args.hosts.state().display().to_string()),
-            targets: args.target.clone(),
-            excludes: args.exclude.clone(),
-            replace: args.replace.clone(),
-            shutdown_timeout_s: args.shutdown_timeout,
+            targets: args.select.target.clone(),
+            excludes: args.select.exclude.clone(),
+            replace: args.select.replace.clone(),
+            shutdown_timeout_s: args.select.shutdown_timeout,
         });
         if let Err(e) = plan::file::save(&plan, out) {
             eprintln!("error: {}", error_chain(&e));
