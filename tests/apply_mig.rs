@@ -31,7 +31,6 @@ const HOST: &str = "gpu09";
 const GPU: &str = "0000:3b:00.0";
 const MODEL: GpuModel = GpuModel::H200_141GB;
 
-
 fn gpu_address() -> PciAddress {
     PciAddress::parse(GPU).unwrap()
 }

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Desired, DesiredDisk, DesiredGpu, DesiredHost, DesiredHugepages, DesiredVfs, DesiredMigInstance, DesiredNic, DesiredVm,
-    GpuSetup, GuestCell, ResourceId, ResourceKind,
+    Desired, DesiredDisk, DesiredGpu, DesiredHost, DesiredHugepages, DesiredMigInstance, DesiredNic, DesiredVfs,
+    DesiredVm, GpuSetup, GuestCell, ResourceId, ResourceKind,
 };
 use crate::diag::Diagnostic;
 use crate::place::{self, GpuState, Placement};

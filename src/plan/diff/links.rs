@@ -216,7 +216,10 @@ pub fn vfs(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
             out.error(
                 "fabrik::plan::missing-nic",
                 id,
-                format!("NIC `{nic}` on host `{}` has no SR-IOV capability, but declares `sriov-vfs: {count}`", id.host),
+                format!(
+                    "NIC `{nic}` on host `{}` has no SR-IOV capability, but declares `sriov-vfs: {count}`",
+                    id.host
+                ),
                 "enable SR-IOV in the NIC's firmware and BIOS, or remove `sriov-vfs`",
             );
             continue;

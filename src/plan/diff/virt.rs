@@ -55,7 +55,12 @@ pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Dura
                 "no longer desired: undefined; its volumes are kept".to_string()
             };
             let mut a = Action::new(id, Op::Delete, Class::Live, reason);
-            a.changes.push(Change { field: "power".into(), from: Some(power_word(d.state).into()), to: None, class: Class::Live });
+            a.changes.push(Change {
+                field: "power".into(),
+                from: Some(power_word(d.state).into()),
+                to: None,
+                class: Class::Live,
+            });
             a
         });
     }
