@@ -64,6 +64,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "factory: ai-factory\nnvlink-domains:\n  - { name: gpu02-nvl, partitioned: true }\n",
         "fabrik::fabric::partition-split",
     ),
+    // Fabric: the storage VLAN's jumbo frames need a jumbo `stor0` on every host.
+    ("hosts/gpu01.yaml", "sriov-vfs: 32, mtu: 9000", "sriov-vfs: 32, mtu: 1500", "fabrik::fabric::mtu-above-parent"),
     // Quotas.
     ("tenants/globex.yaml", "vms: 10", "vms: 2", "fabrik::quota::vms"),
     ("tenants/globex.yaml", "gpus: { H200-141GB: 4 }", "gpus: { H200-141GB: 1 }", "fabrik::quota::gpus"),

@@ -362,12 +362,13 @@ fn host(i: usize) -> V {
         ])
     }));
     // The bond of the two Ethernet ports carries the tenants' VXLAN networks: each host
-    // has its own address on it, 10.0.0.1 upwards.
+    // has its own address on it, 10.0.0.1 upwards, and jumbo frames for the storage VLAN.
     nics.push(V::Map(vec![
         ("name", s("bond0")),
         ("kind", s("ethernet")),
         ("numa-node", V::Int(0)),
         ("ip", s(std::net::Ipv4Addr::from(BOND_NET + i as u32 + 1).to_string())),
+        ("mtu", V::Int(9000)),
     ]));
     V::Map(vec![
         ("name", s(&name)),

@@ -1,13 +1,15 @@
 //! `fabrik::fabric::*`: NVLink domains and the VXLAN underlay. A VM's GPUs reach each
 //! other over one NVLink domain, and a domain partitioned by the fabric manager serves
 //! one tenant; the hosts of a VXLAN network reach each other through the addresses of
-//! its parent NIC ([`underlay`]).
+//! its parent NIC ([`underlay`]); a network's MTU fits the MTU its parent NIC has on
+//! each host ([`mtu`]).
 //!
 //! Only whole GPUs count for the first: MIG instances have no NVLink peer access, and a
 //! time slice is not a GPU of one's own. GPUs without a declared domain are not known to
 //! share NVLink; where that leaves a multi-GPU VM unjudged, fabrik warns rather than
 //! fails, since a missing `nvlink-domain` is missing information, not a proven fault.
 
+mod mtu;
 mod underlay;
 
 use std::collections::BTreeMap;
@@ -62,6 +64,17 @@ pub static RULES: &[Rule] = &[
         example: "# gpu01's nic fe0 has `ip: 10.10.0.11`\nhosts:\n  - name: gpu02\n    nics: [{ name: fe0, kind: ethernet, ip: 10.10.0.11 }]\nnetworks:\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0, hosts: [gpu01, gpu02] }",
         fix: "give the parent NIC of every host its own address",
     },
+    Rule {
+        code: "fabrik::fabric::mtu-above-parent",
+        summary: "a network's `mtu` (for VXLAN, plus 50 bytes of encapsulation, 70 over IPv6) is above the `mtu` a host declares for the network's parent NIC",
+        protects: "a network the host cannot build: the kernel refuses a VLAN device, InfiniBand partition or SR-IOV VF with an MTU above its parent's, and a VXLAN device whose frames and encapsulation do not fit the underlay, so apply fails on that host halfway. The NIC's own MTU is the host's provisioning, not fabrik's to change",
+        example: "hosts:
+  - name: gpu01
+    nics: [{ name: stor0, kind: ethernet, mtu: 1500 }]
+networks:
+  - { name: storage, purpose: storage, kind: vlan, shared: true, vlan: 200, parent: stor0, mtu: 9000, hosts: [gpu01] }",
+        fix: "raise the NIC's MTU in the host's provisioning and declare it (`mtu: 9000`), or lower the network's `mtu` to fit (for VXLAN over IPv4, 50 bytes below the NIC's)",
+    },
 ];
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
@@ -79,6 +92,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     }
     partitions(&ix, out);
     underlay::check(&ix, out);
+    mtu::check(&ix, out);
 }
 
 fn domain_of(gpu: &Gpu) -> Option<&str> {

@@ -30,15 +30,22 @@ fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> DriverError {
     DriverError::new(ErrorKind::Failed, format!("{what} {}: {e}", path.display()))
 }
 
-/// A host's links as its twin starts: the declared NICs (SR-IOV capable ones with their
-/// VF count as the maximum, none configured) and an empty pool per declared page size.
+/// A NIC's MTU when the host does not declare one: Ethernet's `ETH_DATA_LEN`, and IPoIB's
+/// in datagram mode (the 4096-byte IB MTU less its 4-byte header).
+const ETHERNET_MTU_DEFAULT: u32 = 1500;
+const INFINIBAND_MTU_DEFAULT: u32 = 4092;
+
+/// A host's links as its twin starts: the declared NICs at their declared MTU (SR-IOV
+/// capable ones with their VF count as the maximum, none configured) and an empty pool
+/// per declared page size.
 pub fn initial_links(host: &Host) -> SimLinks {
     let mut links = SimLinks::new();
     for nic in &host.nics {
-        let mtu = match nic.kind.value {
-            crate::spec::model::NicKind::Infiniband => 4092,
-            crate::spec::model::NicKind::Ethernet => 1500,
+        let default = match nic.kind.value {
+            crate::spec::model::NicKind::Infiniband => INFINIBAND_MTU_DEFAULT,
+            crate::spec::model::NicKind::Ethernet => ETHERNET_MTU_DEFAULT,
         };
+        let mtu = nic.mtu.as_ref().map_or(default, |m| m.value);
         links.add_nic(&nic.name.value, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
     }
     for node in &host.numa_nodes {
@@ -77,3 +84,19 @@ pub fn drivers(state: &Path, host: &Host) -> HostDrivers {
 }
 
 pub mod virt;
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::load::load_bytes;
+    use crate::spec::source::{Sources, Syntax};
+
+    #[test]
+    fn a_twins_nics_start_at_their_declared_mtu() {
+        let text = "version: 1\nhosts:\n  - name: h1\n    uri: test:///default\n    numa-nodes: [{ id: 0, cpus: 0-7, memory: 64GiB }]\n    nics:\n      - { name: stor0, kind: ethernet, mtu: 9000 }\n      - { name: fe0, kind: ethernet }\n      - { name: ib0, kind: infiniband }\n";
+        let (_, spec, diags) = load_bytes(&mut Sources::default(), "f.yaml".into(), Syntax::Yaml, text.into());
+        assert!(diags.is_empty(), "{diags:?}");
+        let links = super::initial_links(&spec.hosts[0]);
+        let mtus: Vec<(&str, u32)> = links.links.iter().map(|l| (l.link.name.as_str(), l.link.mtu)).collect();
+        assert_eq!(mtus, [("stor0", 9000), ("fe0", 1500), ("ib0", 4092)]);
+    }
+}

@@ -16,10 +16,10 @@ use crate::spec::model::{NetKind, Network, Nic};
 use crate::spec::source::Span;
 
 /// A host that carries a network, and the line that says so.
-struct Member {
-    host: usize,
-    at: Span,
-    label: String,
+pub(super) struct Member {
+    pub(super) host: usize,
+    pub(super) at: Span,
+    pub(super) label: String,
 }
 
 /// A VXLAN network over one host's parent NIC, and the line that puts it on the host.
@@ -70,7 +70,7 @@ pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
 }
 
 /// The hosts of a network, each once, in the order the files give them.
-fn members(ix: &Index<'_>, net: &Network) -> Vec<Member> {
+pub(super) fn members(ix: &Index<'_>, net: &Network) -> Vec<Member> {
     let mut out: Vec<Member> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut add = |host: Option<usize>, at: Span, label: String| {
@@ -98,7 +98,8 @@ fn members(ix: &Index<'_>, net: &Network) -> Vec<Member> {
     out
 }
 
-fn nic<'a>(ix: &Index<'a>, host: usize, name: &str) -> Option<&'a Nic> {
+/// Host `host`'s NIC `name`, where the host declares it.
+pub(super) fn nic<'a>(ix: &Index<'a>, host: usize, name: &str) -> Option<&'a Nic> {
     ix.spec.hosts[host].nics.iter().find(|n| n.name.value == name)
 }
 

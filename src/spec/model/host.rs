@@ -104,6 +104,9 @@ pub struct Nic {
     /// The host's own address on this interface: a VXLAN network whose `parent` it is
     /// sends from it, and the other hosts of the network flood to it.
     pub ip: Option<Spanned<IpAddr>>,
+    /// The MTU the host gives this interface. Set by the host's provisioning, not by
+    /// fabrik: the checks hold the networks over the NIC to it, and twins start with it.
+    pub mtu: Option<Spanned<u32>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -208,6 +211,11 @@ pub static NIC: Shape = Shape {
             Ty::Ip,
             "the host's own address on this interface, without prefix; VXLAN networks on it use it as their tunnel endpoint",
         ),
+        opt(
+            "mtu",
+            Ty::Int { min: 68, max: 65535 },
+            "the MTU the host gives this interface (set by its provisioning, not by fabrik); networks over it must fit",
+        ),
     ],
 };
 
@@ -297,5 +305,6 @@ fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
     let sriov_vfs = o.get("sriov-vfs").and_then(|n| d.uint(n, "sriov-vfs", 0, 256));
     let ip = o.get("ip").and_then(|n| d.ip(n, "ip"));
-    Some(Nic { name: name?, address, kind: kind?, numa_node, sriov_vfs, ip, span: o.span })
+    let mtu = o.get("mtu").and_then(|n| d.uint(n, "mtu", 68, 65535));
+    Some(Nic { name: name?, address, kind: kind?, numa_node, sriov_vfs, ip, mtu, span: o.span })
 }
