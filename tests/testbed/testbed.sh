@@ -35,6 +35,7 @@ ready_timeout_s="${FABRIK_TESTBED_TIMEOUT:-60}"
 subnet=10.77.0
 # Shared by all testbeds on the machine, kept across runs.
 caps_cache="$base_dir/qemu-caps"
+qemu_wrapper="$base_dir/bin/qemu-system-x86_64"
 
 say() { echo "testbed: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -135,6 +136,45 @@ group = "kvm"
 EOF
 }
 
+# QEMU as the hosts' libvirtd runs it: its PATH finds this wrapper first, so it is the
+# emulator of every domain that names none (fabrik's); domains naming
+# /usr/bin/qemu-system-x86_64 run QEMU unchanged. It makes two changes, for what guests
+# without an OS on nested KVM (QEMU 7.2, kernel 6.18) do and no test looks at:
+# - `-cpu host` gets `arch-capabilities=off`: QEMU cannot give such a guest the host's
+#   ARCH_CAPABILITIES MSR ("failed to set MSR 0x10a"), so no guest of
+#   `<cpu mode='host-passthrough'/>`, the CPU fabrik renders, would start;
+# - virtio NICs get no option ROM: with no disk to boot, iPXE from the ROM spins (most
+#   of a CPU per guest) and soon dies of a KVM emulation failure, leaving the guest
+#   paused; SeaBIOS without it waits at ~1% of a CPU.
+# Called with the machine-wide caps lock held.
+write_qemu_wrapper() {
+  local real tmp
+  real=$(command -v qemu-system-x86_64)
+  tmp=$(mktemp)
+  # The real binary's mtime is in the text: a new QEMU writes a new wrapper.
+  cat >"$tmp" <<EOF
+#!/bin/bash
+# Written by tests/testbed/testbed.sh for $real of $(stat -c %Y "$real").
+args=()
+prev=
+for a in "\$@"; do
+  if [ "\$prev" = -cpu ] && [[ "\$a" == host* ]]; then a="\$a,arch-capabilities=off"; fi
+  args+=("\$a")
+  prev=\$a
+done
+exec $real "\${args[@]}" -global virtio-net-pci.romfile=
+EOF
+  if cmp -s "$tmp" "$qemu_wrapper"; then
+    rm -f "$tmp"
+    return 0
+  fi
+  mkdir -p "$(dirname "$qemu_wrapper")"
+  chmod 755 "$tmp"
+  mv "$tmp" "$qemu_wrapper"
+  # libvirt's cached capabilities hold the emulator's ctime: a new wrapper, a new probe.
+  rm -rf "$caps_cache"
+}
+
 start_host() {
   local h=$1
   local d ns hub addr i
@@ -159,12 +199,12 @@ start_host() {
   # is no cache, one host at a time probes (fd 8 holds the machine-wide lock until this
   # host is up) and the others then copy its result.
   mkdir -p "$base_dir"
-  if [ ! -d "$caps_cache" ]; then
-    exec 8>"$base_dir/qemu-caps.lock"
-    flock 8
-  fi
+  exec 8>"$base_dir/qemu-caps.lock"
+  flock 8
+  write_qemu_wrapper
   if [ -d "$caps_cache" ]; then
     cp -a "$caps_cache/." "$d/cache/"
+    exec 8>&-
   fi
 
   ip netns add "$ns"
@@ -187,6 +227,7 @@ mount --bind '$d/etc' /etc/libvirt
 mount --bind '$d/lib' /var/lib/libvirt
 mount --bind '$d/log' /var/log/libvirt
 mount --bind '$d/cache' /var/cache/libvirt
+export PATH='$(dirname "$qemu_wrapper")':\"\$PATH\"
 exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirtd.pid"
   # setsid: the daemon outlives this script and its terminal; its pid is the one of
   # `ip` (each step execs the next). It must not inherit the locks (fds 8 and 9), or the

@@ -1,0 +1,201 @@
+//! `fabrik apply --sim` on examples/ai-factory: the twins converge and a second plan is
+//! empty; confirmation, JSON events, saved plans and their stale check, the lock, and
+//! what an interrupted apply leaves for the next one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn example() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"))
+}
+
+fn fabrik(args: &[&str], state: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn plan(state: &Path) -> Output {
+    fabrik(&["plan", "--sim", example().to_str().unwrap()], state)
+}
+
+fn events(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event line `{l}`: {e}")))
+        .collect()
+}
+
+#[test]
+fn apply_converges_the_twins_and_a_second_plan_is_empty() {
+    let state = tempfile::tempdir().unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Verified: the hosts match the factory"), "{}", text(&o));
+    let again = plan(state.path());
+    assert_eq!(again.status.code(), Some(0), "the second plan has changes:\n{}", text(&again));
+    // Applying a converged factory does nothing and says so.
+    let noop = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(noop.status.code(), Some(0), "{}", text(&noop));
+    assert!(String::from_utf8_lossy(&noop.stdout).contains("No changes"), "{}", text(&noop));
+}
+
+#[test]
+fn without_a_terminal_and_without_yes_nothing_is_applied() {
+    let state = tempfile::tempdir().unwrap();
+    let o = fabrik(&["apply", "--sim", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass --yes"), "{}", text(&o));
+    let after = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
+    let plan: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert!(plan["summary"]["add"].as_u64().unwrap() > 100, "the twins were changed:\n{}", text(&after));
+}
+
+#[test]
+fn json_events_report_every_action_once_then_verify_and_summary() {
+    let state = tempfile::tempdir().unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes", "--format", "json", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let ev = events(&o);
+    assert_eq!(ev[0]["event"], "plan");
+    let planned: Vec<&str> = ev[0]["actions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    let of = |kind: &str| -> Vec<&str> {
+        ev.iter().filter(|e| e["event"] == kind).map(|e| e["id"].as_str().unwrap()).collect()
+    };
+    let (started, done) = (of("start"), of("done"));
+    let mut sorted_planned = planned.clone();
+    sorted_planned.sort();
+    for list in [started, done] {
+        let mut list = list;
+        list.sort();
+        assert_eq!(list, sorted_planned, "every planned action starts and finishes once");
+    }
+    let verify = ev.iter().find(|e| e["event"] == "verify").expect("a verify event");
+    assert_eq!(verify["converged"], true);
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["done"].as_u64().unwrap() as usize, planned.len());
+    assert_eq!(summary["failed"], 0);
+    // A VM starts only once its network and volumes are done.
+    let position = |kind: &str, id: &str| ev.iter().position(|e| e["event"] == kind && e["id"] == id).unwrap();
+    let vm = "vm:gpu02/globex-embed";
+    assert!(position("done", "net:gpu02/globex-net") < position("start", vm));
+}
+
+#[test]
+fn a_saved_plan_applies_when_current_and_is_refused_when_stale() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("plan.json");
+    let p = fabrik(&["plan", "--sim", "--out", saved.to_str().unwrap(), example().to_str().unwrap()], state.path());
+    assert_eq!(p.status.code(), Some(2), "{}", text(&p));
+    let stale_copy = dir.path().join("old.json");
+    std::fs::copy(&saved, &stale_copy).unwrap();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes", saved.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan(state.path()).status.code(), Some(0));
+
+    // The same plan again: everything it expected absent now exists.
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes", stale_copy.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("stale") && err.contains("now exists; the plan expected it absent"), "{}", text(&o));
+}
+
+#[test]
+fn a_second_apply_is_refused_while_one_holds_the_lock() {
+    let state = tempfile::tempdir().unwrap();
+    let held = fabrik::apply::lock::acquire(state.path(), std::time::Duration::ZERO).unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another apply holds") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+    drop(held);
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn an_unfinished_journal_is_reported_and_the_rerun_completes_the_work() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(state.path()).unwrap();
+    std::fs::write(
+        state.path().join("last-apply.jsonl"),
+        "{\"event\":\"begin\",\"pid\":1}\n{\"event\":\"start\",\"id\":\"vm:gpu01/acme-train\",\"op\":\"create\"}\n",
+    )
+    .unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("previous apply did not finish") && err.contains("vm:gpu01/acme-train"), "{err}");
+    let journal = std::fs::read_to_string(state.path().join("last-apply.jsonl")).unwrap();
+    assert!(journal.lines().last().unwrap().contains("\"summary\""), "{journal}");
+}
+
+#[test]
+fn sigterm_finishes_the_running_actions_skips_the_rest_and_a_rerun_converges() {
+    use std::io::BufRead;
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--sim", "--yes", "--format", "json", "--state-dir"])
+        .arg(state.path())
+        .arg(example())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("\"event\":\"done\"");
+        seen.push(line);
+        if done {
+            let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+            assert!(killed.success());
+            break;
+        }
+    }
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let ev: Vec<serde_json::Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    assert!(ev.iter().any(|e| e["event"] == "interrupted" && e["signal"] == "SIGTERM"), "{seen:#?}");
+    // Every action that started also finished: none was cut short.
+    for e in ev.iter().filter(|e| e["event"] == "start") {
+        assert!(
+            ev.iter().any(|f| (f["event"] == "done" || f["event"] == "failed") && f["id"] == e["id"]),
+            "{} started and never finished",
+            e["id"]
+        );
+    }
+    let skipped = ev.iter().filter(|e| e["event"] == "skipped").count();
+    assert!(skipped > 0, "nothing was left for the rerun: {seen:#?}");
+    let summary = ev.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["interrupted"], true);
+
+    let rerun = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
+    assert_eq!(plan(state.path()).status.code(), Some(0));
+}
