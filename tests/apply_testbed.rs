@@ -138,7 +138,13 @@ fn apply_builds_both_hosts() {
                 assert!(flags.contains(",UP") || flags.contains("<UP"), "{link} is up: {flags}");
             }
             assert!(details.contains(&format!("local {}", host.address)), "{details}");
-            assert_eq!(view.flood_remotes(&t.vxlan()), [other.address.clone()], "{} on {}", t.vxlan(), host.name);
+            assert_eq!(
+                view.flood_remotes(&t.vxlan()),
+                std::slice::from_ref(&other.address),
+                "{} on {}",
+                t.vxlan(),
+                host.name
+            );
         }
         // Each disk's volume is in the pool and is the domain's disk.
         let volumes = view.volumes(factory::POOL);

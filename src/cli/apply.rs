@@ -33,11 +33,11 @@ pub struct Args {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Actions run at once, over all hosts.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub parallelism: usize,
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallelism: u16,
     /// Actions run at once on one host.
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub per_host: usize,
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_host: u16,
     #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
     pub format: ApplyFormat,
     #[command(flatten)]
@@ -206,7 +206,7 @@ pub fn run(args: &Args) -> u8 {
         })
     };
     let settings = Settings {
-        limits: Limits { parallelism: args.parallelism.max(1), per_host: args.per_host.max(1) },
+        limits: Limits { parallelism: usize::from(args.parallelism), per_host: usize::from(args.per_host) },
         shutdown_timeout,
         twins: hosts.sim.then(|| hosts.state()),
         created_path: prepared.created_path.clone(),
