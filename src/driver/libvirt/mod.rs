@@ -9,7 +9,7 @@
 pub mod owner;
 pub mod xml;
 
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
@@ -27,6 +27,14 @@ use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 
 /// How often a graceful shutdown looks whether the guest is gone.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a validated define has succeeded in this process. An in-process driver (the
+/// twins' `test:///`) validates with libxml2 in fabrik's own process, and libxml2 (2.9)
+/// sets up its RelaxNG type library at the first schema it parses without a lock: two
+/// threads doing that at once fail with "type 'unsignedLong' is not exported by type
+/// library", seen when twins of several hosts were applied in parallel. So defines run
+/// one at a time until one has succeeded; after that they run in parallel.
+static FIRST_VALIDATION_DONE: Mutex<bool> = Mutex::new(false);
 
 /// One open connection to a libvirt host.
 pub struct LibvirtDriver {
@@ -361,10 +369,20 @@ impl Virt for LibvirtDriver {
     fn define_domain(&mut self, xml: &str) -> Result<()> {
         // VALIDATE checks the XML against libvirt's schema: without it libvirt drops what
         // it does not know silently, and a typo would never show as drift.
-        self.conn
-            .define_domain_xml_flags(xml, sys::VIR_DOMAIN_DEFINE_VALIDATE)
-            .map(drop)
-            .map_err(err(format!("cannot define domain `{}`", name_in(xml))))
+        let define = || {
+            self.conn
+                .define_domain_xml_flags(xml, sys::VIR_DOMAIN_DEFINE_VALIDATE)
+                .map(drop)
+                .map_err(err(format!("cannot define domain `{}`", name_in(xml))))
+        };
+        let mut first = FIRST_VALIDATION_DONE.lock().unwrap_or_else(|p| p.into_inner());
+        if *first {
+            drop(first);
+            return define();
+        }
+        let result = define();
+        *first = result.is_ok();
+        result
     }
 
     fn undefine_domain(&mut self, name: &str) -> Result<()> {
