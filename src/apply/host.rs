@@ -14,6 +14,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use super::steps::{Concern, Step};
 use crate::driver::libvirt::LibvirtDriver;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result, ShutdownOutcome, Virt};
+use crate::live::PowerState;
 use crate::plan::Created;
 use crate::spec::model::Host;
 
@@ -187,11 +188,23 @@ fn wrong(step: &Step) -> DriverError {
     DriverError::new(ErrorKind::Failed, format!("`{}` sent to the wrong driver", step.describe()))
 }
 
+/// Runs a start or resume; when libvirt refuses it because the domain already runs, the
+/// step has nothing left to do. That happens after an apply was killed: libvirtd finishes
+/// a start it had begun (the domain paused while QEMU starts up, then running), so what
+/// the next plan saw as paused or shut off may be running by the time its step comes.
+fn reached_running(v: &mut dyn Virt, name: &str, op: impl FnOnce(&mut dyn Virt) -> Result<()>) -> Result<()> {
+    let Err(e) = op(v) else { return Ok(()) };
+    match v.domains() {
+        Ok(ds) if ds.iter().any(|d| d.name == name && d.state == PowerState::Running) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
     match step {
         Step::DefineDomain { xml, .. } => v.define_domain(xml),
-        Step::StartDomain { name } => v.start_domain(name),
-        Step::ResumeDomain { name } => v.resume_domain(name),
+        Step::StartDomain { name } => reached_running(v, name, |v| v.start_domain(name)),
+        Step::ResumeDomain { name } => reached_running(v, name, |v| v.resume_domain(name)),
         Step::ShutdownDomain { name, timeout } => match v.shutdown_domain(name, *timeout)? {
             ShutdownOutcome::Graceful | ShutdownOutcome::NotRunning => Ok(()),
             // The plan said so: forced off once the timeout has passed.
@@ -288,5 +301,46 @@ fn local_step(records: &Records, step: &Step) -> Result<()> {
         Step::RecordVolume { id, deletable } => records.update(|c| c.record(id, *deletable)),
         Step::ForgetVolume { id } => records.update(|c| c.forget(id)),
         _ => Err(wrong(step)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load::load_bytes;
+    use crate::spec::source::{Sources, Syntax};
+
+    const DOMAIN: &str = "<domain type='kvm'><name>vm1</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+                          <os><type arch='x86_64' machine='q35'>hvm</type></os></domain>";
+
+    /// A twin's libvirt, which refuses what libvirtd refuses.
+    fn twin(dir: &std::path::Path) -> Box<dyn Virt> {
+        let text = "version: 1\nhosts:\n  - name: h1\n    uri: test:///default\n    numa-nodes: [{ id: 0, cpus: 0-7, memory: 64GiB }]\n";
+        let (_, spec, diags) = load_bytes(&mut Sources::default(), "f.yaml".into(), Syntax::Yaml, text.into());
+        assert!(diags.is_empty(), "{diags:?}");
+        crate::sim::virt::open(dir, &spec.hosts[0]).unwrap()
+    }
+
+    #[test]
+    fn a_start_or_resume_of_a_running_domain_has_nothing_left_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = twin(dir.path());
+        v.define_domain(DOMAIN).unwrap();
+        v.start_domain("vm1").unwrap();
+        // libvirt refuses both on a running domain…
+        assert_eq!(v.start_domain("vm1").unwrap_err().kind, ErrorKind::Refused);
+        assert!(v.resume_domain("vm1").is_err());
+        // …and the steps, whose goal is a running domain, are done.
+        assert!(reached_running(v.as_mut(), "vm1", |v| v.start_domain("vm1")).is_ok());
+        assert!(reached_running(v.as_mut(), "vm1", |v| v.resume_domain("vm1")).is_ok());
+    }
+
+    #[test]
+    fn a_refused_start_or_resume_of_a_domain_not_running_stays_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = twin(dir.path());
+        v.define_domain(DOMAIN).unwrap();
+        assert!(reached_running(v.as_mut(), "vm1", |v| v.resume_domain("vm1")).is_err(), "shut off, not paused");
+        assert!(reached_running(v.as_mut(), "absent", |v| v.start_domain("absent")).is_err());
     }
 }
