@@ -115,6 +115,8 @@ fn apply_builds_both_hosts() {
         let mut view = HostView::of(host);
         for vm in f.vms_on(&host.name) {
             assert_eq!(view.state(&vm.name), "running", "{}", vm.name);
+            let pid = view.qemu_pid(&vm.name).unwrap_or_else(|| panic!("{} has a QEMU process", vm.name));
+            assert!(view.has_kvm_open(pid), "{} runs under KVM (QEMU pid {pid} has /dev/kvm open)", vm.name);
             let d = view.domain(&vm.name).unwrap();
             assert_eq!(d.owner.as_ref().map(|o| o.resource.as_str()), Some(vm_id(&host.name, &vm.name).as_str()));
             // Each NIC's tap is a port of its network's bridge, in the host's namespace.

@@ -262,6 +262,14 @@ impl<'h> HostView<'h> {
         })
     }
 
+    /// Whether a process has `/dev/kvm` open: a QEMU that runs its guest under KVM, not
+    /// emulated.
+    pub fn has_kvm_open(&self, pid: u32) -> bool {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/kvm"))))
+            .unwrap_or(false)
+    }
+
     /// Processes in the host's network namespace.
     pub fn pids(&self) -> Vec<u32> {
         let o = Command::new("ip").args(["netns", "pids", &self.host.netns]).output().unwrap();
