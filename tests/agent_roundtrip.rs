@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fabrik::driver::agent::{AgentClient, Unavailable, VERSION_MISMATCH, serve};
+use fabrik::driver::agent::{AgentClient, HostLocks, LOCKED, Unavailable, VERSION_MISMATCH, serve};
 use fabrik::driver::netlink::NetlinkDriver;
 use fabrik::driver::sim_links::SimLinks;
 use fabrik::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
@@ -199,9 +199,19 @@ fn script(host: &mut dyn Host) -> Vec<String> {
 
 /// A client speaking to an in-process server over two OS pipes.
 fn piped(gpus: Box<dyn Gpus>, links: Box<dyn Links>) -> (AgentClient, thread::JoinHandle<std::io::Result<()>>) {
+    piped_locking(gpus, links, std::env::temp_dir().join("fabrik-roundtrip-locks"))
+}
+
+/// The same, its apply locks kept in `lock_dir`.
+fn piped_locking(
+    gpus: Box<dyn Gpus>,
+    links: Box<dyn Links>,
+    lock_dir: std::path::PathBuf,
+) -> (AgentClient, thread::JoinHandle<std::io::Result<()>>) {
     let (request_reader, request_writer) = std::io::pipe().unwrap();
     let (response_reader, response_writer) = std::io::pipe().unwrap();
-    let server = thread::spawn(move || serve(BufReader::new(request_reader), response_writer, gpus, links));
+    let locks = HostLocks::new(lock_dir);
+    let server = thread::spawn(move || serve(BufReader::new(request_reader), response_writer, gpus, links, locks));
     let client = AgentClient::over("in-process", response_reader, request_writer, TIMEOUT).unwrap();
     (client, server)
 }
@@ -349,4 +359,23 @@ fn a_host_in_a_network_namespace_through_ip_netns_exec() {
     let (mut client, _server) = piped(Box::new(FakeGpus::new()), Box::new(sim_host()));
     let pipe = time(&mut client, &|c| drop(c.hugepages().unwrap()));
     say(&format!("agent over an in-process pipe: per call hugepages {pipe:.0?}"));
+}
+
+#[test]
+fn an_apply_lock_is_held_for_the_connection_and_refused_to_another_naming_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let connect = || piped_locking(Box::new(FakeGpus::new()), Box::new(sim_host()), dir.path().to_path_buf());
+    let holder = |pid| fabrik::apply::lock::Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0 };
+    let (mut first, first_server) = connect();
+    first.lock("ai", "h1", &holder(4242)).unwrap();
+    let (mut second, second_server) = connect();
+    let refused = second.lock("ai", "h1", &holder(7)).unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_deref()), (ErrorKind::Refused, Some(LOCKED)), "{refused:?}");
+    assert!(refused.message.contains("pid 4242 of ops on laptop"), "{}", refused.message);
+    // The first connection ends: the agent lets the lock go with it.
+    drop(first);
+    first_server.join().unwrap().unwrap();
+    second.lock("ai", "h1", &holder(7)).expect("free once the first connection ended");
+    drop(second);
+    second_server.join().unwrap().unwrap();
 }

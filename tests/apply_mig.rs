@@ -160,10 +160,13 @@ impl Host {
 
     fn write_factory(&self, layout: &[&str]) {
         let agent = match &self.backend {
+            // Each test is a host of its own: its apply locks in its own folder, not in
+            // this machine's /run/fabrik, which tests running at once would share.
             Backend::Nvml { lib } => Some(format!(
-                "env LD_LIBRARY_PATH={} {} agent",
+                "env LD_LIBRARY_PATH={} {} agent --lock-dir {}",
                 shell_words::quote(&lib.parent().unwrap().to_string_lossy()),
                 shell_words::quote(env!("CARGO_BIN_EXE_fabrik")),
+                shell_words::quote(&lib.parent().unwrap().parent().unwrap().join("locks").to_string_lossy()),
             )),
             Backend::Twin { .. } => None,
         };

@@ -442,3 +442,46 @@ fn kill_libvirtd(host: &Host) {
     let status = Command::new("kill").args(["-KILL", pid]).status().unwrap();
     assert!(status.success());
 }
+
+/// (f) An apply from another checkout of the factory (another operator's machine) holds
+/// h1's lock through h1's agent: apply refuses at once, naming the host and the holder,
+/// and changes nothing; with `--lock-wait` it waits until the other lets go, then applies.
+#[test]
+fn an_apply_from_another_checkout_is_kept_out_by_the_hosts_lock() {
+    let Some(tb) = Testbed::start("aplock", &["h1"]) else { return };
+    let h1 = tb.host("h1");
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory::one_host("aplock", h1, 2);
+    let path = write(&f, dir.path());
+    // The other apply's side of it: h1's agent, started as fabrik starts it, holding the
+    // factory's lock for someone else.
+    let mut other =
+        fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {} agent", h1.netns, factory::FABRIK))
+            .expect("h1's agent starts");
+    let holder = fabrik::apply::lock::Holder { pid: 4242, user: "ops".into(), host: "other-checkout".into(), since: 0 };
+    other.lock(&f.name, "h1", &holder).expect("the other apply takes h1's lock");
+
+    let refused = run::apply(&path, SHUTDOWN_TIMEOUT);
+    assert_eq!(refused.code, Some(1), "{}", refused.transcript());
+    assert!(
+        refused.stderr.contains("host `h1`") && refused.stderr.contains("pid 4242 of ops on other-checkout"),
+        "the error names the host and who holds it: {}",
+        refused.stderr
+    );
+    assert!(refused.events.is_empty(), "no plan, no action: {}", refused.transcript());
+    let mut view = HostView::of(h1);
+    assert!(view.domains().is_empty(), "nothing was applied");
+    assert!(view.ifindex(&f.tenant("acme").bridge()).is_none(), "nothing was applied");
+
+    // The other apply finishes two seconds from now; this one waits for it.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(other);
+    });
+    let waited = run::apply(&path, &[SHUTDOWN_TIMEOUT, &["--lock-wait", "60"]].concat());
+    release.join().unwrap();
+    waited.assert_ok();
+    assert!(waited.elapsed >= Duration::from_secs(2), "it waited: {:?}", waited.elapsed);
+    assert_eq!(view.domains().len(), 2);
+    run::assert_converged(&path);
+}

@@ -4,6 +4,11 @@
 //! An advisory lock (`flock`) on `apply.lock`, which also holds who took it. The kernel
 //! drops the lock when its process dies, so a killed apply never leaves a stale lock;
 //! its journal tells the next apply what it was doing.
+//!
+//! The same lock guards each host that has an agent: apply asks every host's agent to
+//! take [`host_lock_file`] in its lock folder (`/run/fabrik`) for the factory, and the
+//! agent holds it until apply closes the connection or dies. That keeps apart applies
+//! made from two checkouts of the factory, which the local lock cannot see.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,8 +17,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::agent::{AgentClient, LOCKED};
+use crate::spec::model::Host;
+
 /// How often a waiting apply tries the lock again.
 const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// How many hosts' agents are asked for their lock at once.
+const HOST_LOCK_WORKERS: usize = 16;
+/// How long to wait before asking the hosts again when one was busy: each round starts
+/// an agent per host (an ssh connection), so not as often as the local lock is tried.
+const HOST_LOCK_RETRY: Duration = Duration::from_secs(1);
 
 /// Who holds the lock, written into the lock file by its holder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +40,8 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn me() -> Holder {
+    /// This process, as another apply would be told it holds the lock.
+    pub fn me() -> Holder {
         let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -62,9 +77,27 @@ pub enum LockError {
 
 /// Takes the lock in `dir`, waiting up to `wait` for another apply to finish.
 pub fn acquire(dir: &Path, wait: Duration) -> Result<ApplyLock, LockError> {
-    let path = dir.join("apply.lock");
+    acquire_file(&dir.join("apply.lock"), wait, &Holder::me())
+}
+
+/// The name of the lock a host's agent takes for an apply of `factory` to `host`, in its
+/// lock folder. The host's name is in it because testbed hosts share one machine's
+/// `/run`; anything but letters, digits, `.`, `_` and `-` becomes `_`.
+pub fn host_lock_file(factory: &str, host: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
+    };
+    format!("apply-{}@{}.lock", clean(factory), clean(host))
+}
+
+/// Takes the lock file at `path` for `holder`, waiting up to `wait`; writes the holder
+/// into it once taken.
+pub fn acquire_file(path: &Path, wait: Duration, holder: &Holder) -> Result<ApplyLock, LockError> {
+    let path = path.to_path_buf();
     let io = |source| LockError::Io { path: path.display().to_string(), source };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
     let deadline = Instant::now() + wait;
     loop {
@@ -82,12 +115,96 @@ pub fn acquire(dir: &Path, wait: Duration) -> Result<ApplyLock, LockError> {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
     }
-    let me = serde_json::to_string(&Holder::me()).unwrap_or_default();
+    let me = serde_json::to_string(holder).unwrap_or_default();
     file.set_len(0)
         .and_then(|()| file.seek(SeekFrom::Start(0)))
         .and_then(|_| file.write_all(me.as_bytes()))
         .map_err(io)?;
     Ok(ApplyLock { _file: file, path })
+}
+
+/// The apply locks on the hosts, each held by that host's agent for as long as this
+/// value lives.
+#[must_use]
+pub struct HostLocks {
+    _agents: Vec<AgentClient>,
+    /// Hosts whose lock could not be taken, and why: their agent is unreachable or too
+    /// old to know the call. Their resources are planned and applied without it.
+    pub unlocked: Vec<(String, String)>,
+}
+
+/// How one host's lock went.
+enum Taken {
+    Held(Box<AgentClient>),
+    /// Another apply holds it: the message names the holder.
+    Busy(String),
+    /// The agent could not be asked.
+    Unlocked(String),
+}
+
+/// Asks the agent of every host that has one to take `factory`'s lock there for this
+/// process. When another apply holds a host's lock, every lock taken is let go (so that
+/// two applies each holding some hosts never wait on each other) and all are asked again
+/// after [`HOST_LOCK_RETRY`], until `wait` has passed; then it fails, naming each busy
+/// host and its holder.
+pub fn lock_hosts(factory: &str, hosts: &[Host], wait: Duration) -> Result<HostLocks, String> {
+    let with_agent: Vec<(&str, &str)> =
+        hosts.iter().filter_map(|h| Some((h.name.value.as_str(), h.agent.as_ref()?.value.as_str()))).collect();
+    let me = Holder::me();
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut locks = HostLocks { _agents: Vec::new(), unlocked: Vec::new() };
+        let mut busy = Vec::new();
+        for (i, taken) in take_all(factory, &with_agent, &me) {
+            let host = with_agent[i].0.to_string();
+            match taken {
+                Taken::Held(agent) => locks._agents.push(*agent),
+                Taken::Busy(message) => busy.push(format!("host `{host}`: {message}")),
+                Taken::Unlocked(why) => locks.unlocked.push((host, why)),
+            }
+        }
+        if busy.is_empty() {
+            return Ok(locks);
+        }
+        drop(locks);
+        if Instant::now() + HOST_LOCK_RETRY > deadline {
+            return Err(busy.join("\n"));
+        }
+        std::thread::sleep(HOST_LOCK_RETRY);
+    }
+}
+
+/// Each host's lock, asked of its agent by a pool of workers; by the hosts' order.
+fn take_all(factory: &str, hosts: &[(&str, &str)], me: &Holder) -> Vec<(usize, Taken)> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..HOST_LOCK_WORKERS.min(hosts.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(&(host, command)) = hosts.get(i) else { break };
+                    let taken = take_host(factory, host, command, me);
+                    results.lock().unwrap_or_else(|p| p.into_inner()).push((i, taken));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results
+}
+
+fn take_host(factory: &str, host: &str, command: &str, me: &Holder) -> Taken {
+    let mut agent = match AgentClient::spawn(command) {
+        Ok(a) => a,
+        Err(e) => return Taken::Unlocked(e.message),
+    };
+    match agent.lock(factory, host, me) {
+        Ok(()) => Taken::Held(Box::new(agent)),
+        Err(e) if e.code.as_deref() == Some(LOCKED) => Taken::Busy(e.message),
+        Err(e) => Taken::Unlocked(e.message),
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +220,12 @@ mod tests {
         assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
         drop(first);
         acquire(dir.path(), Duration::ZERO).expect("free once the first is dropped");
+    }
+
+    #[test]
+    fn a_host_lock_is_named_by_factory_and_host_in_plain_characters() {
+        assert_eq!(host_lock_file("ai-factory", "gpu01"), "apply-ai-factory@gpu01.lock");
+        assert_eq!(host_lock_file("", "h1"), "apply-@h1.lock");
+        assert_eq!(host_lock_file("../etc", "a/b c"), "apply-.._etc@a_b_c.lock");
     }
 }

@@ -20,6 +20,10 @@ pub struct Args {
     /// empty; every change is saved.
     #[arg(long, value_name = "DIR")]
     pub sim_state: Option<PathBuf>,
+    /// Where this host keeps the apply locks it holds for a fabrik (default
+    /// `/run/fabrik`; with `--sim-state`, that folder).
+    #[arg(long, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
 }
 
 /// The host's GPUs through NVML; when the library cannot be loaded, every call answers why.
@@ -67,7 +71,11 @@ pub fn run(args: &Args) -> u8 {
         },
         None => (local_gpus(), local_links()),
     };
-    match agent::serve(io::stdin().lock(), io::stdout().lock(), gpus, links) {
+    let lock_dir = match (&args.lock_dir, &args.sim_state) {
+        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+        (None, None) => PathBuf::from(agent::HostLocks::DIR_DEFAULT),
+    };
+    match agent::serve(io::stdin().lock(), io::stdout().lock(), gpus, links, agent::HostLocks::new(lock_dir)) {
         Ok(()) => exit::OK,
         // The other side went away mid-answer: nothing is left to serve.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,

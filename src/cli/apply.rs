@@ -136,6 +136,25 @@ pub fn run(args: &Args) -> u8 {
             return exit::INVALID;
         }
     };
+    // The hosts' own locks, held by their agents: applies from other checkouts of the
+    // factory (another operator, CI) take them too.
+    let _host_locks = if hosts.sim {
+        None
+    } else {
+        let wait = Duration::from_secs(args.lock_wait);
+        match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
+            Ok(locks) => {
+                for (host, why) in &locks.unlocked {
+                    eprintln!("warning: host `{host}` is not locked against other applies: {why}");
+                }
+                Some(locks)
+            }
+            Err(held) => {
+                eprintln!("error: another apply is changing these hosts; nothing was applied:\n{held}");
+                return exit::INVALID;
+            }
+        }
+    };
     if let Some(previous) = journal::previous(&state) {
         let mut note = "note: the previous apply did not finish (it was killed or crashed); this plan is made \
                         from the hosts as they are now, so applying it completes that work"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::{Call, Hello, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
+use crate::apply::lock::Holder;
 use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::spec::types::{PageSize, PciAddress};
@@ -206,6 +207,13 @@ impl AgentClient {
         self.writer = None;
         self.dead = Some(error.clone());
         error
+    }
+
+    /// Takes the apply lock of `factory` on the agent's host for `holder`, without
+    /// waiting; the agent holds it until this client is dropped (or dies). Refused with
+    /// the code [`super::LOCKED`] while another apply holds it.
+    pub fn lock(&mut self, factory: &str, host: &str, holder: &Holder) -> Result<()> {
+        self.call(Call::Lock { factory: factory.to_string(), host: host.to_string(), holder: holder.clone() })
     }
 
     /// Sends one call and waits for its answer.

@@ -25,8 +25,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use self::client::AgentClient;
-pub use self::server::serve;
+pub use self::server::{HostLocks, serve};
 pub use self::shared::Shared;
+use crate::apply::lock::Holder;
 use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::spec::types::{PageSize, PciAddress};
@@ -36,6 +37,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The `code` of the error a peer of another protocol version gets.
 pub const VERSION_MISMATCH: &str = "version-mismatch";
+
+/// The `code` of a `lock` refused because another apply holds the lock.
+pub const LOCKED: &str = "locked";
 
 /// A call: a method of [`Gpus`] or [`Links`] with its arguments, or the handshake.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,14 @@ pub enum Call {
         size: PageSize,
         count: u64,
     },
+    /// Takes the apply lock of `factory` on this host for `holder`, without waiting,
+    /// and holds it until the connection ends; refused with [`LOCKED`] while another
+    /// holds it.
+    Lock {
+        factory: String,
+        host: String,
+        holder: Holder,
+    },
 }
 
 /// A field that is present (even as `null`) is `Some`; an absent one takes the default.
@@ -117,6 +129,7 @@ impl Call {
             Call::DelFdb { .. } => "del_fdb",
             Call::SetSriovVfs { .. } => "set_sriov_vfs",
             Call::SetHugepages { .. } => "set_hugepages",
+            Call::Lock { .. } => "lock",
         }
     }
 }

@@ -1,11 +1,53 @@
 //! The agent's side: read requests line by line, call the local drivers, write responses.
+//! It also holds the host's apply locks for the fabrik it serves, until the connection ends.
 
 use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Call, Hello, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
+use super::{Call, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
+use crate::apply::lock::{self, ApplyLock, Holder, LockError};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result};
+
+/// The apply locks an agent holds, in its lock folder; released when dropped, that is when
+/// the agent's connection ends or the agent dies.
+pub struct HostLocks {
+    dir: PathBuf,
+    held: Vec<ApplyLock>,
+}
+
+impl HostLocks {
+    /// Where a host keeps its apply locks: gone at reboot, like the processes holding them.
+    pub const DIR_DEFAULT: &'static str = "/run/fabrik";
+
+    pub fn new(dir: PathBuf) -> HostLocks {
+        HostLocks { dir, held: Vec::new() }
+    }
+
+    /// Takes the lock of `factory` on `host` for `holder`, or says who holds it. Taking
+    /// one already held by this connection is a no-op.
+    pub fn take(&mut self, factory: &str, host: &str, holder: &Holder) -> Result<()> {
+        let path = self.dir.join(lock::host_lock_file(factory, host));
+        if self.held.iter().any(|l| l.path == path) {
+            return Ok(());
+        }
+        match lock::acquire_file(&path, Duration::ZERO, holder) {
+            Ok(l) => {
+                self.held.push(l);
+                Ok(())
+            }
+            Err(e @ LockError::Held { .. }) => {
+                Err(DriverError::new(ErrorKind::Refused, e.to_string()).with_code(LOCKED))
+            }
+            Err(e @ LockError::Io { .. }) => {
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                Err(DriverError::new(ErrorKind::Failed, format!("{e}{cause}")))
+            }
+        }
+    }
+}
 
 /// The part of a request that is read before anything else, so that a request of another
 /// version gets a version error rather than a parse error.
@@ -22,6 +64,7 @@ pub fn serve(
     mut writer: impl Write,
     mut gpus: Box<dyn Gpus>,
     mut links: Box<dyn Links>,
+    mut locks: HostLocks,
 ) -> io::Result<()> {
     for line in reader.lines() {
         let line = line?;
@@ -29,7 +72,7 @@ pub fn serve(
             continue;
         }
         let (id, outcome) = match parse(&line) {
-            Ok((id, call)) => (Some(id), answer(call, gpus.as_mut(), links.as_mut())),
+            Ok((id, call)) => (Some(id), answer(call, gpus.as_mut(), links.as_mut(), &mut locks)),
             Err((id, error)) => (id, Err(error)),
         };
         let outcome = match outcome {
@@ -80,7 +123,7 @@ fn to_value(result: Result<impl Serialize>) -> Result<serde_json::Value> {
 }
 
 /// Runs one call on the local drivers.
-fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links) -> Result<serde_json::Value> {
+fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut HostLocks) -> Result<serde_json::Value> {
     match call {
         Call::Hello => to_value(Ok(Hello::here())),
         Call::Gpus => to_value(gpus.gpus()),
@@ -96,6 +139,7 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links) -> Result<serd
         Call::DelFdb { vxlan, remote } => to_value(links.del_fdb(&vxlan, remote)),
         Call::SetSriovVfs { nic, count } => to_value(links.set_sriov_vfs(&nic, count)),
         Call::SetHugepages { numa_node, size, count } => to_value(links.set_hugepages(numa_node, size, count)),
+        Call::Lock { factory, host, holder } => to_value(locks.take(&factory, &host, &holder)),
     }
 }
 
@@ -108,7 +152,8 @@ mod tests {
     fn exchange(input: &str) -> Vec<Response> {
         let mut out = Vec::new();
         let gpus = Box::new(Unavailable::no_nvml("no library"));
-        serve(input.as_bytes(), &mut out, gpus, Box::new(SimLinks::new())).unwrap();
+        let locks = HostLocks::new(std::env::temp_dir().join("fabrik-agent-test-locks"));
+        serve(input.as_bytes(), &mut out, gpus, Box::new(SimLinks::new()), locks).unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
@@ -141,5 +186,34 @@ mod tests {
         assert_eq!(replies[5].outcome, Outcome::Ok(serde_json::json!([])));
         // An argument the agent does not know is refused, never ignored.
         assert!(error(&replies[6]).message.contains("unknown field `force`"), "{:?}", replies[6]);
+    }
+
+    fn holder(pid: u32) -> Holder {
+        Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0 }
+    }
+
+    #[test]
+    fn a_host_lock_is_refused_to_a_second_connection_naming_the_holder_until_the_first_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = HostLocks::new(dir.path().to_path_buf());
+        let mut second = HostLocks::new(dir.path().to_path_buf());
+        first.take("ai", "h1", &holder(4242)).unwrap();
+        first.take("ai", "h1", &holder(4242)).expect("taking it again on the same connection is a no-op");
+        let refused = second.take("ai", "h1", &holder(7)).unwrap_err();
+        assert_eq!((refused.kind, refused.code.as_deref()), (ErrorKind::Refused, Some(LOCKED)));
+        assert!(refused.message.contains("pid 4242 of ops on laptop"), "{}", refused.message);
+        // Another factory, or another host of the same machine, is another lock.
+        second.take("other", "h1", &holder(7)).unwrap();
+        second.take("ai", "h2", &holder(7)).unwrap();
+        drop(first);
+        second.take("ai", "h1", &holder(7)).expect("free once the first connection ends");
+    }
+
+    #[test]
+    fn a_lock_folder_that_cannot_be_made_is_a_failure_not_a_refusal() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut locks = HostLocks::new(file.path().join("sub"));
+        let e = locks.take("ai", "h1", &holder(1)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Failed, "{e:?}");
     }
 }
