@@ -485,3 +485,63 @@ fn an_apply_from_another_checkout_is_kept_out_by_the_hosts_lock() {
     assert_eq!(view.domains().len(), 2);
     run::assert_converged(&path);
 }
+
+/// (e') h2 goes silent once apply has started on it: its libvirtd is frozen (SIGSTOP), as
+/// a host whose network drops packets rather than refusing them. apply does not hang:
+/// the call in flight fails when libvirt's keepalive goes unanswered, later connections
+/// give up after `--host-timeout`, h2's resources fail as unreachable and h1's complete.
+#[test]
+fn a_host_gone_silent_midway_fails_its_resources_within_the_host_timeout() {
+    const HOST_TIMEOUT_S: u64 = 4;
+    let Some(tb) = Testbed::start("apsilent", &["h1", "h2"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory::two_hosts("apsilent", &tb);
+    let path = write(&f, dir.path());
+    let h2 = tb.host("h2");
+    let timeout = HOST_TIMEOUT_S.to_string();
+    let mut child = run::ApplyChild::spawn(&path, &[SHUTDOWN_TIMEOUT, &["--host-timeout", &timeout]].concat());
+    let started = child.wait_for(Duration::from_secs(120), |e| {
+        e["event"] == "done" && e["id"].as_str().is_some_and(|id| id.contains(":h2/"))
+    });
+    assert!(started.is_some(), "apply did nothing on h2: {:#?}", child.seen());
+    let frozen = Frozen::libvirtd(h2);
+    let out = child.wait();
+    drop(frozen);
+    say(&format!("apply with h2 silent: {:.2}s, exit {:?}", out.elapsed.as_secs_f64(), out.code));
+    assert_eq!(out.code, Some(1), "{}", out.transcript());
+    // Generous: a few silence limits (a call in flight, then each connection), never
+    // the minutes TCP would wait.
+    assert!(out.elapsed < Duration::from_secs(HOST_TIMEOUT_S * 10), "{}", out.transcript());
+    let on = |host: &str, id: &str| id.split_once(':').is_some_and(|(_, rest)| rest.starts_with(&format!("{host}/")));
+    let failed: Vec<&serde_json::Value> = out.of_kind("failed").collect();
+    assert!(!failed.is_empty(), "{}", out.transcript());
+    for e in &failed {
+        say(&format!("  failed {} after {}ms: {}", e["id"], e["elapsed_ms"], e["error"]));
+        let id = e["id"].as_str().unwrap();
+        assert!(on("h2", id), "only h2's resources fail: {e}\n{}", out.transcript());
+    }
+    let done: BTreeSet<String> = out.done().into_iter().map(|(id, _)| id).collect();
+    for vm in f.vms_on("h1") {
+        assert!(done.contains(&vm_id("h1", &vm.name)), "{} is done:\n{}", vm.name, out.transcript());
+    }
+    assert_eq!(out.summary()["converged"], false, "{}", out.transcript());
+}
+
+/// A host's libvirtd stopped (SIGSTOP) until dropped: its socket still accepts, nothing
+/// answers.
+struct Frozen(String);
+
+impl Frozen {
+    fn libvirtd(host: &Host) -> Frozen {
+        let pid = std::fs::read_to_string(host.dir.join("libvirtd.pid")).expect("the host's libvirtd.pid");
+        let pid = pid.trim().to_string();
+        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}

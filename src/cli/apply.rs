@@ -109,8 +109,14 @@ pub fn run(args: &Args) -> u8 {
             path: PathBuf::from(&o.path),
             sim: o.twins.is_some(),
             state_dir: o.twins.as_ref().map(PathBuf::from),
+            host_timeout: args.hosts.host_timeout,
         },
-        None => Hosts { path: args.hosts.path.clone(), sim: args.hosts.sim, state_dir: args.hosts.state_dir.clone() },
+        None => Hosts {
+            path: args.hosts.path.clone(),
+            sim: args.hosts.sim,
+            state_dir: args.hosts.state_dir.clone(),
+            host_timeout: args.hosts.host_timeout,
+        },
     };
     let select = match &origin {
         Some(o) => Select {

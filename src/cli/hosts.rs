@@ -18,6 +18,10 @@ pub struct Hosts {
     /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Seconds a host may leave fabrik without an answer (a connection that does not
+    /// open, or libvirt's keepalive unanswered) before it counts as unreachable.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub host_timeout: u64,
 }
 
 impl Hosts {
@@ -26,8 +30,10 @@ impl Hosts {
         crate::sim::state_dir(&self.path, self.state_dir.as_deref())
     }
 
-    /// Reads every host of the factory, or its twin, concurrently.
+    /// Reads every host of the factory, or its twin, concurrently. Every libvirt
+    /// connection from here on, apply's included, gives a host `--host-timeout`.
     pub fn observe(&self, spec: &Spec) -> Vec<LiveHost> {
+        crate::driver::libvirt::set_silence_limit(std::time::Duration::from_secs(self.host_timeout));
         let state = self.state();
         let twins = self.sim.then_some(state.as_path());
         observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::driver::connect::open(h, twins))

@@ -9,7 +9,8 @@
 pub mod owner;
 pub mod xml;
 
-use std::sync::{Mutex, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
@@ -36,6 +37,41 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// one at a time until one has succeeded; after that they run in parallel.
 static FIRST_VALIDATION_DONE: Mutex<bool> = Mutex::new(false);
 
+/// How long a host may leave fabrik without an answer before it counts as unreachable,
+/// in seconds: a connection that does not open within it fails, and an open one whose
+/// keepalive messages go unanswered for about as long is closed, failing the call that
+/// waits on it. Without it a host whose network drops packets (rather than refusing)
+/// would hold a plan or an apply for as long as TCP keeps trying.
+static SILENCE_LIMIT_S: AtomicU64 = AtomicU64::new(SILENCE_LIMIT_DEFAULT.as_secs());
+pub const SILENCE_LIMIT_DEFAULT: Duration = Duration::from_secs(30);
+/// libvirt's keepalive probes per silence limit (virsh's default is 6, every 5 s).
+const KEEPALIVE_PROBES: u64 = 6;
+
+/// Sets how long a host may stay silent (see [`SILENCE_LIMIT_S`]), for connections
+/// opened from now on.
+pub fn set_silence_limit(limit: Duration) {
+    SILENCE_LIMIT_S.store(limit.as_secs().max(1), Ordering::SeqCst);
+}
+
+fn silence_limit() -> Duration {
+    Duration::from_secs(SILENCE_LIMIT_S.load(Ordering::SeqCst))
+}
+
+/// Once per process, before the first connection: libvirt's errors are not printed (fabrik
+/// reports them itself), and libvirt's default event loop runs on a thread of its own,
+/// which keepalive needs.
+fn init_libvirt() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        virt::error::clear_error_callback();
+        if virt::event::event_register_default_impl().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("libvirt-events".into())
+                .spawn(|| while virt::event::event_run_default_impl().is_ok() {});
+        }
+    });
+}
+
 /// One open connection to a libvirt host.
 pub struct LibvirtDriver {
     conn: Connect,
@@ -52,14 +88,36 @@ impl LibvirtDriver {
     /// Opens a read-write connection. A host that cannot be reached is
     /// [`ErrorKind::Unreachable`], whatever libvirt's reason.
     pub fn connect(uri: &str) -> Result<LibvirtDriver> {
-        // libvirt prints every error to stderr by default; fabrik reports them itself.
-        static QUIET: Once = Once::new();
-        QUIET.call_once(virt::error::clear_error_callback);
-        let conn = Connect::open(Some(uri)).map_err(|e| {
+        init_libvirt();
+        let limit = silence_limit();
+        let unreachable = |e| {
             let mut err = libvirt_error(&format!("cannot connect to {uri}"), e);
             err.kind = ErrorKind::Unreachable;
             err
-        })?;
+        };
+        // Opening blocks for as long as the transport does (an ssh or TCP connection to a
+        // host that drops packets: minutes); it runs on a thread that is left behind,
+        // its connection closed when it ends, when the host has not answered in time.
+        let (tx, rx) = mpsc::channel();
+        let target = uri.to_string();
+        std::thread::spawn(move || {
+            let _ = tx.send(Connect::open(Some(&target)));
+        });
+        let conn = match rx.recv_timeout(limit) {
+            Ok(opened) => opened.map_err(unreachable)?,
+            Err(_) => {
+                return Err(DriverError::new(
+                    ErrorKind::Unreachable,
+                    format!("cannot connect to {uri}: no answer within {}s", limit.as_secs()),
+                ));
+            }
+        };
+        // Drivers without keepalive (the in-process test driver) refuse it; they cannot
+        // go silent either.
+        let interval = (limit.as_secs() / KEEPALIVE_PROBES).max(1);
+        let probes = (limit.as_secs() / interval).saturating_sub(1).max(1);
+        let _ =
+            conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
         Ok(LibvirtDriver { conn, uri: uri.to_string() })
     }
 
@@ -163,6 +221,11 @@ fn err(what: impl Into<String>) -> impl FnOnce(VirtError) -> DriverError {
 pub fn error_kind(e: &VirtError) -> ErrorKind {
     use ErrorNumber as N;
     let virt::enumutil::Enum::Known(code) = e.code() else { return ErrorKind::Failed };
+    // The RPC layer's own internal errors are the connection's: "connection closed due to
+    // keepalive timeout", "client socket is closed".
+    if code == N::InternalError && matches!(e.domain(), virt::enumutil::Enum::Known(virt::error::ErrorDomain::Rpc)) {
+        return ErrorKind::Unreachable;
+    }
     match code {
         N::NoDomain
         | N::NoNetwork
