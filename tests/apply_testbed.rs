@@ -519,6 +519,8 @@ fn a_host_gone_silent_midway_fails_its_resources_within_the_host_timeout() {
         say(&format!("  failed {} after {}ms: {}", e["id"], e["elapsed_ms"], e["error"]));
         let id = e["id"].as_str().unwrap();
         assert!(on("h2", id), "only h2's resources fail: {e}\n{}", out.transcript());
+        let error = e["error"].as_str().unwrap_or_default();
+        assert!(error.starts_with("host `h2` is unreachable: "), "{id}: {error}\n{}", out.transcript());
     }
     let done: BTreeSet<String> = out.done().into_iter().map(|(id, _)| id).collect();
     for vm in f.vms_on("h1") {

@@ -135,12 +135,26 @@ impl HostConn {
         self.virt_free.notify_one();
     }
 
-    /// Runs one step; blocking. An unreachable host is marked down.
+    /// Runs one step; blocking. An unreachable host is marked down, and the action that
+    /// finds it gone says so as the ones after it will.
     pub fn run(&self, step: &Step, records: &Records) -> Result<()> {
         if let Some(why) = self.down() {
             return Err(DriverError::new(ErrorKind::Unreachable, why));
         }
-        let result = match step.concern() {
+        self.call(step, records).map_err(|mut e| {
+            if e.kind == ErrorKind::Unreachable {
+                e.message = format!("host `{}` is unreachable: {}", self.name, e.message);
+                let mut down = lock(&self.down);
+                if down.is_none() {
+                    *down = Some(e.message.clone());
+                }
+            }
+            e
+        })
+    }
+
+    fn call(&self, step: &Step, records: &Records) -> Result<()> {
+        match step.concern() {
             Concern::Virt => {
                 let mut v = self.checkout_virt()?;
                 let r = virt_step(v.as_mut(), step);
@@ -162,16 +176,7 @@ impl HostConn {
                 with_slot(&self.links, |l| link_step(l, step))
             }
             Concern::Local => local_step(records, step),
-        };
-        if let Err(e) = &result
-            && e.kind == ErrorKind::Unreachable
-        {
-            let mut down = lock(&self.down);
-            if down.is_none() {
-                *down = Some(format!("host `{}` is unreachable: {}", self.name, e.message));
-            }
         }
-        result
     }
 }
 
