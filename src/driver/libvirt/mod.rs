@@ -221,9 +221,12 @@ fn err(what: impl Into<String>) -> impl FnOnce(VirtError) -> DriverError {
 pub fn error_kind(e: &VirtError) -> ErrorKind {
     use ErrorNumber as N;
     let virt::enumutil::Enum::Known(code) = e.code() else { return ErrorKind::Failed };
-    // The RPC layer's own internal errors are the connection's: "connection closed due to
-    // keepalive timeout", "client socket is closed".
-    if code == N::InternalError && matches!(e.domain(), virt::enumutil::Enum::Known(virt::error::ErrorDomain::Rpc)) {
+    // The RPC layer's own internal and system errors are the connection's: "connection
+    // closed due to keepalive timeout", "client socket is closed", "Cannot recv data:
+    // Connection reset by peer".
+    if matches!(code, N::InternalError | N::SystemError)
+        && matches!(e.domain(), virt::enumutil::Enum::Known(virt::error::ErrorDomain::Rpc))
+    {
         return ErrorKind::Unreachable;
     }
     match code {
