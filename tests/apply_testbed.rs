@@ -435,12 +435,18 @@ fn a_host_lost_midway_fails_its_resources_only() {
 
 /// Kills a testbed host's libvirtd (its QEMU processes live on, as after a crash).
 fn kill_libvirtd(host: &Host) {
+    signal_libvirtd(host, "-KILL");
+}
+
+/// Sends a signal to a host's libvirtd, checked to be libvirtd; returns its pid.
+fn signal_libvirtd(host: &Host, signal: &str) -> String {
     let pid = std::fs::read_to_string(host.dir.join("libvirtd.pid")).expect("the host's libvirtd.pid");
-    let pid = pid.trim();
+    let pid = pid.trim().to_string();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "libvirtd", "pid {pid} of {} is libvirtd", host.name);
-    let status = Command::new("kill").args(["-KILL", pid]).status().unwrap();
+    let status = Command::new("kill").args([signal, &pid]).status().unwrap();
     assert!(status.success());
+    pid
 }
 
 /// (f) An apply from another checkout of the factory (another operator's machine) holds
@@ -535,10 +541,7 @@ struct Frozen(String);
 
 impl Frozen {
     fn libvirtd(host: &Host) -> Frozen {
-        let pid = std::fs::read_to_string(host.dir.join("libvirtd.pid")).expect("the host's libvirtd.pid");
-        let pid = pid.trim().to_string();
-        assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
-        Frozen(pid)
+        Frozen(signal_libvirtd(host, "-STOP"))
     }
 }
 
