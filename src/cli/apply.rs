@@ -263,7 +263,10 @@ pub fn run(args: &Args) -> u8 {
             }));
             out.json(summary);
         }
-        ApplyFormat::Human => out.text(&human_summary(&report, &remaining, &after)),
+        ApplyFormat::Human => {
+            let partial = !select.target.is_empty() || !select.exclude.is_empty();
+            out.text(&human_summary(&report, &remaining, &after, partial))
+        }
     }
     if report.interrupted {
         EXIT_INTERRUPTED
@@ -295,7 +298,8 @@ fn confirmed(plan: &Plan) -> bool {
     }
 }
 
-fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], after: &Plan) -> String {
+/// `partial`: the plan was limited by `--target` or `--exclude`, and so is its verification.
+fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], after: &Plan, partial: bool) -> String {
     let c = report.counts();
     let mut s = format!(
         "\nApply {}: {} done, {} failed, {} skipped in {:.2}s.\n",
@@ -317,7 +321,11 @@ fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], afte
         }
     }
     if remaining.is_empty() && !after.has_errors() {
-        s.push_str("Verified: the hosts match the factory; a new plan shows no changes.\n");
+        s.push_str(if partial {
+            "Verified: the selected resources match the factory; a new plan of them (with the same --target and --exclude) shows no changes.\n"
+        } else {
+            "Verified: the hosts match the factory; a new plan shows no changes.\n"
+        });
     } else {
         s.push_str(&format!("Not converged: a new plan still has {} change(s):\n", remaining.len()));
         for r in remaining {
