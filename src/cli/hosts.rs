@@ -20,7 +20,7 @@ pub struct Hosts {
     pub state_dir: Option<PathBuf>,
     /// Seconds a host may leave fabrik without an answer (a connection that does not
     /// open, or libvirt's keepalive unanswered) before it counts as unreachable.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::driver::libvirt::SILENCE_LIMIT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub host_timeout: u64,
 }
 
