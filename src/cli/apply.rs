@@ -21,6 +21,9 @@ use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 
+/// How many reasons a stale plan lists: enough to see what changed, not a screen per host.
+const STALE_REASONS_SHOWN: usize = 20;
+
 /// Interrupted by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -135,6 +138,8 @@ pub fn run(args: &Args) -> u8 {
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
     let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
+    // One `--lock-wait` for both locks, not one each.
+    let lock_deadline = std::time::Instant::now() + Duration::from_secs(args.lock_wait);
     let _lock = match apply::lock::acquire(&state, Duration::from_secs(args.lock_wait)) {
         Ok(l) => l,
         Err(e) => {
@@ -147,7 +152,7 @@ pub fn run(args: &Args) -> u8 {
     let _host_locks = if hosts.sim {
         None
     } else {
-        let wait = Duration::from_secs(args.lock_wait);
+        let wait = lock_deadline.saturating_duration_since(std::time::Instant::now());
         match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
             Ok(locks) => {
                 for (host, why) in &locks.unlocked {
@@ -177,8 +182,11 @@ pub fn run(args: &Args) -> u8 {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
                 eprintln!("error: the saved plan is stale; nothing was applied:");
-                for r in &staleness.reasons {
+                for r in staleness.reasons.iter().take(STALE_REASONS_SHOWN) {
                     eprintln!("  - {r}");
+                }
+                if let Some(more) = staleness.reasons.len().checked_sub(STALE_REASONS_SHOWN).filter(|&n| n > 0) {
+                    eprintln!("  … and {more} more");
                 }
                 eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
                 return exit::INVALID;
