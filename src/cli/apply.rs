@@ -21,9 +21,6 @@ use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 
-/// How many reasons a stale plan lists: enough to see what changed, not a screen per host.
-const STALE_REASONS_SHOWN: usize = 20;
-
 /// Interrupted by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -182,11 +179,8 @@ pub fn run(args: &Args) -> u8 {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
                 eprintln!("error: the saved plan is stale; nothing was applied:");
-                for r in staleness.reasons.iter().take(STALE_REASONS_SHOWN) {
+                for r in &staleness.reasons {
                     eprintln!("  - {r}");
-                }
-                if let Some(more) = staleness.reasons.len().checked_sub(STALE_REASONS_SHOWN).filter(|&n| n > 0) {
-                    eprintln!("  … and {more} more");
                 }
                 eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
                 return exit::INVALID;
