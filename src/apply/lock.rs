@@ -23,8 +23,6 @@ use crate::spec::model::Host;
 /// How often a waiting apply tries the lock again.
 const LOCK_POLL: Duration = Duration::from_millis(100);
 
-/// How many hosts' agents are asked for their lock at once.
-const HOST_LOCK_WORKERS: usize = 16;
 /// How long to wait before asking the hosts again when one was busy: each round starts
 /// an agent per host (an ssh connection), so not as often as the local lock is tried.
 const HOST_LOCK_RETRY: Duration = Duration::from_secs(1);
@@ -155,8 +153,10 @@ pub fn lock_hosts(factory: &str, hosts: &[Host], wait: Duration) -> Result<HostL
     loop {
         let mut locks = HostLocks { _agents: Vec::new(), unlocked: Vec::new() };
         let mut busy = Vec::new();
-        for (i, taken) in take_all(factory, &with_agent, &me) {
-            let host = with_agent[i].0.to_string();
+        let taken =
+            crate::live::observe::on_hosts(&with_agent, |&(host, command)| take_host(factory, host, command, &me));
+        for (&(host, _), taken) in with_agent.iter().zip(taken) {
+            let host = host.to_string();
             match taken {
                 Taken::Held(agent) => locks._agents.push(*agent),
                 Taken::Busy(message) => busy.push(format!("host `{host}`: {message}")),
@@ -172,27 +172,6 @@ pub fn lock_hosts(factory: &str, hosts: &[Host], wait: Duration) -> Result<HostL
         }
         std::thread::sleep(HOST_LOCK_RETRY);
     }
-}
-
-/// Each host's lock, asked of its agent by a pool of workers; by the hosts' order.
-fn take_all(factory: &str, hosts: &[(&str, &str)], me: &Holder) -> Vec<(usize, Taken)> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..HOST_LOCK_WORKERS.min(hosts.len()) {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(&(host, command)) = hosts.get(i) else { break };
-                    let taken = take_host(factory, host, command, me);
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push((i, taken));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|(i, _)| *i);
-    results
 }
 
 fn take_host(factory: &str, host: &str, command: &str, me: &Holder) -> Taken {

@@ -14,10 +14,11 @@ use clap::ValueEnum;
 
 use super::exit;
 use super::hosts::Hosts;
-use super::plan::{Select, error_chain, prepare};
+use super::plan::{Select, prepare};
 use crate::apply::journal::{self, Journal};
 use crate::apply::progress::Progress;
 use crate::apply::{self, Event, Limits, Outcome, Settings};
+use crate::diag::error_chain;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 

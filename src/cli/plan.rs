@@ -8,6 +8,7 @@ use clap::ValueEnum;
 
 use super::exit;
 use crate::desired::ResourceId;
+use crate::diag::error_chain;
 use crate::diag::render;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Options};
@@ -162,15 +163,4 @@ pub fn run(args: &Args) -> u8 {
     } else {
         exit::OK
     }
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }

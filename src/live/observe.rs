@@ -14,7 +14,7 @@ pub struct HostDrivers {
     pub links: Result<Box<dyn Links>, DriverError>,
 }
 
-/// Hosts observed at once; each blocks on its own libvirt connection and agent.
+/// Hosts worked on at once; each blocks on its own libvirt connection and agent.
 const HOSTS_IN_PARALLEL: usize = 16;
 
 /// Reads everything the drivers can tell about one host.
@@ -54,40 +54,46 @@ fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), Driver
     }
 }
 
-/// Observes many hosts concurrently: up to [`HOSTS_IN_PARALLEL`] workers take the next
-/// host as soon as they finish one, so a slow host holds up only its own worker. `open`
-/// connects one host's drivers (it may block: ssh, a remote libvirtd); results come back
-/// in the order of `hosts`.
+/// Observes many hosts concurrently ([`on_hosts`]); `open` connects one host's drivers
+/// (it may block: ssh, a remote libvirtd); results come back in the order of `hosts`.
 pub fn observe_all<H: Sync>(
     hosts: &[H],
     name: impl Fn(&H) -> String + Sync,
     open: impl Fn(&H) -> HostDrivers + Sync,
 ) -> Vec<LiveHost> {
+    on_hosts(hosts, |h| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&name(h), open(h)))).unwrap_or_else(|_| {
+            LiveHost {
+                name: name(h),
+                errors: vec![ConcernError {
+                    concern: "fabrik".into(),
+                    error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
+                }],
+                ..LiveHost::default()
+            }
+        })
+    })
+}
+
+/// Runs `f` on every host, up to [`HOSTS_IN_PARALLEL`] at once: each worker takes the next
+/// host as soon as it finishes one, so a slow host holds up only its own worker. Results
+/// come back in the order of `hosts`.
+pub fn on_hosts<H: Sync, T: Send>(hosts: &[H], f: impl Fn(&H) -> T + Sync) -> Vec<T> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<LiveHost>>> = Mutex::new((0..hosts.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..hosts.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..HOSTS_IN_PARALLEL.min(hosts.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(h) = hosts.get(i) else { break };
-                    let live = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&name(h), open(h))))
-                        .unwrap_or_else(|_| LiveHost {
-                            name: name(h),
-                            errors: vec![ConcernError {
-                                concern: "fabrik".into(),
-                                error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
-                            }],
-                            ..LiveHost::default()
-                        });
-                    if let Ok(mut r) = results.lock() {
-                        r[i] = Some(live);
-                    }
+                    let out = f(h);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(out);
                 }
             });
         }
     });
-    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+    results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect()
 }

@@ -159,7 +159,7 @@ write_qemu_wrapper() {
   # vector, where the CPU starts in real mode: cli (fa), hlt (f4), jmp back to hlt (eb fd).
   tmp=$(mktemp)
   { head -c 65520 /dev/zero; printf '\xfa\xf4\xeb\xfd'; head -c 12 /dev/zero; } >"$tmp"
-  if cmp -s "$tmp" "$halt_firmware"; then rm -f "$tmp"; else chmod 644 "$tmp"; mv "$tmp" "$halt_firmware"; fi
+  replace_if_changed "$tmp" "$halt_firmware" 644 || true
   tmp=$(mktemp)
   # The real binary's mtime is in the text: a new QEMU writes a new wrapper. Only a
   # guest (`-name`) gets the firmware, not libvirt's capability probe; not one with its
@@ -180,14 +180,19 @@ done
 if [ -n "\$guest" ] && [ -z "\$firmware" ]; then args+=(-bios "$halt_firmware"); fi
 exec $real "\${args[@]}"
 EOF
-  if cmp -s "$tmp" "$qemu_wrapper"; then
-    rm -f "$tmp"
-    return 0
-  fi
-  chmod 755 "$tmp"
-  mv "$tmp" "$qemu_wrapper"
   # libvirt's cached capabilities hold the emulator's ctime: a new wrapper, a new probe.
-  rm -rf "$caps_cache"
+  if replace_if_changed "$tmp" "$qemu_wrapper" 755; then rm -rf "$caps_cache"; fi
+}
+
+# Moves file $1 over $2 with mode $3 when their contents differ (status 0), else drops
+# $1 (status 1), so a file others read is rewritten only when it changes.
+replace_if_changed() {
+  if cmp -s "$1" "$2"; then
+    rm -f "$1"
+    return 1
+  fi
+  chmod "$3" "$1"
+  mv "$1" "$2"
 }
 
 start_host() {

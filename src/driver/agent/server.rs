@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Call, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
 use crate::apply::lock::{self, ApplyLock, Holder, LockError};
+use crate::diag::error_chain;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result};
 
 /// The apply locks an agent holds, in its lock folder; released when dropped, that is when
@@ -41,10 +42,7 @@ impl HostLocks {
             Err(e @ LockError::Held { .. }) => {
                 Err(DriverError::new(ErrorKind::Refused, e.to_string()).with_code(LOCKED))
             }
-            Err(e @ LockError::Io { .. }) => {
-                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
-                Err(DriverError::new(ErrorKind::Failed, format!("{e}{cause}")))
-            }
+            Err(e @ LockError::Io { .. }) => Err(DriverError::new(ErrorKind::Failed, error_chain(&e))),
         }
     }
 }
