@@ -55,7 +55,7 @@ pub static RULES: &[Rule] = &[
         summary: "warning: a host of a VXLAN network that spans several hosts has no `ip` on the network's parent NIC",
         protects: "VMs cut off from the rest of their network: without the host's address its VXLAN device has no tunnel endpoint and no flood entries, and the other hosts none towards it. A warning, not an error: the network still works within the host",
         example: "# gpu01's nic fe0 has `ip: 10.10.0.11`\nhosts:\n  - name: gpu02\n    nics: [{ name: fe0, kind: ethernet }]\nnetworks:\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0, hosts: [gpu01, gpu02] }",
-        fix: "give the parent NIC of every host of the network its address on the underlay (`ip: 10.10.0.12`), declaring the NIC where the host lists none",
+        fix: "give the parent NIC of every host of the network its address on the underlay (`ip: 10.10.0.12`)",
     },
     Rule {
         code: "fabrik::fabric::duplicate-underlay-address",

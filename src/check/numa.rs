@@ -13,6 +13,7 @@
 //! largest node.
 
 mod topology;
+mod unplaced;
 
 use std::collections::HashMap;
 
@@ -110,6 +111,13 @@ pub static RULES: &[Rule] = &[
         example: "numa-nodes:\n  - { id: 0, cpus: 0-31, memory: 1TiB, hugepages: { 1G: 128 } }\n...\nvms:\n  - { name: a, host: gpu01, cpus: 8-15, vcpus: 8, memory: 256GiB, hugepages: 1G, numa: required, ... }",
         fix: "grow the node's pool, move a VM to another node, or lower its memory",
     },
+    Rule {
+        code: "fabrik::numa::no-node",
+        summary: "a `numa: required` VM that placement puts on one of its tenant's hosts fits no single NUMA node of any of them (dedicated vCPUs, memory or hugepages)",
+        protects: "a plan that fails on placement: no host can take the VM on one node, and `validate` said nothing. Counted against empty nodes, so a VM that passes may still find its node taken by others at plan time",
+        example: "hosts:\n  - name: gpu01\n    numa-nodes:\n      - { id: 0, cpus: 0-15, memory: 256GiB }\n      - { id: 1, cpus: 16-31, memory: 256GiB }\ntenants:\n  - { name: acme, hosts: [gpu01] }\nvms:\n  - { name: big, tenant: acme, vcpus: 24, cpu-policy: dedicated, memory: 64GiB, numa: required }",
+        fix: "lower `vcpus` or `memory` to fit one node, give the tenant a host with larger nodes, or relax `numa` (`preferred` may spill, `none` spans nodes)",
+    },
 ];
 
 /// A thing a VM pins, and the node it is on.
@@ -142,6 +150,12 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     for n in &spec.networks {
         networks.entry(n.name.value.as_str()).or_insert(n);
     }
+    let mut tenant_hosts: HashMap<&str, Vec<usize>> = HashMap::new();
+    for t in &spec.tenants {
+        let mut hs: Vec<usize> = t.hosts.iter().filter_map(|h| hosts.get(h.value.as_str()).copied()).collect();
+        hs.dedup();
+        tenant_hosts.entry(t.name.value.as_str()).or_insert(hs);
+    }
     // Per host: which VM pinned each CPU.
     let mut owners: Vec<HashMap<u32, usize>> = spec.hosts.iter().map(|_| HashMap::new()).collect();
     let mut loads: HashMap<(usize, usize), Vec<Load>> = HashMap::new();
@@ -151,6 +165,10 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
             continue;
         }
         let Some(host_name) = &e.vm.host else {
+            if e.vm.cpus.is_none() && e.numa_policy() == NumaPolicy::Required {
+                let candidates = tenant_hosts.get(e.vm.tenant.value.as_str()).map_or(&[][..], Vec::as_slice);
+                unplaced::check(e, &load_of(e, i, NumaPolicy::Required), &topologies, candidates, out);
+            }
             if let Some(cpus) = &e.vm.cpus {
                 out.push(
                     Diagnostic::error(

@@ -11,6 +11,13 @@ fn example() -> Spec {
 }
 
 fn factory(vms: &str) -> Spec {
+    let spec = unchecked(vms);
+    assert!(!crate::check::run(&spec).iter().any(|d| d.is_error()), "{:?}", crate::check::run(&spec));
+    spec
+}
+
+/// The factory of [`factory`], without asserting that it validates.
+fn unchecked(vms: &str) -> Spec {
     let text = format!(
         "version: 1\nhosts:\n  - name: h1\n    uri: test:///default\n    numa-nodes:\n      - {{ id: 0, cpus: 0-7, memory: 64GiB, hugepages: {{ 1G: 32 }} }}\n      - {{ id: 1, cpus: 8-15, memory: 64GiB, hugepages: {{ 1G: 32 }} }}\n    gpus:\n      - {{ address: \"0000:01:00.0\", model: H200-141GB, numa-node: 0, mode: passthrough }}\n      - {{ address: \"0000:81:00.0\", model: H200-141GB, numa-node: 1, mode: passthrough }}\n  - name: h2\n    uri: test:///default\n    numa-nodes:\n      - {{ id: 0, cpus: 0-7, memory: 64GiB }}\ntenants:\n  - {{ name: t, hosts: [h2, h1] }}\nvms:\n{vms}"
     );
@@ -18,7 +25,6 @@ fn factory(vms: &str) -> Spec {
     let (_, spec, diags) =
         crate::spec::load::load_bytes(&mut sources, "f.yaml".into(), crate::spec::source::Syntax::Yaml, text.into());
     assert!(diags.is_empty(), "{diags:?}");
-    assert!(!crate::check::run(&spec).iter().any(|d| d.is_error()), "{:?}", crate::check::run(&spec));
     spec
 }
 
@@ -135,9 +141,12 @@ fn a_vm_that_fits_nowhere_says_why_for_each_host() {
 
 #[test]
 fn a_required_vm_takes_hugepages_from_its_node_only() {
-    let spec = factory(
+    let spec = unchecked(
         "  - { name: a, tenant: t, vcpus: 4, memory: 40GiB, hugepages: 1G, numa: required, cpu-policy: dedicated }\n",
     );
+    // `validate` already says so, offline; placement says it again for each host.
+    let codes: Vec<&str> = crate::check::run(&spec).iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["fabrik::numa::no-node"]);
     let diags = build(&spec).unwrap_err();
     assert!(
         diags[0].help.as_deref().unwrap().contains("32 free 1G hugepages on NUMA node 0, needs 40"),

@@ -55,14 +55,16 @@ pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
     }
     let mut suggested: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
     for ((h, parent), nets) in &uses {
-        let declared = nic(ix, *h, parent);
-        if declared.is_some_and(|n| n.ip.is_some()) {
+        // A parent the host does not declare is an error of its own
+        // (`fabrik::fabric::unknown-parent`): the device cannot be made at all.
+        let Some(declared) = nic(ix, *h, parent) else { continue };
+        if declared.ip.is_some() {
             continue;
         }
         let taken = suggested.entry(parent).or_default();
         let next = next_free(ix, parent, taken);
         taken.extend(next);
-        out.extend(no_address(ix, *h, parent, declared, nets, next));
+        out.push(no_address(ix, *h, parent, declared, nets, next));
     }
     for ((parent, ip, first, second), nets) in clashes {
         out.push(duplicate(ix, parent, ip, first, second, &nets));
@@ -133,16 +135,16 @@ fn networks_phrase(nets: &[&Network]) -> String {
     format!("VXLAN {word} {}", and_list(&names))
 }
 
-/// The warning for a host with no address on `parent`; `uses` are the networks over
-/// it, never empty.
+/// The warning for a host whose `parent` NIC has no address; `uses` are the networks
+/// over it, never empty.
 fn no_address(
     ix: &Index<'_>,
     h: usize,
     parent: &str,
-    declared: Option<&Nic>,
+    declared: &Nic,
     uses: &[Use<'_>],
     next: Option<IpAddr>,
-) -> Option<Diagnostic> {
+) -> Diagnostic {
     let host = &ix.spec.hosts[h];
     let name = &host.name.value;
     let nets: Vec<&Network> = uses.iter().map(|u| u.net).collect();
@@ -151,24 +153,11 @@ fn no_address(
         networks_phrase(&nets)
     );
     let ip = next.map_or_else(|| "`ip: <address>`".to_string(), |ip| format!("`ip: {ip}`"));
-    let mut spans = uses.iter().map(|u| (u.at, u.label.clone()));
-    let (at, label, help) = match declared {
-        Some(nic) => {
-            (nic.name.span, "no `ip`".to_string(), format!("give nic `{parent}` of host `{name}` its address: {ip}"))
-        }
-        None => {
-            let (at, label) = spans.next()?;
-            (at, label, format!("declare nic `{parent}` on host `{name}` with its address: {ip}"))
-        }
-    };
-    let mut d = Diagnostic::warning("fabrik::fabric::no-underlay-address", message).at(at, label);
-    for (span, label) in spans {
-        d = d.also(span, label);
+    let mut d = Diagnostic::warning("fabrik::fabric::no-underlay-address", message).at(declared.name.span, "no `ip`");
+    for u in uses {
+        d = d.also(u.at, u.label.clone());
     }
-    if declared.is_none() {
-        d = d.also(host.name.span, format!("declares no nic `{parent}`"));
-    }
-    Some(d.help(help))
+    d.help(format!("give nic `{parent}` of host `{name}` its address: {ip}"))
 }
 
 fn duplicate(ix: &Index<'_>, parent: &str, ip: IpAddr, first: usize, second: usize, nets: &[&Network]) -> Diagnostic {
