@@ -87,6 +87,38 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("tenants/globex.yaml", "hosts: [fe01, gpu02]", "hosts: [fe01, gpu01]", "fabrik::isolation::foreign-host"),
     ("networks.yaml", "vni: 10002", "vni: 10001", "fabrik::isolation::duplicate-vni"),
     ("networks.yaml", "pkey: 0x8002", "pkey: 0x8001", "fabrik::isolation::duplicate-pkey"),
+    // What plan and apply rely on, checked offline: the networks' parent NICs.
+    ("networks.yaml", "parent: pub0", "parent: pub1", "fabrik::fabric::unknown-parent"),
+    ("networks.yaml", "pkey: 0x8001\n    parent: ib0", "pkey: 0x8001\n    parent: fe0", "fabrik::fabric::parent-kind"),
+    ("hosts/gb01.yaml", "ip: 10.10.0.14", "ip: \"fd00::14\"", "fabrik::fabric::underlay-family"),
+    // VMs on hosts their networks and pools reach.
+    ("networks.yaml", "    hosts: [fe01]\n", "    hosts: [gpu01]\n", "fabrik::fabric::network-not-on-host"),
+    (
+        "storage.yaml",
+        "    hosts: [gpu01, gpu02, gb01]\n",
+        "    hosts: [gpu01, gb01]\n",
+        "fabrik::capacity::pool-not-on-host",
+    ),
+    ("tenants/acme.yaml", "pool: vms, size: 40GiB", "pool: vms, size: 2GiB", "fabrik::capacity::disk-below-image"),
+    (
+        "hosts/gb01.yaml",
+        "uri: qemu+ssh://root@gb01.factory.example/system",
+        "uri: qemu+ssh://root@gpu01.factory.example/system",
+        "fabrik::capacity::duplicate-uri",
+    ),
+    (
+        "templates.yaml",
+        "memory: 128GiB\n    hugepages: 1G",
+        "memory: 127500MiB\n    hugepages: 1G",
+        "fabrik::numa::hugepage-fraction",
+    ),
+    // globex-vllm is placed by fabrik: no node of globex's hosts holds 900 1G pages.
+    (
+        "templates.yaml",
+        "memory: 128GiB\n    hugepages: 1G",
+        "memory: 900GiB\n    hugepages: 1G",
+        "fabrik::numa::no-node",
+    ),
 ];
 
 fn copy_dir(from: &Path, to: &Path) {
