@@ -48,18 +48,71 @@ pub struct Assignment {
 /// Why a VM does not fit a host (or one of its NUMA nodes).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Misfit {
-    CpuLoad { free_milli: u64, need_milli: u64 },
-    Cpus { node: Option<u32>, free: u64, need: u64 },
-    CpuTaken { cpu: u32 },
-    CpuOffNode { cpu: u32, node: u32 },
-    Memory { node: Option<u32>, free: u64, need: u64 },
-    Hugepages { node: Option<u32>, size: PageSize, free: u64, need: u64 },
-    Gpus { model: GpuModel, node: Option<u32>, free: usize, need: u32 },
-    Mig { profile: MigProfileName, node: Option<u32>, free: usize, need: u32 },
-    TimeSlices { model: GpuModel, node: Option<u32>, free: usize, need: u32 },
-    GpuTaken { address: PciAddress },
-    GpuMissing { address: PciAddress },
-    GpuOffNode { address: PciAddress, node: u32 },
+    CpuLoad {
+        free_milli: u64,
+        need_milli: u64,
+    },
+    Cpus {
+        node: Option<u32>,
+        free: u64,
+        need: u64,
+    },
+    CpuTaken {
+        cpu: u32,
+    },
+    CpuOffNode {
+        cpu: u32,
+        node: u32,
+    },
+    Memory {
+        node: Option<u32>,
+        free: u64,
+        need: u64,
+    },
+    Hugepages {
+        node: Option<u32>,
+        size: PageSize,
+        free: u64,
+        need: u64,
+    },
+    Gpus {
+        model: GpuModel,
+        node: Option<u32>,
+        free: usize,
+        need: u32,
+    },
+    Mig {
+        profile: MigProfileName,
+        node: Option<u32>,
+        free: usize,
+        need: u32,
+    },
+    TimeSlices {
+        model: GpuModel,
+        node: Option<u32>,
+        free: usize,
+        need: u32,
+    },
+    GpuTaken {
+        address: PciAddress,
+    },
+    GpuMissing {
+        address: PciAddress,
+    },
+    GpuOffNode {
+        address: PciAddress,
+        node: u32,
+    },
+    /// A network or pool the VM uses is not on the host (its `hosts` leave it out).
+    NotOnHost {
+        what: &'static str,
+        name: String,
+    },
+    /// A network the VM uses is built on a NIC the host does not declare.
+    NoParent {
+        network: String,
+        parent: String,
+    },
 }
 
 fn on(node: &Option<u32>) -> String {
@@ -95,6 +148,10 @@ impl fmt::Display for Misfit {
                 write!(f, "GPU {address} is not declared in a mode that serves the request")
             }
             Misfit::GpuOffNode { address, node } => write!(f, "GPU {address} is not on NUMA node {node}"),
+            Misfit::NotOnHost { what, name } => write!(f, "{what} `{name}` is not on this host"),
+            Misfit::NoParent { network, parent } => {
+                write!(f, "network `{network}` is built on NIC `{parent}`, which this host does not declare")
+            }
         }
     }
 }

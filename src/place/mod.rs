@@ -10,6 +10,7 @@
 
 pub mod fit;
 pub mod host;
+mod reach;
 
 use std::collections::HashMap;
 
@@ -72,6 +73,7 @@ pub fn place(spec: &Spec) -> Result<Placement<'_>, Vec<Diagnostic>> {
     }
     order.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
 
+    let reach = reach::Reach::new(spec, &by_name);
     let mut vms = Vec::with_capacity(order.len());
     let mut diags = Vec::new();
     for (_, name, e) in order {
@@ -83,6 +85,14 @@ pub fn place(spec: &Spec) -> Result<Placement<'_>, Vec<Diagnostic>> {
         let mut misses = Vec::new();
         let mut placed = None;
         for &h in &candidates {
+            // A host the VM's networks or pools do not reach cannot take it, however
+            // much room it has (`validate` reports a VM that names such a host).
+            if e.vm.host.is_none()
+                && let Err(m) = reach.check(&e, h)
+            {
+                misses.push((h, vec![m]));
+                continue;
+            }
             match fit::try_host(&hosts[h], &request) {
                 Ok(a) => {
                     placed = Some((h, a));

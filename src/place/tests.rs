@@ -159,3 +159,19 @@ fn a_required_vm_takes_hugepages_from_its_node_only() {
     assert_eq!(vm.numa_node, None);
     assert_eq!(vm.numa_cells.len(), 2);
 }
+
+#[test]
+fn a_placed_vm_goes_only_where_its_networks_and_pools_are() {
+    let text = "version: 1\nhosts:\n  - name: h1\n    uri: test:///default\n    numa-nodes: [{ id: 0, cpus: 0-7, memory: 64GiB }]\n  - name: h2\n    uri: test:///default\n    numa-nodes: [{ id: 0, cpus: 0-7, memory: 64GiB }]\n    nics: [{ name: fe0, kind: ethernet }]\n  - name: h3\n    uri: test:///default\n    numa-nodes: [{ id: 0, cpus: 0-7, memory: 64GiB }]\n    nics: [{ name: fe0, kind: ethernet }]\ntenants:\n  - { name: t, hosts: [h2, h3, h1], networks: [net] }\nnetworks:\n  - { name: net, purpose: tenant, kind: vxlan, tenant: t, vni: 7, parent: fe0 }\npools:\n  - { name: fast, type: dir, path: /fast, hosts: [h1, h3] }\nvms:\n  - { name: a, tenant: t, vcpus: 1, memory: 1GiB, nics: [net] }\n  - { name: b, tenant: t, vcpus: 1, memory: 1GiB, nics: [net], disks: [{ name: d, size: 1GiB, pool: fast }] }\n";
+    let mut sources = crate::spec::source::Sources::default();
+    let (_, spec, diags) =
+        crate::spec::load::load_bytes(&mut sources, "f.yaml".into(), crate::spec::source::Syntax::Yaml, text.into());
+    assert!(diags.is_empty(), "{diags:?}");
+    assert!(!crate::check::run(&spec).iter().any(|d| d.is_error()), "{:?}", crate::check::run(&spec));
+    let d = build(&spec).expect("both VMs place");
+    let vms = vms_by_name(&d);
+    // h1 comes first but has no `fe0` for the network; h2 has it but not the pool.
+    assert_eq!(vms["a"].id.host, "h2");
+    assert_eq!(vms["b"].id.host, "h3");
+    crate::graph::Graph::of(&d).expect("every dependency is declared on the VM's host");
+}
