@@ -266,6 +266,29 @@ fn a_name_clash_with_a_hand_made_domain_is_an_error() {
 }
 
 #[test]
+fn a_plan_error_from_a_declaration_carries_its_file_line_and_column() {
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"));
+    let v = fabrik::check::validate(path);
+    let d = fabrik::desired::build(&v.spec).expect("the example builds");
+    let mut live = converged(&d);
+    *domain(&mut live, "gpu01", "acme-train") = hand_made("acme-train");
+    // A declared GPU the host does not report.
+    host(&mut live, "gpu02").gpus.retain(|g| g.address.to_string() != "0000:1b:00.0");
+    let mut p = run(&d, &live);
+    plan::locate::locate_errors(&mut p, &v.spec, &v.sources);
+    let at = |code: &str| {
+        let e = p.errors.iter().find(|e| e.code == code).unwrap_or_else(|| panic!("no {code}: {:?}", p.errors));
+        let at = e.at.as_ref().expect("located");
+        let file = at.file.strip_prefix(path.to_str().unwrap()).unwrap_or(&at.file).to_string();
+        (file, at.line, at.column)
+    };
+    assert_eq!(at("fabrik::plan::name-clash"), ("/tenants/acme.yaml".to_string(), 21, 11));
+    assert_eq!(at("fabrik::plan::missing-gpu"), ("/hosts/gpu02.yaml".to_string(), 32, 18));
+    let text = plan::output::human(&p, Default::default());
+    assert!(text.contains("  --> ") && text.contains("tenants/acme.yaml:21:11"), "{text}");
+}
+
+#[test]
 fn objects_of_another_factory_are_never_touched() {
     let d = desired();
     let mut live = converged(&d);

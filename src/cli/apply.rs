@@ -175,7 +175,7 @@ pub fn run(args: &Args) -> u8 {
     }
     let spec = &prepared.validation.spec;
     let live = hosts.observe(spec);
-    let plan = match saved {
+    let mut plan = match saved {
         Some(saved) => {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
@@ -190,6 +190,7 @@ pub fn run(args: &Args) -> u8 {
         }
         None => plan::plan_with(&prepared.desired, &prepared.graph, &live, &prepared.options),
     };
+    plan::locate::locate_errors(&mut plan, spec, &prepared.validation.sources);
     match args.format {
         ApplyFormat::Human => out.text(&output::human(&plan, Show::default())),
         ApplyFormat::Json => out.json(serde_json::json!({

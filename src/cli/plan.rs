@@ -135,6 +135,7 @@ pub fn run(args: &Args) -> u8 {
     };
     let live = args.hosts.observe(&p.validation.spec);
     let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
+    plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),

@@ -13,6 +13,7 @@ pub mod class;
 pub mod converged;
 pub mod diff;
 pub mod file;
+pub mod locate;
 pub mod output;
 pub mod ownership;
 
@@ -145,6 +146,10 @@ pub struct PlanError {
     pub id: ResourceId,
     pub message: String,
     pub help: String,
+    /// Where the resource is declared, when the factory's files declare it: filled in
+    /// by [`locate::locate_errors`] once the plan is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<locate::Location>,
 }
 
 /// The counts of the summary line.
@@ -253,6 +258,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
                 id: ResourceId::new(ResourceKind::Host, &host.name, &host.name),
                 message: format!("host `{}` was not observed", host.name),
                 help: "check that the host is reachable, then plan again".into(),
+                at: None,
             }),
         }
         out

@@ -94,7 +94,11 @@ pub fn human(plan: &Plan, show: Show) -> String {
         out.push('\n');
     }
     for e in &plan.errors {
-        out.push_str(&format!("error[{}]: {} ({})\n  help: {}\n", e.code, e.message, e.id, e.help));
+        out.push_str(&format!("error[{}]: {} ({})\n", e.code, e.message, e.id));
+        if let Some(at) = &e.at {
+            out.push_str(&format!("  --> {at}\n"));
+        }
+        out.push_str(&format!("  help: {}\n", e.help));
     }
     if !plan.errors.is_empty() {
         out.push('\n');
@@ -119,7 +123,8 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
     if !plan.errors.is_empty() {
         out.push_str("\n#### Errors\n\n");
         for e in &plan.errors {
-            out.push_str(&format!("- **`{}`** `{}`: {} — {}\n", e.code, e.id, cell(&e.message), cell(&e.help)));
+            let at = e.at.as_ref().map_or_else(String::new, |at| format!(" (`{at}`)"));
+            out.push_str(&format!("- **`{}`** `{}`{at}: {} — {}\n", e.code, e.id, cell(&e.message), cell(&e.help)));
         }
     }
     for host in plan.hosts() {

@@ -28,7 +28,7 @@ pub struct Out {
 
 impl Out {
     pub fn error(&mut self, code: &str, id: &ResourceId, message: String, help: impl Into<String>) {
-        self.errors.push(PlanError { code: code.to_string(), id: id.clone(), message, help: help.into() });
+        self.errors.push(PlanError { code: code.to_string(), id: id.clone(), message, help: help.into(), at: None });
     }
 
     pub fn notice(&mut self, id: ResourceId, kind: NoticeKind, reason: impl Into<String>) {
