@@ -156,6 +156,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         hs.dedup();
         tenant_hosts.entry(t.name.value.as_str()).or_insert(hs);
     }
+    let mut known = unplaced::Known::default();
     // Per host: which VM pinned each CPU.
     let mut owners: Vec<HashMap<u32, usize>> = spec.hosts.iter().map(|_| HashMap::new()).collect();
     let mut loads: HashMap<(usize, usize), Vec<Load>> = HashMap::new();
@@ -167,7 +168,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         let Some(host_name) = &e.vm.host else {
             if e.vm.cpus.is_none() && e.numa_policy() == NumaPolicy::Required {
                 let candidates = tenant_hosts.get(e.vm.tenant.value.as_str()).map_or(&[][..], Vec::as_slice);
-                unplaced::check(e, &load_of(e, i, NumaPolicy::Required), &topologies, candidates, out);
+                unplaced::check(e, &load_of(e, i, NumaPolicy::Required), &topologies, candidates, &mut known, out);
             }
             if let Some(cpus) = &e.vm.cpus {
                 out.push(

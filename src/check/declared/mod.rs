@@ -93,30 +93,51 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
 pub(super) struct Where {
     /// Per VM entry, in `spec.vms` order.
     pub vms: Vec<Runs>,
+    /// The hosts of each tenant, by tenant index: a VM placed by fabrik refers to them,
+    /// so that no per-VM work grows with the number of hosts.
+    pub tenant_hosts: Vec<Vec<usize>>,
 }
 
 /// The hosts a VM entry may run on.
 pub(super) enum Runs {
     /// Its `host`, and the line that names it.
     On(usize, Span),
-    /// No `host`: placement picks one of its tenant's hosts.
-    Placed(Vec<usize>),
+    /// No `host`: placement picks one of the hosts of tenant `.0` (an index into
+    /// [`Where::tenant_hosts`]).
+    Placed(usize),
     /// A host or tenant that does not exist: reported by the reference checks.
     Unknown,
 }
 
 impl Where {
     fn new(ix: &Index<'_>) -> Where {
+        let tenant_hosts: Vec<Vec<usize>> = ix.spec.tenants.iter().map(|t| ix.tenant_hosts(t)).collect();
+        let mut tenants: HashMap<&str, usize> = HashMap::with_capacity(ix.spec.tenants.len());
+        for (i, t) in ix.spec.tenants.iter().enumerate() {
+            tenants.entry(t.name.value.as_str()).or_insert(i);
+        }
         let vms = ix
             .spec
             .vms
             .iter()
             .map(|vm| match &vm.host {
                 Some(h) => ix.hosts.get(h.value.as_str()).map_or(Runs::Unknown, |&i| Runs::On(i, h.span)),
-                None => ix.tenant_of(vm).map_or(Runs::Unknown, |t| Runs::Placed(ix.tenant_hosts(t))),
+                None => tenants.get(vm.tenant.value.as_str()).map_or(Runs::Unknown, |&t| Runs::Placed(t)),
             })
             .collect();
-        Where { vms }
+        Where { vms, tenant_hosts }
+    }
+}
+
+/// Whether any host of a tenant is in a set of hosts, asked once per tenant and set.
+#[derive(Default)]
+pub(super) struct Overlap<'a> {
+    known: HashMap<(usize, &'a str), bool>,
+}
+
+impl<'a> Overlap<'a> {
+    pub fn any(&mut self, at: &Where, tenant: usize, name: &'a str, hosts: &HashSet<usize>) -> bool {
+        *self.known.entry((tenant, name)).or_insert_with(|| at.tenant_hosts[tenant].iter().any(|h| hosts.contains(h)))
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::{Runs, Where, host_set, hosts_phrase};
+use super::{Overlap, Runs, Where, host_set, hosts_phrase};
 use crate::check::gpu::Index;
 use crate::diag::{Diagnostic, suggest};
 use crate::spec::model::{NetKind, Network, Nic, NicKind, Vm};
@@ -41,7 +41,8 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
                         attached.entry(net).or_default().push(Member { host: *h, at: *span, label });
                     }
                 }
-                Runs::Placed(candidates) => {
+                Runs::Placed(t) => {
+                    let candidates = at.tenant_hosts[*t].as_slice();
                     if !candidates.is_empty() && seen_placed.insert((net, e.vm.tenant.value.as_str())) {
                         placed.entry(net).or_default().push((e.vm, candidates));
                     }
@@ -270,12 +271,18 @@ fn on_hosts(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
         .collect();
     // A template's NIC is one line for many VMs: said once per line and host.
     let mut said: HashSet<(Span, Option<usize>)> = HashSet::new();
+    let mut overlap = Overlap::default();
     for (e, runs) in ix.spec.effective_vms().zip(&at.vms) {
         for nic in e.nic_list() {
             let Some(net_hosts) = spans.get(nic.network.value.as_str()) else { continue };
             let Some(net) = ix.networks.get(nic.network.value.as_str()) else { continue };
-            let mut listed: Vec<usize> = net_hosts.iter().copied().collect();
-            listed.sort_unstable();
+            // Only for a diagnostic: sorting every network's hosts for every NIC would
+            // make the check quadratic on a large factory.
+            let listed = || {
+                let mut v: Vec<usize> = net_hosts.iter().copied().collect();
+                v.sort_unstable();
+                v
+            };
             let name = &e.vm.name.value;
             let d = match runs {
                 Runs::On(h, span) if !net_hosts.contains(h) => {
@@ -289,14 +296,15 @@ fn on_hosts(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
                     )
                     .at(nic.network.span, format!("not on host `{host}`"))
                     .also(*span, "the VM's host")
-                    .also(net.name.span, format!("spans {}", hosts_phrase(ix, listed.iter().copied())))
+                    .also(net.name.span, format!("spans {}", hosts_phrase(ix, listed())))
                     .help(format!(
                         "add `{host}` to the `hosts` of network `{}`, or run the VM on {}",
                         net.name.value,
-                        hosts_phrase(ix, listed.iter().copied()).replace(" and ", " or ")
+                        hosts_phrase(ix, listed()).replace(" and ", " or ")
                     ))
                 }
-                Runs::Placed(candidates) if !candidates.iter().any(|h| net_hosts.contains(h)) => {
+                Runs::Placed(t) if !overlap.any(at, *t, nic.network.value.as_str(), net_hosts) => {
+                    let candidates = &at.tenant_hosts[*t];
                     if !said.insert((nic.network.span, None)) || candidates.is_empty() {
                         continue;
                     }
@@ -308,7 +316,7 @@ fn on_hosts(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
                         ),
                     )
                     .at(nic.network.span, format!("on none of the hosts of tenant `{}`", e.vm.tenant.value))
-                    .also(net.name.span, format!("spans {}", hosts_phrase(ix, listed.iter().copied())))
+                    .also(net.name.span, format!("spans {}", hosts_phrase(ix, listed())))
                     .help(format!(
                         "add a host of tenant `{}` ({}) to the network's `hosts`, or give the tenant a host of the network",
                         e.vm.tenant.value,

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Runs, Where, by_name, host_set, hosts_phrase};
+use super::{Overlap, Runs, Where, by_name, host_set, hosts_phrase};
 use crate::check::gpu::Index;
 use crate::diag::Diagnostic;
 use crate::spec::model::{Disk, Image, Pool};
@@ -24,6 +24,7 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
         .collect();
     // A template's disk is one line for many VMs: said once per line and host.
     let mut said: HashSet<(Span, Option<usize>)> = HashSet::new();
+    let mut overlap = Overlap::default();
     for (e, runs) in ix.spec.effective_vms().zip(&at.vms) {
         for disk in e.disks().map(Vec::as_slice).unwrap_or_default() {
             let image = disk.image.as_ref().and_then(|i| images.get(i.value.as_str()).copied());
@@ -37,7 +38,8 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
                         }
                         absent(ix, &e.vm.name.value, &need, pool, hosts, *h, *span)
                     }
-                    Runs::Placed(candidates) if !candidates.iter().any(|h| hosts.contains(h)) => {
+                    Runs::Placed(t) if !overlap.any(at, *t, need.pool, hosts) => {
+                        let candidates = &at.tenant_hosts[*t];
                         if !said.insert((need.at, None)) || candidates.is_empty() {
                             continue;
                         }

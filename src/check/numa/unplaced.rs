@@ -3,17 +3,24 @@
 //! hugepages on its own, or the plan fails on placement. Nodes are taken empty: what
 //! other VMs take first is placement's to find.
 
+use std::collections::HashMap;
+
 use super::{Load, Topology};
 use crate::check::capacity::{amount, bytes, exceeds, page_index};
 use crate::diag::Diagnostic;
 use crate::spec::effective::Effective;
 use crate::spec::types::PageSize;
 
-pub(super) fn check(
-    e: &Effective<'_>,
+/// Whether some node of a tenant's hosts holds a VM of a shape, asked once per tenant
+/// and shape: VMs of one template share it, so the work does not grow with VMs × hosts.
+pub(super) type Known<'a> = HashMap<(&'a str, [u64; 4]), bool>;
+
+pub(super) fn check<'a>(
+    e: &Effective<'a>,
     load: &Load,
     topologies: &[Topology<'_>],
     candidates: &[usize],
+    known: &mut Known<'a>,
     out: &mut Vec<Diagnostic>,
 ) {
     if candidates.is_empty() || e.count() == 0 {
@@ -25,7 +32,11 @@ pub(super) fn check(
         memory: load.memory / count,
         pages: [PageSize::Size2M, PageSize::Size1G].map(|p| (p, load.hugepages[page_index(p)] / count)),
     };
-    if candidates.iter().any(|&h| fits(&topologies[h], &need)) {
+    let shape = [need.cpus, need.memory, need.pages[0].1, need.pages[1].1].map(f64::to_bits);
+    let fits_one = *known
+        .entry((e.vm.tenant.value.as_str(), shape))
+        .or_insert_with(|| candidates.iter().any(|&h| fits(&topologies[h], &need)));
+    if fits_one {
         return;
     }
     let mut what = Vec::new();
