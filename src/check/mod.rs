@@ -2,6 +2,7 @@
 //! all of them are pure functions of the [`Spec`].
 
 pub mod capacity;
+pub mod devices;
 pub mod fabric;
 pub mod gpu;
 pub mod isolation;
@@ -26,6 +27,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     gpu::RULES,
     fabric::RULES,
     isolation::RULES,
+    devices::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
@@ -45,6 +47,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     gpu::check(spec, &mut out);
     fabric::check(spec, &mut out);
     isolation::check(spec, &mut out);
+    devices::check(spec, &mut out);
     out
 }
 

@@ -79,7 +79,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::spec::bad-name",
         "a name with characters other than letters, digits, `-`, `_`, `.`, or longer than 63",
     ),
-    lang("fabrik::spec::bad-ifname", "a Linux interface name longer than 15 characters or with `/`, `:` or spaces"),
+    lang(
+        "fabrik::spec::bad-ifname",
+        "a Linux interface name that is empty, longer than 15 bytes, `.` or `..`, or has `/`, `:`, whitespace, control or non-ASCII characters",
+    ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),

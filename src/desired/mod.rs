@@ -8,7 +8,8 @@
 
 pub mod build;
 pub mod id;
-mod net;
+pub mod names;
+pub mod net;
 mod storage;
 
 pub use build::build;
