@@ -6,6 +6,7 @@ pub mod devices;
 pub mod fabric;
 pub mod gpu;
 pub mod isolation;
+pub mod macs;
 pub mod mig;
 pub mod names;
 pub mod numa;
@@ -28,6 +29,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     fabric::RULES,
     isolation::RULES,
     devices::RULES,
+    macs::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
@@ -48,6 +50,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     fabric::check(spec, &mut out);
     isolation::check(spec, &mut out);
     devices::check(spec, &mut out);
+    macs::check(spec, &mut out);
     out
 }
 

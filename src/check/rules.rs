@@ -83,6 +83,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::spec::bad-ifname",
         "a Linux interface name that is empty, longer than 15 bytes, `.` or `..`, or has `/`, `:`, whitespace, control or non-ASCII characters",
     ),
+    lang(
+        "fabrik::spec::bad-mac",
+        "a NIC's `mac` that is not six hex octets, or is a multicast, broadcast or all-zero address",
+    ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),

@@ -1,6 +1,7 @@
 //! Templates and VMs. A VM takes every workload key of its template and may override
 //! any of them; a VM without a template gives them itself.
 
+use crate::diag::Diagnostic;
 use crate::hw::GpuModel;
 use crate::spec::decode::{Decoder, Obj, Word};
 use crate::spec::shape::{Field, Shape, Ty, opt, req};
@@ -105,6 +106,8 @@ pub struct GpuRequest {
 pub struct NicRequest {
     pub network: Spanned<String>,
     pub model: Spanned<NicModel>,
+    /// A MAC given by hand, lowercase (`mac`); derived when absent.
+    pub mac: Option<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -224,6 +227,11 @@ pub static NIC_REQUEST: Shape = Shape {
     fields: &[
         req("network", Ty::Name, "network to attach to"),
         opt("model", Ty::Enum(NicModel::NAMES), "virtio (default) or sriov"),
+        opt(
+            "mac",
+            Ty::Str,
+            "the NIC's unicast MAC address, `xx:xx:xx:xx:xx:xx` (default: derived, unique in the factory, and kept for a VM that already runs)",
+        ),
     ],
 };
 
@@ -297,7 +305,8 @@ fn decode_nic_request(d: &mut Decoder, n: &Node) -> Option<NicRequest> {
         Some(n) => d.word::<NicModel>(n, "model"),
         None => Some(Spanned::new(NicModel::Virtio, o.head)),
     };
-    Some(NicRequest { network: network?, model: model?, span: o.span })
+    let mac = o.get("mac").and_then(|n| d.string(n, "mac")).and_then(|m| check_mac(d, m));
+    Some(NicRequest { network: network?, model: model?, mac, span: o.span })
 }
 
 fn decode_disk(d: &mut Decoder, n: &Node) -> Option<Disk> {
@@ -364,4 +373,18 @@ impl Vm {
             Some(r) => (0..r.value).map(|i| format!("{}-{i}", self.name.value)).collect(),
         }
     }
+}
+
+/// A declared MAC: six hex octets, unicast (a multicast or broadcast address never
+/// reaches one NIC), not all zeros. Kept lowercase, as libvirt reports it.
+fn check_mac(d: &mut Decoder, mac: Spanned<String>) -> Option<Spanned<String>> {
+    if let Some(normal) = crate::desired::mac::parse(&mac.value) {
+        return Some(Spanned::new(normal, mac.span));
+    }
+    d.diags.push(
+        Diagnostic::error("fabrik::spec::bad-mac", format!("`{}` is not a unicast MAC address", mac.value))
+            .at(mac.span, "here")
+            .help("write six hex octets separated by `:` (`02:00:5e:10:00:01`); the first octet must be even (unicast), and not every octet zero"),
+    );
+    None
 }
