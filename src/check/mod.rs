@@ -14,6 +14,7 @@ pub mod quota;
 pub mod refs;
 pub mod rules;
 pub mod supply;
+pub mod volumes;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
@@ -30,6 +31,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     isolation::RULES,
     devices::RULES,
     macs::RULES,
+    volumes::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
@@ -51,6 +53,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     isolation::check(spec, &mut out);
     devices::check(spec, &mut out);
     macs::check(spec, &mut out);
+    volumes::check(spec, &mut out);
     out
 }
 

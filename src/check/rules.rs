@@ -87,6 +87,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::spec::bad-mac",
         "a NIC's `mac` that is not six hex octets, or is a multicast, broadcast or all-zero address",
     ),
+    lang(
+        "fabrik::spec::bad-volume-name",
+        "a disk's `volume` that is empty, `.` or `..`, longer than 255 bytes, or has `/`, spaces or non-ASCII characters",
+    ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),
@@ -121,6 +125,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::plan::unreadable-host",
         "a host, or one of its concerns (libvirt, NVML, netlink), could not be read, so nothing is planned from it",
+    ),
+    lang(
+        "fabrik::plan::renamed-volume",
+        "a VM of this factory uses the volume an older fabrik named `<vm>-<disk>` for a disk whose name has a `-` (now `<vm>+<disk>`); the help gives the `volume` that keeps it",
     ),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),

@@ -190,7 +190,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
                 target: name,
                 bus: d.bus.value,
                 pool: super::storage::disk_pool(spec, d),
-                volume: format!("{}-{}", placed.name, d.name.value),
+                volume: super::storage::volume_name(&placed.name, d),
             }
         })
         .collect();

@@ -11,7 +11,7 @@ pub mod id;
 pub mod mac;
 pub mod names;
 pub mod net;
-mod storage;
+pub mod storage;
 
 pub use build::build;
 pub use id::{ResourceId, ResourceKind};

@@ -13,6 +13,7 @@ pub mod class;
 pub mod converged;
 pub mod diff;
 pub mod file;
+pub mod legacy;
 pub mod output;
 pub mod ownership;
 
@@ -292,6 +293,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         None => actions,
     };
     let summary = summarize(&actions);
+    out.errors.extend(legacy::renamed_volumes(desired, live));
     out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
     out.errors.sort_by(|a, b| (&a.id, &a.code).cmp(&(&b.id, &b.code)));
     Plan {

@@ -119,6 +119,9 @@ pub struct Disk {
     pub size: Option<Spanned<ByteSize>>,
     pub pool: Option<Spanned<String>>,
     pub bus: Spanned<DiskBus>,
+    /// The volume's name, given by hand (`volume`): to keep a volume an older fabrik
+    /// named. Derived when absent (`crate::desired::names::volume`).
+    pub volume: Option<Spanned<String>>,
     /// The volume may be deleted with its VM. Off unless said: volumes may hold data.
     pub delete_with_vm: bool,
     #[serde(skip)]
@@ -247,6 +250,11 @@ pub static DISK: Shape = Shape {
         opt("pool", Ty::Name, "pool for the volume (default: the image's pool)"),
         opt("bus", Ty::Enum(DiskBus::NAMES), "virtio (default), scsi or sata"),
         opt(
+            "volume",
+            Ty::Str,
+            "the volume's name in its pool (default: `<vm>-<disk>`, or `<vm>+<disk>` when the disk's name has a `-`); given to keep a volume an older fabrik named",
+        ),
+        opt(
             "delete-with-vm",
             Ty::Bool,
             "delete the volume when the VM is removed (default: keep it, it may hold data)",
@@ -319,12 +327,13 @@ fn decode_disk(d: &mut Decoder, n: &Node) -> Option<Disk> {
         Some(n) => d.word::<DiskBus>(n, "bus"),
         None => Some(Spanned::new(DiskBus::Virtio, o.head)),
     };
+    let volume = o.get("volume").and_then(|n| d.string(n, "volume")).and_then(|v| check_volume(d, v));
     let delete_with_vm = o.get("delete-with-vm").and_then(|n| d.bool(n, "delete-with-vm")).is_some_and(|b| b.value);
     if !o.has("image") {
         d.required_because(&o, "size", "for a disk without an image");
         d.required_because(&o, "pool", "for a disk without an image");
     }
-    Some(Disk { name: name?, image, size, pool, bus: bus?, delete_with_vm, span: o.span })
+    Some(Disk { name: name?, image, size, pool, bus: bus?, volume, delete_with_vm, span: o.span })
 }
 
 pub fn decode_template(d: &mut Decoder, n: &Node) -> Option<Template> {
@@ -385,6 +394,25 @@ fn check_mac(d: &mut Decoder, mac: Spanned<String>) -> Option<Spanned<String>> {
         Diagnostic::error("fabrik::spec::bad-mac", format!("`{}` is not a unicast MAC address", mac.value))
             .at(mac.span, "here")
             .help("write six hex octets separated by `:` (`02:00:5e:10:00:01`); the first octet must be even (unicast), and not every octet zero"),
+    );
+    None
+}
+
+/// A volume name libvirt accepts in a directory pool: a file name (not `.` or `..`, no
+/// `/`), printable, at most 255 bytes.
+fn check_volume(d: &mut Decoder, v: Spanned<String>) -> Option<Spanned<String>> {
+    let ok = !v.value.is_empty()
+        && v.value.len() <= 255
+        && v.value != "."
+        && v.value != ".."
+        && v.value.chars().all(|c| c.is_ascii_graphic() && c != '/');
+    if ok {
+        return Some(v);
+    }
+    d.diags.push(
+        Diagnostic::error("fabrik::spec::bad-volume-name", format!("`{}` is not a volume name", v.value))
+            .at(v.span, "here")
+            .help("a volume name is 1 to 255 printable ASCII characters, without spaces or `/`, and not `.` or `..`"),
     );
     None
 }
