@@ -99,6 +99,10 @@ pub static LANGUAGE: &[Rule] = &[
         "two objects of one kind with one name, in one file or across files (VM replicas count by their expanded names); both places are shown",
     ),
     lang("fabrik::spec::factory-mismatch", "two files give different `factory` names"),
+    lang(
+        "fabrik::spec::missing-factory",
+        "`plan` or `apply` on a factory with no `factory` name: the name marks every object fabrik makes, so it is never guessed",
+    ),
     lang("fabrik::ref::unknown-host", "a tenant, network, pool or VM names a host that is not defined"),
     lang("fabrik::ref::unknown-tenant", "a VM or network names a tenant that is not defined"),
     lang("fabrik::ref::unknown-network", "a tenant, template or VM names a network that is not defined"),
