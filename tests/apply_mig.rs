@@ -47,7 +47,7 @@ fn mig_id(slot: &str) -> String {
 /// The factory: one host with the H200 split as `layout` (`profile@start`), nothing else
 /// (no networks, hugepages or NICs: nothing that would touch this machine's links).
 fn factory_yaml(agent: Option<&str>, layout: &[&str]) -> String {
-    let mut y = format!("version: 1\nhosts:\n  - name: {HOST}\n    uri: \"test:///default\"\n");
+    let mut y = format!("version: 1\nfactory: mig\nhosts:\n  - name: {HOST}\n    uri: \"test:///default\"\n");
     if let Some(agent) = agent {
         y.push_str(&format!("    agent: {}\n", serde_json::to_string(agent).unwrap()));
     }

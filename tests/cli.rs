@@ -170,3 +170,25 @@ fn explain_prints_a_rule_page() {
     let o = fabrik(&["explain", "--list"]);
     assert!(stdout(&o).lines().any(|l| l.starts_with("fabrik::spec::unknown-key")));
 }
+
+/// A factory without `factory` is refused by the commands that mark host objects, at a
+/// location, with the fix; `validate` still checks it.
+#[test]
+fn plan_and_apply_need_a_factory_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("examples/minimal/factory.yaml").unwrap();
+    let unnamed: String = text.lines().filter(|l| !l.starts_with("factory:")).map(|l| format!("{l}\n")).collect();
+    let file = dir.path().join("factory.yaml");
+    std::fs::write(&file, unnamed).unwrap();
+    let path = file.to_str().unwrap();
+    let state = dir.path().join("state");
+    for command in ["plan", "apply"] {
+        let o = fabrik(&[command, path, "--sim", "--state-dir", state.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{command}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("fabrik::spec::missing-factory"), "{err}");
+        assert!(err.contains("factory.yaml:1:1"), "located in the file: {err}");
+        assert!(err.contains("add `factory: <name>` to this file"), "{err}");
+    }
+    assert_eq!(fabrik(&["validate", path]).status.code(), Some(0));
+}

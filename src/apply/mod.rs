@@ -105,6 +105,8 @@ pub fn apply(
     emit: Emit,
 ) -> Report {
     let t0 = Instant::now();
+    // The same MACs the plan kept for running VMs (a pure function of the same state).
+    let desired = &crate::desired::mac::keep_live(desired, live);
     let conns: BTreeMap<&str, Arc<host::HostConn>> = hosts
         .iter()
         .map(|h| {

@@ -3,9 +3,11 @@
 
 pub mod capacity;
 pub mod declared;
+pub mod devices;
 pub mod fabric;
 pub mod gpu;
 pub mod isolation;
+pub mod macs;
 pub mod mig;
 pub mod names;
 pub mod numa;
@@ -13,6 +15,7 @@ pub mod quota;
 pub mod refs;
 pub mod rules;
 pub mod supply;
+pub mod volumes;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
@@ -28,6 +31,9 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     fabric::RULES,
     isolation::RULES,
     declared::RULES,
+    devices::RULES,
+    macs::RULES,
+    volumes::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
@@ -48,6 +54,9 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     fabric::check(spec, &mut out);
     isolation::check(spec, &mut out);
     declared::check(spec, &mut out);
+    devices::check(spec, &mut out);
+    macs::check(spec, &mut out);
+    volumes::check(spec, &mut out);
     out
 }
 

@@ -79,7 +79,18 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::spec::bad-name",
         "a name with characters other than letters, digits, `-`, `_`, `.`, or longer than 63",
     ),
-    lang("fabrik::spec::bad-ifname", "a Linux interface name longer than 15 characters or with `/`, `:` or spaces"),
+    lang(
+        "fabrik::spec::bad-ifname",
+        "a Linux interface name that is empty, longer than 15 bytes, `.` or `..`, or has `/`, `:`, whitespace, control or non-ASCII characters",
+    ),
+    lang(
+        "fabrik::spec::bad-mac",
+        "a NIC's `mac` that is not six hex octets, or is a multicast, broadcast or all-zero address",
+    ),
+    lang(
+        "fabrik::spec::bad-volume-name",
+        "a disk's `volume` that is empty, `.` or `..`, longer than 255 bytes, or has `/`, spaces or non-ASCII characters",
+    ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),
@@ -88,6 +99,10 @@ pub static LANGUAGE: &[Rule] = &[
         "two objects of one kind with one name, in one file or across files (VM replicas count by their expanded names); both places are shown",
     ),
     lang("fabrik::spec::factory-mismatch", "two files give different `factory` names"),
+    lang(
+        "fabrik::spec::missing-factory",
+        "`plan` or `apply` on a factory with no `factory` name: the name marks every object fabrik makes, so it is never guessed",
+    ),
     lang("fabrik::ref::unknown-host", "a tenant, network, pool or VM names a host that is not defined"),
     lang("fabrik::ref::unknown-tenant", "a VM or network names a tenant that is not defined"),
     lang("fabrik::ref::unknown-network", "a tenant, template or VM names a network that is not defined"),
@@ -114,6 +129,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::plan::unreadable-host",
         "a host, or one of its concerns (libvirt, NVML, netlink), could not be read, so nothing is planned from it",
+    ),
+    lang(
+        "fabrik::plan::renamed-volume",
+        "a VM of this factory uses the volume an older fabrik named `<vm>-<disk>` for a disk whose name has a `-` (now `<vm>+<disk>`); the help gives the `volume` that keeps it",
     ),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),

@@ -90,6 +90,9 @@ pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared,
         }
         exit::INVALID
     };
+    if let Some(d) = crate::spec::model::missing_factory(&v.spec, crate::spec::source::FileId(0)) {
+        return Err(fail(vec![d]));
+    }
     let desired = crate::desired::build(&v.spec).map_err(fail)?;
     let graph = crate::graph::Graph::of(&desired).map_err(fail)?;
     let ids = |list: &[String], flag: &str| -> Result<Vec<ResourceId>, String> {

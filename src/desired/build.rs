@@ -38,6 +38,8 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         let vm = vm(spec, &placement, i, &vm_ids[i]);
         hosts[v.host].vms.push(vm);
     }
+    let factory = spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone());
+    super::mac::assign(&factory, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     for h in &mut hosts {
@@ -50,7 +52,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         h.vms.sort_by(|a, b| a.id.cmp(&b.id));
     }
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Desired { factory: spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone()), hosts })
+    Ok(Desired { factory, hosts })
 }
 
 /// Every NIC that declares `sriov-vfs` gets that many VFs.
@@ -163,11 +165,12 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
     let nics = e
         .nic_list()
         .iter()
-        .enumerate()
-        .map(|(k, n)| DesiredNic {
+        .map(|n| DesiredNic {
             network: n.network.value.clone(),
             sriov: n.model.value == NicModel::Sriov,
-            mac: mac(&placed.name, k),
+            // A derived MAC is chosen once every VM is known (`mac::assign`).
+            mac: n.mac.as_ref().map(|m| m.value.clone()).unwrap_or_default(),
+            declared: n.mac.is_some(),
         })
         .collect();
     let (mut virtio, mut other) = (0, 0);
@@ -187,7 +190,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
                 target: name,
                 bus: d.bus.value,
                 pool: super::storage::disk_pool(spec, d),
-                volume: format!("{}-{}", placed.name, d.name.value),
+                volume: super::storage::volume_name(&placed.name, d),
             }
         })
         .collect();
@@ -255,13 +258,6 @@ fn emulator_pin(placement: &Placement<'_>, h: usize, a: &place::Assignment) -> O
         })
         .unwrap_or_default();
     Some(if reserved.is_empty() { CpuSet::from_cpus(a.vcpu_pins.clone()) } else { CpuSet::from_cpus(reserved) })
-}
-
-/// A locally administered MAC in QEMU's `52:54:00` range, from the VM's name and the
-/// NIC's index: the same on every plan.
-pub fn mac(vm: &str, nic: usize) -> String {
-    let h = fnv1a(format!("{vm}/{nic}").as_bytes());
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 8) as u8, h as u8)
 }
 
 /// FNV-1a, 64 bits: small, stable across builds and platforms (unlike `DefaultHasher`).

@@ -8,8 +8,10 @@
 
 pub mod build;
 pub mod id;
-mod net;
-mod storage;
+pub mod mac;
+pub mod names;
+pub mod net;
+pub mod storage;
 
 pub use build::build;
 pub use id::{ResourceId, ResourceKind};
@@ -201,8 +203,12 @@ pub struct DesiredNic {
     pub network: String,
     /// `virtio` on the network's bridge, or an SR-IOV VF from its pool.
     pub sriov: bool,
-    /// A MAC derived from the VM and the NIC's index, so it is stable across plans.
+    /// The NIC's `mac`, else one derived from factory, tenant, VM and index, unique in
+    /// the factory and kept while the VM runs (see [`mac`]).
     pub mac: String,
+    /// The MAC was given in the files (`mac`), not derived.
+    #[serde(default)]
+    pub declared: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

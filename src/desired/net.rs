@@ -5,14 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{DesiredHost, DesiredLink, DesiredNetwork, ResourceId, ResourceKind};
+use super::{DesiredHost, DesiredLink, DesiredNetwork, ResourceId, ResourceKind, names};
 use crate::live::LinkKind;
 use crate::spec::model::{Host, NetKind, Network, Spec};
 
 /// The IANA port for VXLAN (RFC 7348), used when a network gives none.
 const VXLAN_PORT_DEFAULT: u16 = 4789;
-/// Linux interface names are at most 15 bytes.
-const IFNAME_MAX_LEN: usize = 15;
 
 pub(super) fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
     let mut attached: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
@@ -46,13 +44,13 @@ pub(super) fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
     }
 }
 
-/// The Linux bridge of a bridged network: its `bridge`, else `br-<name>` cut to 15 bytes.
+/// The Linux bridge of a bridged network: its `bridge`, else derived from its name
+/// ([`names::bridge`]: `br-<name>`, hashed when too long).
 pub fn bridge_name(n: &Network) -> Option<String> {
     match n.kind.value {
-        NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => Some(n.bridge.as_ref().map_or_else(
-            || format!("br-{}", n.name.value).chars().take(IFNAME_MAX_LEN).collect(),
-            |b| b.value.clone(),
-        )),
+        NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => {
+            Some(n.bridge.as_ref().map_or_else(|| names::bridge(&n.name.value), |b| b.value.clone()))
+        }
         NetKind::IbPartition | NetKind::Sriov => None,
     }
 }
@@ -130,14 +128,55 @@ fn links(host: &str, n: &Network, tunnel: Tunnel) -> Vec<DesiredLink> {
                     parent,
                     remotes: tunnel.remotes,
                 };
-                out.push(link(format!("vx{}", vni.value), kind, Some(bridge)));
+                out.push(link(names::vxlan(vni.value), kind, Some(bridge)));
             }
         }
         NetKind::Vlan => {
             if let (Some(vlan), Some(parent)) = (&n.vlan, parent) {
-                let dotted = format!("{parent}.{}", vlan.value);
-                let name = if dotted.len() <= IFNAME_MAX_LEN { dotted } else { format!("vlan{}", vlan.value) };
-                out.push(link(name, LinkKind::Vlan { id: vlan.value, parent }, Some(bridge)));
+                out.push(link(
+                    names::vlan(&parent, vlan.value),
+                    LinkKind::Vlan { id: vlan.value, parent },
+                    Some(bridge),
+                ));
+            }
+        }
+        NetKind::Bridge | NetKind::IbPartition | NetKind::Sriov => {}
+    }
+    out
+}
+
+/// A host device a network makes, and what it stands for: two networks may resolve to
+/// one device only when they stand for one thing (one VNI, one VLAN on one parent), and
+/// those cases have rules of their own (`fabrik::isolation::duplicate-vni`, `…-vlan`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceRole {
+    /// The network's bridge, given in `bridge` (`explicit`) or derived from its name.
+    Bridge {
+        explicit: bool,
+    },
+    Vxlan {
+        vni: u32,
+    },
+    Vlan {
+        parent: String,
+        id: u16,
+    },
+}
+
+/// Every device network `n` makes on each host that carries it, by name.
+pub fn devices(n: &Network) -> Vec<(String, DeviceRole)> {
+    let Some(bridge) = bridge_name(n) else { return Vec::new() };
+    let mut out = vec![(bridge, DeviceRole::Bridge { explicit: n.bridge.is_some() })];
+    match n.kind.value {
+        NetKind::Vxlan => {
+            if let Some(vni) = &n.vni {
+                out.push((names::vxlan(vni.value), DeviceRole::Vxlan { vni: vni.value }));
+            }
+        }
+        NetKind::Vlan => {
+            if let (Some(vlan), Some(parent)) = (&n.vlan, &n.parent) {
+                let role = DeviceRole::Vlan { parent: parent.value.clone(), id: vlan.value };
+                out.push((names::vlan(&parent.value, vlan.value), role));
             }
         }
         NetKind::Bridge | NetKind::IbPartition | NetKind::Sriov => {}

@@ -9,12 +9,17 @@ use crate::spec::model::{Disk, Image, ImageFormat, PoolKind, Spec};
 
 /// The pool a disk's volume goes in: the disk's, else its image's. A disk with neither
 /// goes in `default` (libvirt's default pool).
-pub(super) fn disk_pool(spec: &Spec, d: &Disk) -> String {
+pub fn disk_pool(spec: &Spec, d: &Disk) -> String {
     match (&d.pool, d.image.as_ref().and_then(|i| spec.images.iter().find(|x| x.name.value == i.value))) {
         (Some(p), _) => p.value.clone(),
         (None, Some(i)) => i.pool.value.clone(),
         (None, None) => "default".to_string(),
     }
+}
+
+/// The volume of disk `d` of VM `vm`: its `volume`, else [`names::volume`].
+pub fn volume_name(vm: &str, d: &Disk) -> String {
+    d.volume.as_ref().map_or_else(|| super::names::volume(vm, &d.name.value), |v| v.value.clone())
 }
 
 pub fn volume_id(host: &str, pool: &str, name: &str) -> ResourceId {
@@ -32,7 +37,7 @@ pub(super) fn add(spec: &Spec, placement: &Placement<'_>, hosts: &mut [DesiredHo
         for d in v.entry.disks().map(Vec::as_slice).unwrap_or_default() {
             let img = d.image.as_ref().and_then(|i| image(&i.value));
             let pool = disk_pool(spec, d);
-            let name = format!("{}-{}", v.name, d.name.value);
+            let name = volume_name(&v.name, d);
             let format = match (pool_kind(&pool), img) {
                 (Some(PoolKind::Logical), _) => ImageFormat::Raw,
                 (_, Some(_)) | (_, None) => ImageFormat::Qcow2,

@@ -14,6 +14,7 @@ pub mod converged;
 pub mod diff;
 pub mod file;
 pub mod locate;
+pub mod legacy;
 pub mod output;
 pub mod ownership;
 
@@ -242,6 +243,10 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
 /// and targeting is not applied.
 fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
+    // The plan's hash is of the files' desired state, so a saved plan is checked against
+    // the files; its actions keep the MACs the running VMs have (the executor does the same).
+    let desired_hash = desired_hash(desired);
+    let desired = &crate::desired::mac::keep_live(desired, live);
     // The first live host of each name, as a search from the front would find it.
     let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
     for l in live {
@@ -294,12 +299,13 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         None => actions,
     };
     let summary = summarize(&actions);
+    out.errors.extend(legacy::renamed_volumes(desired, live));
     out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
     out.errors.sort_by(|a, b| (&a.id, &a.code).cmp(&(&b.id, &b.code)));
     Plan {
         format: FORMAT.to_string(),
         factory: desired.factory.clone(),
-        desired_hash: desired_hash(desired),
+        desired_hash,
         actions,
         errors: out.errors,
         notices: out.notices,

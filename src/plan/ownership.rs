@@ -34,9 +34,11 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// An empty factory name in a mark is never ours: an older fabrik recorded unnamed
+    /// factories that way, and every one of them would claim the others' objects.
     pub fn of(mark: Option<&Ownership>, factory: &str) -> Owner {
         match mark {
-            Some(m) if m.factory == factory => Owner::Ours,
+            Some(m) if !m.factory.is_empty() && m.factory == factory => Owner::Ours,
             Some(m) => Owner::Other(m.factory.clone()),
             None => Owner::Unmarked,
         }
@@ -45,10 +47,19 @@ impl Owner {
     /// A link's owner, from its alias.
     pub fn of_link(alias: Option<&str>, factory: &str) -> Owner {
         match alias.and_then(|a| a.strip_prefix("fabrik:")).and_then(|rest| rest.split_once(':')) {
-            Some((f, _)) if f == factory => Owner::Ours,
+            Some((f, _)) if !f.is_empty() && f == factory => Owner::Ours,
             Some((f, _)) => Owner::Other(f.to_string()),
             None => Owner::Unmarked,
         }
+    }
+}
+
+/// How a plan names the factory of a mark: `factory `ai``, or what an empty name means.
+pub fn describe_factory(factory: &str) -> String {
+    if factory.is_empty() {
+        "an unnamed factory (applied by an older fabrik, before `factory` was required)".to_string()
+    } else {
+        format!("factory `{factory}`")
     }
 }
 
@@ -145,5 +156,15 @@ mod tests {
         assert_eq!(Owner::of_link(Some(&alias), "other"), Owner::Other("ai".into()));
         assert_eq!(Owner::of_link(Some("uplink to rack 3"), "ai"), Owner::Unmarked);
         assert_eq!(Owner::of_link(None, "ai"), Owner::Unmarked);
+    }
+
+    #[test]
+    fn an_unnamed_mark_is_never_ours() {
+        let id = ResourceId::parse("link:gpu01/br-acme").unwrap();
+        assert_eq!(Owner::of_link(Some(&link_alias("", &id)), ""), Owner::Other(String::new()));
+        let mark = Ownership { factory: String::new(), resource: id.to_string(), spec_hash: "h".into() };
+        assert_eq!(Owner::of(Some(&mark), ""), Owner::Other(String::new()));
+        assert_eq!(Owner::of(Some(&mark), "ai"), Owner::Other(String::new()));
+        assert!(describe_factory("").contains("unnamed"));
     }
 }

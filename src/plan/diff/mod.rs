@@ -11,7 +11,7 @@ pub mod virt;
 
 use std::collections::BTreeSet;
 
-use super::ownership::Owner;
+use super::ownership::{Owner, describe_factory};
 use super::{Action, Notice, NoticeKind, Options, PlanError};
 use crate::desired::{DesiredHost, ResourceId, ResourceKind};
 use crate::live::LiveHost;
@@ -56,8 +56,8 @@ impl Out {
                 self.error(
                     "fabrik::plan::other-factory",
                     id,
-                    format!("{what} `{}` on host `{}` belongs to factory `{factory}`", id.name, id.host),
-                    "two factories cannot manage one object: rename the resource in one of them",
+                    format!("{what} `{}` on host `{}` belongs to {}", id.name, id.host, describe_factory(&factory)),
+                    "two factories cannot manage one object: rename the resource in one of them (an object an unnamed factory made is handed over by hand, see docs/language.md)",
                 );
                 false
             }
@@ -70,7 +70,7 @@ impl Out {
         match owner {
             Owner::Ours => self.actions.push(delete(id)),
             Owner::Unmarked => self.notice(id, NoticeKind::Unmanaged, format!("{what} not made by fabrik")),
-            Owner::Other(f) => self.notice(id, NoticeKind::OtherFactory, format!("{what} of factory `{f}`")),
+            Owner::Other(f) => self.notice(id, NoticeKind::OtherFactory, format!("{what} of {}", describe_factory(&f))),
         }
     }
 }

@@ -51,7 +51,7 @@ pub static FILE: Shape = Shape {
         opt(
             "factory",
             Ty::Name,
-            "the factory's name, recorded on everything fabrik creates (default: the directory name)",
+            "the factory's name, recorded on everything fabrik creates; required by `plan` and `apply`",
         ),
         opt("hosts", Ty::Items { shape: &host::HOST, singular: "host" }, "KVM hosts"),
         opt(
@@ -124,6 +124,24 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
         templates: d.items(&o, "templates", workload::decode_template),
         vms: d.items(&o, "vms", workload::decode_vm),
     }
+}
+
+/// `fabrik::spec::missing-factory`, for commands that read or mark host objects: the
+/// name is what tells this factory's objects from every other's, so it is never guessed
+/// (a directory name changes with a checkout, and many factories live in `factory/`).
+pub fn missing_factory(spec: &Spec, first_file: crate::spec::source::FileId) -> Option<Diagnostic> {
+    if spec.factory.is_some() {
+        return None;
+    }
+    Some(
+        Diagnostic::error("fabrik::spec::missing-factory", "the factory has no `factory` name")
+            .at(Span { file: first_file, start: 0, end: 0 }, "add `factory: <name>` to this file")
+            .help(
+                "`plan` and `apply` mark every object they make with the factory's name, and never touch \
+                 one another factory marked; give the factory a name of its own in one file \
+                 (`factory: ai-factory`)",
+            ),
+    )
 }
 
 pub fn missing_version(at: Span, syntax: Syntax) -> Diagnostic {

@@ -60,9 +60,6 @@ pub struct Network {
     pub span: Span,
 }
 
-/// Linux interface names are at most 15 bytes (IFNAMSIZ 16, with the NUL).
-const IFNAME_MAX_LEN: usize = 15;
-
 pub static NETWORK: Shape = Shape {
     name: "network",
     doc: "A network VMs attach to.",
@@ -162,10 +159,7 @@ fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]
 }
 
 fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spanned<String>> {
-    let ok = !name.value.is_empty()
-        && name.value.len() <= IFNAME_MAX_LEN
-        && name.value.chars().all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
-    if ok {
+    if crate::desired::names::valid_ifname(&name.value) {
         return Some(name);
     }
     d.diags.push(
@@ -174,7 +168,7 @@ fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spa
             format!("`{}` is not a valid Linux interface name for `{key}`", name.value),
         )
         .at(name.span, "here")
-        .help("interface names are 1 to 15 characters, without spaces, `/` or `:`"),
+        .help("interface names are 1 to 15 bytes of printable ASCII, without spaces, `/` or `:`, and not `.` or `..`"),
     );
     None
 }

@@ -1,6 +1,7 @@
 //! Templates and VMs. A VM takes every workload key of its template and may override
 //! any of them; a VM without a template gives them itself.
 
+use crate::diag::Diagnostic;
 use crate::hw::GpuModel;
 use crate::spec::decode::{Decoder, Obj, Word};
 use crate::spec::shape::{Field, Shape, Ty, opt, req};
@@ -105,6 +106,8 @@ pub struct GpuRequest {
 pub struct NicRequest {
     pub network: Spanned<String>,
     pub model: Spanned<NicModel>,
+    /// A MAC given by hand, lowercase (`mac`); derived when absent.
+    pub mac: Option<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -116,6 +119,9 @@ pub struct Disk {
     pub size: Option<Spanned<ByteSize>>,
     pub pool: Option<Spanned<String>>,
     pub bus: Spanned<DiskBus>,
+    /// The volume's name, given by hand (`volume`): to keep a volume an older fabrik
+    /// named. Derived when absent (`crate::desired::names::volume`).
+    pub volume: Option<Spanned<String>>,
     /// The volume may be deleted with its VM. Off unless said: volumes may hold data.
     pub delete_with_vm: bool,
     #[serde(skip)]
@@ -224,6 +230,11 @@ pub static NIC_REQUEST: Shape = Shape {
     fields: &[
         req("network", Ty::Name, "network to attach to"),
         opt("model", Ty::Enum(NicModel::NAMES), "virtio (default) or sriov"),
+        opt(
+            "mac",
+            Ty::Str,
+            "the NIC's unicast MAC address, `xx:xx:xx:xx:xx:xx` (default: derived, unique in the factory, and kept for a VM that already runs)",
+        ),
     ],
 };
 
@@ -238,6 +249,11 @@ pub static DISK: Shape = Shape {
         opt("size", Ty::Size, "size (an image's disk may grow past the image)"),
         opt("pool", Ty::Name, "pool for the volume (default: the image's pool)"),
         opt("bus", Ty::Enum(DiskBus::NAMES), "virtio (default), scsi or sata"),
+        opt(
+            "volume",
+            Ty::Str,
+            "the volume's name in its pool (default: `<vm>-<disk>`, or `<vm>+<disk>` when the disk's name has a `-`); given to keep a volume an older fabrik named",
+        ),
         opt(
             "delete-with-vm",
             Ty::Bool,
@@ -297,7 +313,8 @@ fn decode_nic_request(d: &mut Decoder, n: &Node) -> Option<NicRequest> {
         Some(n) => d.word::<NicModel>(n, "model"),
         None => Some(Spanned::new(NicModel::Virtio, o.head)),
     };
-    Some(NicRequest { network: network?, model: model?, span: o.span })
+    let mac = o.get("mac").and_then(|n| d.string(n, "mac")).and_then(|m| check_mac(d, m));
+    Some(NicRequest { network: network?, model: model?, mac, span: o.span })
 }
 
 fn decode_disk(d: &mut Decoder, n: &Node) -> Option<Disk> {
@@ -310,12 +327,13 @@ fn decode_disk(d: &mut Decoder, n: &Node) -> Option<Disk> {
         Some(n) => d.word::<DiskBus>(n, "bus"),
         None => Some(Spanned::new(DiskBus::Virtio, o.head)),
     };
+    let volume = o.get("volume").and_then(|n| d.string(n, "volume")).and_then(|v| check_volume(d, v));
     let delete_with_vm = o.get("delete-with-vm").and_then(|n| d.bool(n, "delete-with-vm")).is_some_and(|b| b.value);
     if !o.has("image") {
         d.required_because(&o, "size", "for a disk without an image");
         d.required_because(&o, "pool", "for a disk without an image");
     }
-    Some(Disk { name: name?, image, size, pool, bus: bus?, delete_with_vm, span: o.span })
+    Some(Disk { name: name?, image, size, pool, bus: bus?, volume, delete_with_vm, span: o.span })
 }
 
 pub fn decode_template(d: &mut Decoder, n: &Node) -> Option<Template> {
@@ -364,4 +382,37 @@ impl Vm {
             Some(r) => (0..r.value).map(|i| format!("{}-{i}", self.name.value)).collect(),
         }
     }
+}
+
+/// A declared MAC: six hex octets, unicast (a multicast or broadcast address never
+/// reaches one NIC), not all zeros. Kept lowercase, as libvirt reports it.
+fn check_mac(d: &mut Decoder, mac: Spanned<String>) -> Option<Spanned<String>> {
+    if let Some(normal) = crate::desired::mac::parse(&mac.value) {
+        return Some(Spanned::new(normal, mac.span));
+    }
+    d.diags.push(
+        Diagnostic::error("fabrik::spec::bad-mac", format!("`{}` is not a unicast MAC address", mac.value))
+            .at(mac.span, "here")
+            .help("write six hex octets separated by `:` (`02:00:5e:10:00:01`); the first octet must be even (unicast), and not every octet zero"),
+    );
+    None
+}
+
+/// A volume name libvirt accepts in a directory pool: a file name (not `.` or `..`, no
+/// `/`), printable, at most 255 bytes.
+fn check_volume(d: &mut Decoder, v: Spanned<String>) -> Option<Spanned<String>> {
+    let ok = !v.value.is_empty()
+        && v.value.len() <= 255
+        && v.value != "."
+        && v.value != ".."
+        && v.value.chars().all(|c| c.is_ascii_graphic() && c != '/');
+    if ok {
+        return Some(v);
+    }
+    d.diags.push(
+        Diagnostic::error("fabrik::spec::bad-volume-name", format!("`{}` is not a volume name", v.value))
+            .at(v.span, "here")
+            .help("a volume name is 1 to 255 printable ASCII characters, without spaces or `/`, and not `.` or `..`"),
+    );
+    None
 }

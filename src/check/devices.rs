@@ -1,0 +1,144 @@
+//! `fabrik::isolation::shared-device`, `fabrik::isolation::device-is-nic`: every host
+//! device a network makes (its bridge, its VXLAN or VLAN uplink) is that network's
+//! alone. Two networks on one bridge are one layer-2 segment, whatever their tenants;
+//! a bridge named like a NIC would enslave or replace the host's own interface.
+//!
+//! A network is on its `hosts`; one without `hosts` may land on any host (its VMs' hosts
+//! are chosen at placement), so it is held apart from every other network.
+
+use std::collections::BTreeMap;
+
+use super::rules::Rule;
+use crate::desired::net::{DeviceRole, devices};
+use crate::diag::Diagnostic;
+use crate::spec::model::{Network, Spec};
+use crate::spec::source::Span;
+
+pub static RULES: &[Rule] = &[
+    Rule {
+        code: "fabrik::isolation::shared-device",
+        summary: "two networks resolve to one host device (bridge, VXLAN or VLAN uplink) on a host that may carry both",
+        protects: "two networks that are one layer-2 segment without anyone asking for it: a tenant network given another tenant's bridge, the management bridge or the storage bridge puts its VMs on that segment, and the second uplink is never created. Derived names never clash (a name cut to 15 bytes ends with a hash of the whole identity); this catches names given in `bridge`, and a given name equal to a derived one",
+        example: "networks:\n  - { name: mgmt, purpose: management, kind: bridge, bridge: br-mgmt, parent: mgmt0 }\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, bridge: br-mgmt }",
+        fix: "give each network its own `bridge`, or leave `bridge` out and let fabrik derive a unique one; networks that never share a host may reuse a name if both list their `hosts`",
+    },
+    Rule {
+        code: "fabrik::isolation::device-is-nic",
+        summary: "a network's bridge or uplink has the name of a NIC declared on a host that may carry the network",
+        protects: "a bridge created over, or in place of, one of the host's own interfaces: the NIC's traffic lands on a tenant's segment, or the host loses the link",
+        example: "hosts:\n  - { name: gpu01, uri: qemu:///system, nics: [{ name: fe0, kind: ethernet }] }\nnetworks:\n  - { name: acme-net, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, parent: fe0, bridge: fe0 }",
+        fix: "name the bridge differently from every NIC of the network's hosts (or leave `bridge` out)",
+    },
+];
+
+/// One device of one network, and where its name comes from in the files.
+struct Made<'a> {
+    net: &'a Network,
+    role: DeviceRole,
+    span: Span,
+}
+
+pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
+    let mut by_name: BTreeMap<String, Vec<Made<'_>>> = BTreeMap::new();
+    for n in &spec.networks {
+        for (name, role) in devices(n) {
+            let span = source(n, &role);
+            by_name.entry(name).or_default().push(Made { net: n, role, span });
+        }
+    }
+    for (name, made) in &by_name {
+        for (i, b) in made.iter().enumerate() {
+            // Report each later declaration once, against the first it clashes with.
+            let Some(a) = made[..i].iter().find(|a| clash(a, b) && !shared_hosts(spec, a.net, b.net).is_empty()) else {
+                continue;
+            };
+            let on = described(&shared_hosts(spec, a.net, b.net));
+            out.push(
+                Diagnostic::error(
+                    "fabrik::isolation::shared-device",
+                    format!(
+                        "networks `{}` and `{}` both make device `{name}` {on}",
+                        a.net.name.value, b.net.name.value
+                    ),
+                )
+                .at(b.span, format!("`{name}` again, {} of network `{}`", what(&b.role), b.net.name.value))
+                .also(a.span, format!("first here, {} of network `{}`", what(&a.role), a.net.name.value))
+                .help(format!(
+                    "give network `{}` its own `bridge`, or leave `bridge` out for a derived name that is unique",
+                    b.net.name.value
+                )),
+            );
+        }
+        for m in made {
+            nic_clash(spec, name, m, out);
+        }
+    }
+}
+
+/// Two declarations of one device clash unless both stand for the same VNI, or the same
+/// VLAN on the same parent: those are the duplicate-VNI and duplicate-VLAN rules' to
+/// report, and a `vlan` and an `sriov` network may share a VLAN on purpose.
+fn clash(a: &Made<'_>, b: &Made<'_>) -> bool {
+    match (&a.role, &b.role) {
+        (DeviceRole::Vxlan { vni: x }, DeviceRole::Vxlan { vni: y }) => x != y,
+        (DeviceRole::Vlan { parent: p, id: x }, DeviceRole::Vlan { parent: q, id: y }) => (p, x) != (q, y),
+        (DeviceRole::Bridge { .. } | DeviceRole::Vxlan { .. } | DeviceRole::Vlan { .. }, _) => true,
+    }
+}
+
+fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
+    // A VLAN uplink is a new device over its parent; its name is never the parent's.
+    for host in spec.hosts.iter().filter(|h| on_host(m.net, &h.name.value)) {
+        let Some(nic) = host.nics.iter().find(|nic| nic.name.value == name) else { continue };
+        out.push(
+            Diagnostic::error(
+                "fabrik::isolation::device-is-nic",
+                format!(
+                    "network `{}` makes device `{name}` on host `{}`, which has a NIC of that name",
+                    m.net.name.value, host.name.value
+                ),
+            )
+            .at(m.span, format!("{} of network `{}`", what(&m.role), m.net.name.value))
+            .also(nic.name.span, format!("NIC `{name}` of host `{}`", host.name.value))
+            .help("name the bridge differently from the hosts' NICs, or leave `bridge` out for a derived name"),
+        );
+        return; // one host is enough to show it
+    }
+}
+
+/// Where a device's name comes from: `bridge` when given, else the network's name (a
+/// derived bridge), its `vni` or its `parent`.
+fn source(n: &Network, role: &DeviceRole) -> Span {
+    let span = match role {
+        DeviceRole::Bridge { .. } => n.bridge.as_ref().map(|b| b.span),
+        DeviceRole::Vxlan { .. } => n.vni.as_ref().map(|v| v.span),
+        DeviceRole::Vlan { .. } => n.parent.as_ref().map(|p| p.span),
+    };
+    span.unwrap_or(n.name.span)
+}
+
+fn what(role: &DeviceRole) -> &'static str {
+    match role {
+        DeviceRole::Bridge { explicit: true } => "the bridge",
+        DeviceRole::Bridge { explicit: false } => "the derived bridge",
+        DeviceRole::Vxlan { .. } => "the VXLAN device",
+        DeviceRole::Vlan { .. } => "the VLAN uplink",
+    }
+}
+
+fn on_host(n: &Network, host: &str) -> bool {
+    n.hosts.is_empty() || n.hosts.iter().any(|h| h.value == host)
+}
+
+/// The declared hosts that may carry both networks.
+fn shared_hosts<'s>(spec: &'s Spec, a: &Network, b: &Network) -> Vec<&'s str> {
+    spec.hosts.iter().map(|h| h.name.value.as_str()).filter(|h| on_host(a, h) && on_host(b, h)).collect()
+}
+
+fn described(hosts: &[&str]) -> String {
+    match hosts {
+        [one] => format!("on host `{one}`"),
+        [first, rest @ ..] => format!("on hosts `{first}` and {} more", rest.len()),
+        [] => String::new(),
+    }
+}
