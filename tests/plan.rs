@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use fabrik::desired::{Desired, ResourceId};
-use fabrik::live::{LinkKind, LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
+use fabrik::live::{LinkKind, LiveDomain, RunningDefinition, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
 use fabrik::plan::ownership::CreatedVolume;
 use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan, converged};
 use fabrik::render;
@@ -71,6 +71,43 @@ fn autostart_is_applied_live() {
     let p = run(&d, &live);
     let a = only(&p, "vm:fe01/acme-login");
     assert_eq!((a.class, a.changes[0].field.as_str()), (Class::Live, "autostart"));
+}
+
+/// An apply stopped between the redefine and the restart of a `restart now` leaves the
+/// saved definition right and the guest on the old one: the plan reads both and restarts.
+#[test]
+fn a_guest_running_an_older_definition_than_its_saved_one_restarts() {
+    let d = desired();
+    let mut live = converged(&d);
+    let dom = domain(&mut live, "gpu02", "globex-embed");
+    let mut running = RunningDefinition::of(dom);
+    running.memory = ByteSize(dom.memory.bytes() / 2);
+    dom.running = Some(running.clone());
+    let p = run(&d, &live);
+    let a = only(&p, "vm:gpu02/globex-embed");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::RestartNow, "!"));
+    assert_eq!(a.changes[0].field, "running memory");
+    assert!(a.reason.contains("runs an older definition than its saved one (memory)"), "{}", a.reason);
+    assert_eq!(p.summary.vm_restarts, 1);
+    let host = d.hosts.iter().find(|h| h.name == "gpu02").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, host, None, a, std::time::Duration::from_secs(1)).unwrap();
+    let words: Vec<String> = steps.iter().map(|s| s.describe()).collect();
+    assert_eq!(
+        words,
+        [
+            "define domain `globex-embed`",
+            "shut down domain `globex-embed` (forced off after 1s)",
+            "start domain `globex-embed`"
+        ]
+    );
+    // Once the guest runs what is saved, nothing is left to do; a stopped VM has no
+    // running definition to be stale.
+    domain(&mut live, "gpu02", "globex-embed").running = Some(RunningDefinition::of(&running_as_saved(&d)));
+    assert!(!run(&d, &live).has_changes());
+}
+
+fn running_as_saved(d: &Desired) -> LiveDomain {
+    converged(d).into_iter().flat_map(|h| h.domains).find(|x| x.name == "globex-embed").unwrap()
 }
 
 /// The desired state with one VM's memory doubled.
@@ -235,6 +272,7 @@ fn hand_made(name: &str) -> LiveDomain {
         disks: Vec::new(),
         owner: None,
         xml,
+        running: None,
     }
 }
 

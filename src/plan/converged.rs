@@ -42,6 +42,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     disks: Vec::new(),
                     owner: owner::parse_xml(&xml),
                     xml,
+                    running: None,
                 });
             }
             for n in &h.networks {

@@ -329,6 +329,7 @@ fn restored(d: LiveDomain) -> Result<LiveDomain> {
     for (iface, read) in live.interfaces.iter_mut().zip(&d.interfaces) {
         iface.target = read.target.clone();
     }
+    live.running = d.running;
     Ok(live)
 }
 
