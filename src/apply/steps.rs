@@ -4,8 +4,8 @@
 //! that host become a list of [`Step`]s; nothing here touches a host. The executor runs
 //! an action's steps one after the other and stops at the first that fails, so every
 //! list is ordered to leave the host in a state a re-plan understands: a domain is
-//! defined before it starts, shut down before it is undefined, a volume recorded only
-//! once it exists.
+//! defined before it starts, shut down before it is undefined, a volume recorded as
+//! fabrik's before it is made (docs/apply.md lists every such pair and what a rerun does).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -421,7 +421,16 @@ fn pool(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
             Step::StartPool { name: name.clone() },
             Step::PoolAutostart { name, on: true },
         ]),
-        Op::Update => Ok(vec![Step::StartPool { name }]),
+        Op::Update => {
+            let mut out = Vec::new();
+            if changed(action, "active") {
+                out.push(Step::StartPool { name: name.clone() });
+            }
+            if changed(action, "autostart") {
+                out.push(Step::PoolAutostart { name, on: true });
+            }
+            Ok(out)
+        }
         Op::Replace | Op::Delete => Err(StepError(format!("fabrik never replaces or deletes a pool (`{id}`)"))),
     }
 }
@@ -453,7 +462,10 @@ fn volume(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
                 }
                 None => Step::CreateVolume { pool, name, xml },
             };
-            Ok(vec![make, Step::RecordVolume { id: id.clone(), deletable: vol.deletable }])
+            // Recorded before it is made: an apply killed in between leaves a record of a
+            // volume that is not there (the next plan creates it, recording it again),
+            // never a volume fabrik made but forgot, which it could never delete.
+            Ok(vec![Step::RecordVolume { id: id.clone(), deletable: vol.deletable }, make])
         }
         Op::Update => match vol.capacity {
             Some(capacity) => Ok(vec![Step::ResizeVolume { pool, name, capacity }]),

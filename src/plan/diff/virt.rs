@@ -315,12 +315,22 @@ pub fn storage(host: &DesiredHost, live: &LiveHost, created: &Created, out: &mut
             continue;
         }
         out.present.insert(id.clone());
+        // An apply stopped between a pool's start and its autostart leaves it running
+        // but not started with the host: both are compared.
+        let mut changes = Vec::new();
         if !l.active {
-            out.actions.push(Action::update(
-                id.clone(),
-                vec![Change::new("active", false, true, Class::Live)],
-                "start",
-            ));
+            changes.push(Change::new("active", false, true, Class::Live));
+        }
+        if !l.autostart {
+            changes.push(Change::new("autostart", false, true, Class::Live));
+        }
+        if !changes.is_empty() {
+            let reason = changes
+                .iter()
+                .map(|c| if c.field == "active" { "start" } else { "autostart on" })
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.actions.push(Action::update(id.clone(), changes, reason));
         }
     }
     for vol in &host.volumes {
