@@ -159,6 +159,51 @@ fn link_mtu_and_hugepages_are_applied_live() {
     assert_eq!((pages.class, pages.changes[0].from.as_deref()), (Class::Live, Some("10")));
 }
 
+fn pub0(live: &mut [LiveHost]) -> &mut fabrik::live::LiveLink {
+    host(live, "fe01").links.iter_mut().find(|l| l.name == "pub0").unwrap()
+}
+
+/// A bridge network's parent NIC is its bridge's port: taken out by hand, it is drift
+/// that apply repairs by making it the port again; a NIC the host lacks, or one another
+/// bridge holds, stops the plan.
+#[test]
+fn a_bridge_uplink_taken_out_of_its_bridge_is_drift() {
+    let d = desired();
+    let mut live = converged(&d);
+    assert_eq!(pub0(&mut live).master.as_deref(), Some("br-public"), "converged: the NIC is the bridge's port");
+    pub0(&mut live).master = None;
+    let p = run(&d, &live);
+    let a = only(&p, "link:fe01/br-public");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::Live, "~"));
+    assert_eq!(
+        (a.changes[0].field.as_str(), a.changes[0].from.as_deref(), a.changes[0].to.as_deref()),
+        ("uplink", Some("none"), Some("pub0"))
+    );
+    assert!(a.reason.contains("NIC `pub0` is not a port of the bridge"), "{}", a.reason);
+    let fe01 = d.hosts.iter().find(|h| h.name == "fe01").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, fe01, None, a, std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        steps,
+        [fabrik::apply::steps::Step::SetLink {
+            name: "pub0".into(),
+            mtu: None,
+            up: None,
+            master: Some(Some("br-public".into()))
+        }]
+    );
+
+    pub0(&mut live).master = Some("br-hand".into());
+    let p = run(&d, &live);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!(p.errors[0].code, "fabrik::plan::uplink-taken");
+    assert!(p.errors[0].message.contains("is a port of `br-hand`"), "{}", p.errors[0].message);
+
+    host(&mut live, "fe01").links.retain(|l| l.name != "pub0");
+    let p = run(&d, &live);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!((p.errors[0].code.as_str(), p.errors[0].id.to_string()), ("fabrik::plan::missing-nic", "link:fe01/br-public".into()));
+}
+
 #[test]
 fn a_link_of_another_kind_is_replaced() {
     let d = desired();

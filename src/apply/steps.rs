@@ -492,11 +492,19 @@ fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Act
     };
     // The kernel makes links down; fabrik's are up.
     let up = Step::SetLink { name: name.clone(), mtu: None, up: Some(true), master: None };
+    // A bridge network's parent NIC becomes the bridge's port.
+    let uplink = |nic: &String| Step::SetLink { name: nic.clone(), mtu: None, up: None, master: Some(Some(name.clone())) };
     match action.op {
-        Op::Create => Ok(vec![Step::CreateLink(spec), up]),
-        Op::Replace => Ok(vec![Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]),
+        Op::Create => Ok([Step::CreateLink(spec), up].into_iter().chain(link.uplink.iter().map(uplink)).collect()),
+        Op::Replace => Ok([Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]
+            .into_iter()
+            .chain(link.uplink.iter().map(uplink))
+            .collect()),
         Op::Update => {
             let mut out = Vec::new();
+            if changed(action, "uplink") {
+                out.extend(link.uplink.iter().map(uplink));
+            }
             let (mtu, master, up) = (changed(action, "mtu"), changed(action, "master"), changed(action, "up"));
             if mtu || master || up {
                 out.push(Step::SetLink {

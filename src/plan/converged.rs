@@ -107,6 +107,22 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     sriov_vfs: Some(v.count),
                 });
             }
+            // A bridge network's parent NIC: the bridge's port.
+            for l in &h.links {
+                let Some(nic) = &l.uplink else { continue };
+                match live.links.iter_mut().find(|x| &x.name == nic) {
+                    Some(x) => x.master = Some(l.name.clone()),
+                    None => live.links.push(LiveLink {
+                        name: nic.clone(),
+                        kind: crate::live::LinkKind::Other { kind: "device".into() },
+                        mtu: 1500,
+                        up: true,
+                        master: Some(l.name.clone()),
+                        alias: None,
+                        sriov_vfs: None,
+                    }),
+                }
+            }
             for p in &h.hugepages {
                 live.hugepages.push(LiveHugepages { numa_node: p.numa_node, size: p.size, total: p.count, free: 0 });
             }

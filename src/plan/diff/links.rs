@@ -116,11 +116,24 @@ fn tunnel_words(kind: &LinkKind) -> String {
 
 pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     for link in &host.links {
-        let DesiredLink { id, name, kind, mtu, master } = link;
+        let DesiredLink { id, name, kind, mtu, master, uplink } = link;
+        let uplink_master = match uplink {
+            Some(nic) => match uplink_state(host, live, id, name, nic, factory) {
+                Ok(m) => Some((nic, m)),
+                Err((code, message, help)) => {
+                    out.error(code, id, message, help);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let Some(l) = live.links.iter().find(|l| &l.name == name) else {
             let mut reason = format!("create {}", kind_word(kind));
             if let Some(m) = master {
                 reason.push_str(&format!(" as a port of `{m}`"));
+            }
+            if let Some(nic) = uplink {
+                reason.push_str(&format!(" with NIC `{nic}` as its uplink port"));
             }
             if let Some(m) = mtu {
                 reason.push_str(&format!(", MTU {m}"));
@@ -170,10 +183,19 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         if !l.up {
             changes.push(Change::new("up", false, true, Class::Live));
         }
+        let mut uplink_reason = None;
+        if let Some((nic, have)) = uplink_master
+            && have.as_deref() != Some(name.as_str())
+        {
+            changes.push(Change::new("uplink", have.as_deref().unwrap_or("none"), nic, Class::Live));
+            uplink_reason = Some(format!("NIC `{nic}` is not a port of the bridge: made its uplink port"));
+        }
         let mut reasons: Vec<String> = changes
             .iter()
+            .filter(|c| c.field != "uplink")
             .map(|c| format!("{} {} → {}", c.field, c.from.as_deref().unwrap_or("-"), c.to.as_deref().unwrap_or("-")))
             .collect();
+        reasons.extend(uplink_reason);
         if let Tunnel::Remotes { add, remove, change } = tunnel {
             let mut parts = Vec::new();
             if !add.is_empty() {
@@ -196,6 +218,42 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
             Action::new(id, Op::Delete, Class::Live, "no longer desired: deleted")
         });
     }
+}
+
+/// The bridge a bridge network's uplink NIC is a port of now, or why it cannot be made
+/// the port of `bridge`: the host has no such NIC, or another bridge holds it that this
+/// plan keeps (a NIC has one master; fabrik never takes one from a bridge it keeps, or
+/// from one it does not own). A bridge of fabrik's that the plan deletes lets it go.
+fn uplink_state(
+    host: &DesiredHost,
+    live: &LiveHost,
+    id: &ResourceId,
+    bridge: &str,
+    nic: &str,
+    factory: &str,
+) -> Result<Option<String>, (&'static str, String, &'static str)> {
+    let Some(l) = live.links.iter().find(|l| l.name == nic) else {
+        return Err((
+            "fabrik::plan::missing-nic",
+            format!("NIC `{nic}` is the uplink of bridge `{bridge}` on host `{}`, but the host has no such link", id.host),
+            "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
+        ));
+    };
+    let Some(other) = l.master.as_deref().filter(|m| *m != bridge) else { return Ok(l.master.clone()) };
+    let kept = host.links.iter().any(|d| d.name == other);
+    let ours = live
+        .links
+        .iter()
+        .find(|m| m.name == other)
+        .is_some_and(|m| Owner::of_link(m.alias.as_deref(), factory) == Owner::Ours);
+    if kept || !ours {
+        return Err((
+            "fabrik::plan::uplink-taken",
+            format!("NIC `{nic}`, the uplink of bridge `{bridge}` on host `{}`, is a port of `{other}`", id.host),
+            "a NIC is the port of one bridge: give the networks different parents, or take the NIC out of the other bridge",
+        ));
+    }
+    Ok(l.master.clone())
 }
 
 /// SR-IOV VF counts. The kernel changes a count only from or to 0: going from some VFs
