@@ -92,3 +92,62 @@ fn a_restart_killed_after_its_redefine_is_finished_by_the_next_apply() {
     assert_eq!(running_memory_kib(&view, &vm), 96 * 1024, "the guest runs the declared memory");
     run::assert_converged(&path);
 }
+
+/// The bridge network the uplink test adds: its bridge, and its parent NIC (a veth in the
+/// host's namespace, as a physical NIC would be there).
+const UPLINK_BRIDGE: &str = "br-up";
+const UPLINK_NIC: &str = "up0";
+
+/// The one-host factory with a bridge network `uplinked` whose parent is `up0`.
+fn with_uplink(f: &factory::Factory) -> String {
+    let yaml = f.yaml();
+    let nic = "    nics:\n      - { name: eth0,";
+    assert!(yaml.contains(nic), "the factory declares eth0:\n{yaml}");
+    let yaml = yaml.replacen(nic, &format!("    nics:\n      - {{ name: {UPLINK_NIC}, kind: ethernet }}\n      - {{ name: eth0,"), 1);
+    let hosts: Vec<&str> = f.hosts.iter().map(|h| h.name.as_str()).collect();
+    yaml.replacen(
+        "\nnetworks:\n",
+        &format!(
+            "\nnetworks:\n  - {{ name: uplinked, purpose: public, kind: bridge, shared: true, bridge: {UPLINK_BRIDGE}, parent: {UPLINK_NIC}, hosts: [{}] }}\n",
+            hosts.join(", ")
+        ),
+        1,
+    )
+}
+
+/// A bridge network's parent NIC is its bridge's port after apply; taken out of the
+/// bridge by hand (`ip link set up0 nomaster`), it shows as drift and apply repairs it.
+#[test]
+fn a_bridge_networks_parent_nic_is_its_port_and_its_removal_is_drift() {
+    let Some(tb) = Testbed::start("truplink", &["h1"]) else { return };
+    let h1 = tb.host("h1");
+    testbed::in_host(h1, &["ip", "link", "add", UPLINK_NIC, "type", "veth", "peer", "name", "up0peer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory::one_host("truplink", h1, 1);
+    std::fs::write(dir.path().join("factory.yaml"), with_uplink(&f)).unwrap();
+    let path = dir.path().to_path_buf();
+    run::validate(&path);
+    let plan = run::plan(&path);
+    let id = format!("link:h1/{UPLINK_BRIDGE}");
+    let a = plan.action(&id).unwrap_or_else(|| panic!("{id} is planned:\n{}", plan.lines().join("\n")));
+    assert!(a["reason"].as_str().unwrap().contains("with NIC `up0` as its uplink port"), "{a:#}");
+
+    apply_ok("first apply", &path);
+    let view = HostView::of(h1);
+    assert!(view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()), "up0 is a port of br-up: {:?}", view.ports(UPLINK_BRIDGE));
+    run::assert_converged(&path);
+
+    testbed::in_host(h1, &["ip", "link", "set", UPLINK_NIC, "nomaster"]);
+    assert!(!view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()));
+    let plan = run::plan(&path);
+    assert_eq!(plan.code, 2, "the detached uplink is drift:\n{}\n{}", plan.lines().join("\n"), plan.stderr);
+    assert_eq!(plan.actions().len(), 1, "{}", plan.lines().join("\n"));
+    let a = plan.action(&id).unwrap_or_else(|| panic!("{id} is planned:\n{}", plan.lines().join("\n")));
+    say(&format!("plan after `ip link set {UPLINK_NIC} nomaster`: {} {}", a["symbol"], a["reason"]));
+    assert_eq!((a["op"].as_str(), a["class"].as_str()), (Some("update"), Some("live")), "{a:#}");
+    assert_eq!(a["changes"][0]["field"], "uplink", "{a:#}");
+
+    apply_ok("repair", &path);
+    assert!(view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()), "up0 is a port again");
+    run::assert_converged(&path);
+}
