@@ -159,6 +159,38 @@ fn link_mtu_and_hugepages_are_applied_live() {
     assert_eq!((pages.class, pages.changes[0].from.as_deref()), (Class::Live, Some("10")));
 }
 
+/// A VM that ran on one host and is now declared on another is one `-/+` line on the new
+/// host, naming the old copy, counted as a VM restart; the new copy is created without
+/// touching the old host (apply stops the old copy first, as a job of its own).
+#[test]
+fn a_vm_moved_between_hosts_is_one_disruptive_line() {
+    let d = desired();
+    let mut live = converged(&d);
+    let fe01 = host(&mut live, "fe01");
+    let i = fe01.domains.iter().position(|x| x.name == "acme-login").unwrap();
+    let old = fe01.domains.remove(i);
+    host(&mut live, "gpu01").domains.push(old);
+    let p = run(&d, &live);
+    assert_eq!(p.actions.len(), 1, "{}", plan::output::human(&p, Default::default()));
+    let a = only(&p, "vm:fe01/acme-login");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
+    assert_eq!(a.moved_from, Some(id("vm:gpu01/acme-login")));
+    assert_eq!((a.changes[0].from.as_deref(), a.changes[0].to.as_deref()), (Some("gpu01"), Some("fe01")));
+    assert!(
+        a.reason.starts_with("moves from host `gpu01` to `fe01`: the copy on `gpu01` is shut down"),
+        "{}",
+        a.reason
+    );
+    assert_eq!((p.summary.add, p.summary.destroy, p.summary.vm_restarts), (1, 1, 1));
+    let fe01 = d.hosts.iter().find(|h| h.name == "fe01").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, fe01, None, a, std::time::Duration::from_secs(1)).unwrap();
+    let words: Vec<String> = steps.iter().map(|s| s.describe()).collect();
+    assert_eq!(
+        words,
+        ["define domain `acme-login`", "set autostart of domain `acme-login` on", "start domain `acme-login`"]
+    );
+}
+
 fn pub0(live: &mut [LiveHost]) -> &mut fabrik::live::LiveLink {
     host(live, "fe01").links.iter_mut().find(|l| l.name == "pub0").unwrap()
 }

@@ -151,3 +151,68 @@ fn a_bridge_networks_parent_nic_is_its_port_and_its_removal_is_drift() {
     assert!(view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()), "up0 is a port again");
     run::assert_converged(&path);
 }
+
+/// A VM moved from h1 to h2 is one `-/+` line counted as a VM restart, and through the
+/// apply its QEMU never runs on both hosts at once: the QEMU processes of both hosts are
+/// sampled every few milliseconds while it runs.
+#[test]
+fn a_vm_moved_between_hosts_never_runs_twice() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(tb) = Testbed::start("trmove", &["h1", "h2"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = factory::one_host("trmove", tb.host("h1"), 1);
+    f.hosts = tb.hosts.clone();
+    f.vms[0].disk = Some(factory::Disk::Kept);
+    let vm = f.vms[0].name.clone();
+    let path = write(&f, dir.path());
+    apply_ok("first apply", &path);
+    assert!(HostView::of(tb.host("h1")).qemu_pid(&vm).is_some());
+
+    f.vms[0].host = "h2".into();
+    write(&f, dir.path());
+    let plan = run::plan(&path);
+    let vm_lines: Vec<&serde_json::Value> =
+        plan.actions().iter().filter(|a| a["id"].as_str().is_some_and(|id| id.starts_with("vm:"))).collect();
+    assert_eq!(vm_lines.len(), 1, "one line for the move:\n{}", plan.lines().join("\n"));
+    let a = vm_lines[0];
+    say(&format!("plan of the move: {} {} {}", a["symbol"], a["id"], a["reason"]));
+    assert_eq!((a["id"].as_str(), a["op"].as_str(), a["symbol"].as_str()), (Some(&*format!("vm:h2/{vm}")), Some("replace"), Some("-/+")));
+    assert_eq!(a["moved_from"], format!("vm:h1/{vm}"));
+    let reason = a["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("`{}` kept", f.vms[0].volume().map(|v| format!("{}/{v}", factory::POOL)).unwrap())), "{reason}");
+    assert_eq!(plan.json["summary"]["vm_restarts"], 1, "the move counts as a VM restart: {:#}", plan.json["summary"]);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (done, hosts, vm) = (done.clone(), tb.hosts.clone(), vm.clone());
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                let pids: Vec<Option<u32>> = hosts.iter().map(|h| HostView::of(h).qemu_pid(&vm)).collect();
+                samples.push(pids);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            samples
+        })
+    };
+    apply_ok("apply of the move", &path);
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
+    let both = samples.iter().filter(|s| s.iter().all(Option::is_some)).count();
+    let on = |h: usize| samples.iter().filter(|s| s[h].is_some()).count();
+    say(&format!(
+        "{} samples through the apply: on h1 in {}, on h2 in {}, on both in {both}",
+        samples.len(),
+        on(0),
+        on(1)
+    ));
+    assert!(samples.len() >= 10, "too few samples to tell: {}", samples.len());
+    assert_eq!(both, 0, "two copies ran at once");
+    assert!(HostView::of(tb.host("h1")).qemu_pid(&vm).is_none(), "the old copy is gone");
+    assert!(HostView::of(tb.host("h2")).qemu_pid(&vm).is_some(), "the new copy runs");
+    let old_volumes = HostView::of(tb.host("h1")).volumes(factory::POOL);
+    assert!(old_volumes.contains(&f.vms[0].volume().unwrap()), "the old volume is kept: {old_volumes:?}");
+    run::assert_converged(&path);
+}

@@ -331,7 +331,8 @@ fn vm(
     let mut out = Vec::new();
     match action.op {
         Op::Create | Op::Replace => {
-            if action.op == Op::Replace {
+            // A moved VM's old copy is on another host, shut down by a job of its own.
+            if action.op == Op::Replace && action.moved_from.is_none() {
                 out.push(Step::ShutdownDomain { name: name.clone(), timeout });
                 out.push(Step::UndefineDomain { name: name.clone() });
             }
