@@ -334,8 +334,16 @@ fn flood_exists(vxlan: &str, remote: IpAddr) -> DriverError {
 
 /// The kernel's `dev_valid_name`.
 fn check_name(what: &str, name: &str) -> Result<()> {
+    // The kernel's netlink policy for IFLA_IFNAME refuses a long name before anything
+    // looks at it, with ERANGE.
+    if name.len() > NAME_BYTES_MAX {
+        return Err(error(
+            ErrorKind::Refused,
+            "ERANGE",
+            format!("{what}: `{name}` is longer than {NAME_BYTES_MAX} bytes: attribute failed policy validation"),
+        ));
+    }
     let valid = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
         && name != "."
         && name != ".."
         && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
