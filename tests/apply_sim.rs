@@ -199,3 +199,39 @@ fn sigterm_finishes_the_running_actions_skips_the_rest_and_a_rerun_converges() {
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
     assert_eq!(plan(state.path()).status.code(), Some(0));
 }
+
+/// A VM is never started on a network whose uplink could not be made: on gpu01's twin a
+/// VXLAN device that fabrik did not make already holds VNI 10001, so `vx10001` fails
+/// (EEXIST, as the kernel says); acme's network there and every VM on it are skipped,
+/// and the rest of the factory is applied.
+#[test]
+fn a_vm_whose_network_uplink_failed_is_not_started() {
+    use fabrik::driver::{LinkSpec, Links};
+    let state = tempfile::tempdir().unwrap();
+    plan(state.path());
+    let links_path = state.path().join("gpu01/links.json");
+    let mut links = fabrik::driver::sim_links::SimLinks::load(&links_path).unwrap();
+    let squatter = fabrik::live::LinkKind::Vxlan { vni: 10001, local: None, port: 4789, parent: None, remotes: Vec::new() };
+    links
+        .create_link(&LinkSpec { name: "squat0".into(), kind: squatter, mtu: None, master: None, alias: None })
+        .unwrap();
+    links.save(&links_path).unwrap();
+
+    let o = fabrik(&["apply", "--sim", "--yes", "--format", "json", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let events = events(&o);
+    let of = |kind: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["event"] == kind).collect() };
+    let failed: Vec<&str> = of("failed").iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["link:gpu01/vx10001"], "{}", text(&o));
+    let skipped: Vec<(&str, &str)> =
+        of("skipped").iter().map(|e| (e["id"].as_str().unwrap(), e["reason"].as_str().unwrap())).collect();
+    assert!(skipped.contains(&("net:gpu01/acme-net", "needs `link:gpu01/vx10001`, which failed")), "{skipped:#?}");
+    let vms: Vec<&str> = skipped.iter().map(|(id, _)| *id).filter(|id| id.starts_with("vm:gpu01/acme-")).collect();
+    assert!(!vms.is_empty(), "acme's VMs on gpu01 are skipped: {skipped:#?}");
+    for e in of("start") {
+        let id = e["id"].as_str().unwrap();
+        assert!(!vms.contains(&id), "{id} was started:\n{}", text(&o));
+    }
+    // Elsewhere the factory was applied.
+    assert!(of("done").iter().any(|e| e["id"].as_str().unwrap().starts_with("vm:gpu02/")), "{}", text(&o));
+}
