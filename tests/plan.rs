@@ -191,6 +191,29 @@ fn a_vm_moved_between_hosts_is_one_disruptive_line() {
     );
 }
 
+/// An InfiniBand partition on a NIC the host reports as Ethernet, or on a NIC the host
+/// does not have, stops the plan: apply would otherwise hand out Ethernet VFs, or fail.
+#[test]
+fn an_infiniband_partition_needs_an_infiniband_nic() {
+    let d = desired();
+    let (h, net) = d
+        .hosts
+        .iter()
+        .find_map(|h| {
+            h.networks.iter().find(|n| n.kind == fabrik::spec::model::NetKind::IbPartition).map(|n| (h.name.clone(), n.clone()))
+        })
+        .expect("the example has an InfiniBand partition");
+    let pf = net.pf.clone().unwrap();
+    let mut live = converged(&d);
+    assert!(!run(&d, &live).has_errors());
+    host(&mut live, &h).links.iter_mut().find(|l| l.name == pf).unwrap().kind = LinkKind::Other { kind: "ether".into() };
+    let p = run(&d, &live);
+    let errors: Vec<_> = p.errors.iter().filter(|e| e.id == net.id).collect();
+    assert_eq!(errors.len(), 1, "{:#?}", p.errors);
+    assert_eq!(errors[0].code, "fabrik::plan::wrong-nic-kind");
+    assert!(errors[0].message.contains(&format!("`{pf}` on host `{h}` is a `ether` link")), "{}", errors[0].message);
+}
+
 fn pub0(live: &mut [LiveHost]) -> &mut fabrik::live::LiveLink {
     host(live, "fe01").links.iter_mut().find(|l| l.name == "pub0").unwrap()
 }

@@ -8,7 +8,8 @@ use crate::live::{
 };
 use crate::plan::ownership::link_alias;
 use crate::render;
-use crate::spec::model::Power;
+use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
+use crate::spec::model::{NetKind, Power};
 use crate::spec::types::ByteSize;
 
 /// Live hosts that already run exactly the desired state: every object present, marked
@@ -97,9 +98,12 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                 });
             }
             for v in &h.vfs {
+                // The NIC of an InfiniBand partition is an InfiniBand one.
+                let infiniband = h.networks.iter().any(|n| n.kind == NetKind::IbPartition && n.pf.as_ref() == Some(&v.nic));
+                let layer = if infiniband { NIC_LAYER_INFINIBAND } else { NIC_LAYER_ETHERNET };
                 live.links.push(LiveLink {
                     name: v.nic.clone(),
-                    kind: crate::live::LinkKind::Other { kind: "device".into() },
+                    kind: crate::live::LinkKind::Other { kind: layer.into() },
                     mtu: 1500,
                     up: true,
                     master: None,

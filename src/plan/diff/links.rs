@@ -4,7 +4,11 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::Out;
-use crate::desired::{DesiredHost, DesiredHugepages, DesiredLink, DesiredVfs, ResourceId, ResourceKind};
+use crate::desired::{
+    DesiredHost, DesiredHugepages, DesiredLink, DesiredNetwork, DesiredVfs, ResourceId, ResourceKind,
+};
+use crate::live::link::NIC_LAYER_INFINIBAND;
+use crate::spec::model::NetKind;
 use crate::live::{LinkKind, LiveHost};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Op};
@@ -254,6 +258,52 @@ fn uplink_state(
         ));
     }
     Ok(l.master.clone())
+}
+
+/// The physical functions of SR-IOV and InfiniBand-partition networks, as the host
+/// reports them: one the host lacks, or an InfiniBand partition on a NIC whose link layer
+/// is not InfiniBand (the kernel would hand Ethernet VFs to the VMs, with no partition
+/// key), stops the plan instead of failing, or silently misbehaving, in apply. A NIC
+/// with `sriov-vfs` is reported missing by [`vfs`] already.
+pub fn network_nics(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    for net in &host.networks {
+        let DesiredNetwork { id, name, kind, tenant: _, bridge: _, pf, vlan: _, mtu: _ } = net;
+        let Some(pf) = pf else { continue };
+        let Some(l) = live.links.iter().find(|l| &l.name == pf) else {
+            if !host.vfs.iter().any(|v| &v.nic == pf) {
+                out.error(
+                    "fabrik::plan::missing-nic",
+                    id,
+                    format!("NIC `{pf}`, the physical function of {kind} network `{name}`, is not on host `{}`", id.host),
+                    "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
+                );
+            }
+            continue;
+        };
+        let layer = match &l.kind {
+            LinkKind::Other { kind } => kind.as_str(),
+            LinkKind::Bridge
+            | LinkKind::Vxlan { .. }
+            | LinkKind::Vlan { .. }
+            | LinkKind::Veth { .. }
+            | LinkKind::Macvlan { .. } => "virtual",
+        };
+        let needs_infiniband = match kind {
+            NetKind::IbPartition => true,
+            NetKind::Sriov | NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => false,
+        };
+        if needs_infiniband && layer != NIC_LAYER_INFINIBAND {
+            out.error(
+                "fabrik::plan::wrong-nic-kind",
+                id,
+                format!(
+                    "{kind} network `{name}` needs an InfiniBand NIC, but `{pf}` on host `{}` is a `{layer}` link",
+                    id.host
+                ),
+                "give the partition an InfiniBand NIC as `parent`, or make the network `kind: sriov`",
+            );
+        }
+    }
 }
 
 /// SR-IOV VF counts. The kernel changes a count only from or to 0: going from some VFs
