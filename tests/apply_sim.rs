@@ -211,7 +211,8 @@ fn a_vm_whose_network_uplink_failed_is_not_started() {
     plan(state.path());
     let links_path = state.path().join("gpu01/links.json");
     let mut links = fabrik::driver::sim_links::SimLinks::load(&links_path).unwrap();
-    let squatter = fabrik::live::LinkKind::Vxlan { vni: 10001, local: None, port: 4789, parent: None, remotes: Vec::new() };
+    let squatter =
+        fabrik::live::LinkKind::Vxlan { vni: 10001, local: None, port: 4789, parent: None, remotes: Vec::new() };
     links
         .create_link(&LinkSpec { name: "squat0".into(), kind: squatter, mtu: None, master: None, alias: None })
         .unwrap();

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use fabrik::desired::{Desired, ResourceId};
-use fabrik::live::{LinkKind, LiveDomain, RunningDefinition, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
+use fabrik::live::{
+    LinkKind, LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState, RunningDefinition,
+};
 use fabrik::plan::ownership::CreatedVolume;
 use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan, converged};
 use fabrik::render;
@@ -200,13 +202,17 @@ fn an_infiniband_partition_needs_an_infiniband_nic() {
         .hosts
         .iter()
         .find_map(|h| {
-            h.networks.iter().find(|n| n.kind == fabrik::spec::model::NetKind::IbPartition).map(|n| (h.name.clone(), n.clone()))
+            h.networks
+                .iter()
+                .find(|n| n.kind == fabrik::spec::model::NetKind::IbPartition)
+                .map(|n| (h.name.clone(), n.clone()))
         })
         .expect("the example has an InfiniBand partition");
     let pf = net.pf.clone().unwrap();
     let mut live = converged(&d);
     assert!(!run(&d, &live).has_errors());
-    host(&mut live, &h).links.iter_mut().find(|l| l.name == pf).unwrap().kind = LinkKind::Other { kind: "ether".into() };
+    host(&mut live, &h).links.iter_mut().find(|l| l.name == pf).unwrap().kind =
+        LinkKind::Other { kind: "ether".into() };
     let p = run(&d, &live);
     let errors: Vec<_> = p.errors.iter().filter(|e| e.id == net.id).collect();
     assert_eq!(errors.len(), 1, "{:#?}", p.errors);
@@ -256,7 +262,10 @@ fn a_bridge_uplink_taken_out_of_its_bridge_is_drift() {
     host(&mut live, "fe01").links.retain(|l| l.name != "pub0");
     let p = run(&d, &live);
     assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
-    assert_eq!((p.errors[0].code.as_str(), p.errors[0].id.to_string()), ("fabrik::plan::missing-nic", "link:fe01/br-public".into()));
+    assert_eq!(
+        (p.errors[0].code.as_str(), p.errors[0].id.to_string()),
+        ("fabrik::plan::missing-nic", "link:fe01/br-public".into())
+    );
 }
 
 #[test]

@@ -82,7 +82,10 @@ fn a_restart_killed_after_its_redefine_is_finished_by_the_next_apply() {
     assert_eq!(plan.code, 2, "the pending restart is a change:\n{}", plan.stderr);
     let a = plan.action(&id).unwrap_or_else(|| panic!("{id} is planned:\n{}", plan.lines().join("\n")));
     say(&format!("plan after the kill: {} {}", a["symbol"], a["reason"]));
-    assert_eq!((a["op"].as_str(), a["class"].as_str(), a["symbol"].as_str()), (Some("update"), Some("restart-now"), Some("!")));
+    assert_eq!(
+        (a["op"].as_str(), a["class"].as_str(), a["symbol"].as_str()),
+        (Some("update"), Some("restart-now"), Some("!"))
+    );
     assert!(a["changes"].as_array().unwrap().iter().any(|c| c["field"] == "running memory"), "{a:#}");
     assert_eq!(plan.json["summary"]["vm_restarts"], 1, "{:#}", plan.json["summary"]);
 
@@ -103,7 +106,11 @@ fn with_uplink(f: &factory::Factory) -> String {
     let yaml = f.yaml();
     let nic = "    nics:\n      - { name: eth0,";
     assert!(yaml.contains(nic), "the factory declares eth0:\n{yaml}");
-    let yaml = yaml.replacen(nic, &format!("    nics:\n      - {{ name: {UPLINK_NIC}, kind: ethernet }}\n      - {{ name: eth0,"), 1);
+    let yaml = yaml.replacen(
+        nic,
+        &format!("    nics:\n      - {{ name: {UPLINK_NIC}, kind: ethernet }}\n      - {{ name: eth0,"),
+        1,
+    );
     let hosts: Vec<&str> = f.hosts.iter().map(|h| h.name.as_str()).collect();
     yaml.replacen(
         "\nnetworks:\n",
@@ -134,7 +141,11 @@ fn a_bridge_networks_parent_nic_is_its_port_and_its_removal_is_drift() {
 
     apply_ok("first apply", &path);
     let view = HostView::of(h1);
-    assert!(view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()), "up0 is a port of br-up: {:?}", view.ports(UPLINK_BRIDGE));
+    assert!(
+        view.ports(UPLINK_BRIDGE).contains(&UPLINK_NIC.to_string()),
+        "up0 is a port of br-up: {:?}",
+        view.ports(UPLINK_BRIDGE)
+    );
     run::assert_converged(&path);
 
     testbed::in_host(h1, &["ip", "link", "set", UPLINK_NIC, "nomaster"]);
@@ -178,10 +189,16 @@ fn a_vm_moved_between_hosts_never_runs_twice() {
     assert_eq!(vm_lines.len(), 1, "one line for the move:\n{}", plan.lines().join("\n"));
     let a = vm_lines[0];
     say(&format!("plan of the move: {} {} {}", a["symbol"], a["id"], a["reason"]));
-    assert_eq!((a["id"].as_str(), a["op"].as_str(), a["symbol"].as_str()), (Some(&*format!("vm:h2/{vm}")), Some("replace"), Some("-/+")));
+    assert_eq!(
+        (a["id"].as_str(), a["op"].as_str(), a["symbol"].as_str()),
+        (Some(&*format!("vm:h2/{vm}")), Some("replace"), Some("-/+"))
+    );
     assert_eq!(a["moved_from"], format!("vm:h1/{vm}"));
     let reason = a["reason"].as_str().unwrap();
-    assert!(reason.contains(&format!("`{}` kept", f.vms[0].volume().map(|v| format!("{}/{v}", factory::POOL)).unwrap())), "{reason}");
+    assert!(
+        reason.contains(&format!("`{}` kept", f.vms[0].volume().map(|v| format!("{}/{v}", factory::POOL)).unwrap())),
+        "{reason}"
+    );
     assert_eq!(plan.json["summary"]["vm_restarts"], 1, "the move counts as a VM restart: {:#}", plan.json["summary"]);
 
     let done = Arc::new(AtomicBool::new(false));

@@ -494,7 +494,8 @@ fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Act
     // The kernel makes links down; fabrik's are up.
     let up = Step::SetLink { name: name.clone(), mtu: None, up: Some(true), master: None };
     // A bridge network's parent NIC becomes the bridge's port.
-    let uplink = |nic: &String| Step::SetLink { name: nic.clone(), mtu: None, up: None, master: Some(Some(name.clone())) };
+    let uplink =
+        |nic: &String| Step::SetLink { name: nic.clone(), mtu: None, up: None, master: Some(Some(name.clone())) };
     match action.op {
         Op::Create => Ok([Step::CreateLink(spec), up].into_iter().chain(link.uplink.iter().map(uplink)).collect()),
         Op::Replace => Ok([Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]

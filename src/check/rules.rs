@@ -121,8 +121,14 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::plan::missing-nic",
         "a NIC the factory relies on (SR-IOV VFs, a bridge's uplink, a network's physical function) is not on the host, or cannot do SR-IOV",
     ),
-    lang("fabrik::plan::uplink-taken", "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own"),
-    lang("fabrik::plan::wrong-nic-kind", "an InfiniBand partition's physical function is not an InfiniBand NIC on the host"),
+    lang(
+        "fabrik::plan::uplink-taken",
+        "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
+    ),
+    lang(
+        "fabrik::plan::wrong-nic-kind",
+        "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
+    ),
 ];
 
 /// The families of expert checks, in the order `docs/rules.md` lists them.

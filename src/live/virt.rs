@@ -124,7 +124,8 @@ impl RunningDefinition {
         let pins = |p: &[(u32, CpuSet)]| list(p, |(v, set)| format!("{v}:{set}"));
         let cells = |c: &[(CpuSet, ByteSize)]| list(c, |(cpus, mem)| format!("{cpus}/{mem}"));
         let tune = |mode: &Option<String>, set: &Option<CpuSet>| format!("{} {}", opt(mode), opt(set));
-        let ifaces = |i: &[(Option<String>, Option<String>)]| list(i, |(mac, model)| format!("{} {}", opt(mac), opt(model)));
+        let ifaces =
+            |i: &[(Option<String>, Option<String>)]| list(i, |(mac, model)| format!("{} {}", opt(mac), opt(model)));
         let targets = |d: &[(String, String)]| list(d, |(target, bus)| format!("{target} ({bus})"));
         let mut out = Vec::new();
         let mut field = |name: &'static str, have: String, want: String| {

@@ -2,13 +2,13 @@
 
 use crate::desired::{Desired, GpuSetup};
 use crate::driver::libvirt::owner;
+use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{
     LiveDomain, LiveGpu, LiveHost, LiveHugepages, LiveLink, LiveMigInstance, LiveNetwork, LivePciDevice, LivePool,
     LiveVolume, MigMode, PowerState,
 };
 use crate::plan::ownership::link_alias;
 use crate::render;
-use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::spec::model::{NetKind, Power};
 use crate::spec::types::ByteSize;
 
@@ -99,7 +99,8 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
             }
             for v in &h.vfs {
                 // The NIC of an InfiniBand partition is an InfiniBand one.
-                let infiniband = h.networks.iter().any(|n| n.kind == NetKind::IbPartition && n.pf.as_ref() == Some(&v.nic));
+                let infiniband =
+                    h.networks.iter().any(|n| n.kind == NetKind::IbPartition && n.pf.as_ref() == Some(&v.nic));
                 let layer = if infiniband { NIC_LAYER_INFINIBAND } else { NIC_LAYER_ETHERNET };
                 live.links.push(LiveLink {
                     name: v.nic.clone(),

@@ -32,7 +32,11 @@ pub fn join(out: &mut Out, live: &[LiveHost], options: &Options) {
         let from = out.actions[j].id.clone();
         let reason = reason(&from, &new, live, options);
         let a = &mut out.actions[i];
-        *a = Action { changes: std::mem::take(&mut a.changes), diff: a.diff.take(), ..Action::new(new, Op::Replace, Class::Replace, reason) };
+        *a = Action {
+            changes: std::mem::take(&mut a.changes),
+            diff: a.diff.take(),
+            ..Action::new(new, Op::Replace, Class::Replace, reason)
+        };
         a.changes.insert(0, Change::new("host", &from.host, &a.id.host, Class::Replace));
         a.moved_from = Some(from);
     }
@@ -79,5 +83,8 @@ fn reason(from: &ResourceId, to: &ResourceId, live: &[LiveHost], options: &Optio
     } else {
         format!("; volumes live per host: `{}` gets new ones, on `{}` {}", to.host, from.host, disks.join(", "))
     };
-    format!("moves from host `{}` to `{}`: the copy on `{}` is {stop} before this one starts{disks}", from.host, to.host, from.host)
+    format!(
+        "moves from host `{}` to `{}`: the copy on `{}` is {stop} before this one starts{disks}",
+        from.host, to.host, from.host
+    )
 }

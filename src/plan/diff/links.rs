@@ -8,10 +8,10 @@ use crate::desired::{
     DesiredHost, DesiredHugepages, DesiredLink, DesiredNetwork, DesiredVfs, ResourceId, ResourceKind,
 };
 use crate::live::link::NIC_LAYER_INFINIBAND;
-use crate::spec::model::NetKind;
 use crate::live::{LinkKind, LiveHost};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Op};
+use crate::spec::model::NetKind;
 
 /// Whether a live link is the kind of device the desired one is. A VXLAN's local
 /// address and flood entries do not count: [`tunnel`] compares them.
@@ -239,7 +239,10 @@ fn uplink_state(
     let Some(l) = live.links.iter().find(|l| l.name == nic) else {
         return Err((
             "fabrik::plan::missing-nic",
-            format!("NIC `{nic}` is the uplink of bridge `{bridge}` on host `{}`, but the host has no such link", id.host),
+            format!(
+                "NIC `{nic}` is the uplink of bridge `{bridge}` on host `{}`, but the host has no such link",
+                id.host
+            ),
             "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
         ));
     };
@@ -274,7 +277,10 @@ pub fn network_nics(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
                 out.error(
                     "fabrik::plan::missing-nic",
                     id,
-                    format!("NIC `{pf}`, the physical function of {kind} network `{name}`, is not on host `{}`", id.host),
+                    format!(
+                        "NIC `{pf}`, the physical function of {kind} network `{name}`, is not on host `{}`",
+                        id.host
+                    ),
                     "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
                 );
             }
