@@ -233,3 +233,36 @@ fn a_vm_moved_between_hosts_never_runs_twice() {
     assert!(old_volumes.contains(&f.vms[0].volume().unwrap()), "the old volume is kept: {old_volumes:?}");
     run::assert_converged(&path);
 }
+
+/// A domain whose NIC joins a bridge the host does not have: real libvirtd refuses to
+/// start it, and so must a twin, with an error of the same kind — the twin must never
+/// start a VM on a bridge that is not there.
+#[test]
+fn a_domain_on_a_missing_bridge_is_refused_by_libvirtd_and_by_a_twin() {
+    use fabrik::driver::Virt;
+    let Some(tb) = Testbed::start("trtwinvirt", &["h1"]) else { return };
+    let xml = |bridge: &str| {
+        format!(
+            "<domain type='kvm'><name>on-missing-bridge</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type></os><devices><interface type='bridge'>\
+             <mac address='52:54:00:aa:bb:01'/><source bridge='{bridge}'/><model type='virtio'/></interface>\
+             </devices></domain>"
+        )
+    };
+    let mut real = HostView::of(tb.host("h1")).virt;
+    real.define_domain(&xml("br-missing")).unwrap();
+    let host_err = real.start_domain("on-missing-bridge").expect_err("libvirtd refuses a missing bridge");
+    say(&format!("libvirtd: {:?} {:?}: {}", host_err.kind, host_err.code, host_err.message));
+
+    let example = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"));
+    let v = fabrik::check::validate(example);
+    let host = v.spec.hosts.iter().find(|h| h.name.value == "fe01").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut twin = fabrik::sim::virt::open(state.path(), host).unwrap();
+    twin.define_domain(&xml("br-missing")).unwrap();
+    let twin_err = twin.start_domain("on-missing-bridge").expect_err("a twin refuses a missing bridge");
+    say(&format!("twin:     {:?} {:?}: {}", twin_err.kind, twin_err.code, twin_err.message));
+    assert_eq!((twin_err.kind, &twin_err.code), (host_err.kind, &host_err.code));
+    let word = "No such device";
+    assert!(host_err.message.contains(word) && twin_err.message.contains(word), "{host_err:?}\n{twin_err:?}");
+}
