@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fabrik::desired::{Desired, DesiredHost, ResourceKind};
-use fabrik::driver::{ErrorKind, Links, ShutdownOutcome, Virt};
+use fabrik::driver::{ErrorKind, ShutdownOutcome, Virt};
 use fabrik::live::{LiveHost, PowerState};
 use fabrik::plan::{Action, Class, Op, Options, Plan};
 use fabrik::spec::model::{Power, Spec};
