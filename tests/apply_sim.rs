@@ -236,3 +236,51 @@ fn a_vm_whose_network_uplink_failed_is_not_started() {
     // Elsewhere the factory was applied.
     assert!(of("done").iter().any(|e| e["id"].as_str().unwrap().starts_with("vm:gpu02/")), "{}", text(&o));
 }
+
+/// A volume is recorded as fabrik's before it is made: an apply killed right after the
+/// record leaves a record and no volume; the next plan creates the volume, the rerun
+/// converges, and the record stays (so fabrik may later delete what it made).
+#[test]
+fn an_apply_killed_between_a_volumes_record_and_its_creation_converges() {
+    let state = tempfile::tempdir().unwrap();
+    let json = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let first = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
+    let volume = json(&first)["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["op"] == "create" && a["id"].as_str().unwrap().starts_with("volume:"))
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .expect("the example creates volumes");
+    let step = format!("record `{volume}` as made by fabrik");
+    let killed = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--sim", "--yes", "--format", "json", "--parallelism", "1", "--state-dir"])
+        .arg(state.path())
+        .arg(example())
+        .env("NO_COLOR", "1")
+        .env(fabrik::apply::exec::CRASH_AFTER_STEP_ENV, &step)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "apply died of SIGKILL after `{step}`:\n{}", text(&killed));
+    let created = std::fs::read_to_string(state.path().join("created.json")).unwrap();
+    assert!(created.contains(&volume), "the record was written first:\n{created}");
+    let after = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
+    let plan = json(&after);
+    let again = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == volume.as_str());
+    assert_eq!(
+        again.map(|a| a["op"].clone()),
+        Some("create".into()),
+        "the volume is made by the rerun:\n{}",
+        text(&after)
+    );
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan_code(state.path()), Some(0), "converged");
+    let created = std::fs::read_to_string(state.path().join("created.json")).unwrap();
+    assert!(created.contains(&volume), "{created}");
+}
+
+fn plan_code(state: &Path) -> Option<i32> {
+    plan(state).status.code()
+}

@@ -186,8 +186,9 @@ impl LibvirtDriver {
             };
             // The guest runs its live definition until its next start; the saved one
             // may be newer (a redefine whose restart never came).
-            let running = xml::domain(&current, state, autostart)?;
-            live.running = Some(RunningDefinition::of(&running));
+            // (A live XML fabrik cannot read leaves the guest judged by its saved
+            // definition alone, as before, rather than the host unreadable.)
+            live.running = xml::domain(&current, state, autostart).ok().map(|r| RunningDefinition::of(&r));
             let targets = xml::interface_targets(&current)?;
             for iface in &mut live.interfaces {
                 iface.target = iface
