@@ -253,6 +253,25 @@ fn a_bridge_uplink_taken_out_of_its_bridge_is_drift() {
         }]
     );
 
+    // In a bridge of fabrik's that the plan deletes, the NIC is released by the deletion
+    // (done first) and made this bridge's port.
+    host(&mut live, "fe01").links.push(fabrik::live::LiveLink {
+        name: "br-old".into(),
+        kind: LinkKind::Bridge,
+        mtu: 1500,
+        up: true,
+        master: None,
+        alias: Some(fabrik::plan::ownership::link_alias(&d.factory, &id("link:fe01/br-old"))),
+        sriov_vfs: None,
+    });
+    pub0(&mut live).master = Some("br-old".into());
+    let p = run(&d, &live);
+    assert!(!p.has_errors(), "{:?}", p.errors);
+    assert_eq!(only(&p, "link:fe01/br-old").op, Op::Delete);
+    let a = only(&p, "link:fe01/br-public");
+    assert!(a.reason.contains("is a port of `br-old`, which goes"), "{}", a.reason);
+    host(&mut live, "fe01").links.retain(|l| l.name != "br-old");
+
     pub0(&mut live).master = Some("br-hand".into());
     let p = run(&d, &live);
     assert_eq!(p.errors.len(), 1, "{:?}", p.errors);

@@ -191,8 +191,14 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         if let Some((nic, have)) = uplink_master
             && have.as_deref() != Some(name.as_str())
         {
-            changes.push(Change::new("uplink", have.as_deref().unwrap_or("none"), nic, Class::Live));
-            uplink_reason = Some(format!("NIC `{nic}` is not a port of the bridge: made its uplink port"));
+            // The bridge's uplink port: none now (the NIC is elsewhere or nowhere), the NIC.
+            changes.push(Change::new("uplink", "none", nic, Class::Live));
+            uplink_reason = Some(match have {
+                Some(other) => {
+                    format!("NIC `{nic}` is a port of `{other}`, which goes: made this bridge's uplink port")
+                }
+                None => format!("NIC `{nic}` is not a port of the bridge: made its uplink port"),
+            });
         }
         let mut reasons: Vec<String> = changes
             .iter()
