@@ -266,3 +266,34 @@ fn a_domain_on_a_missing_bridge_is_refused_by_libvirtd_and_by_a_twin() {
     let word = "No such device";
     assert!(host_err.message.contains(word) && twin_err.message.contains(word), "{host_err:?}\n{twin_err:?}");
 }
+
+/// The second half of a move cut off: apply killed right after the old copy was
+/// undefined on h1. Nothing runs; the next plan creates the VM on h2 (a plain `+`: there
+/// is no old copy left to stop), and the rerun starts it there.
+#[test]
+fn a_move_killed_after_the_old_copy_went_is_finished_by_the_next_apply() {
+    let Some(tb) = Testbed::start("trmovekill", &["h1", "h2"]) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = factory::one_host("trmovekill", tb.host("h1"), 1);
+    f.hosts = tb.hosts.clone();
+    let vm = f.vms[0].name.clone();
+    let path = write(&f, dir.path());
+    apply_ok("first apply", &path);
+
+    f.vms[0].host = "h2".into();
+    write(&f, dir.path());
+    let undefine = format!("undefine domain `{vm}`");
+    let killed = run::ApplyChild::spawn_with(&path, SHUTDOWN_TIMEOUT, &[(CRASH_AFTER_STEP_ENV, &undefine)]).wait();
+    assert_eq!(killed.code, None, "apply died of SIGKILL after the undefine:\n{}", killed.transcript());
+    let (mut h1, mut h2) = (HostView::of(tb.host("h1")), HostView::of(tb.host("h2")));
+    assert!(h1.domain(&vm).is_none() && h2.domain(&vm).is_none(), "the old copy went, the new one is not there yet");
+
+    let plan = run::plan(&path);
+    let id = format!("vm:h2/{vm}");
+    let a = plan.action(&id).unwrap_or_else(|| panic!("{id} is planned:\n{}", plan.lines().join("\n")));
+    say(&format!("plan after the kill: {} {} {}", a["symbol"], a["id"], a["reason"]));
+    assert_eq!((a["op"].as_str(), a["symbol"].as_str()), (Some("create"), Some("+")), "{a:#}");
+    apply_ok("the rerun", &path);
+    assert!(h2.qemu_pid(&vm).is_some() && h1.qemu_pid(&vm).is_none(), "the VM runs on h2 only");
+    run::assert_converged(&path);
+}
