@@ -4,6 +4,8 @@
 //! plan shows one disruptive line and apply stops the old copy before the new one starts
 //! (two copies with one name and MAC on one tenant network must never run at once).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::diff::Out;
 use super::{Action, Change, Class, Op, Options};
 use crate::desired::{ResourceId, ResourceKind};
@@ -13,23 +15,32 @@ use crate::live::{LiveHost, PowerState};
 /// created on a third is joined with the first deletion in host order; the other stays a
 /// deletion (its own line, done before anything on its host is created).
 pub fn join(out: &mut Out, live: &[LiveHost], options: &Options) {
-    let creations: Vec<usize> = (0..out.actions.len())
-        .filter(|&i| out.actions[i].id.kind == ResourceKind::Vm && out.actions[i].op == Op::Create)
-        .collect();
-    let mut joined = Vec::new();
-    for i in creations {
-        let new = out.actions[i].id.clone();
-        let old = (0..out.actions.len()).find(|&j| {
-            let a = &out.actions[j];
-            a.id.kind == ResourceKind::Vm
-                && a.op == Op::Delete
-                && a.id.name == new.name
-                && a.id.host != new.host
-                && !joined.contains(&j)
-        });
-        let Some(j) = old else { continue };
-        joined.push(j);
+    // VM deletions by name, in action order: few, so a plan of many creations stays linear.
+    let mut deletions: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (j, a) in out.actions.iter().enumerate() {
+        if a.id.kind == ResourceKind::Vm && a.op == Op::Delete {
+            deletions.entry(a.id.name.as_str()).or_default().push(j);
+        }
+    }
+    if deletions.is_empty() {
+        return;
+    }
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    let mut joined: BTreeSet<usize> = BTreeSet::new();
+    for (i, a) in out.actions.iter().enumerate() {
+        if a.id.kind != ResourceKind::Vm || a.op != Op::Create {
+            continue;
+        }
+        let Some(candidates) = deletions.get(a.id.name.as_str()) else { continue };
+        let old = candidates.iter().copied().find(|j| out.actions[*j].id.host != a.id.host && !joined.contains(j));
+        if let Some(j) = old {
+            joined.insert(j);
+            pairs.push((i, j));
+        }
+    }
+    for (i, j) in pairs {
         let from = out.actions[j].id.clone();
+        let new = out.actions[i].id.clone();
         let reason = reason(&from, &new, live, options);
         let a = &mut out.actions[i];
         *a = Action {
@@ -40,10 +51,12 @@ pub fn join(out: &mut Out, live: &[LiveHost], options: &Options) {
         a.changes.insert(0, Change::new("host", &from.host, &a.id.host, Class::Replace));
         a.moved_from = Some(from);
     }
-    joined.sort_unstable();
-    for j in joined.into_iter().rev() {
-        out.actions.remove(j);
-    }
+    let mut j = 0;
+    out.actions.retain(|_| {
+        let keep = !joined.contains(&j);
+        j += 1;
+        keep
+    });
 }
 
 /// What a move does, in one line: the old copy's fate, then the disks'. Volumes live per
