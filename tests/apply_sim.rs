@@ -199,3 +199,88 @@ fn sigterm_finishes_the_running_actions_skips_the_rest_and_a_rerun_converges() {
     assert_eq!(rerun.status.code(), Some(0), "{}", text(&rerun));
     assert_eq!(plan(state.path()).status.code(), Some(0));
 }
+
+/// A VM is never started on a network whose uplink could not be made: on gpu01's twin a
+/// VXLAN device that fabrik did not make already holds VNI 10001, so `vx10001` fails
+/// (EEXIST, as the kernel says); acme's network there and every VM on it are skipped,
+/// and the rest of the factory is applied.
+#[test]
+fn a_vm_whose_network_uplink_failed_is_not_started() {
+    use fabrik::driver::{LinkSpec, Links};
+    let state = tempfile::tempdir().unwrap();
+    plan(state.path());
+    let links_path = state.path().join("gpu01/links.json");
+    let mut links = fabrik::driver::sim_links::SimLinks::load(&links_path).unwrap();
+    let squatter =
+        fabrik::live::LinkKind::Vxlan { vni: 10001, local: None, port: 4789, parent: None, remotes: Vec::new() };
+    links
+        .create_link(&LinkSpec { name: "squat0".into(), kind: squatter, mtu: None, master: None, alias: None })
+        .unwrap();
+    links.save(&links_path).unwrap();
+
+    let o = fabrik(&["apply", "--sim", "--yes", "--format", "json", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let events = events(&o);
+    let of = |kind: &str| -> Vec<&serde_json::Value> { events.iter().filter(|e| e["event"] == kind).collect() };
+    let failed: Vec<&str> = of("failed").iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(failed, ["link:gpu01/vx10001"], "{}", text(&o));
+    let skipped: Vec<(&str, &str)> =
+        of("skipped").iter().map(|e| (e["id"].as_str().unwrap(), e["reason"].as_str().unwrap())).collect();
+    assert!(skipped.contains(&("net:gpu01/acme-net", "needs `link:gpu01/vx10001`, which failed")), "{skipped:#?}");
+    let vms: Vec<&str> = skipped.iter().map(|(id, _)| *id).filter(|id| id.starts_with("vm:gpu01/acme-")).collect();
+    assert!(!vms.is_empty(), "acme's VMs on gpu01 are skipped: {skipped:#?}");
+    for e in of("start") {
+        let id = e["id"].as_str().unwrap();
+        assert!(!vms.contains(&id), "{id} was started:\n{}", text(&o));
+    }
+    // Elsewhere the factory was applied.
+    assert!(of("done").iter().any(|e| e["id"].as_str().unwrap().starts_with("vm:gpu02/")), "{}", text(&o));
+}
+
+/// A volume is recorded as fabrik's before it is made: an apply killed right after the
+/// record leaves a record and no volume; the next plan creates the volume, the rerun
+/// converges, and the record stays (so fabrik may later delete what it made).
+#[test]
+fn an_apply_killed_between_a_volumes_record_and_its_creation_converges() {
+    let state = tempfile::tempdir().unwrap();
+    let json = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
+    let first = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
+    let volume = json(&first)["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["op"] == "create" && a["id"].as_str().unwrap().starts_with("volume:"))
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .expect("the example creates volumes");
+    let step = format!("record `{volume}` as made by fabrik");
+    let killed = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--sim", "--yes", "--format", "json", "--parallelism", "1", "--state-dir"])
+        .arg(state.path())
+        .arg(example())
+        .env("NO_COLOR", "1")
+        .env(fabrik::apply::exec::CRASH_AFTER_STEP_ENV, &step)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.code(), None, "apply died of SIGKILL after `{step}`:\n{}", text(&killed));
+    let created = std::fs::read_to_string(state.path().join("created.json")).unwrap();
+    assert!(created.contains(&volume), "the record was written first:\n{created}");
+    let after = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
+    let plan = json(&after);
+    let again = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == volume.as_str());
+    assert_eq!(
+        again.map(|a| a["op"].clone()),
+        Some("create".into()),
+        "the volume is made by the rerun:\n{}",
+        text(&after)
+    );
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(plan_code(state.path()), Some(0), "converged");
+    let created = std::fs::read_to_string(state.path().join("created.json")).unwrap();
+    assert!(created.contains(&volume), "{created}");
+}
+
+fn plan_code(state: &Path) -> Option<i32> {
+    plan(state).status.code()
+}

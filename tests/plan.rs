@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use fabrik::desired::{Desired, ResourceId};
-use fabrik::live::{LinkKind, LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState};
+use fabrik::live::{
+    LinkKind, LiveDomain, LiveGpu, LiveHost, LiveMigInstance, LiveVolume, MigMode, PowerState, RunningDefinition,
+};
 use fabrik::plan::ownership::CreatedVolume;
 use fabrik::plan::{self, Class, Created, NoticeKind, Op, Options, Plan, converged};
 use fabrik::render;
@@ -73,6 +75,43 @@ fn autostart_is_applied_live() {
     assert_eq!((a.class, a.changes[0].field.as_str()), (Class::Live, "autostart"));
 }
 
+/// An apply stopped between the redefine and the restart of a `restart now` leaves the
+/// saved definition right and the guest on the old one: the plan reads both and restarts.
+#[test]
+fn a_guest_running_an_older_definition_than_its_saved_one_restarts() {
+    let d = desired();
+    let mut live = converged(&d);
+    let dom = domain(&mut live, "gpu02", "globex-embed");
+    let mut running = RunningDefinition::of(dom);
+    running.memory = ByteSize(dom.memory.bytes() / 2);
+    dom.running = Some(running.clone());
+    let p = run(&d, &live);
+    let a = only(&p, "vm:gpu02/globex-embed");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::RestartNow, "!"));
+    assert_eq!(a.changes[0].field, "running memory");
+    assert!(a.reason.contains("runs an older definition than its saved one (memory)"), "{}", a.reason);
+    assert_eq!(p.summary.vm_restarts, 1);
+    let host = d.hosts.iter().find(|h| h.name == "gpu02").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, host, None, a, std::time::Duration::from_secs(1)).unwrap();
+    let words: Vec<String> = steps.iter().map(|s| s.describe()).collect();
+    assert_eq!(
+        words,
+        [
+            "define domain `globex-embed`",
+            "shut down domain `globex-embed` (forced off after 1s)",
+            "start domain `globex-embed`"
+        ]
+    );
+    // Once the guest runs what is saved, nothing is left to do; a stopped VM has no
+    // running definition to be stale.
+    domain(&mut live, "gpu02", "globex-embed").running = Some(RunningDefinition::of(&running_as_saved(&d)));
+    assert!(!run(&d, &live).has_changes());
+}
+
+fn running_as_saved(d: &Desired) -> LiveDomain {
+    converged(d).into_iter().flat_map(|h| h.domains).find(|x| x.name == "globex-embed").unwrap()
+}
+
 /// The desired state with one VM's memory doubled.
 fn more_memory(d: &Desired, vm: &str) -> Desired {
     let mut d = d.clone();
@@ -120,6 +159,132 @@ fn link_mtu_and_hugepages_are_applied_live() {
     assert_eq!((link.class, link.changes[0].field.as_str()), (Class::Live, "mtu"));
     let pages = only(&p, "hugepages:gpu01/node0-1G");
     assert_eq!((pages.class, pages.changes[0].from.as_deref()), (Class::Live, Some("10")));
+}
+
+/// A VM that ran on one host and is now declared on another is one `-/+` line on the new
+/// host, naming the old copy, counted as a VM restart; the new copy is created without
+/// touching the old host (apply stops the old copy first, as a job of its own).
+#[test]
+fn a_vm_moved_between_hosts_is_one_disruptive_line() {
+    let d = desired();
+    let mut live = converged(&d);
+    let fe01 = host(&mut live, "fe01");
+    let i = fe01.domains.iter().position(|x| x.name == "acme-login").unwrap();
+    let old = fe01.domains.remove(i);
+    host(&mut live, "gpu01").domains.push(old);
+    let p = run(&d, &live);
+    assert_eq!(p.actions.len(), 1, "{}", plan::output::human(&p, Default::default()));
+    let a = only(&p, "vm:fe01/acme-login");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Replace, Class::Replace, "-/+"));
+    assert_eq!(a.moved_from, Some(id("vm:gpu01/acme-login")));
+    assert_eq!((a.changes[0].from.as_deref(), a.changes[0].to.as_deref()), (Some("gpu01"), Some("fe01")));
+    assert!(
+        a.reason.starts_with("moves from host `gpu01` to `fe01`: the copy on `gpu01` is shut down"),
+        "{}",
+        a.reason
+    );
+    assert_eq!((p.summary.add, p.summary.destroy, p.summary.vm_restarts), (1, 1, 1));
+    let fe01 = d.hosts.iter().find(|h| h.name == "fe01").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, fe01, None, a, std::time::Duration::from_secs(1)).unwrap();
+    let words: Vec<String> = steps.iter().map(|s| s.describe()).collect();
+    assert_eq!(
+        words,
+        ["define domain `acme-login`", "set autostart of domain `acme-login` on", "start domain `acme-login`"]
+    );
+}
+
+/// An InfiniBand partition on a NIC the host reports as Ethernet, or on a NIC the host
+/// does not have, stops the plan: apply would otherwise hand out Ethernet VFs, or fail.
+#[test]
+fn an_infiniband_partition_needs_an_infiniband_nic() {
+    let d = desired();
+    let (h, net) = d
+        .hosts
+        .iter()
+        .find_map(|h| {
+            h.networks
+                .iter()
+                .find(|n| n.kind == fabrik::spec::model::NetKind::IbPartition)
+                .map(|n| (h.name.clone(), n.clone()))
+        })
+        .expect("the example has an InfiniBand partition");
+    let pf = net.pf.clone().unwrap();
+    let mut live = converged(&d);
+    assert!(!run(&d, &live).has_errors());
+    host(&mut live, &h).links.iter_mut().find(|l| l.name == pf).unwrap().kind =
+        LinkKind::Other { kind: "ether".into() };
+    let p = run(&d, &live);
+    let errors: Vec<_> = p.errors.iter().filter(|e| e.id == net.id).collect();
+    assert_eq!(errors.len(), 1, "{:#?}", p.errors);
+    assert_eq!(errors[0].code, "fabrik::plan::wrong-nic-kind");
+    assert!(errors[0].message.contains(&format!("`{pf}` on host `{h}` is a `ether` link")), "{}", errors[0].message);
+}
+
+fn pub0(live: &mut [LiveHost]) -> &mut fabrik::live::LiveLink {
+    host(live, "fe01").links.iter_mut().find(|l| l.name == "pub0").unwrap()
+}
+
+/// A bridge network's parent NIC is its bridge's port: taken out by hand, it is drift
+/// that apply repairs by making it the port again; a NIC the host lacks, or one another
+/// bridge holds, stops the plan.
+#[test]
+fn a_bridge_uplink_taken_out_of_its_bridge_is_drift() {
+    let d = desired();
+    let mut live = converged(&d);
+    assert_eq!(pub0(&mut live).master.as_deref(), Some("br-public"), "converged: the NIC is the bridge's port");
+    pub0(&mut live).master = None;
+    let p = run(&d, &live);
+    let a = only(&p, "link:fe01/br-public");
+    assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::Live, "~"));
+    assert_eq!(
+        (a.changes[0].field.as_str(), a.changes[0].from.as_deref(), a.changes[0].to.as_deref()),
+        ("uplink", Some("none"), Some("pub0"))
+    );
+    assert!(a.reason.contains("NIC `pub0` is not a port of the bridge"), "{}", a.reason);
+    let fe01 = d.hosts.iter().find(|h| h.name == "fe01").unwrap();
+    let steps = fabrik::apply::steps::steps(&d.factory, fe01, None, a, std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        steps,
+        [fabrik::apply::steps::Step::SetLink {
+            name: "pub0".into(),
+            mtu: None,
+            up: None,
+            master: Some(Some("br-public".into()))
+        }]
+    );
+
+    // In a bridge of fabrik's that the plan deletes, the NIC is released by the deletion
+    // (done first) and made this bridge's port.
+    host(&mut live, "fe01").links.push(fabrik::live::LiveLink {
+        name: "br-old".into(),
+        kind: LinkKind::Bridge,
+        mtu: 1500,
+        up: true,
+        master: None,
+        alias: Some(fabrik::plan::ownership::link_alias(&d.factory, &id("link:fe01/br-old"))),
+        sriov_vfs: None,
+    });
+    pub0(&mut live).master = Some("br-old".into());
+    let p = run(&d, &live);
+    assert!(!p.has_errors(), "{:?}", p.errors);
+    assert_eq!(only(&p, "link:fe01/br-old").op, Op::Delete);
+    let a = only(&p, "link:fe01/br-public");
+    assert!(a.reason.contains("is a port of `br-old`, which goes"), "{}", a.reason);
+    host(&mut live, "fe01").links.retain(|l| l.name != "br-old");
+
+    pub0(&mut live).master = Some("br-hand".into());
+    let p = run(&d, &live);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!(p.errors[0].code, "fabrik::plan::uplink-taken");
+    assert!(p.errors[0].message.contains("is a port of `br-hand`"), "{}", p.errors[0].message);
+
+    host(&mut live, "fe01").links.retain(|l| l.name != "pub0");
+    let p = run(&d, &live);
+    assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
+    assert_eq!(
+        (p.errors[0].code.as_str(), p.errors[0].id.to_string()),
+        ("fabrik::plan::missing-nic", "link:fe01/br-public".into())
+    );
 }
 
 #[test]
@@ -235,6 +400,7 @@ fn hand_made(name: &str) -> LiveDomain {
         disks: Vec::new(),
         owner: None,
         xml,
+        running: None,
     }
 }
 

@@ -28,10 +28,31 @@ fn open(state: &Path, spec: &Spec, host: &str) -> Box<dyn Virt> {
     fabrik::sim::virt::open(&fabrik::sim::host_dir(state, host), host).unwrap()
 }
 
-/// Makes every libvirt object of a desired host on its twin, from fabrik's rendering, in
-/// the order apply makes them: pools, volumes (base images before the disks cloned from
+/// Makes every object of a desired host on its twin, from fabrik's rendering, in the
+/// order apply makes them: the links (a twin's libvirt starts no VM on a bridge its links
+/// lack, as libvirtd does), pools, volumes (base images before the disks cloned from
 /// them), networks, VMs.
-fn build(v: &mut dyn Virt, factory: &str, host: &DesiredHost) {
+fn build(state: &Path, spec: &Spec, factory: &str, host: &DesiredHost) {
+    let declared = spec.hosts.iter().find(|h| h.name.value == host.name).unwrap();
+    let (_, links) = fabrik::sim::open_gpus_links(&fabrik::sim::host_dir(state, declared), declared);
+    let mut links = links.unwrap();
+    for l in &host.links {
+        let spec = fabrik::driver::LinkSpec {
+            name: l.name.clone(),
+            kind: l.kind.clone(),
+            mtu: l.mtu,
+            master: l.master.clone(),
+            alias: Some(fabrik::plan::ownership::link_alias(factory, &l.id)),
+        };
+        links.create_link(&spec).unwrap_or_else(|e| panic!("link {}: {e:?}", l.id));
+        links.set_link(&l.name, None, Some(true), None).unwrap();
+        if let Some(nic) = &l.uplink {
+            links.set_link(nic, None, None, Some(Some(l.name.clone()))).unwrap();
+        }
+    }
+    drop(links);
+    let mut v = open(state, spec, &host.name);
+    let v = v.as_mut();
     for pool in &host.pools {
         v.define_pool(&fabrik::render::pool(pool)).unwrap();
         v.start_pool(&pool.name).unwrap();
@@ -103,8 +124,7 @@ fn built() -> (tempfile::TempDir, Spec, Desired) {
     let (spec, desired) = factory();
     let state = tempfile::tempdir().unwrap();
     for host in &desired.hosts {
-        let mut v = open(state.path(), &spec, &host.name);
-        build(v.as_mut(), &desired.factory, host);
+        build(state.path(), &spec, &desired.factory, host);
     }
     (state, spec, desired)
 }
@@ -144,7 +164,7 @@ fn the_test_driver_holds_the_translated_domain() {
     let (spec, desired) = factory();
     let state = tempfile::tempdir().unwrap();
     let host = desired.hosts.iter().find(|h| !h.vms.is_empty()).unwrap();
-    build(open(state.path(), &spec, &host.name).as_mut(), &desired.factory, host);
+    build(state.path(), &spec, &desired.factory, host);
     let dir: PathBuf = state.path().join(&host.name);
     let saved = std::fs::read_to_string(dir.join("libvirt.json")).unwrap();
     assert!(saved.contains(r#"<domain type='test'>"#), "{saved}");
@@ -181,7 +201,7 @@ fn power_and_definition_round_trip_through_reopening() {
     let state = tempfile::tempdir().unwrap();
     let host = desired.hosts.iter().find(|h| h.vms.iter().any(|v| v.power == Power::Running)).unwrap();
     let vm = host.vms.iter().find(|v| v.power == Power::Running).unwrap();
-    build(open(state.path(), &spec, &host.name).as_mut(), &desired.factory, host);
+    build(state.path(), &spec, &desired.factory, host);
     let power_only = |actions: &[Action], from: &str| {
         let a: Vec<&Action> = actions.iter().collect();
         assert_eq!(a.len(), 1, "{}", explain(&a));
@@ -243,7 +263,7 @@ fn libvirt_still_judges_what_the_twin_is_given() {
     let state = tempfile::tempdir().unwrap();
     let host = desired.hosts.iter().find(|h| !h.vms.is_empty()).unwrap();
     let vm = &host.vms[0];
-    build(open(state.path(), &spec, &host.name).as_mut(), &desired.factory, host);
+    build(state.path(), &spec, &desired.factory, host);
     let mut v = open(state.path(), &spec, &host.name);
     let xml = fabrik::render::domain(&desired.factory, host, vm);
 

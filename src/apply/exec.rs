@@ -238,9 +238,13 @@ async fn one(
     emit(&Event::Start { id: id.clone(), op });
     let t0 = Instant::now();
     let host = job.host.clone();
+    let crash_after = std::env::var(CRASH_AFTER_STEP_ENV).ok();
     let result = tokio::task::spawn_blocking(move || {
         for step in &steps {
             host.run(step, &records)?;
+            if crash_after.as_deref() == Some(step.describe().as_str()) {
+                crash();
+            }
         }
         Ok::<(), crate::driver::DriverError>(())
     })
@@ -259,6 +263,19 @@ async fn one(
         Outcome::Skipped { reason } => emit(&Event::Skipped { id, op, reason: reason.clone() }),
     }
     (i, outcome)
+}
+
+/// Test only: names a step (its [`Step::describe`] words, e.g. ``define domain `vm-0` ``)
+/// after which the apply process kills itself with SIGKILL, as `kill -9` would at the
+/// worst moment. The testbed tests use it to prove that every two-step operation
+/// converges on the next run (docs/apply.md); nothing else may set it.
+pub const CRASH_AFTER_STEP_ENV: &str = "FABRIK_TEST_CRASH_AFTER_STEP";
+
+/// Dies at once, with no cleanup: what an operator's `kill -9` does.
+fn crash() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    // SIGKILL cannot be caught; should the signal not arrive, abort is as abrupt.
+    std::process::abort()
 }
 
 /// Sets `stop` on the first Ctrl-C or SIGTERM; exits on the second.

@@ -33,7 +33,7 @@ pub use exec::{Emit, Event, Limits, Outcome};
 use crate::desired::Desired;
 use crate::graph::Graph;
 use crate::live::LiveHost;
-use crate::plan::{Action, Created, Plan};
+use crate::plan::{Action, Class, Created, Op, Plan};
 use crate::spec::model::Host;
 
 /// Everything apply needs to know beyond the plan.
@@ -113,9 +113,12 @@ pub fn apply(
             (h.name.value.as_str(), Arc::new(host::HostConn::new(h, settings.twins.clone(), settings.limits.per_host)))
         })
         .collect();
-    let mut jobs = Vec::with_capacity(plan.actions.len());
+    // A move is one line of the plan and two jobs here: the old copy's shutdown and
+    // undefine on its host, which the new copy needs done before it is created.
+    let actions = with_moves(&plan.actions);
+    let mut jobs = Vec::with_capacity(actions.len());
     let mut unknown = Vec::new();
-    for (i, action) in plan.actions.iter().enumerate() {
+    for (i, action) in actions.iter().enumerate() {
         let conn = conns.get(action.id.host.as_str());
         let dhost = desired.hosts.iter().find(|h| h.name == action.id.host);
         let (Some(conn), Some(dhost)) = (conn, dhost) else {
@@ -131,19 +134,39 @@ pub fn apply(
     }
     // Actions on hosts the factory no longer declares cannot run; they fail, named.
     let known: Vec<Action> = jobs.iter().map(|j| j.action.clone()).collect();
-    let waits = schedule::schedule(&known, Some(graph));
+    let mut waits = schedule::schedule(&known, Some(graph));
+    for (i, a) in known.iter().enumerate() {
+        if let Some(old) = &a.moved_from
+            && let Some(j) = known.iter().position(|b| &b.id == old && b.op == Op::Delete)
+        {
+            waits[i].needs.insert(j);
+        }
+    }
     let records =
         Arc::new(host::Records { path: settings.created_path.clone(), created: Mutex::new(settings.created.clone()) });
     let (outcomes, interrupted) = exec::execute(jobs, waits, settings.limits, records, emit.clone());
     let mut entries: Vec<Entry> =
         known.into_iter().zip(outcomes).map(|(action, outcome)| Entry { action, outcome }).collect();
     for i in unknown {
-        let action = plan.actions[i].clone();
+        let action = actions[i].clone();
         let error = format!("host `{}` is not declared in the factory", action.id.host);
         emit(&Event::Failed { id: action.id.to_string(), op: action.op, error: error.clone(), elapsed_ms: 0 });
         entries.push(Entry { action, outcome: Outcome::Failed { error, elapsed: Duration::ZERO } });
     }
     Report { entries, interrupted, elapsed: t0.elapsed() }
+}
+
+/// The plan's actions, with the old copy of every moved VM as a deletion of its own,
+/// just before its move.
+fn with_moves(actions: &[Action]) -> Vec<Action> {
+    let mut out = Vec::with_capacity(actions.len());
+    for a in actions {
+        if let Some(old) = &a.moved_from {
+            out.push(Action::new(old.clone(), Op::Delete, Class::Replace, format!("moves to host `{}`", a.id.host)));
+        }
+        out.push(a.clone());
+    }
+    out
 }
 
 /// A resource the plan made after apply still changes, with the fields that differ.

@@ -4,8 +4,8 @@
 //! that host become a list of [`Step`]s; nothing here touches a host. The executor runs
 //! an action's steps one after the other and stops at the first that fails, so every
 //! list is ordered to leave the host in a state a re-plan understands: a domain is
-//! defined before it starts, shut down before it is undefined, a volume recorded only
-//! once it exists.
+//! defined before it starts, shut down before it is undefined, a volume recorded as
+//! fabrik's before it is made (docs/apply.md lists every such pair and what a rerun does).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -331,7 +331,8 @@ fn vm(
     let mut out = Vec::new();
     match action.op {
         Op::Create | Op::Replace => {
-            if action.op == Op::Replace {
+            // A moved VM's old copy is on another host, shut down by a job of its own.
+            if action.op == Op::Replace && action.moved_from.is_none() {
                 out.push(Step::ShutdownDomain { name: name.clone(), timeout });
                 out.push(Step::UndefineDomain { name: name.clone() });
             }
@@ -421,7 +422,16 @@ fn pool(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
             Step::StartPool { name: name.clone() },
             Step::PoolAutostart { name, on: true },
         ]),
-        Op::Update => Ok(vec![Step::StartPool { name }]),
+        Op::Update => {
+            let mut out = Vec::new();
+            if changed(action, "active") {
+                out.push(Step::StartPool { name: name.clone() });
+            }
+            if changed(action, "autostart") {
+                out.push(Step::PoolAutostart { name, on: true });
+            }
+            Ok(out)
+        }
         Op::Replace | Op::Delete => Err(StepError(format!("fabrik never replaces or deletes a pool (`{id}`)"))),
     }
 }
@@ -453,7 +463,10 @@ fn volume(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
                 }
                 None => Step::CreateVolume { pool, name, xml },
             };
-            Ok(vec![make, Step::RecordVolume { id: id.clone(), deletable: vol.deletable }])
+            // Recorded before it is made: an apply killed in between leaves a record of a
+            // volume that is not there (the next plan creates it, recording it again),
+            // never a volume fabrik made but forgot, which it could never delete.
+            Ok(vec![Step::RecordVolume { id: id.clone(), deletable: vol.deletable }, make])
         }
         Op::Update => match vol.capacity {
             Some(capacity) => Ok(vec![Step::ResizeVolume { pool, name, capacity }]),
@@ -480,11 +493,20 @@ fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Act
     };
     // The kernel makes links down; fabrik's are up.
     let up = Step::SetLink { name: name.clone(), mtu: None, up: Some(true), master: None };
+    // A bridge network's parent NIC becomes the bridge's port.
+    let uplink =
+        |nic: &String| Step::SetLink { name: nic.clone(), mtu: None, up: None, master: Some(Some(name.clone())) };
     match action.op {
-        Op::Create => Ok(vec![Step::CreateLink(spec), up]),
-        Op::Replace => Ok(vec![Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]),
+        Op::Create => Ok([Step::CreateLink(spec), up].into_iter().chain(link.uplink.iter().map(uplink)).collect()),
+        Op::Replace => Ok([Step::DeleteLink { name: name.clone() }, Step::CreateLink(spec), up]
+            .into_iter()
+            .chain(link.uplink.iter().map(uplink))
+            .collect()),
         Op::Update => {
             let mut out = Vec::new();
+            if changed(action, "uplink") {
+                out.extend(link.uplink.iter().map(uplink));
+            }
             let (mtu, master, up) = (changed(action, "mtu"), changed(action, "master"), changed(action, "up"));
             if mtu || master || up {
                 out.push(Step::SetLink {

@@ -136,7 +136,18 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
-    lang("fabrik::plan::missing-nic", "a NIC declared with SR-IOV VFs is not on the host, or cannot do SR-IOV"),
+    lang(
+        "fabrik::plan::missing-nic",
+        "a NIC the factory relies on (SR-IOV VFs, a bridge's uplink, a network's physical function) is not on the host, or cannot do SR-IOV",
+    ),
+    lang(
+        "fabrik::plan::uplink-taken",
+        "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
+    ),
+    lang(
+        "fabrik::plan::wrong-nic-kind",
+        "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
+    ),
 ];
 
 /// The families of expert checks, in the order `docs/rules.md` lists them.

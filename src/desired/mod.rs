@@ -107,6 +107,11 @@ pub struct DesiredLink {
     pub mtu: Option<u32>,
     /// The bridge it is a port of.
     pub master: Option<String>,
+    /// For a bridge: the host NIC that must be its port (a `kind: bridge` network's
+    /// `parent`), its uplink to the world outside the host. fabrik does not own the NIC;
+    /// it only makes it a port of the bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
 }
 
 /// A libvirt network on a host.

@@ -105,7 +105,8 @@ fn tunnel(underlay: &BTreeMap<usize, IpAddr>, h: usize) -> Tunnel {
     Tunnel { local: Some(local), remotes: remotes.into_iter().collect() }
 }
 
-/// The bridge, and the VXLAN or VLAN device that is its uplink port.
+/// The bridge, and the VXLAN or VLAN device that is its uplink port (for a bridge
+/// network, the parent NIC itself, named on the bridge).
 fn links(host: &str, n: &Network, tunnel: Tunnel) -> Vec<DesiredLink> {
     let Some(bridge) = bridge_name(n) else { return Vec::new() };
     let mtu = n.mtu.as_ref().map(|m| m.value);
@@ -115,9 +116,14 @@ fn links(host: &str, n: &Network, tunnel: Tunnel) -> Vec<DesiredLink> {
         kind,
         mtu,
         master,
+        uplink: None,
     };
     let mut out = vec![link(bridge.clone(), LinkKind::Bridge, None)];
     let parent = n.parent.as_ref().map(|p| p.value.clone());
+    // A bridge network's parent NIC is the bridge's own port: its way out of the host.
+    if n.kind.value == NetKind::Bridge {
+        out[0].uplink.clone_from(&parent);
+    }
     match n.kind.value {
         NetKind::Vxlan => {
             if let Some(vni) = &n.vni {

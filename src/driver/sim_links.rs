@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::netlink::check_sriov_change;
 use crate::driver::{DriverError, ErrorKind, LinkSpec, Links, Result};
+pub use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{LinkKind, LiveHugepages, LiveLink};
 use crate::spec::types::PageSize;
 
@@ -93,10 +94,16 @@ impl SimLinks {
 
     /// Adds a physical NIC (up, not deletable), with SR-IOV when `sriov_total` is given.
     pub fn add_nic(&mut self, name: &str, mtu: u32, sriov_total: Option<u32>) -> &mut SimLinks {
+        self.add_nic_of(name, NIC_LAYER_ETHERNET, mtu, sriov_total)
+    }
+
+    /// Adds a physical NIC of a link layer (`ether`, `infiniband`: what the kernel reports
+    /// for a link without a kind).
+    pub fn add_nic_of(&mut self, name: &str, layer: &str, mtu: u32, sriov_total: Option<u32>) -> &mut SimLinks {
         self.links.push(SimLink {
             link: LiveLink {
                 name: name.to_string(),
-                kind: LinkKind::Other { kind: "ether".into() },
+                kind: LinkKind::Other { kind: layer.into() },
                 mtu,
                 up: true,
                 master: None,
@@ -334,8 +341,16 @@ fn flood_exists(vxlan: &str, remote: IpAddr) -> DriverError {
 
 /// The kernel's `dev_valid_name`.
 fn check_name(what: &str, name: &str) -> Result<()> {
+    // The kernel's netlink policy for IFLA_IFNAME refuses a long name before anything
+    // looks at it, with ERANGE.
+    if name.len() > NAME_BYTES_MAX {
+        return Err(error(
+            ErrorKind::Refused,
+            "ERANGE",
+            format!("{what}: `{name}` is longer than {NAME_BYTES_MAX} bytes: attribute failed policy validation"),
+        ));
+    }
     let valid = !name.is_empty()
-        && name.len() <= NAME_BYTES_MAX
         && name != "."
         && name != ".."
         && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());

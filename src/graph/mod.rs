@@ -1,7 +1,8 @@
 //! The dependency graph of a [`Desired`]: resources as nodes, edges meaning "must
 //! exist first" (an edge `a → b` says `a` needs `b`).
 //!
-//! vm → volume, network, gpu, mig instance, hugepages; network → link, and → the VFs of
+//! vm → volume, network, gpu, mig instance, hugepages; network → link (its bridge and
+//! the bridge's VXLAN or VLAN port), and → the VFs of
 //! its physical function (SR-IOV, InfiniBand partitions); link (VXLAN,
 //! VLAN) → its bridge; mig → gpu; volume → pool and → its base-image volume. Creation
 //! order is topological, ties broken by resource id so it is the same every run;
@@ -250,6 +251,11 @@ fn resources(d: &Desired) -> (Vec<ResourceId>, Vec<(ResourceId, ResourceId)>) {
             nodes.push(n.id.clone());
             if let Some(bridge) = &n.bridge {
                 edges.push((n.id.clone(), ResourceId::new(ResourceKind::Link, host, bridge)));
+                // And its uplink ports: a VM is not started on a bridge that reaches nothing
+                // because its VXLAN or VLAN device could not be made.
+                for port in h.links.iter().filter(|l| l.master.as_deref() == Some(bridge.as_str())) {
+                    edges.push((n.id.clone(), port.id.clone()));
+                }
             }
             // A network handing out VFs needs them made on its physical function.
             if let Some(vfs) = n.pf.as_ref().and_then(|pf| h.vfs.iter().find(|v| &v.nic == pf)) {

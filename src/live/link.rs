@@ -4,6 +4,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// The link layer the kernel reports for a physical NIC (a link without a kind): an
+/// Ethernet NIC, an InfiniBand one (IPoIB). Read into [`LinkKind::Other`].
+pub const NIC_LAYER_ETHERNET: &str = "ether";
+pub const NIC_LAYER_INFINIBAND: &str = "infiniband";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveLink {
     pub name: String,

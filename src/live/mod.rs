@@ -12,7 +12,9 @@ pub mod virt;
 pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
 pub use host::{HostInfo, LiveHugepages, LiveNumaNode, LivePciDevice, Sriov};
 pub use link::{LinkKind, LiveLink};
-pub use virt::{LiveDisk, LiveDomain, LiveInterface, LiveNetwork, LivePool, LiveVolume, Ownership, PowerState};
+pub use virt::{
+    LiveDisk, LiveDomain, LiveInterface, LiveNetwork, LivePool, LiveVolume, Ownership, PowerState, RunningDefinition,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -51,6 +51,100 @@ pub struct LiveDomain {
     pub owner: Option<Ownership>,
     /// The domain XML as libvirt returned it (inactive definition), for diffs.
     pub xml: String,
+    /// What the guest runs now, read from the live XML of a domain that is not shut off:
+    /// it differs from the saved definition until the next restart (a redefine whose
+    /// restart never came, an apply killed between the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningDefinition>,
+}
+
+/// The parts of a domain's definition a running guest only takes at its start, as the
+/// live XML (libvirt's running definition) or the saved one states them. Interfaces and
+/// disks count by identity (MAC and model, target and bus): their sources read
+/// differently in the live XML (a `network` interface names its bridge there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningDefinition {
+    pub vcpus: u32,
+    pub memory: ByteSize,
+    pub hugepages: Option<PageSize>,
+    pub vcpupin: Vec<(u32, CpuSet)>,
+    pub emulatorpin: Option<CpuSet>,
+    pub numa_mode: Option<String>,
+    pub numa_nodeset: Option<CpuSet>,
+    pub numa_cells: Vec<(CpuSet, ByteSize)>,
+    pub hostdevs: Vec<PciAddress>,
+    /// (MAC, model) per interface, in order.
+    pub interfaces: Vec<(Option<String>, Option<String>)>,
+    /// (target, bus) per disk, in order.
+    pub disks: Vec<(String, String)>,
+}
+
+impl RunningDefinition {
+    /// The comparable parts of a parsed definition.
+    pub fn of(d: &LiveDomain) -> RunningDefinition {
+        RunningDefinition {
+            vcpus: d.vcpus,
+            memory: d.memory,
+            hugepages: d.hugepages,
+            vcpupin: d.vcpupin.clone(),
+            emulatorpin: d.emulatorpin.clone(),
+            numa_mode: d.numa_mode.clone(),
+            numa_nodeset: d.numa_nodeset.clone(),
+            numa_cells: d.numa_cells.clone(),
+            hostdevs: d.hostdevs.clone(),
+            interfaces: d.interfaces.iter().map(|i| (i.mac.clone(), i.model.clone())).collect(),
+            disks: d.disks.iter().map(|k| (k.target.clone(), k.bus.clone())).collect(),
+        }
+    }
+
+    /// The fields that differ from `saved`, as (field, running, saved) words.
+    pub fn differences(&self, saved: &RunningDefinition) -> Vec<(&'static str, String, String)> {
+        let RunningDefinition {
+            vcpus,
+            memory,
+            hugepages,
+            vcpupin,
+            emulatorpin,
+            numa_mode,
+            numa_nodeset,
+            numa_cells,
+            hostdevs,
+            interfaces,
+            disks,
+        } = self;
+        fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+            v.as_ref().map_or_else(|| "none".to_string(), T::to_string)
+        }
+        fn list<T>(items: &[T], word: impl Fn(&T) -> String) -> String {
+            if items.is_empty() {
+                return "none".into();
+            }
+            items.iter().map(word).collect::<Vec<_>>().join(", ")
+        }
+        let pins = |p: &[(u32, CpuSet)]| list(p, |(v, set)| format!("{v}:{set}"));
+        let cells = |c: &[(CpuSet, ByteSize)]| list(c, |(cpus, mem)| format!("{cpus}/{mem}"));
+        let tune = |mode: &Option<String>, set: &Option<CpuSet>| format!("{} {}", opt(mode), opt(set));
+        let ifaces =
+            |i: &[(Option<String>, Option<String>)]| list(i, |(mac, model)| format!("{} {}", opt(mac), opt(model)));
+        let targets = |d: &[(String, String)]| list(d, |(target, bus)| format!("{target} ({bus})"));
+        let mut out = Vec::new();
+        let mut field = |name: &'static str, have: String, want: String| {
+            if have != want {
+                out.push((name, have, want));
+            }
+        };
+        field("vcpus", vcpus.to_string(), saved.vcpus.to_string());
+        field("memory", memory.to_string(), saved.memory.to_string());
+        field("hugepages", opt(hugepages), opt(&saved.hugepages));
+        field("vcpupin", pins(vcpupin), pins(&saved.vcpupin));
+        field("emulatorpin", opt(emulatorpin), opt(&saved.emulatorpin));
+        field("numatune", tune(numa_mode, numa_nodeset), tune(&saved.numa_mode, &saved.numa_nodeset));
+        field("numa", cells(numa_cells), cells(&saved.numa_cells));
+        field("hostdev", list(hostdevs, PciAddress::to_string), list(&saved.hostdevs, PciAddress::to_string));
+        field("interface", ifaces(interfaces), ifaces(&saved.interfaces));
+        field("disk", targets(disks), targets(&saved.disks));
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

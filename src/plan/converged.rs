@@ -2,13 +2,14 @@
 
 use crate::desired::{Desired, GpuSetup};
 use crate::driver::libvirt::owner;
+use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{
     LiveDomain, LiveGpu, LiveHost, LiveHugepages, LiveLink, LiveMigInstance, LiveNetwork, LivePciDevice, LivePool,
     LiveVolume, MigMode, PowerState,
 };
 use crate::plan::ownership::link_alias;
 use crate::render;
-use crate::spec::model::Power;
+use crate::spec::model::{NetKind, Power};
 use crate::spec::types::ByteSize;
 
 /// Live hosts that already run exactly the desired state: every object present, marked
@@ -42,6 +43,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     disks: Vec::new(),
                     owner: owner::parse_xml(&xml),
                     xml,
+                    running: None,
                 });
             }
             for n in &h.networks {
@@ -96,15 +98,35 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                 });
             }
             for v in &h.vfs {
+                // The NIC of an InfiniBand partition is an InfiniBand one.
+                let infiniband =
+                    h.networks.iter().any(|n| n.kind == NetKind::IbPartition && n.pf.as_ref() == Some(&v.nic));
+                let layer = if infiniband { NIC_LAYER_INFINIBAND } else { NIC_LAYER_ETHERNET };
                 live.links.push(LiveLink {
                     name: v.nic.clone(),
-                    kind: crate::live::LinkKind::Other { kind: "device".into() },
+                    kind: crate::live::LinkKind::Other { kind: layer.into() },
                     mtu: 1500,
                     up: true,
                     master: None,
                     alias: None,
                     sriov_vfs: Some(v.count),
                 });
+            }
+            // A bridge network's parent NIC: the bridge's port.
+            for l in &h.links {
+                let Some(nic) = &l.uplink else { continue };
+                match live.links.iter_mut().find(|x| &x.name == nic) {
+                    Some(x) => x.master = Some(l.name.clone()),
+                    None => live.links.push(LiveLink {
+                        name: nic.clone(),
+                        kind: crate::live::LinkKind::Other { kind: "device".into() },
+                        mtu: 1500,
+                        up: true,
+                        master: Some(l.name.clone()),
+                        alias: None,
+                        sriov_vfs: None,
+                    }),
+                }
             }
             for p in &h.hugepages {
                 live.hugepages.push(LiveHugepages { numa_node: p.numa_node, size: p.size, total: p.count, free: 0 });

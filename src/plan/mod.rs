@@ -5,6 +5,7 @@
 //! each with its class and reason, the objects it leaves alone, the errors that stop
 //! it, and a fingerprint of every live object it read so a saved plan can tell when it
 //! has gone stale ([`file`]). [`diff`] compares one kind of resource at a time;
+//! [`moves`] joins a VM's deletion on one host and creation on another into one move;
 //! [`ownership`] decides what fabrik may touch; [`output`] renders a plan for people
 //! (human, markdown) and programs (JSON); [`converged`] makes, for tests and
 //! benchmarks, the live state of hosts that already match.
@@ -15,6 +16,7 @@ pub mod diff;
 pub mod file;
 pub mod locate;
 pub mod legacy;
+pub mod moves;
 pub mod output;
 pub mod ownership;
 
@@ -92,6 +94,10 @@ pub struct Action {
     /// The unified diff of the normalized libvirt XML, live → desired, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// A VM moved between hosts: its copy on the old host (`vm:<old host>/<name>`), shut
+    /// down and undefined before this one starts ([`moves`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<ResourceId>,
 }
 
 impl Action {
@@ -104,6 +110,7 @@ impl Action {
             reason: reason.into(),
             changes: Vec::new(),
             diff: None,
+            moved_from: None,
         }
     }
 
@@ -276,6 +283,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         out.notices.extend(notices);
         out.present.extend(present);
     }
+    moves::join(&mut out, live, options);
     for action in &mut out.actions {
         if options.replace.contains(&action.id) && action.op == Op::Update {
             action.op = Op::Replace;
@@ -379,6 +387,8 @@ fn summarize(actions: &[Action]) -> Summary {
         }
         match a.class {
             Class::RestartNow if a.id.kind == ResourceKind::Vm => s.vm_restarts += 1,
+            // A move stops the guest on one host and starts it on another.
+            Class::Replace if a.moved_from.is_some() => s.vm_restarts += 1,
             Class::GpuRelayout => s.gpu_relayouts += 1,
             Class::DestroysData => s.data_destroyed += 1,
             Class::Live | Class::NextRestart | Class::RestartNow | Class::Replace => {}

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
-use crate::driver::sim_links::{SimLinks, SimLinksFile};
+use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
 use crate::live::observe::HostDrivers;
 use crate::spec::model::Host;
@@ -41,12 +41,12 @@ const INFINIBAND_MTU_DEFAULT: u32 = 4092;
 pub fn initial_links(host: &Host) -> SimLinks {
     let mut links = SimLinks::new();
     for nic in &host.nics {
-        let default = match nic.kind.value {
-            crate::spec::model::NicKind::Infiniband => INFINIBAND_MTU_DEFAULT,
-            crate::spec::model::NicKind::Ethernet => ETHERNET_MTU_DEFAULT,
+        let (default, layer) = match nic.kind.value {
+            crate::spec::model::NicKind::Infiniband => (INFINIBAND_MTU_DEFAULT, NIC_LAYER_INFINIBAND),
+            crate::spec::model::NicKind::Ethernet => (ETHERNET_MTU_DEFAULT, NIC_LAYER_ETHERNET),
         };
         let mtu = nic.mtu.as_ref().map_or(default, |m| m.value);
-        links.add_nic(&nic.name.value, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
+        links.add_nic_of(&nic.name.value, layer, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
     }
     for node in &host.numa_nodes {
         for (size, _) in &node.hugepages {

@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::driver::libvirt::{LibvirtDriver, libvirt_error};
+use crate::driver::sim_links::SimLinks;
 use crate::driver::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt};
 use crate::live::{HostInfo, LiveDomain, LiveNetwork, LivePciDevice, LivePool, PowerState};
 use crate::spec::model::Host;
@@ -318,6 +319,35 @@ fn node_xml(host: &Host, saved: &Saved) -> String {
     out
 }
 
+impl SimVirt {
+    /// What libvirtd checks as it starts a domain and the test driver does not: every
+    /// bridge its NICs join exists on the host (the twin's links, beside its libvirt
+    /// state; a twin whose links were never made has only its declared NICs). A real
+    /// libvirtd fails on the tap's MTU, with a system error.
+    fn check_bridges(&mut self, name: &str) -> Result<()> {
+        let Some(d) = self.inner.domains()?.into_iter().find(|d| d.name == name) else {
+            return Ok(()); // the test driver says it is not there
+        };
+        let links_path = self.dir.join("links.json");
+        let links = if links_path.exists() {
+            SimLinks::load(&links_path).map_err(|e| failed(format!("cannot read {}: {e}", links_path.display())))?
+        } else {
+            super::initial_links(&self.host)
+        };
+        for iface in d.interfaces.iter().filter(|i| i.kind == "bridge") {
+            let bridge = &iface.source;
+            if !links.links.iter().any(|l| &l.link.name == bridge) {
+                return Err(DriverError::new(
+                    ErrorKind::Failed,
+                    format!("cannot start domain `{name}`: Cannot get interface MTU on '{bridge}': No such device"),
+                )
+                .with_code("VIR_ERR_SYSTEM_ERROR"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A domain as a real libvirtd returns it: what the twin translated put back.
 fn restored(d: LiveDomain) -> Result<LiveDomain> {
     let xml = translate::domain_from_test(&d.xml);
@@ -329,6 +359,7 @@ fn restored(d: LiveDomain) -> Result<LiveDomain> {
     for (iface, read) in live.interfaces.iter_mut().zip(&d.interfaces) {
         iface.target = read.target.clone();
     }
+    live.running = d.running;
     Ok(live)
 }
 
@@ -360,6 +391,7 @@ impl Virt for SimVirt {
         self.saved(r)
     }
     fn start_domain(&mut self, name: &str) -> Result<()> {
+        self.check_bridges(name)?;
         let r = self.inner.start_domain(name);
         self.saved(r)
     }

@@ -136,10 +136,16 @@ pub struct ApplyChild {
 
 impl ApplyChild {
     pub fn spawn(path: &Path, extra: &[&str]) -> ApplyChild {
+        ApplyChild::spawn_with(path, extra, &[])
+    }
+
+    /// [`ApplyChild::spawn`] with more environment variables (the test-only hooks).
+    pub fn spawn_with(path: &Path, extra: &[&str], env: &[(&str, &str)]) -> ApplyChild {
         let mut child = Command::new(FABRIK)
             .args(["apply", "--yes", "--format", "json"])
             .arg(path)
             .args(extra)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -23,7 +23,9 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use super::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt};
-use crate::live::{HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState};
+use crate::live::{
+    HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState, RunningDefinition,
+};
 use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 
 /// How often a graceful shutdown looks whether the guest is gone.
@@ -176,12 +178,17 @@ impl LibvirtDriver {
             Err(e) => return Err(libvirt_error(&what, e)),
         };
         let mut live = xml::domain(&inactive, state, autostart)?;
-        if state != PowerState::ShutOff && live.interfaces.iter().any(|i| i.mac.is_some()) {
+        if state != PowerState::ShutOff {
             let current = match dom.xml_desc(0) {
                 Ok(x) => x,
                 Err(e) if gone(&e) => return Ok(None),
                 Err(e) => return Err(libvirt_error(&what, e)),
             };
+            // The guest runs its live definition until its next start; the saved one
+            // may be newer (a redefine whose restart never came).
+            // (A live XML fabrik cannot read leaves the guest judged by its saved
+            // definition alone, as before, rather than the host unreadable.)
+            live.running = xml::domain(&current, state, autostart).ok().map(|r| RunningDefinition::of(&r));
             let targets = xml::interface_targets(&current)?;
             for iface in &mut live.interfaces {
                 iface.target = iface

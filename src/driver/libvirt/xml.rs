@@ -357,6 +357,7 @@ pub fn domain(xml: &str, state: PowerState, autostart: bool) -> Result<LiveDomai
         disks,
         owner: owner::parse(root),
         xml: xml.to_string(),
+        running: None,
     })
 }
 

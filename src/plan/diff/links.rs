@@ -4,10 +4,14 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::Out;
-use crate::desired::{DesiredHost, DesiredHugepages, DesiredLink, DesiredVfs, ResourceId, ResourceKind};
+use crate::desired::{
+    DesiredHost, DesiredHugepages, DesiredLink, DesiredNetwork, DesiredVfs, ResourceId, ResourceKind,
+};
+use crate::live::link::NIC_LAYER_INFINIBAND;
 use crate::live::{LinkKind, LiveHost};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Op};
+use crate::spec::model::NetKind;
 
 /// Whether a live link is the kind of device the desired one is. A VXLAN's local
 /// address and flood entries do not count: [`tunnel`] compares them.
@@ -116,11 +120,24 @@ fn tunnel_words(kind: &LinkKind) -> String {
 
 pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     for link in &host.links {
-        let DesiredLink { id, name, kind, mtu, master } = link;
+        let DesiredLink { id, name, kind, mtu, master, uplink } = link;
+        let uplink_master = match uplink {
+            Some(nic) => match uplink_state(host, live, id, name, nic, factory) {
+                Ok(m) => Some((nic, m)),
+                Err((code, message, help)) => {
+                    out.error(code, id, message, help);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let Some(l) = live.links.iter().find(|l| &l.name == name) else {
             let mut reason = format!("create {}", kind_word(kind));
             if let Some(m) = master {
                 reason.push_str(&format!(" as a port of `{m}`"));
+            }
+            if let Some(nic) = uplink {
+                reason.push_str(&format!(" with NIC `{nic}` as its uplink port"));
             }
             if let Some(m) = mtu {
                 reason.push_str(&format!(", MTU {m}"));
@@ -170,10 +187,25 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         if !l.up {
             changes.push(Change::new("up", false, true, Class::Live));
         }
+        let mut uplink_reason = None;
+        if let Some((nic, have)) = uplink_master
+            && have.as_deref() != Some(name.as_str())
+        {
+            // The bridge's uplink port: none now (the NIC is elsewhere or nowhere), the NIC.
+            changes.push(Change::new("uplink", "none", nic, Class::Live));
+            uplink_reason = Some(match have {
+                Some(other) => {
+                    format!("NIC `{nic}` is a port of `{other}`, which goes: made this bridge's uplink port")
+                }
+                None => format!("NIC `{nic}` is not a port of the bridge: made its uplink port"),
+            });
+        }
         let mut reasons: Vec<String> = changes
             .iter()
+            .filter(|c| c.field != "uplink")
             .map(|c| format!("{} {} → {}", c.field, c.from.as_deref().unwrap_or("-"), c.to.as_deref().unwrap_or("-")))
             .collect();
+        reasons.extend(uplink_reason);
         if let Tunnel::Remotes { add, remove, change } = tunnel {
             let mut parts = Vec::new();
             if !add.is_empty() {
@@ -195,6 +227,94 @@ pub fn links(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Out) 
         out.extra(id, "link", Owner::of_link(l.alias.as_deref(), factory), |id| {
             Action::new(id, Op::Delete, Class::Live, "no longer desired: deleted")
         });
+    }
+}
+
+/// The bridge a bridge network's uplink NIC is a port of now, or why it cannot be made
+/// the port of `bridge`: the host has no such NIC, or another bridge holds it that this
+/// plan keeps (a NIC has one master; fabrik never takes one from a bridge it keeps, or
+/// from one it does not own). A bridge of fabrik's that the plan deletes lets it go.
+fn uplink_state(
+    host: &DesiredHost,
+    live: &LiveHost,
+    id: &ResourceId,
+    bridge: &str,
+    nic: &str,
+    factory: &str,
+) -> Result<Option<String>, (&'static str, String, &'static str)> {
+    let Some(l) = live.links.iter().find(|l| l.name == nic) else {
+        return Err((
+            "fabrik::plan::missing-nic",
+            format!(
+                "NIC `{nic}` is the uplink of bridge `{bridge}` on host `{}`, but the host has no such link",
+                id.host
+            ),
+            "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
+        ));
+    };
+    let Some(other) = l.master.as_deref().filter(|m| *m != bridge) else { return Ok(l.master.clone()) };
+    let kept = host.links.iter().any(|d| d.name == other);
+    let ours = live
+        .links
+        .iter()
+        .find(|m| m.name == other)
+        .is_some_and(|m| Owner::of_link(m.alias.as_deref(), factory) == Owner::Ours);
+    if kept || !ours {
+        return Err((
+            "fabrik::plan::uplink-taken",
+            format!("NIC `{nic}`, the uplink of bridge `{bridge}` on host `{}`, is a port of `{other}`", id.host),
+            "a NIC is the port of one bridge: give the networks different parents, or take the NIC out of the other bridge",
+        ));
+    }
+    Ok(l.master.clone())
+}
+
+/// The physical functions of SR-IOV and InfiniBand-partition networks, as the host
+/// reports them: one the host lacks, or an InfiniBand partition on a NIC whose link layer
+/// is not InfiniBand (the kernel would hand Ethernet VFs to the VMs, with no partition
+/// key), stops the plan instead of failing, or silently misbehaving, in apply. A NIC
+/// with `sriov-vfs` is reported missing by [`vfs`] already.
+pub fn network_nics(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    for net in &host.networks {
+        let DesiredNetwork { id, name, kind, tenant: _, bridge: _, pf, vlan: _, mtu: _ } = net;
+        let Some(pf) = pf else { continue };
+        let Some(l) = live.links.iter().find(|l| &l.name == pf) else {
+            if !host.vfs.iter().any(|v| &v.nic == pf) {
+                out.error(
+                    "fabrik::plan::missing-nic",
+                    id,
+                    format!(
+                        "NIC `{pf}`, the physical function of {kind} network `{name}`, is not on host `{}`",
+                        id.host
+                    ),
+                    "check the network's `parent` against `fabrik inventory`, or fix the host's declaration",
+                );
+            }
+            continue;
+        };
+        let layer = match &l.kind {
+            LinkKind::Other { kind } => kind.as_str(),
+            LinkKind::Bridge
+            | LinkKind::Vxlan { .. }
+            | LinkKind::Vlan { .. }
+            | LinkKind::Veth { .. }
+            | LinkKind::Macvlan { .. } => "virtual",
+        };
+        let needs_infiniband = match kind {
+            NetKind::IbPartition => true,
+            NetKind::Sriov | NetKind::Bridge | NetKind::Vlan | NetKind::Vxlan => false,
+        };
+        if needs_infiniband && layer != NIC_LAYER_INFINIBAND {
+            out.error(
+                "fabrik::plan::wrong-nic-kind",
+                id,
+                format!(
+                    "{kind} network `{name}` needs an InfiniBand NIC, but `{pf}` on host `{}` is a `{layer}` link",
+                    id.host
+                ),
+                "give the partition an InfiniBand NIC as `parent`, or make the network `kind: sriov`",
+            );
+        }
     }
 }
 

@@ -106,6 +106,7 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
         links::links(factory, desired, live, out);
         links::hugepages(desired, live, out);
         links::vfs(desired, live, out);
+        links::network_nics(desired, live, out);
     } else if !(links.is_empty() && hugepages.is_empty() && vfs.is_empty()) {
         unreadable("netlink", out);
     }

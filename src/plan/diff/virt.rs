@@ -11,7 +11,7 @@ use similar::TextDiff;
 
 use super::Out;
 use crate::desired::{DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind};
-use crate::live::{LiveDomain, LiveHost, LivePool, PowerState};
+use crate::live::{LiveDomain, LiveHost, LivePool, PowerState, RunningDefinition};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Created, NoticeKind, Op};
 use crate::render::{self, normalize};
@@ -142,6 +142,26 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
             diff = Some(cmp.unified());
         }
         Ok(_) => {}
+    }
+    // A guest runs the definition it was started with: one older than the saved
+    // definition (an apply stopped between a redefine and the restart) is a pending
+    // restart, whatever the saved definition says.
+    if stays_running
+        && let Some(running) = &live.running
+        && changes.iter().all(|c| c.class != Class::RestartNow)
+    {
+        let stale = running.differences(&RunningDefinition::of(live));
+        if !stale.is_empty() {
+            let fields: Vec<&str> = stale.iter().map(|(f, _, _)| *f).collect();
+            for (field, have, want) in stale {
+                changes.push(Change::new(&format!("running {field}"), have, want, Class::RestartNow));
+            }
+            reasons.push(format!(
+                "runs an older definition than its saved one ({}): an earlier restart did not finish; the running \
+                 VM restarts ({forced})",
+                fields.join(", ")
+            ));
+        }
     }
     match (power, live.state) {
         (Power::Running, PowerState::Running) | (Power::Stopped, PowerState::ShutOff) => {}
@@ -295,12 +315,22 @@ pub fn storage(host: &DesiredHost, live: &LiveHost, created: &Created, out: &mut
             continue;
         }
         out.present.insert(id.clone());
+        // An apply stopped between a pool's start and its autostart leaves it running
+        // but not started with the host: both are compared.
+        let mut changes = Vec::new();
         if !l.active {
-            out.actions.push(Action::update(
-                id.clone(),
-                vec![Change::new("active", false, true, Class::Live)],
-                "start",
-            ));
+            changes.push(Change::new("active", false, true, Class::Live));
+        }
+        if !l.autostart {
+            changes.push(Change::new("autostart", false, true, Class::Live));
+        }
+        if !changes.is_empty() {
+            let reason = changes
+                .iter()
+                .map(|c| if c.field == "active" { "start" } else { "autostart on" })
+                .collect::<Vec<_>>()
+                .join("; ");
+            out.actions.push(Action::update(id.clone(), changes, reason));
         }
     }
     for vol in &host.volumes {

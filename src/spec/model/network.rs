@@ -78,7 +78,11 @@ pub static NETWORK: Shape = Shape {
         opt("vni", Ty::Int { min: 1, max: 16_777_215 }, "VXLAN network identifier (vxlan)"),
         opt("pkey", Ty::Int { min: 1, max: 0xfffe }, "InfiniBand partition key, e.g. `0x8001` (ib-partition)"),
         opt("port", Ty::Int { min: 1, max: 65535 }, "VXLAN UDP port (default 4789)"),
-        opt("parent", Ty::Str, "host interface underneath: VLAN/VXLAN underlay, IB device or SR-IOV physical function"),
+        opt(
+            "parent",
+            Ty::Str,
+            "host interface underneath: a bridge network's uplink (made a port of its bridge), VLAN/VXLAN underlay, IB device or SR-IOV physical function",
+        ),
         opt("hosts", Ty::List(&Ty::Name), "hosts that carry the network"),
     ],
 };
