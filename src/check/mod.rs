@@ -11,7 +11,9 @@ pub mod numa;
 pub mod quota;
 pub mod refs;
 pub mod rules;
+pub mod scope;
 pub mod supply;
+pub mod trust;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
@@ -26,13 +28,16 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     gpu::RULES,
     fabric::RULES,
     isolation::RULES,
+    scope::RULES,
+    trust::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
 /// resolve: a VM on an unknown host has no capacity to check, and one wrong name must
 /// not cascade into a page of consequences.
 pub fn run(spec: &Spec) -> Vec<Diagnostic> {
-    let mut out = names::check(spec);
+    let mut out = boundaries(spec);
+    out.extend(names::check(spec));
     out.extend(refs::check(spec));
     if out.iter().any(Diagnostic::is_error) {
         return out;
@@ -45,6 +50,15 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     gpu::check(spec, &mut out);
     fabric::check(spec, &mut out);
     isolation::check(spec, &mut out);
+    out
+}
+
+/// The checks of what a file may declare and what the factory may make fabrik run: the
+/// ones every command that reads hosts runs first, `inventory` included.
+pub fn boundaries(spec: &Spec) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    scope::check(spec, &mut out);
+    trust::check(spec, &mut out);
     out
 }
 

@@ -81,6 +81,10 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::spec::bad-ifname", "a Linux interface name longer than 15 characters or with `/`, `:` or spaces"),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
+    lang(
+        "fabrik::spec::control-character",
+        "a string or key holds a control character (NUL, newline, tab, escape, DEL, C1, a bidirectional override); only `description` may hold newlines and tabs",
+    ),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),
     lang(
@@ -129,6 +133,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
+    ("scope", "Scopes: a tenant's file declares only that tenant's VMs and templates"),
+    ("trust", "Trust: what a factory can make fabrik run on the operator's machine"),
 ];
 
 /// Every code fabrik can report.

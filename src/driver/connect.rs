@@ -6,6 +6,7 @@ use std::path::Path;
 use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
+use crate::diag::redact::Secrets;
 use crate::live::observe::HostDrivers;
 use crate::spec::model::Host;
 
@@ -21,8 +22,22 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 /// connection for both.
 pub fn open_real(host: &Host) -> HostDrivers {
     let (gpus, links) = open_agent(host);
-    let virt = LibvirtDriver::connect(&host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>);
-    HostDrivers { virt, gpus, links }
+    HostDrivers { virt: open_virt(host), gpus, links }
+}
+
+/// libvirt at the host's `uri`, if it is one fabrik opens (`check::trust`). Errors
+/// carry no credential of the URI, whatever libvirt's message quoted.
+pub fn open_virt(host: &Host) -> Opened<dyn Virt> {
+    let secrets = Secrets::of_host(host);
+    if let Some((code, why)) = crate::check::trust::uri_refusal(&host.uri.value) {
+        return Err(DriverError::new(
+            ErrorKind::Refused,
+            format!("host `{}`: {why} ({code}); nothing was opened", host.name.value),
+        ));
+    }
+    LibvirtDriver::connect(&host.uri.value)
+        .map(|d| Box::new(d) as Box<dyn Virt>)
+        .map_err(|e| DriverError { message: secrets.scrub(&e.message), ..e })
 }
 
 /// The host's agent, as its GPU and link drivers (one process answers for both).
@@ -33,7 +48,10 @@ pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
                 let (g, l) = Shared::split(client);
                 (Ok(g), Ok(l))
             }
-            Err(e) => (Err(e.clone()), Err(e)),
+            Err(e) => {
+                let e = DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e };
+                (Err(e.clone()), Err(e))
+            }
         },
         None => {
             let e = DriverError::new(

@@ -1,0 +1,214 @@
+//! Credentials kept out of fabrik's output: passwords in host URIs and secrets in agent
+//! commands.
+//!
+//! Two layers. A URI or command shown on purpose (inventory's header line, a driver's
+//! error) is shown redacted ([`uri`], [`command`]). And because a secret can come back
+//! inside text fabrik does not make (libvirt's error messages, an agent's stderr), every
+//! output of a command that read a factory is scrubbed of its hosts' secrets
+//! ([`Secrets::scrub`]) before it is printed or saved.
+
+use crate::spec::model::{Host, Spec};
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+
+/// Secrets shorter than this are not scrubbed from free text: replacing every `a` or
+/// `42` would destroy the output and reveal the secret by its gaps anyway. They are
+/// still masked where they stand in a URI or command.
+pub const SCRUB_MIN_CHARS: usize = 4;
+
+/// Query parameters whose value is a credential.
+const SECRET_PARAMETERS: &[&str] =
+    &["password", "passwd", "pass", "auth", "token", "secret", "api_key", "apikey", "credential", "credentials"];
+
+/// Words in an option or variable name that make its value a credential.
+const SECRET_WORDS: &[&str] = &["password", "passwd", "token", "secret", "credential", "auth", "apikey", "api-key", "api_key"];
+
+/// The password of a URI's user part (`qemu+ssh://root:hunter2@gpu01/system`).
+pub fn uri_password(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// Every credential a URI carries: its password and secret-named query values.
+pub fn uri_secrets(uri: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = uri_password(uri).into_iter().collect();
+    if let Some((_, query)) = uri.split_once('?') {
+        for pair in query.split(['&', ';']) {
+            if let Some((k, v)) = pair.split_once('=')
+                && !v.is_empty()
+                && SECRET_PARAMETERS.contains(&k.to_ascii_lowercase().as_str())
+            {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Every credential a command line carries: `sshpass -p X`, `--password=X`,
+/// `--token X`, `NAME=X` environment assignments, and the secrets of URIs in it.
+pub fn command_secrets(command: &str) -> Vec<String> {
+    let words = shell_words::split(command)
+        .unwrap_or_else(|_| command.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+    let mut out = Vec::new();
+    let mut sshpass = false;
+    let mut next_is_secret = false;
+    for w in &words {
+        if std::mem::take(&mut next_is_secret) {
+            out.push(w.clone());
+            continue;
+        }
+        let program = w.rsplit('/').next().unwrap_or(w);
+        if program == "sshpass" {
+            sshpass = true;
+            continue;
+        }
+        if sshpass && let Some(p) = w.strip_prefix("-p") {
+            if p.is_empty() {
+                next_is_secret = true;
+            } else {
+                out.push(p.to_string());
+            }
+            continue;
+        }
+        if let Some(option) = w.strip_prefix('-') {
+            let option = option.trim_start_matches('-');
+            match option.split_once('=') {
+                Some((name, value)) if secret_name(name) && !value.is_empty() => out.push(value.to_string()),
+                None if secret_name(option) => next_is_secret = true,
+                _ => {}
+            }
+            continue;
+        }
+        if let Some((name, value)) = w.split_once('=')
+            && is_variable(name)
+            && !value.is_empty()
+        {
+            out.push(value.to_string());
+            continue;
+        }
+        out.extend(uri_secrets(w).into_iter().map(str::to_string));
+    }
+    out
+}
+
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_WORDS.iter().any(|s| name.contains(s))
+}
+
+/// An environment variable's name, as a shell assignment prefix writes it: upper case,
+/// so that `ssh -o ProxyCommand=…` is left alone.
+fn is_variable(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Replaces every occurrence of each secret, longest first (one secret may hold another).
+fn mask(text: &str, secrets: &[&str]) -> String {
+    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s) {
+            out = out.replace(s, MASK);
+        }
+    }
+    out
+}
+
+/// A URI as fabrik shows it: its credentials masked.
+pub fn uri(uri: &str) -> String {
+    mask(uri, &uri_secrets(uri))
+}
+
+/// A command line as fabrik shows it: its credentials masked.
+pub fn command(command: &str) -> String {
+    let secrets = command_secrets(command);
+    mask(command, &secrets.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The credentials of a factory's hosts, to scrub from any text fabrik prints or saves.
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    list: Vec<String>,
+}
+
+impl Secrets {
+    pub fn of_host(host: &Host) -> Secrets {
+        let mut list: Vec<String> = uri_secrets(&host.uri.value).into_iter().map(str::to_string).collect();
+        if let Some(agent) = &host.agent {
+            list.extend(command_secrets(&agent.value));
+        }
+        list.retain(|s| s.chars().count() >= SCRUB_MIN_CHARS);
+        Secrets { list }
+    }
+
+    pub fn of_spec(spec: &Spec) -> Secrets {
+        let mut list: Vec<String> = spec.hosts.iter().flat_map(|h| Secrets::of_host(h).list).collect();
+        list.sort();
+        list.dedup();
+        Secrets { list }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// `text` with every secret masked.
+    pub fn scrub(&self, text: &str) -> String {
+        if self.list.is_empty() {
+            return text.to_string();
+        }
+        mask(text, &self.list.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_passwords_and_secret_parameters_are_masked() {
+        assert_eq!(uri("qemu+ssh://root:hunter2@gpu01/system"), "qemu+ssh://root:***@gpu01/system");
+        assert_eq!(uri("qemu+ssh://root@gpu01/system"), "qemu+ssh://root@gpu01/system");
+        assert_eq!(uri("qemu+tcp://gpu01/system?password=s3cret&name=x"), "qemu+tcp://gpu01/system?password=***&name=x");
+        assert_eq!(uri("qemu:///system?socket=/run/a@b:c/sock"), "qemu:///system?socket=/run/a@b:c/sock");
+        assert_eq!(uri_password("qemu+ssh://a:b@h/system"), Some("b"));
+    }
+
+    #[test]
+    fn command_secrets_are_masked() {
+        assert_eq!(command("sshpass -p hunter2 ssh root@gpu01 fabrik agent"), "sshpass -p *** ssh root@gpu01 fabrik agent");
+        assert_eq!(command("sshpass -phunter2 ssh gpu01 fabrik agent"), "sshpass -p*** ssh gpu01 fabrik agent");
+        assert_eq!(command("TOKEN=abc123 fabrik agent --password=pw99 --api-key k3y"), "TOKEN=*** fabrik agent --password=*** --api-key ***");
+        assert_eq!(command("ssh -p 2222 root@gpu01 fabrik agent"), "ssh -p 2222 root@gpu01 fabrik agent");
+        assert_eq!(command("ssh -o ProxyCommand=x gpu01 fabrik agent"), "ssh -o ProxyCommand=x gpu01 fabrik agent");
+        assert_eq!(command("env 'PASSWORD=a b c' fabrik agent"), "env 'PASSWORD=***' fabrik agent");
+    }
+
+    #[test]
+    fn scrubbing_skips_secrets_too_short_to_find() {
+        let host = |agent: &str| {
+            let text = format!(
+                "version: 1\nhosts:\n  - name: h\n    uri: \"qemu+ssh://u:longpass@h/system\"\n    agent: \"{agent}\"\n    numa-nodes: [{{ id: 0, cpus: 0-1, memory: 1GiB }}]\n"
+            );
+            let mut sources = crate::spec::source::Sources::default();
+            let (_, spec, diags) = crate::spec::load::load_bytes(
+                &mut sources,
+                "f.yaml".into(),
+                crate::spec::source::Syntax::Yaml,
+                text.into_bytes(),
+            );
+            assert!(diags.is_empty(), "{diags:?}");
+            Secrets::of_spec(&spec)
+        };
+        let s = host("sshpass -p ab ssh h fabrik agent");
+        assert_eq!(s.scrub("error: ab longpass"), "error: ab ***");
+    }
+}
