@@ -17,6 +17,7 @@ use super::hosts::Hosts;
 use super::plan::{Select, prepare};
 use crate::apply::journal::{self, Journal};
 use crate::apply::progress::Progress;
+use crate::diag::redact::Secrets;
 use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::diag::error_chain;
 use crate::plan::output::{self, Show};
@@ -67,11 +68,14 @@ fn saved_plan(path: &Path) -> Option<Result<Plan, String>> {
 /// What an apply prints besides progress: to stdout, as text or JSON lines.
 struct Out {
     format: ApplyFormat,
+    /// The factory's credentials, masked in everything printed.
+    secrets: Secrets,
 }
 
 impl Out {
     fn json(&self, value: serde_json::Value) {
         if let Ok(text) = serde_json::to_string(&value) {
+            let text = self.secrets.scrub(&text);
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
@@ -81,14 +85,14 @@ impl Out {
     fn text(&self, text: &str) {
         if self.format == ApplyFormat::Human {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(self.secrets.scrub(text).as_bytes());
             let _ = out.flush();
         }
     }
 }
 
 pub fn run(args: &Args) -> u8 {
-    let out = Out { format: args.format };
+    let mut out = Out { format: args.format, secrets: Secrets::default() };
     let saved = match saved_plan(&args.hosts.path) {
         Some(Ok(p)) => Some(p),
         Some(Err(message)) => {
@@ -174,8 +178,9 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("{note}");
     }
     let spec = &prepared.validation.spec;
+    out.secrets = Secrets::of_spec(spec);
     let live = hosts.observe(spec);
-    let plan = match saved {
+    let mut plan = match saved {
         Some(saved) => {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
@@ -190,6 +195,7 @@ pub fn run(args: &Args) -> u8 {
         }
         None => plan::plan_with(&prepared.desired, &prepared.graph, &live, &prepared.options),
     };
+    super::plan::scrub(&mut plan, &out.secrets);
     match args.format {
         ApplyFormat::Human => out.text(&output::human(&plan, Show::default())),
         ApplyFormat::Json => out.json(serde_json::json!({
@@ -225,8 +231,23 @@ pub fn run(args: &Args) -> u8 {
         ApplyFormat::Json => Progress::Json,
     });
     let emit: apply::Emit = {
-        let (progress, journal) = (progress.clone(), journal.clone());
+        let (progress, journal, secrets) = (progress.clone(), journal.clone(), out.secrets.clone());
         Arc::new(move |e: &Event| {
+            // A failure quotes a host or its agent: its credentials are masked in the
+            // progress and in the journal alike.
+            let scrubbed = match e {
+                Event::Failed { id, op, error, elapsed_ms } => Some(Event::Failed {
+                    id: id.clone(),
+                    op: *op,
+                    error: secrets.scrub(error),
+                    elapsed_ms: *elapsed_ms,
+                }),
+                Event::Skipped { id, op, reason } => {
+                    Some(Event::Skipped { id: id.clone(), op: *op, reason: secrets.scrub(reason) })
+                }
+                Event::Start { .. } | Event::Done { .. } | Event::Interrupted { .. } => None,
+            };
+            let e = scrubbed.as_ref().unwrap_or(e);
             progress.event(e);
             if let Some(j) = &journal {
                 j.write(e);
