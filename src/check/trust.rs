@@ -68,11 +68,16 @@ pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
         }
         return Some((
             "fabrik::trust::transport",
-            format!("only `{TEST_DEFAULT_URI}` of libvirt's test driver is opened; another `test:` URI reads a local file"),
+            format!(
+                "only `{TEST_DEFAULT_URI}` of libvirt's test driver is opened; another `test:` URI reads a local file"
+            ),
         ));
     }
     if driver != "qemu" {
-        return Some(("fabrik::trust::transport", format!("libvirt driver `{driver}` is not one fabrik manages (`qemu`)")));
+        return Some((
+            "fabrik::trust::transport",
+            format!("libvirt driver `{driver}` is not one fabrik manages (`qemu`)"),
+        ));
     }
     if let Some(t) = transport
         && !TRANSPORTS.contains(&t)

@@ -17,9 +17,9 @@ use super::hosts::Hosts;
 use super::plan::{Select, prepare};
 use crate::apply::journal::{self, Journal};
 use crate::apply::progress::Progress;
-use crate::diag::redact::Secrets;
 use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::diag::error_chain;
+use crate::diag::redact::Secrets;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 

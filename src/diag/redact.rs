@@ -22,7 +22,8 @@ const SECRET_PARAMETERS: &[&str] =
     &["password", "passwd", "pass", "auth", "token", "secret", "api_key", "apikey", "credential", "credentials"];
 
 /// Words in an option or variable name that make its value a credential.
-const SECRET_WORDS: &[&str] = &["password", "passwd", "token", "secret", "credential", "auth", "apikey", "api-key", "api_key"];
+const SECRET_WORDS: &[&str] =
+    &["password", "passwd", "token", "secret", "credential", "auth", "apikey", "api-key", "api_key"];
 
 /// The password of a URI's user part (`qemu+ssh://root:hunter2@gpu01/system`).
 pub fn uri_password(uri: &str) -> Option<&str> {
@@ -177,16 +178,25 @@ mod tests {
     fn uri_passwords_and_secret_parameters_are_masked() {
         assert_eq!(uri("qemu+ssh://root:hunter2@gpu01/system"), "qemu+ssh://root:***@gpu01/system");
         assert_eq!(uri("qemu+ssh://root@gpu01/system"), "qemu+ssh://root@gpu01/system");
-        assert_eq!(uri("qemu+tcp://gpu01/system?password=s3cret&name=x"), "qemu+tcp://gpu01/system?password=***&name=x");
+        assert_eq!(
+            uri("qemu+tcp://gpu01/system?password=s3cret&name=x"),
+            "qemu+tcp://gpu01/system?password=***&name=x"
+        );
         assert_eq!(uri("qemu:///system?socket=/run/a@b:c/sock"), "qemu:///system?socket=/run/a@b:c/sock");
         assert_eq!(uri_password("qemu+ssh://a:b@h/system"), Some("b"));
     }
 
     #[test]
     fn command_secrets_are_masked() {
-        assert_eq!(command("sshpass -p hunter2 ssh root@gpu01 fabrik agent"), "sshpass -p *** ssh root@gpu01 fabrik agent");
+        assert_eq!(
+            command("sshpass -p hunter2 ssh root@gpu01 fabrik agent"),
+            "sshpass -p *** ssh root@gpu01 fabrik agent"
+        );
         assert_eq!(command("sshpass -phunter2 ssh gpu01 fabrik agent"), "sshpass -p*** ssh gpu01 fabrik agent");
-        assert_eq!(command("TOKEN=abc123 fabrik agent --password=pw99 --api-key k3y"), "TOKEN=*** fabrik agent --password=*** --api-key ***");
+        assert_eq!(
+            command("TOKEN=abc123 fabrik agent --password=pw99 --api-key k3y"),
+            "TOKEN=*** fabrik agent --password=*** --api-key ***"
+        );
         assert_eq!(command("ssh -p 2222 root@gpu01 fabrik agent"), "ssh -p 2222 root@gpu01 fabrik agent");
         assert_eq!(command("ssh -o ProxyCommand=x gpu01 fabrik agent"), "ssh -o ProxyCommand=x gpu01 fabrik agent");
         assert_eq!(command("env 'PASSWORD=a b c' fabrik agent"), "env 'PASSWORD=***' fabrik agent");

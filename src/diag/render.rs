@@ -112,7 +112,7 @@ pub fn github(d: &Diagnostic, sources: &Sources) -> String {
         message.push_str("\nhelp: ");
         message.push_str(help);
     }
-    format!("::{level} {}::{}", props.join(","), escape_data(&message))
+    format!("::{level} {}::{}", props.join(","), escape_data(&super::printable(&message)))
 }
 
 // GitHub's workflow-command escaping (actions/toolkit, command.ts).

@@ -112,7 +112,10 @@ mod tests {
 
     #[test]
     fn a_description_may_span_lines() {
-        let d = diags(Syntax::Yaml, "version: 1\ntenants:\n  - name: t\n    hosts: []\n    description: |\n      two\n      \tlines\n");
+        let d = diags(
+            Syntax::Yaml,
+            "version: 1\ntenants:\n  - name: t\n    hosts: []\n    description: |\n      two\n      \tlines\n",
+        );
         assert!(d.is_empty(), "{d:?}");
     }
 }
