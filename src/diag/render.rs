@@ -174,7 +174,7 @@ impl MietteReport {
 
 fn named(sources: &Sources, file: FileId) -> NamedSource<Arc<String>> {
     let f = sources.get(file);
-    NamedSource::new(super::printable(&f.path.display().to_string()).into_owned(), displayable(&f.text))
+    NamedSource::new(&*super::printable(&f.path.display().to_string()), displayable(&f.text))
 }
 
 /// The text with control characters (a binary file's, say) shown as `.`, as a hex dump
