@@ -15,7 +15,7 @@ use crate::spec::source::{Span, Spanned};
 pub static RULES: &[Rule] = &[
     Rule {
         code: "fabrik::scope::operator-only",
-        summary: "a tenant's file declares a host, NVLink domain, network, pool, image or tenant (a quota)",
+        summary: "a tenant's file declares a host, NVLink domain, network, pool, image or tenant (a quota), or names the factory",
         protects: "a tenant admin, who may merge changes to their own files, adding hosts whose agent runs commands on the operator's machine, networks or storage for others, or raising their own quota",
         example: "scope: { tenant: acme }\ntenants:\n  - { name: acme, hosts: [gpu01], quota: { vcpus: 4096 } }",
         fix: "move the object to an operator's file (outside `tenants/<name>/`), reviewed by the operators",
@@ -77,6 +77,18 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         return;
     }
     let tenant_of = |span: Span| tenant_files.get(&span.file).map(String::as_str);
+    for s in &spec.scopes {
+        if let (Some(span), Some(t)) = (s.factory, s.effective().tenant()) {
+            out.push(
+                Diagnostic::error(
+                    "fabrik::scope::operator-only",
+                    format!("tenant `{t}`'s file names the factory, which only an operator's file may"),
+                )
+                .at(span, "the factory's name is the operator's")
+                .help("remove `factory` from this file; name the factory in an operator's file"),
+            );
+        }
+    }
     let not_yours = |out: &mut Vec<Diagnostic>, kind: &str, name: &Spanned<String>| {
         if let Some(t) = tenant_of(name.span) {
             out.push(operator_only(t, kind, name));

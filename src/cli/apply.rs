@@ -85,7 +85,7 @@ impl Out {
     fn text(&self, text: &str) {
         if self.format == ApplyFormat::Human {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(self.secrets.scrub(text).as_bytes());
+            let _ = out.write_all(crate::diag::printable(&self.secrets.scrub(text)).as_bytes());
             let _ = out.flush();
         }
     }
@@ -137,6 +137,7 @@ pub fn run(args: &Args) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    out.secrets = Secrets::of_spec(&prepared.validation.spec);
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
     let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
@@ -158,11 +159,13 @@ pub fn run(args: &Args) -> u8 {
         match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
             Ok(locks) => {
                 for (host, why) in &locks.unlocked {
+                    let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
                     eprintln!("warning: host `{host}` is not locked against other applies: {why}");
                 }
                 Some(locks)
             }
             Err(held) => {
+                let held = crate::diag::printable(&out.secrets.scrub(&held)).into_owned();
                 eprintln!("error: another apply is changing these hosts; nothing was applied:\n{held}");
                 return exit::INVALID;
             }
@@ -178,7 +181,6 @@ pub fn run(args: &Args) -> u8 {
         eprintln!("{note}");
     }
     let spec = &prepared.validation.spec;
-    out.secrets = Secrets::of_spec(spec);
     let live = hosts.observe(spec);
     let mut plan = match saved {
         Some(saved) => {

@@ -131,9 +131,15 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
         let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
     }
     let declared = o.get("scope").and_then(|n| scope::decode_scope(d, n));
+    let factory = o.get("factory").and_then(|n| d.name(n, "factory"));
     Spec {
-        scopes: vec![FileScope { file: root.span.file, declared, layout: None }],
-        factory: o.get("factory").and_then(|n| d.name(n, "factory")),
+        scopes: vec![FileScope {
+            file: root.span.file,
+            declared,
+            layout: None,
+            factory: factory.as_ref().map(|f| f.span),
+        }],
+        factory,
         hosts: d.items(&o, "hosts", host::decode_host),
         nvlink_domains: d.items(&o, "nvlink-domains", host::decode_nvlink_domain),
         tenants: d.items(&o, "tenants", tenant::decode_tenant),

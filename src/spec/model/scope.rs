@@ -56,6 +56,8 @@ pub struct FileScope {
     pub declared: Option<Spanned<Scope>>,
     /// The tenant whose `tenants/<name>/` directory holds the file.
     pub layout: Option<String>,
+    /// Where the file names the factory (`factory:`), an operator's setting.
+    pub factory: Option<crate::spec::source::Span>,
 }
 
 impl FileScope {
@@ -143,6 +145,7 @@ mod tests {
             file: FileId(0),
             declared: declared.map(|d| Spanned::new(d, span)),
             layout: layout.map(str::to_string),
+            factory: None,
         };
         assert_eq!(s(None, None).effective(), Scope::Operator);
         assert_eq!(s(Some(Scope::Tenant("a".into())), None).effective(), Scope::Tenant("a".into()));
