@@ -267,3 +267,37 @@ fn a_raw_escape_in_a_file_never_reaches_the_terminal() {
         }
     }
 }
+
+#[test]
+fn an_escape_in_what_a_host_runs_never_reaches_the_terminal() {
+    use fabrik::driver::Virt;
+    // A domain fabrik did not make, named by someone else with a C1 control sequence
+    // introducer (XML refuses ESC itself, not U+009B) and a right-to-left override: its
+    // name reaches the plan (as an unmanaged object) and the inventory.
+    let state = tempfile::tempdir().unwrap();
+    let factory = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"));
+    let spec = fabrik::check::validate(factory).spec;
+    let hostile = "evil\u{9b}2J\u{202e}name";
+    {
+        let mut v = fabrik::sim::virt::SimVirt::open(&state.path().join("kvm01"), &spec.hosts[0]).unwrap();
+        let xml = format!(
+            "<domain type='test'><name>{hostile}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>"
+        );
+        v.define_domain(&xml).unwrap();
+    }
+    let s = state.path().to_str().unwrap();
+    let f = factory.to_str().unwrap();
+    let mut shown = false;
+    for args in [
+        vec!["inventory", "--sim", "--state-dir", s, f],
+        vec!["plan", "--sim", "--state-dir", s, "--show-unmanaged", f],
+        vec!["plan", "--sim", "--state-dir", s, "--show-unmanaged", "--format", "markdown", f],
+        vec!["apply", "--sim", "--state-dir", s, "--yes", f],
+    ] {
+        let o = fabrik(&args);
+        let text = all_text(&o);
+        assert!(!text.contains(['\u{9b}', '\u{202e}']), "fabrik {args:?} sent a raw control:\n{text:?}");
+        shown |= text.contains("evil\\u{9b}2J\\u{202e}name");
+    }
+    assert!(shown, "the hostile name was shown, escaped, somewhere");
+}
