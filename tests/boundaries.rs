@@ -208,9 +208,23 @@ fn no_credential_reaches_any_output_or_a_saved_plan() {
             f.into(),
         ]);
     }
+    // A file that does not decode still quotes its lines in snippets.
+    let broken = dir.path().join("broken.yaml");
+    write(
+        &broken,
+        &format!(
+            "version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\"\n    agent: {}\n    numa-nodes: [{{ id: 0, cpus: 0-3, memory: 8GiB }}]\n    bogus: [\"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\", 1]\n",
+            serde_json::to_string(&agent).unwrap()
+        ),
+    );
+    for format in ["human", "json", "github"] {
+        runs.push(vec!["validate".into(), "--format".into(), format.into(), broken.display().to_string()]);
+    }
+    runs.push(vec!["plan".into(), broken.display().to_string()]);
+    runs.push(vec!["inventory".into(), broken.display().to_string()]);
     let mut seen_agent_stderr = false;
     for args in &runs {
-        let planned = args[0] == "plan" || args[0] == "apply";
+        let planned = (args[0] == "plan" || args[0] == "apply") && !args.contains(&broken.display().to_string());
         let o = fabrik(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let text = all_text(&o);
         for secret in [URI_SECRET, ARG_SECRET, ENV_SECRET] {

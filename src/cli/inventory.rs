@@ -25,7 +25,7 @@ pub fn run(args: &Args) -> u8 {
     if !loaded.diags.iter().any(|d| d.is_error()) {
         loaded.diags.extend(crate::check::boundaries(&loaded.spec));
     }
-    let secrets = Secrets::of_spec(&loaded.spec);
+    let secrets = Secrets::of_factory(&loaded.spec, &loaded.sources);
     if loaded.diags.iter().any(|d| d.is_error()) {
         let style = super::style_for_stderr();
         for d in &loaded.diags {

@@ -82,7 +82,7 @@ pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared,
     let style = super::style_for_stderr();
     let v = crate::check::validate(&hosts.path);
     if !v.is_valid() {
-        eprint!("{}", Secrets::of_spec(&v.spec).scrub(&super::validate::human(&v, &hosts.path, style)));
+        eprint!("{}", Secrets::of_factory(&v.spec, &v.sources).scrub(&super::validate::human(&v, &hosts.path, style)));
         return Err(exit::INVALID);
     }
     let fail = |diags: Vec<crate::diag::Diagnostic>| {

@@ -26,7 +26,7 @@ pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf
         v.diags.sort();
     }
     // The factory's own secrets never leave in a snippet of its file.
-    let secrets = Secrets::of_spec(&v.spec);
+    let secrets = Secrets::of_factory(&v.spec, &v.sources);
     let out = match format {
         Format::Human => {
             let text = secrets.scrub(&human(&v, path, super::style_for_stderr()));

@@ -157,6 +157,45 @@ impl Secrets {
         Secrets { list }
     }
 
+    /// The secrets of a factory, and those written in its files' text: a file that does
+    /// not decode has no hosts to take them from, but its snippets still quote it.
+    pub fn of_factory(spec: &Spec, sources: &crate::spec::source::Sources) -> Secrets {
+        let mut all = Secrets::of_spec(spec);
+        for (_, file) in sources.iter() {
+            all.list.extend(Secrets::in_text(&file.text).list);
+        }
+        all.list.sort();
+        all.list.dedup();
+        all
+    }
+
+    /// Secrets found in free text: in every URI (`scheme://user:password@…`), and in the
+    /// rest of every line that gives an `agent` (YAML `agent:`, KDL `agent "…"`).
+    pub fn in_text(text: &str) -> Secrets {
+        let mut list = Vec::new();
+        for line in text.lines() {
+            let trimmed = line.trim_start().trim_start_matches("- ").trim_start_matches(['{', ' ']);
+            if let Some(rest) = trimmed.strip_prefix("agent").filter(|r| r.starts_with([':', ' ', '='])) {
+                let rest = rest.trim_start_matches([':', ' ', '=']).trim();
+                let command = rest.trim_matches(|c| c == '"' || c == '\'');
+                list.extend(command_secrets(command));
+            }
+            let mut at = 0;
+            while let Some(i) = line[at..].find("://") {
+                let begin = line[..at + i]
+                    .rfind(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '='))
+                    .map_or(0, |b| b + 1);
+                let end = line[at + i..]
+                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\''))
+                    .map_or(line.len(), |e| at + i + e);
+                list.extend(uri_secrets(&line[begin..end]).into_iter().map(str::to_string));
+                at = at + i + 3;
+            }
+        }
+        list.retain(|s| s.chars().count() >= SCRUB_MIN_CHARS);
+        Secrets { list }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -200,6 +239,16 @@ mod tests {
         assert_eq!(command("ssh -p 2222 root@gpu01 fabrik agent"), "ssh -p 2222 root@gpu01 fabrik agent");
         assert_eq!(command("ssh -o ProxyCommand=x gpu01 fabrik agent"), "ssh -o ProxyCommand=x gpu01 fabrik agent");
         assert_eq!(command("env 'PASSWORD=a b c' fabrik agent"), "env 'PASSWORD=***' fabrik agent");
+    }
+
+    #[test]
+    fn secrets_are_found_in_text_that_did_not_decode() {
+        let yaml = "hosts:\n  - name: h\n    uri: \"qemu+ssh://root:Hunter2x@h/system\"\n    agent: sshpass -p S3cretPw ssh h fabrik agent\n    bogus: 1\n";
+        let kdl =
+            "host h {\n    uri \"qemu+ssh://u:KdlPass1@h/system\"\n    agent \"env TOKEN=Tok3nKdl fabrik agent\"\n}\n";
+        let s = Secrets::in_text(&format!("{yaml}{kdl}"));
+        assert_eq!(s.scrub("Hunter2x S3cretPw KdlPass1 Tok3nKdl"), "*** *** *** ***");
+        assert!(Secrets::in_text("source: https://example.com/x.img\nagent: ssh h fabrik agent\n").is_empty());
     }
 
     #[test]
