@@ -200,12 +200,42 @@ impl Secrets {
         self.list.is_empty()
     }
 
-    /// `text` with every secret masked.
+    /// `text` with every secret masked, in one pass over the text: secrets are looked up
+    /// by their first bytes, so a factory with a secret per host (thousands) costs no
+    /// more per byte of output than one with a single secret.
     pub fn scrub(&self, text: &str) -> String {
         if self.list.is_empty() {
             return text.to_string();
         }
-        mask(text, &self.list.iter().map(String::as_str).collect::<Vec<_>>())
+        // Every secret has at least SCRUB_MIN_CHARS characters, so at least that many bytes.
+        let mut by_prefix: std::collections::HashMap<&[u8], Vec<&str>> = std::collections::HashMap::new();
+        for s in &self.list {
+            by_prefix.entry(&s.as_bytes()[..SCRUB_MIN_CHARS]).or_default().push(s);
+        }
+        for candidates in by_prefix.values_mut() {
+            candidates.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let (mut i, mut copied) = (0, 0);
+        while i + SCRUB_MIN_CHARS <= bytes.len() {
+            let found = text
+                .is_char_boundary(i)
+                .then(|| by_prefix.get(&bytes[i..i + SCRUB_MIN_CHARS]))
+                .flatten()
+                .and_then(|c| c.iter().find(|s| bytes[i..].starts_with(s.as_bytes())));
+            match found {
+                Some(secret) => {
+                    out.push_str(&text[copied..i]);
+                    out.push_str(MASK);
+                    i += secret.len();
+                    copied = i;
+                }
+                None => i += 1,
+            }
+        }
+        out.push_str(&text[copied..]);
+        out
     }
 }
 
@@ -249,6 +279,14 @@ mod tests {
         let s = Secrets::in_text(&format!("{yaml}{kdl}"));
         assert_eq!(s.scrub("Hunter2x S3cretPw KdlPass1 Tok3nKdl"), "*** *** *** ***");
         assert!(Secrets::in_text("source: https://example.com/x.img\nagent: ssh h fabrik agent\n").is_empty());
+    }
+
+    #[test]
+    fn scrubbing_masks_every_occurrence_longest_first() {
+        let s = Secrets { list: vec!["abcd".into(), "abcdef".into(), "ünïcödé".into()] };
+        assert_eq!(s.scrub("xabcdefy abcd abcdabcd ünïcödé é abc"), "x***y *** ****** *** é abc");
+        assert_eq!(s.scrub("ab"), "ab");
+        assert_eq!(s.scrub(""), "");
     }
 
     #[test]
