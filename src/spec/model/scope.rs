@@ -138,6 +138,43 @@ mod tests {
         assert_eq!(layout_tenant(Path::new("factory.yaml")), None);
     }
 
+    fn decoded(syntax: crate::spec::source::Syntax, text: &str) -> (Option<Scope>, Vec<(&'static str, String)>) {
+        let mut sources = crate::spec::source::Sources::default();
+        let (_, spec, diags) =
+            crate::spec::load::load_bytes(&mut sources, "f".into(), syntax, text.as_bytes().to_vec());
+        let declared = spec.scopes.first().and_then(|s| s.declared.as_ref().map(|d| d.value.clone()));
+        (declared, diags.into_iter().map(|d| (d.code, d.help.unwrap_or_default())).collect())
+    }
+
+    #[test]
+    fn scopes_are_written_the_same_in_yaml_and_kdl() {
+        use crate::spec::source::Syntax::{Kdl, Yaml};
+        let acme = Some(Scope::Tenant("acme".into()));
+        assert_eq!(decoded(Yaml, "version: 1\nscope: operator\n"), (Some(Scope::Operator), vec![]));
+        assert_eq!(decoded(Yaml, "version: 1\nscope: { tenant: acme }\n"), (acme.clone(), vec![]));
+        assert_eq!(decoded(Yaml, "version: 1\nscope: { kind: tenant, tenant: acme }\n"), (acme.clone(), vec![]));
+        assert_eq!(decoded(Kdl, "version 1\nscope \"operator\"\n"), (Some(Scope::Operator), vec![]));
+        assert_eq!(decoded(Kdl, "version 1\nscope tenant=\"acme\"\n"), (acme.clone(), vec![]));
+        assert_eq!(decoded(Kdl, "version 1\nscope {\n    tenant \"acme\"\n}\n"), (acme, vec![]));
+        assert_eq!(decoded(Yaml, "version: 1\n").0, None);
+    }
+
+    #[test]
+    fn a_wrong_scope_is_a_located_language_error() {
+        use crate::spec::source::Syntax::{Kdl, Yaml};
+        let codes = |r: (Option<Scope>, Vec<(&'static str, String)>)| r.1;
+        let c = codes(decoded(Yaml, "version: 1\nscope: operater\n"));
+        assert_eq!(c, vec![("fabrik::spec::unknown-variant", "did you mean `operator`?".to_string())]);
+        assert_eq!(codes(decoded(Yaml, "version: 1\nscope: tenant\n"))[0].0, "fabrik::spec::missing-key");
+        assert_eq!(
+            codes(decoded(Yaml, "version: 1\nscope: { kind: operator, tenant: acme }\n"))[0].0,
+            "fabrik::spec::conflicting-keys"
+        );
+        let c = codes(decoded(Yaml, "version: 1\nscope: { tennant: acme }\n"));
+        assert!(c.contains(&("fabrik::spec::unknown-key", "did you mean `tenant`?".to_string())), "{c:?}");
+        assert_eq!(codes(decoded(Kdl, "version 1\nscope tenant=\"a b\"\n"))[0].0, "fabrik::spec::bad-name");
+    }
+
     #[test]
     fn a_place_outranks_what_the_file_says() {
         let span = Span::new(FileId(0), 0, 1);
