@@ -144,7 +144,7 @@ fn a_tenants_pull_request_changes_only_its_files() {
     assert_eq!(
         codes,
         vec![(
-            serde_json::json!("fabrik::scope::outside-tenant"),
+            serde_json::json!("fabrik::review::outside-tenant"),
             serde_json::json!("fixtures/scopes/tenants/acme/vms.yaml")
         )]
     );

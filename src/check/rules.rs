@@ -92,6 +92,10 @@ pub static LANGUAGE: &[Rule] = &[
         "two objects of one kind with one name, in one file or across files (VM replicas count by their expanded names); both places are shown",
     ),
     lang("fabrik::spec::factory-mismatch", "two files give different `factory` names"),
+    lang(
+        "fabrik::review::outside-tenant",
+        "`validate --tenant` was given a changed file that is not that tenant's, or a tenant the factory does not declare (docs/security.md)",
+    ),
     lang("fabrik::ref::unknown-host", "a tenant, network, pool or VM names a host that is not defined"),
     lang("fabrik::ref::unknown-tenant", "a VM or network names a tenant that is not defined"),
     lang("fabrik::ref::unknown-network", "a tenant, template or VM names a network that is not defined"),
@@ -183,6 +187,11 @@ pub fn diagnostics_markdown() -> String {
             "References",
             "References are checked once every file decodes cleanly, so a typo in one place does not \
              cascade into unknown references elsewhere.\n\n",
+        ),
+        (
+            "fabrik::review::",
+            "Reviews",
+            "`fabrik validate --tenant NAME --changed PATH…` checks a tenant's pull request ([security.md](security.md)).\n\n",
         ),
         (
             "fabrik::drift::",

@@ -41,13 +41,6 @@ pub static RULES: &[Rule] = &[
         example: "# tenants/acme/vms.yaml\nscope: operator",
         fix: "write `scope: { tenant: <name> }` or leave `scope` out; move operator files out of `tenants/<name>/`",
     },
-    Rule {
-        code: "fabrik::scope::outside-tenant",
-        summary: "`validate --tenant` was given a changed file that is not that tenant's",
-        protects: "a tenant's pull request changing operator files or another tenant's",
-        example: "fabrik validate factory/ --tenant acme --changed factory/hosts/gpu01.yaml",
-        fix: "change only files in the tenant's scope (`tenants/<name>/`); operators review the rest",
-    },
 ];
 
 /// Where each tenant-scoped file is, by file.

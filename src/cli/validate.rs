@@ -66,7 +66,7 @@ fn review(v: &Validation, root: &Path, tenant: &str, changed: &[PathBuf]) -> Vec
     let mine = Scope::Tenant(tenant.to_string());
     if !v.spec.tenants.iter().any(|t| t.name.value == tenant) {
         out.push(
-            Diagnostic::error("fabrik::scope::outside-tenant", format!("the factory declares no tenant `{tenant}`"))
+            Diagnostic::error("fabrik::review::outside-tenant", format!("the factory declares no tenant `{tenant}`"))
                 .help("name a tenant the operator's files declare"),
         );
     }
@@ -83,7 +83,7 @@ fn review(v: &Validation, root: &Path, tenant: &str, changed: &[PathBuf]) -> Vec
             continue;
         }
         let d = Diagnostic::error(
-            "fabrik::scope::outside-tenant",
+            "fabrik::review::outside-tenant",
             format!("`{}` belongs to {scope}, not to tenant `{tenant}`", path.display()),
         )
         .help(format!(
