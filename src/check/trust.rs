@@ -54,9 +54,46 @@ pub const PARAMETERS: &[&str] = &["name", "socket", "mode", "proxy", "keyfile", 
 /// The one `test:` URI fabrik opens: libvirt's built-in test host, which reads no file.
 pub const TEST_DEFAULT_URI: &str = "test:///default";
 
-/// Why fabrik refuses to open `uri`, as the rule it breaks and a message; `None` if it
-/// may. The URI's syntax is the decoder's business (`fabrik::spec::bad-uri`).
-pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
+/// Why fabrik refuses to open a URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The driver or transport (`fabrik::trust::transport`).
+    Transport(String),
+    /// A query parameter (`fabrik::trust::uri-parameter`).
+    Parameter(String),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Transport(_) => "fabrik::trust::transport",
+            Refusal::Parameter(_) => "fabrik::trust::uri-parameter",
+        }
+    }
+
+    pub fn help(&self) -> &'static str {
+        match self {
+            Refusal::Transport(_) => {
+                "use `qemu:///system`, `qemu+ssh://`, `qemu+tls://`, `qemu+tcp://` or `qemu+unix://`; with `--sim`, twins need no URI"
+            }
+            Refusal::Parameter(_) => {
+                "remove the parameter; configure ssh in `~/.ssh/config`, where the operator controls it"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Transport(why) | Refusal::Parameter(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why fabrik refuses to open `uri`; `None` if it may. The URI's syntax is the
+/// decoder's business (`fabrik::spec::bad-uri`).
+pub fn uri_refusal(uri: &str) -> Option<Refusal> {
     let (scheme, rest) = uri.split_once("://")?;
     let (driver, transport) = match scheme.split_once('+') {
         Some((d, t)) => (d, Some(t)),
@@ -66,18 +103,12 @@ pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
         if uri == TEST_DEFAULT_URI {
             return None;
         }
-        return Some((
-            "fabrik::trust::transport",
-            format!(
-                "only `{TEST_DEFAULT_URI}` of libvirt's test driver is opened; another `test:` URI reads a local file"
-            ),
-        ));
+        return Some(Refusal::Transport(format!(
+            "only `{TEST_DEFAULT_URI}` of libvirt's test driver is opened; another `test:` URI reads a local file"
+        )));
     }
     if driver != "qemu" {
-        return Some((
-            "fabrik::trust::transport",
-            format!("libvirt driver `{driver}` is not one fabrik manages (`qemu`)"),
-        ));
+        return Some(Refusal::Transport(format!("libvirt driver `{driver}` is not one fabrik manages (`qemu`)")));
     }
     if let Some(t) = transport
         && !TRANSPORTS.contains(&t)
@@ -87,7 +118,7 @@ pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
             "libssh" | "libssh2" => "it has its own host-key policy; use `ssh`, configured in `~/.ssh/config`",
             _ => "it is not a libvirt transport fabrik knows",
         };
-        return Some(("fabrik::trust::transport", format!("transport `{t}` is refused: {why}")));
+        return Some(Refusal::Transport(format!("transport `{t}` is refused: {why}")));
     }
     let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -101,7 +132,7 @@ pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
             "no_verify" | "known_hosts_verify" => "it turns off the check of the server's identity",
             _ => "it is not a parameter fabrik passes",
         };
-        return Some(("fabrik::trust::uri-parameter", format!("URI parameter `{key}` is refused: {why}")));
+        return Some(Refusal::Parameter(format!("URI parameter `{key}` is refused: {why}")));
     }
     None
 }
@@ -109,19 +140,11 @@ pub fn uri_refusal(uri: &str) -> Option<(&'static str, String)> {
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     for h in &spec.hosts {
         let uri = &h.uri;
-        if let Some((code, message)) = uri_refusal(&uri.value) {
-            let help = match code {
-                "fabrik::trust::uri-parameter" => {
-                    "remove the parameter; configure ssh in `~/.ssh/config`, where the operator controls it"
-                }
-                _ => {
-                    "use `qemu:///system`, `qemu+ssh://`, `qemu+tls://`, `qemu+tcp://` or `qemu+unix://`; with `--sim`, twins need no URI"
-                }
-            };
+        if let Some(refusal) = uri_refusal(&uri.value) {
             out.push(
-                Diagnostic::error(code, format!("host `{}`: {message}", h.name.value))
+                Diagnostic::error(refusal.code(), format!("host `{}`: {refusal}", h.name.value))
                     .at(uri.span, "fabrik will not open this")
-                    .help(help),
+                    .help(refusal.help()),
             );
         }
         if crate::diag::redact::uri_password(&uri.value).is_some() {
@@ -166,7 +189,7 @@ mod tests {
             ("qemu+tls://gpu01/system?no_verify=1", "fabrik::trust::uri-parameter"),
             ("qemu+ssh://gpu01/system?password=x", "fabrik::trust::uri-parameter"),
         ] {
-            assert_eq!(uri_refusal(bad).map(|r| r.0), Some(code), "{bad}");
+            assert_eq!(uri_refusal(bad).map(|r| r.code()), Some(code), "{bad}");
         }
     }
 }
