@@ -26,12 +26,29 @@ fn cases() -> Vec<PathBuf> {
     out
 }
 
+/// A case is a factory file, or a directory (a factory of several files, for rules
+/// about files and their places) whose `expect` file holds its `expect:` lines.
 fn is_twin(path: &Path) -> bool {
-    path.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.ends_with(".ok"))
+    let name = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    name.and_then(|s| s.to_str()).is_some_and(|s| s.ends_with(".ok"))
+}
+
+fn twin_of(case: &Path) -> PathBuf {
+    if case.is_dir() {
+        let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        return case.with_file_name(format!("{name}.ok"));
+    }
+    let ext = case.extension().and_then(|e| e.to_str()).unwrap_or("");
+    case.with_extension(format!("ok.{ext}"))
+}
+
+fn expect_text(case: &Path) -> String {
+    let path = if case.is_dir() { case.join("expect") } else { case.to_path_buf() };
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn expected(path: &Path) -> Vec<(String, usize, usize)> {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = expect_text(path);
     let mut out: Vec<(String, usize, usize)> = text
         .lines()
         .filter_map(|l| l.trim_start_matches(['#', '/', ' ']).strip_prefix("expect:"))
@@ -87,8 +104,7 @@ fn every_failing_case_has_a_clean_twin() {
     let all = cases();
     let mut failures = Vec::new();
     for case in all.iter().filter(|c| !is_twin(c)) {
-        let ext = case.extension().and_then(|e| e.to_str()).unwrap_or("");
-        let twin = case.with_extension(format!("ok.{ext}"));
+        let twin = twin_of(case);
         if !all.contains(&twin) {
             failures.push(format!("{}: no twin {}", relative(case), relative(&twin)));
             continue;
@@ -116,7 +132,7 @@ fn human_diagnostics_snapshot() {
 #[test]
 fn every_rule_has_a_fixture() {
     let all = cases();
-    let texts: Vec<String> = all.iter().filter(|c| !is_twin(c)).map(|c| std::fs::read_to_string(c).unwrap()).collect();
+    let texts: Vec<String> = all.iter().filter(|c| !is_twin(c)).map(|c| expect_text(c)).collect();
     let families: Vec<&str> = fabrik::check::rules::FAMILIES.iter().map(|(f, _)| *f).collect();
     let missing: Vec<&str> = fabrik::check::rules::all()
         .filter(|r| families.iter().any(|f| r.code.split("::").nth(1) == Some(f)))

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use super::steps::{Concern, Step};
-use crate::driver::libvirt::LibvirtDriver;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result, ShutdownOutcome, Virt};
 use crate::live::PowerState;
 use crate::plan::Created;
@@ -118,7 +117,7 @@ impl HostConn {
                 drop(pool);
                 let opened = match &self.twins {
                     Some(state) => crate::sim::virt::open(&crate::sim::host_dir(state, &self.host), &self.host),
-                    None => LibvirtDriver::connect(&self.host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>),
+                    None => crate::driver::connect::open_virt(&self.host),
                 };
                 if opened.is_err() {
                     lock(&self.virt).1 -= 1;

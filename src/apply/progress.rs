@@ -27,6 +27,11 @@ fn seconds(ms: u64) -> String {
 
 /// The line a person reads for an event; `None` for events the bar shows itself.
 pub fn line(event: &Event) -> Option<String> {
+    // Errors quote hosts and agents: none may act on the terminal.
+    line_raw(event).map(|l| crate::diag::printable(&l).into_owned())
+}
+
+fn line_raw(event: &Event) -> Option<String> {
     match event {
         Event::Start { .. } => None,
         Event::Done { id, op, elapsed_ms } => {

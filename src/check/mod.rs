@@ -14,8 +14,10 @@ pub mod numa;
 pub mod quota;
 pub mod refs;
 pub mod rules;
+pub mod scope;
 pub mod supply;
 pub mod volumes;
+pub mod trust;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
@@ -34,13 +36,16 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     devices::RULES,
     macs::RULES,
     volumes::RULES,
+    scope::RULES,
+    trust::RULES,
 ];
 
 /// Runs every check. The expert checks run once names are unique and references
 /// resolve: a VM on an unknown host has no capacity to check, and one wrong name must
 /// not cascade into a page of consequences.
 pub fn run(spec: &Spec) -> Vec<Diagnostic> {
-    let mut out = names::check(spec);
+    let mut out = boundaries(spec);
+    out.extend(names::check(spec));
     out.extend(refs::check(spec));
     if out.iter().any(Diagnostic::is_error) {
         return out;
@@ -57,6 +62,15 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     devices::check(spec, &mut out);
     macs::check(spec, &mut out);
     volumes::check(spec, &mut out);
+    out
+}
+
+/// The checks of what a file may declare and what the factory may make fabrik run: the
+/// ones every command that reads hosts runs first, `inventory` included.
+pub fn boundaries(spec: &Spec) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    scope::check(spec, &mut out);
+    trust::check(spec, &mut out);
     out
 }
 

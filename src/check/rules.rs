@@ -92,6 +92,10 @@ pub static LANGUAGE: &[Rule] = &[
         "a disk's `volume` that is empty, `.` or `..`, longer than 255 bytes, or has `/`, spaces or non-ASCII characters",
     ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
+    lang(
+        "fabrik::spec::control-character",
+        "a string or key holds a control character (NUL, newline, tab, escape, DEL, C1, a bidirectional override); only `description` may hold newlines and tabs",
+    ),
     lang("fabrik::spec::bad-path", "a pool path that is not absolute"),
     lang("fabrik::spec::reserved-pkey", "an InfiniBand partition key that is reserved (0x7fff, 0x8000)"),
     lang(
@@ -102,6 +106,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::spec::missing-factory",
         "`plan` or `apply` on a factory with no `factory` name: the name marks every object fabrik makes, so it is never guessed",
+    ),
+    lang(
+        "fabrik::review::outside-tenant",
+        "`validate --tenant` was given a changed file that is not that tenant's, or a tenant the factory does not declare (docs/security.md)",
     ),
     lang("fabrik::ref::unknown-host", "a tenant, network, pool or VM names a host that is not defined"),
     lang("fabrik::ref::unknown-tenant", "a VM or network names a tenant that is not defined"),
@@ -159,6 +167,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
+    ("scope", "Scopes: a tenant's file declares only that tenant's VMs and templates"),
+    ("trust", "Trust: what a factory can make fabrik run on the operator's machine"),
 ];
 
 /// Every code fabrik can report.
@@ -207,6 +217,11 @@ pub fn diagnostics_markdown() -> String {
             "References",
             "References are checked once every file decodes cleanly, so a typo in one place does not \
              cascade into unknown references elsewhere.\n\n",
+        ),
+        (
+            "fabrik::review::",
+            "Reviews",
+            "`fabrik validate --tenant NAME --changed PATH…` checks a tenant's pull request ([security.md](security.md)).\n\n",
         ),
         (
             "fabrik::drift::",

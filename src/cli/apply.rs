@@ -19,6 +19,7 @@ use crate::apply::journal::{self, Journal};
 use crate::apply::progress::Progress;
 use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::diag::error_chain;
+use crate::diag::redact::Secrets;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 
@@ -67,11 +68,14 @@ fn saved_plan(path: &Path) -> Option<Result<Plan, String>> {
 /// What an apply prints besides progress: to stdout, as text or JSON lines.
 struct Out {
     format: ApplyFormat,
+    /// The factory's credentials, masked in everything printed.
+    secrets: Secrets,
 }
 
 impl Out {
     fn json(&self, value: serde_json::Value) {
         if let Ok(text) = serde_json::to_string(&value) {
+            let text = self.secrets.scrub(&text);
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{text}");
             let _ = out.flush();
@@ -81,14 +85,14 @@ impl Out {
     fn text(&self, text: &str) {
         if self.format == ApplyFormat::Human {
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(crate::diag::printable(&self.secrets.scrub(text)).as_bytes());
             let _ = out.flush();
         }
     }
 }
 
 pub fn run(args: &Args) -> u8 {
-    let out = Out { format: args.format };
+    let mut out = Out { format: args.format, secrets: Secrets::default() };
     let saved = match saved_plan(&args.hosts.path) {
         Some(Ok(p)) => Some(p),
         Some(Err(message)) => {
@@ -133,6 +137,7 @@ pub fn run(args: &Args) -> u8 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    out.secrets = Secrets::of_spec(&prepared.validation.spec);
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
     let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
@@ -154,11 +159,13 @@ pub fn run(args: &Args) -> u8 {
         match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
             Ok(locks) => {
                 for (host, why) in &locks.unlocked {
+                    let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
                     eprintln!("warning: host `{host}` is not locked against other applies: {why}");
                 }
                 Some(locks)
             }
             Err(held) => {
+                let held = crate::diag::printable(&out.secrets.scrub(&held)).into_owned();
                 eprintln!("error: another apply is changing these hosts; nothing was applied:\n{held}");
                 return exit::INVALID;
             }
@@ -191,6 +198,7 @@ pub fn run(args: &Args) -> u8 {
         None => plan::plan_with(&prepared.desired, &prepared.graph, &live, &prepared.options),
     };
     plan::locate::locate_errors(&mut plan, spec, &prepared.validation.sources);
+    super::plan::scrub(&mut plan, &out.secrets);
     match args.format {
         ApplyFormat::Human => out.text(&output::human(&plan, Show::default())),
         ApplyFormat::Json => out.json(serde_json::json!({
@@ -226,8 +234,23 @@ pub fn run(args: &Args) -> u8 {
         ApplyFormat::Json => Progress::Json,
     });
     let emit: apply::Emit = {
-        let (progress, journal) = (progress.clone(), journal.clone());
+        let (progress, journal, secrets) = (progress.clone(), journal.clone(), out.secrets.clone());
         Arc::new(move |e: &Event| {
+            // A failure quotes a host or its agent: its credentials are masked in the
+            // progress and in the journal alike.
+            let scrubbed = match e {
+                Event::Failed { id, op, error, elapsed_ms } => Some(Event::Failed {
+                    id: id.clone(),
+                    op: *op,
+                    error: secrets.scrub(error),
+                    elapsed_ms: *elapsed_ms,
+                }),
+                Event::Skipped { id, op, reason } => {
+                    Some(Event::Skipped { id: id.clone(), op: *op, reason: secrets.scrub(reason) })
+                }
+                Event::Start { .. } | Event::Done { .. } | Event::Interrupted { .. } => None,
+            };
+            let e = scrubbed.as_ref().unwrap_or(e);
             progress.event(e);
             if let Some(j) = &journal {
                 j.write(e);

@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Format, exit};
+use crate::diag::redact::Secrets;
 use crate::diag::render;
 use crate::driver::ErrorKind;
 use crate::inventory::{Inventory, render as show};
@@ -18,11 +19,17 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let loaded = crate::spec::load::load(&args.hosts.path);
+    let mut loaded = crate::spec::load::load(&args.hosts.path);
+    // What a file may declare and what fabrik may run are checked before any host is
+    // read: reading one starts its agent and opens its URI.
+    if !loaded.diags.iter().any(|d| d.is_error()) {
+        loaded.diags.extend(crate::check::boundaries(&loaded.spec));
+    }
+    let secrets = Secrets::of_factory(&loaded.spec, &loaded.sources);
     if loaded.diags.iter().any(|d| d.is_error()) {
         let style = super::style_for_stderr();
         for d in &loaded.diags {
-            eprint!("{}", render::human(d, &loaded.sources, style));
+            eprint!("{}", secrets.scrub(&render::human(d, &loaded.sources, style)));
         }
         eprintln!("{}: the factory has errors; fix them first (`fabrik validate`)", args.hosts.path.display());
         return exit::INVALID;
@@ -38,10 +45,10 @@ pub fn run(args: &Args) -> u8 {
     let failed = inv.hosts.iter().any(incomplete) || inv.drift().any(|d| d.is_error());
     match args.format {
         Format::Human => {
-            let _ = std::io::stdout().write_all(show::human(&inv).as_bytes());
+            let _ = std::io::stdout().write_all(secrets.scrub(&show::human(&inv)).as_bytes());
             let style = super::style_for_stderr();
             for d in inv.drift() {
-                eprint!("{}", render::human(d, &loaded.sources, style));
+                eprint!("{}", secrets.scrub(&render::human(d, &loaded.sources, style)));
             }
         }
         Format::Json => {
@@ -56,17 +63,20 @@ pub fn run(args: &Args) -> u8 {
                     })
                     .collect(),
             };
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!("{}", secrets.scrub(&serde_json::to_string_pretty(&report).unwrap_or_default()));
         }
         Format::Github => {
+            let mut text = String::new();
             for d in inv.drift() {
-                println!("{}", render::github(d, &loaded.sources));
+                text += &render::github(d, &loaded.sources);
+                text.push('\n');
             }
             for h in inv.hosts.iter().filter(|h| !h.live.errors.is_empty()) {
                 for e in &h.live.errors {
-                    println!("::error title=fabrik inventory::host `{}`: {}: {}", h.name, e.concern, e.error);
+                    text += &format!("::error title=fabrik inventory::host `{}`: {}: {}\n", h.name, e.concern, e.error);
                 }
             }
+            let _ = std::io::stdout().write_all(secrets.scrub(&text).as_bytes());
         }
     }
     if failed { exit::INVALID } else { exit::OK }

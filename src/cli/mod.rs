@@ -40,6 +40,13 @@ pub enum Command {
         path: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Check a tenant's pull request: every `--changed` file must be this tenant's.
+        #[arg(long, value_name = "NAME", requires = "changed")]
+        tenant: Option<String>,
+        /// A file the pull request changes (repeatable; `-` reads paths from stdin, one
+        /// a line, as `git diff --name-only` prints them). Needs `--tenant`.
+        #[arg(long, value_name = "PATH", num_args = 1.., requires = "tenant")]
+        changed: Vec<PathBuf>,
     },
     /// Print the JSON Schema of the YAML form (or the key reference as Markdown).
     Schema {
@@ -94,7 +101,9 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Validate { path, format } => validate::run(&path, format),
+        Command::Validate { path, format, tenant, changed } => {
+            validate::run(&path, format, tenant.as_deref(), &changed)
+        }
         Command::Schema { format } => schema::run(format),
         Command::Bench(args) => bench::run(&args),
         Command::Agent(args) => agent::run(&args),

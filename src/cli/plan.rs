@@ -9,6 +9,7 @@ use clap::ValueEnum;
 use super::exit;
 use crate::desired::ResourceId;
 use crate::diag::error_chain;
+use crate::diag::redact::Secrets;
 use crate::diag::render;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Options};
@@ -81,7 +82,7 @@ pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared,
     let style = super::style_for_stderr();
     let v = crate::check::validate(&hosts.path);
     if !v.is_valid() {
-        eprint!("{}", super::validate::human(&v, &hosts.path, style));
+        eprint!("{}", Secrets::of_factory(&v.spec, &v.sources).scrub(&super::validate::human(&v, &hosts.path, style)));
         return Err(exit::INVALID);
     }
     let fail = |diags: Vec<crate::diag::Diagnostic>| {
@@ -139,13 +140,15 @@ pub fn run(args: &Args) -> u8 {
     let live = args.hosts.observe(&p.validation.spec);
     let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
+    let secrets = Secrets::of_spec(&p.validation.spec);
+    scrub(&mut plan, &secrets);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),
         PlanFormat::Json => output::json(&plan),
         PlanFormat::Markdown => output::markdown(&plan, show),
     };
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    let _ = std::io::stdout().write_all(secrets.scrub(&text).as_bytes());
     if let Some(out) = &args.out {
         plan.origin = Some(plan::Origin {
             path: args.hosts.path.display().to_string(),
@@ -166,5 +169,23 @@ pub fn run(args: &Args) -> u8 {
         EXIT_CHANGES
     } else {
         exit::OK
+    }
+}
+
+/// The plan with the hosts' credentials masked wherever a host's words reach it
+/// (libvirt's and the agents' messages): what is printed and what `--out` saves.
+pub fn scrub(plan: &mut plan::Plan, secrets: &Secrets) {
+    if secrets.is_empty() {
+        return;
+    }
+    for e in &mut plan.errors {
+        e.message = secrets.scrub(&e.message);
+        e.help = secrets.scrub(&e.help);
+    }
+    for n in &mut plan.notices {
+        n.reason = secrets.scrub(&n.reason);
+    }
+    for a in &mut plan.actions {
+        a.reason = secrets.scrub(&a.reason);
     }
 }

@@ -1,26 +1,105 @@
 //! `fabrik validate`: load and check a factory, report every diagnostic.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Format, exit};
 use crate::check::{self, Validation};
-use crate::diag::render;
+use crate::diag::redact::Secrets;
+use crate::diag::{Diagnostic, render};
+use crate::spec::model::Scope;
+use crate::spec::source::Span;
 
-pub fn run(path: &Path, format: Format) -> u8 {
-    let v = check::validate(path);
+pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf]) -> u8 {
+    let mut v = check::validate(path);
+    if let Some(tenant) = tenant {
+        let changed = match changed_paths(changed) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot read the changed paths from stdin: {e}");
+                return exit::USAGE;
+            }
+        };
+        v.diags.extend(review(&v, path, tenant, &changed));
+        v.diags.sort();
+    }
+    // The factory's own secrets never leave in a snippet of its file.
+    let secrets = Secrets::of_factory(&v.spec, &v.sources);
     let out = match format {
         Format::Human => {
-            let _ = std::io::stderr().write_all(human(&v, path, super::style_for_stderr()).as_bytes());
+            let text = secrets.scrub(&human(&v, path, super::style_for_stderr()));
+            let _ = std::io::stderr().write_all(text.as_bytes());
             return code(&v);
         }
         Format::Json => json(&v),
         Format::Github => github(&v),
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    let _ = std::io::stdout().write_all(secrets.scrub(&out).as_bytes());
     code(&v)
+}
+
+/// The `--changed` paths, with `-` replaced by the lines of stdin.
+fn changed_paths(given: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in given {
+        if p.as_os_str() == "-" {
+            for line in std::io::stdin().lines() {
+                let line = line?;
+                if !line.trim().is_empty() {
+                    out.push(PathBuf::from(line.trim()));
+                }
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `validate --tenant`: every changed path must be one of the tenant's files. A changed
+/// path that was not loaded (deleted, or not a factory file) is the tenant's only when
+/// its place (`tenants/<name>/`) makes it so.
+fn review(v: &Validation, root: &Path, tenant: &str, changed: &[PathBuf]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mine = Scope::Tenant(tenant.to_string());
+    if !v.spec.tenants.iter().any(|t| t.name.value == tenant) {
+        out.push(
+            Diagnostic::error("fabrik::review::outside-tenant", format!("the factory declares no tenant `{tenant}`"))
+                .help("name a tenant the operator's files declare"),
+        );
+    }
+    for path in changed {
+        let loaded = v.sources.iter().find(|(_, f)| same_file(&f.path, path));
+        let scope = match loaded {
+            Some((id, _)) => v.spec.scope_of(id),
+            None => {
+                let below_root = path.strip_prefix(root).ok().or_else(|| path.is_relative().then_some(path.as_path()));
+                below_root.and_then(crate::spec::model::scope::layout_tenant).map_or(Scope::Operator, Scope::Tenant)
+            }
+        };
+        if scope == mine {
+            continue;
+        }
+        let d = Diagnostic::error(
+            "fabrik::review::outside-tenant",
+            format!("`{}` belongs to {scope}, not to tenant `{tenant}`", path.display()),
+        )
+        .help(format!(
+            "tenant `{tenant}`'s pull request may change only its files (`tenants/{tenant}/`); operators review the rest"
+        ));
+        out.push(match loaded {
+            Some((id, _)) => d.at(Span::new(id, 0, 0), "changed in this pull request"),
+            None => d,
+        });
+    }
+    out
+}
+
+/// Two spellings of one path (`./a.yaml` and `a.yaml`, or through a link).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 fn code(v: &Validation) -> u8 {

@@ -4,6 +4,7 @@
 //! the loader, the decoder and the checks, and rendered only at the edge, by
 //! [`render`], as miette reports, JSON or GitHub annotations.
 
+pub mod redact;
 pub mod render;
 
 use crate::spec::source::Span;
@@ -134,6 +135,31 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// A character a terminal acts on instead of showing: C0 and C1 controls, DEL, and
+/// Unicode's bidirectional controls (which reorder what follows on screen).
+pub fn is_terminal_control(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Text as a terminal may receive it: every control character but newline and tab
+/// written as an escape (`\u{1b}`), so that a value from a file or a host cannot move
+/// the cursor, erase lines or change colours. Every human output goes through it.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| is_terminal_control(c) && !matches!(c, '\n' | '\t');
+    if !text.contains(control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if control(c) {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// An error and its causes on one line.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -148,6 +174,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_text_carries_no_terminal_control() {
+        assert_eq!(printable("a\x1b[2Jb\nc\td"), "a\\u{1b}[2Jb\nc\td");
+        assert_eq!(printable("\u{9b}31m \u{202e}x\r"), "\\u{9b}31m \\u{202e}x\\u{d}");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn suggests_close_words_only() {

@@ -112,7 +112,7 @@ pub fn github(d: &Diagnostic, sources: &Sources) -> String {
         message.push_str("\nhelp: ");
         message.push_str(help);
     }
-    format!("::{level} {}::{}", props.join(","), escape_data(&message))
+    format!("::{level} {}::{}", props.join(","), escape_data(&super::printable(&message)))
 }
 
 // GitHub's workflow-command escaping (actions/toolkit, command.ts).
@@ -152,7 +152,7 @@ impl MietteReport {
                 related.push(MietteReport {
                     severity: Severity::Warning,
                     code: "",
-                    message: l.text.clone(),
+                    message: super::printable(&l.text).into_owned(),
                     help: None,
                     source: Some(named(sources, l.span.file)),
                     labels: vec![labeled(l, true)],
@@ -163,8 +163,8 @@ impl MietteReport {
         MietteReport {
             severity: d.severity,
             code: d.code,
-            message: d.message.clone(),
-            help: d.help.clone(),
+            message: super::printable(&d.message).into_owned(),
+            help: d.help.as_deref().map(|h| super::printable(h).into_owned()),
             source: file.map(|f| named(sources, f)),
             labels,
             related,
@@ -174,23 +174,32 @@ impl MietteReport {
 
 fn named(sources: &Sources, file: FileId) -> NamedSource<Arc<String>> {
     let f = sources.get(file);
-    NamedSource::new(f.path.display().to_string(), displayable(&f.text))
+    NamedSource::new(&*super::printable(&f.path.display().to_string()), displayable(&f.text))
 }
 
 /// The text with control characters (a binary file's, say) shown as `.`, as a hex dump
 /// does, so that a snippet never sends control codes to the terminal. Each is one byte
 /// and so is `.`: spans stay where they were.
 fn displayable(text: &Arc<String>) -> Arc<String> {
-    let control = |c: char| c.is_ascii_control() && !matches!(c, '\n' | '\r' | '\t');
+    let control = |c: char| super::is_terminal_control(c) && !matches!(c, '\n' | '\r' | '\t');
     if !text.contains(control) {
         return Arc::clone(text);
     }
-    Arc::new(text.chars().map(|c| if control(c) { '.' } else { c }).collect())
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if control(c) {
+            // As many dots as the character has bytes (a C1 control has two).
+            out.extend(std::iter::repeat_n('.', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    Arc::new(out)
 }
 
 fn labeled(l: &Label, primary: bool) -> LabeledSpan {
     let span = SourceSpan::new((l.span.start as usize).into(), l.span.len());
-    let text = (!l.text.is_empty()).then(|| l.text.clone());
+    let text = (!l.text.is_empty()).then(|| super::printable(&l.text).into_owned());
     if primary { LabeledSpan::new_primary_with_span(text, span) } else { LabeledSpan::new_with_span(text, span) }
 }
 

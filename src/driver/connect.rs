@@ -6,6 +6,7 @@ use std::path::Path;
 use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
+use crate::diag::redact::Secrets;
 use crate::live::observe::HostDrivers;
 use crate::spec::model::Host;
 
@@ -21,8 +22,22 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 /// connection for both.
 pub fn open_real(host: &Host) -> HostDrivers {
     let (gpus, links) = open_agent(host);
-    let virt = LibvirtDriver::connect(&host.uri.value).map(|d| Box::new(d) as Box<dyn Virt>);
-    HostDrivers { virt, gpus, links }
+    HostDrivers { virt: open_virt(host), gpus, links }
+}
+
+/// libvirt at the host's `uri`, if it is one fabrik opens (`check::trust`). Errors
+/// carry no credential of the URI, whatever libvirt's message quoted.
+pub fn open_virt(host: &Host) -> Opened<dyn Virt> {
+    let secrets = Secrets::of_host(host);
+    if let Some(refusal) = crate::check::trust::uri_refusal(&host.uri.value) {
+        return Err(DriverError::new(
+            ErrorKind::Refused,
+            format!("host `{}`: {refusal} ({}); nothing was opened", host.name.value, refusal.code()),
+        ));
+    }
+    LibvirtDriver::connect(&host.uri.value)
+        .map(|d| Box::new(d) as Box<dyn Virt>)
+        .map_err(|e| DriverError { message: secrets.scrub(&e.message), ..e })
 }
 
 /// The host's agent, as its GPU and link drivers (one process answers for both).
@@ -33,7 +48,10 @@ pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
                 let (g, l) = Shared::split(client);
                 (Ok(g), Ok(l))
             }
-            Err(e) => (Err(e.clone()), Err(e)),
+            Err(e) => {
+                let e = DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e };
+                (Err(e.clone()), Err(e))
+            }
         },
         None => {
             let e = DriverError::new(
@@ -42,5 +60,37 @@ pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
             );
             (Err(e.clone()), Err(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_uri_opens_nothing_even_unvalidated() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, format!("#!/bin/sh\ntouch '{}'\n", marker.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Decoded only: no check has run, as for a library caller that skips validation.
+        let text = format!(
+            "version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ext:///system?command={}\"\n    numa-nodes: [{{ id: 0, cpus: 0-1, memory: 1GiB }}]\n",
+            script.display()
+        );
+        let mut sources = crate::spec::source::Sources::default();
+        let (_, spec, diags) = crate::spec::load::load_bytes(
+            &mut sources,
+            "f.yaml".into(),
+            crate::spec::source::Syntax::Yaml,
+            text.into_bytes(),
+        );
+        assert!(diags.is_empty(), "{diags:?}");
+        let Err(e) = open_virt(&spec.hosts[0]) else { panic!("an ext URI was opened") };
+        assert_eq!(e.kind, ErrorKind::Refused, "{e:?}");
+        assert!(e.message.contains("fabrik::trust::transport"), "{e:?}");
+        assert!(!marker.exists(), "the URI's command ran");
     }
 }

@@ -41,7 +41,7 @@ impl Inventory {
             .zip(live)
             .map(|(host, live)| HostReport {
                 name: host.name.value.clone(),
-                uri: host.uri.value.clone(),
+                uri: crate::diag::redact::uri(&host.uri.value),
                 reachable: live.info.is_some(),
                 drift: drift::compare(host, &live),
                 live,

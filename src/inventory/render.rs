@@ -48,7 +48,8 @@ pub fn human(inv: &Inventory) -> String {
         if inv.hosts.len() == 1 { "" } else { "s" },
         if inv.simulated { " (simulated twins)" } else { "" }
     );
-    out
+    // Names, models and errors come from the hosts: none may act on the terminal.
+    crate::diag::printable(&out).into_owned()
 }
 
 fn host(out: &mut String, h: &HostReport, simulated: bool) {

@@ -105,7 +105,8 @@ pub fn human(plan: &Plan, show: Show) -> String {
     }
     out.push_str(&summary_line(&plan.summary));
     out.push('\n');
-    out
+    // Reasons and errors quote hosts and files: none may act on the terminal.
+    crate::diag::printable(&out).into_owned()
 }
 
 /// The plan document: the same JSON `--out` writes.
@@ -150,5 +151,5 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
             }
         }
     }
-    out
+    crate::diag::printable(&out).into_owned()
 }

@@ -59,7 +59,12 @@ pub fn load(path: &Path) -> Loaded {
             diags.push(d);
             continue;
         }
-        let Some((file, file_spec, file_diags)) = parsed.next() else { break };
+        let Some((file, mut file_spec, file_diags)) = parsed.next() else { break };
+        // A file's place in the factory's directory can make it a tenant's.
+        let layout = file.path.strip_prefix(path).ok().and_then(model::scope::layout_tenant);
+        for s in &mut file_spec.scopes {
+            s.layout.clone_from(&layout);
+        }
         sources.add(file);
         diags.extend(file_diags);
         spec.merge(file_spec, &mut diags);

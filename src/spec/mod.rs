@@ -8,6 +8,7 @@ pub mod model;
 pub mod schema;
 pub mod shape;
 pub mod source;
+pub mod text;
 pub mod tree;
 pub mod types;
 pub mod yaml;

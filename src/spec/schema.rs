@@ -98,7 +98,14 @@ fn ty(t: &Ty, defs: &mut Map<String, Value>) -> Value {
             };
             json!({ "type": "array", "items": item })
         }
-        Ty::Object(shape) => reference(shape, defs),
+        // An object with a label may be given as that label alone (`scope: operator`).
+        Ty::Object(shape) => {
+            let r = reference(shape, defs);
+            match shape.label.and_then(|l| shape.field(l)) {
+                Some(label) => json!({ "anyOf": [r, ty(&label.ty, defs)] }),
+                None => r,
+            }
+        }
         Ty::MapOf { key, value } => json!({
             "type": "object",
             "propertyNames": ty(key, defs),

@@ -28,8 +28,10 @@ const DROP_GRACE: Duration = Duration::from_secs(2);
 
 /// A connection to one host's agent, implementing [`Gpus`] and [`Links`] by forwarding.
 pub struct AgentClient {
-    /// The command line (or a description of the stream), for messages.
+    /// The command line, credentials masked (or a description of the stream), for messages.
     name: String,
+    /// The command's credentials, masked in the stderr it shows.
+    secrets: Vec<String>,
     child: Option<Child>,
     writer: Option<Box<dyn Write + Send>>,
     lines: mpsc::Receiver<io::Result<String>>,
@@ -71,8 +73,10 @@ impl AgentClient {
     }
 
     pub fn spawn_with_timeout(command_line: &str, timeout: Duration) -> Result<AgentClient> {
+        // The command as messages show it: its credentials masked.
+        let shown = crate::diag::redact::command(command_line);
         let words = shell_words::split(command_line).map_err(|e| {
-            DriverError::new(ErrorKind::Failed, format!("agent command `{command_line}` cannot be split: {e}"))
+            DriverError::new(ErrorKind::Failed, format!("agent command `{shown}` cannot be split: {e}"))
         })?;
         let Some((program, args)) = words.split_first() else {
             return Err(DriverError::new(ErrorKind::Failed, "the agent command is empty"));
@@ -83,7 +87,7 @@ impl AgentClient {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| agent_unreachable(format!("starting agent `{command_line}`: {e}")))?;
+            .map_err(|e| agent_unreachable(format!("starting agent `{shown}`: {e}")))?;
         let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let (Some(stdin), Some(stdout), Some(mut stderr)) = (stdin, stdout, stderr) else {
             unreachable!("all three streams were piped");
@@ -96,7 +100,8 @@ impl AgentClient {
                 keep.lock().unwrap_or_else(|e| e.into_inner()).push(&buffer[..n]);
             }
         });
-        let mut client = AgentClient::connect(command_line.to_string(), stdout, Box::new(stdin), timeout);
+        let mut client = AgentClient::connect(shown, stdout, Box::new(stdin), timeout);
+        client.secrets = crate::diag::redact::command_secrets(command_line);
         client.child = Some(child);
         client.stderr = tail;
         client.stderr_reader = Some(stderr_reader);
@@ -133,6 +138,7 @@ impl AgentClient {
         });
         AgentClient {
             name,
+            secrets: Vec::new(),
             child: None,
             writer: Some(writer),
             lines,
@@ -199,7 +205,12 @@ impl AgentClient {
         if let Some(status) = status {
             message += &format!(" ({status})");
         }
-        let tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text();
+        let mut tail = self.stderr.lock().unwrap_or_else(|e| e.into_inner()).text();
+        // A program that echoes its arguments (`sshpass`, a shell with `-x`) must not
+        // carry the command's credentials into the message.
+        for secret in self.secrets.iter().filter(|s| !s.is_empty()) {
+            tail = tail.replace(secret.as_str(), crate::diag::redact::MASK);
+        }
         if !tail.is_empty() {
             message += &format!("; its stderr ends with: {tail}");
         }

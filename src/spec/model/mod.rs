@@ -5,12 +5,14 @@
 
 pub mod host;
 pub mod network;
+pub mod scope;
 pub mod storage;
 pub mod tenant;
 pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
 pub use network::{NetKind, Network, Purpose};
+pub use scope::{FileScope, Scope};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};
 pub use tenant::{Quota, Sharing, Tenant};
 pub use workload::{
@@ -39,6 +41,9 @@ pub struct Spec {
     pub images: Vec<Image>,
     pub templates: Vec<Template>,
     pub vms: Vec<Vm>,
+    /// Each file's scope, in file order.
+    #[serde(skip)]
+    pub scopes: Vec<FileScope>,
 }
 
 pub static FILE: Shape = Shape {
@@ -52,6 +57,11 @@ pub static FILE: Shape = Shape {
             "factory",
             Ty::Name,
             "the factory's name, recorded on everything fabrik creates; required by `plan` and `apply`",
+        ),
+        opt(
+            "scope",
+            Ty::Object(&scope::SCOPE),
+            "whom the file belongs to: `operator` or `{ tenant: <name> }` (default: docs/security.md)",
         ),
         opt("hosts", Ty::Items { shape: &host::HOST, singular: "host" }, "KVM hosts"),
         opt(
@@ -81,6 +91,13 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
         );
         return Spec::default();
     };
+    // A control character anywhere stops the file here: it must not reach messages,
+    // XML or the hosts.
+    let before = d.diags.len();
+    super::text::check(root, &mut d.diags);
+    if d.diags.len() > before {
+        return Spec::default();
+    }
     // The version decides how the rest is read: a file of another version is not read further.
     let version = map.entries.iter().find(|e| e.key == "version").map(|e| &e.value);
     if let Some(Node { value: Value::Scalar(Scalar::Int(n)), span }) = version
@@ -113,8 +130,16 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
     if let Some(v) = o.get("version") {
         let _ = d.uint::<u32>(v, "version", VERSION, VERSION);
     }
+    let declared = o.get("scope").and_then(|n| scope::decode_scope(d, n));
+    let factory = o.get("factory").and_then(|n| d.name(n, "factory"));
     Spec {
-        factory: o.get("factory").and_then(|n| d.name(n, "factory")),
+        scopes: vec![FileScope {
+            file: root.span.file,
+            declared,
+            layout: None,
+            factory: factory.as_ref().map(|f| f.span),
+        }],
+        factory,
         hosts: d.items(&o, "hosts", host::decode_host),
         nvlink_domains: d.items(&o, "nvlink-domains", host::decode_nvlink_domain),
         tenants: d.items(&o, "tenants", tenant::decode_tenant),
@@ -182,6 +207,12 @@ impl Spec {
         self.images.extend(other.images);
         self.templates.extend(other.templates);
         self.vms.extend(other.vms);
+        self.scopes.extend(other.scopes);
+    }
+
+    /// The scope a file's objects are checked in; the operator's for a file not loaded.
+    pub fn scope_of(&self, file: super::source::FileId) -> Scope {
+        self.scopes.iter().find(|s| s.file == file).map_or(Scope::Operator, FileScope::effective)
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {
