@@ -29,6 +29,11 @@ pub static LANGUAGE: &[Rule] = &[
         "a directory holds no `*.yaml`, `*.yml` or `*.kdl` file (hidden entries are skipped)",
     ),
     lang("fabrik::load::unknown-extension", "a file given by path is not `.yaml`, `.yml` or `.kdl`"),
+    lang("fabrik::load::file-too-large", "a factory file holds more than 16 MiB; it is not read"),
+    lang(
+        "fabrik::load::factory-too-large",
+        "the files of a factory hold more than 64 MiB together; the rest are not read",
+    ),
     lang(
         "fabrik::spec::yaml-syntax",
         "the YAML does not parse (indentation, quoting, tabs, several documents in a file)",
