@@ -10,9 +10,11 @@
 //!   resetting it through `/proc/self/clear_refs` (Linux 4.0 or later).
 //!
 //! Timings are the median and minimum of several runs. This module measures; the
-//! command line prints. [`inventory`] and [`plan`] are the other modes: observing
-//! simulated twins, and planning against a converged live state.
+//! command line prints. [`inventory`], [`plan`] and [`hostile`] are the other modes:
+//! observing simulated twins, planning against a converged live state, and crafted
+//! factories that must end quickly with a located error.
 
+pub mod hostile;
 pub mod inventory;
 pub mod plan;
 pub mod synth;

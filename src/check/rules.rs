@@ -29,6 +29,11 @@ pub static LANGUAGE: &[Rule] = &[
         "a directory holds no `*.yaml`, `*.yml` or `*.kdl` file (hidden entries are skipped)",
     ),
     lang("fabrik::load::unknown-extension", "a file given by path is not `.yaml`, `.yml` or `.kdl`"),
+    lang("fabrik::load::file-too-large", "a factory file holds more than 16 MiB; it is not read"),
+    lang(
+        "fabrik::load::factory-too-large",
+        "the files of a factory hold more than 64 MiB together; the rest are not read",
+    ),
     lang(
         "fabrik::spec::yaml-syntax",
         "the YAML does not parse (indentation, quoting, tabs, several documents in a file)",
@@ -36,10 +41,14 @@ pub static LANGUAGE: &[Rule] = &[
     lang("fabrik::spec::kdl-syntax", "the KDL does not parse (quoting, braces, an unquoted `64GiB`)"),
     lang("fabrik::spec::not-utf8", "the file is not UTF-8 text (binary, or another encoding)"),
     lang("fabrik::spec::empty-file", "the file holds no document (empty, or only comments)"),
-    lang("fabrik::spec::alias-limit", "YAML aliases expand to more than ten million nodes"),
+    lang("fabrik::spec::alias-limit", "YAML anchors and aliases copy more than a million nodes or 64 MiB in one file"),
     lang(
         "fabrik::spec::too-deep",
-        "lists and maps nested deeper than any factory needs (128 levels in YAML, 32 in KDL), refused before they can exhaust the stack",
+        "lists and maps nested deeper than any factory needs (128 levels in YAML, aliases expanded; 32 in KDL), or a KDL `/* */` comment longer than 4,096 pieces, refused before they can exhaust the stack",
+    ),
+    lang(
+        "fabrik::spec::yaml-tag",
+        "a YAML tag (`!!str`, `!custom`): fabrik reads plain YAML and refuses tags rather than ignore them",
     ),
     lang("fabrik::spec::missing-version", "the file has no top-level `version`"),
     lang("fabrik::spec::unsupported-version", "`version` is not one this fabrik reads (`1`)"),

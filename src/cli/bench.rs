@@ -27,6 +27,10 @@ pub struct Args {
     /// Time `fabrik inventory` of `--hosts` simulated twins instead of validation.
     #[arg(long, conflicts_with = "plan")]
     pub inventory: bool,
+    /// Time and measure crafted hostile factories (hidden nesting, alias bombs, a 200 MB
+    /// file, 40,000 errors) instead of validation.
+    #[arg(long, conflicts_with_all = ["plan", "inventory"])]
+    pub hostile: bool,
     /// Time the plan against a converged live state made in memory, where nothing
     /// changed and where 1% of the VMs changed, instead of validation.
     #[arg(long)]
@@ -53,6 +57,9 @@ pub fn run(args: &Args) -> u8 {
     }
     if args.plan {
         return run_plan(args);
+    }
+    if args.hostile {
+        return run_hostile(args);
     }
     let opts = bench::Options {
         size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
@@ -106,6 +113,48 @@ fn run_plan(args: &Args) -> u8 {
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     exit::OK
+}
+
+fn run_hostile(args: &Args) -> u8 {
+    let report = match bench::hostile::run(args.runs as usize, &mut |line| eprintln!("{line}")) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let out = match args.format {
+        Format::Human => human_hostile(&report),
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+    };
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    let met = report.cases.iter().all(|c| c.time_met && c.memory_met != Some(false) && c.located);
+    if met { exit::OK } else { exit::INVALID }
+}
+
+/// One line per case: time, peak memory above the start, the error it ended with.
+fn human_hostile(r: &bench::hostile::HostileReport) -> String {
+    let mut out = format!(
+        "fabrik bench --hostile: {} runs each; targets {:.0} ms, {:.0} MiB above the start\n",
+        r.runs,
+        r.time_target_ms,
+        r.peak_memory_target_bytes as f64 / bench::MIB
+    );
+    for c in &r.cases {
+        let memory = match &c.peak_memory {
+            PeakMemory::Measured { peak_bytes, resident_before_bytes } => {
+                format!("{:>8.1} MiB", peak_bytes.saturating_sub(*resident_before_bytes) as f64 / bench::MIB)
+            }
+            PeakMemory::Unavailable { .. } => "       n/a".to_string(),
+        };
+        let ok = if c.time_met && c.memory_met != Some(false) && c.located { "ok" } else { "MISSED" };
+        out.push_str(&format!(
+            "  {:<22} {:>10} {memory}  {:>6} errors, first {} {}  {ok}\n",
+            c.name,
+            bench::inventory::ms(c.time.median),
+            c.errors,
+            c.first_code.unwrap_or("-"),
+            if c.located { "(located)" } else { "(not located)" },
+        ));
+    }
+    out
 }
 
 fn run_inventory(args: &Args) -> u8 {

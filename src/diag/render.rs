@@ -1,9 +1,11 @@
 //! Rendering diagnostics for people (miette) and for programs (JSON, GitHub annotations).
 
 use std::fmt;
-use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceCode, SourceSpan,
+    SpanContents,
+};
 use serde::Serialize;
 
 use super::{Diagnostic, Label, Severity};
@@ -132,7 +134,7 @@ struct MietteReport {
     code: &'static str,
     message: String,
     help: Option<String>,
-    source: Option<NamedSource<Arc<String>>>,
+    source: Option<Snippet>,
     labels: Vec<LabeledSpan>,
     related: Vec<MietteReport>,
 }
@@ -154,7 +156,7 @@ impl MietteReport {
                     code: "",
                     message: super::printable(&l.text).into_owned(),
                     help: None,
-                    source: Some(named(sources, l.span.file)),
+                    source: Some(Snippet::new(sources, l.span.file, &[l])),
                     labels: vec![labeled(l, true)],
                     related: Vec::new(),
                 });
@@ -165,26 +167,101 @@ impl MietteReport {
             code: d.code,
             message: super::printable(&d.message).into_owned(),
             help: d.help.as_deref().map(|h| super::printable(h).into_owned()),
-            source: file.map(|f| named(sources, f)),
+            source: file.map(|f| {
+                let in_file: Vec<&Label> = d.primary.iter().chain(&d.secondary).filter(|l| l.span.file == f).collect();
+                Snippet::new(sources, f, &in_file)
+            }),
             labels,
             related,
         }
     }
 }
 
-fn named(sources: &Sources, file: FileId) -> NamedSource<Arc<String>> {
-    let f = sources.get(file);
-    NamedSource::new(&*super::printable(&f.path.display().to_string()), displayable(&f.text))
+/// Lines of context miette may ask for around a label, and a margin: it shows one.
+const SNIPPET_CONTEXT_LINES: usize = 3;
+
+/// The part of a file a report shows: the lines around its labels, cut once with the
+/// file's line index. miette's own source types find lines by scanning the text from its
+/// start, for every label: 40,000 diagnostics on one large file took minutes that way.
+/// Here each report costs its lines only, so rendering is linear in the output.
+#[derive(Debug)]
+struct Snippet {
+    name: String,
+    /// Where `text` starts in the file (a line start), and that line's 0-based number.
+    offset: usize,
+    first_line: usize,
+    /// The lines shown, control characters masked ([`displayable`]).
+    text: String,
+    /// Offsets in `text` where its lines start.
+    line_starts: Vec<usize>,
+}
+
+impl Snippet {
+    fn new(sources: &Sources, file: FileId, labels: &[&Label]) -> Snippet {
+        let f = sources.get(file);
+        let first = labels.iter().map(|l| f.line_index(l.span.start as usize)).min().unwrap_or(0);
+        let last = labels.iter().map(|l| f.line_index(l.span.end as usize)).max().unwrap_or(0);
+        let first_line = first.saturating_sub(SNIPPET_CONTEXT_LINES);
+        let offset = f.line_start(first_line);
+        let end = f.line_start(last + SNIPPET_CONTEXT_LINES + 1);
+        let text = displayable(&f.text[offset..end]);
+        let mut line_starts = vec![0];
+        line_starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
+        Snippet { name: super::printable(&f.path.display().to_string()).into_owned(), offset, first_line, text, line_starts }
+    }
+
+    /// 0-based line of `text` that holds a position in it.
+    fn line_of(&self, at: usize) -> usize {
+        self.line_starts.partition_point(|&s| s <= at) - 1
+    }
+
+    fn line_start(&self, line: usize) -> usize {
+        self.line_starts.get(line).copied().unwrap_or(self.text.len())
+    }
+}
+
+/// Reads as miette's reading of the whole file would (`context_info` for `[u8]`):
+/// whole lines with context, or from the span's own start when no lines before are
+/// asked; the same line, column and line count.
+impl SourceCode for Snippet {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let start = span.offset().checked_sub(self.offset).ok_or(MietteError::OutOfBounds)?;
+        let end = start + span.len();
+        if end > self.text.len() {
+            return Err(MietteError::OutOfBounds);
+        }
+        let start_line = self.line_of(start);
+        // miette takes the line of the span's last byte (of the byte before an empty span).
+        let end_line = self.line_of(end.saturating_sub(1).max(start.min(end))).max(start_line);
+        let (from, column) = if before == 0 {
+            (start, start - self.line_start(start_line))
+        } else {
+            (self.line_start(start_line.saturating_sub(before)), 0)
+        };
+        let to = if after == 0 { end.max(from) } else { self.line_start(end_line + after + 1) };
+        let line = self.first_line + if before == 0 { start_line } else { start_line.saturating_sub(before) };
+        let line_count = self.first_line + self.text[..to].bytes().filter(|&b| b == b'\n').count();
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            &self.text.as_bytes()[from..to],
+            SourceSpan::new((self.offset + from).into(), to - from),
+            line,
+            column,
+            line_count,
+        )))
+    }
 }
 
 /// The text with control characters (a binary file's, say) shown as `.`, as a hex dump
 /// does, so that a snippet never sends control codes to the terminal. Each is one byte
 /// and so is `.`: spans stay where they were.
-fn displayable(text: &Arc<String>) -> Arc<String> {
+fn displayable(text: &str) -> String {
     let control = |c: char| super::is_terminal_control(c) && !matches!(c, '\n' | '\r' | '\t');
-    if !text.contains(control) {
-        return Arc::clone(text);
-    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if control(c) {
@@ -194,7 +271,7 @@ fn displayable(text: &Arc<String>) -> Arc<String> {
             out.push(c);
         }
     }
-    Arc::new(out)
+    out
 }
 
 fn labeled(l: &Label, primary: bool) -> LabeledSpan {
@@ -230,7 +307,7 @@ impl miette::Diagnostic for MietteReport {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
@@ -251,8 +328,8 @@ mod tests {
 
     #[test]
     fn control_characters_never_reach_the_terminal() {
-        let text = Arc::new("a\u{1b}[31mb\0\tc\n".to_string());
-        let shown = displayable(&text);
+        let text = "a\u{1b}[31mb\0\tc\n";
+        let shown = displayable(text);
         assert_eq!(shown.as_str(), "a.[31mb.\tc\n");
         assert_eq!(shown.len(), text.len(), "spans keep their offsets");
     }

@@ -39,10 +39,12 @@ pub fn load(path: &Path) -> Loaded {
     let mut jobs = Vec::new();
     // Per file in path order: the error that kept it from being read, or `None`.
     let mut read_errors = Vec::new();
+    let mut factory_bytes = 0u64;
     for (path, syntax) in files {
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                jobs.push(Job { id: FileId(jobs.len() as u32), path, syntax, bytes });
+        let id = FileId(jobs.len() as u32);
+        match read_within_limits(&path, id, &mut factory_bytes) {
+            Ok(content) => {
+                jobs.push(Job { id, path, syntax, content });
                 read_errors.push(None);
             }
             Err(e) => read_errors.push(Some(
@@ -72,12 +74,74 @@ pub fn load(path: &Path) -> Loaded {
     Loaded { sources, spec, diags }
 }
 
+/// Bytes one factory file may hold. The largest factory the project measures (1,000
+/// hosts, 10,000 VMs: `fabrik bench`) is 4 MB in all; a file 4 times that is no typo,
+/// and reading it costs about 13 times its size in memory.
+pub const FILE_BYTES_MAX: u64 = 16 << 20;
+
+/// Bytes all files of one factory may hold together: 16 times the largest measured
+/// factory, and about 850 MB of memory to load.
+pub const FACTORY_BYTES_MAX: u64 = 64 << 20;
+
 /// A file to parse, with the id it will have in [`Sources`].
 struct Job {
     id: FileId,
     path: PathBuf,
     syntax: Syntax,
-    bytes: Vec<u8>,
+    content: Content,
+}
+
+/// What was read of a file: its bytes, or why it was not read.
+enum Content {
+    Bytes(Vec<u8>),
+    /// Over a size limit; the diagnostic points at the file (its text is not read).
+    TooLarge(Diagnostic),
+}
+
+/// Reads a file unless it would pass [`FILE_BYTES_MAX`] or, with the files read before
+/// it (`factory_bytes`), [`FACTORY_BYTES_MAX`]. The size is checked before reading and
+/// the read stops at the limit, so a file that grows meanwhile cannot pass it either.
+fn read_within_limits(path: &Path, id: FileId, factory_bytes: &mut u64) -> std::io::Result<Content> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    let size = file.metadata()?.len();
+    if size <= FILE_BYTES_MAX {
+        file.take(FILE_BYTES_MAX + 1).read_to_end(&mut bytes)?;
+    }
+    let size = size.max(bytes.len() as u64);
+    let at = Span::new(id, 0, 0);
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    if size > FILE_BYTES_MAX {
+        return Ok(Content::TooLarge(
+            Diagnostic::error(
+                "fabrik::load::file-too-large",
+                format!(
+                    "file is {} ({size} bytes), more than the {} a factory file may hold",
+                    mib(size),
+                    mib(FILE_BYTES_MAX)
+                ),
+            )
+            .at(at, "this file")
+            .help("split the factory into several files; is this file generated wrongly, or not a factory file?"),
+        ));
+    }
+    if *factory_bytes + size > FACTORY_BYTES_MAX {
+        return Ok(Content::TooLarge(
+            Diagnostic::error(
+                "fabrik::load::factory-too-large",
+                format!(
+                    "with this file the factory holds more than {} ({} before it)",
+                    mib(FACTORY_BYTES_MAX),
+                    mib(*factory_bytes)
+                ),
+            )
+            .at(at, "this file passes the limit")
+            .help("a factory this large is probably not meant: look for generated or copied files in the directory"),
+        ));
+    }
+    *factory_bytes += size;
+    Ok(Content::Bytes(bytes))
 }
 
 /// Workers parse with the stack the main thread has (8 MiB on Linux), not the 2 MiB of
@@ -91,13 +155,20 @@ fn parse_all(jobs: Vec<Job>) -> Vec<(SourceFile, Spec, Vec<Diagnostic>)> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let parse = |j: Job| parse_file(j.id, j.path, j.syntax, j.bytes);
+    let parse = |j: Job| match j.content {
+        Content::Bytes(bytes) => parse_file(j.id, j.path, j.syntax, bytes),
+        Content::TooLarge(d) => (SourceFile::new(j.path, j.syntax, String::new()), Spec::default(), vec![d]),
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
     if threads <= 1 {
         return jobs.into_iter().map(parse).collect();
     }
     let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].bytes.len()));
+    let len = |j: &Job| match &j.content {
+        Content::Bytes(b) => b.len(),
+        Content::TooLarge(_) => 0,
+    };
+    order.sort_by_key(|&i| std::cmp::Reverse(len(&jobs[i])));
     let results: Vec<Mutex<Option<_>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let jobs: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
     let next = AtomicUsize::new(0);
@@ -272,6 +343,54 @@ mod tests {
         let paths = |s: &Sources| s.iter().map(|(_, f)| f.path.clone()).collect::<Vec<_>>();
         assert_eq!(paths(&parallel.sources), paths(&sources));
         assert_eq!(serde_json::to_value(&parallel.spec).unwrap(), serde_json::to_value(&spec).unwrap());
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fabrik-load-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn code_of(content: &Content) -> Option<&'static str> {
+        match content {
+            Content::Bytes(_) => None,
+            Content::TooLarge(d) => Some(d.code),
+        }
+    }
+
+    #[test]
+    fn file_and_factory_sizes_are_limited_at_their_edge() {
+        let dir = temp_dir("sizes");
+        let path = dir.join("f.yaml");
+        std::fs::write(&path, vec![b'#'; FILE_BYTES_MAX as usize]).unwrap();
+        let mut total = 0;
+        assert_eq!(code_of(&read_within_limits(&path, FileId(0), &mut total).unwrap()), None);
+        assert_eq!(total, FILE_BYTES_MAX);
+        // The factory's limit: what was read before and this file make exactly the limit.
+        let mut total = FACTORY_BYTES_MAX - FILE_BYTES_MAX;
+        assert_eq!(code_of(&read_within_limits(&path, FileId(0), &mut total).unwrap()), None);
+        let mut total = FACTORY_BYTES_MAX - FILE_BYTES_MAX + 1;
+        let refused = read_within_limits(&path, FileId(0), &mut total).unwrap();
+        assert_eq!(code_of(&refused), Some("fabrik::load::factory-too-large"));
+        std::fs::write(&path, vec![b'#'; FILE_BYTES_MAX as usize + 1]).unwrap();
+        let refused = read_within_limits(&path, FileId(0), &mut 0).unwrap();
+        assert_eq!(code_of(&refused), Some("fabrik::load::file-too-large"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_200_mb_file_is_refused_located_without_reading_it() {
+        let dir = temp_dir("huge");
+        std::fs::write(dir.join("a.yaml"), "version: 1\nfactory: f\n").unwrap();
+        // Sparse: 200 MB that take no disk, and would take 8 GB to parse.
+        std::fs::File::create(dir.join("b.yaml")).unwrap().set_len(200_000_000).unwrap();
+        let loaded = load(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let d = loaded.diags.iter().find(|d| d.code == "fabrik::load::file-too-large").expect("refused");
+        let file = loaded.sources.get(d.primary.as_ref().unwrap().span.file);
+        assert!(file.path.ends_with("b.yaml"));
+        assert!(file.text.is_empty());
     }
 
     fn load_one(syntax: Syntax, bytes: &[u8]) -> (Sources, Vec<Diagnostic>) {

@@ -130,6 +130,17 @@ impl SourceFile {
         LineCol { line: line + 1, column }
     }
 
+    /// 0-based index of the line that holds a byte offset (`\n` ends a line).
+    pub fn line_index(&self, offset: usize) -> usize {
+        let offset = u32::try_from(offset.min(self.text.len())).unwrap_or(u32::MAX);
+        self.line_starts.partition_point(|&s| s <= offset) - 1
+    }
+
+    /// Byte offset where a 0-based line starts; the end of the text past the last line.
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts.get(line).map_or(self.text.len(), |&s| s as usize)
+    }
+
     /// Byte offset of a 1-based line and 0-based character column (how YAML markers count).
     pub fn offset_of(&self, line: usize, char_col: usize) -> usize {
         let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {

@@ -14,12 +14,19 @@ use super::source::{FileId, SourceFile, Span};
 use super::tree::{Entry, Map, Node, Scalar, Value};
 use crate::diag::Diagnostic;
 
-/// Alias expansion beyond this many nodes is refused: a "billion laughs" file must not
-/// exhaust memory. A real factory of 10,000 VMs has about a million nodes.
-const ALIAS_EXPANSION_NODE_LIMIT: usize = 10_000_000;
+/// Nodes that anchors and aliases may copy in one file, in all: a "billion laughs"
+/// file must not exhaust memory. A factory that shares a block of 20 settings among
+/// 10,000 VMs copies 200,000.
+pub const ALIAS_COPY_NODES_MAX: usize = 1_000_000;
 
-/// Deeper nesting is refused before it can exhaust the stack; a factory needs about 8.
-const NESTING_LIMIT: usize = 128;
+/// Memory those copies may take in one file, in bytes, estimated as one [`Node`] per
+/// node plus the text of its keys and strings: few nodes can hold long strings.
+pub const ALIAS_COPY_BYTES_MAX: usize = 64 << 20;
+
+/// Levels of lists and maps in one file, aliases expanded; deeper nesting is refused
+/// before it can exhaust the stack of the code that walks the tree. A factory needs
+/// about 8.
+pub const NESTING_MAX: usize = 128;
 
 /// Parses one YAML file. `Ok(None)` means the file holds no document at all.
 pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Diagnostic> {
@@ -28,7 +35,7 @@ pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Diagnos
         file,
         parser: Parser::new_from_str(&file.text),
         anchors: HashMap::new(),
-        expanded: 0,
+        copied: Measure::default(),
         depth: 0,
         open: Vec::new(),
     };
@@ -39,8 +46,9 @@ struct Builder<'a> {
     file_id: FileId,
     file: &'a SourceFile,
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, Node>,
-    expanded: usize,
+    anchors: HashMap<usize, Anchored>,
+    /// What anchors and aliases copied so far.
+    copied: Measure,
     depth: usize,
     /// For each collection being read, its opening `[` or `{` when it is a flow one: a
     /// syntax error later on is most often that bracket left unclosed.
@@ -70,7 +78,9 @@ impl<'a> Builder<'a> {
         let mut at = self.file.offset_of(m.line(), m.col());
         let info = e.info();
         let mut label = "here";
-        let help = if info.contains("tab") {
+        let help = if info.contains("unprintable") {
+            "remove the control character (a NUL byte or another code below space, other than tab and newline); is this a binary file?"
+        } else if info.contains("tab") {
             // The scanner marks where the token began; point at the tab itself.
             if let Some(tab) = self.tab_near(at) {
                 at = tab;
@@ -158,8 +168,8 @@ impl<'a> Builder<'a> {
         let nests = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
         if nests {
             self.depth += 1;
-            if self.depth > NESTING_LIMIT {
-                return Err(too_deep(span, NESTING_LIMIT));
+            if self.depth > NESTING_MAX {
+                return Err(too_deep(span, NESTING_MAX));
             }
         }
         let node = self.node_inner(ev, span);
@@ -171,12 +181,14 @@ impl<'a> Builder<'a> {
 
     fn node_inner(&mut self, ev: Event<'a>, span: Span) -> Result<Node, Diagnostic> {
         match ev {
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
+                refuse_tag(tag.as_deref(), span)?;
                 let node = Node { span, value: Value::Scalar(resolve(text, style)) };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node)?;
                 Ok(node)
             }
-            Event::SequenceStart(anchor, _tag) => {
+            Event::SequenceStart(anchor, tag) => {
+                refuse_tag(tag.as_deref(), span)?;
                 self.open.push(self.flow_bracket(span));
                 let mut items = Vec::new();
                 let mut end = span;
@@ -192,10 +204,11 @@ impl<'a> Builder<'a> {
                 }
                 self.open.pop();
                 let node = Node { span: span.join(end), value: Value::Seq(items) };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node)?;
                 Ok(node)
             }
-            Event::MappingStart(anchor, _tag) => {
+            Event::MappingStart(anchor, tag) => {
+                refuse_tag(tag.as_deref(), span)?;
                 self.open.push(self.flow_bracket(span));
                 let mut entries = Vec::new();
                 let mut end = span;
@@ -233,7 +246,7 @@ impl<'a> Builder<'a> {
                 }
                 self.open.pop();
                 let node = Node { span: span.join(end), value: Value::Map(Map { label: None, entries }) };
-                self.remember(anchor, &node);
+                self.remember(anchor, &node)?;
                 Ok(node)
             }
             Event::Alias(id) => {
@@ -242,26 +255,116 @@ impl<'a> Builder<'a> {
                         Diagnostic::error("fabrik::spec::yaml-syntax", "alias to an unknown anchor").at(span, "here")
                     );
                 };
-                self.expanded += target.size();
-                if self.expanded > ALIAS_EXPANSION_NODE_LIMIT {
-                    return Err(Diagnostic::error(
-                        "fabrik::spec::alias-limit",
-                        format!("YAML aliases expand to more than {ALIAS_EXPANSION_NODE_LIMIT} nodes"),
-                    )
-                    .at(span, "expanding this alias crosses the limit")
-                    .help("use templates instead of deeply nested aliases"));
+                // The alias stands inside the lists and maps open around it; a collection
+                // counted there already (`depth` was raised for it) is the alias itself.
+                let open = self.depth;
+                if open + target.measure.depth > NESTING_MAX {
+                    return Err(too_deep(span, NESTING_MAX)
+                        .also(target.node.span, format!("the anchor is {} levels deep", target.measure.depth)));
                 }
-                Ok(Node { span, value: target.value.clone() })
+                let (measure, value) = (target.measure, target.node.value.clone());
+                self.copy(measure, span)?;
+                Ok(Node { span, value })
             }
             other => Err(Diagnostic::error("fabrik::spec::yaml-syntax", format!("unexpected YAML event {other:?}"))
                 .at(span, "here")),
         }
     }
 
-    fn remember(&mut self, anchor: usize, node: &Node) {
+    /// Keeps a copy of an anchored node for its aliases; the copy counts against the
+    /// budget, since anchors nested in one another would copy a tree once per level.
+    fn remember(&mut self, anchor: usize, node: &Node) -> Result<(), Diagnostic> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let measure = Measure::of(node);
+            self.copy(measure, node.span)?;
+            self.anchors.insert(anchor, Anchored { node: node.clone(), measure });
         }
+        Ok(())
+    }
+
+    /// Counts a copy of `measure` at `span` against the file's budget.
+    fn copy(&mut self, measure: Measure, span: Span) -> Result<(), Diagnostic> {
+        self.copied.nodes += measure.nodes;
+        self.copied.bytes += measure.bytes;
+        if self.copied.nodes > ALIAS_COPY_NODES_MAX || self.copied.bytes > ALIAS_COPY_BYTES_MAX {
+            return Err(Diagnostic::error(
+                "fabrik::spec::alias-limit",
+                format!(
+                    "YAML anchors and aliases copy more than {ALIAS_COPY_NODES_MAX} nodes or {} MiB",
+                    ALIAS_COPY_BYTES_MAX >> 20
+                ),
+            )
+            .at(span, "copying this crosses the limit")
+            .help("use templates instead of deeply nested aliases"));
+        }
+        Ok(())
+    }
+}
+
+/// An anchored node and what one copy of it costs.
+struct Anchored {
+    node: Node,
+    measure: Measure,
+}
+
+/// The size of a tree: its nodes, their estimated memory, and its levels of nesting.
+#[derive(Clone, Copy, Debug, Default)]
+struct Measure {
+    nodes: usize,
+    bytes: usize,
+    /// Levels of lists and maps: 0 for a scalar.
+    depth: usize,
+}
+
+impl Measure {
+    /// Recursion is bounded: the tree was built within [`NESTING_MAX`].
+    fn of(node: &Node) -> Measure {
+        let node_bytes = std::mem::size_of::<Node>();
+        match &node.value {
+            Value::Scalar(Scalar::Str(s)) => Measure { nodes: 1, bytes: node_bytes + s.len(), depth: 0 },
+            Value::Scalar(Scalar::Null | Scalar::Bool(_) | Scalar::Int(_) | Scalar::Float(_)) => {
+                Measure { nodes: 1, bytes: node_bytes, depth: 0 }
+            }
+            Value::Seq(items) => {
+                let mut m = Measure { nodes: 1, bytes: node_bytes, depth: 0 };
+                for item in items {
+                    m.add(Measure::of(item), 0);
+                }
+                m.depth += 1;
+                m
+            }
+            Value::Map(map) => {
+                let mut m = Measure { nodes: 1, bytes: node_bytes, depth: 0 };
+                if let Some(label) = &map.label {
+                    m.add(Measure::of(label), 0);
+                }
+                for e in &map.entries {
+                    m.add(Measure::of(&e.value), std::mem::size_of::<Entry>() + e.key.len());
+                }
+                m.depth += 1;
+                m
+            }
+        }
+    }
+
+    fn add(&mut self, child: Measure, extra_bytes: usize) {
+        self.nodes += child.nodes;
+        self.bytes += child.bytes + extra_bytes;
+        self.depth = self.depth.max(child.depth);
+    }
+}
+
+/// YAML tags (`!!str`, `!custom`) would change what a value means; fabrik reads plain
+/// YAML, so a tag is refused rather than ignored.
+fn refuse_tag(tag: Option<&saphyr_parser::Tag>, span: Span) -> Result<(), Diagnostic> {
+    match tag {
+        None => Ok(()),
+        Some(tag) => Err(Diagnostic::error(
+            "fabrik::spec::yaml-tag",
+            format!("YAML tag `{}{}` is not supported", tag.handle, tag.suffix),
+        )
+        .at(span, "tagged value")
+        .help("remove the tag; to make a value a string, quote it")),
     }
 }
 
@@ -385,6 +488,74 @@ mod tests {
         }
         let err = parse_str(&text).unwrap_err();
         assert_eq!(err.code, "fabrik::spec::alias-limit");
+    }
+
+    #[test]
+    fn alias_copies_are_counted_in_nodes_at_their_edge() {
+        // An anchored list of 999 strings is 1,000 nodes; it and 999 aliases copy
+        // 1,000,000, the limit. One more copied scalar crosses it.
+        let items = vec!["x"; 999].join(", ");
+        let aliases = vec!["*a"; 999].join(", ");
+        let at_limit = format!("a: &a [{items}]\nb: [{aliases}]\n");
+        assert!(std::mem::size_of::<Node>() * ALIAS_COPY_NODES_MAX + 999_000 < ALIAS_COPY_BYTES_MAX);
+        assert!(parse_str(&at_limit).is_ok());
+        let err = parse_str(&format!("{at_limit}c: &s y\n")).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::alias-limit");
+        assert_eq!(err.primary.unwrap().span.start as usize, at_limit.len() + 3);
+    }
+
+    #[test]
+    fn alias_copies_are_counted_in_bytes_at_their_edge() {
+        // Few nodes, long strings: 64 copies of 1 MiB each (its node included).
+        let long = "x".repeat((1 << 20) - std::mem::size_of::<Node>());
+        let aliases = vec!["*s"; 63].join(", ");
+        let at_limit = format!("s: &s {long}\nb: [{aliases}]\n");
+        assert!(parse_str(&at_limit).is_ok());
+        let err = parse_str(&format!("s: &s {long}\nb: [{aliases}, *s]\n")).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::alias-limit");
+    }
+
+    #[test]
+    fn a_byte_bomb_is_refused_quickly() {
+        // 1.4 KB that once expanded to more than a gigabyte: strings doubled ten times.
+        let mut text = format!("a0: &a0 {}\n", "x".repeat(1000));
+        for i in 1..=30 {
+            text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}]\n", p = i - 1));
+        }
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::alias-limit");
+    }
+
+    #[test]
+    fn aliases_cannot_hide_nesting() {
+        // An anchor 100 levels deep, used 100 levels deep, nests 200 levels.
+        let deep = |n: usize| format!("{}x{}", "[".repeat(n), "]".repeat(n));
+        let text = format!("a: &a {}\nb: {}\n", deep(100), deep(99).replacen('x', "*a", 1));
+        let err = parse_str(&text).unwrap_err();
+        assert_eq!(err.code, "fabrik::spec::too-deep");
+        assert_eq!(&text[err.primary.unwrap().span.start as usize..][..2], "*a");
+        // At the edge: the alias's levels and the ones around it make exactly the limit.
+        let open = NESTING_MAX - 1 - 100;
+        let at_limit = format!("a: &a {}\nb: {}\n", deep(100), deep(open).replacen('x', "*a", 1));
+        assert!(parse_str(&at_limit).is_ok());
+        let over = format!("a: &a {}\nb: {}\n", deep(100), deep(open + 1).replacen('x', "*a", 1));
+        assert_eq!(parse_str(&over).unwrap_err().code, "fabrik::spec::too-deep");
+    }
+
+    #[test]
+    fn tags_are_refused_not_ignored() {
+        for text in ["version: 1\nfactory: !!str f\n", "version: 1\nhosts: !custom []\n", "x: !!map {}\n"] {
+            let err = parse_str(text).unwrap_err();
+            assert_eq!(err.code, "fabrik::spec::yaml-tag", "{text}");
+            assert!(err.primary.is_some());
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_gets_help_about_control_characters() {
+        let err = parse_str("version: 1\nfactory: a\0b\n").unwrap_err();
+        let help = err.help.unwrap();
+        assert!(help.contains("control character") && !help.contains("indentation"), "{help}");
     }
 
     #[test]

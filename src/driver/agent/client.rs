@@ -1,7 +1,9 @@
 //! fabrik's side: start the host's agent command and forward every driver call to it.
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
+
+use super::line::{Line, RESPONSE_LINE_BYTES_MAX, read_line};
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -129,7 +131,20 @@ impl AgentClient {
     ) -> AgentClient {
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
+            let mut reader = BufReader::new(reader);
+            loop {
+                let line = match read_line(&mut reader, RESPONSE_LINE_BYTES_MAX) {
+                    Ok(None) => break,
+                    Ok(Some(Line::Text(text))) => Ok(text),
+                    Ok(Some(Line::TooLong)) => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the agent answered a line longer than {RESPONSE_LINE_BYTES_MAX} bytes"),
+                    )),
+                    Ok(Some(Line::NotUtf8)) => {
+                        Err(io::Error::new(io::ErrorKind::InvalidData, "the agent answered a line that is not UTF-8"))
+                    }
+                    Err(e) => Err(e),
+                };
                 let failed = line.is_err();
                 if tx.send(line).is_err() || failed {
                     break;

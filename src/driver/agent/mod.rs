@@ -17,6 +17,7 @@
 //! answers the agent's protocol and fabrik versions.
 
 mod client;
+pub mod line;
 mod server;
 mod shared;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::line::{Line, REQUEST_LINE_BYTES_MAX, read_line};
 use super::{Call, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
 use crate::apply::lock::{self, ApplyLock, Holder, LockError};
 use crate::diag::error_chain;
@@ -56,22 +57,25 @@ struct Envelope {
 }
 
 /// Serves requests from `reader` until it ends, answering each on `writer`. Returns an
-/// error only when reading or writing fails; every driver or request error is answered.
+/// error only when reading or writing fails; every driver or request error is answered,
+/// and so is a line that is too long or not UTF-8: the session goes on.
 pub fn serve(
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     mut writer: impl Write,
     mut gpus: Box<dyn Gpus>,
     mut links: Box<dyn Links>,
     mut locks: HostLocks,
 ) -> io::Result<()> {
-    for line in reader.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (id, outcome) = match parse(&line) {
-            Ok((id, call)) => (Some(id), answer(call, gpus.as_mut(), links.as_mut(), &mut locks)),
-            Err((id, error)) => (id, Err(error)),
+    while let Some(line) = read_line(&mut reader, REQUEST_LINE_BYTES_MAX)? {
+        let bad = |message: String| (None, Err(DriverError::new(ErrorKind::Failed, message)));
+        let (id, outcome) = match line {
+            Line::Text(line) if line.trim().is_empty() => continue,
+            Line::Text(line) => match parse(&line) {
+                Ok((id, call)) => (Some(id), answer(call, gpus.as_mut(), links.as_mut(), &mut locks)),
+                Err((id, error)) => (id, Err(error)),
+            },
+            Line::TooLong => bad(format!("malformed request: a line longer than {REQUEST_LINE_BYTES_MAX} bytes")),
+            Line::NotUtf8 => bad("malformed request: the line is not UTF-8".to_string()),
         };
         let outcome = match outcome {
             Ok(value) => Outcome::Ok(value),
@@ -148,10 +152,14 @@ mod tests {
     use crate::driver::sim_links::SimLinks;
 
     fn exchange(input: &str) -> Vec<Response> {
+        exchange_bytes(input.as_bytes())
+    }
+
+    fn exchange_bytes(input: &[u8]) -> Vec<Response> {
         let mut out = Vec::new();
         let gpus = Box::new(Unavailable::no_nvml("no library"));
         let locks = HostLocks::new(std::env::temp_dir().join("fabrik-agent-test-locks"));
-        serve(input.as_bytes(), &mut out, gpus, Box::new(SimLinks::new()), locks).unwrap();
+        serve(input, &mut out, gpus, Box::new(SimLinks::new()), locks).unwrap();
         String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
@@ -160,6 +168,22 @@ mod tests {
             Outcome::Err(e) => e,
             Outcome::Ok(v) => panic!("expected an error, got {v}"),
         }
+    }
+
+    #[test]
+    fn bad_lines_are_answered_and_the_session_goes_on() {
+        // A request padded with spaces to exactly the cap is read; one byte more is not.
+        let request = "{\"v\":1,\"id\":1,\"call\":\"links\"}";
+        let at_cap = format!("{request}{}", " ".repeat(REQUEST_LINE_BYTES_MAX - request.len()));
+        let mut input = format!("{at_cap}\n{at_cap} \n").into_bytes();
+        input.extend_from_slice(b"{\"v\":1,\xff}\n{\"v\":1,\"id\":2,\"call\":\"links\"}\n");
+        let replies = exchange_bytes(&input);
+        assert_eq!(replies.len(), 4);
+        assert!(matches!(replies[0].outcome, Outcome::Ok(_)), "{:?}", replies[0]);
+        assert!(error(&replies[1]).message.contains("longer than 65536 bytes"), "{:?}", replies[1]);
+        assert!(error(&replies[2]).message.contains("not UTF-8"), "{:?}", replies[2]);
+        assert_eq!(replies[3].id, Some(2));
+        assert!(matches!(replies[3].outcome, Outcome::Ok(_)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! factories are written in; anything else, and every file with a mistake, goes through
 //! the kdl crate, which also words the diagnostics.
 
+mod budget;
 mod fast;
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
@@ -21,9 +22,6 @@ use crate::diag::Diagnostic;
 
 /// Parses one KDL file. `Ok(None)` means the file holds no node at all.
 pub fn parse(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Diagnostic>> {
-    if let Some(at) = too_deep_at(&file.text) {
-        return Err(vec![super::yaml::too_deep(Span::new(file_id, at, at + 1), NESTING_LIMIT)]);
-    }
     match fast::parse(file_id, &file.text) {
         Some(root) => Ok(root),
         None => parse_with_crate(file_id, &file.text),
@@ -38,14 +36,17 @@ pub fn parse_fast_path(file_id: FileId, file: &SourceFile) -> Option<Option<Node
 
 /// [`parse`] as it would be without the fast path: every file through the kdl crate.
 pub fn parse_without_fast_path(file_id: FileId, file: &SourceFile) -> Result<Option<Node>, Vec<Diagnostic>> {
-    if let Some(at) = too_deep_at(&file.text) {
-        return Err(vec![super::yaml::too_deep(Span::new(file_id, at, at + 1), NESTING_LIMIT)]);
-    }
     parse_with_crate(file_id, &file.text)
 }
 
+/// Stack of the thread the kdl crate parses on. Within [`budget`]'s limits the crate
+/// needs at most a quarter of it in a debug build (`budget_fits_a_quarter_of_the_stack`
+/// below); the memory is reserved, and only what the parse touches is used.
+pub const PARSE_STACK_BYTES: usize = 128 << 20;
+
 fn parse_with_crate(file_id: FileId, text: &str) -> Result<Option<Node>, Vec<Diagnostic>> {
-    let doc = KdlDocument::parse(text).map_err(|e| syntax_errors(file_id, text, &e.diagnostics))?;
+    budget::scan(text).map_err(|r| vec![r.diagnostic(file_id, text)])?;
+    let doc = parse_on_own_stack(text, PARSE_STACK_BYTES).map_err(|e| syntax_errors(file_id, text, &e.diagnostics))?;
     if doc.nodes().is_empty() {
         return Ok(None);
     }
@@ -59,48 +60,22 @@ fn parse_with_crate(file_id: FileId, text: &str) -> Result<Option<Node>, Vec<Dia
     Ok(Some(Node { span, value: Value::Map(Map { label: None, entries }) }))
 }
 
-/// The kdl parser recurses deeply per level (64 levels overflow a 2 MiB thread stack in
-/// a debug build); a factory nests 4 levels.
-const NESTING_LIMIT: usize = 32;
+/// Children levels the fast path reads; the crate path is held to the same by [`budget`].
+const NESTING_LIMIT: usize = budget::NESTING_MAX;
 
-/// Offset of the first `{` nested deeper than the limit, so deep input is refused before
-/// the recursive KDL parser can exhaust the stack. Braces in strings and comments are
-/// skipped; the scan only needs to be right for files that nest deeply.
-fn too_deep_at(text: &str) -> Option<usize> {
-    let b = text.as_bytes();
-    let (mut i, mut depth) = (0, 0usize);
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'/') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'{' => {
-                depth += 1;
-                if depth > NESTING_LIMIT {
-                    return Some(i);
-                }
-            }
-            b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+/// Runs the kdl crate on a thread of its own with `stack_bytes` of stack. Should the
+/// thread not start, the parse runs here: the budget still bounds it.
+fn parse_on_own_stack(text: &str, stack_bytes: usize) -> Result<KdlDocument, kdl::KdlError> {
+    std::thread::scope(|s| {
+        match std::thread::Builder::new()
+            .name("kdl-parse".into())
+            .stack_size(stack_bytes)
+            .spawn_scoped(s, || KdlDocument::parse(text))
+        {
+            Ok(h) => h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => KdlDocument::parse(text),
         }
-        i += 1;
-    }
-    None
+    })
 }
 
 /// How much a parse error of the kdl crate tells about its cause. The parser recovers
@@ -358,7 +333,34 @@ mod tests {
         let (f, r) = parse_str(&text);
         assert!(r.is_ok());
         assert!(parse_without_fast_path(FileId(0), &f).is_ok());
-        assert_eq!(too_deep_at("a \"{{{{\" /* { */ // {\n"), None);
+    }
+
+    /// The worst input the budget lets through: every level open, and the longest
+    /// comment at the deepest one. If the crate overflowed the stack here, the test
+    /// process would abort.
+    fn worst_within_budget() -> String {
+        let steps = (budget::COMMENT_STEPS_MAX - 3) / 2;
+        let levels = budget::NESTING_MAX;
+        format!("{}/*{}*/{}", "a {\n".repeat(levels), " *".repeat(steps), "}\n".repeat(levels))
+    }
+
+    #[test]
+    fn budget_fits_a_quarter_of_the_stack() {
+        let text = worst_within_budget();
+        assert_eq!(budget::scan(&text), Ok(()));
+        assert!(parse_on_own_stack(&text, PARSE_STACK_BYTES / 4).is_ok());
+    }
+
+    #[test]
+    fn hidden_nesting_is_refused_with_a_location() {
+        let deep = |n: usize| format!("{}{}", "a {\n".repeat(n), "}\n".repeat(n));
+        for hide in ["#\"}}}}\"#", "/* /* */ }}}} */", "/- { }}}} }"] {
+            let text = format!("version 1\nx {hide}\n{}", deep(5000));
+            let (_, r) = parse_str(&text);
+            let errs = r.unwrap_err();
+            assert_eq!(errs[0].code, "fabrik::spec::too-deep", "{hide}");
+            assert!(errs[0].primary.is_some());
+        }
     }
 
     #[test]
