@@ -40,6 +40,7 @@ pub fn renamed_volumes(desired: &Desired, live: &[LiveHost]) -> Vec<PlanError> {
                          volumes `<vm>+<disk>` when the disk's name has a `-`, so no two disks share one",
                         vm.name
                     ),
+                    at: None,
                 });
             }
         }
