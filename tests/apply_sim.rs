@@ -284,3 +284,35 @@ fn an_apply_killed_between_a_volumes_record_and_its_creation_converges() {
 fn plan_code(state: &Path) -> Option<i32> {
     plan(state).status.code()
 }
+
+/// A GPU that apply bound to vfio-pci for passthrough is gone from NVML on a twin as on
+/// a host: the twin's GPUs no longer list it, and a MIG change to it is refused with
+/// NVML's NOT_FOUND; the plan still finds it (through libvirt's PCI view) and is empty.
+#[test]
+fn a_gpu_bound_for_passthrough_is_invisible_to_the_twins_nvml() {
+    let state = tempfile::tempdir().unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes", example().to_str().unwrap()], state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = fabrik::check::validate(&example());
+    let desired = fabrik::desired::build(&v.spec).unwrap();
+    let (host, gpu) = desired
+        .hosts
+        .iter()
+        .find_map(|h| {
+            h.gpus
+                .iter()
+                .find(|g| g.setup == fabrik::desired::GpuSetup::Passthrough)
+                .map(|g| (h.name.clone(), g.address))
+        })
+        .expect("the example passes a GPU through");
+    let declared = v.spec.hosts.iter().find(|h| h.name.value == host).unwrap();
+    let mut gpus = fabrik::sim::drivers(state.path(), declared).gpus.unwrap();
+    assert!(!gpus.gpus().unwrap().iter().any(|g| g.address == gpu), "{gpu} is not listed by NVML");
+    let e = gpus.set_mig_mode(gpu, true).unwrap_err();
+    assert_eq!(
+        (e.kind, e.code.as_deref()),
+        (fabrik::driver::ErrorKind::NotFound, Some("NVML_ERROR_NOT_FOUND")),
+        "{e:?}"
+    );
+    assert_eq!(plan(state.path()).status.code(), Some(0), "converged");
+}

@@ -11,7 +11,9 @@ use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
 use crate::live::observe::HostDrivers;
+use crate::live::{LiveGpu, MigMode};
 use crate::spec::model::Host;
+use crate::spec::types::PciAddress;
 
 /// Where twins keep their state: `--state-dir`, else `.fabrik/sim` beside the factory.
 pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
@@ -63,8 +65,8 @@ pub fn open_gpus_links(dir: &Path, host: &Host) -> (Opened<dyn Gpus>, Opened<dyn
         let err = failed("cannot create the twin's state folder", dir, e);
         return (Err(err.clone()), Err(err));
     }
-    let gpus =
-        SimGpus::open(&dir.join("gpus.json"), || SimGpuState::from_host(host)).map(|g| Box::new(g) as Box<dyn Gpus>);
+    let gpus = SimGpus::open(&dir.join("gpus.json"), || SimGpuState::from_host(host))
+        .map(|inner| Box::new(TwinGpus { inner, dir: dir.to_path_buf() }) as Box<dyn Gpus>);
     let links_path = dir.join("links.json");
     let links = (|| {
         if !links_path.exists() {
@@ -74,6 +76,42 @@ pub fn open_gpus_links(dir: &Path, host: &Host) -> (Opened<dyn Gpus>, Opened<dyn
     })()
     .map(|l| Box::new(l) as Box<dyn Links>);
     (gpus, links)
+}
+
+/// A twin's GPUs as NVML sees them: a GPU the twin's libvirt bound to vfio-pci (for
+/// passthrough) is gone from the NVIDIA driver, so NVML neither lists it nor finds it
+/// (`NVML_ERROR_NOT_FOUND`), as on a host.
+struct TwinGpus {
+    inner: SimGpus,
+    dir: PathBuf,
+}
+
+impl TwinGpus {
+    fn visible(&self, gpu: PciAddress) -> crate::driver::Result<()> {
+        if virt::detached(&self.dir).contains(&gpu) {
+            return Err(crate::driver::nvml::code::Code::NOT_FOUND.error(format!("find GPU {gpu}")));
+        }
+        Ok(())
+    }
+}
+
+impl Gpus for TwinGpus {
+    fn gpus(&mut self) -> crate::driver::Result<Vec<LiveGpu>> {
+        let detached = virt::detached(&self.dir);
+        Ok(self.inner.gpus()?.into_iter().filter(|g| !detached.contains(&g.address)).collect())
+    }
+    fn set_mig_mode(&mut self, gpu: PciAddress, enabled: bool) -> crate::driver::Result<MigMode> {
+        self.visible(gpu)?;
+        self.inner.set_mig_mode(gpu, enabled)
+    }
+    fn create_instance(&mut self, gpu: PciAddress, profile_id: u32, start: u8) -> crate::driver::Result<u32> {
+        self.visible(gpu)?;
+        self.inner.create_instance(gpu, profile_id, start)
+    }
+    fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> crate::driver::Result<()> {
+        self.visible(gpu)?;
+        self.inner.destroy_instance(gpu, instance_id)
+    }
 }
 
 /// The drivers of a host's twin.

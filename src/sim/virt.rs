@@ -348,6 +348,17 @@ impl SimVirt {
     }
 }
 
+/// The PCI devices a twin's libvirt has bound to vfio-pci (its `libvirt.json` in `dir`);
+/// none when it has no state yet or the state cannot be read (opening the twin's libvirt
+/// reports that).
+pub fn detached(dir: &Path) -> Vec<PciAddress> {
+    std::fs::read_to_string(dir.join("libvirt.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Saved>(&text).ok())
+        .map(|saved| saved.detached)
+        .unwrap_or_default()
+}
+
 /// A domain as a real libvirtd returns it: what the twin translated put back.
 fn restored(d: LiveDomain) -> Result<LiveDomain> {
     let xml = translate::domain_from_test(&d.xml);
