@@ -299,7 +299,7 @@ pub fn decode_nvlink_domain(d: &mut Decoder, n: &Node) -> Option<NvlinkDomain> {
 
 fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {
     let o = d.object(n, &NIC, "nic")?;
-    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let name = o.get("name").and_then(|n| d.name(n, "name")).and_then(|s| super::network::check_ifname(d, s, "name"));
     let address = o.get("address").and_then(|n| d.pci(n, "address"));
     let kind = o.get("kind").and_then(|n| d.word::<NicKind>(n, "kind"));
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
