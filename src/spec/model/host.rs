@@ -201,7 +201,7 @@ pub static NIC: Shape = Shape {
     label: Some("name"),
     more: &[],
     fields: &[
-        req("name", Ty::Name, "interface name on the host, e.g. `ens1f0` or `ib0`"),
+        req("name", Ty::Name, "interface name on the host, e.g. `ens1f0` or `ib0` (at most 15 bytes, as Linux allows)"),
         opt("address", Ty::Pci, "PCI address of the physical function"),
         req("kind", Ty::Enum(<NicKind as crate::spec::decode::Word>::NAMES), "ethernet or infiniband"),
         opt("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the NIC is attached to"),
