@@ -107,26 +107,30 @@ fn derived_device_names_never_collide_on_a_host() {
         let (_, spec, diags) =
             load_bytes(&mut sources, format!("set{set}.yaml").into(), Syntax::Yaml, yaml.clone().into());
         assert!(diags.is_empty(), "set {set} does not load: {diags:?}\n{yaml}");
-        let desired = fabrik::desired::build(&spec).unwrap_or_else(|d| panic!("set {set}: {d:?}"));
-        for host in &desired.hosts {
+        // The desired state is built for every tenth set (the slow part): it names links
+        // with the functions `devices` uses, and must make one link per device.
+        let desired =
+            (set % 10 == 0).then(|| fabrik::desired::build(&spec).unwrap_or_else(|d| panic!("set {set}: {d:?}")));
+        for host in &spec.hosts {
+            let host_name = &host.name.value;
             let mut seen: BTreeMap<String, (&str, DeviceRole)> = BTreeMap::new();
             let mut made = 0;
-            for n in spec.networks.iter().filter(|n| n.hosts.iter().any(|h| h.value == host.name)) {
+            for n in spec.networks.iter().filter(|n| n.hosts.iter().any(|h| &h.value == host_name)) {
                 networks += 1;
                 for (device, role) in devices(n) {
                     made += 1;
                     shortened += usize::from(device.len() == 15);
                     assert!(valid_ifname(&device), "set {set}: `{device}` is no interface name");
                     if let Some((other, _)) = seen.insert(device.clone(), (&n.name.value, role)) {
-                        panic!(
-                            "set {set}, host {}: `{device}` for `{other}` and `{}`\n{yaml}",
-                            host.name, n.name.value
-                        );
+                        panic!("set {set}, host {host_name}: `{device}` for `{other}` and `{}`\n{yaml}", n.name.value);
                     }
                 }
             }
             // The desired state made one link per device: none merged into another.
-            assert_eq!(host.links.len(), made, "set {set}, host {}", host.name);
+            if let Some(d) = &desired {
+                let links = d.hosts.iter().find(|h| &h.name == host_name).map_or(0, |h| h.links.len());
+                assert_eq!(links, made, "set {set}, host {host_name}");
+            }
         }
         if set % 1000 == 0 {
             // The rules agree: nothing derived is reported as a shared device.

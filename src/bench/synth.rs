@@ -401,7 +401,7 @@ fn tenant_networks(t: usize) -> V {
             ("tenant", s(tenant_name(t))),
             ("vni", V::Int(vni)),
             ("parent", s("bond0")),
-            ("bridge", s(format!("vx{vni}"))),
+            ("bridge", s(format!("br-vx{vni}"))),
             ("mtu", V::Int(8950)),
         ]),
         V::Map(vec![

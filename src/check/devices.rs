@@ -53,6 +53,23 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                 continue;
             };
             let on = described(&shared_hosts(spec, a.net, b.net));
+            if std::ptr::eq(a.net, b.net) {
+                out.push(
+                    Diagnostic::error(
+                        "fabrik::isolation::shared-device",
+                        format!(
+                            "network `{}` makes two devices named `{name}` {on}: {} and {}",
+                            b.net.name.value,
+                            what(&a.role),
+                            what(&b.role)
+                        ),
+                    )
+                    .at(b.span, format!("{} `{name}`", what(&b.role)))
+                    .also(a.span, format!("{} `{name}`", what(&a.role)))
+                    .help("give the network's bridge a name of its own (the VXLAN device is `vx<vni>`)"),
+                );
+                continue;
+            }
             out.push(
                 Diagnostic::error(
                     "fabrik::isolation::shared-device",
@@ -87,7 +104,6 @@ fn clash(a: &Made<'_>, b: &Made<'_>) -> bool {
 }
 
 fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
-    // A VLAN uplink is a new device over its parent; its name is never the parent's.
     for host in spec.hosts.iter().filter(|h| on_host(m.net, &h.name.value)) {
         let Some(nic) = host.nics.iter().find(|nic| nic.name.value == name) else { continue };
         out.push(

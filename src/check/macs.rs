@@ -35,9 +35,14 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     continue;
                 }
                 reported.push(mac.span);
+                let whom = if *owner == instance {
+                    format!("two NICs of VM `{instance}`")
+                } else {
+                    format!("VM `{instance}` and to VM `{owner}`")
+                };
                 let d = Diagnostic::error(
                     "fabrik::isolation::duplicate-mac",
-                    format!("MAC `{}` is given to VM `{instance}` and to VM `{owner}`", mac.value),
+                    format!("MAC `{}` is given to {whom}", mac.value),
                 );
                 let d = if *first == mac.span {
                     d.at(mac.span, format!("every VM made from this declaration gets `{}`", mac.value))

@@ -50,7 +50,7 @@ pub fn parse(text: &str) -> Option<String> {
 }
 
 /// Gives every NIC without a declared MAC one: the one in `keep` when it is free, else
-/// a derived one. Then every VM's spec hash is computed again.
+/// a derived one. The spec hash of every VM whose MACs changed is computed again.
 pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<NicKey, String>) {
     let mut taken: BTreeSet<String> = BTreeSet::new();
     // Declared MACs first: they are what the operator wrote.
@@ -87,12 +87,17 @@ pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<N
         chosen.insert((vm, k), mac);
     }
     for vm in hosts.iter_mut().flat_map(|h| &mut h.vms) {
+        let mut changed = false;
         for (k, nic) in vm.nics.iter_mut().enumerate() {
-            if let Some(mac) = chosen.get(&(vm.name.clone(), k)) {
+            if let Some(mac) = chosen.get(&(vm.name.clone(), k)).filter(|m| **m != nic.mac) {
                 nic.mac = mac.clone();
+                changed = true;
             }
         }
-        vm.spec_hash = build::spec_hash(vm);
+        // A VM whose MACs stay keeps its hash as it was given.
+        if changed {
+            vm.spec_hash = build::spec_hash(vm);
+        }
     }
 }
 

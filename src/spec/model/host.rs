@@ -201,7 +201,7 @@ pub static NIC: Shape = Shape {
     label: Some("name"),
     more: &[],
     fields: &[
-        req("name", Ty::Name, "interface name on the host, e.g. `ens1f0` or `ib0`"),
+        req("name", Ty::Name, "interface name on the host, e.g. `ens1f0` or `ib0` (at most 15 bytes, as Linux allows)"),
         opt("address", Ty::Pci, "PCI address of the physical function"),
         req("kind", Ty::Enum(<NicKind as crate::spec::decode::Word>::NAMES), "ethernet or infiniband"),
         opt("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the NIC is attached to"),
@@ -299,7 +299,7 @@ pub fn decode_nvlink_domain(d: &mut Decoder, n: &Node) -> Option<NvlinkDomain> {
 
 fn decode_nic(d: &mut Decoder, n: &Node) -> Option<Nic> {
     let o = d.object(n, &NIC, "nic")?;
-    let name = o.get("name").and_then(|n| d.name(n, "name"));
+    let name = o.get("name").and_then(|n| d.name(n, "name")).and_then(|s| super::network::check_ifname(d, s, "name"));
     let address = o.get("address").and_then(|n| d.pci(n, "address"));
     let kind = o.get("kind").and_then(|n| d.word::<NicKind>(n, "kind"));
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));

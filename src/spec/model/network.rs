@@ -162,7 +162,7 @@ fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]
     }
 }
 
-fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spanned<String>> {
+pub(super) fn check_ifname(d: &mut Decoder, name: Spanned<String>, key: &str) -> Option<Spanned<String>> {
     if crate::desired::names::valid_ifname(&name.value) {
         return Some(name);
     }
