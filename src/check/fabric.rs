@@ -91,8 +91,9 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         }
     }
     partitions(&ix, out);
-    underlay::check(&ix, out);
-    mtu::check(&ix, out);
+    let attached = underlay::Attached::new(&ix);
+    underlay::check(&ix, &attached, out);
+    mtu::check(&ix, &attached, out);
 }
 
 fn domain_of(gpu: &Gpu) -> Option<&str> {

@@ -61,7 +61,7 @@ pub static RULES: &[Rule] = &[
     Rule {
         code: "fabrik::capacity::disk-below-image",
         summary: "a disk's `size` is smaller than the virtual size its image declares",
-        protects: "a disk that cuts off the end of its image: libvirt refuses to shrink a volume copied from a larger one, or the guest finds its file system truncated",
+        protects: "a `size` without effect: libvirt makes a copy at least as large as its source, so the disk silently gets the image's size, not the one declared (and a disk really cut to that size would lose the end of the image's file system)",
         example: "images:\n  - { name: ubuntu, pool: images, source: /srv/ubuntu.qcow2, size: 20GiB }\nvms:\n  - name: a\n    disks: [{ name: root, image: ubuntu, size: 10GiB }]",
         fix: "give the disk at least the image's size (or no `size`: it takes the image's)",
     },

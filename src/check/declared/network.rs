@@ -15,10 +15,28 @@ use crate::spec::model::{NetKind, Network, Nic, NicKind, Vm};
 use crate::spec::source::Span;
 
 /// A host that carries a network, and the line that says so.
-struct Member {
+struct Member<'a> {
     host: usize,
     at: Span,
-    label: String,
+    why: Why<'a>,
+}
+
+/// Why a host carries a network, in words only for a diagnostic.
+enum Why<'a> {
+    /// The network's `hosts` names it.
+    Listed,
+    /// This VM on the network names it as its `host`.
+    Vm(&'a str),
+}
+
+impl Member<'_> {
+    fn label(&self, ix: &Index<'_>, net: &str) -> String {
+        let host = &ix.host(self.host).name.value;
+        match self.why {
+            Why::Listed => format!("`{net}` spans host `{host}`"),
+            Why::Vm(vm) => format!("VM `{vm}` on `{net}` runs on host `{host}`"),
+        }
+    }
 }
 
 pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
@@ -36,9 +54,8 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
             match runs {
                 Runs::On(h, span) => {
                     if seen.insert((net, *h)) {
-                        let label =
-                            format!("VM `{}` on `{net}` runs on host `{}`", e.vm.name.value, ix.host(*h).name.value);
-                        attached.entry(net).or_default().push(Member { host: *h, at: *span, label });
+                        let why = Why::Vm(e.vm.name.value.as_str());
+                        attached.entry(net).or_default().push(Member { host: *h, at: *span, why });
                     }
                 }
                 Runs::Placed(t) => {
@@ -61,11 +78,7 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
                 .iter()
                 .filter_map(|h| Some((*ix.hosts.get(h.value.as_str())?, h)))
                 .filter(|(i, _)| once.insert(*i))
-                .map(|(host, h)| Member {
-                    host,
-                    at: h.span,
-                    label: format!("`{}` spans host `{}`", net.name.value, h.value),
-                })
+                .map(|(host, h)| Member { host, at: h.span, why: Why::Listed })
                 .collect()
         };
         if net.hosts.is_empty() {
@@ -171,7 +184,7 @@ fn not_declared(ix: &Index<'_>, net: &Network, parent: &str, at: Span, missing: 
     )
     .at(at, format!("not declared on {word} {which}"));
     for m in missing {
-        d = d.also(m.at, &m.label);
+        d = d.also(m.at, m.label(ix, &net.name.value));
     }
     let first = ix.host(missing[0].host);
     let have: Vec<&str> = first.nics.iter().map(|n| n.name.value.as_str()).collect();
@@ -220,7 +233,7 @@ fn wrong_kind(ix: &Index<'_>, net: &Network, nic: &Nic, m: &Member, at: Span) ->
         )
         .at(at, format!("needs an {} NIC", kind_name(need)))
         .also(nic.kind.span, format!("`{}` is {} on host `{host}`", nic.name.value, kind_name(nic.kind.value)))
-        .also(m.at, &m.label)
+        .also(m.at, m.label(ix, &net.name.value))
         .help(help),
     )
 }

@@ -81,37 +81,45 @@ pub(super) fn check(ix: &Index<'_>, at: &Where, out: &mut Vec<Diagnostic>) {
 struct Need<'a> {
     pool: &'a str,
     at: Span,
-    /// "disk `root` is in pool `fast`".
-    what: String,
+    disk: &'a str,
+    /// The image that puts the disk, or its base volume, in the pool.
+    image: Option<&'a str>,
+    /// The disk's volume is in the pool (else only its image's base volume is).
+    volume: bool,
 }
 
-fn needs<'a>(disk: &'a Disk, image: Option<&'a Image>) -> Vec<Need<'a>> {
-    let mut out = Vec::new();
-    let name = &disk.name.value;
-    match (&disk.pool, image) {
-        (Some(p), _) => {
-            out.push(Need { pool: &p.value, at: p.span, what: format!("disk `{name}` is in pool `{}`", p.value) })
+impl Need<'_> {
+    /// "disk `root` is in pool `fast`", made only for a diagnostic: the check runs on
+    /// every disk of a large factory.
+    fn what(&self) -> String {
+        let (disk, pool) = (self.disk, self.pool);
+        match (self.image, self.volume) {
+            (None, _) => format!("disk `{disk}` is in pool `{pool}`"),
+            (Some(image), true) => format!("disk `{disk}` goes in pool `{pool}`, image `{image}`'s"),
+            (Some(image), false) => {
+                format!("disk `{disk}` is copied from image `{image}`, whose base volume is in pool `{pool}`")
+            }
         }
-        (None, Some(i)) => out.push(Need {
-            pool: &i.pool.value,
-            at: disk.image.as_ref().map_or(disk.name.span, |s| s.span),
-            what: format!("disk `{name}` goes in pool `{}`, image `{}`'s", i.pool.value, i.name.value),
-        }),
-        (None, None) => {}
     }
-    if let (Some(p), Some(i)) = (&disk.pool, image)
-        && p.value != i.pool.value
-    {
-        out.push(Need {
-            pool: &i.pool.value,
-            at: disk.image.as_ref().map_or(disk.name.span, |s| s.span),
-            what: format!(
-                "disk `{name}` is copied from image `{}`, whose base volume is in pool `{}`",
-                i.name.value, i.pool.value
-            ),
-        });
-    }
-    out
+}
+
+fn needs<'a>(disk: &'a Disk, image: Option<&'a Image>) -> impl Iterator<Item = Need<'a>> {
+    let disk_name = disk.name.value.as_str();
+    let image_at = disk.image.as_ref().map_or(disk.name.span, |s| s.span);
+    let own = match (&disk.pool, image) {
+        (Some(p), _) => Some(Need { pool: &p.value, at: p.span, disk: disk_name, image: None, volume: true }),
+        (None, Some(i)) => {
+            Some(Need { pool: &i.pool.value, at: image_at, disk: disk_name, image: Some(&i.name.value), volume: true })
+        }
+        (None, None) => None,
+    };
+    let base = match (&disk.pool, image) {
+        (Some(p), Some(i)) if p.value != i.pool.value => {
+            Some(Need { pool: &i.pool.value, at: image_at, disk: disk_name, image: Some(&i.name.value), volume: false })
+        }
+        _ => None,
+    };
+    own.into_iter().chain(base)
 }
 
 fn listed(hosts: &HashSet<usize>) -> Vec<usize> {
@@ -133,7 +141,7 @@ fn absent(
     let on = hosts_phrase(ix, listed(hosts));
     Diagnostic::error(
         "fabrik::capacity::pool-not-on-host",
-        format!("VM `{vm}` runs on host `{host}`, but its {}, which is only on {on}", need.what),
+        format!("VM `{vm}` runs on host `{host}`, but its {}, which is only on {on}", need.what()),
     )
     .at(need.at, format!("pool `{}` is not on host `{host}`", pool.name.value))
     .also(host_span, "the VM's host")
@@ -158,7 +166,7 @@ fn absent_for_tenant(
         "fabrik::capacity::pool-not-on-host",
         format!(
             "VM `{vm}` may run only on the hosts of tenant `{tenant}`, but its {}, which is on none of them",
-            need.what
+            need.what()
         ),
     )
     .at(need.at, format!("pool `{}` is on none of tenant `{tenant}`'s hosts", pool.name.value))

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::underlay::{Member, members, nic};
+use super::underlay::{Attached, Member, members, nic};
 use crate::check::gpu::{Index, and_list};
 use crate::diag::Diagnostic;
 use crate::spec::model::{NetKind, Network, Nic};
@@ -31,13 +31,13 @@ struct Tight<'a> {
     mtu: &'a Spanned<u32>,
 }
 
-pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
+pub(super) fn check(ix: &Index<'_>, attached: &Attached<'_>, out: &mut Vec<Diagnostic>) {
     for net in &ix.spec.networks {
         let (Some(parent), Some(mtu)) = (&net.parent, &net.mtu) else { continue };
         // By encapsulation overhead: a VXLAN network's hosts on IPv4 and on IPv6 need
         // different MTUs, each said in its own diagnostic.
         let mut tight: BTreeMap<u32, Vec<Tight<'_>>> = BTreeMap::new();
-        for member in members(ix, net) {
+        for member in members(ix, attached, net) {
             let Some(nic) = nic(ix, member.host, &parent.value) else { continue };
             let Some(nic_mtu) = &nic.mtu else { continue };
             let overhead = overhead_bytes(net, nic);
@@ -121,7 +121,9 @@ mod tests {
 
     fn diags(text: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        super::check(&super::Index::new(&spec(text)), &mut out);
+        let spec = spec(text);
+        let ix = super::Index::new(&spec);
+        super::check(&ix, &super::super::underlay::Attached::new(&ix), &mut out);
         out.into_iter().map(|d| (d.message, d.help.unwrap_or_default())).collect()
     }
 

@@ -7,7 +7,7 @@
 //! The hosts of a network are its `hosts`, else those its VMs name in `host`: where
 //! placement chooses, the files do not say which hosts the network will span.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::check::gpu::{Index, and_list};
@@ -29,7 +29,7 @@ struct Use<'a> {
     label: String,
 }
 
-pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
+pub(super) fn check(ix: &Index<'_>, attached: &Attached<'_>, out: &mut Vec<Diagnostic>) {
     // (host, parent NIC) → the VXLAN networks over it that span more than that host.
     let mut uses: BTreeMap<(usize, &str), Vec<Use<'_>>> = BTreeMap::new();
     // (parent NIC, address, first host, second host) → the networks both carry.
@@ -37,7 +37,7 @@ pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
     for net in ix.spec.networks.iter().filter(|n| n.kind.value == NetKind::Vxlan) {
         let Some(parent) = &net.parent else { continue };
         let parent = parent.value.as_str();
-        let members = members(ix, net);
+        let members = members(ix, attached, net);
         if members.len() < 2 {
             continue;
         }
@@ -71,31 +71,48 @@ pub(super) fn check(ix: &Index<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// For each network, the hosts its VMs name in `host`, each once, with the first VM
+/// that names it: found in one pass over the VMs, so that asking for the hosts of every
+/// network stays linear in the size of the factory.
+pub(super) struct Attached<'a> {
+    by_network: HashMap<&'a str, Vec<(usize, Span, &'a str)>>,
+}
+
+impl<'a> Attached<'a> {
+    pub(super) fn new(ix: &Index<'a>) -> Attached<'a> {
+        let mut by_network: HashMap<&'a str, Vec<(usize, Span, &'a str)>> = HashMap::new();
+        let mut seen: HashSet<(&str, usize)> = HashSet::new();
+        for e in ix.spec.effective_vms() {
+            let (Some(h), Some(host)) = (&e.vm.host, ix.host_of(e.vm)) else { continue };
+            for nic in e.nic_list() {
+                let net = nic.network.value.as_str();
+                if seen.insert((net, host)) {
+                    by_network.entry(net).or_default().push((host, h.span, e.vm.name.value.as_str()));
+                }
+            }
+        }
+        Attached { by_network }
+    }
+}
+
 /// The hosts of a network, each once, in the order the files give them.
-pub(super) fn members(ix: &Index<'_>, net: &Network) -> Vec<Member> {
+pub(super) fn members(ix: &Index<'_>, attached: &Attached<'_>, net: &Network) -> Vec<Member> {
     let mut out: Vec<Member> = Vec::new();
     let mut seen = BTreeSet::new();
-    let mut add = |host: Option<usize>, at: Span, label: String| {
-        if let Some(host) = host
-            && seen.insert(host)
-        {
-            out.push(Member { host, at, label });
-        }
-    };
     let name = &net.name.value;
     if !net.hosts.is_empty() {
         for h in &net.hosts {
-            add(ix.hosts.get(h.value.as_str()).copied(), h.span, format!("`{name}` spans host `{}`", h.value));
+            if let Some(&host) = ix.hosts.get(h.value.as_str())
+                && seen.insert(host)
+            {
+                out.push(Member { host, at: h.span, label: format!("`{name}` spans host `{}`", h.value) });
+            }
         }
         return out;
     }
-    for e in ix.spec.effective_vms() {
-        if let Some(h) = &e.vm.host
-            && e.nic_list().iter().any(|n| &n.network.value == name)
-        {
-            let label = format!("VM `{}` on `{name}` runs on host `{}`", e.vm.name.value, h.value);
-            add(ix.host_of(e.vm), h.span, label);
-        }
+    for &(host, at, vm) in attached.by_network.get(name.as_str()).map_or(&[][..], Vec::as_slice) {
+        let label = format!("VM `{vm}` on `{name}` runs on host `{}`", ix.host(host).name.value);
+        out.push(Member { host, at, label });
     }
     out
 }
@@ -184,7 +201,9 @@ mod tests {
 
     fn diags(text: &str) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        super::check(&super::Index::new(&spec(text)), &mut out);
+        let spec = spec(text);
+        let ix = super::Index::new(&spec);
+        super::check(&ix, &super::Attached::new(&ix), &mut out);
         out.iter().map(|d| (d.code, d.help.clone().unwrap_or_default())).collect()
     }
 
