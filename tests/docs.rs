@@ -46,3 +46,40 @@ fn every_code_in_the_source_is_registered() {
     }
     assert!(missing.is_empty(), "codes without an entry in src/check/rules.rs: {missing:?}");
 }
+
+#[test]
+fn every_limit_is_documented_with_its_value() {
+    use fabrik::driver::agent::line;
+    use fabrik::spec::{kdl, load, yaml};
+    let mib = |b: u64| format!("{} MiB", b >> 20);
+    let kib = |b: u64| format!("{} KiB", b >> 10);
+    let count = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let limits = [
+        ("spec::load::FILE_BYTES_MAX", mib(load::FILE_BYTES_MAX)),
+        ("spec::load::FACTORY_BYTES_MAX", mib(load::FACTORY_BYTES_MAX)),
+        ("spec::yaml::NESTING_MAX", format!("{} levels", yaml::NESTING_MAX)),
+        ("spec::yaml::ALIAS_COPY_NODES_MAX", count(yaml::ALIAS_COPY_NODES_MAX)),
+        ("spec::yaml::ALIAS_COPY_BYTES_MAX", mib(yaml::ALIAS_COPY_BYTES_MAX as u64)),
+        ("spec::kdl::budget::NESTING_MAX", format!("{} levels", kdl::NESTING_MAX)),
+        ("spec::kdl::budget::COMMENT_STEPS_MAX", count(kdl::COMMENT_STEPS_MAX)),
+        ("spec::kdl::PARSE_STACK_BYTES", mib(kdl::PARSE_STACK_BYTES as u64)),
+        ("driver::agent::line::REQUEST_LINE_BYTES_MAX", kib(line::REQUEST_LINE_BYTES_MAX as u64)),
+        ("driver::agent::line::RESPONSE_LINE_BYTES_MAX", mib(line::RESPONSE_LINE_BYTES_MAX as u64)),
+        ("sim::STATE_LOCK_WAIT", format!("{} s", fabrik::sim::STATE_LOCK_WAIT.as_secs())),
+    ];
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/limits.md")).unwrap();
+    for (name, value) in limits {
+        let row = format!("| `{name}` | {value}");
+        assert!(doc.contains(&row), "docs/limits.md lacks `{row}`");
+    }
+}

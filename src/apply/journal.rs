@@ -51,7 +51,7 @@ impl Journal {
     /// Starts a new journal in `dir`, replacing the previous one.
     pub fn create(dir: &Path) -> std::io::Result<Journal> {
         let path = dir.join("last-apply.jsonl");
-        let file = File::create(&path)?;
+        let file = crate::files::replace_with_new(&path)?;
         Ok(Journal { file: Mutex::new(file), path })
     }
 

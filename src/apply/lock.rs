@@ -10,7 +10,7 @@
 //! agent holds it until apply closes the connection or dies. That keeps apart applies
 //! made from two checkouts of the factory, which the local lock cannot see.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,7 +96,8 @@ pub fn acquire_file(path: &Path, wait: Duration, holder: &Holder) -> Result<Appl
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    // Not through a link: a link planted here would have its target truncated.
+    let mut file = crate::files::open_in_place(&path).map_err(io)?;
     let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {

@@ -29,6 +29,20 @@ pub static LANGUAGE: &[Rule] = &[
         "a directory holds no `*.yaml`, `*.yml` or `*.kdl` file (hidden entries are skipped)",
     ),
     lang("fabrik::load::unknown-extension", "a file given by path is not `.yaml`, `.yml` or `.kdl`"),
+    lang(
+        "fabrik::load::skipped",
+        "a warning naming the entries of a factory directory that are not factory files (hidden entries are skipped without one)",
+    ),
+    lang(
+        "fabrik::load::dangling-link",
+        "a link in a factory directory points at nothing: a file of the factory may be missing",
+    ),
+    lang("fabrik::load::link-loop", "directory links in a factory lead back to a directory being read"),
+    lang("fabrik::load::not-a-file", "an entry named like a factory file is a FIFO, socket or device; it is not read"),
+    lang(
+        "fabrik::load::extension-case",
+        "a file named `*.YAML`, `*.Yml`, `*.KDL`…: factory files end in lower-case `.yaml`, `.yml` or `.kdl`",
+    ),
     lang("fabrik::load::file-too-large", "a factory file holds more than 16 MiB; it is not read"),
     lang(
         "fabrik::load::factory-too-large",

@@ -60,12 +60,7 @@ impl SimGpuState {
             |e: std::io::Error| DriverError::new(ErrorKind::Failed, format!("cannot save {}: {e}", path.display()));
         let mut text = serde_json::to_string_pretty(self).expect("the state is plain data");
         text.push('\n');
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(failed)?;
-        }
-        std::fs::write(&tmp, text).map_err(failed)?;
-        std::fs::rename(&tmp, path).map_err(failed)
+        crate::files::replace(path, text.as_bytes()).map_err(failed)
     }
 
     /// The twin of a declared host: its GPUs where it says, MIG off and empty as on a

@@ -89,7 +89,7 @@ impl SimLinks {
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text + "\n")
+        crate::files::replace(path, (text + "\n").as_bytes())
     }
 
     /// Adds a physical NIC (up, not deletable), with SR-IOV when `sriov_total` is given.

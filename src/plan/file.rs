@@ -184,7 +184,8 @@ pub enum PlanFileError {
 /// Writes the plan document (the same JSON as `--format json`).
 pub fn save(plan: &Plan, path: &Path) -> Result<(), PlanFileError> {
     let text = super::output::json(plan);
-    std::fs::write(path, text).map_err(|source| PlanFileError::Write { path: path.display().to_string(), source })
+    crate::files::replace(path, text.as_bytes())
+        .map_err(|source| PlanFileError::Write { path: path.display().to_string(), source })
 }
 
 pub fn load(path: &Path) -> Result<Plan, PlanFileError> {

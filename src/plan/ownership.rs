@@ -134,13 +134,8 @@ impl Created {
     /// Writes the record whole or not at all: to a temporary file, then renamed over
     /// the old one, so a crash never leaves half a record.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text + "\n")?;
-        std::fs::rename(&tmp, path)
+        crate::files::replace(path, (text + "\n").as_bytes())
     }
 }
 

@@ -5,7 +5,10 @@
 //! NVML does, and simulated links. Its state lives in `.fabrik/sim/<host>/` beside the
 //! factory (or under `--state-dir`), so what one command changes the next one sees.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
@@ -21,6 +24,47 @@ pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
         return dir.to_path_buf();
     }
     crate::spec::load::fabrik_dir(factory).join("sim")
+}
+
+/// How long a command waits for another fabrik process that uses the same twins.
+pub const STATE_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Takes the twins' state folder for this process, until it ends: two `plan --sim` or
+/// `apply --sim` at once would each read the state, change it and write it back, and one
+/// would lose the other's changes. Within the process, taking it again is a no-op (an
+/// apply opens several connections to one twin). Waits up to [`STATE_LOCK_WAIT`].
+pub fn lock_state(state: &Path) -> Result<(), DriverError> {
+    static HELD: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+    let fail = |e: std::io::Error| failed("cannot lock the twins' state in", state, e);
+    std::fs::create_dir_all(state).map_err(fail)?;
+    let key = std::fs::canonicalize(state).map_err(fail)?;
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|(p, _)| *p == key) {
+        return Ok(());
+    }
+    let file = crate::files::open_in_place(&key.join(".lock")).map_err(fail)?;
+    let deadline = Instant::now() + STATE_LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DriverError::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "the twins' state in {} is in use by another fabrik process (waited {} s)",
+                        state.display(),
+                        STATE_LOCK_WAIT.as_secs()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(fail(e)),
+        }
+    }
+    held.push((key, file));
+    Ok(())
 }
 
 /// The state folder of one host's twin.
@@ -61,6 +105,9 @@ pub fn initial_links(host: &Host) -> SimLinks {
 
 /// Opens the simulated GPUs and links of a host's twin, creating its state on first use.
 pub fn open_gpus_links(dir: &Path, host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
+    if let Err(e) = lock_state(dir.parent().unwrap_or(dir)) {
+        return (Err(e.clone()), Err(e));
+    }
     if let Err(e) = std::fs::create_dir_all(dir) {
         let err = failed("cannot create the twin's state folder", dir, e);
         return (Err(err.clone()), Err(err));

@@ -103,6 +103,7 @@ pub fn open(dir: &Path, host: &Host) -> std::result::Result<Box<dyn Virt>, Drive
 
 impl SimVirt {
     pub fn open(dir: &Path, host: &Host) -> Result<SimVirt> {
+        super::lock_state(dir.parent().unwrap_or(dir))?;
         let state_path = dir.join("libvirt.json");
         let saved: Saved = match std::fs::read_to_string(&state_path) {
             Ok(text) => serde_json::from_str(&text)
@@ -118,7 +119,7 @@ impl SimVirt {
         }
         std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
         let node = dir.join("node.xml");
-        std::fs::write(&node, node_xml(host, &saved))
+        crate::files::replace(&node, node_xml(host, &saved).as_bytes())
             .map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
         let absolute = std::fs::canonicalize(&node).map_err(|e| failed(format!("{}: {e}", node.display())))?;
         let mut inner = LibvirtDriver::connect(&format!("test://{}", absolute.display()))?;
@@ -190,7 +191,8 @@ impl SimVirt {
         let saved = Saved { version: STATE_VERSION, domains, networks, pools, detached: self.detached.clone() };
         let path = self.dir.join("libvirt.json");
         let text = serde_json::to_string_pretty(&saved).map_err(|e| failed(e.to_string()))?;
-        std::fs::write(&path, text + "\n").map_err(|e| failed(format!("cannot write {}: {e}", path.display())))
+        crate::files::replace(&path, (text + "\n").as_bytes())
+            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))
     }
 
     fn saved<T>(&mut self, result: Result<T>) -> Result<T> {

@@ -18,11 +18,12 @@ pub struct Loaded {
 }
 
 /// Loads a factory from a file or a directory (every `*.yaml`, `*.yml`, `*.kdl` below it,
-/// hidden entries skipped, in path order).
+/// in path order). Hidden entries are skipped quietly; links are followed (a loop is an
+/// error); a dangling link, a FIFO named like a factory file and `*.YAML` are errors;
+/// other entries are skipped with a warning that names them.
 pub fn load(path: &Path) -> Loaded {
-    let mut diags = Vec::new();
-    let files = match discover(path) {
-        Ok(files) => files,
+    let (files, mut diags) = match discover(path) {
+        Ok(d) => (d.files, d.diags),
         Err(d) => {
             return Loaded { sources: Sources::default(), spec: Spec::default(), diags: vec![d] };
         }
@@ -259,7 +260,14 @@ pub fn fabrik_dir(factory: &Path) -> PathBuf {
     base.join(".fabrik")
 }
 
-fn discover(path: &Path) -> Result<Vec<(PathBuf, Syntax)>, Diagnostic> {
+/// The files of a factory, and what discovery has to say about the entries it did not
+/// take. Hidden entries (`.git`, `.fabrik`) are skipped without a word.
+struct Discovered {
+    files: Vec<(PathBuf, Syntax)>,
+    diags: Vec<Diagnostic>,
+}
+
+fn discover(path: &Path) -> Result<Discovered, Diagnostic> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Diagnostic::error("fabrik::load::io", format!("cannot read `{}`: {e}", path.display()))
             .help("give the path of a factory file or of a directory of them")
@@ -272,36 +280,130 @@ fn discover(path: &Path) -> Result<Vec<(PathBuf, Syntax)>, Diagnostic> {
             )
             .help("name factory files `*.yaml`, `*.yml` or `*.kdl`")
         })?;
-        return Ok(vec![(path.to_path_buf(), syntax)]);
+        return Ok(Discovered { files: vec![(path.to_path_buf(), syntax)], diags: Vec::new() });
     }
-    let mut out = Vec::new();
-    walk(path, &mut out).map_err(|e| {
+    let mut walk = Walk { files: Vec::new(), diags: Vec::new(), skipped: Vec::new(), ancestors: Vec::new() };
+    walk.dir(path).map_err(|e| {
         Diagnostic::error("fabrik::load::io", format!("cannot read directory `{}`: {e}", path.display()))
             .help("check the directory's permissions")
     })?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    let Walk { mut files, mut diags, skipped, .. } = walk;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    if !skipped.is_empty() {
+        const SHOWN: usize = 10;
+        let mut names: Vec<String> = skipped.iter().take(SHOWN).map(|p| format!("`{}`", p.display())).collect();
+        if skipped.len() > SHOWN {
+            names.push(format!("and {} more", skipped.len() - SHOWN));
+        }
+        diags.push(
+            Diagnostic::warning(
+                "fabrik::load::skipped",
+                match skipped.len() {
+                    1 => format!("{} is not a factory file and was not read", names.join(", ")),
+                    n => format!("{n} entries are not factory files and were not read: {}", names.join(", ")),
+                },
+            )
+            .help("factory files end in `.yaml`, `.yml` or `.kdl`; hidden entries (`.git`) are skipped without a word"),
+        );
+    }
+    Ok(Discovered { files, diags })
 }
 
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, Syntax)>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') {
-            continue;
+/// A walk through a factory directory.
+struct Walk {
+    files: Vec<(PathBuf, Syntax)>,
+    diags: Vec<Diagnostic>,
+    /// Entries that are not factory files (a README, a FIFO without a factory name).
+    skipped: Vec<PathBuf>,
+    /// The directories being walked, resolved: a link back to one of them is a loop.
+    ancestors: Vec<PathBuf>,
+}
+
+/// Whether a name ends in a factory extension in any case (`.YAML`, `.Kdl`).
+fn factory_like(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        let e = e.to_ascii_lowercase();
+        matches!(e.as_str(), "yaml" | "yml" | "kdl")
+    })
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        let resolved = std::fs::canonicalize(dir)?;
+        if let Some(first) = self.ancestors.iter().find(|a| **a == resolved) {
+            self.diags.push(
+                Diagnostic::error(
+                    "fabrik::load::link-loop",
+                    format!("`{}` leads back to `{}`: the links make a loop", dir.display(), first.display()),
+                )
+                .help("remove the link, or point it at a directory outside the factory"),
+            );
+            return Ok(());
         }
-        let path = entry.path();
-        // Symbolic links to directories are not followed: they could loop.
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            walk(&path, out)?;
-        } else if let Some(syntax) = Syntax::of(&path)
-            && (ty.is_file() || path.is_file())
-        {
-            out.push((path, syntax));
+        self.ancestors.push(resolved);
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            self.entry(&entry.path(), entry.file_type()?)?;
         }
+        self.ancestors.pop();
+        Ok(())
     }
-    Ok(())
+
+    fn entry(&mut self, path: &Path, ty: std::fs::FileType) -> std::io::Result<()> {
+        let ty = if ty.is_symlink() {
+            match std::fs::metadata(path) {
+                Ok(target) => target.file_type(),
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "fabrik::load::dangling-link",
+                            format!("`{}` is a link to nothing that can be read: {e}", path.display()),
+                        )
+                        .help("a file of the factory is missing: restore what the link points to, or remove the link"),
+                    );
+                    return Ok(());
+                }
+            }
+        } else {
+            ty
+        };
+        if ty.is_dir() {
+            return self.dir(path);
+        }
+        if !ty.is_file() {
+            if factory_like(path) {
+                self.diags.push(
+                    Diagnostic::error(
+                        "fabrik::load::not-a-file",
+                        format!(
+                            "`{}` is not a regular file (a FIFO, socket or device), so it is not read",
+                            path.display()
+                        ),
+                    )
+                    .help("a factory file must be a regular file; replace it with one"),
+                );
+            } else {
+                self.skipped.push(path.to_path_buf());
+            }
+            return Ok(());
+        }
+        match Syntax::of(path) {
+            Some(syntax) => self.files.push((path.to_path_buf(), syntax)),
+            None if factory_like(path) => self.diags.push(
+                Diagnostic::error(
+                    "fabrik::load::extension-case",
+                    format!("`{}` looks like a factory file, but its extension is not lower case", path.display()),
+                )
+                .help("rename it to end in `.yaml`, `.yml` or `.kdl`; fabrik reads only those"),
+            ),
+            None => self.skipped.push(path.to_path_buf()),
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +493,45 @@ mod tests {
         let file = loaded.sources.get(d.primary.as_ref().unwrap().span.file);
         assert!(file.path.ends_with("b.yaml"));
         assert!(file.text.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_skipped_without_a_word_but_hidden_entries() {
+        use std::os::unix::fs::symlink;
+        let dir = temp_dir("discovery");
+        let f = "version: 1\n";
+        std::fs::write(dir.join("a.yaml"), f).unwrap();
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        std::fs::write(dir.join(".git/config.yaml"), "not: [a factory").unwrap();
+        std::fs::create_dir_all(dir.join("real/sub")).unwrap();
+        std::fs::write(dir.join("real/b.kdl"), "version 1\n").unwrap();
+        symlink(dir.join("real"), dir.join("linked")).unwrap();
+        symlink(&dir, dir.join("real/sub/loop")).unwrap();
+        symlink(dir.join("missing.yaml"), dir.join("dangling.yaml")).unwrap();
+        nix::unistd::mkfifo(&dir.join("pipe.yaml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::write(dir.join("shout.YAML"), f).unwrap();
+        std::fs::write(dir.join("README.md"), "# notes\n").unwrap();
+
+        let found = discover(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let names: Vec<String> =
+            found.files.iter().map(|(p, _)| p.strip_prefix(&dir).unwrap().display().to_string()).collect();
+        assert_eq!(names, ["a.yaml", "linked/b.kdl", "real/b.kdl"]);
+        let mut codes: Vec<&str> = found.diags.iter().map(|d| d.code).collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [
+                "fabrik::load::dangling-link",
+                "fabrik::load::extension-case",
+                "fabrik::load::link-loop",
+                "fabrik::load::link-loop",
+                "fabrik::load::not-a-file",
+                "fabrik::load::skipped"
+            ]
+        );
+        let skipped = found.diags.iter().find(|d| d.code == "fabrik::load::skipped").unwrap();
+        assert!(skipped.message.contains("README.md") && !skipped.message.contains(".git"), "{}", skipped.message);
     }
 
     fn load_one(syntax: Syntax, bytes: &[u8]) -> (Sources, Vec<Diagnostic>) {

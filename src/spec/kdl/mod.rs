@@ -14,6 +14,8 @@
 mod budget;
 mod fast;
 
+pub use budget::{COMMENT_STEPS_MAX, NESTING_MAX};
+
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 use super::source::{FileId, SourceFile, Span};
