@@ -60,7 +60,7 @@ fn an_ext_transport_never_runs_its_command() {
     let factory = dir.path().join("f/factory.yaml");
     write(
         &factory,
-        &format!("version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ext:///system?command={script}\"\n{NUMA}"),
+        &format!("version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ext:///system?command={script}\"\n{NUMA}"),
     );
     refused_before_anything_runs(&factory, &marker, "fabrik::trust::transport");
     // The marker script is real: run by hand, it leaves the marker.
@@ -76,7 +76,7 @@ fn an_ssh_command_parameter_never_runs() {
     write(
         &factory,
         &format!(
-            "version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root@h1.invalid/system?command={script}\"\n{NUMA}"
+            "version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root@h1.invalid/system?command={script}\"\n{NUMA}"
         ),
     );
     refused_before_anything_runs(&factory, &marker, "fabrik::trust::uri-parameter");
@@ -90,12 +90,12 @@ fn a_tenants_agent_command_never_runs() {
     write(
         &root.join("operator.yaml"),
         &format!(
-            "version: 1\nhosts:\n  - name: h1\n    uri: \"test:///default\"\n{NUMA}tenants:\n  - {{ name: acme, hosts: [h1] }}\n"
+            "version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"test:///default\"\n{NUMA}tenants:\n  - {{ name: acme, hosts: [h1] }}\n"
         ),
     );
     write(
         &root.join("tenants/acme/vms.yaml"),
-        &format!("version: 1\nhosts:\n  - name: h2\n    uri: \"test:///default\"\n    agent: {script}\n{NUMA}"),
+        &format!("version: 1\nfactory: t\nhosts:\n  - name: h2\n    uri: \"test:///default\"\n    agent: {script}\n{NUMA}"),
     );
     refused_before_anything_runs(&root, &marker, "fabrik::trust::tenant-agent");
 }
@@ -166,7 +166,7 @@ fn no_credential_reaches_any_output_or_a_saved_plan() {
     write(
         &root.join("factory.yaml"),
         &format!(
-            "version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\"\n    agent: {}\n{NUMA}{}",
+            "version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\"\n    agent: {}\n{NUMA}{}",
             serde_json::to_string(&agent).unwrap(),
             // Something to plan on the host, so that the plan reports why it cannot read it.
             "tenants:\n  - { name: t, hosts: [h1] }\nvms:\n  - { name: v, tenant: t, vcpus: 1, memory: 1GiB }\n",
@@ -213,7 +213,7 @@ fn no_credential_reaches_any_output_or_a_saved_plan() {
     write(
         &broken,
         &format!(
-            "version: 1\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\"\n    agent: {}\n    numa-nodes: [{{ id: 0, cpus: 0-3, memory: 8GiB }}]\n    bogus: [\"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\", 1]\n",
+            "version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\"\n    agent: {}\n    numa-nodes: [{{ id: 0, cpus: 0-3, memory: 8GiB }}]\n    bogus: [\"qemu+ssh://root:{URI_SECRET}@h1.invalid/system\", 1]\n",
             serde_json::to_string(&agent).unwrap()
         ),
     );
