@@ -23,6 +23,7 @@ pub mod cli;
 pub mod desired;
 pub mod diag;
 pub mod driver;
+pub mod formats;
 pub mod graph;
 pub mod hw;
 pub mod inventory;
