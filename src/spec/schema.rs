@@ -6,6 +6,9 @@ use serde_json::{Map, Value, json};
 use super::decode::Word;
 use super::model::FILE;
 use super::model::network::{NETWORK, NetKind, kind_keys};
+use super::model::scope::SCOPE;
+use super::model::storage::POOL;
+use super::model::workload::DISK;
 use super::shape::{Shape, Ty};
 
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
@@ -89,17 +92,58 @@ fn object(shape: &'static Shape, defs: &mut Map<String, Value>) -> Value {
 }
 
 /// The rules between keys the decoder enforces for one shape, as `if`/`then`: a network's
-/// kind decides which keys it needs and which it must not have.
+/// kind decides which keys it needs and which it must not have; so does a pool's type and
+/// a scope's kind; a disk without an image needs a size and a pool.
 fn conditions(shape: &'static Shape) -> Vec<Value> {
-    if !std::ptr::eq(shape, &NETWORK) {
-        return Vec::new();
+    if std::ptr::eq(shape, &NETWORK) {
+        network_conditions()
+    } else if std::ptr::eq(shape, &POOL) {
+        vec![
+            when("type", json!("dir"), forbid(&[("source", "remove `source`: only logical and netfs pools use it")])),
+            when("type", json!(["logical", "netfs"]), json!({ "required": ["source"] })),
+        ]
+    } else if std::ptr::eq(shape, &SCOPE) {
+        vec![
+            when(
+                "kind",
+                json!("operator"),
+                forbid(&[("tenant", "an operator's file belongs to no tenant: remove `tenant`, or `kind`")]),
+            ),
+            when("kind", json!("tenant"), json!({ "required": ["tenant"] })),
+            json!({ "anyOf": [{ "required": ["kind"] }, { "required": ["tenant"] }], "errorMessage": "a scope names its owner: `kind` or `tenant`" }),
+        ]
+    } else if std::ptr::eq(shape, &DISK) {
+        vec![json!({ "if": { "not": { "required": ["image"] } }, "then": { "required": ["size", "pool"] } })]
+    } else {
+        Vec::new()
     }
+}
+
+/// `then` applies when `key` is present and equals `value` (or, for a list, one of them).
+fn when(key: &str, value: Value, then: Value) -> Value {
+    let test = match value {
+        Value::Array(_) => json!({ "enum": value }),
+        v => json!({ "const": v }),
+    };
+    json!({ "if": { "properties": { key: test }, "required": [key] }, "then": then })
+}
+
+/// Keys that must be absent, each with the message an editor shows.
+fn forbid(keys: &[(&str, &str)]) -> Value {
+    let props: Map<String, Value> = keys
+        .iter()
+        .map(|(key, message)| (key.to_string(), json!({ "not": {}, "errorMessage": message, "description": message })))
+        .collect();
+    json!({ "properties": props })
+}
+
+fn network_conditions() -> Vec<Value> {
     let mut rules: Vec<Value> = NetKind::NAMES
         .iter()
         .enumerate()
         .map(|(i, word)| {
             let (needs, ignores) = kind_keys(NetKind::from_index(i));
-            let forbidden: Map<String, Value> = ignores
+            let messages: Vec<(String, String)> = ignores
                 .iter()
                 .map(|key| {
                     let users: Vec<&str> = NetKind::NAMES
@@ -108,25 +152,24 @@ fn conditions(shape: &'static Shape) -> Vec<Value> {
                         .filter(|&(j, _)| !kind_keys(NetKind::from_index(j)).1.contains(key))
                         .map(|(_, w)| *w)
                         .collect();
-                    let message =
-                        format!("a {word} network has no `{key}`: only {} networks use it", users.join(" and "));
-                    (key.to_string(), json!({ "not": {}, "errorMessage": message, "description": message }))
+                    (
+                        key.to_string(),
+                        format!("a {word} network has no `{key}`: only {} networks use it", users.join(" and ")),
+                    )
                 })
                 .collect();
-            json!({
-                "if": { "properties": { "kind": { "const": word } }, "required": ["kind"] },
-                "then": { "required": needs, "properties": forbidden },
-            })
+            let pairs: Vec<(&str, &str)> = messages.iter().map(|(k, m)| (k.as_str(), m.as_str())).collect();
+            let mut then = forbid(&pairs);
+            then["required"] = json!(needs);
+            when("kind", json!(word), then)
         })
         .collect();
-    rules.push(json!({
-        "if": { "properties": { "purpose": { "const": "tenant" } }, "required": ["purpose"] },
-        "then": { "required": ["tenant"] },
-    }));
-    rules.push(json!({
-        "if": { "properties": { "shared": { "const": true } }, "required": ["shared"] },
-        "then": { "not": { "required": ["tenant"] }, "errorMessage": "a network is either owned by one tenant or shared by all; drop one of the keys" },
-    }));
+    rules.push(when("purpose", json!("tenant"), json!({ "required": ["tenant"] })));
+    rules.push(when(
+        "shared",
+        json!(true),
+        json!({ "not": { "required": ["tenant"] }, "errorMessage": "a network is either owned by one tenant or shared by all; drop one of the keys" }),
+    ));
     rules
 }
 
