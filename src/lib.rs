@@ -24,6 +24,7 @@ pub mod desired;
 pub mod diag;
 pub mod driver;
 pub mod files;
+pub mod formats;
 pub mod graph;
 pub mod hw;
 pub mod inventory;

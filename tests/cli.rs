@@ -83,7 +83,7 @@ fn json_format_is_one_document_on_stdout() {
     let o = fabrik(&["validate", "--format", "json", "examples/minimal"]);
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v, serde_json::json!({ "valid": true, "diagnostics": [] }));
+    assert_eq!(v, serde_json::json!({ "format": "fabrik-validate/1", "valid": true, "diagnostics": [] }));
 }
 
 #[test]

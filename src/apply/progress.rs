@@ -66,7 +66,8 @@ impl Progress {
     pub fn event(&self, event: &Event) {
         match self {
             Progress::Json => {
-                if let Ok(text) = serde_json::to_string(event) {
+                let event = crate::formats::stamped(crate::formats::APPLY_EVENT, event, std::time::SystemTime::now());
+                if let Ok(text) = serde_json::to_string(&event) {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{text}");
                     let _ = out.flush();

@@ -35,17 +35,17 @@ pub struct Args {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Actions run at once, over all hosts.
-    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", env = "FABRIK_PARALLELISM", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub parallelism: u16,
     /// Actions run at once on one host.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", env = "FABRIK_PER_HOST", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub per_host: u16,
-    #[arg(long, value_enum, default_value_t = ApplyFormat::Human)]
+    #[arg(long, value_enum, default_value_t = ApplyFormat::Human, env = "FABRIK_FORMAT")]
     pub format: ApplyFormat,
     #[command(flatten)]
     pub select: Select,
     /// Wait up to this many seconds for another apply of the factory to finish.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", env = "FABRIK_LOCK_WAIT", default_value_t = 0)]
     pub lock_wait: u64,
 }
 
@@ -74,6 +74,7 @@ struct Out {
 
 impl Out {
     fn json(&self, value: serde_json::Value) {
+        let value = crate::formats::stamped(crate::formats::APPLY_EVENT, &value, std::time::SystemTime::now());
         if let Ok(text) = serde_json::to_string(&value) {
             let text = self.secrets.scrub(&text);
             let mut out = std::io::stdout().lock();

@@ -72,7 +72,7 @@ pub fn run(args: &Args) -> u8 {
     };
     let out = match args.format {
         Format::Human => human(&report),
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        Format::Json => bench_json("load", &report),
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     exit::OK
@@ -83,6 +83,18 @@ fn syntax(args: &Args) -> source::Syntax {
         Syntax::Yaml => source::Syntax::Yaml,
         Syntax::Kdl => source::Syntax::Kdl,
     }
+}
+
+/// A report as `fabrik-bench/1`: `bench` names which of the four it is.
+fn bench_json(bench: &str, report: &impl serde::Serialize) -> String {
+    let mut value = crate::formats::versioned(crate::formats::BENCH, report);
+    if let serde_json::Value::Object(m) = &mut value {
+        let mut rest = std::mem::take(m).into_iter();
+        m.extend(rest.next()); // `format`
+        m.insert("bench".into(), serde_json::Value::String(bench.into()));
+        m.extend(rest);
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
 }
 
 /// Prints the error and its causes once, and returns the exit status.
@@ -109,7 +121,7 @@ fn run_plan(args: &Args) -> u8 {
     };
     let out = match args.format {
         Format::Human => human_plan(&report),
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        Format::Json => bench_json("plan", &report),
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     exit::OK
@@ -122,7 +134,7 @@ fn run_hostile(args: &Args) -> u8 {
     };
     let out = match args.format {
         Format::Human => human_hostile(&report),
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
+        Format::Json => bench_json("hostile", &report),
     };
     let _ = std::io::stdout().write_all(out.as_bytes());
     let met = report.cases.iter().all(|c| c.time_met && c.memory_met != Some(false) && c.located);
@@ -169,7 +181,7 @@ fn run_inventory(args: &Args) -> u8 {
                     bench::inventory::ms(r.inventory.min),
                     r.incomplete
                 ),
-                Format::Json => serde_json::to_string_pretty(&r).unwrap_or_default() + "\n",
+                Format::Json => bench_json("inventory", &r),
             };
             let _ = std::io::stdout().write_all(out.as_bytes());
             if r.incomplete == 0 { exit::OK } else { exit::INVALID }

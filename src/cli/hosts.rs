@@ -10,17 +10,17 @@ use crate::spec::model::Spec;
 #[derive(clap::Args, Debug)]
 pub struct Hosts {
     /// A factory file, or a directory of them.
-    #[arg(default_value = ".")]
+    #[arg(default_value = ".", env = "FABRIK_FACTORY")]
     pub path: PathBuf,
     /// Use simulated twins of the hosts instead of the hosts themselves.
     #[arg(long)]
     pub sim: bool,
     /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "FABRIK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds a host may leave fabrik without an answer (a connection that does not
     /// open, or libvirt's keepalive unanswered) before it counts as unreachable.
-    #[arg(long, value_name = "SECONDS", default_value_t = crate::driver::libvirt::SILENCE_LIMIT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", env = "FABRIK_HOST_TIMEOUT", default_value_t = crate::driver::libvirt::SILENCE_LIMIT_DEFAULT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub host_timeout: u64,
 }
 

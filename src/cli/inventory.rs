@@ -14,7 +14,7 @@ use crate::inventory::{Inventory, render as show};
 pub struct Args {
     #[command(flatten)]
     pub hosts: super::hosts::Hosts,
-    #[arg(long, value_enum, default_value_t = Format::Human)]
+    #[arg(long, value_enum, default_value_t = Format::Human, env = "FABRIK_FORMAT")]
     pub format: Format,
 }
 
@@ -63,6 +63,7 @@ pub fn run(args: &Args) -> u8 {
                     })
                     .collect(),
             };
+            let report = crate::formats::stamped(crate::formats::INVENTORY, &report, std::time::SystemTime::now());
             println!("{}", secrets.scrub(&serde_json::to_string_pretty(&report).unwrap_or_default()));
         }
         Format::Github => {

@@ -4,9 +4,11 @@
 pub mod agent;
 pub mod apply;
 pub mod bench;
+pub mod completions;
 pub mod explain;
 pub mod graph;
 pub mod hosts;
+pub mod init;
 pub mod inventory;
 pub mod plan;
 pub mod schema;
@@ -25,7 +27,7 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "fabrik", version, about = "Declarative reconciler for multi-tenant GPU infrastructure")]
+#[command(name = "fabrik", version = env!("FABRIK_VERSION"), about = "Declarative reconciler for multi-tenant GPU infrastructure")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,9 +38,9 @@ pub enum Command {
     /// Check a factory's files offline: syntax, types, units, names and references.
     Validate {
         /// A factory file, or a directory of them.
-        #[arg(default_value = ".")]
+        #[arg(default_value = ".", env = "FABRIK_FACTORY")]
         path: PathBuf,
-        #[arg(long, value_enum, default_value_t = Format::Human)]
+        #[arg(long, value_enum, default_value_t = Format::Human, env = "FABRIK_FORMAT")]
         format: Format,
         /// Check a tenant's pull request: every `--changed` file must be this tenant's.
         #[arg(long, value_name = "NAME", requires = "changed")]
@@ -73,6 +75,15 @@ pub enum Command {
     Plan(plan::Args),
     /// Plan, confirm, carry the plan out on the hosts in parallel, and verify with a new plan.
     Apply(apply::Args),
+    /// Write a small, valid starter factory (and the schema editors read) into DIR.
+    Init(init::Args),
+    /// Print a shell completion script (`fabrik completions bash > /etc/bash_completion.d/fabrik`).
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
+    },
+    /// Print the man page, roff (`fabrik man > /usr/local/share/man/man1/fabrik.1`).
+    Man,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -112,6 +123,9 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
+        Command::Init(args) => init::run(&args),
+        Command::Completions { shell } => completions::run_completions(shell),
+        Command::Man => completions::run_man(),
     };
     ExitCode::from(code)
 }

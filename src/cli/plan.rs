@@ -24,7 +24,7 @@ pub struct Args {
     /// Show the unified diff of the libvirt XML under each change.
     #[arg(long)]
     pub diff: bool,
-    #[arg(long, value_enum, default_value_t = PlanFormat::Human)]
+    #[arg(long, value_enum, default_value_t = PlanFormat::Human, env = "FABRIK_FORMAT")]
     pub format: PlanFormat,
     /// Save the plan (with fingerprints of what it read) for `fabrik apply`.
     #[arg(long, value_name = "FILE")]

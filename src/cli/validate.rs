@@ -148,7 +148,8 @@ struct JsonReport {
 pub fn json(v: &Validation) -> String {
     let report =
         JsonReport { valid: v.is_valid(), diagnostics: v.diags.iter().map(|d| render::json(d, &v.sources)).collect() };
-    let mut s = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let mut s =
+        serde_json::to_string_pretty(&crate::formats::versioned(crate::formats::VALIDATE, &report)).unwrap_or_default();
     s.push('\n');
     s
 }

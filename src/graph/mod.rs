@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
 use crate::diag::Diagnostic;
 
+pub mod dot;
+
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Graph {
@@ -176,27 +178,6 @@ impl Graph {
             }
             out[l].push(id);
         }
-        out
-    }
-
-    /// Graphviz: one cluster per host, edges from needer to needed.
-    pub fn to_dot(&self) -> String {
-        let mut out = String::from("digraph fabrik {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
-        let mut by_host: BTreeMap<&str, Vec<&ResourceId>> = BTreeMap::new();
-        for id in self.index.keys() {
-            by_host.entry(id.host.as_str()).or_default().push(id);
-        }
-        for (host, ids) in by_host {
-            out.push_str(&format!("  subgraph \"cluster_{host}\" {{\n    label=\"{host}\";\n"));
-            for id in ids {
-                out.push_str(&format!("    \"{id}\";\n"));
-            }
-            out.push_str("  }\n");
-        }
-        for (a, b) in self.edges() {
-            out.push_str(&format!("  \"{a}\" -> \"{b}\";\n"));
-        }
-        out.push_str("}\n");
         out
     }
 

@@ -51,6 +51,8 @@ pub enum Ty {
     Pci,
     /// A MIG profile name: `3g.71gb`, `1g.18gb+me`.
     MigProfile,
+    /// A Linux interface name: 1 to 15 bytes of printable ASCII, no space, `/` or `:`.
+    IfName,
     /// An IPv4 or IPv6 address without a prefix length: `10.0.0.11`, `fd00::11`.
     Ip,
     /// One of these words.

@@ -73,14 +73,14 @@ pub static NETWORK: Shape = Shape {
         opt("tenant", Ty::Name, "owning tenant (required for tenant networks)"),
         opt("shared", Ty::Bool, "open to every tenant's VMs"),
         opt("mtu", Ty::Int { min: 68, max: 65535 }, "MTU in bytes"),
-        opt("bridge", Ty::Str, "Linux bridge name on the hosts (at most 15 characters)"),
+        opt("bridge", Ty::IfName, "Linux bridge name on the hosts (at most 15 bytes)"),
         opt("vlan", Ty::Int { min: 1, max: 4094 }, "802.1Q VLAN id (vlan, sriov)"),
         opt("vni", Ty::Int { min: 1, max: 16_777_215 }, "VXLAN network identifier (vxlan)"),
         opt("pkey", Ty::Int { min: 1, max: 0xfffe }, "InfiniBand partition key, e.g. `0x8001` (ib-partition)"),
         opt("port", Ty::Int { min: 1, max: 65535 }, "VXLAN UDP port (default 4789)"),
         opt(
             "parent",
-            Ty::Str,
+            Ty::IfName,
             "host interface underneath: a bridge network's uplink (made a port of its bridge), VLAN/VXLAN underlay, IB device or SR-IOV physical function",
         ),
         opt("hosts", Ty::List(&Ty::Name), "hosts that carry the network"),
@@ -151,8 +151,8 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
     })
 }
 
-/// Keys a network kind needs, and keys it has no use for.
-fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]) {
+/// Keys a network kind needs, and keys it has no use for (the JSON Schema says the same).
+pub(crate) fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
         NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "port"]),
         NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "port"]),
