@@ -40,6 +40,32 @@ pub fn render_metadata(owner: &Ownership) -> String {
     format!("<metadata>{}</metadata>", render(owner))
 }
 
+/// The element recording NIC `nic`'s address, placed beside the mark in a domain's
+/// `<metadata>`: `<fabrik:address nic="0" ip="10.20.0.7"/>`. It is read back
+/// ([`addresses`]) so a VM keeps its address whatever else changes in the files.
+pub const ADDRESS: &str = "address";
+
+/// The address records of a VM's NICs, in NIC order.
+pub fn render_addresses(addresses: &[(u32, std::net::IpAddr)]) -> String {
+    addresses
+        .iter()
+        .map(|(nic, ip)| format!("<{PREFIX}:{ADDRESS} xmlns:{PREFIX}=\"{NAMESPACE}\" nic=\"{nic}\" ip=\"{ip}\"/>"))
+        .collect()
+}
+
+/// The address records in a domain's `<metadata>`; a record that does not parse is
+/// skipped (that NIC is then allocated afresh, as if never recorded).
+pub fn addresses(root: Node<'_, '_>) -> Vec<(u32, std::net::IpAddr)> {
+    let Some(metadata) = root.children().find(|n| n.is_element() && n.tag_name().name() == "metadata") else {
+        return Vec::new();
+    };
+    metadata
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ADDRESS)
+        .filter_map(|n| Some((n.attribute("nic")?.parse().ok()?, n.attribute("ip")?.parse().ok()?)))
+        .collect()
+}
+
 /// The mark of an object, from its root element (`<domain>`, `<network>`). An element in
 /// fabrik's namespace that lacks an attribute is not a mark: the object is then treated
 /// as unowned, so fabrik never changes it.
@@ -104,6 +130,19 @@ mod tests {
         assert_eq!(got.resource, "net:h/n");
         let foreign = "<domain><metadata><fabrik:owner xmlns:fabrik='https://example.com/x' factory='a' resource='b' spec-hash='c'/></metadata></domain>";
         assert_eq!(parse_xml(foreign), None);
+    }
+
+    #[test]
+    fn address_records_round_trip_and_bad_ones_are_skipped() {
+        let recs = [(0, "10.20.0.7".parse().unwrap()), (2, "fd00::9".parse().unwrap())];
+        let xml = format!(
+            "<domain><metadata>{}{}<fabrik:address xmlns:fabrik='{NAMESPACE}' nic='x' ip='1.2.3.4'/></metadata></domain>",
+            render(&owner()),
+            render_addresses(&recs)
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        assert_eq!(addresses(doc.root_element()), recs);
+        assert_eq!(parse(doc.root_element()), Some(owner()));
     }
 
     #[test]
