@@ -266,7 +266,7 @@ pub fn records(vm: &super::DesiredVm) -> Vec<(u32, IpAddr)> {
 
 /// The desired state with the addresses of this factory's existing VMs kept: a NIC that
 /// is not given an `address` keeps the one its domain's fabrik metadata records (see
-/// [`crate::driver::libvirt::owner::render_addresses`]) while that is still in its
+/// [`crate::driver::libvirt::owner::render_with_addresses`]) while that is still in its
 /// network's pool. Pure: the planner and the executor call it on the same live state and
 /// get the same answer.
 pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {

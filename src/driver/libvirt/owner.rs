@@ -40,30 +40,39 @@ pub fn render_metadata(owner: &Ownership) -> String {
     format!("<metadata>{}</metadata>", render(owner))
 }
 
-/// The element recording NIC `nic`'s address, placed beside the mark in a domain's
-/// `<metadata>`: `<fabrik:address nic="0" ip="10.20.0.7"/>`. It is read back
-/// ([`addresses`]) so a VM keeps its address whatever else changes in the files.
+/// The element recording NIC `nic`'s address, a child of a domain's mark (libvirt keeps
+/// one metadata element per namespace, so the records live inside the mark):
+/// `<fabrik:address nic="0" ip="10.20.0.7"/>`. It is read back ([`addresses`]) so a VM
+/// keeps its address whatever else changes in the files.
 pub const ADDRESS: &str = "address";
 
-/// The address records of a VM's NICs, in NIC order.
-pub fn render_addresses(addresses: &[(u32, std::net::IpAddr)]) -> String {
-    addresses
-        .iter()
-        .map(|(nic, ip)| format!("<{PREFIX}:{ADDRESS} xmlns:{PREFIX}=\"{NAMESPACE}\" nic=\"{nic}\" ip=\"{ip}\"/>"))
-        .collect()
+/// The mark of a domain with the address records of its NICs inside it; the plain mark
+/// ([`render`]) when there are none.
+pub fn render_with_addresses(owner: &Ownership, addresses: &[(u32, std::net::IpAddr)]) -> String {
+    let mark = render(owner);
+    if addresses.is_empty() {
+        return mark;
+    }
+    let records: String =
+        addresses.iter().map(|(nic, ip)| format!("<{PREFIX}:{ADDRESS} nic=\"{nic}\" ip=\"{ip}\"/>")).collect();
+    format!("{}>{records}</{PREFIX}:{ELEMENT}>", mark.trim_end_matches("/>"))
 }
 
-/// The address records in a domain's `<metadata>`; a record that does not parse is
-/// skipped (that NIC is then allocated afresh, as if never recorded).
+/// The address records inside a domain's mark; a record that does not parse is skipped
+/// (that NIC is then allocated afresh, as if never recorded).
 pub fn addresses(root: Node<'_, '_>) -> Vec<(u32, std::net::IpAddr)> {
-    let Some(metadata) = root.children().find(|n| n.is_element() && n.tag_name().name() == "metadata") else {
-        return Vec::new();
-    };
-    metadata
-        .children()
+    let Some(mark) = mark(root) else { return Vec::new() };
+    mark.children()
         .filter(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ADDRESS)
         .filter_map(|n| Some((n.attribute("nic")?.parse().ok()?, n.attribute("ip")?.parse().ok()?)))
         .collect()
+}
+
+fn mark<'a, 'i>(root: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
+    let metadata = root.children().find(|n| n.is_element() && n.tag_name().name() == "metadata")?;
+    metadata
+        .children()
+        .find(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ELEMENT)
 }
 
 /// The mark of an object, from its root element (`<domain>`, `<network>`). An element in
@@ -136,9 +145,9 @@ mod tests {
     fn address_records_round_trip_and_bad_ones_are_skipped() {
         let recs = [(0, "10.20.0.7".parse().unwrap()), (2, "fd00::9".parse().unwrap())];
         let xml = format!(
-            "<domain><metadata>{}{}<fabrik:address xmlns:fabrik='{NAMESPACE}' nic='x' ip='1.2.3.4'/></metadata></domain>",
-            render(&owner()),
-            render_addresses(&recs)
+            "<domain><metadata>{}</metadata></domain>",
+            render_with_addresses(&owner(), &recs)
+                .replace("</fabrik:owner>", "<fabrik:address nic='x' ip='1.2.3.4'/></fabrik:owner>")
         );
         let doc = roxmltree::Document::parse(&xml).unwrap();
         assert_eq!(addresses(doc.root_element()), recs);

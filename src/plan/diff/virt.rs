@@ -69,11 +69,16 @@ pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Dura
 fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
     let xml = render::domain(factory, host, vm);
     let start = vm.power == Power::Running;
-    let reason = if start {
+    let mut reason = if start {
         format!("define domain `{}` and start it", vm.name)
     } else {
         format!("define domain `{}`", vm.name)
     };
+    let addresses: Vec<String> =
+        vm.nics.iter().filter_map(|n| Some(format!("{} on `{}`", n.address.as_ref()?, n.network))).collect();
+    if !addresses.is_empty() {
+        reason.push_str(&format!(", address {}", addresses.join(", ")));
+    }
     let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
     a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
     a
