@@ -94,3 +94,24 @@ fn addresses_are_recorded_and_never_move_when_vms_come_and_go() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("fabrik::address::exhausted"), "{}", text(&o));
 }
+
+#[test]
+fn plans_name_new_addresses_and_a_changed_declared_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = |declared: &str| {
+        let f = format!(
+            "version: 1\nfactory: addr\nhosts:\n  - {{ name: kvm01, uri: \"qemu:///system\", numa-nodes: [{{ id: 0, cpus: 0-15, memory: 64GiB }}] }}\ntenants:\n  - {{ name: demo, hosts: [kvm01], networks: [demo-net, v6] }}\nnetworks:\n  - {{ name: demo-net, purpose: tenant, kind: bridge, tenant: demo, subnet: 10.20.0.0/24, gateway: 10.20.0.1, dns: [10.20.0.2] }}\n  - {{ name: v6, purpose: tenant, kind: bridge, tenant: demo, subnet: \"fd00:20::/64\" }}\nvms:\n  - {{ name: db, tenant: demo, vcpus: 1, memory: 1GiB, nics: [{{ network: demo-net, address: {declared} }}, v6] }}\n  - {{ name: web, tenant: demo, vcpus: 1, memory: 1GiB, nics: [demo-net] }}\n"
+        );
+        std::fs::create_dir_all(dir.path().join("factory")).unwrap();
+        std::fs::write(dir.path().join("factory/factory.yaml"), f).unwrap();
+    };
+    factory("10.20.0.11");
+    let fresh = fabrik(&["plan", "--sim"], dir.path());
+    assert_eq!(fresh.status.code(), Some(2), "{}", text(&fresh));
+    insta::assert_snapshot!("fresh_plan", String::from_utf8_lossy(&fresh.stdout));
+    apply(dir.path());
+    factory("10.20.0.12");
+    let moved = fabrik(&["plan", "--sim"], dir.path());
+    assert_eq!(moved.status.code(), Some(2), "{}", text(&moved));
+    insta::assert_snapshot!("declared_address_changed", String::from_utf8_lossy(&moved.stdout));
+}
