@@ -399,6 +399,7 @@ fn hand_made(name: &str) -> LiveDomain {
         interfaces: Vec::new(),
         disks: Vec::new(),
         owner: None,
+        addresses: Vec::new(),
         xml,
         running: None,
     }

@@ -106,7 +106,7 @@ pub fn apply(
 ) -> Report {
     let t0 = Instant::now();
     // The same MACs the plan kept for running VMs (a pure function of the same state).
-    let desired = &crate::desired::mac::keep_live(desired, live);
+    let desired = &crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
     let conns: BTreeMap<&str, Arc<host::HostConn>> = hosts
         .iter()
         .map(|h| {

@@ -1,6 +1,7 @@
 //! Checks on a decoded factory. Each module is a family of rules with stable codes;
 //! all of them are pure functions of the [`Spec`].
 
+pub mod addresses;
 pub mod capacity;
 pub mod declared;
 pub mod devices;
@@ -16,8 +17,8 @@ pub mod refs;
 pub mod rules;
 pub mod scope;
 pub mod supply;
-pub mod volumes;
 pub mod trust;
+pub mod volumes;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;
@@ -35,6 +36,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     declared::RULES,
     devices::RULES,
     macs::RULES,
+    addresses::RULES,
     volumes::RULES,
     scope::RULES,
     trust::RULES,
@@ -61,6 +63,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     declared::check(spec, &mut out);
     devices::check(spec, &mut out);
     macs::check(spec, &mut out);
+    addresses::check(spec, &mut out);
     volumes::check(spec, &mut out);
     out
 }

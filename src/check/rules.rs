@@ -96,7 +96,7 @@ pub static LANGUAGE: &[Rule] = &[
     lang("fabrik::spec::bad-mig-profile", "a MIG profile name that does not parse (`3g.71gb`, `1g.18gb+me`)"),
     lang(
         "fabrik::spec::bad-ip-address",
-        "a NIC's `ip` that is not one IPv4 or IPv6 address (`10.0.0.11`, `fd00::11`), or that carries a prefix length",
+        "an IP address (a host NIC's `ip`, a network's `gateway` or `dns`, a VM NIC's `address`) that is not one IPv4 or IPv6 address (`10.0.0.11`, `fd00::11`), or that carries a prefix length",
     ),
     lang(
         "fabrik::spec::bad-name",
@@ -105,6 +105,14 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::spec::bad-ifname",
         "a Linux interface name that is empty, longer than 15 bytes, `.` or `..`, or has `/`, `:`, whitespace, control or non-ASCII characters",
+    ),
+    lang(
+        "fabrik::spec::bad-subnet",
+        "a network's `subnet` that is not an IPv4 or IPv6 subnet with its prefix length (`10.20.0.0/16`), or that has host bits set",
+    ),
+    lang(
+        "fabrik::spec::bad-ip-range",
+        "an allocation range that is not `first-last` of two addresses of one family, the first not after the last",
     ),
     lang(
         "fabrik::spec::bad-mac",
@@ -190,6 +198,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
+    ("address", "Addresses: subnets, gateways, allocation ranges and the addresses of VM NICs"),
     ("scope", "Scopes: a tenant's file declares only that tenant's VMs and templates"),
     ("trust", "Trust: what a factory can make fabrik run on the operator's machine"),
 ];

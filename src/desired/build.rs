@@ -40,6 +40,8 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     }
     let factory = spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone());
     super::mac::assign(&factory, &mut hosts, &BTreeMap::new());
+    let ipam = super::net::ipam(spec);
+    super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     for h in &mut hosts {
@@ -52,7 +54,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         h.vms.sort_by(|a, b| a.id.cmp(&b.id));
     }
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Desired { factory, hosts })
+    Ok(Desired { factory, hosts, ipam })
 }
 
 /// Every NIC that declares `sriov-vfs` gets that many VFs.
@@ -171,6 +173,14 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             // A derived MAC is chosen once every VM is known (`mac::assign`).
             mac: n.mac.as_ref().map(|m| m.value.clone()).unwrap_or_default(),
             declared: n.mac.is_some(),
+            // Allocated once every VM is known (`addr::assign`).
+            address: n.address.as_ref().map(|a| super::addr::NicAddress {
+                ip: a.value,
+                prefix: 0,
+                gateway: None,
+                dns: Vec::new(),
+                declared: true,
+            }),
         })
         .collect();
     let (mut virtio, mut other) = (0, 0);

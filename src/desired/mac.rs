@@ -251,7 +251,7 @@ mod tests {
     fn a_running_vm_keeps_the_macs_it_has() {
         let mut hosts = fleet(1, 2);
         assign("ai", &mut hosts, &BTreeMap::new());
-        let desired = Desired { factory: "ai".into(), hosts };
+        let desired = Desired { factory: "ai".into(), hosts, ..Desired::default() };
         // `vm-0` runs with MACs an older fabrik derived (QEMU's range); one of them is
         // the MAC `vm-1` would derive now.
         let mut old = desired.hosts[0].vms[0].clone();

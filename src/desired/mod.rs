@@ -6,6 +6,7 @@
 //! way live state is, so plan can compare the two field by field. Rendering to libvirt
 //! XML is `render`; ids and ordering are `graph`.
 
+pub mod addr;
 pub mod build;
 pub mod id;
 pub mod mac;
@@ -27,6 +28,9 @@ use crate::spec::types::{ByteSize, CpuSet, PageSize, PciAddress};
 pub struct Desired {
     pub factory: String,
     pub hosts: Vec<DesiredHost>,
+    /// Networks that hand out addresses, by name: what [`addr::keep_live`] allocates from.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ipam: std::collections::BTreeMap<String, addr::Ipam>,
 }
 
 /// Everything one host should have.
@@ -214,6 +218,11 @@ pub struct DesiredNic {
     /// The MAC was given in the files (`mac`), not derived.
     #[serde(default)]
     pub declared: bool,
+    /// The NIC's IPv4/IPv6 address on a network with a `subnet`: its `address`, else one
+    /// allocated from the network's ranges and kept while the VM exists (see [`addr`]).
+    /// Guest configuration reads it (with prefix, gateway and DNS) from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<addr::NicAddress>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

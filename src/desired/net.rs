@@ -189,3 +189,22 @@ pub fn devices(n: &Network) -> Vec<(String, DeviceRole)> {
     }
     out
 }
+
+/// The address plan of every network with a `subnet`, by name.
+pub fn ipam(spec: &Spec) -> BTreeMap<String, super::addr::Ipam> {
+    spec.networks
+        .iter()
+        .filter_map(|n| {
+            let subnet = n.subnet.as_ref()?.value;
+            Some((
+                n.name.value.clone(),
+                super::addr::Ipam {
+                    subnet,
+                    gateway: n.gateway.as_ref().map(|g| g.value),
+                    dns: n.dns.iter().map(|d| d.value).collect(),
+                    ranges: n.ranges.iter().map(|r| r.value).collect(),
+                },
+            ))
+        })
+        .collect()
+}

@@ -49,6 +49,9 @@ pub struct LiveDomain {
     pub interfaces: Vec<LiveInterface>,
     pub disks: Vec<LiveDisk>,
     pub owner: Option<Ownership>,
+    /// The NIC addresses fabrik recorded in the domain's metadata: (NIC index, address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<(u32, std::net::IpAddr)>,
     /// The domain XML as libvirt returned it (inactive definition), for diffs.
     pub xml: String,
     /// What the guest runs now, read from the live XML of a domain that is not shut off:

@@ -42,6 +42,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     interfaces: Vec::new(),
                     disks: Vec::new(),
                     owner: owner::parse_xml(&xml),
+                    addresses: crate::desired::addr::records(vm),
                     xml,
                     running: None,
                 });

@@ -45,7 +45,7 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
     w.text("name", &[], &vm.name);
     let mark = Ownership { factory: factory.to_string(), resource: vm.id.to_string(), spec_hash: vm.spec_hash.clone() };
     w.open("metadata", &[]);
-    w.raw(&owner::render(&mark));
+    w.raw(&owner::render_with_addresses(&mark, &crate::desired::addr::records(vm)));
     w.close("metadata");
     w.text("memory", &[a("unit", "KiB")], &(vm.memory.bytes() / 1024).to_string());
     if let Some(page) = vm.hugepages {

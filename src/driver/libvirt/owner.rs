@@ -40,6 +40,41 @@ pub fn render_metadata(owner: &Ownership) -> String {
     format!("<metadata>{}</metadata>", render(owner))
 }
 
+/// The element recording NIC `nic`'s address, a child of a domain's mark (libvirt keeps
+/// one metadata element per namespace, so the records live inside the mark):
+/// `<fabrik:address nic="0" ip="10.20.0.7"/>`. It is read back ([`addresses`]) so a VM
+/// keeps its address whatever else changes in the files.
+pub const ADDRESS: &str = "address";
+
+/// The mark of a domain with the address records of its NICs inside it; the plain mark
+/// ([`render`]) when there are none.
+pub fn render_with_addresses(owner: &Ownership, addresses: &[(u32, std::net::IpAddr)]) -> String {
+    let mark = render(owner);
+    if addresses.is_empty() {
+        return mark;
+    }
+    let records: String =
+        addresses.iter().map(|(nic, ip)| format!("<{PREFIX}:{ADDRESS} nic=\"{nic}\" ip=\"{ip}\"/>")).collect();
+    format!("{}>{records}</{PREFIX}:{ELEMENT}>", mark.trim_end_matches("/>"))
+}
+
+/// The address records inside a domain's mark; a record that does not parse is skipped
+/// (that NIC is then allocated afresh, as if never recorded).
+pub fn addresses(root: Node<'_, '_>) -> Vec<(u32, std::net::IpAddr)> {
+    let Some(mark) = mark(root) else { return Vec::new() };
+    mark.children()
+        .filter(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ADDRESS)
+        .filter_map(|n| Some((n.attribute("nic")?.parse().ok()?, n.attribute("ip")?.parse().ok()?)))
+        .collect()
+}
+
+fn mark<'a, 'i>(root: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
+    let metadata = root.children().find(|n| n.is_element() && n.tag_name().name() == "metadata")?;
+    metadata
+        .children()
+        .find(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == ELEMENT)
+}
+
 /// The mark of an object, from its root element (`<domain>`, `<network>`). An element in
 /// fabrik's namespace that lacks an attribute is not a mark: the object is then treated
 /// as unowned, so fabrik never changes it.
@@ -104,6 +139,19 @@ mod tests {
         assert_eq!(got.resource, "net:h/n");
         let foreign = "<domain><metadata><fabrik:owner xmlns:fabrik='https://example.com/x' factory='a' resource='b' spec-hash='c'/></metadata></domain>";
         assert_eq!(parse_xml(foreign), None);
+    }
+
+    #[test]
+    fn address_records_round_trip_and_bad_ones_are_skipped() {
+        let recs = [(0, "10.20.0.7".parse().unwrap()), (2, "fd00::9".parse().unwrap())];
+        let xml = format!(
+            "<domain><metadata>{}</metadata></domain>",
+            render_with_addresses(&owner(), &recs)
+                .replace("</fabrik:owner>", "<fabrik:address nic='x' ip='1.2.3.4'/></fabrik:owner>")
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        assert_eq!(addresses(doc.root_element()), recs);
+        assert_eq!(parse(doc.root_element()), Some(owner()));
     }
 
     #[test]

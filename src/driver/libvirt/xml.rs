@@ -356,6 +356,7 @@ pub fn domain(xml: &str, state: PowerState, autostart: bool) -> Result<LiveDomai
         interfaces,
         disks,
         owner: owner::parse(root),
+        addresses: owner::addresses(root),
         xml: xml.to_string(),
         running: None,
     })

@@ -69,11 +69,17 @@ pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Dura
 fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
     let xml = render::domain(factory, host, vm);
     let start = vm.power == Power::Running;
-    let reason = if start {
+    let mut reason = if start {
         format!("define domain `{}` and start it", vm.name)
     } else {
         format!("define domain `{}`", vm.name)
     };
+    let addresses: Vec<String> =
+        vm.nics.iter().filter_map(|n| Some(format!("{} on `{}`", n.address.as_ref()?, n.network))).collect();
+    if !addresses.is_empty() {
+        let word = if addresses.len() == 1 { "address" } else { "addresses" };
+        reason.push_str(&format!(", {word} {}", addresses.join(", ")));
+    }
     let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
     a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
     a
@@ -123,6 +129,7 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
             let elements = changed_elements(&lines);
             let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
             let class = if stays_running && !mark_only { Class::RestartNow } else { Class::NextRestart };
+            let moved = address_changes(vm, live);
             for e in &elements {
                 let side = |sign: &str| {
                     lines
@@ -135,6 +142,9 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
             reasons.push(match class {
                 Class::RestartNow => {
                     format!("definition changed ({}); the running VM restarts ({forced})", elements.join(", "))
+                }
+                _ if mark_only && !moved.is_empty() => {
+                    format!("address changed ({moved}); definition rewritten, nothing restarts")
                 }
                 _ if mark_only => "ownership mark out of date; definition rewritten, nothing restarts".to_string(),
                 _ => format!("definition changed ({}); takes effect at its next start", elements.join(", ")),
@@ -405,4 +415,19 @@ fn volume(host: &DesiredHost, vol: &DesiredVolume, live: &LiveHost, out: &mut Ou
             format!("grow from {} to {c} (the guest grows its file system)", l.capacity),
         ));
     }
+}
+
+/// The NIC addresses a VM's mark records that the desired state changes: `NIC 0 on
+/// `acme-net`: 10.20.0.11 → 10.20.0.12`, joined; empty when none changes.
+fn address_changes(vm: &DesiredVm, live: &LiveDomain) -> String {
+    let mut out = Vec::new();
+    for (k, nic) in vm.nics.iter().enumerate() {
+        let want = nic.address.as_ref().map(|a| a.ip);
+        let have = live.addresses.iter().find(|(i, _)| *i as usize == k).map(|(_, ip)| *ip);
+        if want != have {
+            let word = |ip: Option<std::net::IpAddr>| ip.map_or_else(|| "none".to_string(), |ip| ip.to_string());
+            out.push(format!("NIC {k} on `{}`: {} → {}", nic.network, word(have), word(want)));
+        }
+    }
+    out.join(", ")
 }

@@ -1,6 +1,8 @@
 //! Networks: management, storage, public and tenant networks over bridges, VLANs,
 //! VXLAN, InfiniBand partitions and SR-IOV.
 
+use std::net::IpAddr;
+
 use crate::diag::Diagnostic;
 use crate::spec::decode::{Decoder, Word};
 use crate::spec::shape::{Shape, Ty, opt, req};
@@ -56,6 +58,12 @@ pub struct Network {
     pub parent: Option<Spanned<String>>,
     /// Hosts that carry the network; empty means the hosts of the VMs attached to it.
     pub hosts: Vec<Spanned<String>>,
+    /// The subnet VM NICs get addresses in; the keys below need it.
+    pub subnet: Option<Spanned<crate::desired::addr::Subnet>>,
+    pub gateway: Option<Spanned<IpAddr>>,
+    pub dns: Vec<Spanned<IpAddr>>,
+    /// Where fabrik allocates addresses from; empty means the whole subnet.
+    pub ranges: Vec<Spanned<crate::desired::addr::IpRange>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -84,6 +92,18 @@ pub static NETWORK: Shape = Shape {
             "host interface underneath: a bridge network's uplink (made a port of its bridge), VLAN/VXLAN underlay, IB device or SR-IOV physical function",
         ),
         opt("hosts", Ty::List(&Ty::Name), "hosts that carry the network"),
+        opt(
+            "subnet",
+            Ty::Str,
+            "IPv4 or IPv6 subnet VM NICs get addresses in, `10.20.0.0/16` (each NIC gets a stable address from it, kept while the VM exists)",
+        ),
+        opt("gateway", Ty::Str, "default gateway guests are told, an address in `subnet`"),
+        opt("dns", Ty::List(&Ty::Str), "DNS servers guests are told"),
+        opt(
+            "ranges",
+            Ty::List(&Ty::Str),
+            "where fabrik allocates addresses from, `first-last` inside `subnet` (default: the whole subnet)",
+        ),
     ],
 };
 
@@ -103,6 +123,34 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
     let port = o.get("port").and_then(|n| d.uint(n, "port", 1, 65535));
     let parent = o.get("parent").and_then(|n| d.string(n, "parent")).and_then(|p| check_ifname(d, p, "parent"));
     let hosts = o.get("hosts").map(|n| d.list(n, "hosts", |d, n| d.name(n, "hosts"))).unwrap_or_default();
+    let subnet = o.get("subnet").and_then(|n| d.string(n, "subnet")).and_then(|s| {
+        let parsed = crate::desired::addr::parse_subnet(&s.value);
+        bad_address(d, &s, parsed, "fabrik::spec::bad-subnet", "subnet", "write a subnet as its first address and prefix length, `10.20.0.0/16` or `fd00:20::/64`, with no host bits set")
+    });
+    let gateway = o.get("gateway").and_then(|n| d.ip(n, "gateway"));
+    let dns = o.get("dns").map(|n| d.list(n, "dns", |d, n| d.ip(n, "dns"))).unwrap_or_default();
+    let ranges = o
+        .get("ranges")
+        .map(|n| {
+            d.list(n, "ranges", |d, n| {
+                let s = d.string(n, "ranges")?;
+                let parsed = crate::desired::addr::parse_range(&s.value);
+                bad_address(
+                    d,
+                    &s,
+                    parsed,
+                    "fabrik::spec::bad-ip-range",
+                    "ranges",
+                    "write a range as `first-last`, both addresses of one family, the first not after the last",
+                )
+            })
+        })
+        .unwrap_or_default();
+    for key in ["gateway", "dns", "ranges"] {
+        if o.has(key) {
+            d.required_because(&o, "subnet", &format!("for `{key}`"));
+        }
+    }
 
     if let Some(kind) = &kind {
         let because = format!("to a {} network", kind.value);
@@ -147,8 +195,30 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
         port,
         parent,
         hosts,
+        subnet,
+        gateway,
+        dns,
+        ranges,
         span: o.span,
     })
+}
+
+/// `parsed`, located, or a `fabrik::spec::bad-address` at `text`.
+fn bad_address<T>(
+    d: &mut Decoder,
+    text: &Spanned<String>,
+    parsed: Option<T>,
+    code: &'static str,
+    key: &str,
+    help: &str,
+) -> Option<Spanned<T>> {
+    if let Some(v) = parsed {
+        return Some(Spanned::new(v, text.span));
+    }
+    d.diags.push(
+        Diagnostic::error(code, format!("`{}` is not a valid `{key}`", text.value)).at(text.span, "here").help(help),
+    );
+    None
 }
 
 /// Keys a network kind needs, and keys it has no use for (the JSON Schema says the same).

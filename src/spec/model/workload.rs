@@ -108,6 +108,9 @@ pub struct NicRequest {
     pub model: Spanned<NicModel>,
     /// A MAC given by hand, lowercase (`mac`); derived when absent.
     pub mac: Option<Spanned<String>>,
+    /// An IP address given by hand (`address`); allocated when absent and the network
+    /// has a `subnet`.
+    pub address: Option<Spanned<std::net::IpAddr>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -235,6 +238,11 @@ pub static NIC_REQUEST: Shape = Shape {
             Ty::Str,
             "the NIC's unicast MAC address, `xx:xx:xx:xx:xx:xx` (default: derived, unique in the factory, and kept for a VM that already runs)",
         ),
+        opt(
+            "address",
+            Ty::Str,
+            "the NIC's IP address on a network with a `subnet` (default: allocated from the network's ranges, and kept while the VM exists)",
+        ),
     ],
 };
 
@@ -314,7 +322,8 @@ fn decode_nic_request(d: &mut Decoder, n: &Node) -> Option<NicRequest> {
         None => Some(Spanned::new(NicModel::Virtio, o.head)),
     };
     let mac = o.get("mac").and_then(|n| d.string(n, "mac")).and_then(|m| check_mac(d, m));
-    Some(NicRequest { network: network?, model: model?, mac, span: o.span })
+    let address = o.get("address").and_then(|n| d.ip(n, "address"));
+    Some(NicRequest { network: network?, model: model?, mac, address, span: o.span })
 }
 
 fn decode_disk(d: &mut Decoder, n: &Node) -> Option<Disk> {
