@@ -1,7 +1,6 @@
 //! `fabrik bench`: generate a synthetic factory, time loading and checking it against
 //! serde_yaml, and print the figures next to the targets.
 
-use std::io::Write;
 
 use super::exit;
 use crate::bench::plan::PlanReport;
@@ -74,7 +73,7 @@ pub fn run(args: &Args) -> u8 {
         Format::Human => human(&report),
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     exit::OK
 }
 
@@ -111,7 +110,7 @@ fn run_plan(args: &Args) -> u8 {
         Format::Human => human_plan(&report),
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     exit::OK
 }
 
@@ -124,7 +123,7 @@ fn run_hostile(args: &Args) -> u8 {
         Format::Human => human_hostile(&report),
         Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default() + "\n",
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     let met = report.cases.iter().all(|c| c.time_met && c.memory_met != Some(false) && c.located);
     if met { exit::OK } else { exit::INVALID }
 }
@@ -171,7 +170,7 @@ fn run_inventory(args: &Args) -> u8 {
                 ),
                 Format::Json => serde_json::to_string_pretty(&r).unwrap_or_default() + "\n",
             };
-            let _ = std::io::stdout().write_all(out.as_bytes());
+            super::out::print(&out);
             if r.incomplete == 0 { exit::OK } else { exit::INVALID }
         }
         Err(e) => {

@@ -30,7 +30,7 @@ pub enum GraphFormat {
 pub fn run(args: &Args) -> u8 {
     match graph_text(&args.path, args.format) {
         Ok(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            super::out::print(&text);
             exit::OK
         }
         Err(text) => {

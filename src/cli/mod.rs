@@ -8,6 +8,7 @@ pub mod explain;
 pub mod graph;
 pub mod hosts;
 pub mod inventory;
+pub mod out;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -27,6 +28,10 @@ pub mod exit {
 #[derive(Parser, Debug)]
 #[command(name = "fabrik", version, about = "Declarative reconciler for multi-tenant GPU infrastructure")]
 pub struct Cli {
+    /// Colour and terminal drawing: `auto` honours `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb`
+    /// and whether the stream is a terminal.
+    #[arg(long, value_enum, global = true, default_value_t = out::ColorChoice::Auto)]
+    pub color: out::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    out::init(cli.color);
     let code = match cli.command {
         Command::Validate { path, format, tenant, changed } => {
             validate::run(&path, format, tenant.as_deref(), &changed)
@@ -113,14 +119,13 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
     };
-    ExitCode::from(code)
+    ExitCode::from(out::finish(code))
 }
 
-/// Human output is graphical on a terminal, plain when piped or when `NO_COLOR` is set.
+/// Human diagnostics are graphical on a terminal that can draw them, with colour on;
+/// plain otherwise ([`out::decide`]).
 pub fn style_for_stderr() -> crate::diag::render::Style {
-    use std::io::IsTerminal;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    if std::io::stderr().is_terminal() && !no_color {
+    if out::stderr_look().fancy {
         crate::diag::render::Style::Fancy
     } else {
         crate::diag::render::Style::Plain

@@ -1,7 +1,6 @@
 //! `fabrik plan`: validate, build the desired state, observe the hosts (or their twins),
 //! and print what apply would change. Exit 0: no changes; 2: changes; 1: an error.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
@@ -148,7 +147,7 @@ pub fn run(args: &Args) -> u8 {
         PlanFormat::Json => output::json(&plan),
         PlanFormat::Markdown => output::markdown(&plan, show),
     };
-    let _ = std::io::stdout().write_all(secrets.scrub(&text).as_bytes());
+    super::out::print(&secrets.scrub(&text));
     if let Some(out) = &args.out {
         plan.origin = Some(plan::Origin {
             path: args.hosts.path.display().to_string(),

@@ -36,7 +36,7 @@ pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf
         Format::Json => json(&v),
         Format::Github => github(&v),
     };
-    let _ = std::io::stdout().write_all(secrets.scrub(&out).as_bytes());
+    super::out::print(&secrets.scrub(&out));
     code(&v)
 }
 
