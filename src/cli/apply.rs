@@ -133,7 +133,10 @@ pub fn run(args: &Args) -> u8 {
     let shutdown_timeout = Duration::from_secs(select.shutdown_timeout);
     let prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(refused) => {
+            eprint!("{}", refused.human);
+            return refused.code;
+        }
     };
     out.secrets = Secrets::of_spec(&prepared.validation.spec);
     // The lock comes before the hosts are read: a plan made while another apply runs

@@ -40,6 +40,22 @@ pub fn summary_line(s: &Summary) -> String {
     line
 }
 
+/// The plan's verdict: [`summary_line`], unless errors stopped part of it — then it
+/// never claims the hosts match ("No changes") and says the plan is incomplete.
+pub fn headline(plan: &Plan) -> String {
+    let errors = plan.errors.len();
+    if errors == 0 {
+        return summary_line(&plan.summary);
+    }
+    let s = &plan.summary;
+    let stopped = plural(errors, "error", "errors");
+    if s.add + s.change + s.destroy == 0 {
+        format!("Plan incomplete: {stopped}; no changes planned, but the hosts are not known to match the desired state.")
+    } else {
+        format!("Plan incomplete: {stopped}; of the rest, {}", summary_line(s).trim_start_matches("Plan: "))
+    }
+}
+
 fn notice_word(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Unmanaged => "unmanaged",
@@ -103,7 +119,7 @@ pub fn human(plan: &Plan, show: Show) -> String {
     if !plan.errors.is_empty() {
         out.push('\n');
     }
-    out.push_str(&summary_line(&plan.summary));
+    out.push_str(&headline(plan));
     out.push('\n');
     // Reasons and errors quote hosts and files: none may act on the terminal.
     crate::diag::printable(&out).into_owned()
@@ -120,7 +136,7 @@ fn cell(text: &str) -> String {
 
 /// The plan as a pull-request comment.
 pub fn markdown(plan: &Plan, show: Show) -> String {
-    let mut out = format!("### fabrik plan: `{}`\n\n**{}**\n", plan.factory, summary_line(&plan.summary));
+    let mut out = format!("### fabrik plan: `{}`\n\n**{}**\n", plan.factory, headline(plan));
     if !plan.errors.is_empty() {
         out.push_str("\n#### Errors\n\n");
         for e in &plan.errors {
