@@ -158,15 +158,6 @@ pub fn finish(code: u8) -> u8 {
     }
 }
 
-/// ANSI colours for what a plan does, used only when the stream's [`Look`] has colour.
-pub mod paint {
-    pub const GREEN: &str = "\x1b[32m";
-    pub const YELLOW: &str = "\x1b[33m";
-    pub const RED: &str = "\x1b[31m";
-    pub const BOLD: &str = "\x1b[1m";
-    pub const RESET: &str = "\x1b[0m";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

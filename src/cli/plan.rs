@@ -202,7 +202,7 @@ pub fn run(args: &Args) -> u8 {
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let secrets = Secrets::of_spec(&p.validation.spec);
     scrub(&mut plan, &secrets);
-    let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
+    let show = Show { diff: args.diff, unmanaged: args.show_unmanaged, color: super::out::stdout_look().color };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),
         PlanFormat::Json => output::json(&plan),
