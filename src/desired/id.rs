@@ -146,12 +146,22 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 }
 
 impl ResourceId {
-    /// Kind, then host, then name, the names in [`natural_cmp`] order.
+    /// Kind, then host, then name, the names in [`natural_cmp`] order — except PCI
+    /// addresses (GPUs and MIG slices keep theirs), which are
+    /// fixed-width hexadecimal: their plain order is their numeric one.
     pub fn natural_cmp(&self, other: &ResourceId) -> std::cmp::Ordering {
-        self.kind
-            .cmp(&other.kind)
-            .then_with(|| natural_cmp(&self.host, &other.host))
-            .then_with(|| natural_cmp(&self.name, &other.name))
+        let names = match self.kind {
+            ResourceKind::Gpu | ResourceKind::Mig => self.name.cmp(&other.name),
+            ResourceKind::Host
+            | ResourceKind::Hugepages
+            | ResourceKind::Vfs
+            | ResourceKind::Link
+            | ResourceKind::Network
+            | ResourceKind::Pool
+            | ResourceKind::Volume
+            | ResourceKind::Vm => natural_cmp(&self.name, &other.name),
+        };
+        self.kind.cmp(&other.kind).then_with(|| natural_cmp(&self.host, &other.host)).then(names)
     }
 }
 
