@@ -201,7 +201,9 @@ pub fn run(args: &Args) -> u8 {
     plan::locate::locate_errors(&mut plan, spec, &prepared.validation.sources);
     super::plan::scrub(&mut plan, &out.secrets);
     match args.format {
-        ApplyFormat::Human => out.text(&output::human(&plan, Show { color: super::out::stdout_look().color, ..Show::default() })),
+        ApplyFormat::Human => {
+            out.text(&output::human(&plan, Show { color: super::out::stdout_look().color, ..Show::default() }))
+        }
         ApplyFormat::Json => out.json(serde_json::json!({
             "event": "plan",
             "summary": plan.summary,

@@ -1,7 +1,6 @@
 //! `fabrik bench`: generate a synthetic factory, time loading and checking it against
 //! serde_yaml, and print the figures next to the targets.
 
-
 use super::exit;
 use crate::bench::plan::PlanReport;
 use crate::bench::{self, PeakMemory, Report};

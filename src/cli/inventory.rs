@@ -1,6 +1,5 @@
 //! `fabrik inventory`: read every host of a factory, show it, and report drift.
 
-
 use serde::Serialize;
 
 use super::{Format, exit};

@@ -125,9 +125,5 @@ pub fn main() -> ExitCode {
 /// Human diagnostics are graphical on a terminal that can draw them, with colour on;
 /// plain otherwise ([`out::decide`]).
 pub fn style_for_stderr() -> crate::diag::render::Style {
-    if out::stderr_look().color {
-        crate::diag::render::Style::Fancy
-    } else {
-        crate::diag::render::Style::Plain
-    }
+    if out::stderr_look().color { crate::diag::render::Style::Fancy } else { crate::diag::render::Style::Plain }
 }

@@ -92,7 +92,8 @@ pub struct Refused {
 
 impl Refused {
     fn usage(message: String) -> Refused {
-        let diagnostics = vec![serde_json::json!({"severity": "error", "code": "fabrik::cli::usage", "message": message})];
+        let diagnostics =
+            vec![serde_json::json!({"severity": "error", "code": "fabrik::cli::usage", "message": message})];
         Refused { code: exit::USAGE, human: format!("error: {message}\n"), diagnostics }
     }
 }
@@ -138,7 +139,9 @@ pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared,
         created: Created::load(&created_path).map_err(|e| Refused {
             code: exit::INVALID,
             human: format!("error: {}\n", error_chain(&e)),
-            diagnostics: vec![serde_json::json!({"severity": "error", "code": "fabrik::plan::created", "message": error_chain(&e)})],
+            diagnostics: vec![
+                serde_json::json!({"severity": "error", "code": "fabrik::plan::created", "message": error_chain(&e)}),
+            ],
         })?,
         shutdown_timeout: std::time::Duration::from_secs(select.shutdown_timeout),
     };

@@ -89,7 +89,9 @@ pub fn headline(plan: &Plan) -> String {
     let s = &plan.summary;
     let stopped = plural(errors, "error", "errors");
     if s.add + s.change + s.destroy == 0 {
-        format!("Plan incomplete: {stopped}; no changes planned, but the hosts are not known to match the desired state.")
+        format!(
+            "Plan incomplete: {stopped}; no changes planned, but the hosts are not known to match the desired state."
+        )
     } else {
         format!("Plan incomplete: {stopped}; of the rest, {}", summary_line(s).trim_start_matches("Plan: "))
     }
@@ -226,13 +228,18 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
         }
         let title = format!("\n#### `{host}`\n\n|  | resource | class | reason |\n|---|---|---|---|\n");
         let mut rows: Vec<String> = actions.iter().map(|a| row(a)).collect();
-        rows.extend(notices.iter().map(|n| format!("| · | `{}` | {} | {} |\n", n.id, notice_word(n.kind), cell(&n.reason))));
+        rows.extend(
+            notices.iter().map(|n| format!("| · | `{}` | {} | {} |\n", n.id, notice_word(n.kind), cell(&n.reason))),
+        );
         let diffs = if show.diff {
             actions
                 .iter()
                 .filter_map(|a| {
                     a.diff.as_deref().map(|d| {
-                        format!("\n<details><summary><code>{}</code></summary>\n\n```diff\n{d}```\n\n</details>\n", a.id)
+                        format!(
+                            "\n<details><summary><code>{}</code></summary>\n\n```diff\n{d}```\n\n</details>\n",
+                            a.id
+                        )
                     })
                 })
                 .collect()
