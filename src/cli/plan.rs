@@ -93,7 +93,7 @@ pub struct Refused {
 impl Refused {
     fn usage(message: String) -> Refused {
         let diagnostics =
-            vec![serde_json::json!({"severity": "error", "code": "fabrik::cli::usage", "message": message})];
+            vec![serde_json::json!({"severity": "error", "code": "fabrik::plan::unknown-id", "message": message})];
         Refused { code: exit::USAGE, human: format!("error: {message}\n"), diagnostics }
     }
 }
