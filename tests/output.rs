@@ -38,6 +38,7 @@ fn commands(state: &Path) -> Vec<Vec<String>> {
         sim("plan", &[]),
         sim("plan", &["--format", "json"]),
         sim("plan", &["--format", "markdown"]),
+        sim("plan", &["--format", "github"]),
         sim("apply", &["--yes", "--format", "json"]),
         plain(&["--help"]),
     ]

@@ -66,3 +66,25 @@ fn color_always_paints_the_symbols() {
     let o = plan("examples/minimal", state.path(), &[]);
     assert!(!stdout(&o).contains('\u{1b}'), "piped output has no colour");
 }
+
+#[test]
+fn github_annotations_mark_the_disruptive_declarations_with_relative_paths() {
+    let state = tempfile::tempdir().unwrap();
+    // The factory named by its absolute path: the annotation's path is still relative.
+    let factory = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory");
+    let o = plan(factory, state.path(), &["--format", "github"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let warning = out.lines().find(|l| l.starts_with("::warning ")).expect("a warning on the GPU re-layout");
+    assert!(warning.starts_with("::warning file=examples/ai-factory/hosts/gpu02.yaml,line="), "{warning}");
+    assert!(warning.contains("gpu:gpu02/0000:1b:00.0"), "{warning}");
+    assert!(
+        out.ends_with("::notice title=fabrik plan::Plan: 115 to add, 48 to change, 0 to destroy; 1 GPU re-layout\n"),
+        "{out}"
+    );
+    assert!(!out.contains(env!("CARGO_MANIFEST_DIR")), "no absolute path: {out}");
+
+    let o = plan("fixtures/cli/two-files", state.path(), &["--format", "github"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("::error title=fabrik%3A%3Aspec%3A%3Aunknown-key::"), "{}", stdout(&o));
+}

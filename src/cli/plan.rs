@@ -67,6 +67,8 @@ pub enum PlanFormat {
     Json,
     /// A pull-request comment.
     Markdown,
+    /// GitHub Actions annotations on the declarations that cause disruptive changes.
+    Github,
 }
 
 /// A factory read, checked and built, with the operator's options: what plan and apply
@@ -196,6 +198,7 @@ pub fn run(args: &Args) -> u8 {
                 PlanFormat::Human => {}
                 PlanFormat::Json => super::out::print(&refused_json(&refused)),
                 PlanFormat::Markdown => super::out::print(&refused_markdown(&refused, &args.hosts.path)),
+                PlanFormat::Github => super::out::print(&refused_github(&refused)),
             }
             return refused.code;
         }
@@ -210,6 +213,12 @@ pub fn run(args: &Args) -> u8 {
         PlanFormat::Human => output::human(&plan, show),
         PlanFormat::Json => output::json(&plan),
         PlanFormat::Markdown => output::markdown(&plan, show),
+        PlanFormat::Github => output::github(&plan, |id| {
+            plan::locate::span_of(&p.validation.spec, id).map(|span| {
+                let at = plan::locate::location(&p.validation.sources, span);
+                plan::locate::Location { file: output::relative(&at.file), ..at }
+            })
+        }),
     };
     super::out::print(&secrets.scrub(&text));
     if let Some(out) = &args.out {
@@ -278,6 +287,21 @@ fn refused_markdown(r: &Refused, path: &std::path::Path) -> String {
     for d in &r.diagnostics {
         let field = |k: &str| d[k].as_str().unwrap_or_default().replace('\n', " ");
         out.push_str(&format!("- **`{}`** {}\n", field("code"), field("message")));
+    }
+    crate::diag::printable(&out).into_owned()
+}
+
+/// The annotations of a plan that could not be made: one `::error` per diagnostic.
+fn refused_github(r: &Refused) -> String {
+    use crate::diag::render::{escape_data, escape_property};
+    let mut out = String::new();
+    for d in &r.diagnostics {
+        let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+        out.push_str(&format!(
+            "::error title={}::{}\n",
+            escape_property(&field("code")),
+            escape_data(&field("message"))
+        ));
     }
     crate::diag::printable(&out).into_owned()
 }

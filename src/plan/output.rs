@@ -309,3 +309,52 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
 fn row(a: &Action) -> String {
     format!("| `{}` | `{}` | {} | {} |\n", a.symbol, a.id, a.class.label(), cell(&a.reason))
 }
+
+/// The plan as GitHub Actions annotations: an `::error` on each plan error, a
+/// `::warning` on the declaration of each action that destroys data, removes, or
+/// restarts tenants ([`alarming`]), and a `::notice` with the headline. `locate` gives a
+/// resource's declaration, its path already relative to the repository.
+pub fn github(plan: &Plan, locate: impl Fn(&super::ResourceId) -> Option<super::locate::Location>) -> String {
+    use crate::diag::render::{escape_data, escape_property};
+    let props = |at: Option<super::locate::Location>, title: &str| {
+        let mut p: Vec<String> = at
+            .map(|at| {
+                vec![
+                    format!("file={}", escape_property(&at.file)),
+                    format!("line={}", at.line),
+                    format!("col={}", at.column),
+                ]
+            })
+            .unwrap_or_default();
+        p.push(format!("title={}", escape_property(title)));
+        p.join(",")
+    };
+    let mut out = String::new();
+    for e in &plan.errors {
+        let at =
+            e.at.clone().map(|at| super::locate::Location { file: relative(&at.file), ..at }).or_else(|| locate(&e.id));
+        let message = format!("{} ({})\nhelp: {}", e.message, e.id, e.help);
+        out.push_str(&format!("::error {}::{}\n", props(at, &e.code), escape_data(&message)));
+    }
+    for a in plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).filter(|a| alarming(a)) {
+        let title = format!("fabrik plan: {} ({})", a.op.word(), a.class.label());
+        let mut message = format!("{} {}: {}", a.symbol, a.id, a.reason);
+        if let Some(old) = &a.moved_from {
+            message.push_str(&format!("\nmoved from `{old}`"));
+        }
+        out.push_str(&format!("::warning {}::{}\n", props(locate(&a.id), &title), escape_data(&message)));
+    }
+    out.push_str(&format!("::notice title=fabrik plan::{}\n", escape_data(&headline(plan))));
+    crate::diag::printable(&out).into_owned()
+}
+
+/// A path as a reviewer's repository shows it: relative to the current directory when
+/// it lies below it.
+pub fn relative(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    let Ok(cwd) = std::env::current_dir() else { return path.to_string() };
+    let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    let abs = abs.canonicalize().unwrap_or(abs);
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    abs.strip_prefix(&cwd).map_or_else(|_| path.to_string(), |r| r.display().to_string())
+}
