@@ -179,7 +179,7 @@ fn sigterm_finishes_the_running_actions_skips_the_rest_and_a_rerun_converges() {
     seen.extend(lines.map(|l| l.unwrap()));
     let status = child.wait().unwrap();
     let ev: Vec<serde_json::Value> = seen.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    assert_eq!(status.code(), Some(143), "{seen:#?}");
     assert!(ev.iter().any(|e| e["event"] == "interrupted" && e["signal"] == "SIGTERM"), "{seen:#?}");
     // Every action that started also finished: none was cut short.
     for e in ev.iter().filter(|e| e["event"] == "start") {

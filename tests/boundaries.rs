@@ -118,7 +118,10 @@ fn a_tenants_pull_request_changes_only_its_files() {
         "fixtures/scopes/hosts/removed.yaml",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", all_text(&o));
-    insta::assert_snapshot!("tenant_pull_request_outside_its_files", String::from_utf8_lossy(&o.stderr));
+    insta::assert_snapshot!(
+        "tenant_pull_request_outside_its_files",
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)
+    );
     // The factory itself is valid, and its tenant files are the tenants' by their place.
     let o = fabrik(&["validate", root.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", all_text(&o));

@@ -26,11 +26,11 @@ const BROKEN: &str = "fixtures/cli/two-files";
 fn valid_factory_exits_zero_and_says_so() {
     let o = fabrik(&["validate", "examples/minimal"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).is_empty(), "human output goes to stderr");
+    assert!(stderr(&o).is_empty(), "no diagnostics: {}", stderr(&o));
     assert!(
-        stderr(&o).contains("examples/minimal is valid: 1 file; 1 host, 1 tenant, 1 network, 1 VM"),
+        stdout(&o).contains("examples/minimal is valid: 1 file; 1 host, 1 tenant, 1 network, 1 VM"),
         "{}",
-        stderr(&o)
+        stdout(&o)
     );
 }
 
@@ -41,7 +41,7 @@ fn invalid_factory_exits_one_and_reports_every_error() {
     let err = stderr(&o);
     assert!(err.contains("fabrik::spec::unknown-key"), "{err}");
     assert!(err.contains("did you mean `quota`?"), "{err}");
-    assert!(err.contains("is invalid: 1 error"), "{err}");
+    assert!(stdout(&o).contains("is invalid: 1 error"), "the verdict is on stdout: {}", stdout(&o));
     assert!(!err.contains('\u{1b}'), "piped output has no colour codes");
 }
 
@@ -152,7 +152,7 @@ fn reference_doc_matches_the_shapes() {
 #[test]
 fn human_output_snapshot() {
     let o = fabrik(&["validate", BROKEN]);
-    insta::assert_snapshot!("two_files_human", stderr(&o));
+    insta::assert_snapshot!("two_files_human", stderr(&o) + &stdout(&o));
 }
 
 #[test]

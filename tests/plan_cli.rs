@@ -91,10 +91,10 @@ fn saved_plan_matches_json_and_plan_does_not_change_the_twins() {
 }
 
 #[test]
-fn a_bad_target_is_an_error() {
+fn a_malformed_target_is_a_usage_error() {
     let state = tempfile::tempdir().unwrap();
     let o = plan(state.path(), &["--target", "nope"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a resource id"));
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -96,7 +96,7 @@ pub fn execute(
     limits: Limits,
     records: Arc<Records>,
     emit: Emit,
-) -> (Vec<Outcome>, bool) {
+) -> (Vec<Outcome>, bool, Option<i32>) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(limits.parallelism.max(1) + 4)
@@ -108,7 +108,7 @@ pub fn execute(
             let error = format!("cannot start the executor: {e}");
             let outcomes =
                 jobs.iter().map(|_| Outcome::Failed { error: error.clone(), elapsed: Duration::ZERO }).collect();
-            return (outcomes, false);
+            return (outcomes, false, None);
         }
     };
     runtime.block_on(run(jobs, waits, limits, records, emit))
@@ -120,10 +120,11 @@ async fn run(
     limits: Limits,
     records: Arc<Records>,
     emit: Emit,
-) -> (Vec<Outcome>, bool) {
+) -> (Vec<Outcome>, bool, Option<i32>) {
     let n = jobs.len();
     let stop = Arc::new(AtomicBool::new(false));
-    let signals = tokio::spawn(watch_signals(stop.clone(), emit.clone()));
+    let signal_no = Arc::new(AtomicI32::new(0));
+    let signals = tokio::spawn(watch_signals(stop.clone(), signal_no.clone(), emit.clone()));
     let global = Arc::new(Semaphore::new(limits.parallelism.max(1)));
     let mut per_host: std::collections::HashMap<String, Arc<Semaphore>> = std::collections::HashMap::new();
     for j in &jobs {
@@ -157,7 +158,7 @@ async fn run(
                         _ => "was skipped",
                     }
                 )),
-                None if stop.load(Ordering::SeqCst) => Some("interrupted before it started".to_string()),
+                None if stop.load(Ordering::SeqCst) => Some(NOT_STARTED.to_string()),
                 None => None,
             };
             if let Some(reason) = skip {
@@ -193,7 +194,8 @@ async fn run(
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Skipped { reason: "not run: the apply stopped".to_string() }))
         .collect();
-    (outcomes, interrupted)
+    let signal = Some(signal_no.load(Ordering::SeqCst)).filter(|&s| s != 0);
+    (outcomes, interrupted, signal)
 }
 
 fn release(i: usize, dependents: &[Vec<usize>], remaining: &mut [usize], ready: &mut VecDeque<usize>) {
@@ -220,7 +222,7 @@ async fn one(
         return (i, Outcome::Skipped { reason: "the executor closed".into() });
     };
     if stop.load(Ordering::SeqCst) {
-        let reason = "interrupted before it started".to_string();
+        let reason = NOT_STARTED.to_string();
         emit(&Event::Skipped { id, op, reason: reason.clone() });
         return (i, Outcome::Skipped { reason });
     }
@@ -269,6 +271,10 @@ async fn one(
 /// after which the apply process kills itself with SIGKILL, as `kill -9` would at the
 /// worst moment. The testbed tests use it to prove that every two-step operation
 /// converges on the next run (docs/apply.md); nothing else may set it.
+/// The reason of an action a signal kept from starting (progress counts these rather
+/// than printing one line each).
+pub const NOT_STARTED: &str = "interrupted before it started";
+
 pub const CRASH_AFTER_STEP_ENV: &str = "FABRIK_TEST_CRASH_AFTER_STEP";
 
 /// Dies at once, with no cleanup: what an operator's `kill -9` does.
@@ -278,21 +284,23 @@ fn crash() -> ! {
     std::process::abort()
 }
 
-/// Sets `stop` on the first Ctrl-C or SIGTERM; exits on the second.
-async fn watch_signals(stop: Arc<AtomicBool>, emit: Emit) {
+/// Sets `stop` (and the signal's number) on the first Ctrl-C or SIGTERM; exits on the
+/// second with 128 + the signal's number, as shells report a process it killed.
+async fn watch_signals(stop: Arc<AtomicBool>, signal_no: Arc<AtomicI32>, emit: Emit) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         return;
     };
     loop {
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+        let (name, signal) = tokio::select! {
+            _ = int.recv() => ("SIGINT", nix::sys::signal::Signal::SIGINT),
+            _ = term.recv() => ("SIGTERM", nix::sys::signal::Signal::SIGTERM),
         };
         if stop.swap(true, Ordering::SeqCst) {
             eprintln!("fabrik: second {name}: exiting now; steps in flight may be cut short");
-            std::process::exit(130);
+            std::process::exit(128 + signal as i32);
         }
+        signal_no.store(signal as i32, Ordering::SeqCst);
         emit(&Event::Interrupted { signal: name.to_string() });
     }
 }

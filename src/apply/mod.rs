@@ -62,6 +62,8 @@ pub struct Report {
     pub entries: Vec<Entry>,
     /// A signal stopped it before everything ran.
     pub interrupted: bool,
+    /// The number of the signal that stopped it (SIGINT 2, SIGTERM 15), when one did.
+    pub signal: Option<i32>,
     pub elapsed: Duration,
 }
 
@@ -144,7 +146,7 @@ pub fn apply(
     }
     let records =
         Arc::new(host::Records { path: settings.created_path.clone(), created: Mutex::new(settings.created.clone()) });
-    let (outcomes, interrupted) = exec::execute(jobs, waits, settings.limits, records, emit.clone());
+    let (outcomes, interrupted, signal) = exec::execute(jobs, waits, settings.limits, records, emit.clone());
     let mut entries: Vec<Entry> =
         known.into_iter().zip(outcomes).map(|(action, outcome)| Entry { action, outcome }).collect();
     for i in unknown {
@@ -153,7 +155,7 @@ pub fn apply(
         emit(&Event::Failed { id: action.id.to_string(), op: action.op, error: error.clone(), elapsed_ms: 0 });
         entries.push(Entry { action, outcome: Outcome::Failed { error, elapsed: Duration::ZERO } });
     }
-    Report { entries, interrupted, elapsed: t0.elapsed() }
+    Report { entries, interrupted, signal, elapsed: t0.elapsed() }
 }
 
 /// The plan's actions, with the old copy of every moved VM as a deletion of its own,

@@ -2,10 +2,13 @@
 //! finished action when piped, or JSON event lines (`--format json`) for programs.
 //!
 //! Human progress goes to stderr, so stdout keeps the plan and the summary; JSON events
-//! go to stdout, one object per line, and are the whole of it.
+//! go to stdout, one object per line, and are the whole of it — through the writer the
+//! command gives ([`Progress::Json`]), so a closed pipe or a full disk is handled once.
+//! Actions that never started because a signal stopped the apply get no line each: the
+//! summary counts them.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,8 +20,8 @@ pub enum Progress {
     Bar { bar: ProgressBar, running: Mutex<Vec<String>> },
     /// A line per finished action on stderr.
     Lines,
-    /// A JSON object per event on stdout.
-    Json,
+    /// A JSON object per event, one a line, handed to the command's stdout writer.
+    Json(Arc<dyn Fn(&str) + Send + Sync>),
 }
 
 fn seconds(ms: u64) -> String {
@@ -40,6 +43,9 @@ fn line_raw(event: &Event) -> Option<String> {
         Event::Failed { id, op, error, elapsed_ms } => {
             Some(format!("  FAILED   {id} ({}, {}): {error}", op.word(), seconds(*elapsed_ms)))
         }
+        // One line per action a signal kept from starting would be thousands: the
+        // summary counts them instead.
+        Event::Skipped { reason, .. } if reason == super::exec::NOT_STARTED => None,
         Event::Skipped { id, op, reason } => Some(format!("  skipped  {id} ({}): {reason}", op.word())),
         Event::Interrupted { signal } => {
             Some(format!("  {signal}: no new action starts; waiting for the running ones to finish"))
@@ -48,11 +54,10 @@ fn line_raw(event: &Event) -> Option<String> {
 }
 
 impl Progress {
-    /// A bar when stderr is a terminal and colour is welcome, lines otherwise.
-    pub fn human(total: usize) -> Progress {
-        use std::io::IsTerminal;
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        if !std::io::stderr().is_terminal() || no_color {
+    /// A bar when stderr can draw one (`fancy`: a terminal, not `TERM=dumb`, colour
+    /// welcome; the command decides), plain lines otherwise.
+    pub fn human(total: usize, fancy: bool) -> Progress {
+        if !fancy {
             return Progress::Lines;
         }
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
@@ -65,12 +70,10 @@ impl Progress {
 
     pub fn event(&self, event: &Event) {
         match self {
-            Progress::Json => {
+            Progress::Json(write) => {
                 let event = crate::formats::stamped(crate::formats::APPLY_EVENT, event, std::time::SystemTime::now());
                 if let Ok(text) = serde_json::to_string(&event) {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{text}");
-                    let _ = out.flush();
+                    write(&text);
                 }
             }
             Progress::Lines => {

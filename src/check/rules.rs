@@ -173,6 +173,11 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::plan::renamed-volume",
         "a VM of this factory uses the volume an older fabrik named `<vm>-<disk>` for a disk whose name has a `-` (now `<vm>+<disk>`); the help gives the `volume` that keeps it",
     ),
+    lang(
+        "fabrik::plan::unknown-id",
+        "a `--target`, `--exclude` or `--replace` id is malformed or names no resource of the factory (a usage error, exit 64, with the closest ids)",
+    ),
+    lang("fabrik::plan::created", "the record of what apply created (`created.json`) cannot be read"),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
     lang(

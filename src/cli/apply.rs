@@ -3,7 +3,8 @@
 //!
 //! Exit 0: applied and verified (or nothing to do); 1: anything failed, did not
 //! converge, or could not start (errors in the plan, the lock held, no confirmation);
-//! 130: interrupted by a signal.
+//! 130: interrupted by SIGINT (Ctrl-C); 143: by SIGTERM (128 + the signal's number,
+//! as shells report it). The table is in docs/apply.md.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -23,8 +24,10 @@ use crate::diag::redact::Secrets;
 use crate::plan::output::{self, Show};
 use crate::plan::{self, Created, Plan};
 
-/// Interrupted by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+/// Interrupted by SIGINT (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Interrupted by SIGTERM (128 + SIGTERM).
+pub const EXIT_TERMINATED: u8 = 143;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -76,18 +79,13 @@ impl Out {
     fn json(&self, value: serde_json::Value) {
         let value = crate::formats::stamped(crate::formats::APPLY_EVENT, &value, std::time::SystemTime::now());
         if let Ok(text) = serde_json::to_string(&value) {
-            let text = self.secrets.scrub(&text);
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-            let _ = out.flush();
+            super::out::println(&self.secrets.scrub(&text));
         }
     }
 
     fn text(&self, text: &str) {
         if self.format == ApplyFormat::Human {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(crate::diag::printable(&self.secrets.scrub(text)).as_bytes());
-            let _ = out.flush();
+            super::out::print(&crate::diag::printable(&self.secrets.scrub(text)));
         }
     }
 }
@@ -136,7 +134,10 @@ pub fn run(args: &Args) -> u8 {
     let shutdown_timeout = Duration::from_secs(select.shutdown_timeout);
     let prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(refused) => {
+            eprint!("{}", refused.human);
+            return refused.code;
+        }
     };
     out.secrets = Secrets::of_spec(&prepared.validation.spec);
     // The lock comes before the hosts are read: a plan made while another apply runs
@@ -201,7 +202,9 @@ pub fn run(args: &Args) -> u8 {
     plan::locate::locate_errors(&mut plan, spec, &prepared.validation.sources);
     super::plan::scrub(&mut plan, &out.secrets);
     match args.format {
-        ApplyFormat::Human => out.text(&output::human(&plan, Show::default())),
+        ApplyFormat::Human => {
+            out.text(&output::human(&plan, Show { color: super::out::stdout_look().color, ..Show::default() }))
+        }
         ApplyFormat::Json => out.json(serde_json::json!({
             "event": "plan",
             "summary": plan.summary,
@@ -231,8 +234,8 @@ pub fn run(args: &Args) -> u8 {
         }));
     }
     let progress = Arc::new(match args.format {
-        ApplyFormat::Human => Progress::human(plan.actions.len()),
-        ApplyFormat::Json => Progress::Json,
+        ApplyFormat::Human => Progress::human(plan.actions.len(), super::out::stderr_look().fancy),
+        ApplyFormat::Json => Progress::Json(Arc::new(super::out::println)),
     });
     let emit: apply::Emit = {
         let (progress, journal, secrets) = (progress.clone(), journal.clone(), out.secrets.clone());
@@ -297,7 +300,7 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     if report.interrupted {
-        EXIT_INTERRUPTED
+        if report.signal == Some(nix::sys::signal::Signal::SIGTERM as i32) { EXIT_TERMINATED } else { EXIT_INTERRUPTED }
     } else if counts.failed > 0 || !converged {
         exit::INVALID
     } else {
@@ -337,9 +340,20 @@ fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], afte
         c.skipped,
         report.elapsed.as_secs_f64()
     );
+    let not_started = report
+        .entries
+        .iter()
+        .filter(|e| matches!(&e.outcome, Outcome::Skipped { reason } if reason == crate::apply::exec::NOT_STARTED))
+        .count();
+    if not_started > 0 {
+        s.push_str(&format!(
+            "  {not_started} action(s) not started: the apply was interrupted; a new plan shows what is left\n"
+        ));
+    }
     for e in &report.entries {
         match &e.outcome {
             Outcome::Done { .. } => {}
+            Outcome::Skipped { reason } if reason == crate::apply::exec::NOT_STARTED => {}
             Outcome::Failed { error, .. } => {
                 s.push_str(&format!("  FAILED   {} ({}): {error}\n", e.action.id, e.action.op.word()))
             }

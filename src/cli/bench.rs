@@ -1,8 +1,6 @@
 //! `fabrik bench`: generate a synthetic factory, time loading and checking it against
 //! serde_yaml, and print the figures next to the targets.
 
-use std::io::Write;
-
 use super::exit;
 use crate::bench::plan::PlanReport;
 use crate::bench::{self, PeakMemory, Report};
@@ -74,7 +72,7 @@ pub fn run(args: &Args) -> u8 {
         Format::Human => human(&report),
         Format::Json => bench_json("load", &report),
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     exit::OK
 }
 
@@ -123,7 +121,7 @@ fn run_plan(args: &Args) -> u8 {
         Format::Human => human_plan(&report),
         Format::Json => bench_json("plan", &report),
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     exit::OK
 }
 
@@ -136,7 +134,7 @@ fn run_hostile(args: &Args) -> u8 {
         Format::Human => human_hostile(&report),
         Format::Json => bench_json("hostile", &report),
     };
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out::print(&out);
     let met = report.cases.iter().all(|c| c.time_met && c.memory_met != Some(false) && c.located);
     if met { exit::OK } else { exit::INVALID }
 }
@@ -183,7 +181,7 @@ fn run_inventory(args: &Args) -> u8 {
                 ),
                 Format::Json => bench_json("inventory", &r),
             };
-            let _ = std::io::stdout().write_all(out.as_bytes());
+            super::out::print(&out);
             if r.incomplete == 0 { exit::OK } else { exit::INVALID }
         }
         Err(e) => {

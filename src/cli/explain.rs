@@ -7,14 +7,14 @@ use crate::diag::suggest;
 pub fn run(code: Option<&str>, list: bool) -> u8 {
     if list || code.is_none() {
         for r in rules::all() {
-            println!("{:<40} {}", r.code, r.summary);
+            super::out::println(&format!("{:<40} {}", r.code, r.summary));
         }
         return exit::OK;
     }
     let code = code.unwrap_or_default();
     match rules::find(code) {
         Some(r) => {
-            print!("{}", rules::page(r));
+            super::out::print(&rules::page(r));
             exit::OK
         }
         None => {

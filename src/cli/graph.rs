@@ -46,7 +46,7 @@ pub fn run(args: &Args) -> u8 {
     let view = dot::View { hosts: args.host.clone(), tenants: args.tenant.clone(), kinds: args.kind.clone() };
     match graph_view_text(&args.path, args.format, &view) {
         Ok(text) => {
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            super::out::print(&text);
             exit::OK
         }
         Err(text) => {

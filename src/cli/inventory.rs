@@ -1,7 +1,5 @@
 //! `fabrik inventory`: read every host of a factory, show it, and report drift.
 
-use std::io::Write;
-
 use serde::Serialize;
 
 use super::{Format, exit};
@@ -45,7 +43,7 @@ pub fn run(args: &Args) -> u8 {
     let failed = inv.hosts.iter().any(incomplete) || inv.drift().any(|d| d.is_error());
     match args.format {
         Format::Human => {
-            let _ = std::io::stdout().write_all(secrets.scrub(&show::human(&inv)).as_bytes());
+            super::out::print(&secrets.scrub(&show::human(&inv)));
             let style = super::style_for_stderr();
             for d in inv.drift() {
                 eprint!("{}", secrets.scrub(&render::human(d, &loaded.sources, style)));
@@ -64,7 +62,7 @@ pub fn run(args: &Args) -> u8 {
                     .collect(),
             };
             let report = crate::formats::stamped(crate::formats::INVENTORY, &report, std::time::SystemTime::now());
-            println!("{}", secrets.scrub(&serde_json::to_string_pretty(&report).unwrap_or_default()));
+            super::out::println(&secrets.scrub(&serde_json::to_string_pretty(&report).unwrap_or_default()));
         }
         Format::Github => {
             let mut text = String::new();
@@ -77,7 +75,7 @@ pub fn run(args: &Args) -> u8 {
                     text += &format!("::error title=fabrik inventory::host `{}`: {}: {}\n", h.name, e.concern, e.error);
                 }
             }
-            let _ = std::io::stdout().write_all(secrets.scrub(&text).as_bytes());
+            super::out::print(&secrets.scrub(&text));
         }
     }
     if failed { exit::INVALID } else { exit::OK }

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod hosts;
 pub mod init;
 pub mod inventory;
+pub mod out;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -29,6 +30,10 @@ pub mod exit {
 #[derive(Parser, Debug)]
 #[command(name = "fabrik", version = env!("FABRIK_VERSION"), about = "Declarative reconciler for multi-tenant GPU infrastructure")]
 pub struct Cli {
+    /// Colour and terminal drawing: `auto` honours `NO_COLOR`, `FORCE_COLOR`, `TERM=dumb`
+    /// and whether the stream is a terminal.
+    #[arg(long, value_enum, global = true, default_value_t = out::ColorChoice::Auto)]
+    pub color: out::ColorChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -111,6 +116,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    out::init(cli.color);
     let code = match cli.command {
         Command::Validate { path, format, tenant, changed } => {
             validate::run(&path, format, tenant.as_deref(), &changed)
@@ -127,16 +133,11 @@ pub fn main() -> ExitCode {
         Command::Completions { shell } => completions::run_completions(shell),
         Command::Man => completions::run_man(),
     };
-    ExitCode::from(code)
+    ExitCode::from(out::finish(code))
 }
 
-/// Human output is graphical on a terminal, plain when piped or when `NO_COLOR` is set.
+/// Human diagnostics are graphical on a terminal that can draw them, with colour on;
+/// plain otherwise ([`out::decide`]).
 pub fn style_for_stderr() -> crate::diag::render::Style {
-    use std::io::IsTerminal;
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    if std::io::stderr().is_terminal() && !no_color {
-        crate::diag::render::Style::Fancy
-    } else {
-        crate::diag::render::Style::Plain
-    }
+    if out::stderr_look().color { crate::diag::render::Style::Fancy } else { crate::diag::render::Style::Plain }
 }

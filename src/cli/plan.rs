@@ -1,7 +1,6 @@
 //! `fabrik plan`: validate, build the desired state, observe the hosts (or their twins),
 //! and print what apply would change. Exit 0: no changes; 2: changes; 1: an error.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
@@ -34,6 +33,10 @@ pub struct Args {
     /// Also list objects on the hosts that fabrik does not manage.
     #[arg(long)]
     pub show_unmanaged: bool,
+    /// Exit 0 when the plan has changes (instead of 2), for CI steps that fail on any
+    /// non-zero status; errors still exit 1 (docs/plan.md, "Exit statuses").
+    #[arg(long)]
+    pub exit_zero_on_changes: bool,
 }
 
 /// What plan and apply are asked to do beyond the factory: the same flags for both.
@@ -64,6 +67,8 @@ pub enum PlanFormat {
     Json,
     /// A pull-request comment.
     Markdown,
+    /// GitHub Actions annotations on the declarations that cause disruptive changes.
+    Github,
 }
 
 /// A factory read, checked and built, with the operator's options: what plan and apply
@@ -76,51 +81,102 @@ pub struct Prepared {
     pub created_path: PathBuf,
 }
 
-/// Validates the factory, builds its desired state and graph and reads the options; on
-/// an error, prints it and returns the exit status.
-pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared, u8> {
+/// Why a plan could not be made: what stderr shows, and the same diagnostics for the
+/// machine formats, which are emitted whatever happened.
+pub struct Refused {
+    /// [`exit::INVALID`] for a factory with errors, [`exit::USAGE`] for a bad flag.
+    pub code: u8,
+    /// The diagnostics as a person reads them (already scrubbed).
+    pub human: String,
+    /// The same, one JSON object each (`validate --format json`'s shape).
+    pub diagnostics: Vec<serde_json::Value>,
+}
+
+impl Refused {
+    fn usage(message: String) -> Refused {
+        let diagnostics =
+            vec![serde_json::json!({"severity": "error", "code": "fabrik::plan::unknown-id", "message": message})];
+        Refused { code: exit::USAGE, human: format!("error: {message}\n"), diagnostics }
+    }
+}
+
+/// Validates the factory, builds its desired state and graph and reads the options.
+pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared, Refused> {
     let style = super::style_for_stderr();
     let v = crate::check::validate(&hosts.path);
+    let secrets = Secrets::of_factory(&v.spec, &v.sources);
+    let refuse = |diags: &[crate::diag::Diagnostic], human: String| Refused {
+        code: exit::INVALID,
+        human: secrets.scrub(&human),
+        diagnostics: diags
+            .iter()
+            .map(|d| {
+                let value = serde_json::to_value(render::json(d, &v.sources)).unwrap_or_default();
+                serde_json::from_str(&secrets.scrub(&value.to_string())).unwrap_or(value)
+            })
+            .collect(),
+    };
     if !v.is_valid() {
-        eprint!("{}", Secrets::of_factory(&v.spec, &v.sources).scrub(&super::validate::human(&v, &hosts.path, style)));
-        return Err(exit::INVALID);
+        let diags: Vec<_> = v.diags.iter().cloned().collect();
+        return Err(refuse(&diags, super::validate::human(&v, &hosts.path, style)));
     }
     let fail = |diags: Vec<crate::diag::Diagnostic>| {
-        for d in &diags {
-            eprint!("{}", render::human(d, &v.sources, style));
-        }
-        exit::INVALID
+        let human = diags.iter().map(|d| render::human(d, &v.sources, style)).collect();
+        refuse(&diags, human)
     };
     if let Some(d) = crate::spec::model::missing_factory(&v.spec, crate::spec::source::FileId(0)) {
         return Err(fail(vec![d]));
     }
     let desired = crate::desired::build(&v.spec).map_err(fail)?;
     let graph = crate::graph::Graph::of(&desired).map_err(fail)?;
-    let ids = |list: &[String], flag: &str| -> Result<Vec<ResourceId>, String> {
-        list.iter()
-            .map(|t| {
-                ResourceId::parse(t).ok_or_else(|| {
-                    format!("--{flag} `{t}` is not a resource id (`kind:host/name`, as `fabrik graph` lists)")
-                })
-            })
-            .collect()
+    let known: Vec<String> = graph.nodes().map(ToString::to_string).collect();
+    let ids = |list: &[String], flag: &str| -> Result<Vec<ResourceId>, Refused> {
+        list.iter().map(|t| resource_id(t, flag, &known).map_err(Refused::usage)).collect()
     };
     let created_path = created_path(hosts);
-    let options = (|| -> Result<Options, String> {
-        Ok(Options {
-            targets: ids(&select.target, "target")?,
-            excludes: ids(&select.exclude, "exclude")?,
-            replace: ids(&select.replace, "replace")?,
-            created: Created::load(&created_path).map_err(|e| error_chain(&e))?,
-            shutdown_timeout: std::time::Duration::from_secs(select.shutdown_timeout),
-        })
-    })()
-    .map_err(|message| {
-        eprintln!("error: {message}");
-        exit::INVALID
-    })?;
+    let options = Options {
+        targets: ids(&select.target, "target")?,
+        excludes: ids(&select.exclude, "exclude")?,
+        replace: ids(&select.replace, "replace")?,
+        created: Created::load(&created_path).map_err(|e| Refused {
+            code: exit::INVALID,
+            human: format!("error: {}\n", error_chain(&e)),
+            diagnostics: vec![
+                serde_json::json!({"severity": "error", "code": "fabrik::plan::created", "message": error_chain(&e)}),
+            ],
+        })?,
+        shutdown_timeout: std::time::Duration::from_secs(select.shutdown_timeout),
+    };
     Ok(Prepared { validation: v, desired, graph, options, created_path })
 }
+
+/// A `--target`/`--exclude`/`--replace` id: well formed and one of the factory's
+/// resources (`known`), or a usage error naming the closest ones.
+pub fn resource_id(given: &str, flag: &str, known: &[String]) -> Result<ResourceId, String> {
+    let Some(id) = ResourceId::parse(given) else {
+        return Err(format!("--{flag} `{given}` is not a resource id (`kind:host/name`, as `fabrik graph` lists)"));
+    };
+    if known.iter().any(|k| k == given) {
+        return Ok(id);
+    }
+    let mut close: Vec<(f64, &str)> = known
+        .iter()
+        .map(|k| (strsim::jaro_winkler(&given.to_ascii_lowercase(), &k.to_ascii_lowercase()), k.as_str()))
+        .filter(|&(score, _)| score >= CLOSE_MATCH_SCORE)
+        .collect();
+    close.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    let hint = match close.iter().take(CLOSE_MATCHES_SHOWN).map(|(_, k)| format!("`{k}`")).collect::<Vec<_>>() {
+        names if names.is_empty() => "; `fabrik graph --format json` lists them".to_string(),
+        names => format!("; did you mean {}?", names.join(" or ")),
+    };
+    Err(format!("--{flag} `{given}` is not a resource of the factory{hint}"))
+}
+
+/// How alike (Jaro-Winkler) an id must be to a resource's to be offered: the same bar
+/// as "did you mean" for keys.
+const CLOSE_MATCH_SCORE: f64 = 0.8;
+/// Enough to find the one meant, few enough to read.
+const CLOSE_MATCHES_SHOWN: usize = 3;
 
 /// Where apply records what it made: in the twins' state folder with `--sim`, else in
 /// `.fabrik/` beside the factory.
@@ -135,20 +191,36 @@ pub fn created_path(hosts: &super::hosts::Hosts) -> PathBuf {
 pub fn run(args: &Args) -> u8 {
     let p = match prepare(&args.hosts, &args.select) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(refused) => {
+            eprint!("{}", refused.human);
+            // The machine formats are emitted whatever happened, with the reason inside.
+            match args.format {
+                PlanFormat::Human => {}
+                PlanFormat::Json => super::out::print(&refused_json(&refused)),
+                PlanFormat::Markdown => super::out::print(&refused_markdown(&refused, &args.hosts.path)),
+                PlanFormat::Github => super::out::print(&refused_github(&refused)),
+            }
+            return refused.code;
+        }
     };
     let live = args.hosts.observe(&p.validation.spec);
     let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let secrets = Secrets::of_spec(&p.validation.spec);
     scrub(&mut plan, &secrets);
-    let show = Show { diff: args.diff, unmanaged: args.show_unmanaged };
+    let show = Show { diff: args.diff, unmanaged: args.show_unmanaged, color: super::out::stdout_look().color };
     let text = match args.format {
         PlanFormat::Human => output::human(&plan, show),
         PlanFormat::Json => output::json(&plan),
         PlanFormat::Markdown => output::markdown(&plan, show),
+        PlanFormat::Github => output::github(&plan, |id| {
+            plan::locate::span_of(&p.validation.spec, id).map(|span| {
+                let at = plan::locate::location(&p.validation.sources, span);
+                plan::locate::Location { file: output::relative(&at.file), ..at }
+            })
+        }),
     };
-    let _ = std::io::stdout().write_all(secrets.scrub(&text).as_bytes());
+    super::out::print(&secrets.scrub(&text));
     if let Some(out) = &args.out {
         plan.origin = Some(plan::Origin {
             path: args.hosts.path.display().to_string(),
@@ -165,7 +237,7 @@ pub fn run(args: &Args) -> u8 {
     }
     if plan.has_errors() {
         exit::INVALID
-    } else if plan.has_changes() {
+    } else if plan.has_changes() && !args.exit_zero_on_changes {
         EXIT_CHANGES
     } else {
         exit::OK
@@ -188,4 +260,48 @@ pub fn scrub(plan: &mut plan::Plan, secrets: &Secrets) {
     for a in &mut plan.actions {
         a.reason = secrets.scrub(&a.reason);
     }
+}
+
+/// The plan document of a plan that could not be made: no actions, no summary (nothing
+/// can be said about the hosts), and the diagnostics that stopped it.
+fn refused_json(r: &Refused) -> String {
+    let doc = serde_json::json!({
+        "format": plan::FORMAT,
+        "complete": false,
+        "actions": [],
+        "errors": [],
+        "notices": [],
+        "summary": null,
+        "diagnostics": r.diagnostics,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// The pull-request comment of a plan that could not be made.
+fn refused_markdown(r: &Refused, path: &std::path::Path) -> String {
+    let mut out = format!(
+        "### fabrik plan: `{}`\n\n**No plan: {} stopped it; nothing is known about the hosts yet.**\n\n",
+        path.display(),
+        if r.diagnostics.len() == 1 { "1 error".to_string() } else { format!("{} errors", r.diagnostics.len()) }
+    );
+    for d in &r.diagnostics {
+        let field = |k: &str| d[k].as_str().unwrap_or_default().replace('\n', " ");
+        out.push_str(&format!("- **`{}`** {}\n", field("code"), field("message")));
+    }
+    crate::diag::printable(&out).into_owned()
+}
+
+/// The annotations of a plan that could not be made: one `::error` per diagnostic.
+fn refused_github(r: &Refused) -> String {
+    use crate::diag::render::{escape_data, escape_property};
+    let mut out = String::new();
+    for d in &r.diagnostics {
+        let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+        out.push_str(&format!(
+            "::error title={}::{}\n",
+            escape_property(&field("code")),
+            escape_data(&field("message"))
+        ));
+    }
+    crate::diag::printable(&out).into_owned()
 }

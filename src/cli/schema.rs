@@ -5,8 +5,8 @@ use crate::spec::schema;
 
 pub fn run(format: SchemaFormat) -> u8 {
     match format {
-        SchemaFormat::Json => println!("{}", render_json()),
-        SchemaFormat::Markdown => print!("{}", schema::markdown()),
+        SchemaFormat::Json => super::out::println(&render_json()),
+        SchemaFormat::Markdown => super::out::print(&schema::markdown()),
     }
     exit::OK
 }

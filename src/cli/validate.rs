@@ -29,14 +29,17 @@ pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf
     let secrets = Secrets::of_factory(&v.spec, &v.sources);
     let out = match format {
         Format::Human => {
-            let text = secrets.scrub(&human(&v, path, super::style_for_stderr()));
+            // The diagnostics are messages (stderr); the verdict is the command's result
+            // (stdout), so `fabrik validate . > verdict.txt` keeps it.
+            let text = secrets.scrub(&diagnostics(&v, super::style_for_stderr()));
             let _ = std::io::stderr().write_all(text.as_bytes());
+            super::out::print(&crate::diag::printable(&secrets.scrub(&verdict(&v, path))));
             return code(&v);
         }
         Format::Json => json(&v),
         Format::Github => github(&v),
     };
-    let _ = std::io::stdout().write_all(secrets.scrub(&out).as_bytes());
+    super::out::print(&secrets.scrub(&out));
     code(&v)
 }
 
@@ -106,13 +109,24 @@ fn code(v: &Validation) -> u8 {
     if v.is_valid() { exit::OK } else { exit::INVALID }
 }
 
-/// Every diagnostic with its snippet, then a summary line.
+/// Every diagnostic with its snippet, then the verdict.
 pub fn human(v: &Validation, path: &Path, style: render::Style) -> String {
+    diagnostics(v, style) + &verdict(v, path)
+}
+
+/// Every diagnostic with its snippet.
+pub fn diagnostics(v: &Validation, style: render::Style) -> String {
     let mut out = String::new();
     for d in v.diags.iter() {
         out.push_str(&render::human(d, &v.sources, style));
         out.push('\n');
     }
+    out
+}
+
+/// One line: valid (with what the factory holds) or invalid (with the counts).
+pub fn verdict(v: &Validation, path: &Path) -> String {
+    let mut out = String::new();
     let (errors, warnings) = (v.diags.error_count(), v.diags.warning_count());
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     if errors > 0 {

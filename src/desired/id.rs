@@ -108,3 +108,72 @@ mod tests {
         assert!(ResourceId::parse("nope:gpu01/x").is_none());
     }
 }
+
+/// Natural order of names: runs of digits compare as numbers, so `vm-9 < vm-10 <
+/// vm-100` (a plain string order gives `vm-709, vm-71, vm-710`). Equal numbers with
+/// different zero padding fall back to the plain order, so the order stays total.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (x.first(), y.first()) {
+            (None, None) => return a.cmp(b),
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let dx = x.iter().take_while(|c| c.is_ascii_digit()).count();
+                let dy = y.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (nx, ny) = (trim_zeros(&x[..dx]), trim_zeros(&y[..dy]));
+                let o = nx.len().cmp(&ny.len()).then_with(|| nx.cmp(ny));
+                if o != Ordering::Equal {
+                    return o;
+                }
+                (x, y) = (&x[dx..], &y[dy..]);
+            }
+            (Some(c), Some(d)) => {
+                if c != d {
+                    return c.cmp(d);
+                }
+                (x, y) = (&x[1..], &y[1..]);
+            }
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|&&c| c == b'0').count();
+    &digits[zeros..]
+}
+
+impl ResourceId {
+    /// Kind, then host, then name, the names in [`natural_cmp`] order — except PCI
+    /// addresses (GPUs and MIG slices keep theirs), which are
+    /// fixed-width hexadecimal: their plain order is their numeric one.
+    pub fn natural_cmp(&self, other: &ResourceId) -> std::cmp::Ordering {
+        let names = match self.kind {
+            ResourceKind::Gpu | ResourceKind::Mig => self.name.cmp(&other.name),
+            ResourceKind::Host
+            | ResourceKind::Hugepages
+            | ResourceKind::Vfs
+            | ResourceKind::Link
+            | ResourceKind::Network
+            | ResourceKind::Pool
+            | ResourceKind::Volume
+            | ResourceKind::Vm => natural_cmp(&self.name, &other.name),
+        };
+        self.kind.cmp(&other.kind).then_with(|| natural_cmp(&self.host, &other.host)).then(names)
+    }
+}
+
+#[cfg(test)]
+mod natural_tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn numbers_in_names_sort_by_value() {
+        let mut v = vec!["vm-710", "vm-71", "vm-709", "vm-9", "vm-100", "vm-10", "gpu02", "gpu1"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["gpu1", "gpu02", "vm-9", "vm-10", "vm-71", "vm-100", "vm-709", "vm-710"]);
+        assert!(natural_cmp("a01", "a1").is_ne(), "the order stays total");
+    }
+}

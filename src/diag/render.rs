@@ -118,11 +118,11 @@ pub fn github(d: &Diagnostic, sources: &Sources) -> String {
 }
 
 // GitHub's workflow-command escaping (actions/toolkit, command.ts).
-fn escape_data(s: &str) -> String {
+pub fn escape_data(s: &str) -> String {
     s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
-fn escape_property(s: &str) -> String {
+pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 

@@ -131,23 +131,24 @@ impl Graph {
     }
 
     /// Creation order: each resource after everything it needs; among the ready ones,
-    /// the smallest id first (kind, then host, then name).
+    /// the smallest id first (kind, then host, then name, in natural order: `vm-9`
+    /// before `vm-10`).
     pub fn creation_order(&self) -> Vec<&ResourceId> {
         let mut missing: Vec<usize> =
             self.graph.node_indices().map(|n| self.graph.neighbors_directed(n, Direction::Outgoing).count()).collect();
-        let mut ready: BinaryHeap<Reverse<(&ResourceId, NodeIndex)>> = self
+        let mut ready: BinaryHeap<Reverse<(Natural<'_>, NodeIndex)>> = self
             .graph
             .node_indices()
             .filter(|n| missing[n.index()] == 0)
-            .map(|n| Reverse((&self.graph[n], n)))
+            .map(|n| Reverse((Natural(&self.graph[n]), n)))
             .collect();
         let mut out = Vec::with_capacity(self.len());
-        while let Some(Reverse((id, n))) = ready.pop() {
+        while let Some(Reverse((Natural(id), n))) = ready.pop() {
             out.push(id);
             for m in self.graph.neighbors_directed(n, Direction::Incoming) {
                 missing[m.index()] -= 1;
                 if missing[m.index()] == 0 {
-                    ready.push(Reverse((&self.graph[m], m)));
+                    ready.push(Reverse((Natural(&self.graph[m]), m)));
                 }
             }
         }
@@ -288,3 +289,19 @@ fn volume(host: &str, pool: &str, name: &str) -> ResourceId {
 
 #[cfg(test)]
 mod tests;
+
+/// A resource id ordered by [`ResourceId::natural_cmp`].
+#[derive(PartialEq, Eq)]
+struct Natural<'a>(&'a ResourceId);
+
+impl Ord for Natural<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.natural_cmp(other.0)
+    }
+}
+
+impl PartialOrd for Natural<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}

@@ -227,12 +227,15 @@ impl Plan {
         self.actions.iter().filter(move |a| a.id.host == host)
     }
 
-    /// The hosts the plan has actions, errors or notices for, sorted.
+    /// The hosts the plan has actions, errors or notices for, in natural order
+    /// (`gpu9` before `gpu10`).
     pub fn hosts(&self) -> Vec<&str> {
         let mut hosts: BTreeSet<&str> = self.actions.iter().map(|a| a.id.host.as_str()).collect();
         hosts.extend(self.errors.iter().map(|e| e.id.host.as_str()));
         hosts.extend(self.notices.iter().map(|n| n.id.host.as_str()));
-        hosts.into_iter().collect()
+        let mut hosts: Vec<&str> = hosts.into_iter().collect();
+        hosts.sort_by(|a, b| crate::desired::id::natural_cmp(a, b));
+        hosts
     }
 }
 

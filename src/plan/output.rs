@@ -10,6 +10,45 @@ pub struct Show {
     pub diff: bool,
     /// Objects fabrik does not manage.
     pub unmanaged: bool,
+    /// ANSI colour on the symbols (create green, change yellow, replace, destroy and
+    /// disruptive changes red): only when the command's output layer says colour is on.
+    pub color: bool,
+}
+
+/// GitHub refuses a pull-request comment longer than this many characters.
+pub const GITHUB_COMMENT_LIMIT_CHARS: usize = 65_536;
+/// Room kept under the limit for the note of what was cut and a CI job's own lines.
+const COMMENT_MARGIN_CHARS: usize = 1_024;
+
+/// ANSI colours of the symbols.
+mod paint {
+    pub const GREEN: &str = "\x1b[32m";
+    pub const YELLOW: &str = "\x1b[33m";
+    pub const RED: &str = "\x1b[31m";
+    pub const RESET: &str = "\x1b[0m";
+}
+
+/// Whether an action destroys data, removes something, or disturbs a running tenant:
+/// what a reviewer must see first.
+pub fn alarming(a: &Action) -> bool {
+    match a.op {
+        super::Op::Delete | super::Op::Replace => true,
+        super::Op::Create | super::Op::Update => a.class.disruptive(),
+    }
+}
+
+/// The symbol, coloured when `color`.
+fn symbol(a: &Action, color: bool) -> String {
+    if !color {
+        return a.symbol.clone();
+    }
+    let paint = match a.op {
+        super::Op::Create => paint::GREEN,
+        super::Op::Update if a.class.disruptive() => paint::RED,
+        super::Op::Update => paint::YELLOW,
+        super::Op::Replace | super::Op::Delete => paint::RED,
+    };
+    format!("{paint}{}{}", a.symbol, paint::RESET)
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -40,6 +79,24 @@ pub fn summary_line(s: &Summary) -> String {
     line
 }
 
+/// The plan's verdict: [`summary_line`], unless errors stopped part of it — then it
+/// never claims the hosts match ("No changes") and says the plan is incomplete.
+pub fn headline(plan: &Plan) -> String {
+    let errors = plan.errors.len();
+    if errors == 0 {
+        return summary_line(&plan.summary);
+    }
+    let s = &plan.summary;
+    let stopped = plural(errors, "error", "errors");
+    if s.add + s.change + s.destroy == 0 {
+        format!(
+            "Plan incomplete: {stopped}; no changes planned, but the hosts are not known to match the desired state."
+        )
+    } else {
+        format!("Plan incomplete: {stopped}; of the rest, {}", summary_line(s).trim_start_matches("Plan: "))
+    }
+}
+
 fn notice_word(kind: NoticeKind) -> &'static str {
     match kind {
         NoticeKind::Unmanaged => "unmanaged",
@@ -68,9 +125,11 @@ pub fn human(plan: &Plan, show: Show) -> String {
         }
         out.push_str(&format!("{host}\n"));
         for a in actions {
+            // Padding is computed on the bare symbol: escapes take no columns.
+            let pad = " ".repeat(3usize.saturating_sub(a.symbol.chars().count()));
             out.push_str(&format!(
-                "  {:<3} {:<id_width$}  {:<class_width$}  {}\n",
-                a.symbol,
+                "  {}{pad} {:<id_width$}  {:<class_width$}  {}\n",
+                symbol(a, false),
                 a.id.to_string(),
                 a.class.label(),
                 a.reason
@@ -103,10 +162,28 @@ pub fn human(plan: &Plan, show: Show) -> String {
     if !plan.errors.is_empty() {
         out.push('\n');
     }
-    out.push_str(&summary_line(&plan.summary));
+    out.push_str(&headline(plan));
     out.push('\n');
-    // Reasons and errors quote hosts and files: none may act on the terminal.
-    crate::diag::printable(&out).into_owned()
+    // Reasons and errors quote hosts and files: none may act on the terminal. The
+    // colour is added after, on the symbols only.
+    let out = crate::diag::printable(&out).into_owned();
+    if !show.color {
+        return out;
+    }
+    let mut painted = String::with_capacity(out.len());
+    let mut actions = plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).peekable();
+    for line in out.split_inclusive('\n') {
+        match actions.peek() {
+            Some(a) if line.starts_with(&format!("  {} ", a.symbol)) && line.contains(&a.id.to_string()) => {
+                painted.push_str("  ");
+                painted.push_str(&symbol(a, true));
+                painted.push_str(&line[2 + a.symbol.len()..]);
+                actions.next();
+            }
+            _ => painted.push_str(line),
+        }
+    }
+    painted
 }
 
 /// The plan document: the same JSON `--out` writes.
@@ -118,38 +195,166 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
 
-/// The plan as a pull-request comment.
+/// The plan as a pull-request comment: the headline, the errors, then what destroys
+/// data or disturbs tenants, then every host's table with its XML diffs folded in
+/// `<details>`. Kept under [`GITHUB_COMMENT_LIMIT_CHARS`]: diffs are left out first,
+/// then table rows, with a note saying what was cut.
 pub fn markdown(plan: &Plan, show: Show) -> String {
-    let mut out = format!("### fabrik plan: `{}`\n\n**{}**\n", plan.factory, summary_line(&plan.summary));
+    let mut head = format!("### fabrik plan: `{}`\n\n**{}**\n", plan.factory, headline(plan));
     if !plan.errors.is_empty() {
-        out.push_str("\n#### Errors\n\n");
+        head.push_str("\n#### Errors\n\n");
         for e in &plan.errors {
             let at = e.at.as_ref().map_or_else(String::new, |at| format!(" (`{at}`)"));
-            out.push_str(&format!("- **`{}`** `{}`{at}: {} — {}\n", e.code, e.id, cell(&e.message), cell(&e.help)));
+            head.push_str(&format!("- **`{}`** `{}`{at}: {} — {}\n", e.code, e.id, cell(&e.message), cell(&e.help)));
         }
     }
+    let alarms: Vec<&Action> = plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).filter(|a| alarming(a)).collect();
+    if !alarms.is_empty() {
+        head.push_str(&format!(
+            "\n#### Destroys data, removes, or restarts tenants ({})\n\n|  | resource | class | reason |\n|---|---|---|---|\n",
+            alarms.len()
+        ));
+        for a in &alarms {
+            head.push_str(&row(a));
+        }
+    }
+    // Per host: the table's rows, and its diffs.
+    let mut hosts: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
     for host in plan.hosts() {
         let actions: Vec<&Action> = plan.on_host(host).collect();
         let notices: Vec<_> = plan.notices.iter().filter(|n| n.id.host == host && shown(n.kind, show)).collect();
         if actions.is_empty() && notices.is_empty() {
             continue;
         }
-        out.push_str(&format!("\n#### `{host}`\n\n|  | resource | class | reason |\n|---|---|---|---|\n"));
-        for a in &actions {
-            out.push_str(&format!("| `{}` | `{}` | {} | {} |\n", a.symbol, a.id, a.class.label(), cell(&a.reason)));
+        let title = format!("\n#### `{host}`\n\n|  | resource | class | reason |\n|---|---|---|---|\n");
+        let mut rows: Vec<String> = actions.iter().map(|a| row(a)).collect();
+        rows.extend(
+            notices.iter().map(|n| format!("| · | `{}` | {} | {} |\n", n.id, notice_word(n.kind), cell(&n.reason))),
+        );
+        let diffs = if show.diff {
+            actions
+                .iter()
+                .filter_map(|a| {
+                    a.diff.as_deref().map(|d| {
+                        format!(
+                            "\n<details><summary><code>{}</code></summary>\n\n```diff\n{d}```\n\n</details>\n",
+                            a.id
+                        )
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        hosts.push((title, rows, diffs));
+    }
+    let chars = |s: &str| s.chars().count();
+    let mut budget = GITHUB_COMMENT_LIMIT_CHARS - COMMENT_MARGIN_CHARS;
+    budget = budget.saturating_sub(chars(&head));
+    // Tables first: rows are kept in order while they fit.
+    let (mut rows_cut, mut diffs_cut) = (0, 0);
+    let mut kept_rows: Vec<usize> = Vec::new();
+    for (title, rows, _) in &hosts {
+        let mut kept = 0;
+        if chars(title) <= budget {
+            budget -= chars(title);
+            // Rows are kept from the top: once one does not fit, none after it is
+            // shown (a table with a hole would mislead).
+            for r in rows {
+                if chars(r) > budget {
+                    break;
+                }
+                budget -= chars(r);
+                kept += 1;
+            }
         }
-        for n in &notices {
-            out.push_str(&format!("| · | `{}` | {} | {} |\n", n.id, notice_word(n.kind), cell(&n.reason)));
+        rows_cut += rows.len() - kept;
+        kept_rows.push(kept);
+    }
+    let mut out = head;
+    for ((title, rows, diffs), kept) in hosts.iter().zip(kept_rows) {
+        if kept == 0 && !rows.is_empty() {
+            continue;
         }
-        if show.diff {
-            for a in actions.iter().filter(|a| a.diff.is_some()) {
-                out.push_str(&format!(
-                    "\n<details><summary><code>{}</code></summary>\n\n```diff\n{}```\n\n</details>\n",
-                    a.id,
-                    a.diff.as_deref().unwrap_or_default()
-                ));
+        out.push_str(title);
+        for r in &rows[..kept] {
+            out.push_str(r);
+        }
+        for d in diffs {
+            if chars(d) <= budget {
+                budget -= chars(d);
+                out.push_str(d);
+            } else {
+                diffs_cut += 1;
             }
         }
     }
+    if rows_cut + diffs_cut > 0 {
+        let mut cut = Vec::new();
+        if diffs_cut > 0 {
+            cut.push(plural(diffs_cut, "XML diff", "XML diffs"));
+        }
+        if rows_cut > 0 {
+            cut.push(plural(rows_cut, "table row", "table rows"));
+        }
+        out.push_str(&format!(
+            "\n> **Cut to stay under GitHub's {GITHUB_COMMENT_LIMIT_CHARS}-character comment limit:** {} left out. \
+             `fabrik plan --format json` (or `--out plan.json`) has the whole plan.\n",
+            cut.join(" and ")
+        ));
+    }
     crate::diag::printable(&out).into_owned()
+}
+
+fn row(a: &Action) -> String {
+    format!("| `{}` | `{}` | {} | {} |\n", a.symbol, a.id, a.class.label(), cell(&a.reason))
+}
+
+/// The plan as GitHub Actions annotations: an `::error` on each plan error, a
+/// `::warning` on the declaration of each action that destroys data, removes, or
+/// restarts tenants ([`alarming`]), and a `::notice` with the headline. `locate` gives a
+/// resource's declaration, its path already relative to the repository.
+pub fn github(plan: &Plan, locate: impl Fn(&super::ResourceId) -> Option<super::locate::Location>) -> String {
+    use crate::diag::render::{escape_data, escape_property};
+    let props = |at: Option<super::locate::Location>, title: &str| {
+        let mut p: Vec<String> = at
+            .map(|at| {
+                vec![
+                    format!("file={}", escape_property(&at.file)),
+                    format!("line={}", at.line),
+                    format!("col={}", at.column),
+                ]
+            })
+            .unwrap_or_default();
+        p.push(format!("title={}", escape_property(title)));
+        p.join(",")
+    };
+    let mut out = String::new();
+    for e in &plan.errors {
+        let at =
+            e.at.clone().map(|at| super::locate::Location { file: relative(&at.file), ..at }).or_else(|| locate(&e.id));
+        let message = format!("{} ({})\nhelp: {}", e.message, e.id, e.help);
+        out.push_str(&format!("::error {}::{}\n", props(at, &e.code), escape_data(&message)));
+    }
+    for a in plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).filter(|a| alarming(a)) {
+        let title = format!("fabrik plan: {} ({})", a.op.word(), a.class.label());
+        let mut message = format!("{} {}: {}", a.symbol, a.id, a.reason);
+        if let Some(old) = &a.moved_from {
+            message.push_str(&format!("\nmoved from `{old}`"));
+        }
+        out.push_str(&format!("::warning {}::{}\n", props(locate(&a.id), &title), escape_data(&message)));
+    }
+    out.push_str(&format!("::notice title=fabrik plan::{}\n", escape_data(&headline(plan))));
+    crate::diag::printable(&out).into_owned()
+}
+
+/// A path as a reviewer's repository shows it: relative to the current directory when
+/// it lies below it.
+pub fn relative(path: &str) -> String {
+    let p = std::path::Path::new(path);
+    let Ok(cwd) = std::env::current_dir() else { return path.to_string() };
+    let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    let abs = abs.canonicalize().unwrap_or(abs);
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    abs.strip_prefix(&cwd).map_or_else(|_| path.to_string(), |r| r.display().to_string())
 }
