@@ -60,7 +60,9 @@ fn an_ext_transport_never_runs_its_command() {
     let factory = dir.path().join("f/factory.yaml");
     write(
         &factory,
-        &format!("version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ext:///system?command={script}\"\n{NUMA}"),
+        &format!(
+            "version: 1\nfactory: t\nhosts:\n  - name: h1\n    uri: \"qemu+ext:///system?command={script}\"\n{NUMA}"
+        ),
     );
     refused_before_anything_runs(&factory, &marker, "fabrik::trust::transport");
     // The marker script is real: run by hand, it leaves the marker.
@@ -95,7 +97,9 @@ fn a_tenants_agent_command_never_runs() {
     );
     write(
         &root.join("tenants/acme/vms.yaml"),
-        &format!("version: 1\nfactory: t\nhosts:\n  - name: h2\n    uri: \"test:///default\"\n    agent: {script}\n{NUMA}"),
+        &format!(
+            "version: 1\nfactory: t\nhosts:\n  - name: h2\n    uri: \"test:///default\"\n    agent: {script}\n{NUMA}"
+        ),
     );
     refused_before_anything_runs(&root, &marker, "fabrik::trust::tenant-agent");
 }

@@ -95,15 +95,8 @@ pub fn run_man() -> u8 {
     }
 }
 
-/// A closed pipe (`fabrik man | head`) is a quiet end; any other failure is an error.
+/// Through the one output layer: a closed pipe or a full disk ends as every command's does.
 fn write_stdout(bytes: &[u8]) -> u8 {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(bytes).and_then(|()| out.flush()) {
-        Ok(()) => exit::OK,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
-        Err(e) => {
-            eprintln!("error: cannot write to stdout: {e}");
-            exit::INVALID
-        }
-    }
+    super::out::print(&String::from_utf8_lossy(bytes));
+    exit::OK
 }
