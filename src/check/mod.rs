@@ -16,8 +16,8 @@ pub mod refs;
 pub mod rules;
 pub mod scope;
 pub mod supply;
-pub mod volumes;
 pub mod trust;
+pub mod volumes;
 
 use crate::diag::Diagnostic;
 use crate::spec::model::Spec;

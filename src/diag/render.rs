@@ -207,7 +207,13 @@ impl Snippet {
         let text = displayable(&f.text[offset..end]);
         let mut line_starts = vec![0];
         line_starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
-        Snippet { name: super::printable(&f.path.display().to_string()).into_owned(), offset, first_line, text, line_starts }
+        Snippet {
+            name: super::printable(&f.path.display().to_string()).into_owned(),
+            offset,
+            first_line,
+            text,
+            line_starts,
+        }
     }
 
     /// 0-based line of `text` that holds a position in it.
