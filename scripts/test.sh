@@ -11,3 +11,5 @@ cargo build -p sim-nvml --quiet
 cargo test -p sim-nvml --quiet
 cargo test --all-targets
 cargo test --doc --quiet
+# Coverage-guided fuzzing, 15 s per target (docs/fuzzing.md).
+bash scripts/fuzz.sh 15

@@ -5,7 +5,8 @@
 //! structure (brackets, braces, quotes, anchors, comments, raw strings). It must never
 //! panic, overflow the stack or point a diagnostic outside its file. Bounded by
 //! `FUZZ_SECONDS` (default 5 s per target) so that CI stays short; set it higher for a
-//! long run. libFuzzer (cargo-fuzz) is not used: see docs/limits.md.
+//! long run. The coverage-guided counterpart, on nightly, is libFuzzer in `fuzz/`
+//! (docs/fuzzing.md).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
