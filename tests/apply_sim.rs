@@ -314,5 +314,7 @@ fn a_gpu_bound_for_passthrough_is_invisible_to_the_twins_nvml() {
         (fabrik::driver::ErrorKind::NotFound, Some("NVML_ERROR_NOT_FOUND")),
         "{e:?}"
     );
+    drop(gpus);
+    fabrik::sim::release_state(state.path());
     assert_eq!(plan(state.path()).status.code(), Some(0), "converged");
 }

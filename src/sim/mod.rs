@@ -29,16 +29,21 @@ pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
 /// How long a command waits for another fabrik process that uses the same twins.
 pub const STATE_LOCK_WAIT: Duration = Duration::from_secs(300);
 
+/// The state folders this process holds, with their locked files.
+fn lock_registry() -> &'static Mutex<Vec<(PathBuf, File)>> {
+    static HELD: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+    &HELD
+}
+
 /// Takes the twins' state folder for this process, until it ends: two `plan --sim` or
 /// `apply --sim` at once would each read the state, change it and write it back, and one
 /// would lose the other's changes. Within the process, taking it again is a no-op (an
 /// apply opens several connections to one twin). Waits up to [`STATE_LOCK_WAIT`].
 pub fn lock_state(state: &Path) -> Result<(), DriverError> {
-    static HELD: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
     let fail = |e: std::io::Error| failed("cannot lock the twins' state in", state, e);
     std::fs::create_dir_all(state).map_err(fail)?;
     let key = std::fs::canonicalize(state).map_err(fail)?;
-    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = lock_registry().lock().unwrap_or_else(|e| e.into_inner());
     if held.iter().any(|(p, _)| *p == key) {
         return Ok(());
     }
@@ -65,6 +70,15 @@ pub fn lock_state(state: &Path) -> Result<(), DriverError> {
     }
     held.push((key, file));
     Ok(())
+}
+
+/// Lets go of the twins' state folder taken by [`lock_state`], so that another process
+/// (a `fabrik plan --sim` started by this one, say) can take it; the next use in this
+/// process takes it again.
+pub fn release_state(state: &Path) {
+    let Ok(key) = std::fs::canonicalize(state) else { return };
+    let mut held = lock_registry().lock().unwrap_or_else(|e| e.into_inner());
+    held.retain(|(p, _)| *p != key);
 }
 
 /// The state folder of one host's twin.
