@@ -99,7 +99,10 @@ fn environment_stands_for_flags_and_flags_win() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("FABRIK_FORMAT=json gives JSON");
     assert_eq!(v["valid"], true);
     let o = fabrik(&["validate", "--format", "human", "examples/minimal"], &[("FABRIK_FORMAT", "json")]);
-    assert!(o.stdout.is_empty(), "--format human wins over FABRIK_FORMAT");
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).is_err() && !o.stdout.is_empty(),
+        "--format human wins over FABRIK_FORMAT: the verdict is text, not JSON"
+    );
     let o = fabrik(&["validate"], &[("FABRIK_FACTORY", "fixtures/cli/two-files")]);
     assert_eq!(o.status.code(), Some(1), "FABRIK_FACTORY names the factory");
     let o = fabrik(&["validate", "examples/minimal"], &[("FABRIK_FORMAT", "yaml")]);
