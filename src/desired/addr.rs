@@ -271,17 +271,9 @@ pub fn records(vm: &super::DesiredVm) -> Vec<(u32, IpAddr)> {
 /// get the same answer.
 pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {
     let mut keep: BTreeMap<NicKey, IpAddr> = BTreeMap::new();
-    for host in &desired.hosts {
-        let Some(l) = live.iter().find(|l| l.name == host.name) else { continue };
-        for vm in &host.vms {
-            let Some(domain) = l.domains.iter().find(|d| d.name == vm.name) else { continue };
-            // Only a domain this factory marked: another's addresses are not ours to take.
-            if domain.owner.as_ref().is_none_or(|o| o.factory.is_empty() || o.factory != desired.factory) {
-                continue;
-            }
-            for (k, ip) in &domain.addresses {
-                keep.insert((vm.name.clone(), *k as usize), *ip);
-            }
+    for (_, vm, domain) in super::marked_domains(desired, live) {
+        for (k, ip) in &domain.addresses {
+            keep.insert((vm.name.clone(), *k as usize), *ip);
         }
     }
     let mut out = desired.clone();

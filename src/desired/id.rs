@@ -37,21 +37,22 @@ impl ResourceKind {
         }
     }
 
+    /// Every kind, in the order the graph creates them.
+    pub const ALL: [ResourceKind; 10] = [
+        ResourceKind::Host,
+        ResourceKind::Gpu,
+        ResourceKind::Mig,
+        ResourceKind::Hugepages,
+        ResourceKind::Vfs,
+        ResourceKind::Link,
+        ResourceKind::Network,
+        ResourceKind::Pool,
+        ResourceKind::Volume,
+        ResourceKind::Vm,
+    ];
+
     fn from_word(w: &str) -> Option<ResourceKind> {
-        [
-            ResourceKind::Host,
-            ResourceKind::Gpu,
-            ResourceKind::Mig,
-            ResourceKind::Hugepages,
-            ResourceKind::Vfs,
-            ResourceKind::Link,
-            ResourceKind::Network,
-            ResourceKind::Pool,
-            ResourceKind::Volume,
-            ResourceKind::Vm,
-        ]
-        .into_iter()
-        .find(|k| k.word() == w)
+        Self::ALL.into_iter().find(|k| k.word() == w)
     }
 }
 

@@ -107,21 +107,13 @@ pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<N
 /// answer.
 pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {
     let mut keep: BTreeMap<NicKey, String> = BTreeMap::new();
-    for host in &desired.hosts {
-        let Some(l) = live.iter().find(|l| l.name == host.name) else { continue };
-        for vm in &host.vms {
-            let Some(domain) = l.domains.iter().find(|d| d.name == vm.name) else { continue };
-            // Only a domain this factory marked: another's MACs are not ours to take.
-            if domain.owner.as_ref().is_none_or(|o| o.factory.is_empty() || o.factory != desired.factory) {
+    for (_, vm, domain) in super::marked_domains(desired, live) {
+        for (k, (nic, iface)) in vm.nics.iter().zip(&domain.interfaces).enumerate() {
+            if nic.declared {
                 continue;
             }
-            for (k, (nic, iface)) in vm.nics.iter().zip(&domain.interfaces).enumerate() {
-                if nic.declared {
-                    continue;
-                }
-                if let Some(mac) = iface.mac.as_deref().and_then(parse) {
-                    keep.insert((vm.name.clone(), k), mac);
-                }
+            if let Some(mac) = iface.mac.as_deref().and_then(parse) {
+                keep.insert((vm.name.clone(), k), mac);
             }
         }
     }

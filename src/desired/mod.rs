@@ -33,6 +33,31 @@ pub struct Desired {
     pub ipam: std::collections::BTreeMap<String, addr::Ipam>,
 }
 
+/// Each VM of this factory with its live domain, where its host runs one this factory
+/// marked: what plan and apply may read back (MACs, addresses, volume names). A domain
+/// another factory marked, or one marked with the empty name by an older unnamed apply, is
+/// never ours. Hosts and domains are looked up by name through an index: linear in them.
+pub fn marked_domains<'a>(
+    desired: &'a Desired,
+    live: &'a [crate::live::LiveHost],
+) -> Vec<(&'a DesiredHost, &'a DesiredVm, &'a crate::live::LiveDomain)> {
+    let by_host: std::collections::HashMap<&str, &crate::live::LiveHost> =
+        live.iter().map(|l| (l.name.as_str(), l)).collect();
+    let mut out = Vec::new();
+    for host in &desired.hosts {
+        let Some(l) = by_host.get(host.name.as_str()) else { continue };
+        let domains: std::collections::HashMap<&str, &crate::live::LiveDomain> =
+            l.domains.iter().map(|d| (d.name.as_str(), d)).collect();
+        for vm in &host.vms {
+            let Some(domain) = domains.get(vm.name.as_str()) else { continue };
+            if domain.owner.as_ref().is_some_and(|o| !o.factory.is_empty() && o.factory == desired.factory) {
+                out.push((host, vm, *domain));
+            }
+        }
+    }
+    out
+}
+
 /// Everything one host should have.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DesiredHost {

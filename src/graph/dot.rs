@@ -49,18 +49,7 @@ fn look(kind: ResourceKind) -> (&'static str, &'static str) {
     }
 }
 
-const ALL_KINDS: [ResourceKind; 10] = [
-    ResourceKind::Host,
-    ResourceKind::Gpu,
-    ResourceKind::Mig,
-    ResourceKind::Hugepages,
-    ResourceKind::Vfs,
-    ResourceKind::Link,
-    ResourceKind::Network,
-    ResourceKind::Pool,
-    ResourceKind::Volume,
-    ResourceKind::Vm,
-];
+const ALL_KINDS: [ResourceKind; 10] = ResourceKind::ALL;
 
 /// A kind from its word in ids (`vm`, `net`, `volume`, …).
 pub fn kind_of_word(word: &str) -> Option<ResourceKind> {

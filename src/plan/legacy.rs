@@ -11,38 +11,31 @@ use crate::live::LiveHost;
 /// definition uses the volume's old name.
 pub fn renamed_volumes(desired: &Desired, live: &[LiveHost]) -> Vec<PlanError> {
     let mut out = Vec::new();
-    for host in &desired.hosts {
-        let Some(l) = live.iter().find(|l| l.name == host.name) else { continue };
-        for vm in &host.vms {
-            let Some(domain) = l.domains.iter().find(|d| d.name == vm.name) else { continue };
-            if domain.owner.as_ref().is_none_or(|o| o.factory.is_empty() || o.factory != desired.factory) {
+    for (host, vm, domain) in crate::desired::marked_domains(desired, live) {
+        for disk in &vm.disks {
+            let Some(rest) = disk.volume.strip_prefix(&format!("{}+", vm.name)) else { continue };
+            let old = format!("{}-{rest}", vm.name);
+            let uses_old = domain
+                .disks
+                .iter()
+                .any(|d| d.target == disk.target && d.source.as_deref() == Some(&format!("{}/{old}", disk.pool)));
+            if !uses_old {
                 continue;
             }
-            for disk in &vm.disks {
-                let Some(rest) = disk.volume.strip_prefix(&format!("{}+", vm.name)) else { continue };
-                let old = format!("{}-{rest}", vm.name);
-                let uses_old = domain
-                    .disks
-                    .iter()
-                    .any(|d| d.target == disk.target && d.source.as_deref() == Some(&format!("{}/{old}", disk.pool)));
-                if !uses_old {
-                    continue;
-                }
-                out.push(PlanError {
-                    code: "fabrik::plan::renamed-volume".into(),
-                    id: ResourceId::new(ResourceKind::Volume, &host.name, format!("{}/{}", disk.pool, disk.volume)),
-                    message: format!(
-                        "VM `{}` uses volume `{old}` for disk `{rest}`, which this fabrik names `{}`",
-                        vm.name, disk.volume
-                    ),
-                    help: format!(
-                        "to keep the disk's data, add `volume: {old}` to disk `{rest}` of VM `{}`; fabrik names \
+            out.push(PlanError {
+                code: "fabrik::plan::renamed-volume".into(),
+                id: ResourceId::new(ResourceKind::Volume, &host.name, format!("{}/{}", disk.pool, disk.volume)),
+                message: format!(
+                    "VM `{}` uses volume `{old}` for disk `{rest}`, which this fabrik names `{}`",
+                    vm.name, disk.volume
+                ),
+                help: format!(
+                    "to keep the disk's data, add `volume: {old}` to disk `{rest}` of VM `{}`; fabrik names \
                          volumes `<vm>+<disk>` when the disk's name has a `-`, so no two disks share one",
-                        vm.name
-                    ),
-                    at: None,
-                });
-            }
+                    vm.name
+                ),
+                at: None,
+            });
         }
     }
     out
