@@ -211,6 +211,15 @@ pub fn load_bytes(
     (id, spec, diags)
 }
 
+/// One YAML text decoded on its own, for unit tests that need a [`Spec`]; panics on any
+/// diagnostic, since such a test means its text to be clean.
+#[cfg(test)]
+pub(crate) fn clean_yaml(text: &str) -> Spec {
+    let (_, spec, diags) = load_bytes(&mut Sources::default(), "f.yaml".into(), Syntax::Yaml, text.as_bytes().to_vec());
+    assert!(diags.is_empty(), "{diags:?}");
+    spec
+}
+
 /// Parses and decodes one file's bytes as file `id` of the run. It touches nothing
 /// shared, so files can be parsed on several threads.
 pub fn parse_file(id: FileId, path: PathBuf, syntax: Syntax, bytes: Vec<u8>) -> (SourceFile, Spec, Vec<Diagnostic>) {
