@@ -27,6 +27,7 @@ pub mod files;
 pub mod formats;
 pub mod graph;
 pub mod hw;
+pub mod import;
 pub mod inventory;
 pub mod live;
 pub mod place;

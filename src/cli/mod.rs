@@ -8,6 +8,7 @@ pub mod completions;
 pub mod explain;
 pub mod graph;
 pub mod hosts;
+pub mod import;
 pub mod init;
 pub mod inventory;
 pub mod out;
@@ -80,6 +81,9 @@ pub enum Command {
     Plan(plan::Args),
     /// Plan, confirm, carry the plan out on the hosts in parallel, and verify with a new plan.
     Apply(apply::Args),
+    /// Adopt domains no factory marks: show what would be done, mark them with `--yes`
+    /// (metadata only, nothing restarts), and print the declarations to add.
+    Import(import::Args),
     /// Write a small, valid starter factory (and the schema editors read) into DIR.
     Init(init::Args),
     /// Print a shell completion script (`fabrik completions bash > /etc/bash_completion.d/fabrik`).
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
         Command::Init(args) => init::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Completions { shell } => completions::run_completions(shell),
         Command::Man => completions::run_man(),
     };

@@ -99,6 +99,16 @@ pub trait Virt: Send {
     fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
     /// Resumes a paused domain.
     fn resume_domain(&mut self, name: &str) -> Result<()>;
+    /// Sets (replaces) fabrik's element in a domain's `<metadata>`
+    /// ([`crate::driver::libvirt::owner`]) in its saved definition and, when it runs, in
+    /// the running one: no redefine, so nothing waits for a restart (`fabrik import`).
+    fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
+        let _ = mark;
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("cannot mark domain `{name}`: this driver cannot set metadata"),
+        ))
+    }
 
     fn define_network(&mut self, xml: &str) -> Result<()>;
     fn start_network(&mut self, name: &str) -> Result<()>;

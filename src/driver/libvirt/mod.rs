@@ -538,6 +538,26 @@ impl Virt for LibvirtDriver {
         self.domain(name)?.resume().map(drop).map_err(err(format!("cannot resume domain `{name}`")))
     }
 
+    fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
+        let dom = self.domain(name)?;
+        let what = format!("cannot mark domain `{name}`");
+        let active = dom.is_active().map_err(err(what.clone()))?;
+        // The saved definition and, while it runs, the running one: a metadata change
+        // takes effect at once and leaves nothing for the next start.
+        let mut flags = sys::VIR_DOMAIN_AFFECT_CONFIG;
+        if active {
+            flags |= sys::VIR_DOMAIN_AFFECT_LIVE;
+        }
+        dom.set_metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(&owner::for_set_metadata(mark)),
+            Some(owner::PREFIX),
+            Some(owner::NAMESPACE),
+            flags,
+        )
+        .map_err(err(what))
+    }
+
     fn define_network(&mut self, xml: &str) -> Result<()> {
         self.conn.define_network_xml(xml).map(drop).map_err(err(format!("cannot define network `{}`", name_in(xml))))
     }

@@ -1,0 +1,237 @@
+//! A live domain → the VM declaration that renders to it: explicit sizing (no template),
+//! its host, its tenant, its disks as the pool volumes they are, its NICs with their MACs
+//! on the factory's networks. What cannot be declared is a reason, in words.
+
+use crate::desired::DesiredHost;
+use crate::live::{LiveDomain, LiveHost, PowerState};
+use crate::spec::model::{DiskBus, Firmware, Power, Spec};
+use crate::spec::types::ByteSize;
+
+/// A VM declaration, as `fabrik import` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VmDecl {
+    pub name: String,
+    pub tenant: String,
+    pub host: String,
+    pub vcpus: u32,
+    pub memory: ByteSize,
+    pub firmware: Firmware,
+    pub power: Power,
+    pub nics: Vec<NicDecl>,
+    pub disks: Vec<DiskDecl>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NicDecl {
+    pub network: String,
+    pub mac: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskDecl {
+    /// The disk's name within the VM: its guest device (`vda`).
+    pub name: String,
+    pub pool: String,
+    pub volume: String,
+    pub size: ByteSize,
+    pub bus: DiskBus,
+}
+
+/// The declaration of `domain` on `live` (its host), or every reason it has none.
+/// `host` is the factory's desired state of that host (its networks' bridges);
+/// `tenant` the operator's `--tenant`, else the tenant whose networks the NICs join.
+pub fn declare(
+    spec: &Spec,
+    host: &DesiredHost,
+    live: &LiveHost,
+    domain: &LiveDomain,
+    tenant: Option<&str>,
+) -> Result<VmDecl, Vec<String>> {
+    let mut why = Vec::new();
+    if !domain.hostdevs.is_empty() {
+        why.push(format!(
+            "it passes through PCI devices ({}); import declares no GPUs yet: declare the VM by hand",
+            domain.hostdevs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if domain.hugepages.is_some() || !domain.vcpupin.is_empty() || !domain.numa_cells.is_empty() {
+        why.push(
+            "it is pinned or NUMA-tuned (hugepages, vcpupin or guest NUMA cells); import declares shared vCPUs \
+             without NUMA placement only: declare the VM by hand"
+                .to_string(),
+        );
+    }
+    let mut nics = Vec::new();
+    let mut tenants: Vec<&str> = Vec::new();
+    for (k, iface) in domain.interfaces.iter().enumerate() {
+        let network = match iface.kind.as_str() {
+            "bridge" => host.networks.iter().find(|n| n.bridge.as_deref() == Some(iface.source.as_str())),
+            "network" => host.networks.iter().find(|n| n.name == iface.source),
+            _ => None,
+        };
+        let Some(network) = network else {
+            why.push(format!(
+                "its NIC {k} ({} `{}`) is on no network the factory declares on host `{}`: declare that network first",
+                iface.kind, iface.source, host.name
+            ));
+            continue;
+        };
+        let Some(mac) = &iface.mac else {
+            why.push(format!("its NIC {k} has no MAC address"));
+            continue;
+        };
+        if let Some(t) = &network.tenant
+            && !tenants.contains(&t.as_str())
+        {
+            tenants.push(t);
+        }
+        nics.push(NicDecl { network: network.name.clone(), mac: mac.clone() });
+    }
+    let mut disks = Vec::new();
+    for disk in &domain.disks {
+        let Some((pool, volume)) =
+            disk.source.as_deref().filter(|s| !s.starts_with('/')).and_then(|s| s.split_once('/'))
+        else {
+            why.push(format!(
+                "its disk `{}` is not a volume of a storage pool ({}); fabrik attaches disks as pool volumes: make it \
+                 one (`<disk type='volume'>`, a restart) or leave the VM unmanaged",
+                disk.target,
+                disk.source.as_deref().unwrap_or("no source")
+            ));
+            continue;
+        };
+        if !spec.pools.iter().any(|p| p.name.value == pool) {
+            why.push(format!(
+                "its disk `{}` is in pool `{pool}`, which the factory does not declare: declare it first",
+                disk.target
+            ));
+            continue;
+        }
+        let bus = match disk.bus.as_str() {
+            "virtio" => DiskBus::Virtio,
+            "scsi" => DiskBus::Scsi,
+            "sata" => DiskBus::Sata,
+            other => {
+                why.push(format!("its disk `{}` is on bus `{other}`; fabrik knows virtio, scsi and sata", disk.target));
+                continue;
+            }
+        };
+        let found =
+            live.pools.iter().find(|p| p.name == pool).and_then(|p| p.volumes.iter().find(|v| v.name == volume));
+        let Some(vol) = found else {
+            why.push(format!(
+                "its disk `{}` names volume `{volume}` of pool `{pool}`, which is not there",
+                disk.target
+            ));
+            continue;
+        };
+        disks.push(DiskDecl {
+            name: disk.target.clone(),
+            pool: pool.to_string(),
+            volume: volume.to_string(),
+            size: vol.capacity,
+            bus,
+        });
+    }
+    let tenant = match (tenant, tenants.as_slice()) {
+        (Some(t), _) => t.to_string(),
+        (None, [t]) => t.to_string(),
+        (None, []) => {
+            why.push("no tenant can be told from its networks: name one with `--tenant`".to_string());
+            String::new()
+        }
+        (None, many) => {
+            why.push(format!(
+                "its NICs are on networks of several tenants ({}): name one with `--tenant`",
+                many.join(", ")
+            ));
+            String::new()
+        }
+    };
+    if !why.is_empty() {
+        return Err(why);
+    }
+    Ok(VmDecl {
+        name: domain.name.clone(),
+        tenant,
+        host: host.name.clone(),
+        vcpus: domain.vcpus,
+        memory: domain.memory,
+        firmware: firmware(&domain.xml),
+        power: match domain.state {
+            PowerState::ShutOff => Power::Stopped,
+            PowerState::Running | PowerState::Paused | PowerState::Crashed | PowerState::Other => Power::Running,
+        },
+        nics,
+        disks,
+    })
+}
+
+/// `<os firmware='efi'>` is UEFI; anything else boots the BIOS (fabrik's `<os>` has no
+/// other firmware; a hand-written `<loader>` shows as a difference when checked).
+fn firmware(xml: &str) -> Firmware {
+    let efi = roxmltree::Document::parse(xml).ok().is_some_and(|doc| {
+        doc.root_element()
+            .children()
+            .find(|n| n.has_tag_name("os"))
+            .and_then(|os| os.attribute("firmware"))
+            .is_some_and(|f| f == "efi")
+    });
+    if efi { Firmware::Uefi } else { Firmware::Bios }
+}
+
+/// The declarations as a YAML factory file (`version: 1` and a `vms:` list).
+pub fn yaml(decls: &[VmDecl]) -> String {
+    let mut y = String::from("version: 1\n\nvms:\n");
+    for d in decls {
+        y += &format!("  - name: \"{}\"\n    tenant: \"{}\"\n    host: \"{}\"\n", d.name, d.tenant, d.host);
+        y += &format!("    vcpus: {}\n    memory: {}\n", d.vcpus, d.memory);
+        // Shared vCPUs without NUMA placement: what a domain without pinning renders to.
+        y += "    cpu-policy: shared\n    numa: none\n";
+        y += &format!("    firmware: {}\n", d.firmware);
+        if d.power == Power::Stopped {
+            y += "    power: stopped\n";
+        }
+        if !d.nics.is_empty() {
+            y += "    nics:\n";
+            for n in &d.nics {
+                y += &format!("      - {{ network: \"{}\", mac: \"{}\" }}\n", n.network, n.mac);
+            }
+        }
+        if !d.disks.is_empty() {
+            y += "    disks:\n";
+            for k in &d.disks {
+                y += &format!(
+                    "      - {{ name: \"{}\", pool: \"{}\", volume: \"{}\", size: {}, bus: {} }}\n",
+                    k.name, k.pool, k.volume, k.size, k.bus
+                );
+            }
+        }
+    }
+    y
+}
+
+/// The declarations as a KDL factory file.
+pub fn kdl(decls: &[VmDecl]) -> String {
+    let mut k = String::from("version 1\n");
+    for d in decls {
+        k += &format!("\nvm \"{}\" {{\n    tenant \"{}\"\n    host \"{}\"\n", d.name, d.tenant, d.host);
+        k += &format!("    vcpus {}\n    memory \"{}\"\n", d.vcpus, d.memory);
+        k += "    cpu-policy shared\n    numa none\n";
+        k += &format!("    firmware {}\n", d.firmware);
+        if d.power == Power::Stopped {
+            k += "    power stopped\n";
+        }
+        for n in &d.nics {
+            k += &format!("    nic \"{}\" mac=\"{}\"\n", n.network, n.mac);
+        }
+        for disk in &d.disks {
+            k += &format!(
+                "    disk \"{}\" pool=\"{}\" volume=\"{}\" size=\"{}\" bus={}\n",
+                disk.name, disk.pool, disk.volume, disk.size, disk.bus
+            );
+        }
+        k += "}\n";
+    }
+    k
+}

@@ -1,0 +1,374 @@
+//! `fabrik import`: adopting domains that no factory marks yet.
+//!
+//! For each unmarked domain on the factory's hosts, [`declare`] writes the VM
+//! declaration that describes it (explicit sizing, its disks' volumes, its NICs' MACs).
+//! [`survey`] then adds those declarations to the factory, builds the desired state
+//! and plans against the hosts as they would be once marked: a domain is adopted only
+//! when that plan leaves it (and its volumes) unchanged, so marking it restarts nothing
+//! and the next `fabrik plan` shows no change for it. Everything else is refused, with
+//! the reasons. Marking is a metadata update of the saved and the running definition
+//! ([`crate::driver::Virt::set_domain_mark`]), never a redefine.
+//!
+//! A domain the factory already declares by name (today a `fabrik::plan::name-clash`)
+//! is adopted the same way, with nothing to add to the files.
+//!
+//! Pure: the factory and the observed hosts in, a [`Survey`] out.
+
+pub mod declare;
+
+use std::path::PathBuf;
+
+use crate::desired::{Desired, ResourceId, ResourceKind};
+use crate::diag::Diagnostic;
+use crate::driver::libvirt::owner;
+use crate::live::{LiveHost, Ownership};
+use crate::plan::ownership::{Owner, describe_factory};
+use crate::spec::model::Spec;
+use crate::spec::source::{FileId, Sources, Syntax};
+
+pub use declare::VmDecl;
+
+/// What the operator asked to import.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Only these hosts (empty: every host of the factory).
+    pub hosts: Vec<String>,
+    /// Only these domains (empty: every domain not marked by this factory).
+    pub domains: Vec<String>,
+    /// The tenant of the declared VMs (default: told from their networks).
+    pub tenant: Option<String>,
+}
+
+/// A domain fabrik can adopt without changing it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Adoption {
+    pub host: String,
+    pub domain: String,
+    pub id: ResourceId,
+    /// The declaration to add to the factory; `None` when the factory declares it already.
+    pub declaration: Option<VmDecl>,
+    /// The `<fabrik:owner …>` element to set in its metadata.
+    pub mark: String,
+    /// What the next plan will still do for it that is no restart (autostart).
+    pub notes: Vec<String>,
+}
+
+/// A domain fabrik will not adopt, and why.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Refusal {
+    pub host: String,
+    pub domain: String,
+    pub reasons: Vec<String>,
+}
+
+/// What import found on the hosts.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Survey {
+    pub adoptions: Vec<Adoption>,
+    pub refusals: Vec<Refusal>,
+    /// Domains this factory marks already: (host, domain).
+    pub already_ours: Vec<(String, String)>,
+}
+
+impl Survey {
+    /// The declarations to add, in host and domain order.
+    pub fn declarations(&self) -> Vec<VmDecl> {
+        self.adoptions.iter().filter_map(|a| a.declaration.clone()).collect()
+    }
+}
+
+/// Why no survey could be made: the factory (with the declarations added) has errors.
+pub struct Invalid {
+    pub diags: Vec<Diagnostic>,
+    /// The factory's sources, with the declarations' file added, to render `diags`.
+    pub sources: Sources,
+}
+
+/// The name the declarations' file has in diagnostics.
+pub const DECLARATIONS_FILE: &str = "<fabrik import>.yaml";
+
+/// Times the adoptable set is narrowed before giving up: each round drops the domains the
+/// trial plan would change, and the rest are planned again without them (one domain's
+/// declaration can shift another's derived values, such as an allocated address).
+const ROUNDS_MAX: usize = 4;
+
+/// Surveys the hosts: every domain asked for, adopted or refused.
+pub fn survey(spec: &Spec, sources: &Sources, live: &[LiveHost], request: &Request) -> Result<Survey, Invalid> {
+    let invalid = |diags: Vec<Diagnostic>| Invalid { diags, sources: sources.clone() };
+    let factory = spec.factory.as_ref().map(|f| f.value.clone()).unwrap_or_default();
+    let base = crate::desired::build(spec).map_err(invalid)?;
+    let mut survey = Survey::default();
+    // Candidates: (host, domain, declaration if the factory lacks one).
+    let mut candidates: Vec<(String, String, Option<VmDecl>)> = Vec::new();
+    for l in live {
+        if !request.hosts.is_empty() && !request.hosts.contains(&l.name) {
+            continue;
+        }
+        let Some(host) = base.hosts.iter().find(|h| h.name == l.name) else { continue };
+        if !l.read("libvirt") {
+            survey.refusals.push(Refusal {
+                host: l.name.clone(),
+                domain: "*".into(),
+                reasons: vec!["the host's libvirt could not be read".into()],
+            });
+            continue;
+        }
+        for d in &l.domains {
+            if !request.domains.is_empty() && !request.domains.contains(&d.name) {
+                continue;
+            }
+            let refuse = |reasons| Refusal { host: l.name.clone(), domain: d.name.clone(), reasons };
+            match Owner::of(d.owner.as_ref(), &factory) {
+                Owner::Ours => survey.already_ours.push((l.name.clone(), d.name.clone())),
+                Owner::Other(f) => survey.refusals.push(refuse(vec![format!(
+                    "it is marked by {}: fabrik never takes another factory's domain; import it with that factory's \
+                     files, or remove the mark by hand if that factory is gone",
+                    describe_factory(&f)
+                )])),
+                Owner::Unmarked if host.vms.iter().any(|v| v.name == d.name) => {
+                    candidates.push((l.name.clone(), d.name.clone(), None));
+                }
+                Owner::Unmarked => match declare::declare(spec, host, l, d, request.tenant.as_deref()) {
+                    Ok(decl) => candidates.push((l.name.clone(), d.name.clone(), Some(decl))),
+                    Err(reasons) => survey.refusals.push(refuse(reasons)),
+                },
+            }
+        }
+    }
+    for missing in request.domains.iter().filter(|n| !live.iter().any(|l| l.domains.iter().any(|d| &d.name == *n))) {
+        survey.refusals.push(Refusal {
+            host: "*".into(),
+            domain: missing.clone(),
+            reasons: vec!["no host of the factory has a domain of this name".into()],
+        });
+    }
+    for _ in 0..ROUNDS_MAX {
+        let decls: Vec<VmDecl> = candidates.iter().filter_map(|(_, _, d)| d.clone()).collect();
+        let (trial_spec, trial_sources, mut diags) = with_declarations(spec, sources, &decls);
+        diags.extend(crate::check::run(&trial_spec));
+        diags.retain(Diagnostic::is_error);
+        if !diags.is_empty() {
+            return Err(Invalid { diags, sources: trial_sources });
+        }
+        let desired = crate::desired::build(&trial_spec).map_err(|diags| Invalid { diags, sources: trial_sources })?;
+        let adopted = adopt(&desired, live, &candidates);
+        let (ok, changed): (Vec<_>, Vec<_>) = adopted.into_iter().partition(|(_, why)| why.is_empty());
+        if changed.is_empty() {
+            survey.adoptions = ok.into_iter().map(|(a, _)| a).collect();
+            return Ok(survey);
+        }
+        for (a, why) in changed {
+            candidates.retain(|(h, d, _)| !(h == &a.host && d == &a.domain));
+            survey.refusals.push(Refusal { host: a.host, domain: a.domain, reasons: why });
+        }
+    }
+    for (host, domain, _) in candidates {
+        survey.refusals.push(Refusal {
+            host,
+            domain,
+            reasons: vec![
+                "the declarations of the domains around it kept changing; import it alone (`--domain`)".into(),
+            ],
+        });
+    }
+    Ok(survey)
+}
+
+/// After marking: what is wrong with each adoption on the hosts as read again (`live`):
+/// a mark that is not there, or a plan of the factory with the declarations added that
+/// still changes the domain or its volumes. Empty: every adoption took.
+pub fn verify(spec: &Spec, sources: &Sources, live: &[LiveHost], survey: &Survey) -> Vec<String> {
+    if survey.adoptions.is_empty() {
+        return Vec::new();
+    }
+    let (trial, _, diags) = with_declarations(spec, sources, &survey.declarations());
+    if let Some(d) = diags.iter().find(|d| d.is_error()) {
+        return vec![format!("the declarations do not load: {}", d.message)];
+    }
+    let desired = match crate::desired::build(&trial) {
+        Ok(d) => d,
+        Err(diags) => {
+            return diags.into_iter().map(|d| format!("the declarations do not build: {}", d.message)).collect();
+        }
+    };
+    let plan = crate::plan::plan(&desired, live, &crate::plan::Options::default());
+    let mut problems = Vec::new();
+    for a in &survey.adoptions {
+        let domain = live.iter().find(|l| l.name == a.host).and_then(|l| l.domains.iter().find(|d| d.name == a.domain));
+        let Some(domain) = domain else {
+            problems.push(format!("`{}` on host `{}` is gone", a.domain, a.host));
+            continue;
+        };
+        let id = a.id.to_string();
+        if domain.owner.as_ref().map(|o| (o.factory.as_str(), o.resource.as_str())) != Some((&desired.factory, &id)) {
+            problems.push(format!("`{}` on host `{}` does not carry the mark fabrik set", a.domain, a.host));
+            continue;
+        }
+        let volumes: Vec<ResourceId> = desired
+            .hosts
+            .iter()
+            .filter(|h| h.name == a.host)
+            .flat_map(|h| h.vms.iter().filter(|v| v.name == a.domain))
+            .flat_map(|v| v.disks.iter().map(|k| crate::desired::storage::volume_id(&a.host, &k.pool, &k.volume)))
+            .collect();
+        let mut notes = Vec::new();
+        for why in remaining(&plan, &a.id, &volumes, &mut notes) {
+            problems.push(format!("`{}` on host `{}`: {why}", a.domain, a.host));
+        }
+    }
+    problems
+}
+
+/// The factory with the declarations added as one more file.
+fn with_declarations(spec: &Spec, sources: &Sources, decls: &[VmDecl]) -> (Spec, Sources, Vec<Diagnostic>) {
+    let mut spec = spec.clone();
+    let mut sources = sources.clone();
+    if decls.is_empty() {
+        return (spec, sources, Vec::new());
+    }
+    let text = declare::yaml(decls);
+    let id = FileId(sources.len() as u32);
+    let (file, file_spec, diags) =
+        crate::spec::load::parse_file(id, PathBuf::from(DECLARATIONS_FILE), Syntax::Yaml, text.into_bytes());
+    sources.add(file);
+    let mut diags = diags;
+    spec.merge(file_spec, &mut diags);
+    (spec, sources, diags)
+}
+
+/// Each candidate with its mark, and what the plan would still change once it carries
+/// that mark (empty: it can be adopted).
+fn adopt(
+    desired: &Desired,
+    live: &[LiveHost],
+    candidates: &[(String, String, Option<VmDecl>)],
+) -> Vec<(Adoption, Vec<String>)> {
+    // The marks are those the plan would write: of the desired state as the plan sees it
+    // (MACs and addresses the hosts have kept).
+    let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    let mut marked = live.to_vec();
+    let mut out = Vec::new();
+    for (host, domain, decl) in candidates {
+        let vm = kept.hosts.iter().find(|h| &h.name == host).and_then(|h| h.vms.iter().find(|v| &v.name == domain));
+        let Some(vm) = vm else {
+            let id = ResourceId::new(ResourceKind::Vm, host, domain);
+            let why = vec!["the declaration places no VM of this name on this host".to_string()];
+            out.push((
+                Adoption {
+                    host: host.clone(),
+                    domain: domain.clone(),
+                    id,
+                    declaration: decl.clone(),
+                    mark: String::new(),
+                    notes: Vec::new(),
+                },
+                Err(why),
+            ));
+            continue;
+        };
+        let ownership = Ownership {
+            factory: desired.factory.clone(),
+            resource: vm.id.to_string(),
+            spec_hash: vm.spec_hash.clone(),
+        };
+        let records = crate::desired::addr::records(vm);
+        let mark = owner::render_with_addresses(&ownership, &records);
+        if let Some(d) =
+            marked.iter_mut().find(|l| &l.name == host).and_then(|l| l.domains.iter_mut().find(|d| &d.name == domain))
+        {
+            d.xml = with_mark(&d.xml, &mark);
+            d.owner = Some(ownership);
+            d.addresses = records;
+        }
+        let volumes: Vec<ResourceId> =
+            vm.disks.iter().map(|k| crate::desired::storage::volume_id(host, &k.pool, &k.volume)).collect();
+        out.push((
+            Adoption {
+                host: host.clone(),
+                domain: domain.clone(),
+                id: vm.id.clone(),
+                declaration: decl.clone(),
+                mark,
+                notes: Vec::new(),
+            },
+            Ok(volumes),
+        ));
+    }
+    let plan = crate::plan::plan(desired, &marked, &crate::plan::Options::default());
+    out.into_iter()
+        .map(|(mut a, volumes)| match volumes {
+            Err(why) => (a, why),
+            Ok(volumes) => {
+                let why = remaining(&plan, &a.id, &volumes, &mut a.notes);
+                (a, why)
+            }
+        })
+        .collect()
+}
+
+/// What `plan` still does for a VM and its volumes: reasons to refuse it, and `notes`
+/// for what changes without a restart and without touching the guest's definition.
+pub fn remaining(
+    plan: &crate::plan::Plan,
+    vm: &ResourceId,
+    volumes: &[ResourceId],
+    notes: &mut Vec<String>,
+) -> Vec<String> {
+    let mut why = Vec::new();
+    for e in plan.errors.iter().filter(|e| &e.id == vm || volumes.contains(&e.id)) {
+        why.push(format!("the plan would stop on it: {} ({})", e.message, e.code));
+    }
+    for a in plan.actions.iter().filter(|a| &a.id == vm || volumes.contains(&a.id)) {
+        let fields: Vec<&str> = a.changes.iter().map(|c| c.field.as_str()).collect();
+        if &a.id == vm && !fields.is_empty() && fields.iter().all(|f| *f == "autostart") {
+            notes.push(format!("the next apply sets {}", a.reason));
+            continue;
+        }
+        let what = if &a.id == vm { "its definition".to_string() } else { format!("its volume `{}`", a.id) };
+        let fields = if fields.is_empty() { String::new() } else { format!(" [{}]", fields.join(", ")) };
+        why.push(format!(
+            "fabrik would still change {what}: {}{fields}; adopting it would mean a change on the next apply, so it is \
+             left alone: make the domain match or declare it by hand",
+            a.reason
+        ));
+    }
+    why
+}
+
+/// A domain's XML with fabrik's mark in its `<metadata>` (made if it has none), as
+/// libvirt returns it after [`crate::driver::Virt::set_domain_mark`].
+pub fn with_mark(xml: &str, mark: &str) -> String {
+    if let Some(i) = xml.find("<metadata>") {
+        let at = i + "<metadata>".len();
+        return format!("{}{mark}{}", &xml[..at], &xml[at..]);
+    }
+    if let Some(i) = xml.find("<metadata/>") {
+        return format!("{}<metadata>{mark}</metadata>{}", &xml[..i], &xml[i + "<metadata/>".len()..]);
+    }
+    match xml.find("</name>") {
+        Some(i) => {
+            let at = i + "</name>".len();
+            format!("{}<metadata>{mark}</metadata>{}", &xml[..at], &xml[at..])
+        }
+        None => xml.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mark_goes_into_metadata_whatever_is_there() {
+        let mark =
+            "<fabrik:owner xmlns:fabrik='https://fabrik.dev/xmlns/1' factory='f' resource='vm:h/a' spec-hash='1'/>";
+        for xml in [
+            "<domain><name>a</name><memory>1</memory></domain>",
+            "<domain><name>a</name><metadata/><memory>1</memory></domain>",
+            "<domain><name>a</name><metadata><x:y xmlns:x='urn:x'/></metadata></domain>",
+        ] {
+            let got = owner::parse_xml(&with_mark(xml, mark)).expect("a mark");
+            assert_eq!(got.resource, "vm:h/a", "{xml}");
+        }
+    }
+}
