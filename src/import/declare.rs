@@ -235,3 +235,75 @@ pub fn kdl(decls: &[VmDecl]) -> String {
     }
     k
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::source::{Sources, Syntax};
+
+    fn decls() -> Vec<VmDecl> {
+        vec![
+            VmDecl {
+                name: "legacy-a".into(),
+                tenant: "acme".into(),
+                host: "h1".into(),
+                vcpus: 2,
+                memory: ByteSize(96 << 20),
+                firmware: Firmware::Uefi,
+                power: Power::Stopped,
+                nics: vec![NicDecl { network: "shared".into(), mac: "52:54:00:ab:00:01".into() }],
+                disks: vec![DiskDecl {
+                    name: "vda".into(),
+                    pool: "vms".into(),
+                    volume: "legacy-a-root".into(),
+                    size: ByteSize(16 << 20),
+                    bus: DiskBus::Virtio,
+                }],
+            },
+            VmDecl {
+                name: "7up".into(),
+                tenant: "acme".into(),
+                host: "h1".into(),
+                vcpus: 1,
+                memory: ByteSize(64 << 20),
+                firmware: Firmware::Bios,
+                power: Power::Running,
+                nics: Vec::new(),
+                disks: Vec::new(),
+            },
+        ]
+    }
+
+    fn vms(syntax: Syntax, text: String) -> serde_json::Value {
+        let name = if syntax == Syntax::Kdl { "i.kdl" } else { "i.yaml" };
+        let (_, spec, diags) =
+            crate::spec::load::load_bytes(&mut Sources::default(), name.into(), syntax, text.into_bytes());
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
+        let mut v = serde_json::to_value(&spec.vms).unwrap();
+        strip_spans(&mut v);
+        v
+    }
+
+    fn strip_spans(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("span");
+                m.values_mut().for_each(strip_spans);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip_spans),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn yaml_and_kdl_declare_the_same_vms() {
+        let yaml = vms(Syntax::Yaml, yaml(&decls()));
+        let kdl = vms(Syntax::Kdl, kdl(&decls()));
+        assert_eq!(yaml, kdl);
+        assert_eq!(yaml.as_array().unwrap().len(), 2);
+        let text = yaml.to_string();
+        for word in ["legacy-a-root", "52:54:00:ab:00:01", "uefi", "stopped", "7up"] {
+            assert!(text.contains(word), "{word} in {text}");
+        }
+    }
+}
