@@ -83,7 +83,66 @@ fn json_format_is_one_document_on_stdout() {
     let o = fabrik(&["validate", "--format", "json", "examples/minimal"]);
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v, serde_json::json!({ "format": "fabrik-validate/1", "valid": true, "diagnostics": [] }));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "format": "fabrik-validate/1",
+            "valid": true,
+            "files": ["examples/minimal/factory.yaml"],
+            "diagnostics": []
+        })
+    );
+}
+
+/// `fabrik validate .` at the repository root: the root `.fabrikignore` leaves out the
+/// fixtures (invalid on purpose), the tests and the examples (each a factory of its own),
+/// so no file of theirs is read and no diagnostic names one.
+#[test]
+fn validate_at_the_repository_root_reads_no_fixture() {
+    let o = fabrik(&["validate", ".", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    let files: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    for dir in ["fixtures/", "tests/", "fuzz/", "examples/", "target/"] {
+        assert!(!files.iter().any(|f| f.contains(dir)), "{dir} read: {files:?}");
+    }
+    let text = v["diagnostics"].to_string();
+    assert!(!text.contains("fixtures/") && !text.contains("tests/"), "no diagnostic of a fixture: {text}");
+    assert!(v["diagnostics"].as_array().unwrap().iter().all(|d| d["file"].is_null()), "no file read: {text}");
+    // The same with `--list-files`: nothing listed before the verdict.
+    let o = fabrik(&["validate", ".", "--list-files"]);
+    assert!(!stdout(&o).contains("fixtures/"), "{}", stdout(&o));
+}
+
+/// A stray `docker-compose.yml` beside a factory is read (and is an error) until
+/// `.fabrikignore` or `.gitignore` leaves it out; then only the factory is read, and
+/// `--list-files` and the JSON say so.
+#[test]
+fn a_stray_compose_file_is_left_out_by_fabrikignore_or_gitignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/minimal/factory.yaml"),
+        root.join("factory.yaml"),
+    )
+    .unwrap();
+    std::fs::write(root.join("docker-compose.yml"), "services:\n  web:\n    image: nginx\n").unwrap();
+    std::fs::create_dir(root.join("fixtures")).unwrap();
+    std::fs::write(root.join("fixtures/broken.yaml"), "version: 1\nhosts: [\n").unwrap();
+    let path = root.to_str().unwrap();
+    let o = fabrik(&["validate", path]);
+    assert_eq!(o.status.code(), Some(1), "the compose file and the fixture are read: {}", stderr(&o));
+    assert!(stderr(&o).contains("docker-compose.yml"), "{}", stderr(&o));
+
+    std::fs::write(root.join(".fabrikignore"), "docker-compose.yml\n").unwrap();
+    std::fs::write(root.join(".gitignore"), "/fixtures/\n").unwrap();
+    let o = fabrik(&["validate", path, "--list-files"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let listed: Vec<&str> = out.lines().take_while(|l| !l.contains(" is valid")).collect();
+    assert_eq!(listed, [root.join("factory.yaml").to_str().unwrap()], "{out}");
+    let o = fabrik(&["validate", path, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["files"], serde_json::json!([root.join("factory.yaml").to_str().unwrap()]));
 }
 
 #[test]

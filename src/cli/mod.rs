@@ -55,6 +55,10 @@ pub enum Command {
         /// a line, as `git diff --name-only` prints them). Needs `--tenant`.
         #[arg(long, value_name = "PATH", num_args = 1.., requires = "tenant")]
         changed: Vec<PathBuf>,
+        /// Print the files read, one a line, before the verdict (what `.gitignore` and
+        /// `.fabrikignore` leave out is not read; JSON lists them in `files`).
+        #[arg(long)]
+        list_files: bool,
     },
     /// Print the JSON Schema of the YAML form (or the key reference as Markdown).
     Schema {
@@ -122,8 +126,8 @@ pub fn main() -> ExitCode {
     };
     out::init(cli.color);
     let code = match cli.command {
-        Command::Validate { path, format, tenant, changed } => {
-            validate::run(&path, format, tenant.as_deref(), &changed)
+        Command::Validate { path, format, tenant, changed, list_files } => {
+            validate::run(&path, format, tenant.as_deref(), &changed, list_files)
         }
         Command::Schema { format } => schema::run(format),
         Command::Bench(args) => bench::run(&args),
