@@ -251,3 +251,44 @@ fn plan_and_apply_need_a_factory_name() {
     }
     assert_eq!(fabrik(&["validate", path]).status.code(), Some(0));
 }
+
+/// `plan --sim` and `apply --sim` keep the twins' state in the user's state folder
+/// (`$XDG_STATE_HOME/fabrik/sim/<factory>-<hash>`), never in the factory's directory;
+/// the next command finds it there.
+#[test]
+fn sim_state_stays_out_of_the_factory_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("lab");
+    std::fs::create_dir(&factory).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/minimal/factory.yaml"),
+        factory.join("factory.yaml"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .args(args)
+            .arg(&factory)
+            .env("XDG_STATE_HOME", state.path())
+            .env_remove("FABRIK_STATE_DIR")
+            .output()
+            .expect("fabrik runs")
+    };
+    let entries = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let o = run(&["plan", "--sim"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(entries(&factory), ["factory.yaml"], "plan --sim wrote into the factory's directory");
+    let sims = entries(&state.path().join("fabrik/sim"));
+    assert!(sims.len() == 1 && sims[0].starts_with("lab-"), "{sims:?}");
+    let o = run(&["apply", "--sim", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["plan", "--sim"]);
+    assert_eq!(o.status.code(), Some(0), "the second plan finds the applied twins: {}", stderr(&o));
+    assert_eq!(entries(&factory), ["factory.yaml"], "apply --sim wrote into the factory's directory");
+}
