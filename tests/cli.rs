@@ -94,6 +94,42 @@ fn json_format_is_one_document_on_stdout() {
     );
 }
 
+/// GitHub resolves an annotation's `file` against the repository: fabrik run from a
+/// subdirectory, given an absolute path, still names `fixtures/…`; a diagnostic's related
+/// place is in its message (`see also:`) and gets a `::notice` of its own that points back.
+#[test]
+fn github_annotations_are_repository_relative_and_carry_related_places() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["validate", "--format", "github"])
+        .arg(root.join("fixtures/invalid/dir-duplicate-host-across-files"))
+        .current_dir(root.join("docs"))
+        .env_remove("GITHUB_WORKSPACE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(!out.contains(&format!("file={}", env!("CARGO_MANIFEST_DIR"))), "no absolute path: {out}");
+    let error = out.lines().find(|l| l.starts_with("::error ")).expect("an error");
+    assert!(
+        error.starts_with("::error file=fixtures/invalid/dir-duplicate-host-across-files/gpu02.yaml,line=4,col=11,"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(
+            "%0Asee also: fixtures/invalid/dir-duplicate-host-across-files/gpu01.yaml:3:11: first defined here"
+        ),
+        "{error}"
+    );
+    let notice = out.lines().find(|l| l.starts_with("::notice ")).expect("a notice on the related place");
+    assert!(
+        notice.starts_with(
+            "::notice file=fixtures/invalid/dir-duplicate-host-across-files/gpu01.yaml,line=3,col=11,title=fabrik%3A%3Aspec%3A%3Aduplicate-name (related)::first defined here%0Arelated to fixtures/invalid/dir-duplicate-host-across-files/gpu02.yaml:4:11"
+        ),
+        "{notice}"
+    );
+}
+
 /// `fabrik validate .` at the repository root: the root `.fabrikignore` leaves out the
 /// fixtures (invalid on purpose), the tests and the examples (each a factory of its own),
 /// so no file of theirs is read and no diagnostic names one.

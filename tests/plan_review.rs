@@ -86,5 +86,12 @@ fn github_annotations_mark_the_disruptive_declarations_with_relative_paths() {
 
     let o = plan("fixtures/cli/two-files", state.path(), &["--format", "github"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).starts_with("::error title=fabrik%3A%3Aspec%3A%3Aunknown-key::"), "{}", stdout(&o));
+    // An invalid factory's annotations sit on their place in the files, as validate's do.
+    assert!(
+        stdout(&o).starts_with(
+            "::error file=fixtures/cli/two-files/more.kdl,line=8,col=5,endColumn=10,title=fabrik%3A%3Aspec%3A%3Aunknown-key::"
+        ),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -293,15 +293,7 @@ fn refused_markdown(r: &Refused, path: &std::path::Path) -> String {
 
 /// The annotations of a plan that could not be made: one `::error` per diagnostic.
 fn refused_github(r: &Refused) -> String {
-    use crate::diag::render::{escape_data, escape_property};
-    let mut out = String::new();
-    for d in &r.diagnostics {
-        let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-        out.push_str(&format!(
-            "::error title={}::{}\n",
-            escape_property(&field("code")),
-            escape_data(&field("message"))
-        ));
-    }
+    // Each diagnostic at its place, with its related places (repository-relative paths).
+    let out: String = r.diagnostics.iter().map(|d| crate::diag::render::github_value(d) + "\n").collect();
     crate::diag::printable(&out).into_owned()
 }
