@@ -105,7 +105,7 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
     let view = HostView::of(host);
     let acme = f.tenant("acme");
     let shared = format!("br-{}", factory::SHARED);
-    for vol in ["legacy-a-root", "legacy-b-root"] {
+    for vol in ["legacy-a-root", "legacy-b-root", "legacy-e-root"] {
         view.virsh(&["vol-create-as", factory::POOL, vol, "16M", "--format", "qcow2"]);
     }
     let domains = [
@@ -140,6 +140,20 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
     )
     .unwrap();
     view.virsh(&["define", other.to_str().unwrap()]);
+    // Two more made by hand that fabrik would have to change: a disk that is a plain
+    // file, and a definition fabrik does not render (i440fx, no `<cpu>`). Never started.
+    let file_disk = hand_made("legacy-d", 64, "unused", &[]).replace("type='volume'", "type='file'").replace(
+        &format!("<source pool='{}' volume='unused'/>", factory::POOL),
+        "<source file='/var/lib/libvirt/d.qcow2'/>",
+    );
+    let other_machine = hand_made("legacy-e", 64, "legacy-e-root", &[(&acme.bridge(), "52:54:00:ab:00:05")])
+        .replace("machine='q35'", "machine='pc'")
+        .replace("<cpu mode='host-passthrough'/>", "");
+    for (name, xml) in [("legacy-d", file_disk), ("legacy-e", other_machine)] {
+        let file = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&file, xml).unwrap();
+        view.virsh(&["define", file.to_str().unwrap()]);
+    }
     // The hand-made domains are an error for the factory today only if it names them; it does not.
     let before: Vec<_> = ["legacy-a", "legacy-b"].iter().map(|n| running_as(&view, n)).collect();
 
@@ -158,7 +172,33 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
         "{}",
         dry.stderr
     );
+    assert!(
+        dry.stderr.contains("`legacy-d` on host `h1` is not imported")
+            && dry.stderr.contains("not a volume of a storage pool"),
+        "{}",
+        dry.stderr
+    );
+    assert!(
+        dry.stderr.contains("`legacy-e` on host `h1` is not imported")
+            && dry.stderr.contains("fabrik would still change its definition"),
+        "{}",
+        dry.stderr
+    );
     assert!(dry.stdout.contains("name: \"legacy-b\"") && !dry.stdout.contains("legacy-a"), "{}", dry.stdout);
+    println!("dry run:\n{}", dry.stderr);
+    // Named alone, a refused domain is a failure.
+    let alone = import(&path, &["--domain", "legacy-e"]);
+    assert_eq!(alone.code, Some(1), "a domain named and refused: {}", alone.stderr);
+    assert!(alone.stderr.contains("fabrik would still change its definition"), "{}", alone.stderr);
+    assert!(alone.stdout.trim().is_empty(), "{}", alone.stdout);
+    // With the tenant named, three VMs of one shared vCPU each are more than the host's 2
+    // CPUs without overcommit: the declaration that passes the limit is refused with the
+    // check's words, the others are still adopted.
+    let crowded = import(&path, &["--tenant", "acme"]);
+    println!("with --tenant:\n{}", crowded.stderr);
+    assert_eq!(crowded.code, Some(0), "{}", crowded.stderr);
+    assert!(crowded.stderr.contains("fabrik::capacity::host-cpus"), "{}", crowded.stderr);
+    assert_eq!(crowded.stderr.matches("+ would mark").count(), 2, "{}", crowded.stderr);
     for name in ["legacy-a", "legacy-b"] {
         assert!(
             !view.virsh(&["dumpxml", "--inactive", name]).contains("fabrik.dev"),
@@ -167,7 +207,7 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
     }
 
     // Marking, with the tenant named.
-    let done = import(&path, &["--tenant", "acme", "--yes"]);
+    let done = import(&path, &["--tenant", "acme", "--yes", "--domain", "legacy-a", "--domain", "legacy-b"]);
     assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
     assert!(done.stderr.contains("verified: 2 domain(s)"), "{}", done.stderr);
     for name in ["legacy-a", "legacy-b"] {
@@ -178,7 +218,9 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
             assert_eq!((owner.factory.as_str(), owner.resource.clone()), ("fi", format!("vm:h1/{name}")));
         }
     }
-    assert!(!view.virsh(&["dumpxml", "--inactive", "other-c"]).contains("factory=\"fi\""), "other-c left alone");
+    for name in ["other-c", "legacy-d", "legacy-e"] {
+        assert!(!view.virsh(&["dumpxml", "--inactive", name]).contains("factory=\"fi\""), "{name} left alone");
+    }
     println!("declarations:\n{}", done.stdout);
 
     // The declarations added: the plan has nothing to do.
@@ -190,7 +232,7 @@ fn import_adopts_hand_made_domains_without_restarting_them() {
     let after: Vec<_> = ["legacy-a", "legacy-b"].iter().map(|n| running_as(&view, n)).collect();
     assert_eq!(before, after, "(domain id, QEMU pid, start time) before and after");
     // A second import finds nothing left to adopt.
-    let again = import(&path, &["--tenant", "acme"]);
+    let again = import(&path, &["--tenant", "acme", "--domain", "legacy-a", "--domain", "legacy-b"]);
     assert_eq!(again.code, Some(0), "{}", again.stderr);
     assert!(again.stdout.trim().is_empty(), "{}", again.stdout);
     assert!(again.stderr.contains("this factory's already"), "{}", again.stderr);

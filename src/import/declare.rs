@@ -182,8 +182,16 @@ fn firmware(xml: &str) -> Firmware {
 
 /// The declarations as a YAML factory file (`version: 1` and a `vms:` list).
 pub fn yaml(decls: &[VmDecl]) -> String {
+    yaml_with_places(decls).0
+}
+
+/// [`yaml`], with the byte range each declaration takes in it (to tell which VM a
+/// diagnostic about the file is about).
+pub fn yaml_with_places(decls: &[VmDecl]) -> (String, Vec<std::ops::Range<usize>>) {
     let mut y = String::from("version: 1\n\nvms:\n");
+    let mut places = Vec::new();
     for d in decls {
+        let start = y.len();
         y += &format!("  - name: \"{}\"\n    tenant: \"{}\"\n    host: \"{}\"\n", d.name, d.tenant, d.host);
         y += &format!("    vcpus: {}\n    memory: {}\n", d.vcpus, d.memory);
         // Shared vCPUs without NUMA placement: what a domain without pinning renders to.
@@ -207,8 +215,9 @@ pub fn yaml(decls: &[VmDecl]) -> String {
                 );
             }
         }
+        places.push(start..y.len());
     }
-    y
+    (y, places)
 }
 
 /// The declarations as a KDL factory file.

@@ -90,7 +90,7 @@ pub const DECLARATIONS_FILE: &str = "<fabrik import>.yaml";
 /// Times the adoptable set is narrowed before giving up: each round drops the domains the
 /// trial plan would change, and the rest are planned again without them (one domain's
 /// declaration can shift another's derived values, such as an allocated address).
-const ROUNDS_MAX: usize = 4;
+const ROUNDS_MAX: usize = 8;
 
 /// Surveys the hosts: every domain asked for, adopted or refused.
 pub fn survey(spec: &Spec, sources: &Sources, live: &[LiveHost], request: &Request) -> Result<Survey, Invalid> {
@@ -144,11 +144,35 @@ pub fn survey(spec: &Spec, sources: &Sources, live: &[LiveHost], request: &Reque
     }
     for _ in 0..ROUNDS_MAX {
         let decls: Vec<VmDecl> = candidates.iter().filter_map(|(_, _, d)| d.clone()).collect();
-        let (trial_spec, trial_sources, mut diags) = with_declarations(spec, sources, &decls);
+        let (trial_spec, trial_sources, mut diags, places) = with_declarations(spec, sources, &decls);
         diags.extend(crate::check::run(&trial_spec));
         diags.retain(Diagnostic::is_error);
         if !diags.is_empty() {
-            return Err(Invalid { diags, sources: trial_sources });
+            // An error inside one declaration (a quota, the host's CPUs, a name) refuses
+            // that domain; the others are tried again without it. Any other error stops.
+            let file = FileId(sources.len() as u32);
+            let of = |d: &Diagnostic| {
+                let at = d.primary.as_ref().filter(|l| l.span.file == file)?;
+                places.iter().position(|p| p.contains(&(at.span.start as usize)))
+            };
+            if diags.iter().any(|d| of(d).is_none()) {
+                return Err(Invalid { diags, sources: trial_sources });
+            }
+            let declared: Vec<usize> =
+                candidates.iter().enumerate().filter(|(_, c)| c.2.is_some()).map(|(i, _)| i).collect();
+            let mut why: std::collections::BTreeMap<usize, Vec<String>> = std::collections::BTreeMap::new();
+            for d in &diags {
+                let Some(i) = of(d) else { continue };
+                let help = d.help.as_ref().map(|h| format!("; {h}")).unwrap_or_default();
+                why.entry(declared[i])
+                    .or_default()
+                    .push(format!("with its declaration the factory is invalid: {} ({}){help}", d.message, d.code));
+            }
+            for (i, reasons) in why.into_iter().rev() {
+                let (host, domain, _) = candidates.remove(i);
+                survey.refusals.push(Refusal { host, domain, reasons });
+            }
+            continue;
         }
         let desired = crate::desired::build(&trial_spec).map_err(|diags| Invalid { diags, sources: trial_sources })?;
         let adopted = adopt(&desired, live, &candidates);
@@ -181,7 +205,7 @@ pub fn verify(spec: &Spec, sources: &Sources, live: &[LiveHost], survey: &Survey
     if survey.adoptions.is_empty() {
         return Vec::new();
     }
-    let (trial, _, diags) = with_declarations(spec, sources, &survey.declarations());
+    let (trial, _, diags, _) = with_declarations(spec, sources, &survey.declarations());
     if let Some(d) = diags.iter().find(|d| d.is_error()) {
         return vec![format!("the declarations do not load: {}", d.message)];
     }
@@ -219,21 +243,26 @@ pub fn verify(spec: &Spec, sources: &Sources, live: &[LiveHost], survey: &Survey
     problems
 }
 
-/// The factory with the declarations added as one more file.
-fn with_declarations(spec: &Spec, sources: &Sources, decls: &[VmDecl]) -> (Spec, Sources, Vec<Diagnostic>) {
+/// The factory with the declarations added as one more file, and the byte range of each
+/// declaration in that file.
+fn with_declarations(
+    spec: &Spec,
+    sources: &Sources,
+    decls: &[VmDecl],
+) -> (Spec, Sources, Vec<Diagnostic>, Vec<std::ops::Range<usize>>) {
     let mut spec = spec.clone();
     let mut sources = sources.clone();
     if decls.is_empty() {
-        return (spec, sources, Vec::new());
+        return (spec, sources, Vec::new(), Vec::new());
     }
-    let text = declare::yaml(decls);
+    let (text, places) = declare::yaml_with_places(decls);
     let id = FileId(sources.len() as u32);
     let (file, file_spec, diags) =
         crate::spec::load::parse_file(id, PathBuf::from(DECLARATIONS_FILE), Syntax::Yaml, text.into_bytes());
     sources.add(file);
     let mut diags = diags;
     spec.merge(file_spec, &mut diags);
-    (spec, sources, diags)
+    (spec, sources, diags, places)
 }
 
 /// Each candidate with its mark, and what the plan would still change once it carries
