@@ -2,7 +2,6 @@
 //! its host, its tenant, its disks as the pool volumes they are, its NICs with their MACs
 //! on the factory's networks. What cannot be declared is a reason, in words.
 
-use crate::desired::DesiredHost;
 use crate::live::{LiveDomain, LiveHost, PowerState};
 use crate::spec::model::{DiskBus, Firmware, Power, Spec};
 use crate::spec::types::ByteSize;
@@ -38,15 +37,16 @@ pub struct DiskDecl {
 }
 
 /// The declaration of `domain` on `live` (its host), or every reason it has none.
-/// `host` is the factory's desired state of that host (its networks' bridges);
-/// `tenant` the operator's `--tenant`, else the tenant whose networks the NICs join.
-pub fn declare(
-    spec: &Spec,
-    host: &DesiredHost,
-    live: &LiveHost,
-    domain: &LiveDomain,
-    tenant: Option<&str>,
-) -> Result<VmDecl, Vec<String>> {
+/// `tenant` is the operator's `--tenant`, else the tenant whose networks the NICs join.
+pub fn declare(spec: &Spec, live: &LiveHost, domain: &LiveDomain, tenant: Option<&str>) -> Result<VmDecl, Vec<String>> {
+    let host = live.name.as_str();
+    // The factory's networks that may be on this host, with their bridges.
+    let networks: Vec<(&crate::spec::model::Network, Option<String>)> = spec
+        .networks
+        .iter()
+        .filter(|n| n.hosts.is_empty() || n.hosts.iter().any(|h| h.value == host))
+        .map(|n| (n, crate::desired::net::bridge_name(n)))
+        .collect();
     let mut why = Vec::new();
     if !domain.hostdevs.is_empty() {
         why.push(format!(
@@ -65,14 +65,14 @@ pub fn declare(
     let mut tenants: Vec<&str> = Vec::new();
     for (k, iface) in domain.interfaces.iter().enumerate() {
         let network = match iface.kind.as_str() {
-            "bridge" => host.networks.iter().find(|n| n.bridge.as_deref() == Some(iface.source.as_str())),
-            "network" => host.networks.iter().find(|n| n.name == iface.source),
+            "bridge" => networks.iter().find(|(_, b)| b.as_deref() == Some(iface.source.as_str())),
+            "network" => networks.iter().find(|(n, _)| n.name.value == iface.source),
             _ => None,
         };
-        let Some(network) = network else {
+        let Some((network, _)) = network else {
             why.push(format!(
-                "its NIC {k} ({} `{}`) is on no network the factory declares on host `{}`: declare that network first",
-                iface.kind, iface.source, host.name
+                "its NIC {k} ({} `{}`) is on no network the factory declares on host `{host}`: declare that network first",
+                iface.kind, iface.source
             ));
             continue;
         };
@@ -81,11 +81,11 @@ pub fn declare(
             continue;
         };
         if let Some(t) = &network.tenant
-            && !tenants.contains(&t.as_str())
+            && !tenants.contains(&t.value.as_str())
         {
-            tenants.push(t);
+            tenants.push(&t.value);
         }
-        nics.push(NicDecl { network: network.name.clone(), mac: mac.clone() });
+        nics.push(NicDecl { network: network.name.value.clone(), mac: mac.clone() });
     }
     let mut disks = Vec::new();
     for disk in &domain.disks {
@@ -154,7 +154,7 @@ pub fn declare(
     Ok(VmDecl {
         name: domain.name.clone(),
         tenant,
-        host: host.name.clone(),
+        host: host.to_string(),
         vcpus: domain.vcpus,
         memory: domain.memory,
         firmware: firmware(&domain.xml),

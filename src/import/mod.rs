@@ -128,7 +128,7 @@ pub fn survey(spec: &Spec, sources: &Sources, live: &[LiveHost], request: &Reque
                 Owner::Unmarked if host.vms.iter().any(|v| v.name == d.name) => {
                     candidates.push((l.name.clone(), d.name.clone(), None));
                 }
-                Owner::Unmarked => match declare::declare(spec, host, l, d, request.tenant.as_deref()) {
+                Owner::Unmarked => match declare::declare(spec, l, d, request.tenant.as_deref()) {
                     Ok(decl) => candidates.push((l.name.clone(), d.name.clone(), Some(decl))),
                     Err(reasons) => survey.refusals.push(refuse(reasons)),
                 },
@@ -386,6 +386,143 @@ pub fn with_mark(xml: &str, mark: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::{LivePool, LiveVolume, PowerState};
+    use crate::spec::types::ByteSize;
+
+    const FACTORY: &str = "version: 1
+factory: lab
+hosts:
+  - name: h1
+    uri: qemu:///system
+    numa-nodes: [{ id: 0, cpus: 0-15, memory: 64GiB }]
+tenants:
+  - name: demo
+    hosts: [h1]
+    networks: [demo-net]
+    quota: { vcpus: 8, memory: 16GiB, vms: 4 }
+networks:
+  - { name: demo-net, purpose: tenant, kind: bridge, tenant: demo, bridge: br-demo }
+pools:
+  - { name: vms, type: dir, path: /var/lib/vms }
+";
+
+    const VM: &str = "vms:
+  - name: old
+    tenant: demo
+    host: h1
+    vcpus: 2
+    memory: 1GiB
+    cpu-policy: shared
+    numa: none
+    firmware: uefi
+    nics: [{ network: demo-net, mac: \"52:54:00:00:00:07\" }]
+    disks: [{ name: vda, pool: vms, volume: old-root, size: 8GiB }]
+";
+
+    fn load(text: &str) -> (Spec, Sources) {
+        let mut sources = Sources::default();
+        let (_, spec, diags) =
+            crate::spec::load::load_bytes(&mut sources, "f.yaml".into(), Syntax::Yaml, text.as_bytes().to_vec());
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
+        let checks: Vec<_> = crate::check::run(&spec).into_iter().filter(Diagnostic::is_error).collect();
+        assert!(checks.is_empty(), "{checks:#?}");
+        (spec, sources)
+    }
+
+    /// The host as a person left it: `old` defined from exactly what fabrik renders for
+    /// `VM`, without the mark, running, autostarted, with its volume in the pool.
+    fn host_with_old_domain() -> LiveHost {
+        let (spec, _) = load(&format!("{FACTORY}{VM}"));
+        let desired = crate::desired::build(&spec).unwrap();
+        let (host, vm) = (&desired.hosts[0], &desired.hosts[0].vms[0]);
+        let xml = crate::render::domain(&desired.factory, host, vm);
+        let mark = owner::render_with_addresses(
+            &Ownership {
+                factory: desired.factory.clone(),
+                resource: vm.id.to_string(),
+                spec_hash: vm.spec_hash.clone(),
+            },
+            &crate::desired::addr::records(vm),
+        );
+        let xml = xml.replace(&mark, "");
+        let domain = crate::driver::libvirt::xml::domain(&xml, PowerState::Running, true).unwrap();
+        assert!(domain.owner.is_none());
+        LiveHost {
+            name: "h1".into(),
+            domains: vec![domain],
+            pools: vec![LivePool {
+                name: "vms".into(),
+                uuid: "u".into(),
+                kind: "dir".into(),
+                path: Some("/var/lib/vms".into()),
+                active: true,
+                autostart: true,
+                capacity: ByteSize(1 << 40),
+                available: ByteSize(1 << 39),
+                volumes: vec![LiveVolume {
+                    name: "old-root".into(),
+                    path: "/var/lib/vms/old-root".into(),
+                    capacity: ByteSize(8 << 30),
+                    allocation: ByteSize(1 << 20),
+                    format: Some("qcow2".into()),
+                    owner: None,
+                }],
+                owner: None,
+                xml: String::new(),
+            }],
+            ..LiveHost::default()
+        }
+    }
+
+    #[test]
+    fn an_unmarked_domain_gets_the_declaration_it_was_rendered_from() {
+        let live = [host_with_old_domain()];
+        let (spec, sources) = load(FACTORY);
+        let survey = survey(&spec, &sources, &live, &Request::default()).unwrap_or_else(|i| panic!("{:#?}", i.diags));
+        assert!(survey.refusals.is_empty(), "{:#?}", survey.refusals);
+        let [adoption] = survey.adoptions.as_slice() else { panic!("{survey:#?}") };
+        assert_eq!(adoption.id.to_string(), "vm:h1/old");
+        assert!(adoption.mark.contains("factory=\"lab\"") && adoption.mark.contains("resource=\"vm:h1/old\""));
+        // The printed declaration reads back as the one the domain was rendered from.
+        let (with, _) =
+            load(&format!("{FACTORY}{}", declare::yaml(&survey.declarations()).replace("version: 1\n", "")));
+        let (orig, _) = load(&format!("{FACTORY}{VM}"));
+        let hash = |s: &Spec| crate::desired::build(s).unwrap().hosts[0].vms[0].spec_hash.clone();
+        assert_eq!(hash(&with), hash(&orig));
+    }
+
+    #[test]
+    fn a_domain_the_factory_declares_is_adopted_with_nothing_to_add() {
+        let live = [host_with_old_domain()];
+        let (spec, sources) = load(&format!("{FACTORY}{VM}"));
+        let survey = survey(&spec, &sources, &live, &Request::default()).unwrap_or_else(|i| panic!("{:#?}", i.diags));
+        let [adoption] = survey.adoptions.as_slice() else { panic!("{survey:#?}") };
+        assert!(adoption.declaration.is_none());
+        assert!(survey.declarations().is_empty());
+    }
+
+    #[test]
+    fn a_domain_another_factory_marks_or_that_differs_is_refused_with_reasons() {
+        let mut host = host_with_old_domain();
+        let mut differs = host.domains[0].clone();
+        differs.name = "odd".into();
+        differs.xml = differs.xml.replace("<name>old</name>", "<name>odd</name>").replace("q35", "pc");
+        differs.interfaces[0].mac = Some("52:54:00:00:00:08".into());
+        differs.xml = differs.xml.replace("52:54:00:00:00:07", "52:54:00:00:00:08");
+        differs.disks.clear();
+        differs.xml = differs.xml.replace("<disk", "<!--").replace("</disk>", "-->");
+        host.domains[0].owner =
+            Some(Ownership { factory: "elsewhere".into(), resource: "vm:h1/old".into(), spec_hash: "0".into() });
+        host.domains.push(differs);
+        let (spec, sources) = load(FACTORY);
+        let survey = survey(&spec, &sources, &[host], &Request::default()).unwrap_or_else(|i| panic!("{:#?}", i.diags));
+        assert!(survey.adoptions.is_empty(), "{survey:#?}");
+        let reasons = |name: &str| {
+            survey.refusals.iter().find(|r| r.domain == name).map(|r| r.reasons.join("; ")).unwrap_or_default()
+        };
+        assert!(reasons("old").contains("factory `elsewhere`"), "{survey:#?}");
+        assert!(reasons("odd").contains("fabrik would still change its definition"), "{survey:#?}");
+    }
 
     #[test]
     fn the_mark_goes_into_metadata_whatever_is_there() {
