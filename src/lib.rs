@@ -10,7 +10,8 @@
 //! [`desired`] places the factory on its hosts, [`graph`] orders it, [`live`] and
 //! [`driver`] read and change the hosts (or their [`sim`] twins), [`plan`] compares the
 //! two, purely, and [`apply`] carries a plan out in parallel and verifies it with a new
-//! plan.
+//! plan. [`import`] goes the other way: from domains made without fabrik to the
+//! declarations that describe them, adopted only where a plan shows no change.
 
 // Diagnostics are the error type of the front end; they are made once per problem,
 // never on a hot path, so their size does not matter.
