@@ -492,6 +492,17 @@ pools:
     }
 
     #[test]
+    fn autostart_off_is_adopted_with_a_note_not_refused() {
+        let mut host = host_with_old_domain();
+        host.domains[0].autostart = false;
+        let (spec, sources) = load(FACTORY);
+        let survey = survey(&spec, &sources, &[host], &Request::default()).unwrap_or_else(|i| panic!("{:#?}", i.diags));
+        let [adoption] = survey.adoptions.as_slice() else { panic!("{survey:#?}") };
+        assert_eq!(adoption.notes.len(), 1, "{adoption:#?}");
+        assert!(adoption.notes[0].contains("autostart on"), "{adoption:#?}");
+    }
+
+    #[test]
     fn a_domain_the_factory_declares_is_adopted_with_nothing_to_add() {
         let live = [host_with_old_domain()];
         let (spec, sources) = load(&format!("{FACTORY}{VM}"));
