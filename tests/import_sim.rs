@@ -79,3 +79,33 @@ impl Code for Output {
         self.status.code().unwrap_or(-1)
     }
 }
+
+/// A host whose libvirt cannot be read is a failure, with libvirt's reason; a `--host`
+/// the factory lacks is a usage error. Nothing is marked anywhere.
+#[test]
+fn an_unreadable_host_fails_and_an_unknown_host_is_a_usage_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::read_to_string(root.join("examples/minimal/factory.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("factory.yaml"),
+        full.replace("qemu:///system", "qemu+unix:///system?socket=/nonexistent/fabrik-import-test-sock"),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .arg("import")
+            .args(extra)
+            .arg(dir.path())
+            .args(["--host-timeout", "5"])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("fabrik runs")
+    };
+    let o = run(&[]);
+    assert_eq!(o.code(), 1, "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("nothing on host `kvm01` is imported"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("its libvirt could not be read"), "{}", text(&o.stderr));
+    let o = run(&["--host", "nope"]);
+    assert_eq!(o.code(), 64, "{}", text(&o.stderr));
+}

@@ -1,7 +1,7 @@
 //! `fabrik import`: show which unmarked domains fabrik can adopt, mark them with
 //! `--yes` (a metadata update, nothing restarts), and print the declarations to add.
-//! Exit 0: done (or, without `--yes`, nothing would fail); 1: an error, a domain named
-//! with `--domain` refused, or a mark that did not take.
+//! Exit 0: done (or, without `--yes`, nothing would fail); 1: an error, a host that
+//! could not be read, a domain named with `--domain` refused, or a mark that did not take.
 
 use clap::ValueEnum;
 
@@ -60,7 +60,10 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     let request = Request { hosts: args.only_hosts.clone(), domains: args.domain.clone(), tenant: args.tenant.clone() };
-    let live = args.hosts.observe(&v.spec);
+    // Only the hosts asked for are read (each read starts its agent).
+    let mut observed = v.spec.clone();
+    observed.hosts.retain(|h| args.only_hosts.is_empty() || args.only_hosts.contains(&h.name.value));
+    let live = args.hosts.observe(&observed);
     let survey = match import::survey(&v.spec, &v.sources, &live, &request) {
         Ok(s) => s,
         Err(invalid) => {
@@ -75,7 +78,8 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     eprint!("{}", secrets.scrub(&describe(&survey, args.yes)));
-    let named_refused = survey.refusals.iter().any(|r| args.domain.contains(&r.domain));
+    // A domain asked for by name and refused, or a host that could not be read, fails.
+    let named_refused = survey.refusals.iter().any(|r| args.domain.contains(&r.domain) || r.domain == "*");
     if !args.yes {
         print_declarations(&survey, args.format);
         if !survey.adoptions.is_empty() {
@@ -109,7 +113,7 @@ pub fn run(args: &Args) -> u8 {
     }
     // Read the hosts again: each mark must be there, and the plan must leave each
     // adopted domain as it is.
-    let after = args.hosts.observe(&v.spec);
+    let after = args.hosts.observe(&observed);
     for problem in import::verify(&v.spec, &v.sources, &after, &survey) {
         eprintln!("error: {problem}");
         failed = true;
@@ -159,7 +163,11 @@ pub fn describe(survey: &Survey, marking: bool) -> String {
     }
     for r in &survey.refusals {
         let on = if r.host == "*" { String::new() } else { format!(" on host `{}`", r.host) };
-        out += &format!("! `{}`{on} is not imported:\n", r.domain);
+        if r.domain == "*" {
+            out += &format!("! nothing{on} is imported:\n");
+        } else {
+            out += &format!("! `{}`{on} is not imported:\n", r.domain);
+        }
         for why in &r.reasons {
             out += &format!("    - {why}\n");
         }

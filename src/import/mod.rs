@@ -109,7 +109,12 @@ pub fn survey(spec: &Spec, sources: &Sources, live: &[LiveHost], request: &Reque
             survey.refusals.push(Refusal {
                 host: l.name.clone(),
                 domain: "*".into(),
-                reasons: vec!["the host's libvirt could not be read".into()],
+                reasons: l
+                    .errors
+                    .iter()
+                    .filter(|e| e.concern == "libvirt")
+                    .map(|e| format!("its libvirt could not be read: {}", e.error))
+                    .collect(),
             });
             continue;
         }
