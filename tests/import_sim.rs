@@ -109,3 +109,32 @@ fn an_unreadable_host_fails_and_an_unknown_host_is_a_usage_error() {
     let o = run(&["--host", "nope"]);
     assert_eq!(o.code(), 64, "{}", text(&o.stderr));
 }
+
+/// The factory declares the VM already (today's name clash): plan refuses it and points at
+/// import; import marks it with nothing to add, and the plan is empty.
+#[test]
+fn a_name_clash_is_resolved_by_import_with_nothing_to_add() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (dir, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let o = fabrik(&["apply", "--yes"], &root.join("examples/minimal"), state.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    unmark(state.path(), "kvm01");
+    // The declaration import prints, in place of the example's own (whose MAC is derived).
+    let full = std::fs::read_to_string(root.join("examples/minimal/factory.yaml")).unwrap();
+    std::fs::write(dir.path().join("factory.yaml"), format!("{}\nvms: []\n", &full[..full.rfind("\nvms:").unwrap()]))
+        .unwrap();
+    let dry = fabrik(&["import"], dir.path(), state.path());
+    std::fs::write(dir.path().join("vms.yaml"), &dry.stdout).unwrap();
+
+    let plan = fabrik(&["plan"], dir.path(), state.path());
+    assert_eq!(plan.code(), 1, "{}", text(&plan.stderr));
+    let said = format!("{}{}", text(&plan.stdout), text(&plan.stderr));
+    assert!(said.contains("fabrik::plan::name-clash") && said.contains("fabrik import --domain demo-vm"), "{said}");
+
+    let done = fabrik(&["import", "--yes"], dir.path(), state.path());
+    assert_eq!(done.code(), 0, "{}", text(&done.stderr));
+    assert!(text(&done.stderr).contains("the factory declares it already"), "{}", text(&done.stderr));
+    assert!(text(&done.stdout).is_empty(), "nothing to add: {}", text(&done.stdout));
+    let plan = fabrik(&["plan"], dir.path(), state.path());
+    assert_eq!(plan.code(), 0, "{}{}", text(&plan.stdout), text(&plan.stderr));
+}

@@ -48,7 +48,18 @@ impl Out {
                     "fabrik::plan::name-clash",
                     id,
                     format!("{what} `{}` exists on host `{}` and was not made by fabrik", id.name, id.host),
-                    format!("rename the resource in the factory, or remove or rename the existing {what} on the host"),
+                    match what {
+                        // A domain can be adopted in place: marked, never redefined.
+                        "domain" => format!(
+                            "rename the VM in the factory, remove or rename the existing domain, or adopt it: `fabrik \
+                             import --domain {}` marks it when it matches the declaration, without a restart \
+                             (docs/import.md)",
+                            id.name
+                        ),
+                        _ => format!(
+                            "rename the resource in the factory, or remove or rename the existing {what} on the host"
+                        ),
+                    },
                 );
                 false
             }
