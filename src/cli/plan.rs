@@ -56,7 +56,7 @@ pub struct Select {
     pub shutdown_timeout: u64,
 }
 
-/// [`crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT`], in seconds, for the flag.
+/// [`crate::plan::ops::SHUTDOWN_TIMEOUT_DEFAULT`], in seconds, for the flag.
 pub const SHUTDOWN_TIMEOUT_DEFAULT_S: u64 = 60;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
