@@ -203,3 +203,46 @@ fn two_reconciles_in_one_process_with_a_cancelled_one_between_converge_and_leak_
     let lock = fabrik::apply::lock::acquire(state.path(), Duration::ZERO);
     assert!(lock.is_ok(), "{lock:?}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_saved_plan_applies_and_verifies_after_its_factory_was_moved_away() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("twins");
+    let factory = work.path().join("factory");
+    copy_dir(&example(), &factory);
+    let plan_file = work.path().join("plan.json");
+    let o = fabrik(&["plan", "--sim", "--out", plan_file.to_str().unwrap(), factory.to_str().unwrap()], &state);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    assert_eq!(saved["format"], "fabrik-plan/2");
+    assert!(!saved["origin"]["sources"].as_array().unwrap().is_empty(), "the plan keeps the factory's files");
+    // The factory goes away: only the plan (and the twins) are left.
+    std::fs::rename(&factory, work.path().join("moved")).unwrap();
+    assert!(!factory.exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes", "--format", "json"])
+        .arg(&plan_file)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let events = events(&o);
+    assert!(events.iter().any(|e| e["event"] == "done"), "{}", text(&o));
+    let verify = events.iter().find(|e| e["event"] == "verify").expect("a verify event");
+    assert_eq!(verify["converged"], true, "{}", text(&o));
+    assert!(!factory.exists(), "nothing was written where the factory was");
+}

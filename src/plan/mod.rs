@@ -219,6 +219,27 @@ pub struct Origin {
     pub replace: Vec<String>,
     /// The shutdown timeout the plan's lines show, in seconds.
     pub shutdown_timeout_s: u64,
+    /// Where apply keeps its lock and `created.json` for these hosts (absolute), so a
+    /// plan applied after the factory moved uses the same records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The factory's files as they were planned (paths relative to `path`), so that the
+    /// plan is self-contained: `fabrik apply plan.json` reads these when `path` is gone.
+    /// Credentials are masked in them ([`Origin::masked`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SavedSource>,
+    /// Some of the files' credentials (a URI's password, an agent's key) were masked:
+    /// such a plan needs the factory's own files to connect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
+}
+
+/// One file of the factory, kept in a saved plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSource {
+    /// Relative to the origin's `path` (for a single-file factory, its file name).
+    pub path: String,
+    pub text: String,
 }
 
 impl Plan {
