@@ -246,3 +246,19 @@ fn a_saved_plan_applies_and_verifies_after_its_factory_was_moved_away() {
     assert_eq!(verify["converged"], true, "{}", text(&o));
     assert!(!factory.exists(), "nothing was written where the factory was");
 }
+
+#[test]
+fn a_plan_splits_into_host_plans_that_carry_their_operations() {
+    let (_, desired) = load();
+    let live = fabrik::plan::converged(&desired);
+    let mut changed = desired.clone();
+    changed.hosts[0].vms[0].memory = fabrik::spec::types::ByteSize(changed.hosts[0].vms[0].memory.bytes() * 2);
+    let plan = fabrik::plan::plan(&changed, &live, &fabrik::plan::Options::default());
+    // Hosts with notices only are listed too; one host has the change.
+    let hosts: Vec<_> = plan.host_plans().into_iter().filter(|h| !h.actions.is_empty()).collect();
+    assert_eq!(hosts.len(), 1, "{hosts:#?}");
+    assert_eq!(hosts[0].host, desired.hosts[0].name);
+    assert!(hosts[0].actions.iter().all(|a| !a.ops.is_empty()), "{hosts:#?}");
+    assert!(hosts[0].fingerprints.keys().all(|k| k.contains(&format!(":{}/", desired.hosts[0].name))));
+    assert!(!hosts[0].fingerprints.is_empty());
+}

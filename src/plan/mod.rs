@@ -203,6 +203,22 @@ pub struct Plan {
     pub origin: Option<Origin>,
 }
 
+/// The host of a fingerprint's key (`kind:host/name`).
+fn key_host(key: &str) -> Option<&str> {
+    key.split_once(':').and_then(|(_, rest)| rest.split_once('/')).map(|(h, _)| h)
+}
+
+/// One host's part of a plan ([`Plan::host_plans`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPlan<'a> {
+    pub host: &'a str,
+    /// In plan order, each with its operations.
+    pub actions: Vec<&'a Action>,
+    pub errors: Vec<&'a PlanError>,
+    /// What was read from this host, by key.
+    pub fingerprints: BTreeMap<&'a str, &'a str>,
+}
+
 /// The factory, hosts and options a saved plan was made with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -255,6 +271,26 @@ impl Plan {
     /// The actions on one host, in plan order.
     pub fn on_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Action> + 'a {
         self.actions.iter().filter(move |a| a.id.host == host)
+    }
+
+    /// The plan of each host it touches, in natural host order: the per-host view a
+    /// reconcile of one host (the watch loop's unit) works from. A moved VM is in its
+    /// new host's plan (its old copy's operations are its `moved_from_ops`).
+    pub fn host_plans(&self) -> Vec<HostPlan<'_>> {
+        self.hosts()
+            .into_iter()
+            .map(|host| HostPlan {
+                host,
+                actions: self.on_host(host).collect(),
+                errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
+                fingerprints: self
+                    .fingerprints
+                    .iter()
+                    .filter(|(k, _)| key_host(k) == Some(host))
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The hosts the plan has actions, errors or notices for, in natural order
