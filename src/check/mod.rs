@@ -2,6 +2,7 @@
 //! all of them are pure functions of the [`Spec`].
 
 pub mod addresses;
+pub mod arch;
 pub mod capacity;
 pub mod declared;
 pub mod devices;
@@ -25,6 +26,7 @@ use crate::spec::model::Spec;
 
 /// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
 pub static CHECKS: &[&[rules::Rule]] = &[
+    arch::RULES,
     mig::RULES,
     numa::RULES,
     capacity::RULES,
@@ -52,6 +54,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     if out.iter().any(Diagnostic::is_error) {
         return out;
     }
+    arch::check(spec, &mut out);
     mig::check(spec, &mut out);
     numa::check(spec, &mut out);
     capacity::check(spec, &mut out);

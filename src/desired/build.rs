@@ -22,7 +22,12 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let mut hosts: Vec<DesiredHost> = spec
         .hosts
         .iter()
-        .map(|h| DesiredHost { name: h.name.value.clone(), uri: h.uri.value.clone(), ..DesiredHost::default() })
+        .map(|h| DesiredHost {
+            name: h.name.value.clone(),
+            uri: h.uri.value.clone(),
+            arch: h.arch(),
+            ..DesiredHost::default()
+        })
         .collect();
     let vm_ids: Vec<ResourceId> = placement
         .vms
@@ -153,7 +158,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             _ => unreachable!("a MIG assignment names a GPU in MIG mode"),
         })
         .collect();
-    let numa_cells = a
+    let mut numa_cells: Vec<GuestCell> = a
         .cells
         .iter()
         .enumerate()
@@ -162,8 +167,14 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             vcpus: CpuSet::from_cpus(vcpus.clone()),
             memory: ByteSize(*memory),
             host_node: *node,
+            distances: Vec::new(),
         })
         .collect();
+    let host_spec = &spec.hosts[placed.host];
+    if !numa_cells.is_empty() {
+        super::topology::add_memory_cells(host_spec, a.gpus.iter().map(|&g| gpu(g).address.value), &mut numa_cells);
+        super::topology::add_distances(host_spec, &mut numa_cells);
+    }
     let nics = e
         .nic_list()
         .iter()
@@ -221,7 +232,11 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
         time_sliced: a.time_sliced.iter().map(|&g| gpu(g).address.value).collect(),
         nics,
         disks,
-        firmware: e.firmware().map_or(Firmware::Bios, |f| f.value),
+        // Arm's `virt` machine boots only UEFI (`fabrik::host::arch-firmware`).
+        firmware: e.firmware().map(|f| f.value).unwrap_or(match host_spec.arch() {
+            crate::hw::Arch::X86_64 => Firmware::Bios,
+            crate::hw::Arch::Aarch64 => Firmware::Uefi,
+        }),
         power,
         autostart: power == Power::Running,
         spec_hash: String::new(),

@@ -26,6 +26,7 @@
 use super::xml::{Writer, a};
 use crate::desired::{DesiredHost, DesiredVm, ResourceId};
 use crate::driver::libvirt::owner;
+use crate::hw::Arch;
 use crate::live::Ownership;
 use crate::spec::model::{DiskBus, Firmware, ImageFormat};
 use crate::spec::types::{CpuSet, PciAddress};
@@ -36,6 +37,11 @@ use crate::spec::types::{CpuSet, PciAddress};
 /// ports: 8 cells leave it 126.
 const EXPANDER_BUS_TOP: u32 = 254;
 const EXPANDER_BUS_STRIDE: u32 = 16;
+
+/// UEFI for aarch64 guests: where Debian's and Ubuntu's `qemu-efi-aarch64` put the
+/// firmware and the template of each VM's variable store (libvirt copies it per VM).
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 
 /// The domain XML of a VM on its host. `host` supplies what the VM refers to by name or
 /// address: its GPUs' NUMA nodes, its networks' bridges, its volumes' formats.
@@ -53,7 +59,8 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
         w.open("hugepages", &[]);
         let mut attrs = vec![a("size", page.size().bytes() / 1024), a("unit", "KiB")];
         // The nodeset of a page size names guest cells; without cells it is left out.
-        if !vm.numa_cells.is_empty() {
+        // Cells of GPU memory hold no guest RAM, so no pages.
+        if vm.numa_cells.iter().any(|c| !c.memory_only()) {
             attrs.push(a("nodeset", cell_ids(vm)));
         }
         w.empty("page", &attrs);
@@ -74,11 +81,41 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
     if let Some(node) = vm.numa_node {
         w.open("numatune", &[]);
         w.empty("memory", &[a("mode", "strict"), a("nodeset", node)]);
-        for cell in &vm.numa_cells {
+        for cell in vm.numa_cells.iter().filter(|c| !c.memory_only()) {
             w.empty("memnode", &[a("cellid", cell.id), a("mode", "strict"), a("nodeset", cell.host_node)]);
         }
         w.close("numatune");
     }
+    match host.arch {
+        Arch::X86_64 => os_x86(&mut w, vm),
+        Arch::Aarch64 => os_aarch64(&mut w),
+    }
+    if vm.numa_cells.is_empty() {
+        w.empty("cpu", &[a("mode", "host-passthrough")]);
+    } else {
+        w.open("cpu", &[a("mode", "host-passthrough")]);
+        numa(&mut w, vm);
+        w.close("cpu");
+    }
+    w.open("devices", &[]);
+    devices(&mut w, host, vm);
+    if host.arch == Arch::Aarch64 {
+        // The guest's view of DMA remapping on Arm's `virt` machine (x86's would be
+        // intel-iommu, which fabrik does not render): the device nvgrace-gpu guests
+        // expect beside their GPU.
+        w.empty("iommu", &[a("model", "smmuv3")]);
+    }
+    w.close("devices");
+    w.close("domain");
+    w.finish()
+}
+
+fn cell_ids(vm: &DesiredVm) -> CpuSet {
+    CpuSet::from_cpus(vm.numa_cells.iter().filter(|c| !c.memory_only()).map(|c| c.id).collect())
+}
+
+/// q35 with ACPI and the local APIC; UEFI when the VM asks (it requires ACPI).
+fn os_x86(w: &mut Writer, vm: &DesiredVm) {
     let os_attrs = match vm.firmware {
         Firmware::Uefi => vec![a("firmware", "efi")],
         Firmware::Bios => vec![],
@@ -87,34 +124,52 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
     w.text("type", &[a("arch", "x86_64"), a("machine", "q35")], "hvm");
     w.empty("boot", &[a("dev", "hd")]);
     w.close("os");
-    // UEFI on x86 requires ACPI; both are what any modern guest expects.
     w.open("features", &[]);
     w.empty("acpi", &[]);
     w.empty("apic", &[]);
     w.close("features");
-    if vm.numa_cells.is_empty() {
-        w.empty("cpu", &[a("mode", "host-passthrough")]);
-    } else {
-        w.open("cpu", &[a("mode", "host-passthrough")]);
-        w.open("numa", &[]);
-        for cell in &vm.numa_cells {
-            w.empty(
-                "cell",
-                &[a("id", cell.id), a("cpus", &cell.vcpus), a("memory", cell.memory.bytes() / 1024), a("unit", "KiB")],
-            );
-        }
-        w.close("numa");
-        w.close("cpu");
-    }
-    w.open("devices", &[]);
-    devices(&mut w, host, vm);
-    w.close("devices");
-    w.close("domain");
-    w.finish()
 }
 
-fn cell_ids(vm: &DesiredVm) -> CpuSet {
-    CpuSet::from_cpus(vm.numa_cells.iter().map(|c| c.id).collect())
+/// Arm's `virt` machine, as a Grace host runs it: UEFI (there is no BIOS on aarch64;
+/// `fabrik::host::arch-firmware` refuses one) from the AAVMF build Debian's and Ubuntu's
+/// `qemu-efi-aarch64` install, ACPI for the guest kernel's NUMA and PCI tables, and a
+/// GICv3 interrupt controller (Neoverse V2 has no GICv2 compatibility).
+fn os_aarch64(w: &mut Writer) {
+    w.open("os", &[]);
+    w.text("type", &[a("arch", "aarch64"), a("machine", "virt")], "hvm");
+    w.text("loader", &[a("readonly", "yes"), a("type", "pflash")], AAVMF_CODE);
+    w.empty("nvram", &[a("template", AAVMF_VARS)]);
+    w.empty("boot", &[a("dev", "hd")]);
+    w.close("os");
+    w.open("features", &[]);
+    w.empty("acpi", &[]);
+    w.empty("gic", &[a("version", 3)]);
+    w.close("features");
+}
+
+/// Guest NUMA cells: a memory-only cell (GPU memory) has no `cpus`; distances when the
+/// host declares them.
+fn numa(w: &mut Writer, vm: &DesiredVm) {
+    w.open("numa", &[]);
+    for cell in &vm.numa_cells {
+        let mut attrs = vec![a("id", cell.id)];
+        if !cell.memory_only() {
+            attrs.push(a("cpus", &cell.vcpus));
+        }
+        attrs.extend([a("memory", cell.memory.bytes() / 1024), a("unit", "KiB")]);
+        if cell.distances.is_empty() {
+            w.empty("cell", &attrs);
+            continue;
+        }
+        w.open("cell", &attrs);
+        w.open("distances", &[]);
+        for (other, d) in vm.numa_cells.iter().zip(&cell.distances) {
+            w.empty("sibling", &[a("id", other.id), a("value", d)]);
+        }
+        w.close("distances");
+        w.close("cell");
+    }
+    w.close("numa");
 }
 
 fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {

@@ -16,10 +16,10 @@
 //! | CPU lists | `cpuset`, `nodeset`, `cpus` → kernel range syntax (`0-3,8`) |
 //! | `<vcpu>` | `placement='static'` |
 //! | `<cpu>` | `check`, `migratable` |
-//! | `<os>` | versioned machine (`pc-q35-7.2` → `q35`); with `firmware='efi'`, the `<loader>`, `<nvram>` and `<firmware>` libvirt picks |
+//! | `<os>` | versioned machine (`pc-q35-7.2` → `q35`, `virt-7.2` → `virt`); the path of an `<nvram>` libvirt made from its `template`; with `firmware='efi'`, the `<loader>`, `<nvram>` and `<firmware>` libvirt picks |
 //! | devices | `<emulator>`, `<alias>`, `<memballoon>`, PS/2 `<input>`, `<audio type='none'>`, spicevmc channels, controllers (all but fabrik's PCIe expander buses, their root ports and SCSI controllers), device addresses (all but those on fabrik's expander buses and their root ports) |
 //! | interfaces | tap `<target>`, `portid`, a running network's `bridge`, libvirt's default `rtl8139` model, and (when compared with [`compare`]) a MAC the desired side did not set |
-//! | consoles | libvirt's `isa-serial` target type and model, the pty path of a running guest |
+//! | consoles | libvirt's `isa-serial` (x86) and `system-serial`/`pl011` (Arm) target type and model, the pty path of a running guest |
 //! | disks | `<backingStore>` libvirt probed, a running disk's `index` |
 //! | mdev hostdevs | `display='off'` |
 //!
@@ -255,6 +255,8 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
                 Some("q35")
             } else if machine.starts_with("pc-i440fx-") {
                 Some("pc")
+            } else if machine.starts_with("virt-") {
+                Some("virt")
             } else {
                 None
             };
@@ -266,6 +268,12 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
             for name in ["loader", "nvram", "firmware"] {
                 os.remove_children(name);
             }
+        }
+        // A variable store made from a template: libvirt names its file after the VM.
+        if let Some(nvram) = os.child_mut("nvram")
+            && nvram.attr("template").is_some()
+        {
+            nvram.text.clear();
         }
     }
     if let Some(devices) = d.child_mut("devices") {
@@ -344,10 +352,12 @@ fn normalize_devices(devices: &mut Element) {
                     dev.remove_children("source");
                 }
                 if let Some(t) = dev.child_mut("target") {
-                    if t.attr("type") == Some("isa-serial") {
+                    // x86's ISA serial port and Arm `virt`'s PL011: what libvirt picks.
+                    if matches!(t.attr("type"), Some("isa-serial" | "system-serial")) {
                         t.remove_attr("type");
                     }
-                    t.children.retain(|c| !c.is("model", &[("name", "isa-serial")]));
+                    t.children
+                        .retain(|c| !c.is("model", &[("name", "isa-serial")]) && !c.is("model", &[("name", "pl011")]));
                 }
             }
             "disk" => {
