@@ -127,7 +127,13 @@ fn disk(target: &str, bus: DiskBus, volume: &str) -> DesiredDisk {
 }
 
 fn cell(id: u32, vcpus: &str, mib: u64, host_node: u32) -> GuestCell {
-    GuestCell { id, vcpus: CpuSet::parse(vcpus).unwrap(), memory: ByteSize(mib * MIB), host_node }
+    GuestCell {
+        id,
+        vcpus: CpuSet::parse(vcpus).unwrap(),
+        memory: ByteSize(mib * MIB),
+        host_node,
+        distances: Vec::new(),
+    }
 }
 
 /// Every VM shape fabrik renders, by fixture case name.
