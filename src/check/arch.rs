@@ -61,7 +61,7 @@ fn arch(host: &Host, out: &mut Vec<Diagnostic>) {
             Diagnostic::error(
                 "fabrik::host::arch",
                 format!(
-                    "host `{}` is declared {}, but its {} GPU sits beside a {needed} CPU",
+                    "host `{}` is declared {}, but its {} GPU needs an {needed} host",
                     host.name.value, declared.value, gpu.model.value
                 ),
             )
@@ -116,7 +116,7 @@ fn distances(host: &Host, out: &mut Vec<Diagnostic>) {
         let Some(row) = &node.distances else { continue };
         let own = row.value.get(node.id.value as usize).copied();
         let problem = if row.value.len() != count {
-            format!("gives {} distances for a host of {count} NUMA nodes", row.value.len())
+            format!("gives a row of {} for a host of {count} NUMA nodes", row.value.len())
         } else if own != Some(LOCAL_DISTANCE) {
             format!("gives {} as its distance to itself", own.map_or("nothing".into(), |d| d.to_string()))
         } else {
