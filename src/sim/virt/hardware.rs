@@ -28,7 +28,10 @@ pub fn host_info(host: &Host) -> HostInfo {
             id: n.id.value,
             cpus: n.cpus.value.clone(),
             memory: n.memory.value,
-            distances: ids.iter().map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE }).collect(),
+            // The declared row, as the host's SLIT would give it; else local and remote.
+            distances: n.distances.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| {
+                ids.iter().map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE }).collect()
+            }),
             socket: n.socket.as_ref().map(|s| s.value),
         })
         .collect();
@@ -36,6 +39,7 @@ pub fn host_info(host: &Host) -> HostInfo {
         hostname: host.name.value.clone(),
         hypervisor: "libvirt test driver (simulated twin)".to_string(),
         cpu_model: None,
+        arch: Some(host.arch().to_string()),
         numa,
     }
 }
