@@ -189,6 +189,10 @@ pub static LANGUAGE: &[Rule] = &[
         "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
     ),
     lang(
+        "fabrik::plan::iommu-group",
+        "a passthrough GPU shares its IOMMU group (read from the host) with a device that is not given to the same VM; VFIO hands out whole groups only",
+    ),
+    lang(
         "fabrik::plan::wrong-nic-kind",
         "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
     ),
@@ -199,6 +203,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("mig", "MIG geometry: layouts that the GPU can really hold"),
     ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
     ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
+    ("host", "Hosts: the CPU architecture their VMs are rendered for"),
     ("fabric", "Fabric: NVLink domains and their partitions, the VXLAN underlay, and MTUs over the hosts' NICs"),
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),

@@ -95,6 +95,7 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
         virt::domains(factory, desired, live, options.shutdown_timeout, out);
         virt::networks(factory, desired, live, out);
         virt::storage(desired, live, &options.created, out);
+        crate::plan::iommu::check(desired, &live.devices, out);
     } else if needs_libvirt {
         unreadable("libvirt", out);
     }
