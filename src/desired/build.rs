@@ -48,6 +48,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let ipam = super::net::ipam(spec);
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
+    super::ib::add(spec, &factory, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     for h in &mut hosts {
         h.hugepages.sort_by(|a, b| a.id.cmp(&b.id));

@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod build;
+pub mod ib;
 pub mod id;
 pub mod mac;
 pub mod names;
@@ -77,6 +78,9 @@ pub struct DesiredHost {
     pub pools: Vec<DesiredPool>,
     pub volumes: Vec<DesiredVolume>,
     pub vms: Vec<DesiredVm>,
+    /// The VM NICs on InfiniBand partitions, with the GUIDs of their VFs ([`ib`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ib_ports: Vec<ib::IbPort>,
 }
 
 /// A hugepage pool: pages of one size on one NUMA node.

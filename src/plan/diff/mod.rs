@@ -78,8 +78,10 @@ impl Out {
 /// Compares one host. A concern that could not be read is an error for every kind it
 /// would have told about, never "absent, so create it".
 pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
-    // `arch` shows through the rendered domain XML of every VM.
-    let DesiredHost { name, uri: _, arch: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } = desired;
+    // `arch` shows through the rendered domain XML of every VM; `ib_ports` are the
+    // subnet manager's (`render::opensm`), not this host's.
+    let DesiredHost { name, uri: _, arch: _, ib_ports: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } =
+        desired;
     let unreadable = |concern: &str, out: &mut Out| {
         let reasons: Vec<String> =
             live.errors.iter().filter(|e| e.concern == concern).map(|e| e.error.to_string()).collect();
