@@ -125,3 +125,63 @@ fn every_rendered_document_of_every_example_passes_virt_xml_validate() {
         assert!(kinds.get(kind).is_some_and(|&n| n > 0), "no {kind} was rendered: {kinds:?}");
     }
 }
+
+/// The guest PCI bus (controller index) of the `n`th element `tag` whose text contains
+/// `within`, read from its `<address … bus='0x..'`.
+fn buses(xml: &str, open: &str) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for (i, _) in xml.match_indices(open) {
+        let end =
+            i + xml[i..].find(if open.starts_with("<interface") { "</interface>" } else { "</hostdev>" }).unwrap();
+        let part = &xml[i..end];
+        let Some(at) = part.rfind("<address type='pci'") else { continue };
+        let bus = part[at..].split("bus='0x").nth(1).unwrap()[..2].to_string();
+        let what = part.split("network='").nth(1).map_or_else(
+            || part.split("<address domain=").nth(1).unwrap_or_default().chars().take(40).collect(),
+            |n| n.split('\'').next().unwrap().to_string(),
+        );
+        out.push((what, u32::from_str_radix(&bus, 16).unwrap()));
+    }
+    out
+}
+
+/// The expander bus (its controller index) a root port of index `port` sits on.
+fn expander_of(xml: &str, port: u32) -> u32 {
+    let tag = format!("<controller type='pci' index='{port}' model='pcie-root-port'>");
+    let at = xml.find(&tag).unwrap_or_else(|| panic!("no root port {port}"));
+    let bus = xml[at..].split("bus='0x").nth(1).unwrap();
+    u32::from_str_radix(&bus[..2], 16).unwrap()
+}
+
+#[test]
+fn the_8_gpu_vm_gets_one_ib_vf_per_gpu_from_its_rail_behind_its_gpus_bus() {
+    let d = example("ai-factory");
+    let (host, vm) = vm(&d, "acme-train");
+    let xml = render::domain(&d.factory, host, vm);
+    let vfs: Vec<(String, u32)> =
+        buses(&xml, "<interface type='network'>").into_iter().filter(|(n, _)| n.starts_with("acme-ib")).collect();
+    assert_eq!(vfs.len(), 8, "8 IB VFs behind expander buses:\n{xml}");
+    let nets: Vec<&str> = vfs.iter().map(|(n, _)| n.as_str()).collect();
+    for want in ["acme-ib", "acme-ib+ib1", "acme-ib+ib7"] {
+        assert!(nets.contains(&want), "{nets:?}");
+    }
+    // Each VF's root port is on the same expander bus as its GPU's root port.
+    let gpus = buses(&xml, "<hostdev mode='subsystem' type='pci'");
+    assert_eq!(gpus.len(), 8, "{xml}");
+    for (k, nic) in vm.nics.iter().enumerate() {
+        let Some(rail) = &nic.rail else { continue };
+        let gpu = host.gpus.iter().position(|g| g.address == rail.gpu).unwrap();
+        let gpu_port = gpus.iter().find(|(a, _)| a.contains(&format!("bus='0x{:02x}'", rail.gpu.bus))).unwrap().1;
+        let vf_port = vfs.iter().find(|(n, _)| *n == nic.network).unwrap().1;
+        assert_eq!(expander_of(&xml, vf_port), expander_of(&xml, gpu_port), "NIC {k} (GPU {gpu}) off its GPU's bus");
+        assert_eq!(rail.pf, format!("ib{gpu}"), "NIC {k}: GPU {gpu}'s rail");
+    }
+    // Every rail's pool exists on the host, over the rail's HCA.
+    for i in 1..8 {
+        let net = host.networks.iter().find(|n| n.name == format!("acme-ib+ib{i}")).expect("rail network");
+        assert_eq!(net.pf.as_deref(), Some(format!("ib{i}").as_str()));
+    }
+    // The partition has all 8 ports, each on its rail's HCA.
+    let ports: Vec<_> = host.ib_ports.iter().filter(|p| p.vm == "acme-train" && p.network == "acme-ib").collect();
+    assert_eq!(ports.len(), 8, "{ports:?}");
+}

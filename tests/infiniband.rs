@@ -40,7 +40,8 @@ fn every_vm_port_on_a_partition_has_its_own_guids() {
         .iter()
         .flat_map(|h| &h.vms)
         .flat_map(|v| &v.nics)
-        .filter(|n| n.network == "acme-ib" || n.network == "globex-ib")
+        .map(|n| n.rail.as_ref().map_or(n.network.as_str(), |r| r.partition.as_str()))
+        .filter(|net| *net == "acme-ib" || *net == "globex-ib")
         .count();
     assert_eq!(ports.len(), nics_on_ib, "one port per VM NIC on a partition");
     let mut seen = HashSet::new();

@@ -119,7 +119,14 @@ fn vm(name: &str) -> DesiredVm {
 }
 
 fn nic(network: &str, sriov: bool, n: u8) -> DesiredNic {
-    DesiredNic { network: network.into(), sriov, mac: format!("52:54:00:fa:00:{n:02x}"), declared: true, address: None }
+    DesiredNic {
+        network: network.into(),
+        sriov,
+        mac: format!("52:54:00:fa:00:{n:02x}"),
+        declared: true,
+        address: None,
+        rail: None,
+    }
 }
 
 fn disk(target: &str, bus: DiskBus, volume: &str) -> DesiredDisk {

@@ -2,12 +2,12 @@
 //! all of them are pure functions of the [`Spec`].
 
 pub mod addresses;
-pub mod arch;
 pub mod capacity;
 pub mod declared;
 pub mod devices;
 pub mod fabric;
 pub mod gpu;
+pub mod hardware;
 pub mod isolation;
 pub mod macs;
 pub mod mig;
@@ -26,7 +26,7 @@ use crate::spec::model::Spec;
 
 /// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
 pub static CHECKS: &[&[rules::Rule]] = &[
-    arch::RULES,
+    hardware::RULES,
     mig::RULES,
     numa::RULES,
     capacity::RULES,
@@ -54,7 +54,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     if out.iter().any(Diagnostic::is_error) {
         return out;
     }
-    arch::check(spec, &mut out);
+    hardware::check(spec, &mut out);
     mig::check(spec, &mut out);
     numa::check(spec, &mut out);
     capacity::check(spec, &mut out);

@@ -48,6 +48,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let ipam = super::net::ipam(spec);
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
+    super::rails::add_networks(&mut hosts);
     super::ib::add(spec, &factory, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     for h in &mut hosts {
@@ -176,7 +177,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
         super::topology::add_memory_cells(host_spec, a.gpus.iter().map(|&g| gpu(g).address.value), &mut numa_cells);
         super::topology::add_distances(host_spec, &mut numa_cells);
     }
-    let nics = e
+    let mut nics: Vec<DesiredNic> = e
         .nic_list()
         .iter()
         .map(|n| DesiredNic {
@@ -193,8 +194,11 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
                 dns: Vec::new(),
                 declared: true,
             }),
+            rail: None,
         })
         .collect();
+    let gpu_addresses: Vec<_> = a.gpus.iter().map(|&g| gpu(g).address.value).collect();
+    super::rails::expand(spec, host_spec, &gpu_addresses, &mut nics);
     let (mut virtio, mut other) = (0, 0);
     let disks = e
         .disks()

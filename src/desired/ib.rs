@@ -91,15 +91,18 @@ pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
     for (h, host) in hosts.iter().enumerate() {
         for vm in &host.vms {
             for (k, nic) in vm.nics.iter().enumerate() {
-                let Some(net) = nets.get(nic.network.as_str()) else { continue };
-                let (Some(pkey), Some(pf)) = (&net.pkey, &net.parent) else { continue };
+                // A NIC on a GPU's rail is in its partition, through the rail's HCA.
+                let partition = nic.rail.as_ref().map_or(nic.network.as_str(), |r| r.partition.as_str());
+                let Some(net) = nets.get(partition) else { continue };
+                let (Some(pkey), Some(parent)) = (&net.pkey, &net.parent) else { continue };
+                let pf = nic.rail.as_ref().map_or(parent.value.clone(), |r| r.pf.clone());
                 let port = IbPort {
                     vm: vm.name.clone(),
                     nic: k,
-                    network: nic.network.clone(),
+                    network: partition.to_string(),
                     pkey: pkey.value,
                     membership: net.membership.as_ref().map_or(Membership::Full, |m| m.value),
-                    pf: pf.value.clone(),
+                    pf,
                     node_guid: Guid(0),
                     port_guid: Guid(0),
                 };

@@ -13,6 +13,7 @@ pub mod id;
 pub mod mac;
 pub mod names;
 pub mod net;
+pub mod rails;
 pub mod storage;
 pub mod topology;
 
@@ -269,6 +270,10 @@ pub struct DesiredNic {
     /// Guest configuration reads it (with prefix, gateway and DNS) from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<addr::NicAddress>,
+    /// The GPU rail its VF comes from, for a multi-GPU VM on an InfiniBand partition
+    /// ([`rails`]); `network` is then that rail's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail: Option<rails::NicRail>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

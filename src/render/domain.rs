@@ -8,7 +8,9 @@
 //! PCI layout. fabrik numbers only the controllers it needs for that: from index 1 up,
 //! per guest cell that has GPUs (in cell order) one `pcie-expander-bus`, then one
 //! `pcie-root-port` on it per GPU, and each GPU's guest address is slot 0 of its root
-//! port. Everything else (disks, NICs, the root complex's ports) libvirt places itself,
+//! port; then one root port per rail VF of those GPUs ([`crate::desired::rails`]), the
+//! VF at slot 0 of it (an expander's 16 bus numbers hold 15 such ports: 7 GPUs with a
+//! VF each). Everything else (disks, NICs, the root complex's ports) libvirt places itself,
 //! after fabrik's indexes; [`super::normalize`] drops those addresses and keeps fabrik's.
 //!
 //! MIG. A MIG slice reaches a VM as an NVIDIA vGPU mediated device: `<hostdev
@@ -20,8 +22,9 @@
 //!
 //! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
 //! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
-//! on the network's hostdev pool: libvirt picks a free VF at start. SR-IOV VFs are not
-//! placed behind the expander buses (the pool decides the VF only at start).
+//! on the network's hostdev pool: libvirt picks a free VF at start. A VF from a GPU's
+//! rail is placed behind its GPU's expander bus (a guest address on a root port there);
+//! other VFs go where libvirt places them.
 
 use super::xml::{Writer, a};
 use crate::desired::{DesiredHost, DesiredVm, ResourceId};
@@ -194,7 +197,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
         w.empty("controller", &[a("type", "scsi"), a("model", "virtio-scsi")]);
     }
-    gpus(w, host, vm);
+    let placed = gpus(w, host, vm);
     // A MIG slice, or a time slice of a shared GPU (an NVIDIA vGPU), is a mediated
     // device; its UUID comes from what it is, so apply creates the mdev under it.
     let time_slices = vm.time_sliced.iter().map(|gpu| time_slice_id(&host.name, *gpu, &vm.name));
@@ -205,7 +208,10 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.close("source");
         w.close("hostdev");
     }
-    for nic in &vm.nics {
+    for (k, nic) in vm.nics.iter().enumerate() {
+        if placed.contains(&k) {
+            continue;
+        }
         let network = host.networks.iter().find(|n| n.name == nic.network);
         match (nic.sriov, network.and_then(|n| n.bridge.as_deref())) {
             (false, Some(bridge)) => {
@@ -227,13 +233,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
                 w.empty("model", &[a("type", "virtio")]);
                 w.close("interface");
             }
-            // No model: a VF is the guest's NIC itself.
-            (true, _) => {
-                w.open("interface", &[a("type", "network")]);
-                w.empty("mac", &[a("address", &nic.mac)]);
-                w.empty("source", &[a("network", &nic.network)]);
-                w.close("interface");
-            }
+            (true, _) => vf(w, nic, None),
         }
     }
     w.open("serial", &[a("type", "pty")]);
@@ -244,9 +244,24 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     w.close("console");
 }
 
+/// An SR-IOV VF NIC from its network's pool, at a guest address when fabrik places it.
+/// No model: a VF is the guest's NIC itself.
+fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, port: Option<u32>) {
+    w.open("interface", &[a("type", "network")]);
+    w.empty("mac", &[a("address", &nic.mac)]);
+    w.empty("source", &[a("network", &nic.network)]);
+    if let Some(port) = port {
+        w.empty("address", &guest_address(port, 0));
+    }
+    w.close("interface");
+}
+
 /// Whole GPUs: behind an expander bus on their guest cell when the VM has one on the
-/// GPU's host node, else where libvirt places them.
-fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
+/// GPU's host node, else where libvirt places them. Each GPU's rail VFs
+/// ([`crate::desired::rails`]) follow it on root ports of the same expander bus.
+/// Returns the indexes of the NICs placed so.
+fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<usize> {
+    let mut placed = Vec::new();
     let host_node = |gpu: &PciAddress| host.gpus.iter().find(|g| g.address == *gpu).map(|g| g.numa_node);
     let cell_of = |gpu: &PciAddress| {
         let node = host_node(gpu)?;
@@ -271,7 +286,7 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.text("node", &[], &cell.to_string());
         w.close("target");
         w.close("controller");
-        for (slot, gpu) in (0u32..).zip(behind) {
+        for (slot, gpu) in (0u32..).zip(behind.iter().copied()) {
             let port = index;
             index += 1;
             w.open("controller", &[a("type", "pci"), a("index", port), a("model", "pcie-root-port")]);
@@ -279,10 +294,28 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
             w.close("controller");
             hostdev(w, gpu, Some(port));
         }
+        // The rail VFs of this cell's GPUs, on root ports after the GPUs'.
+        let mut slot = behind.len() as u32;
+        for gpu in &behind {
+            for (k, nic) in vm.nics.iter().enumerate() {
+                if nic.rail.as_ref().is_none_or(|r| r.gpu != **gpu) {
+                    continue;
+                }
+                let port = index;
+                index += 1;
+                w.open("controller", &[a("type", "pci"), a("index", port), a("model", "pcie-root-port")]);
+                w.empty("address", &guest_address(expander_index, slot));
+                w.close("controller");
+                slot += 1;
+                vf(w, nic, Some(port));
+                placed.push(k);
+            }
+        }
     }
     for gpu in vm.gpus.iter().filter(|g| cell_of(g).is_none()) {
         hostdev(w, gpu, None);
     }
+    placed
 }
 
 fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {

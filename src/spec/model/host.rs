@@ -63,6 +63,8 @@ pub struct Gpu {
     pub model: Spanned<GpuModel>,
     pub numa_node: Spanned<u32>,
     pub nvlink_domain: Option<Spanned<String>>,
+    /// The InfiniBand NIC beside the GPU on its PCIe switch (its GPUDirect RDMA rail).
+    pub rail: Option<Spanned<String>>,
     /// Given, or `mig` when a MIG layout is listed, else `host`.
     pub mode: Spanned<GpuMode>,
     pub mig: Vec<MigSlot>,
@@ -194,6 +196,11 @@ pub static GPU: Shape = Shape {
         req("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the GPU is attached to"),
         opt("nvlink-domain", Ty::Name, "NVLink fabric domain; GPUs in one domain talk over NVLink"),
         opt(
+            "rail",
+            Ty::IfName,
+            "the InfiniBand NIC beside this GPU on its PCIe switch (its rail); a VM given several GPUs gets one VF per GPU from the GPU's rail on each InfiniBand partition it joins, behind the GPU's guest PCIe expander bus",
+        ),
+        opt(
             "mode",
             Ty::Enum(<GpuMode as crate::spec::decode::Word>::NAMES),
             "passthrough, mig, time-sliced or host (default: mig when `mig` is listed, else host)",
@@ -316,13 +323,14 @@ fn decode_gpu(d: &mut Decoder, n: &Node) -> Option<Gpu> {
     let model = o.get("model").and_then(|n| d.word::<GpuModel>(n, "model"));
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
     let nvlink_domain = o.get("nvlink-domain").and_then(|n| d.name(n, "nvlink-domain"));
+    let rail = o.get("rail").and_then(|n| d.name(n, "rail")).and_then(|s| super::network::check_ifname(d, s, "rail"));
     let mig = d.items(&o, "mig", decode_mig_slot);
     let mode = match o.get("mode") {
         Some(n) => d.word::<GpuMode>(n, "mode")?,
         None if o.has("mig") => Spanned::new(GpuMode::Mig, o.span_of("mig").unwrap_or(o.head)),
         None => Spanned::new(GpuMode::Host, o.head),
     };
-    Some(Gpu { address: address?, model: model?, numa_node: numa_node?, nvlink_domain, mode, mig, span: o.span })
+    Some(Gpu { address: address?, model: model?, numa_node: numa_node?, nvlink_domain, rail, mode, mig, span: o.span })
 }
 
 fn decode_mig_slot(d: &mut Decoder, n: &Node) -> Option<MigSlot> {

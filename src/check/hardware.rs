@@ -1,11 +1,11 @@
-//! `fabrik::host::*` and the NUMA topology rules of a host's own declaration: its CPU
-//! architecture against its GPUs and its VMs' firmware, nodes of GPU memory, and node
-//! distances.
+//! A host's declared hardware against itself: its CPU architecture against its GPUs and
+//! its VMs' firmware (`fabrik::host::*`), nodes of GPU memory and node distances
+//! (`fabrik::numa::*`), and the GPUs' InfiniBand rails (`fabrik::fabric::rail`).
 
 use super::rules::Rule;
 use crate::diag::Diagnostic;
 use crate::hw::Arch;
-use crate::spec::model::{Firmware, Host, Spec};
+use crate::spec::model::{Firmware, Host, NicKind, Spec};
 
 pub static RULES: &[Rule] = &[
     Rule {
@@ -36,6 +36,13 @@ pub static RULES: &[Rule] = &[
         example: "numa-nodes:\n  - { id: 0, cpus: 0-71, memory: 480GiB, distances: [10] }\n  - { id: 1, cpus: 72-143, memory: 480GiB, distances: [20, 10] }",
         fix: "copy the node's row from `numactl --hardware` on the host: one distance per node, in node-id order, 10 for itself",
     },
+    Rule {
+        code: "fabrik::fabric::rail",
+        summary: "a GPU's `rail` is not an InfiniBand NIC of the host with SR-IOV VFs (`sriov-vfs`)",
+        protects: "a rail VF that cannot exist: a multi-GPU VM on an InfiniBand partition takes one VF per GPU from the GPU's rail, so the rail must be an InfiniBand port that has VFs",
+        example: "hosts:\n  - name: gpu01\n    gpus: [{ address: \"0000:1b:00.0\", model: H200-141GB, numa-node: 0, rail: ib9 }]\n    nics: [{ name: ib0, kind: infiniband, sriov-vfs: 16 }]",
+        fix: "name the InfiniBand NIC on the GPU's PCIe switch (`nvidia-smi topo -m` shows it as PIX/PXB), and give it `sriov-vfs`",
+    },
 ];
 
 /// Distance of a node to itself (ACPI SLIT).
@@ -46,6 +53,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         arch(host, out);
         memory_nodes(host, out);
         distances(host, out);
+        rails(host, out);
     }
     firmware(spec, out);
 }
@@ -152,6 +160,40 @@ fn firmware(spec: &Spec, out: &mut Vec<Diagnostic>) {
             )
             .at(fw.span, "no BIOS on aarch64")
             .help("write `firmware: uefi`, or leave `firmware` out: aarch64 VMs boot UEFI"),
+        );
+    }
+}
+
+fn rails(host: &Host, out: &mut Vec<Diagnostic>) {
+    for gpu in &host.gpus {
+        let Some(rail) = &gpu.rail else { continue };
+        let nic = host.nics.iter().find(|n| n.name.value == rail.value);
+        let problem = match nic {
+            None => "is not a NIC of the host",
+            Some(n) if n.kind.value != NicKind::Infiniband => "is not an InfiniBand NIC",
+            Some(n) if n.sriov_vfs.as_ref().is_none_or(|v| v.value == 0) => "has no SR-IOV VFs (`sriov-vfs`)",
+            Some(_) => continue,
+        };
+        let ib: Vec<String> = host
+            .nics
+            .iter()
+            .filter(|n| n.kind.value == NicKind::Infiniband)
+            .map(|n| format!("`{}`", n.name.value))
+            .collect();
+        out.push(
+            Diagnostic::error(
+                "fabrik::fabric::rail",
+                format!(
+                    "the rail of GPU {} on host `{}`, `{}`, {problem}",
+                    gpu.address.value, host.name.value, rail.value
+                ),
+            )
+            .at(rail.span, "this rail")
+            .help(if ib.is_empty() {
+                "declare the InfiniBand NIC beside the GPU, with `sriov-vfs`".to_string()
+            } else {
+                format!("name the InfiniBand NIC beside the GPU ({}), with `sriov-vfs`", ib.join(", "))
+            }),
         );
     }
 }
