@@ -4,17 +4,13 @@ use super::GpuModel;
 
 crate::words! {
     /// A host's CPU architecture, as libvirt's capabilities name it (`<host><cpu><arch>`).
+    #[derive(Default)]
     pub enum Arch {
         /// Intel and AMD servers (HGX boards).
+        #[default]
         X86_64 = "x86_64",
         /// Arm servers: NVIDIA Grace (GB200, GH200).
         Aarch64 = "aarch64",
-    }
-}
-
-impl Default for Arch {
-    fn default() -> Self {
-        Arch::X86_64
     }
 }
 
@@ -25,23 +21,6 @@ impl GpuModel {
     pub fn arch(self) -> Option<Arch> {
         match self {
             GpuModel::GB200 => Some(Arch::Aarch64),
-            GpuModel::A100_40GB
-            | GpuModel::A100_80GB
-            | GpuModel::H100_80GB
-            | GpuModel::H100_94GB
-            | GpuModel::H200_141GB
-            | GpuModel::L40S => None,
-        }
-    }
-
-    /// The VFIO variant driver that passes this GPU through, where a plain `vfio-pci`
-    /// does not do: GB200's GPU memory is coherent with the Grace CPU and reaches the
-    /// guest through `nvgrace-gpu-vfio-pci` (Linux 6.8+), which exposes it as a device
-    /// memory region the guest maps cacheable. libvirt 10.0+ binds the variant itself
-    /// for a `managed='yes'` hostdev when the module is loaded (`modules.alias`).
-    pub fn vfio_variant(self) -> Option<&'static str> {
-        match self {
-            GpuModel::GB200 => Some("nvgrace_gpu_vfio_pci"),
             GpuModel::A100_40GB
             | GpuModel::A100_80GB
             | GpuModel::H100_80GB

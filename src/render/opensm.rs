@@ -22,10 +22,13 @@ use crate::spec::model::Membership;
 /// The 15 bits of a pkey that name its partition (bit 15 is the membership bit).
 const PKEY_BASE_MASK: u16 = 0x7fff;
 
+/// A partition's network name and its ports, each with its host's name.
+type Partition<'a> = (String, Vec<(&'a str, &'a IbPort)>);
+
 /// The `partitions.conf` of the factory, deterministic (partitions by pkey, members by
 /// GUID).
 pub fn partitions_conf(desired: &Desired) -> String {
-    let mut by_pkey: BTreeMap<u16, (String, Vec<(&str, &IbPort)>)> = BTreeMap::new();
+    let mut by_pkey: BTreeMap<u16, Partition<'_>> = BTreeMap::new();
     for host in &desired.hosts {
         for port in &host.ib_ports {
             let entry = by_pkey.entry(port.pkey & PKEY_BASE_MASK).or_insert_with(|| (port.network.clone(), Vec::new()));
