@@ -184,6 +184,29 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
         disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
         ..vm("gpu-expander")
     };
+    // Rail VFs (one per GPU) on root ports of their GPUs' expander buses, and guest
+    // cells with distances and one of GPU memory only.
+    let rail = |gpu: &str, n: u8| DesiredNic {
+        rail: Some(fabrik::desired::rails::NicRail {
+            gpu: PciAddress::parse(gpu).unwrap(),
+            pf: "eth9".into(),
+            partition: "acme-ib".into(),
+        }),
+        ..nic("acme-ib", true, n)
+    };
+    let mut rail_cells = vec![cell(0, "0-1", 128, 0), cell(1, "2-3", 128, 1), cell(2, "0", 0, 2)];
+    rail_cells[2].vcpus = CpuSet::default();
+    for (i, c) in rail_cells.iter_mut().enumerate() {
+        c.distances = [[10, 21, 80], [21, 10, 80], [80, 80, 10]][i].to_vec();
+    }
+    let rail_vfs = DesiredVm {
+        vcpus: 4,
+        memory: ByteSize(256 * MIB),
+        numa_cells: rail_cells,
+        gpus: ["0000:3b:00.0", "0000:86:00.0"].map(|a| PciAddress::parse(a).unwrap()).to_vec(),
+        nics: vec![rail("0000:3b:00.0", 8), nic("acme", false, 9), rail("0000:86:00.0", 10)],
+        ..vm("rail-vfs")
+    };
     let sriov_nic = DesiredVm {
         nics: vec![nic("acme-ib", true, 3), nic("acme", false, 4)],
         disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
@@ -209,6 +232,7 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
         ("hugepages", hugepages),
         ("numa-cells", numa_cells),
         ("gpu-expander", gpu_expander),
+        ("rail-vfs", rail_vfs),
         ("sriov-nic", sriov_nic),
         ("nics-disks", nics_disks),
         ("mig", mig),
