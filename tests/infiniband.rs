@@ -68,3 +68,16 @@ fn guids_are_unique_over_100_000_vfs() {
     }
     assert_eq!(seen.len(), 2 * VFS);
 }
+
+#[test]
+fn fabrik_partitions_prints_the_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["partitions", "examples/ai-factory"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let golden = std::fs::read_to_string(root.join("fixtures/opensm/ai-factory.partitions.conf")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), golden);
+}
