@@ -208,8 +208,10 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.close("source");
         w.close("hostdev");
     }
+    // NICs in their order (live state pairs interfaces with NICs by position).
     for (k, nic) in vm.nics.iter().enumerate() {
-        if placed.contains(&k) {
+        if let Some(&(_, port)) = placed.iter().find(|(i, _)| *i == k) {
+            vf(w, nic, Some(port));
             continue;
         }
         let network = host.networks.iter().find(|n| n.name == nic.network);
@@ -259,8 +261,8 @@ fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, port: Option<u32>) {
 /// Whole GPUs: behind an expander bus on their guest cell when the VM has one on the
 /// GPU's host node, else where libvirt places them. Each GPU's rail VFs
 /// ([`crate::desired::rails`]) follow it on root ports of the same expander bus.
-/// Returns the indexes of the NICs placed so.
-fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<usize> {
+/// Returns the NICs placed so, by index, with the root port each goes on.
+fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<(usize, u32)> {
     let mut placed = Vec::new();
     let host_node = |gpu: &PciAddress| host.gpus.iter().find(|g| g.address == *gpu).map(|g| g.numa_node);
     let cell_of = |gpu: &PciAddress| {
@@ -307,8 +309,7 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<usize> {
                 w.empty("address", &guest_address(expander_index, slot));
                 w.close("controller");
                 slot += 1;
-                vf(w, nic, Some(port));
-                placed.push(k);
+                placed.push((k, port));
             }
         }
     }
