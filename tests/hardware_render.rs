@@ -185,3 +185,69 @@ fn the_8_gpu_vm_gets_one_ib_vf_per_gpu_from_its_rail_behind_its_gpus_bus() {
     let ports: Vec<_> = host.ib_ports.iter().filter(|p| p.vm == "acme-train" && p.network == "acme-ib").collect();
     assert_eq!(ports.len(), 8, "{ports:?}");
 }
+
+#[test]
+fn a_rail_without_enough_vfs_for_the_vms_placed_on_its_gpus_is_an_error() {
+    let factory = |vfs: u32| {
+        format!(
+            "version: 1
+factory: f
+hosts:
+  - name: gpu01
+    uri: qemu+ssh://root@gpu01/system
+    numa-nodes: [{{ id: 0, cpus: 0-31, memory: 512GiB }}]
+    gpus:
+      - {{ address: \"0000:1b:00.0\", model: H200-141GB, numa-node: 0, rail: ib0, mode: passthrough }}
+      - {{ address: \"0000:43:00.0\", model: H200-141GB, numa-node: 0, rail: ib1, mode: passthrough }}
+    nics:
+      - {{ name: ib0, kind: infiniband, numa-node: 0, sriov-vfs: 8 }}
+      - {{ name: ib1, kind: infiniband, numa-node: 0, sriov-vfs: {vfs} }}
+tenants:
+  - {{ name: acme, hosts: [gpu01], networks: [acme-ib] }}
+networks:
+  - {{ name: acme-ib, purpose: tenant, kind: ib-partition, tenant: acme, pkey: 0x8001, parent: ib0, hosts: [gpu01] }}
+vms:
+  - name: train
+    tenant: acme
+    host: gpu01
+    vcpus: 4
+    memory: 16GiB
+    gpu: {{ model: H200-141GB, count: 2 }}
+    nics: [{{ network: acme-ib, model: sriov }}]
+"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("factory.yaml");
+    for (vfs, ok) in [(1, true), (0, false)] {
+        std::fs::write(&file, factory(vfs)).unwrap();
+        let v = fabrik::check::validate(&file);
+        // `sriov-vfs: 0` on a rail is also refused offline (`fabrik::fabric::rail`).
+        if !ok {
+            let codes: Vec<&str> = v.diags.iter().map(|d| d.code).collect();
+            assert!(codes.contains(&"fabrik::fabric::rail"), "{codes:?}");
+            continue;
+        }
+        assert!(v.is_valid(), "{:?}", v.diags);
+        let d = fabrik::desired::build(&v.spec).expect("one VF per rail is enough");
+        let (host, vm) = vm(&d, "train");
+        assert_eq!(vm.nics.len(), 2, "{:?}", vm.nics);
+        assert!(render::domain(&d.factory, host, vm).contains("<source network='acme-ib+ib1'/>"));
+    }
+    // Two such VMs need two VFs of ib1.
+    // Two such VMs on four GPUs, three of them on rail ib1: it needs three VFs.
+    let more_gpus = "      - { address: \"0000:52:00.0\", model: H200-141GB, numa-node: 0, rail: ib1, mode: passthrough }\n      \
+                     - { address: \"0000:61:00.0\", model: H200-141GB, numa-node: 0, rail: ib1, mode: passthrough }\n    nics:\n";
+    let two = factory(1).replace("  - name: train\n", "  - name: train\n    replicas: 2\n").replacen(
+        "    nics:\n",
+        more_gpus,
+        1,
+    );
+    std::fs::write(&file, two).unwrap();
+    let v = fabrik::check::validate(&file);
+    let errors = match fabrik::desired::build(&v.spec) {
+        Ok(_) => panic!("two VMs on one VF of ib1 build: {:?}", v.diags),
+        Err(e) => e,
+    };
+    assert!(errors.iter().any(|e| e.code == "fabrik::place::rail-vfs"), "{errors:?}");
+}

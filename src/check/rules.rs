@@ -155,6 +155,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::place::no-host",
         "no host can take a VM (CPUs, memory, hugepages, GPUs, MIG instances or its NUMA policy); the help says why for each host tried",
     ),
+    lang(
+        "fabrik::place::rail-vfs",
+        "the multi-GPU VMs placed on a host take more SR-IOV VFs of a GPU's rail (one per GPU and InfiniBand partition) than the rail's `sriov-vfs`",
+    ),
     lang("fabrik::graph::cycle", "resources of the desired state need each other to exist first"),
     lang("fabrik::graph::missing-dependency", "a resource needs another that nothing declares on its host"),
     lang(

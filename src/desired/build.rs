@@ -16,7 +16,8 @@ use crate::spec::model::{DiskBus, Firmware, NicModel, Power, Spec};
 use crate::spec::types::{ByteSize, CpuSet};
 
 /// Builds the desired state of a factory that validates. Fails only where placement
-/// does (`fabrik::place::no-host`).
+/// does (`fabrik::place::no-host`), or where the rails of the GPUs placed run out of VFs
+/// (`fabrik::place::rail-vfs`).
 pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let placement = place::place(spec)?;
     let mut hosts: Vec<DesiredHost> = spec
@@ -49,6 +50,10 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
     super::rails::add_networks(&mut hosts);
+    let rail_errors = super::rails::check_vfs(spec, &hosts);
+    if !rail_errors.is_empty() {
+        return Err(rail_errors);
+    }
     super::ib::add(spec, &factory, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     for h in &mut hosts {

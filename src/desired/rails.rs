@@ -103,3 +103,45 @@ pub(super) fn add_networks(hosts: &mut [DesiredHost]) {
         }
     }
 }
+
+/// The VFs the VMs on each host take from each rail, against the rail's `sriov-vfs`:
+/// `fabrik::place::rail-vfs` where a rail that hands out VFs to multi-GPU VMs has
+/// fewer than they and the host's other SR-IOV NICs on it need. Run after placement,
+/// since which GPUs (and so which rails) a VM gets is decided there.
+pub(super) fn check_vfs(spec: &Spec, hosts: &[DesiredHost]) -> Vec<crate::diag::Diagnostic> {
+    let mut out = Vec::new();
+    for desired in hosts {
+        let Some(host) = spec.hosts.iter().find(|h| h.name.value == desired.name) else { continue };
+        let mut need: std::collections::BTreeMap<&str, (u64, bool)> = std::collections::BTreeMap::new();
+        for nic in desired.vms.iter().flat_map(|v| &v.nics).filter(|n| n.sriov) {
+            let pf = match &nic.rail {
+                Some(r) => Some(r.pf.as_str()),
+                None => desired.networks.iter().find(|n| n.name == nic.network).and_then(|n| n.pf.as_deref()),
+            };
+            let Some(pf) = pf else { continue };
+            let e = need.entry(pf).or_default();
+            e.0 += 1;
+            e.1 |= nic.rail.is_some();
+        }
+        for (pf, (want, railed)) in need {
+            let have =
+                host.nics.iter().find(|n| n.name.value == pf).and_then(|n| n.sriov_vfs.as_ref()).map_or(0, |v| v.value);
+            if !railed || want <= u64::from(have) {
+                continue;
+            }
+            let Some(rail) = host.gpus.iter().filter_map(|g| g.rail.as_ref()).find(|r| r.value == pf) else { continue };
+            out.push(
+                crate::diag::Diagnostic::error(
+                    "fabrik::place::rail-vfs",
+                    format!(
+                        "the VMs placed on host `{}` take {want} SR-IOV VFs of rail `{pf}`, which declares {have}",
+                        desired.name
+                    ),
+                )
+                .at(rail.span, "a rail of multi-GPU VMs on InfiniBand partitions")
+                .help(format!("give `{pf}` at least {want} `sriov-vfs`, or fewer VMs on its GPUs")),
+            );
+        }
+    }
+    out
+}
