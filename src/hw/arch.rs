@@ -31,6 +31,25 @@ impl GpuModel {
     }
 }
 
+impl GpuModel {
+    /// The VFIO variant driver that must carry this GPU to a guest, where plain
+    /// `vfio-pci` does not do: a GB200's memory is coherent with the Grace CPU and
+    /// reaches the guest only through `nvgrace_gpu_vfio_pci` (Linux 6.8+), which exposes
+    /// it as a cacheable device memory region. libvirt binds the variant itself for a
+    /// `managed='yes'` hostdev when the host's kernel has it.
+    pub fn vfio_variant(self) -> Option<&'static str> {
+        match self {
+            GpuModel::GB200 => Some("nvgrace_gpu_vfio_pci"),
+            GpuModel::A100_40GB
+            | GpuModel::A100_80GB
+            | GpuModel::H100_80GB
+            | GpuModel::H100_94GB
+            | GpuModel::H200_141GB
+            | GpuModel::L40S => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,13 @@ pub static RULES: &[Rule] = &[
         fix: "declare the `arch` the host reports (`virsh capabilities`, `uname -m`); a GB200 host is aarch64",
     },
     Rule {
+        code: "fabrik::drift::vfio-variant",
+        summary: "a GPU whose model needs a VFIO variant driver (GB200: `nvgrace_gpu_vfio_pci`) is bound to plain `vfio-pci` (a warning)",
+        protects: "a guest that sees the GPU but not its memory: plain `vfio-pci` does not expose a GB200's coherent memory region",
+        example: "",
+        fix: "load the variant module on the host (`modprobe nvgrace_gpu_vfio_pci`, Linux 6.8+) and restart the VM: libvirt 10+ binds the variant for a managed hostdev",
+    },
+    Rule {
         code: "fabrik::drift::numa-distances",
         summary: "a NUMA node's declared `distances` differ from the ones the host reports",
         protects: "guest NUMA distances that lie about the host: guests place threads and memory by them",
@@ -211,6 +218,27 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
                     )
                     .at(host.name.span, "this host")
                     .help("declare it, with `mode: host` if fabrik should leave it alone"),
+                );
+            }
+        }
+    }
+    if live.read("libvirt") {
+        for gpu in &host.gpus {
+            let Some(variant) = gpu.model.value.vfio_variant() else { continue };
+            let Some(dev) = live.devices.iter().find(|d| d.address == gpu.address.value) else { continue };
+            if dev.driver.as_deref() == Some("vfio-pci") {
+                out.push(
+                    Diagnostic::warning(
+                        "fabrik::drift::vfio-variant",
+                        what(&format!(
+                            "GPU {} is bound to vfio-pci, not {variant}: its guest cannot use the GPU's memory",
+                            gpu.address.value
+                        )),
+                    )
+                    .at(gpu.model.span, "this model needs a VFIO variant driver")
+                    .help(format!(
+                        "load `{variant}` on the host (Linux 6.8+) and restart the VM; libvirt binds it for a managed hostdev"
+                    )),
                 );
             }
         }

@@ -44,7 +44,8 @@ pub fn host_info(host: &Host) -> HostInfo {
     }
 }
 
-/// The declared GPUs and NICs; those in `detached` are bound to vfio-pci.
+/// The declared GPUs and NICs; those in `detached` are bound to vfio-pci (or their
+/// model's VFIO variant).
 pub fn devices(host: &Host, detached: &[PciAddress]) -> Vec<LivePciDevice> {
     let mut out = Vec::new();
     for (i, g) in host.gpus.iter().enumerate() {
@@ -59,7 +60,12 @@ pub fn devices(host: &Host, detached: &[PciAddress]) -> Vec<LivePciDevice> {
             product: Some(info.nvml_name.to_string()),
             numa_node: Some(g.numa_node.value),
             iommu_group: Some(i as u32),
-            driver: Some(if vfio { "vfio-pci" } else { "nvidia" }.to_string()),
+            // A twin's host has the model's VFIO variant driver (GB200), as libvirt binds it.
+            driver: Some(match (vfio, g.model.value.vfio_variant()) {
+                (true, Some(variant)) => variant.to_string(),
+                (true, None) => "vfio-pci".to_string(),
+                (false, _) => "nvidia".to_string(),
+            }),
             netdevs: Vec::new(),
             sriov: None,
         });
