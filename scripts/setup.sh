@@ -7,8 +7,9 @@ export DEBIAN_FRONTEND=noninteractive
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Build: a C toolchain and pkg-config for -sys crates, libvirt's headers for the libvirt
-# driver.
-packages=(build-essential pkg-config libvirt-dev)
+# driver. Test: `virt-xml-validate` (libvirt-clients, with xmllint from libxml2-utils)
+# checks every rendered document against libvirt's schemas (tests/hardware_render.rs).
+packages=(build-essential pkg-config libvirt-dev libvirt-clients libxml2-utils)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -155,6 +155,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::place::no-host",
         "no host can take a VM (CPUs, memory, hugepages, GPUs, MIG instances or its NUMA policy); the help says why for each host tried",
     ),
+    lang(
+        "fabrik::place::rail-vfs",
+        "the multi-GPU VMs placed on a host take more SR-IOV VFs of a GPU's rail (one per GPU and InfiniBand partition) than the rail's `sriov-vfs`",
+    ),
     lang("fabrik::graph::cycle", "resources of the desired state need each other to exist first"),
     lang("fabrik::graph::missing-dependency", "a resource needs another that nothing declares on its host"),
     lang(
@@ -193,6 +197,10 @@ pub static LANGUAGE: &[Rule] = &[
         "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
     ),
     lang(
+        "fabrik::plan::iommu-group",
+        "a passthrough GPU shares its IOMMU group (read from the host) with a device that is not given to the same VM; VFIO hands out whole groups only",
+    ),
+    lang(
         "fabrik::plan::wrong-nic-kind",
         "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
     ),
@@ -203,6 +211,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("mig", "MIG geometry: layouts that the GPU can really hold"),
     ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
     ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
+    ("host", "Hosts: the CPU architecture their VMs are rendered for"),
     ("fabric", "Fabric: NVLink domains and their partitions, the VXLAN underlay, and MTUs over the hosts' NICs"),
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),

@@ -12,6 +12,7 @@ pub mod import;
 pub mod init;
 pub mod inventory;
 pub mod out;
+pub mod partitions;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -81,6 +82,8 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Print the dependency graph of a factory's desired state (Graphviz dot or JSON).
     Graph(graph::Args),
+    /// Print the InfiniBand partition membership as OpenSM's `partitions.conf`: every VM port's GUID under its pkey.
+    Partitions(partitions::Args),
     /// Show what apply would change: per host, one line per change with its class; exit 2 when there are changes.
     Plan(plan::Args),
     /// Plan, confirm, carry the plan out on the hosts in parallel, and verify with a new plan.
@@ -134,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&args),
         Command::Inventory(args) => inventory::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Partitions(args) => partitions::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),

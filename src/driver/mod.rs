@@ -19,6 +19,7 @@ pub mod netlink;
 pub mod nvml;
 pub mod sim_gpu;
 pub mod sim_links;
+pub mod vgpu;
 
 use std::time::Duration;
 

@@ -39,6 +39,27 @@ pub static RULES: &[Rule] = &[
         fix: "declare it (with `mode: host` if fabrik should leave it alone)",
     },
     Rule {
+        code: "fabrik::drift::arch",
+        summary: "the host's CPU architecture (libvirt's capabilities) is not the declared or implied `arch`",
+        protects: "domains rendered for another machine: x86 `q35` guests on a Grace host, or Arm `virt` guests on an x86 one, which libvirt refuses to start",
+        example: "",
+        fix: "declare the `arch` the host reports (`virsh capabilities`, `uname -m`); a GB200 host is aarch64",
+    },
+    Rule {
+        code: "fabrik::drift::vfio-variant",
+        summary: "a GPU whose model needs a VFIO variant driver (GB200: `nvgrace_gpu_vfio_pci`) is bound to plain `vfio-pci` (a warning)",
+        protects: "a guest that sees the GPU but not its memory: plain `vfio-pci` does not expose a GB200's coherent memory region",
+        example: "",
+        fix: "load the variant module on the host (`modprobe nvgrace_gpu_vfio_pci`, Linux 6.8+) and restart the VM: libvirt 10+ binds the variant for a managed hostdev",
+    },
+    Rule {
+        code: "fabrik::drift::numa-distances",
+        summary: "a NUMA node's declared `distances` differ from the ones the host reports",
+        protects: "guest NUMA distances that lie about the host: guests place threads and memory by them",
+        example: "",
+        fix: "copy the node's row from `numactl --hardware` (or `virsh capabilities`)",
+    },
+    Rule {
         code: "fabrik::drift::numa",
         summary: "the host's NUMA nodes or their CPUs differ from the declared ones",
         protects: "CPU pinning and NUMA checks done against a topology the host does not have",
@@ -68,6 +89,19 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let what = |s: &str| format!("host `{}`: {s}", host.name.value);
     if let Some(info) = &live.info
+        && let Some(arch) = &info.arch
+        && arch != host.arch().word()
+    {
+        let d = Diagnostic::error(
+            "fabrik::drift::arch",
+            what(&format!("the host is {arch}, but its VMs are rendered for {}", host.arch())),
+        );
+        out.push(match &host.arch {
+            Some(a) => d.at(a.span, "declared here").help(format!("declare `arch: {arch}`")),
+            None => d.at(host.name.span, "implied by its GPUs, or x86_64").help(format!("declare `arch: {arch}`")),
+        });
+    }
+    if let Some(info) = &live.info
         && !info.numa.is_empty()
     {
         for node in &host.numa_nodes {
@@ -81,6 +115,22 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
                     .help(format!("the host has nodes {}", list(info.numa.iter().map(|n| n.id)))),
                 ),
                 Some(n) => {
+                    if let Some(row) = &node.distances
+                        && !n.distances.is_empty()
+                        && n.distances != row.value
+                    {
+                        out.push(
+                            Diagnostic::error(
+                                "fabrik::drift::numa-distances",
+                                what(&format!(
+                                    "NUMA node {} has distances {:?}, not {:?}",
+                                    node.id.value, n.distances, row.value
+                                )),
+                            )
+                            .at(row.span, "declared distances")
+                            .help(format!("declare `distances: {:?}`", n.distances)),
+                        );
+                    }
                     if n.cpus != node.cpus.value && !n.cpus.is_empty() {
                         out.push(
                             Diagnostic::error(
@@ -168,6 +218,27 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
                     )
                     .at(host.name.span, "this host")
                     .help("declare it, with `mode: host` if fabrik should leave it alone"),
+                );
+            }
+        }
+    }
+    if live.read("libvirt") {
+        for gpu in &host.gpus {
+            let Some(variant) = gpu.model.value.vfio_variant() else { continue };
+            let Some(dev) = live.devices.iter().find(|d| d.address == gpu.address.value) else { continue };
+            if dev.driver.as_deref() == Some("vfio-pci") {
+                out.push(
+                    Diagnostic::warning(
+                        "fabrik::drift::vfio-variant",
+                        what(&format!(
+                            "GPU {} is bound to vfio-pci, not {variant}: its guest cannot use the GPU's memory",
+                            gpu.address.value
+                        )),
+                    )
+                    .at(gpu.model.span, "this model needs a VFIO variant driver")
+                    .help(format!(
+                        "load `{variant}` on the host (Linux 6.8+) and restart the VM; libvirt binds it for a managed hostdev"
+                    )),
                 );
             }
         }

@@ -14,6 +14,7 @@ pub mod class;
 pub mod converged;
 pub mod diff;
 pub mod file;
+pub mod iommu;
 pub mod legacy;
 pub mod locate;
 pub mod moves;

@@ -9,6 +9,7 @@
 pub mod domain;
 pub mod network;
 pub mod normalize;
+pub mod opensm;
 pub mod storage;
 mod xml;
 

@@ -11,7 +11,7 @@ pub mod tenant;
 pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
-pub use network::{NetKind, Network, Purpose};
+pub use network::{Membership, NetKind, Network, Purpose};
 pub use scope::{FileScope, Scope};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};
 pub use tenant::{Quota, Sharing, Tenant};
