@@ -81,7 +81,7 @@ impl HostConn {
         lock(&self.down).clone()
     }
 
-    fn open_twin(&self) -> Result<crate::live::observe::HostDrivers> {
+    fn open_twin(&self) -> Result<crate::driver::observe::HostDrivers> {
         let state = self.twins.as_deref().ok_or_else(|| DriverError::new(ErrorKind::Failed, "not a twin"))?;
         Ok(crate::sim::drivers(state, &self.host))
     }

@@ -155,7 +155,7 @@ pub fn lock_hosts(factory: &str, hosts: &[Host], wait: Duration) -> Result<HostL
         let mut locks = HostLocks { _agents: Vec::new(), unlocked: Vec::new() };
         let mut busy = Vec::new();
         let taken =
-            crate::live::observe::on_hosts(&with_agent, |&(host, command)| take_host(factory, host, command, &me));
+            crate::driver::observe::on_hosts(&with_agent, |&(host, command)| take_host(factory, host, command, &me));
         for (&(host, _), taken) in with_agent.iter().zip(taken) {
             let host = host.to_string();
             match taken {

@@ -7,7 +7,7 @@ use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
 use crate::diag::redact::Secrets;
-use crate::live::observe::HostDrivers;
+use crate::driver::observe::HostDrivers;
 use crate::spec::model::Host;
 
 /// A host's drivers; with `twins`, its simulated twin kept in that state folder.

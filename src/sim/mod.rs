@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::driver::observe::HostDrivers;
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
-use crate::live::observe::HostDrivers;
 use crate::live::{LiveGpu, MigMode};
 use crate::spec::model::Host;
 use crate::spec::types::PciAddress;

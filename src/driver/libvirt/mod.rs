@@ -9,6 +9,7 @@
 pub mod owner;
 pub mod xml;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
@@ -156,22 +157,58 @@ impl LibvirtDriver {
             .map_err(err(format!("cannot find PCI device {address}")))
     }
 
-    /// One domain, or `None` when it went away while the list was read.
-    fn read_domain(&self, dom: &Domain) -> Result<Option<LiveDomain>> {
+    /// Each domain's power state and autostart flag, from listings filtered by libvirt
+    /// (one call per filter for the whole host, not one per domain): a domain libvirt
+    /// lists with no id is shut off; an active one is running or paused as the
+    /// filtered listings say. Only a domain in neither (shutting down, crashed,
+    /// suspended: rare, and passing) costs a state call of its own.
+    fn domain_states(&self, doms: &[Domain]) -> Result<Vec<Option<(PowerState, bool)>>> {
+        let names = |flags: u32, what: &str| -> Result<HashSet<String>> {
+            let listed = self.conn.list_all_domains(flags).map_err(err(format!("cannot list {what} domains")))?;
+            Ok(listed.iter().filter_map(|d| d.name().ok()).collect())
+        };
+        let autostart = names(sys::VIR_CONNECT_LIST_DOMAINS_AUTOSTART, "autostarted")?;
+        let any_active = doms.iter().any(|d| d.id().is_some());
+        let (running, paused) = if any_active {
+            (
+                names(sys::VIR_CONNECT_LIST_DOMAINS_RUNNING, "running")?,
+                names(sys::VIR_CONNECT_LIST_DOMAINS_PAUSED, "paused")?,
+            )
+        } else {
+            (HashSet::new(), HashSet::new())
+        };
+        let mut out = Vec::with_capacity(doms.len());
+        for dom in doms {
+            let name = dom.name().map_err(err("cannot read a domain's name"))?;
+            let state = if dom.id().is_none() {
+                PowerState::ShutOff
+            } else if running.contains(&name) {
+                PowerState::Running
+            } else if paused.contains(&name) {
+                PowerState::Paused
+            } else {
+                match dom.state() {
+                    Ok((s, _)) => power_state(s),
+                    Err(e) if e.code().is(ErrorNumber::NoDomain) => {
+                        out.push(None);
+                        continue;
+                    }
+                    Err(e) => return Err(libvirt_error(&format!("cannot read domain `{name}`"), e)),
+                }
+            };
+            out.push(Some((state, autostart.contains(&name))));
+        }
+        Ok(out)
+    }
+
+    /// One domain, or `None` when it went away while the list was read. A shut-off
+    /// domain costs one XML read (its definition); a running one two, since each XML
+    /// holds what the other lacks: the saved definition (what the next start runs, what
+    /// the plan compares), and the live one (what runs now, and its tap devices).
+    fn read_domain(&self, dom: &Domain, state: PowerState, autostart: bool) -> Result<Option<LiveDomain>> {
         let name = dom.name().map_err(err("cannot read a domain's name"))?;
         let what = format!("cannot read domain `{name}`");
         let gone = |e: &VirtError| e.code().is(ErrorNumber::NoDomain);
-        let (state, _) = match dom.state() {
-            Ok(s) => s,
-            Err(e) if gone(&e) => return Ok(None),
-            Err(e) => return Err(libvirt_error(&what, e)),
-        };
-        let state = power_state(state);
-        let autostart = match dom.autostart() {
-            Ok(a) => a,
-            Err(e) if gone(&e) => return Ok(None),
-            Err(e) => return Err(libvirt_error(&what, e)),
-        };
         let inactive = match dom.xml_desc(sys::VIR_DOMAIN_XML_INACTIVE) {
             Ok(x) => x,
             Err(e) if gone(&e) => return Ok(None),
@@ -366,9 +403,11 @@ impl Virt for LibvirtDriver {
 
     fn domains(&mut self) -> Result<Vec<LiveDomain>> {
         let doms = self.conn.list_all_domains(0).map_err(err("cannot list domains"))?;
+        let states = self.domain_states(&doms)?;
         let mut out = Vec::with_capacity(doms.len());
-        for dom in &doms {
-            if let Some(d) = self.read_domain(dom)? {
+        for (dom, state) in doms.iter().zip(states) {
+            let Some((state, autostart)) = state else { continue };
+            if let Some(d) = self.read_domain(dom, state, autostart)? {
                 out.push(d);
             }
         }

@@ -4,8 +4,8 @@
 //! read; hosts are observed concurrently, and one unreachable host does not hold up or
 //! stop the rest.
 
-use super::{ConcernError, LiveHost};
 use crate::driver::{DriverError, Gpus, Links, Virt};
+use crate::live::{ConcernError, LiveHost};
 
 /// The drivers of one host; each may have failed to open.
 pub struct HostDrivers {
