@@ -205,6 +205,8 @@ impl LibvirtDriver {
     /// domain costs one XML read (its definition); a running one two, since each XML
     /// holds what the other lacks: the saved definition (what the next start runs, what
     /// the plan compares), and the live one (what runs now, and its tap devices).
+    /// libvirt cannot say when the two are equal: `virDomainIsUpdated` stays false after
+    /// a running domain is redefined (QEMU driver, libvirt 9.0, tried on a testbed host).
     fn read_domain(&self, dom: &Domain, state: PowerState, autostart: bool) -> Result<Option<LiveDomain>> {
         let name = dom.name().map_err(err("cannot read a domain's name"))?;
         let what = format!("cannot read domain `{name}`");
