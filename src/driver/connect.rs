@@ -19,10 +19,14 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 }
 
 /// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
-/// connection for both.
+/// connection for both. The two open at once: neither waits for the other.
 pub fn open_real(host: &Host) -> HostDrivers {
-    let (gpus, links) = open_agent(host);
-    HostDrivers { virt: open_virt(host), gpus, links }
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| open_agent(host));
+        let virt = open_virt(host);
+        let (gpus, links) = agent.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        HostDrivers { virt, gpus, links }
+    })
 }
 
 /// libvirt at the host's `uri`, if it is one fabrik opens (`check::trust`). Errors

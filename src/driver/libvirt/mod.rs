@@ -10,7 +10,7 @@ pub mod owner;
 pub mod xml;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ use crate::live::{
     HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState, RunningDefinition,
 };
 use crate::spec::types::{ByteSize, CpuSet, PciAddress};
+
+/// Domains read at once over a host's connection (libvirtd serves 20 calls at once by
+/// default, `max_workers`; this leaves room for everyone else's).
+const DOMAIN_READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -406,10 +410,37 @@ impl Virt for LibvirtDriver {
     fn domains(&mut self) -> Result<Vec<LiveDomain>> {
         let doms = self.conn.list_all_domains(0).map_err(err("cannot list domains"))?;
         let states = self.domain_states(&doms)?;
-        let mut out = Vec::with_capacity(doms.len());
-        for (dom, state) in doms.iter().zip(states) {
-            let Some((state, autostart)) = state else { continue };
-            if let Some(d) = self.read_domain(dom, state, autostart)? {
+        let todo: Vec<(&Domain, PowerState, bool)> =
+            doms.iter().zip(states).filter_map(|(d, s)| s.map(|(state, autostart)| (d, state, autostart))).collect();
+        // The reads go out together over the one connection (libvirt's client matches
+        // answers to calls by serial, and the daemon serves them on its workers): the
+        // host costs about one round trip per `DOMAIN_READS_IN_PARALLEL` domains, not one
+        // per domain, which is what counts over ssh.
+        let next = AtomicUsize::new(0);
+        let workers = DOMAIN_READS_IN_PARALLEL.min(todo.len());
+        let mut read: Vec<(usize, Result<Option<LiveDomain>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&(dom, state, autostart)) = todo.get(i) else { break };
+                            mine.push((i, self.read_domain(dom, state, autostart)));
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        read.sort_by_key(|(i, _)| *i);
+        let mut out = Vec::with_capacity(read.len());
+        for (_, d) in read {
+            if let Some(d) = d? {
                 out.push(d);
             }
         }
