@@ -128,11 +128,11 @@ impl HostConn {
                 };
                 let virt =
                     self.checkout_virt().map(|v| Box::new(super::lent::Lent::new(self.clone(), v)) as Box<dyn Virt>);
-                crate::live::observe::HostDrivers { virt, gpus, links }
+                crate::driver::observe::HostDrivers { virt, gpus, links }
             }
         };
         let name = self.name.clone();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::live::observe::observe(&name, drivers)))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::driver::observe::observe(&name, drivers)))
             .unwrap_or_else(|_| crate::live::LiveHost {
                 name: self.name.clone(),
                 errors: vec![crate::live::ConcernError {
@@ -153,7 +153,7 @@ impl HostConn {
         lock(&self.down).clone()
     }
 
-    fn open_twin(&self) -> Result<crate::live::observe::HostDrivers> {
+    fn open_twin(&self) -> Result<crate::driver::observe::HostDrivers> {
         let state = self.twins.as_deref().ok_or_else(|| DriverError::new(ErrorKind::Failed, "not a twin"))?;
         Ok(crate::sim::drivers(state, &self.host))
     }

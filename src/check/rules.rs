@@ -2,6 +2,8 @@
 //! failing example and the fix. `fabrik explain CODE` prints an entry; `docs/rules.md`
 //! and `docs/diagnostics.md` are generated from it, and a test keeps both in step.
 
+pub mod drift;
+
 /// One diagnostic code and its page.
 #[derive(Debug)]
 pub struct Rule {
@@ -223,7 +225,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
 
 /// Every code fabrik can report.
 pub fn all() -> impl Iterator<Item = &'static Rule> {
-    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter())).chain(crate::inventory::drift::RULES)
+    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter())).chain(drift::RULES)
 }
 
 pub fn find(code: &str) -> Option<&'static Rule> {

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::driver::observe::observe_all;
 use crate::live::LiveHost;
-use crate::live::observe::observe_all;
 use crate::spec::model::Spec;
 
 #[derive(clap::Args, Debug)]

@@ -295,18 +295,10 @@ fn emulator_pin(placement: &Placement<'_>, h: usize, a: &place::Assignment) -> O
     Some(if reserved.is_empty() { CpuSet::from_cpus(a.vcpu_pins.clone()) } else { CpuSet::from_cpus(reserved) })
 }
 
-/// FNV-1a, 64 bits: small, stable across builds and platforms (unlike `DefaultHasher`).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    bytes.iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
-}
-
 /// The hash of a VM's desired fields (its JSON with `spec_hash` empty).
 pub fn spec_hash(vm: &DesiredVm) -> String {
     let bare = DesiredVm { spec_hash: String::new(), ..vm.clone() };
-    let json = serde_json::to_vec(&bare).unwrap_or_default();
-    format!("{:016x}", fnv1a(&json))
+    format!("{:016x}", crate::hash::json(&bare))
 }
 
 /// VMs by name, for tests and tools.

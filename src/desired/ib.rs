@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DesiredHost, build};
+use super::DesiredHost;
 use crate::spec::model::{Membership, NetKind, Spec};
 
 /// An EUI-64 GUID.
@@ -61,7 +61,7 @@ pub struct IbPort {
 /// unicast, lowest bit clear (the port GUID sets it).
 pub fn derived(factory: &str, tenant: &str, vm: &str, nic: usize, round: u32) -> Guid {
     let key = format!("guid\0{factory}\0{tenant}\0{vm}\0{nic}\0{round}");
-    let h = super::names::mix(build::fnv1a(key.as_bytes()));
+    let h = super::names::mix(crate::hash::fnv1a(key.as_bytes()));
     let first = ((h >> 56) as u8 & 0xfc) | 0x02;
     Guid((u64::from(first) << 56) | (h & 0x00ff_ffff_ffff_fffe))
 }

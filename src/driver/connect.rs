@@ -7,7 +7,7 @@ use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
 use crate::diag::redact::Secrets;
-use crate::live::observe::HostDrivers;
+use crate::driver::observe::HostDrivers;
 use crate::spec::model::Host;
 
 /// A host's drivers; with `twins`, its simulated twin kept in that state folder.
@@ -19,10 +19,14 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 }
 
 /// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
-/// connection for both.
+/// connection for both. The two open at once: neither waits for the other.
 pub fn open_real(host: &Host) -> HostDrivers {
-    let (gpus, links) = open_agent(host);
-    HostDrivers { virt: open_virt(host), gpus, links }
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| open_agent(host));
+        let virt = open_virt(host);
+        let (gpus, links) = agent.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        HostDrivers { virt, gpus, links }
+    })
 }
 
 /// libvirt at the host's `uri`, if it is one fabrik opens (`check::trust`). Errors

@@ -492,8 +492,7 @@ fn summarize(actions: &[Action]) -> Summary {
 
 /// FNV-1a over the desired state's JSON: equal for the same desired state, byte for byte.
 pub fn desired_hash(desired: &Desired) -> String {
-    let json = serde_json::to_vec(desired).unwrap_or_default();
-    format!("fnv1a64:{:016x}", crate::desired::build::fnv1a(&json))
+    crate::hash::fingerprint(desired)
 }
 
 /// Planning a factory this small is not worth a thread.

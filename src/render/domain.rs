@@ -376,9 +376,7 @@ pub fn time_slice_id(host: &str, gpu: crate::spec::types::PciAddress, vm: &str) 
 /// VM: a name-based UUID (RFC 9562 version 8) of the resource id, so it is the same on
 /// every render and apply can create the mdev under it.
 pub fn mdev_uuid(mig: &ResourceId) -> String {
-    let id = mig.to_string();
-    let fnv = |basis: u64| id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let (hi, lo) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let (hi, lo) = crate::hash::fnv1a_128(mig.to_string().as_bytes());
     let hi = (hi & !0xf000) | 0x8000; // version 8
     let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC variant
     format!(

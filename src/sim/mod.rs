@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::driver::observe::HostDrivers;
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
-use crate::live::observe::HostDrivers;
 use crate::live::{LiveGpu, MigMode};
 use crate::spec::model::Host;
 use crate::spec::types::PciAddress;
@@ -60,7 +60,7 @@ fn factory_key(factory: &Path) -> String {
         })
         .filter(|n: &String| !n.is_empty() && !n.starts_with('.'))
         .unwrap_or_else(|| "factory".to_string());
-    let hash = crate::desired::build::fnv1a(absolute.as_os_str().as_encoded_bytes());
+    let hash = crate::hash::fnv1a(absolute.as_os_str().as_encoded_bytes());
     format!("{name}-{hash:016x}")
 }
 
