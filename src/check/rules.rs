@@ -183,6 +183,10 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::plan::created", "the record of what apply created (`created.json`) cannot be read"),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
+    lang(
+        "fabrik::plan::cannot-apply",
+        "an action apply cannot carry out: `--replace` of a storage pool or a volume (they may hold data), or a deletion of what was not seen on its host",
+    ),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
     lang(
         "fabrik::plan::missing-nic",

@@ -16,7 +16,7 @@ use crate::plan::{Action, Change, Class, Op};
 use crate::spec::types::PciAddress;
 
 /// The driver a passed-through GPU is bound to.
-const VFIO_DRIVER: &str = "vfio-pci";
+pub(crate) const VFIO_DRIVER: &str = "vfio-pci";
 
 /// Whether `driver` carries a GPU of `model` to a guest: `vfio-pci`, or the model's
 /// VFIO variant (GB200's `nvgrace_gpu_vfio_pci`, which libvirt binds where the host has
