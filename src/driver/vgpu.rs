@@ -19,11 +19,15 @@
 //! offers ([`type_for_mig`]); nothing is assumed about ids, which differ per driver.
 //!
 //! Everything here reads and writes under a sysfs root (`/sys` on a host), so tests run
-//! it on a fake tree in a temporary directory. It is not yet called by apply: the
-//! executor's vGPU step (hugepages → VFs → MIG mode → GPU instances → vGPU devices →
-//! VMs after a reboot) is still to be written.
+//! it on a fake tree in a temporary directory (`FABRIK_SYSFS_ROOT` points the NVML
+//! driver at one). Apply calls it through [`super::Gpus::create_vgpu`]: a VM's action
+//! creates its devices before it defines and starts the domain, and the action of a MIG
+//! instance removes the device on it before destroying it, so after a reboot the order
+//! is hugepages → VFs → MIG mode → GPU instances → vGPU devices → VMs.
 
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::{DriverError, ErrorKind};
 use crate::spec::types::PciAddress;
@@ -31,7 +35,8 @@ use crate::spec::types::PciAddress;
 type Result<T> = std::result::Result<T, DriverError>;
 
 /// How a GPU offers vGPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VgpuMode {
     /// Vendor-specific VFIO on SR-IOV virtual functions (`current_vgpu_type`).
     SriovVf,
@@ -49,7 +54,8 @@ pub struct VgpuType {
 }
 
 /// A vGPU device fabrik made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VgpuDevice {
     /// The VF that carries it: the VM gets this PCI device.
     Vf(PciAddress),
@@ -77,6 +83,47 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> DriverError {
 impl Sysfs {
     pub fn new(root: impl Into<PathBuf>) -> Sysfs {
         Sysfs { root: root.into() }
+    }
+
+    /// `/sys`, or the tree `FABRIK_SYSFS_ROOT` names (tests, a twin's fake tree).
+    pub fn host() -> Sysfs {
+        Sysfs::new(std::env::var_os("FABRIK_SYSFS_ROOT").map_or_else(|| PathBuf::from("/sys"), PathBuf::from))
+    }
+
+    /// Creates the vGPU for MIG profile `profile` on `gpu`: the type the host offers for
+    /// it ([`type_for_mig`]), on a free VF or as the mdev `uuid`. An mdev `uuid` that
+    /// exists already is kept (a rerun).
+    pub fn create_for_mig(&self, gpu: PciAddress, profile: &str, uuid: &str) -> Result<VgpuDevice> {
+        if self.mode(gpu) == Some(VgpuMode::Mdev) && self.root.join("bus/mdev/devices").join(uuid).exists() {
+            return Ok(VgpuDevice::Mdev(uuid.to_string()));
+        }
+        let types = self.types(gpu)?;
+        let t = type_for_mig(&types, profile).ok_or_else(|| {
+            let offered: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+            DriverError::new(
+                ErrorKind::Refused,
+                format!(
+                    "GPU {gpu} offers no vGPU type for MIG profile {profile} now (offered: {}); the MIG instance must exist and be free",
+                    if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+                ),
+            )
+        })?;
+        self.create(gpu, t, uuid)
+    }
+
+    /// Removes the mdev `uuid` if it is there. On SR-IOV VFs the VF carries no UUID, so
+    /// which VF is the VM's is not known here: refused, saying so.
+    pub fn remove_by_uuid(&self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        match self.mode(gpu) {
+            Some(VgpuMode::SriovVf) => Err(DriverError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "vGPU {uuid} on GPU {gpu} is on an SR-IOV VF, which fabrik does not track by UUID yet: write 0 to the VF's nvidia/current_vgpu_type"
+                ),
+            )),
+            _ if !self.root.join("bus/mdev/devices").join(uuid).exists() => Ok(()),
+            _ => self.remove(&VgpuDevice::Mdev(uuid.to_string())),
+        }
     }
 
     fn device(&self, address: PciAddress) -> PathBuf {
