@@ -383,6 +383,41 @@ mod tests {
     }
 
     #[test]
+    fn a_mig_vgpu_by_profile_kept_on_rerun_and_removed_by_uuid() {
+        let tree = mdev_tree();
+        let sys = Sysfs::new(tree.path());
+        let uuid = "8a1c0a52-0f5e-8c2b-9d1e-0123456789ab";
+        let create = tree.path().join("bus/pci/devices/0000:3b:00.0/mdev_supported_types/nvidia-700/create");
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(std::fs::read_to_string(&create).unwrap(), uuid);
+        // The kernel makes the device; a rerun keeps it and writes nothing.
+        let dev = tree.path().join("bus/mdev/devices").join(uuid);
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("remove"), "").unwrap();
+        std::fs::write(&create, "").unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(std::fs::read_to_string(&create).unwrap(), "");
+        // A type with no instance available is not offered.
+        let e = sys.create_for_mig(gpu(), "7g.40gb", "other").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.contains("offered: GRID A100-3-20C"), "{e:?}");
+        sys.remove_by_uuid(gpu(), uuid).unwrap();
+        assert_eq!(std::fs::read_to_string(dev.join("remove")).unwrap(), "1");
+        // One that is not there is removed already.
+        sys.remove_by_uuid(gpu(), "00000000-0000-8000-8000-000000000000").unwrap();
+    }
+
+    #[test]
+    fn on_vfs_a_mig_vgpu_takes_a_free_vf_and_is_not_removed_by_uuid() {
+        let tree = sriov_tree(2);
+        let sys = Sysfs::new(tree.path());
+        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.4").unwrap());
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u").unwrap(), vf);
+        assert_eq!(sys.vf_types(gpu()).unwrap()[0].1, "1064");
+        assert_eq!(sys.remove_by_uuid(gpu(), "u").unwrap_err().kind, ErrorKind::Unsupported);
+    }
+
+    #[test]
     fn a_gpu_without_vgpu_support_says_so() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bus/pci/devices/0000:3b:00.0")).unwrap();
