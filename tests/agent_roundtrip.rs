@@ -103,6 +103,23 @@ impl Gpus for FakeGpus {
         }
         Ok(())
     }
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+    ) -> Result<fabrik::driver::vgpu::VgpuDevice> {
+        self.check(gpu)?;
+        if !self.gpu.instances.iter().any(|i| i.profile == profile && i.start == start) {
+            return Err(DriverError::new(ErrorKind::Refused, format!("no MIG instance {profile}@{start}")));
+        }
+        Ok(fabrik::driver::vgpu::VgpuDevice::Mdev(uuid.into()))
+    }
+
+    fn remove_vgpu(&mut self, gpu: PciAddress, _uuid: &str) -> Result<()> {
+        self.check(gpu)
+    }
 }
 
 fn sim_host() -> SimLinks {
@@ -154,6 +171,11 @@ fn script(host: &mut dyn Host) -> Vec<String> {
     note(l, "set_mig_mode on a missing GPU", gpus.set_mig_mode(pci("0000:99:00.0"), true));
     note(l, "create_instance", gpus.create_instance(gpu, 19, 3));
     note(l, "create_instance overlapping", gpus.create_instance(gpu, 19, 3));
+    let uuid = "66deb399-2450-8754-b4b4-a4b019a02cf1";
+    note(l, "create_vgpu", gpus.create_vgpu(gpu, "1g.18gb", 3, uuid));
+    note(l, "create_vgpu without its instance", gpus.create_vgpu(gpu, "1g.18gb", 4, uuid));
+    note(l, "remove_vgpu", gpus.remove_vgpu(gpu, uuid));
+    note(l, "remove_vgpu on a missing GPU", gpus.remove_vgpu(pci("0000:99:00.0"), uuid));
     note(l, "destroy_instance", gpus.destroy_instance(gpu, 1));
     note(l, "destroy_instance missing", gpus.destroy_instance(gpu, 1));
     note(l, "gpus after", gpus.gpus());

@@ -34,8 +34,36 @@ fn open(state: &Path, spec: &Spec, host: &str) -> Box<dyn Virt> {
 /// them), networks, VMs.
 fn build(state: &Path, spec: &Spec, factory: &str, host: &DesiredHost) {
     let declared = spec.hosts.iter().find(|h| h.name.value == host.name).unwrap();
-    let (_, links) = fabrik::sim::open_gpus_links(&fabrik::sim::host_dir(state, declared), declared);
+    let (gpus, links) = fabrik::sim::open_gpus_links(&fabrik::sim::host_dir(state, declared), declared);
     let mut links = links.unwrap();
+    // MIG instances and the VMs' vGPU devices on them, as apply makes them before the
+    // VMs start (a twin's libvirt starts no domain whose mdev is missing).
+    let mut gpus = gpus.unwrap();
+    for g in &host.gpus {
+        if let fabrik::desired::GpuSetup::Mig { instances } = &g.setup {
+            gpus.set_mig_mode(g.address, true).unwrap();
+            for i in instances {
+                gpus.create_instance(g.address, i.profile_id, i.start).unwrap();
+            }
+        }
+    }
+    for vm in &host.vms {
+        for mig in &vm.mig {
+            let (gpu, i) = host
+                .gpus
+                .iter()
+                .find_map(|g| match &g.setup {
+                    fabrik::desired::GpuSetup::Mig { instances } => {
+                        instances.iter().find(|i| &i.id == mig).map(|i| (g.address, i))
+                    }
+                    _ => None,
+                })
+                .unwrap();
+            gpus.create_vgpu(gpu, &i.profile, i.start, &fabrik::render::domain::mdev_uuid(mig))
+                .unwrap_or_else(|e| panic!("vGPU of {}: {e:?}", vm.id));
+        }
+    }
+    drop(gpus);
     for l in &host.links {
         let spec = fabrik::driver::LinkSpec {
             name: l.name.clone(),

@@ -355,6 +355,8 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 None => Ok(()),
             }
         }
+        GpuOp::CreateVgpu { gpu, profile, start, uuid } => g.create_vgpu(*gpu, profile, *start, uuid).map(drop),
+        GpuOp::RemoveVgpu { gpu, uuid } => g.remove_vgpu(*gpu, uuid),
     }
 }
 

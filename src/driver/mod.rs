@@ -109,6 +109,13 @@ pub trait Gpus: Send {
     fn create_instance(&mut self, gpu: PciAddress, profile_id: u32, start: u8) -> Result<u32>;
     /// Destroys a GPU instance and its compute instances.
     fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> Result<()>;
+    /// Creates the vGPU device a VM reaches MIG instance `profile@start` through: on a
+    /// free SR-IOV VF with the profile's vGPU type, or as the mdev `uuid`, whichever way
+    /// the host offers vGPUs on `gpu` (`vgpu.rs`). A device `uuid` names that exists
+    /// already is returned as it is (a rerun).
+    fn create_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<vgpu::VgpuDevice>;
+    /// Removes the vGPU device `uuid` names; one that is not there is already removed.
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()>;
 }
 
 /// What a link should be, for [`Links::create_link`].

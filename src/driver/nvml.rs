@@ -276,6 +276,22 @@ impl Gpus for NvmlDriver {
         }
         raw.destroy_gpu_instance(gi).map_err(|f| self.mig_error(&dev, f.error(&what)))
     }
+
+    /// vGPU devices are sysfs's, not NVML's (`vgpu.rs`); the MIG instance must exist,
+    /// which the host's offered types say (a MIG-backed type is creatable only then).
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        _start: u8,
+        uuid: &str,
+    ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid)
+    }
+
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        crate::driver::vgpu::Sysfs::host().remove_by_uuid(gpu, uuid)
+    }
 }
 
 /// An nvml-wrapper error as a driver error.

@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::nvml::code::Code;
 use crate::driver::nvml::{self, activation_ok, not_enabled};
+use crate::driver::vgpu::{VgpuDevice, VgpuMode};
 use crate::driver::{DriverError, ErrorKind, Gpus, Result};
 use crate::hw::GpuModel;
 use crate::live::{LiveGpu, LiveMigInstance, MigMode};
 use crate::spec::model::host::Host;
 use crate::spec::types::{CpuSet, PciAddress};
 
-pub use model::{Activation, Placement, SimComputeInstance, SimError, SimGpu, SimGpuInstance, SimGpuState};
+pub use model::{
+    Activation, Placement, SimComputeInstance, SimError, SimGpu, SimGpuInstance, SimGpuState, SimVgpu, SimVgpus,
+};
 
 use nvml_wrapper_sys::bindings as sys;
 
@@ -186,6 +189,12 @@ fn sim_gpu(
         mig: model.supports_mig().then_some(MigMode { current: false, pending: false }),
         activation: Activation::Immediate,
         instances: vec![],
+        // A MIG GPU of a twin offers its slices as mdevs unless a state file says SR-IOV.
+        vgpu: model.supports_mig().then_some(SimVgpus {
+            mode: crate::driver::vgpu::VgpuMode::Mdev,
+            vfs: 0,
+            devices: vec![],
+        }),
     }
 }
 
@@ -292,7 +301,13 @@ impl SimGpus {
     }
 
     fn destroy(&mut self, i: usize, id: u32, what: &str) -> Result<()> {
-        self.state.gpu_instance(i, id).map_err(|e| self.mig_error(i, &e, what))?;
+        let gi = self.state.gpu_instance(i, id).map_err(|e| self.mig_error(i, &e, what))?;
+        let (profile, start) = (self.profile_name(i, gi.profile_id), gi.placement.start as u8);
+        if let Some(d) =
+            self.state.gpus[i].vgpu.iter().flat_map(|v| &v.devices).find(|d| d.profile == profile && d.start == start)
+        {
+            return Err(Code::IN_USE.error(format!("{what}: vGPU {} sits on it", d.uuid)));
+        }
         for p in 0..sys::NVML_COMPUTE_INSTANCE_PROFILE_COUNT {
             let Ok(cis) = self.state.compute_instances(i, id, p) else { continue };
             for ci in cis {
@@ -302,6 +317,88 @@ impl SimGpus {
             }
         }
         self.state.destroy_gpu_instance(i, id).map_err(|e| self.mig_error(i, &e, what))
+    }
+}
+
+/// The vGPU type a simulated GPU offers for MIG profile `profile` (`3g.40gb` on an H100:
+/// `NVIDIA H100-3-40C`, as `vgpu::type_for_mig` finds it), if the model has the profile.
+pub fn sim_vgpu_type(model: GpuModel, profile: &str) -> Option<String> {
+    crate::hw::mig::profiles(model).iter().find(|p| p.name == profile)?;
+    let short = model.info().nvml_name.split_whitespace().nth(1).unwrap_or("GPU");
+    let (base, media) = match profile.strip_suffix("+me") {
+        Some(b) => (b, "ME"),
+        None => (profile, ""),
+    };
+    let (slices, memory) = base.split_once("g.")?;
+    Some(format!("NVIDIA {short}-{slices}-{}C{media}", memory.strip_suffix("gb")?))
+}
+
+/// The PCI address of a simulated GPU's VF `n` (ARI numbering after the PF's function).
+pub fn sim_vf_address(gpu: PciAddress, n: u32) -> PciAddress {
+    let f = 4 + n;
+    PciAddress { device: gpu.device.wrapping_add((f / 8) as u8), function: (f % 8) as u8, ..gpu }
+}
+
+impl SimGpus {
+    fn profile_name(&self, i: usize, profile_id: u32) -> String {
+        nvml::profile_name(Some(self.state.gpus[i].model), profile_id, None)
+    }
+
+    /// What sysfs does (`vgpu.rs`), with what it refuses: a GPU offering no vGPUs, a
+    /// type the GPU does not offer, a MIG instance that is missing or taken, no free VF.
+    fn make_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<VgpuDevice> {
+        let i = self.index(gpu)?;
+        let g = &self.state.gpus[i];
+        let Some(v) = &g.vgpu else {
+            return Err(DriverError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "GPU {gpu} offers no vGPUs: no VF with `nvidia/creatable_vgpu_types`, no `mdev_supported_types`"
+                ),
+            ));
+        };
+        let device = |d: &SimVgpu| match d.vf {
+            Some(n) => VgpuDevice::Vf(sim_vf_address(gpu, n)),
+            None => VgpuDevice::Mdev(d.uuid.clone()),
+        };
+        if let Some(d) = v.devices.iter().find(|d| d.uuid == uuid) {
+            return Ok(device(d));
+        }
+        let type_name = sim_vgpu_type(g.model, profile).ok_or_else(|| {
+            DriverError::new(ErrorKind::Refused, format!("GPU {gpu} offers no vGPU type for MIG profile {profile}"))
+        })?;
+        let live = self.state.live();
+        let has_instance = live
+            .iter()
+            .filter(|l| l.address == gpu)
+            .flat_map(|l| &l.instances)
+            .any(|m| m.profile == profile && m.start == start);
+        if !has_instance {
+            return Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("vGPU type {type_name} is not creatable on GPU {gpu}: no MIG instance {profile}@{start}"),
+            ));
+        }
+        if let Some(d) = v.devices.iter().find(|d| d.profile == profile && d.start == start) {
+            return Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("MIG instance {profile}@{start} of GPU {gpu} already carries vGPU {}", d.uuid),
+            ));
+        }
+        let vf = match v.mode {
+            VgpuMode::Mdev => None,
+            VgpuMode::SriovVf => {
+                Some((0..v.vfs).find(|n| v.devices.iter().all(|d| d.vf != Some(*n))).ok_or_else(|| {
+                    DriverError::new(ErrorKind::Refused, format!("GPU {gpu} has no free virtual function for a vGPU"))
+                })?)
+            }
+        };
+        let made = SimVgpu { uuid: uuid.to_string(), type_name, profile: profile.to_string(), start, vf };
+        let out = device(&made);
+        if let Some(v) = &mut self.state.gpus[i].vgpu {
+            v.devices.push(made);
+        }
+        Ok(out)
     }
 }
 
@@ -334,6 +431,20 @@ impl Gpus for SimGpus {
         let out = self.destroy(i, instance_id, &what);
         self.save()?;
         out
+    }
+
+    fn create_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<VgpuDevice> {
+        let out = self.make_vgpu(gpu, profile, start, uuid)?;
+        self.save()?;
+        Ok(out)
+    }
+
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        let i = self.index(gpu)?;
+        if let Some(v) = &mut self.state.gpus[i].vgpu {
+            v.devices.retain(|d| d.uuid != uuid);
+        }
+        self.save()
     }
 }
 

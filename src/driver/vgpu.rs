@@ -19,11 +19,15 @@
 //! offers ([`type_for_mig`]); nothing is assumed about ids, which differ per driver.
 //!
 //! Everything here reads and writes under a sysfs root (`/sys` on a host), so tests run
-//! it on a fake tree in a temporary directory. It is not yet called by apply: the
-//! executor's vGPU step (hugepages → VFs → MIG mode → GPU instances → vGPU devices →
-//! VMs after a reboot) is still to be written.
+//! it on a fake tree in a temporary directory (`FABRIK_SYSFS_ROOT` points the NVML
+//! driver at one). Apply calls it through [`super::Gpus::create_vgpu`]: a VM's action
+//! creates its devices before it defines and starts the domain, and the action of a MIG
+//! instance removes the device on it before destroying it, so after a reboot the order
+//! is hugepages → VFs → MIG mode → GPU instances → vGPU devices → VMs.
 
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::{DriverError, ErrorKind};
 use crate::spec::types::PciAddress;
@@ -31,7 +35,8 @@ use crate::spec::types::PciAddress;
 type Result<T> = std::result::Result<T, DriverError>;
 
 /// How a GPU offers vGPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VgpuMode {
     /// Vendor-specific VFIO on SR-IOV virtual functions (`current_vgpu_type`).
     SriovVf,
@@ -49,7 +54,8 @@ pub struct VgpuType {
 }
 
 /// A vGPU device fabrik made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum VgpuDevice {
     /// The VF that carries it: the VM gets this PCI device.
     Vf(PciAddress),
@@ -77,6 +83,47 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> DriverError {
 impl Sysfs {
     pub fn new(root: impl Into<PathBuf>) -> Sysfs {
         Sysfs { root: root.into() }
+    }
+
+    /// `/sys`, or the tree `FABRIK_SYSFS_ROOT` names (tests, a twin's fake tree).
+    pub fn host() -> Sysfs {
+        Sysfs::new(std::env::var_os("FABRIK_SYSFS_ROOT").map_or_else(|| PathBuf::from("/sys"), PathBuf::from))
+    }
+
+    /// Creates the vGPU for MIG profile `profile` on `gpu`: the type the host offers for
+    /// it ([`type_for_mig`]), on a free VF or as the mdev `uuid`. An mdev `uuid` that
+    /// exists already is kept (a rerun).
+    pub fn create_for_mig(&self, gpu: PciAddress, profile: &str, uuid: &str) -> Result<VgpuDevice> {
+        if self.mode(gpu) == Some(VgpuMode::Mdev) && self.root.join("bus/mdev/devices").join(uuid).exists() {
+            return Ok(VgpuDevice::Mdev(uuid.to_string()));
+        }
+        let types = self.types(gpu)?;
+        let t = type_for_mig(&types, profile).ok_or_else(|| {
+            let offered: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+            DriverError::new(
+                ErrorKind::Refused,
+                format!(
+                    "GPU {gpu} offers no vGPU type for MIG profile {profile} now (offered: {}); the MIG instance must exist and be free",
+                    if offered.is_empty() { "none".to_string() } else { offered.join(", ") }
+                ),
+            )
+        })?;
+        self.create(gpu, t, uuid)
+    }
+
+    /// Removes the mdev `uuid` if it is there. On SR-IOV VFs the VF carries no UUID, so
+    /// which VF is the VM's is not known here: refused, saying so.
+    pub fn remove_by_uuid(&self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        match self.mode(gpu) {
+            Some(VgpuMode::SriovVf) => Err(DriverError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "vGPU {uuid} on GPU {gpu} is on an SR-IOV VF, which fabrik does not track by UUID yet: write 0 to the VF's nvidia/current_vgpu_type"
+                ),
+            )),
+            _ if !self.root.join("bus/mdev/devices").join(uuid).exists() => Ok(()),
+            _ => self.remove(&VgpuDevice::Mdev(uuid.to_string())),
+        }
     }
 
     fn device(&self, address: PciAddress) -> PathBuf {
@@ -333,6 +380,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(written, uuid);
+    }
+
+    #[test]
+    fn a_mig_vgpu_by_profile_kept_on_rerun_and_removed_by_uuid() {
+        let tree = mdev_tree();
+        let sys = Sysfs::new(tree.path());
+        let uuid = "8a1c0a52-0f5e-8c2b-9d1e-0123456789ab";
+        let create = tree.path().join("bus/pci/devices/0000:3b:00.0/mdev_supported_types/nvidia-700/create");
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(std::fs::read_to_string(&create).unwrap(), uuid);
+        // The kernel makes the device; a rerun keeps it and writes nothing.
+        let dev = tree.path().join("bus/mdev/devices").join(uuid);
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("remove"), "").unwrap();
+        std::fs::write(&create, "").unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(std::fs::read_to_string(&create).unwrap(), "");
+        // A type with no instance available is not offered.
+        let e = sys.create_for_mig(gpu(), "7g.40gb", "other").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Refused);
+        assert!(e.message.contains("offered: GRID A100-3-20C"), "{e:?}");
+        sys.remove_by_uuid(gpu(), uuid).unwrap();
+        assert_eq!(std::fs::read_to_string(dev.join("remove")).unwrap(), "1");
+        // One that is not there is removed already.
+        sys.remove_by_uuid(gpu(), "00000000-0000-8000-8000-000000000000").unwrap();
+    }
+
+    #[test]
+    fn on_vfs_a_mig_vgpu_takes_a_free_vf_and_is_not_removed_by_uuid() {
+        let tree = sriov_tree(2);
+        let sys = Sysfs::new(tree.path());
+        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.4").unwrap());
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u").unwrap(), vf);
+        assert_eq!(sys.vf_types(gpu()).unwrap()[0].1, "1064");
+        assert_eq!(sys.remove_by_uuid(gpu(), "u").unwrap_err().kind, ErrorKind::Unsupported);
     }
 
     #[test]

@@ -154,6 +154,22 @@ pub enum GpuOp {
         profile: String,
         start: u8,
     },
+    /// Creates the vGPU device a VM reaches MIG instance `profile@start` through, named
+    /// `uuid` (the mdev UUID the domain references; `render::domain::mdev_uuid`): on a
+    /// free SR-IOV VF or as an mdev, as the host offers (`driver::vgpu`). Kept when it
+    /// exists already.
+    CreateVgpu {
+        gpu: PciAddress,
+        profile: String,
+        start: u8,
+        uuid: String,
+    },
+    /// Removes the vGPU device `uuid` (one fabrik created: only UUIDs fabrik derives
+    /// are ever named); nothing when it is gone already.
+    RemoveVgpu {
+        gpu: PciAddress,
+        uuid: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +257,10 @@ impl Step {
                 GpuOp::DestroyMigInstance { gpu, profile, start } => {
                     format!("destroy MIG instance {profile}@{start} on {gpu}")
                 }
+                GpuOp::CreateVgpu { gpu, profile, start, uuid } => {
+                    format!("create vGPU {uuid} on MIG instance {profile}@{start} of {gpu}")
+                }
+                GpuOp::RemoveVgpu { gpu, uuid } => format!("remove vGPU {uuid} from {gpu}"),
             },
             Step::Record(op) => match op {
                 RecordOp::Volume { id, .. } => format!("record `{id}` as made by fabrik"),
@@ -320,6 +340,46 @@ pub fn for_action(
 /// A VM's operations when the plan replaces or deletes it; a creation or update keeps
 /// the operations the diff made ([`vm_update`], [`vm_create`]).
 fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, OpsError> {
+    let steps = vm_domain(factory, host, action, timeout)?;
+    Ok(with_vgpus(host, action, steps))
+}
+
+/// The VM's MIG instances as vGPU devices: `(gpu, profile, start, uuid)`.
+fn vgpus_of(host: &DesiredHost, vm: &ResourceId) -> Vec<(PciAddress, String, u8, String)> {
+    let Some(vm) = host.vms.iter().find(|v| &v.id == vm) else { return Vec::new() };
+    vm.mig
+        .iter()
+        .filter_map(|mig| {
+            host.gpus.iter().find_map(|g| match &g.setup {
+                GpuSetup::Mig { instances } => instances
+                    .iter()
+                    .find(|i| &i.id == mig)
+                    .map(|i| (g.address, i.profile.clone(), i.start, render::domain::mdev_uuid(mig))),
+                GpuSetup::Passthrough | GpuSetup::TimeSliced => None,
+            })
+        })
+        .collect()
+}
+
+/// A VM's vGPU devices around its domain's operations: created before the domain is
+/// defined or started (after a reboot they are gone, and a start needs them), removed
+/// after it is undefined. A VM being deleted is gone from the desired state, so its
+/// devices are found by the MIG instances its live domain names: the plan keeps none of
+/// that, so the instance's own action removes the device before destroying it.
+fn with_vgpus(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<Step> {
+    let at = steps.iter().position(|s| {
+        matches!(s, Step::Domain(DomainOp::Define { .. } | DomainOp::Start { .. } | DomainOp::Resume { .. }))
+    });
+    let Some(at) = at else { return steps };
+    let mut out = steps;
+    let create = vgpus_of(host, &action.id)
+        .into_iter()
+        .map(|(gpu, profile, start, uuid)| Step::Gpu(GpuOp::CreateVgpu { gpu, profile, start, uuid }));
+    out.splice(at..at, create);
+    out
+}
+
+fn vm_domain(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, OpsError> {
     let id = &action.id;
     let name = id.name.clone();
     let timeout_s = timeout.as_secs();
@@ -604,11 +664,14 @@ fn mig(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) -> Result<V
     });
     let destroy =
         |(gpu, profile, start): (PciAddress, String, u8)| Step::Gpu(GpuOp::DestroyMigInstance { gpu, profile, start });
+    // The vGPU a VM had on the instance goes first (the host refuses to destroy an
+    // instance that carries one); its UUID is fabrik's, derived from the instance's id.
+    let unplug = |gpu: PciAddress| Step::Gpu(GpuOp::RemoveVgpu { gpu, uuid: render::domain::mdev_uuid(id) });
     if action.op == Op::Delete {
         let have = have.ok_or_else(|| {
             refuse(format!("MIG instance `{id}` to destroy was not seen on its host"), "plan again against the host")
         })?;
-        return Ok(vec![destroy(have)]);
+        return Ok(vec![unplug(have.0), destroy(have)]);
     }
     let (gpu, want) = host
         .gpus
@@ -624,6 +687,7 @@ fn mig(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) -> Result<V
     if action.op == Op::Replace
         && let Some(have) = have
     {
+        out.push(unplug(have.0));
         out.push(destroy(have));
     }
     out.push(Step::Gpu(GpuOp::CreateMigInstance {

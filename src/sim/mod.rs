@@ -211,6 +211,20 @@ impl Gpus for TwinGpus {
         self.visible(gpu)?;
         self.inner.destroy_instance(gpu, instance_id)
     }
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+    ) -> crate::driver::Result<crate::driver::vgpu::VgpuDevice> {
+        self.visible(gpu)?;
+        self.inner.create_vgpu(gpu, profile, start, uuid)
+    }
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> crate::driver::Result<()> {
+        self.visible(gpu)?;
+        self.inner.remove_vgpu(gpu, uuid)
+    }
 }
 
 /// The drivers of a host's twin.

@@ -335,6 +335,20 @@ impl Gpus for AgentClient {
     fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> Result<()> {
         self.call(Call::DestroyInstance { gpu, instance_id })
     }
+
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+    ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string() })
+    }
+
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        self.call(Call::RemoveVgpu { gpu, uuid: uuid.to_string() })
+    }
 }
 
 impl Links for AgentClient {

@@ -65,6 +65,16 @@ pub enum Call {
         gpu: PciAddress,
         instance_id: u32,
     },
+    CreateVgpu {
+        gpu: PciAddress,
+        profile: String,
+        start: u8,
+        uuid: String,
+    },
+    RemoveVgpu {
+        gpu: PciAddress,
+        uuid: String,
+    },
     Links,
     Hugepages,
     CreateLink {
@@ -124,6 +134,8 @@ impl Call {
             Call::SetMigMode { .. } => "set_mig_mode",
             Call::CreateInstance { .. } => "create_instance",
             Call::DestroyInstance { .. } => "destroy_instance",
+            Call::CreateVgpu { .. } => "create_vgpu",
+            Call::RemoveVgpu { .. } => "remove_vgpu",
             Call::Links => "links",
             Call::Hugepages => "hugepages",
             Call::CreateLink { .. } => "create_link",
@@ -212,6 +224,18 @@ impl Gpus for Unavailable {
         self.fail()
     }
     fn destroy_instance(&mut self, _gpu: PciAddress, _instance_id: u32) -> Result<()> {
+        self.fail()
+    }
+    fn create_vgpu(
+        &mut self,
+        _gpu: PciAddress,
+        _profile: &str,
+        _start: u8,
+        _uuid: &str,
+    ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        self.fail()
+    }
+    fn remove_vgpu(&mut self, _gpu: PciAddress, _uuid: &str) -> Result<()> {
         self.fail()
     }
 }

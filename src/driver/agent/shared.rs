@@ -46,6 +46,18 @@ impl Gpus for Shared {
     fn destroy_instance(&mut self, gpu: PciAddress, instance_id: u32) -> Result<()> {
         self.client()?.destroy_instance(gpu, instance_id)
     }
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+    ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        self.client()?.create_vgpu(gpu, profile, start, uuid)
+    }
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
+        self.client()?.remove_vgpu(gpu, uuid)
+    }
 }
 
 impl Links for Shared {

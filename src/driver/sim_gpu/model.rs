@@ -65,6 +65,37 @@ pub struct SimGpu {
     pub activation: Activation,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<SimGpuInstance>,
+    /// How the GPU offers vGPUs, and the vGPU devices on it; `None`: it offers none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vgpu: Option<SimVgpus>,
+}
+
+/// A simulated GPU's vGPU side, as sysfs shows it (`crate::driver::vgpu`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimVgpus {
+    pub mode: crate::driver::vgpu::VgpuMode,
+    /// SR-IOV VFs enabled on the GPU (`sriov-manage -e`); unused in mdev mode.
+    #[serde(default)]
+    pub vfs: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<SimVgpu>,
+}
+
+/// A vGPU device on a simulated GPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimVgpu {
+    /// The UUID fabrik named it by (the mdev's; a VF's in fabrik's records).
+    pub uuid: String,
+    /// The vGPU type's name (`NVIDIA H100-3-40C`).
+    pub type_name: String,
+    /// The MIG instance it sits on.
+    pub profile: String,
+    pub start: u8,
+    /// The VF (by index) carrying it, in SR-IOV mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf: Option<u32>,
 }
 
 /// What happens when the MIG mode is changed.
@@ -294,6 +325,10 @@ impl SimGpuState {
             m.current = m.pending;
         }
         g.instances.clear();
+        // A GPU reset (and a reboot) takes its vGPU devices with it.
+        if let Some(v) = &mut g.vgpu {
+            v.devices.clear();
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@ use super::*;
 
 fn h200() -> SimGpuState {
     SimGpuState::new(vec![SimGpu {
+        vgpu: None,
         address: PciAddress::parse("0000:3b:00.0").unwrap(),
         model: GpuModel::H200_141GB,
         uuid: "GPU-test".into(),

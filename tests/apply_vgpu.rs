@@ -1,0 +1,307 @@
+//! MIG slices reaching VMs through vGPU devices, on a host's twin in both of the ways a
+//! host offers vGPUs (`src/driver/vgpu.rs`): mdevs (`mdev_supported_types`) and SR-IOV
+//! VFs (`current_vgpu_type`). The twin's GPUs (`gpus.json`) refuse what sysfs refuses
+//! (no type for the profile, the MIG instance missing, no free VF) and its libvirt starts
+//! no domain whose mdev is not there, so a VM started before its device fails here.
+//!
+//! Shown: three VMs on MIG-backed vGPUs of one H200, their domains naming the devices
+//! fabrik created; a re-layout that keeps a running VM's device; after a simulated
+//! reboot (instances, devices gone, domains off), the devices rebuilt before the VMs
+//! start.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use fabrik::driver::Virt;
+use fabrik::driver::sim_gpu::{SimGpuState, SimVgpu};
+use fabrik::driver::vgpu::VgpuMode;
+use fabrik::live::PowerState;
+use fabrik::spec::types::PciAddress;
+use serde_json::Value;
+
+const HOST: &str = "gpu09";
+const GPU: &str = "0000:3b:00.0";
+
+/// The factory: one H200 split as `layout` (`profile@start`), one VM per `(name, profile)`.
+fn factory_yaml(layout: &[&str], vms: &[(&str, &str)]) -> String {
+    let mut y = format!(
+        "version: 1\nfactory: vgpu\nhosts:\n  - name: {HOST}\n    uri: \"test:///default\"\n    numa-nodes:\n      - {{ id: 0, socket: 0, cpus: 0-31, memory: 256GiB }}\n    gpus:\n      - address: \"{GPU}\"\n        model: H200-141GB\n        numa-node: 0\n        mode: mig\n        mig:{}\n",
+        if layout.is_empty() { " []" } else { "" }
+    );
+    for slot in layout {
+        let (p, start) = slot.split_once('@').unwrap();
+        y.push_str(&format!("          - {{ profile: {p}, placement: {start} }}\n"));
+    }
+    y.push_str("tenants:\n  - name: t\n    hosts: [gpu09]\n    sharing: [mig]\n");
+    if !vms.is_empty() {
+        y.push_str("vms:\n");
+    }
+    for (name, profile) in vms {
+        y.push_str(&format!(
+            "  - {{ name: {name}, tenant: t, vcpus: 2, memory: 4GiB, gpu: {{ model: H200-141GB, mig: {profile} }} }}\n"
+        ));
+    }
+    y
+}
+
+struct Twin {
+    dir: tempfile::TempDir,
+}
+
+impl Twin {
+    /// A twin whose GPU offers vGPUs as `mode` (with `vfs` VFs in SR-IOV mode).
+    fn new(mode: VgpuMode, vfs: u32) -> Twin {
+        let twin = Twin { dir: tempfile::tempdir().unwrap() };
+        twin.write(&[], &[]);
+        let first = twin.fabrik(&["plan"]);
+        assert!(twin.gpus_file().exists(), "the twin was not made:\n{}", text(&first));
+        let mut state = twin.gpus();
+        let v = state.gpus[0].vgpu.as_mut().expect("a twin's MIG GPU offers vGPUs");
+        v.mode = mode;
+        v.vfs = vfs;
+        state.save(&twin.gpus_file()).unwrap();
+        twin
+    }
+
+    fn factory(&self) -> PathBuf {
+        self.dir.path().join("factory.yaml")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn gpus_file(&self) -> PathBuf {
+        self.state().join(HOST).join("gpus.json")
+    }
+
+    fn gpus(&self) -> SimGpuState {
+        SimGpuState::load(&self.gpus_file()).unwrap()
+    }
+
+    fn devices(&self) -> Vec<SimVgpu> {
+        self.gpus().gpus[0].vgpu.clone().unwrap().devices
+    }
+
+    fn write(&self, layout: &[&str], vms: &[(&str, &str)]) {
+        std::fs::write(self.factory(), factory_yaml(layout, vms)).unwrap();
+    }
+
+    fn fabrik(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .args(args)
+            .arg("--sim")
+            .arg("--state-dir")
+            .arg(self.state())
+            .arg(self.factory())
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `fabrik apply --yes --format json`, which must succeed and verify; its events.
+    fn apply(&self) -> Vec<Value> {
+        let o = self.fabrik(&["apply", "--yes", "--format", "json"]);
+        assert_eq!(o.status.code(), Some(0), "apply failed:\n{}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event `{l}`: {e}\n{}", text(&o))))
+            .collect()
+    }
+
+    fn virt(&self) -> Box<dyn Virt> {
+        let spec = fabrik::spec::load::load(&self.factory()).spec;
+        let host = spec.hosts.iter().find(|h| h.name.value == HOST).unwrap();
+        fabrik::sim::virt::open(&fabrik::sim::host_dir(&self.state(), host), host).unwrap()
+    }
+
+    /// The mdev UUIDs each domain's hostdevs name, by domain.
+    fn domain_mdevs(&self) -> Vec<(String, Vec<String>, PowerState)> {
+        let mut out: Vec<_> = self
+            .virt()
+            .domains()
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let doc = roxmltree::Document::parse(&d.xml).unwrap();
+                let uuids = doc
+                    .descendants()
+                    .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("mdev"))
+                    .filter_map(|n| n.descendants().find(|a| a.has_tag_name("address"))?.attribute("uuid"))
+                    .map(str::to_string)
+                    .collect();
+                (d.name.clone(), uuids, d.state)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        // The twins' state is this process's until released: the next apply is another.
+        fabrik::sim::release_state(&self.state());
+        out
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn mig_id(slot: &str) -> String {
+    format!("mig:{HOST}/{GPU}/{slot}")
+}
+
+/// The UUID fabrik names the device on MIG instance `slot` by.
+fn uuid(slot: &str) -> String {
+    fabrik::render::domain::mdev_uuid(&fabrik::desired::ResourceId::parse(&mig_id(slot)).unwrap())
+}
+
+fn device<'a>(devices: &'a [SimVgpu], slot: &str) -> &'a SimVgpu {
+    let u = uuid(slot);
+    devices.iter().find(|d| d.uuid == u).unwrap_or_else(|| panic!("no vGPU for {slot} in {devices:?}"))
+}
+
+/// Where an event of `kind` for `id` is in the stream.
+fn position(events: &[Value], kind: &str, id: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["event"] == kind && e["id"] == id)
+        .unwrap_or_else(|| panic!("no `{kind}` event for {id} in {events:#?}"))
+}
+
+const LAYOUT: [&str; 3] = ["2g.35gb@0", "2g.35gb@2", "3g.71gb@4"];
+const VMS: [(&str, &str); 3] = [("a", "2g.35gb"), ("b", "2g.35gb"), ("c", "3g.71gb")];
+
+/// Three VMs on the three instances: a device on each, named by the UUID each domain
+/// references; the VMs run.
+fn three_vms(twin: &Twin) {
+    twin.write(&LAYOUT, &VMS);
+    twin.apply();
+    let devices = twin.devices();
+    assert_eq!(devices.len(), 3, "{devices:?}");
+    for slot in LAYOUT {
+        let d = device(&devices, slot);
+        assert_eq!(
+            (d.profile.as_str(), d.start),
+            (slot.split_once('@').unwrap().0, slot[slot.len() - 1..].parse().unwrap())
+        );
+    }
+    let types: Vec<&str> = LAYOUT.iter().map(|s| device(&devices, s).type_name.as_str()).collect();
+    assert_eq!(types, ["NVIDIA H200-2-35C", "NVIDIA H200-2-35C", "NVIDIA H200-3-71C"]);
+    let domains = twin.domain_mdevs();
+    assert_eq!(domains.len(), 3);
+    for (name, mdevs, state) in &domains {
+        assert_eq!(*state, PowerState::Running, "{name}");
+        assert_eq!(mdevs.len(), 1, "{name}: {mdevs:?}");
+        assert!(devices.iter().any(|d| d.uuid == mdevs[0]), "{name} names {} which fabrik did not create", mdevs[0]);
+    }
+    // Each domain a device of its own.
+    let mut named: Vec<&String> = domains.iter().map(|(_, m, _)| &m[0]).collect();
+    named.dedup();
+    assert_eq!(named.len(), 3);
+}
+
+/// Drops `c` and its 3g, puts `d` on a new 1g at slice 4 and `e` on one at 5: `a`'s and
+/// `b`'s devices stay as they were, `c`'s goes with its instance.
+fn relayout_keeps_running_devices(twin: &Twin) {
+    let before = twin.devices();
+    twin.write(
+        &["2g.35gb@0", "2g.35gb@2", "1g.18gb@4", "1g.18gb@5"],
+        &[("a", "2g.35gb"), ("b", "2g.35gb"), ("d", "1g.18gb"), ("e", "1g.18gb")],
+    );
+    let events = twin.apply();
+    let after = twin.devices();
+    for slot in ["2g.35gb@0", "2g.35gb@2"] {
+        assert_eq!(device(&before, slot), device(&after, slot), "the device of {slot} changed");
+    }
+    assert!(after.iter().all(|d| d.uuid != uuid("3g.71gb@4")), "the dropped instance's device stayed: {after:?}");
+    device(&after, "1g.18gb@4");
+    device(&after, "1g.18gb@5");
+    assert_eq!(after.len(), 4);
+    // Nothing was done to the VMs that kept their slices.
+    assert!(!events.iter().any(|e| e["id"] == "vm:gpu09/a" || e["id"] == "vm:gpu09/b"), "{events:#?}");
+    // The VM goes before the device under it, the device before its instance.
+    assert!(position(&events, "done", "vm:gpu09/c") < position(&events, "start", &mig_id("3g.71gb@4")));
+    let running: Vec<_> = twin.domain_mdevs().into_iter().filter(|d| d.2 == PowerState::Running).collect();
+    assert_eq!(running.len(), 4, "{running:?}");
+}
+
+/// A reboot: the GPU's instances and vGPU devices are gone, the domains off. Apply
+/// makes the instances, then each VM's device, then starts it.
+fn reboot_rebuilds_devices_before_vms(twin: &Twin) {
+    let mut state = twin.gpus();
+    state.reset(0).unwrap();
+    state.save(&twin.gpus_file()).unwrap();
+    assert!(twin.devices().is_empty());
+    let names: Vec<String> = twin.domain_mdevs().into_iter().map(|d| d.0).collect();
+    let mut virt = twin.virt();
+    for name in names {
+        virt.destroy_domain(&name).unwrap();
+    }
+    drop(virt);
+    fabrik::sim::release_state(&twin.state());
+    let events = twin.apply();
+    let slots = [("a", "2g.35gb@0"), ("b", "2g.35gb@2"), ("d", "1g.18gb@4"), ("e", "1g.18gb@5")];
+    for (vm, slot) in slots {
+        let vm_id = format!("vm:{HOST}/{vm}");
+        assert!(position(&events, "done", &mig_id(slot)) < position(&events, "start", &vm_id), "{vm}");
+        assert!(position(&events, "done", &vm_id) > 0);
+    }
+    assert_eq!(twin.devices().len(), 4);
+    assert!(twin.domain_mdevs().iter().all(|d| d.2 == PowerState::Running));
+}
+
+fn scenario(mode: VgpuMode, vfs: u32) -> Twin {
+    let twin = Twin::new(mode, vfs);
+    three_vms(&twin);
+    relayout_keeps_running_devices(&twin);
+    reboot_rebuilds_devices_before_vms(&twin);
+    twin
+}
+
+#[test]
+fn mdev_mode_three_vms_relayout_and_reboot() {
+    let twin = scenario(VgpuMode::Mdev, 0);
+    assert!(twin.devices().iter().all(|d| d.vf.is_none()));
+}
+
+#[test]
+fn sriov_vf_mode_three_vms_relayout_and_reboot() {
+    let twin = scenario(VgpuMode::SriovVf, 16);
+    let mut vfs: Vec<u32> = twin.devices().iter().map(|d| d.vf.expect("on a VF")).collect();
+    vfs.sort_unstable();
+    vfs.dedup();
+    assert_eq!(vfs.len(), 4, "each vGPU on a VF of its own");
+}
+
+#[test]
+fn a_vm_whose_device_cannot_be_made_is_not_started() {
+    // Two VFs for three vGPUs: the third VM's device is refused, and it is not started.
+    let twin = Twin::new(VgpuMode::SriovVf, 2);
+    twin.write(&LAYOUT, &VMS);
+    let o = twin.fabrik(&["apply", "--yes"]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no free virtual function"), "{}", text(&o));
+    assert_eq!(twin.devices().len(), 2);
+    let running = twin.domain_mdevs().into_iter().filter(|d| d.2 == PowerState::Running).count();
+    assert_eq!(running, 2);
+    let _ = PciAddress::parse(GPU).unwrap();
+}
+
+#[test]
+fn the_twin_refuses_a_vgpu_without_its_mig_instance_and_a_gpu_without_vgpus() {
+    use fabrik::driver::Gpus;
+    use fabrik::driver::sim_gpu::SimGpus;
+    let twin = Twin::new(VgpuMode::Mdev, 0);
+    let gpu = PciAddress::parse(GPU).unwrap();
+    let mut state = twin.gpus();
+    state.gpus[0].mig = Some(fabrik::live::MigMode { current: true, pending: true });
+    let mut gpus = SimGpus::new(state.clone());
+    let e = gpus.create_vgpu(gpu, "2g.35gb", 0, &uuid("2g.35gb@0")).unwrap_err();
+    assert!(e.message.contains("no MIG instance 2g.35gb@0"), "{e:?}");
+    let e = gpus.create_vgpu(gpu, "5g.99gb", 0, "x").unwrap_err();
+    assert!(e.message.contains("offers no vGPU type"), "{e:?}");
+    state.gpus[0].vgpu = None;
+    let e = SimGpus::new(state).create_vgpu(gpu, "2g.35gb", 0, "x").unwrap_err();
+    assert_eq!(e.kind, fabrik::driver::ErrorKind::Unsupported, "{e:?}");
+    let _: &Path = twin.dir.path();
+}
