@@ -34,3 +34,4 @@ pub mod plan;
 pub mod render;
 pub mod sim;
 pub mod spec;
+pub mod watch;
