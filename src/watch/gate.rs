@@ -73,7 +73,9 @@ pub enum Verdict {
     /// Runs unattended (its class is automatic).
     Auto,
     /// Runs now because a window is open (it counts against the budgets).
-    InWindow { window: String },
+    InWindow {
+        window: String,
+    },
     /// Runs because a person approved the pending plan it is in.
     Approved,
     Wait(Wait),

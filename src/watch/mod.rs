@@ -11,5 +11,6 @@
 
 pub mod backoff;
 pub mod gate;
+pub mod policy;
 pub mod trigger;
 pub mod window;
