@@ -94,7 +94,7 @@ fn inventory_plan_and_apply_events_match_their_schemas() {
     let o = fabrik(&["plan", "--sim", "--state-dir", state, "--format", "json", factory]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let doc = json_of(&o);
-    assert_eq!(doc["format"], "fabrik-plan/1");
+    assert_eq!(doc["format"], "fabrik-plan/2");
     assert_valid("plan", &doc);
 
     let o = fabrik(&["apply", "--sim", "--state-dir", state, "--yes", "--format", "json", factory]);

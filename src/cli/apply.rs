@@ -22,7 +22,9 @@ use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::diag::error_chain;
 use crate::diag::redact::Secrets;
 use crate::plan::output::{self, Show};
-use crate::plan::{self, Created, Plan};
+use crate::plan::{self, Plan};
+use crate::reconcile::{self, Session, VerifyOptions};
+use tokio_util::sync::CancellationToken;
 
 /// Interrupted by SIGINT (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -131,7 +133,6 @@ pub fn run(args: &Args) -> u8 {
         },
         None => args.select.clone(),
     };
-    let shutdown_timeout = Duration::from_secs(select.shutdown_timeout);
     let prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
         Err(refused) => {
@@ -140,39 +141,49 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     out.secrets = Secrets::of_spec(&prepared.validation.spec);
+    let spec = &prepared.validation.spec;
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
     let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
-    // One `--lock-wait` for both locks, not one each.
-    let lock_deadline = std::time::Instant::now() + Duration::from_secs(args.lock_wait);
-    let _lock = match apply::lock::acquire(&state, Duration::from_secs(args.lock_wait)) {
-        Ok(l) => l,
+    crate::driver::libvirt::set_silence_limit(Duration::from_secs(hosts.host_timeout));
+    let options = reconcile::Options {
+        plan: prepared.options.clone(),
+        verify: VerifyOptions::default(),
+        limits: Limits { parallelism: usize::from(args.parallelism), per_host: usize::from(args.per_host) },
+        twins: hosts.sim.then(|| hosts.state()),
+        lock_dir: state.clone(),
+        lock_wait: Duration::from_secs(args.lock_wait),
+        created_path: prepared.created_path.clone(),
+    };
+    // The CLI owns the runtime; the reconcile runs on it, in steps, to show the plan and
+    // ask before anything changes.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(usize::from(args.parallelism) + spec.hosts.len().min(64) + 4)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: cannot start the executor: {e}");
             return exit::INVALID;
         }
     };
-    // The hosts' own locks, held by their agents: applies from other checkouts of the
-    // factory (another operator, CI) take them too.
-    let _host_locks = if hosts.sim {
-        None
-    } else {
-        let wait = lock_deadline.saturating_duration_since(std::time::Instant::now());
-        match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
-            Ok(locks) => {
-                for (host, why) in &locks.unlocked {
-                    let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
-                    eprintln!("warning: host `{host}` is not locked against other applies: {why}");
-                }
-                Some(locks)
+    let session = match runtime.block_on(Session::open(&prepared.desired.factory, &spec.hosts, &options)) {
+        Ok(s) => s,
+        Err(e) => {
+            let message = crate::diag::printable(&out.secrets.scrub(&e.message)).into_owned();
+            if args.format == ApplyFormat::Json {
+                out.json(serde_json::json!({"event": "error", "kind": e.kind, "error": message}));
             }
-            Err(held) => {
-                let held = crate::diag::printable(&out.secrets.scrub(&held)).into_owned();
-                eprintln!("error: another apply is changing these hosts; nothing was applied:\n{held}");
-                return exit::INVALID;
-            }
+            eprintln!("error: {message}");
+            return exit::INVALID;
         }
     };
+    for (host, why) in &session.unlocked {
+        let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
+        eprintln!("warning: host `{host}` is not locked against other applies: {why}");
+    }
     if let Some(previous) = journal::previous(&state) {
         let mut note = "note: the previous apply did not finish (it was killed or crashed); this plan is made \
                         from the hosts as they are now, so applying it completes that work"
@@ -182,12 +193,14 @@ pub fn run(args: &Args) -> u8 {
         }
         eprintln!("{note}");
     }
-    let spec = &prepared.validation.spec;
-    let live = hosts.observe(spec);
+    let live = runtime.block_on(session.observe());
     let mut plan = match saved {
         Some(saved) => {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
+                if args.format == ApplyFormat::Json {
+                    out.json(serde_json::json!({"event": "error", "kind": reconcile::FailureKind::Precondition, "error": "the saved plan is stale", "reasons": staleness.reasons}));
+                }
                 eprintln!("error: the saved plan is stale; nothing was applied:");
                 for r in &staleness.reasons {
                     eprintln!("  - {r}");
@@ -215,6 +228,14 @@ pub fn run(args: &Args) -> u8 {
         })),
     }
     if plan.has_errors() {
+        if args.format == ApplyFormat::Json {
+            for e in &plan.errors {
+                out.json(serde_json::json!({
+                    "event": "error", "host": e.id.host, "id": e.id.to_string(),
+                    "kind": reconcile::plan_error_kind(e), "error": e.message,
+                }));
+            }
+        }
         eprintln!("error: the plan has errors (listed above); nothing was applied");
         return exit::INVALID;
     }
@@ -243,9 +264,10 @@ pub fn run(args: &Args) -> u8 {
             // A failure quotes a host or its agent: its credentials are masked in the
             // progress and in the journal alike.
             let scrubbed = match e {
-                Event::Failed { id, op, error, elapsed_ms } => Some(Event::Failed {
+                Event::Failed { id, op, kind, error, elapsed_ms } => Some(Event::Failed {
                     id: id.clone(),
                     op: *op,
+                    kind: *kind,
                     error: secrets.scrub(error),
                     elapsed_ms: *elapsed_ms,
                 }),
@@ -262,21 +284,31 @@ pub fn run(args: &Args) -> u8 {
         })
     };
     let settings = Settings {
-        limits: Limits { parallelism: usize::from(args.parallelism), per_host: usize::from(args.per_host) },
-        shutdown_timeout,
-        twins: hosts.sim.then(|| hosts.state()),
+        limits: options.limits,
         created_path: prepared.created_path.clone(),
         created: prepared.options.created.clone(),
     };
-    let report = apply::apply(&plan, &prepared.desired, &prepared.graph, &live, &spec.hosts, settings, emit);
-    progress.finish();
-    // Verify: the hosts read again, planned again with the same options.
-    let mut options = prepared.options.clone();
-    options.created = Created::load(&prepared.created_path).unwrap_or(options.created);
-    let after = plan::plan_with(&prepared.desired, &prepared.graph, &hosts.observe(spec), &options);
-    let remaining = apply::unconverged(&after);
+    let cancel = CancellationToken::new();
+    let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let (mut report, verified) = runtime.block_on(async {
+        let watcher = tokio::spawn(watch_signals(cancel.clone(), signal.clone(), emit.clone()));
+        let report = session.execute(&plan, Some(&prepared.graph), settings, emit.clone(), cancel.clone()).await;
+        progress.finish();
+        // Verify: the hosts read again, planned again with the same selection but never
+        // `--replace` (what was replaced is not replaced again).
+        let created = plan::Created::load(&prepared.created_path).unwrap_or_else(|_| prepared.options.created.clone());
+        let verify_options = options.verify_plan(created);
+        let verified =
+            session.verify(&prepared.desired, &prepared.graph, &verify_options, options.verify, &cancel).await;
+        watcher.abort();
+        (report, verified)
+    });
+    drop(session);
+    report.signal = Some(signal.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0);
+    let after = &verified.plan;
+    let remaining = &verified.remaining;
     let counts = report.counts();
-    let converged = remaining.is_empty() && !after.has_errors();
+    let converged = verified.converged();
     let summary = serde_json::json!({
         "event": "summary", "done": counts.done, "failed": counts.failed, "skipped": counts.skipped,
         "converged": converged, "interrupted": report.interrupted, "elapsed_ms": report.elapsed.as_millis() as u64,
@@ -296,7 +328,7 @@ pub fn run(args: &Args) -> u8 {
         }
         ApplyFormat::Human => {
             let partial = !select.target.is_empty() || !select.exclude.is_empty();
-            out.text(&human_summary(&report, &remaining, &after, partial))
+            out.text(&human_summary(&report, remaining, after, partial))
         }
     }
     if report.interrupted {
@@ -305,6 +337,29 @@ pub fn run(args: &Args) -> u8 {
         exit::INVALID
     } else {
         exit::OK
+    }
+}
+
+/// Cancels the reconcile on the first Ctrl-C or SIGTERM (keeping the signal's number);
+/// exits on the second with 128 + its number, as shells report a process it killed. The
+/// CLI's, not the library's: only the process's owner may exit it.
+async fn watch_signals(cancel: CancellationToken, signal_no: Arc<std::sync::atomic::AtomicI32>, emit: apply::Emit) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    loop {
+        let (name, signal) = tokio::select! {
+            _ = int.recv() => ("SIGINT", nix::sys::signal::Signal::SIGINT),
+            _ = term.recv() => ("SIGTERM", nix::sys::signal::Signal::SIGTERM),
+        };
+        if cancel.is_cancelled() {
+            eprintln!("fabrik: second {name}: exiting now; steps in flight may be cut short");
+            std::process::exit(128 + signal as i32);
+        }
+        signal_no.store(signal as i32, std::sync::atomic::Ordering::SeqCst);
+        cancel.cancel();
+        emit(&Event::Interrupted { signal: name.to_string() });
     }
 }
 
@@ -354,8 +409,8 @@ fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], afte
         match &e.outcome {
             Outcome::Done { .. } => {}
             Outcome::Skipped { reason } if reason == crate::apply::exec::NOT_STARTED => {}
-            Outcome::Failed { error, .. } => {
-                s.push_str(&format!("  FAILED   {} ({}): {error}\n", e.action.id, e.action.op.word()))
+            Outcome::Failed { kind, error, .. } => {
+                s.push_str(&format!("  FAILED   {} ({}, {kind}): {error}\n", e.action.id, e.action.op.word()))
             }
             Outcome::Skipped { reason } => {
                 s.push_str(&format!("  skipped  {} ({}): {reason}\n", e.action.id, e.action.op.word()))

@@ -42,24 +42,23 @@ pub fn open_virt(host: &Host) -> Opened<dyn Virt> {
 
 /// The host's agent, as its GPU and link drivers (one process answers for both).
 pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
+    match open_shared_agent(host) {
+        Ok(s) => (Ok(Box::new(s.clone())), Ok(Box::new(s))),
+        Err(e) => (Err(e.clone()), Err(e)),
+    }
+}
+
+/// The host's agent, started once: a handle that serves as both drivers and can be
+/// cloned for every use of one apply (lock, observe, apply, verify).
+pub fn open_shared_agent(host: &Host) -> Result<Shared, DriverError> {
     match &host.agent {
-        Some(command) => match AgentClient::spawn(&command.value) {
-            Ok(client) => {
-                let (g, l) = Shared::split(client);
-                (Ok(g), Ok(l))
-            }
-            Err(e) => {
-                let e = DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e };
-                (Err(e.clone()), Err(e))
-            }
-        },
-        None => {
-            let e = DriverError::new(
-                ErrorKind::Unreachable,
-                format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
-            );
-            (Err(e.clone()), Err(e))
-        }
+        Some(command) => AgentClient::spawn(&command.value)
+            .map(Shared::new)
+            .map_err(|e| DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e }),
+        None => Err(DriverError::new(
+            ErrorKind::Unreachable,
+            format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
+        )),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod file;
 pub mod legacy;
 pub mod locate;
 pub mod moves;
+pub mod ops;
 pub mod output;
 pub mod ownership;
 
@@ -33,7 +34,7 @@ use crate::graph::Graph;
 use crate::live::LiveHost;
 
 /// The version of the plan document (`--format json`, `--out`).
-pub const FORMAT: &str = "fabrik-plan/1";
+pub const FORMAT: &str = "fabrik-plan/2";
 
 /// What the operator asked for beyond the desired state.
 #[derive(Clone, Debug)]
@@ -57,7 +58,7 @@ impl Default for Options {
             excludes: Vec::new(),
             replace: Vec::new(),
             created: Created::default(),
-            shutdown_timeout: crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT,
+            shutdown_timeout: ops::SHUTDOWN_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -98,6 +99,12 @@ pub struct Action {
     /// down and undefined before this one starts ([`moves`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<ResourceId>,
+    /// What apply does, in order: the executor's only input ([`ops`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<ops::Step>,
+    /// A move's operations on the old host (`moved_from`'s), run before `ops`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved_from_ops: Vec<ops::Step>,
 }
 
 impl Action {
@@ -111,6 +118,8 @@ impl Action {
             changes: Vec::new(),
             diff: None,
             moved_from: None,
+            ops: Vec::new(),
+            moved_from_ops: Vec::new(),
         }
     }
 
@@ -309,6 +318,29 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         Some(g) => target(actions, g, options),
         None => actions,
     };
+    let mut actions = actions;
+    let desired_of: HashMap<&str, &crate::desired::DesiredHost> =
+        desired.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    for action in &mut actions {
+        let (dhost, lhost) =
+            (desired_of.get(action.id.host.as_str()).copied(), by_name.get(action.id.host.as_str()).copied());
+        if let Some(old) = &action.moved_from {
+            let away = Action::new(old.clone(), Op::Delete, Class::Replace, "moves");
+            let lhost = by_name.get(old.host.as_str()).copied();
+            action.moved_from_ops =
+                ops::for_action(&desired.factory, None, lhost, &away, options.shutdown_timeout).unwrap_or_default();
+        }
+        match ops::for_action(&desired.factory, dhost, lhost, action, options.shutdown_timeout) {
+            Ok(steps) => action.ops = steps,
+            Err(e) => out.errors.push(PlanError {
+                code: "fabrik::plan::cannot-apply".into(),
+                id: action.id.clone(),
+                message: e.message,
+                help: e.help,
+                at: None,
+            }),
+        }
+    }
     let summary = summarize(&actions);
     out.errors.extend(legacy::renamed_volumes(desired, live));
     out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));

@@ -40,9 +40,19 @@ const EXPANDER_BUS_STRIDE: u32 = 16;
 /// The domain XML of a VM on its host. `host` supplies what the VM refers to by name or
 /// address: its GPUs' NUMA nodes, its networks' bridges, its volumes' formats.
 pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
+    domain_with_uuid(factory, host, vm, None)
+}
+
+/// [`domain`] with the UUID of the domain it redefines, written after the name: without
+/// it libvirt makes one up and refuses the definition, since a domain of that name exists
+/// with another.
+pub fn domain_with_uuid(factory: &str, host: &DesiredHost, vm: &DesiredVm, uuid: Option<&str>) -> String {
     let mut w = Writer::new();
     w.open("domain", &[a("type", "kvm")]);
     w.text("name", &[], &vm.name);
+    if let Some(uuid) = uuid {
+        w.text("uuid", &[], uuid);
+    }
     let mark = Ownership { factory: factory.to_string(), resource: vm.id.to_string(), spec_hash: vm.spec_hash.clone() };
     w.open("metadata", &[]);
     w.raw(&owner::render_with_addresses(&mark, &crate::desired::addr::records(vm)));

@@ -16,7 +16,7 @@ use crate::plan::{Action, Change, Class, Op};
 use crate::spec::types::PciAddress;
 
 /// The driver a passed-through GPU is bound to.
-const VFIO_DRIVER: &str = "vfio-pci";
+pub(crate) const VFIO_DRIVER: &str = "vfio-pci";
 
 /// The mdev UUIDs a domain's `<hostdev type='mdev'>` elements name.
 fn mdev_uuids(d: &LiveDomain) -> Vec<String> {
