@@ -11,6 +11,8 @@
 
 pub mod backoff;
 pub mod gate;
+pub mod git;
 pub mod policy;
+pub mod state;
 pub mod trigger;
 pub mod window;
