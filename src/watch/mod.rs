@@ -10,6 +10,8 @@
 //! (libvirt lifecycle events), [`engine`] (one reconcile pass), [`metrics`].
 
 pub mod backoff;
+pub mod engine;
+pub mod events;
 pub mod gate;
 pub mod git;
 pub mod policy;
