@@ -185,7 +185,12 @@ pub async fn reconcile_once(
         .collect();
     let pending_id = (!waiting.is_empty()).then(|| gate::pending_id(&f.commit, &waiting));
     let is_approved = pending_id.as_deref().is_some_and(approved);
-    let verdicts = gate::gate(&cands, gating, now_unix, is_approved, ledger);
+    let mut verdicts = gate::gate(&cands, gating, now_unix, is_approved, ledger);
+    let ids: Vec<String> = cands.iter().map(|c| c.id.clone()).collect();
+    let by_text: BTreeMap<String, &crate::desired::ResourceId> = f.graph.nodes().map(|n| (n.to_string(), n)).collect();
+    gate::hold_dependents(&mut verdicts, &ids, |id| {
+        by_text.get(id).map(|n| f.graph.dependents(n).iter().map(|d| d.to_string()).collect()).unwrap_or_default()
+    });
     let mut runs: Plan = full.clone();
     runs.actions = full.actions.iter().zip(&verdicts).filter(|(_, v)| v.runs()).map(|(a, _)| a.clone()).collect();
     let held: BTreeSet<String> =
@@ -215,6 +220,7 @@ pub async fn reconcile_once(
                                 period_s / 60
                             ),
                             Wait::Excluded => "excluded".into(),
+                            Wait::After { id } => format!("after {id}"),
                         },
                     }),
                     _ => None,

@@ -66,6 +66,8 @@ pub enum Wait {
     BudgetSpent { per: Per, key: String, max: u32, period_s: u64 },
     /// The policy excludes it.
     Excluded,
+    /// It needs a change that waits (a MIG instance on a GPU whose MIG mode waits).
+    After { id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +160,32 @@ pub fn gate(cands: &[Candidate], g: &Gating, now: i64, approved: bool, ledger: &
             Verdict::InWindow { window: window.name.clone() }
         })
         .collect()
+}
+
+/// Holds every action that needs (transitively, through `dependents`) one that waits:
+/// a MIG instance is not made on a GPU whose mode switch waits for approval, and a VM
+/// is not started on that instance. `ids[i]` is the resource of `verdicts[i]`.
+pub fn hold_dependents(verdicts: &mut [Verdict], ids: &[String], dependents: impl Fn(&str) -> Vec<String>) {
+    let mut stack: Vec<(String, String)> = ids
+        .iter()
+        .zip(verdicts.iter())
+        .filter(|(_, v)| !v.runs())
+        .map(|(id, _)| (id.clone(), id.clone()))
+        .collect();
+    let mut seen: BTreeSet<String> = stack.iter().map(|(id, _)| id.clone()).collect();
+    while let Some((id, root)) = stack.pop() {
+        for d in dependents(&id) {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            if let Some(i) = ids.iter().position(|x| *x == d)
+                && verdicts[i].runs()
+            {
+                verdicts[i] = Verdict::Wait(Wait::After { id: root.clone() });
+            }
+            stack.push((d, root.clone()));
+        }
+    }
 }
 
 /// A stable id for a set of waiting actions: the same changes give the same id, so an
@@ -283,6 +311,28 @@ mod tests {
         ];
         let v = gate(&cands, &g, SAT_NOON, false, &mut Ledger::default());
         assert_eq!(v.iter().map(Verdict::runs).collect::<Vec<_>>(), [true, false, true]);
+    }
+
+    #[test]
+    fn what_needs_a_waiting_change_waits_too() {
+        let ids: Vec<String> = ["gpu:h/g", "mig:h/g/1g@0", "vm:h/a", "vm:h/b"].iter().map(|s| s.to_string()).collect();
+        let mut v = vec![
+            Verdict::Wait(Wait::NeedsApproval { class: Class::GpuRelayout }),
+            Verdict::Auto,
+            Verdict::Auto,
+            Verdict::Auto,
+        ];
+        let deps = |id: &str| -> Vec<String> {
+            match id {
+                "gpu:h/g" => vec!["mig:h/g/1g@0".into()],
+                "mig:h/g/1g@0" => vec!["vm:h/a".into()],
+                _ => vec![],
+            }
+        };
+        hold_dependents(&mut v, &ids, deps);
+        assert_eq!(v[1], Verdict::Wait(Wait::After { id: "gpu:h/g".into() }));
+        assert_eq!(v[2], Verdict::Wait(Wait::After { id: "gpu:h/g".into() }), "transitively");
+        assert_eq!(v[3], Verdict::Auto, "an independent VM still runs");
     }
 
     #[test]
