@@ -155,6 +155,9 @@ pub struct RunArgs {
     /// A resource the watcher never changes (repeatable; adds to `watch.exclude`).
     #[arg(long, value_name = "ID")]
     pub exclude: Vec<String>,
+    /// Seconds a VM gets to shut down before a restart or removal forces it off.
+    #[arg(long, value_name = "SECONDS", default_value_t = super::plan::SHUTDOWN_TIMEOUT_DEFAULT_S)]
+    pub shutdown_timeout: u64,
     /// Run one pass and exit.
     #[arg(long)]
     pub once: bool,
@@ -226,16 +229,12 @@ fn watch(a: &RunArgs) -> u8 {
     let twins = a.sim.then(|| hosts.state());
     let created = created_path(&hosts);
     let load: run::Loader = {
-        let (sim, state_dir, host_timeout) = (a.sim, a.state_dir.clone(), a.host_timeout);
+        let (sim, state_dir, host_timeout, shutdown) = (a.sim, a.state_dir.clone(), a.host_timeout, a.shutdown_timeout);
         let twins = twins.clone();
         Arc::new(move |path: &Path, commit: &str| {
             let at = Hosts { path: path.to_path_buf(), sim, state_dir: state_dir.clone(), host_timeout };
-            let select = Select {
-                target: Vec::new(),
-                exclude: Vec::new(),
-                replace: Vec::new(),
-                shutdown_timeout: super::plan::SHUTDOWN_TIMEOUT_DEFAULT_S,
-            };
+            let select =
+                Select { target: Vec::new(), exclude: Vec::new(), replace: Vec::new(), shutdown_timeout: shutdown };
             let _ = &twins;
             match prepare(&at, &select) {
                 Ok(p) => {

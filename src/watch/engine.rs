@@ -142,6 +142,9 @@ pub async fn reconcile_once(
         Ok(s) => s,
         Err(e) => {
             out.hosts = all_fail(e);
+            if let Some(twins) = &env.twins {
+                crate::sim::release_state(twins);
+            }
             return out;
         }
     };
@@ -265,6 +268,10 @@ pub async fn reconcile_once(
         Vec::new()
     };
     drop(session);
+    // Between passes the twins belong to whoever wants them (a person's `plan --sim`).
+    if let Some(twins) = &env.twins {
+        crate::sim::release_state(twins);
+    }
     for h in &hosts {
         let name = &h.name.value;
         let on_host = |id: &str| id.split_once(':').and_then(|(_, r)| r.split_once('/')).map(|(h, _)| h) == Some(name);

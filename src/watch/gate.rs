@@ -166,12 +166,8 @@ pub fn gate(cands: &[Candidate], g: &Gating, now: i64, approved: bool, ledger: &
 /// a MIG instance is not made on a GPU whose mode switch waits for approval, and a VM
 /// is not started on that instance. `ids[i]` is the resource of `verdicts[i]`.
 pub fn hold_dependents(verdicts: &mut [Verdict], ids: &[String], dependents: impl Fn(&str) -> Vec<String>) {
-    let mut stack: Vec<(String, String)> = ids
-        .iter()
-        .zip(verdicts.iter())
-        .filter(|(_, v)| !v.runs())
-        .map(|(id, _)| (id.clone(), id.clone()))
-        .collect();
+    let mut stack: Vec<(String, String)> =
+        ids.iter().zip(verdicts.iter()).filter(|(_, v)| !v.runs()).map(|(id, _)| (id.clone(), id.clone())).collect();
     let mut seen: BTreeSet<String> = stack.iter().map(|(id, _)| id.clone()).collect();
     while let Some((id, root)) = stack.pop() {
         for d in dependents(&id) {
