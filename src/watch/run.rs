@@ -240,23 +240,30 @@ impl Loop {
                 }
             }
         }
+        let previous = std::mem::take(&mut self.status.failing);
         self.status.failing = self
             .backoff
             .failing()
             .iter()
             .map(|(host, f)| {
                 let r = out.hosts.iter().find(|r| &r.host == host);
+                let earlier = previous.iter().find(|p| &p.host == host);
                 FailingHost {
                     host: host.clone(),
+                    // A host left out of this pass keeps the kind of its last failure.
                     kind: r
                         .and_then(|r| r.failure.as_ref())
                         .and_then(|e| serde_json::to_value(e.kind).ok())
                         .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_else(|| "backing-off".into()),
+                        .or_else(|| earlier.map(|p| p.kind.clone()))
+                        .unwrap_or_else(|| "failed".into()),
                     failures: f.failures,
                     error: f.error.clone(),
                     retry_in_s: f.delay.as_secs_f64(),
-                    resources: r.map(|r| r.failed.clone()).unwrap_or_default(),
+                    resources: r
+                        .map(|r| r.failed.clone())
+                        .or_else(|| earlier.map(|p| p.resources.clone()))
+                        .unwrap_or_default(),
                 }
             })
             .collect();
