@@ -204,6 +204,7 @@ fn commits_apply_broken_ones_do_not_and_restarts_wait_for_approval() {
     );
     let s = lab.until("broken commit refused", |s| s["last_attempted"]["commit"] == bad.as_str());
     assert_eq!(s["last_attempted"]["ok"], false, "{s:#}");
+    assert_status_schema(&s);
     assert_eq!(applied(&s), c1, "the last good commit stays in force");
     let diags = s["last_attempted"]["diagnostics"].as_array().expect("diagnostics");
     assert!(diags.iter().any(|d| d["code"] == "fabrik::spec::unknown-key"), "{s:#}");
@@ -222,6 +223,7 @@ fn commits_apply_broken_ones_do_not_and_restarts_wait_for_approval() {
     let seen = lab.passes().len();
     let c3 = lab.commit(&factory("2GiB", &[("a", true), ("b", true), ("c", false), ("d", false)]), "more memory");
     let s = lab.until("restart waits for approval", |s| s["pending"]["commit"] == c3.as_str());
+    assert_status_schema(&s);
     let pending = &s["pending"];
     let waiting: Vec<&str> = pending["actions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
     assert_eq!(waiting, ["vm:h1/a", "vm:h1/b"], "{s:#}");
@@ -277,4 +279,15 @@ fn commits_apply_broken_ones_do_not_and_restarts_wait_for_approval() {
     assert_eq!(s["last_attempted"]["ok"], false);
     assert!(s["last_attempted"]["error"].as_str().unwrap().contains("--allow-rewind"), "{s:#}");
     assert_eq!(applied(&s), c4, "the rewind is not applied");
+    assert_status_schema(&s);
+}
+
+/// The status document matches schema/watch-status.schema.json.
+fn assert_status_schema(doc: &serde_json::Value) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/watch-status.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::meta::validate(&schema).expect("a valid JSON Schema");
+    let v = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "status does not match its schema:\n{}\n{doc:#}", errors.join("\n"));
 }
