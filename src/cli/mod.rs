@@ -85,7 +85,7 @@ pub enum Command {
     Apply(apply::Args),
     /// Keep the hosts equal to a branch's commits, on every change and against drift;
     /// disruptive changes wait for `fabrik approve` (docs/watch.md).
-    Watch(watch::Args),
+    Watch(Box<watch::Args>),
     /// Show what a watcher applied, refused, waits for and fails at.
     Status(status::Args),
     /// Let a watcher carry out the plan waiting under this id (`fabrik status` lists it).
