@@ -193,6 +193,10 @@ pub static LANGUAGE: &[Rule] = &[
         "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
     ),
     lang(
+        "fabrik::plan::in-use",
+        "a network or bridge the factory no longer needs on a host still carries a domain or port this factory does not manage: its deletion is held back (listed as `held`), never carried out, until that user is detached",
+    ),
+    lang(
         "fabrik::plan::wrong-nic-kind",
         "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
     ),
