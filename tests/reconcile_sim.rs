@@ -203,3 +203,62 @@ fn two_reconciles_in_one_process_with_a_cancelled_one_between_converge_and_leak_
     let lock = fabrik::apply::lock::acquire(state.path(), Duration::ZERO);
     assert!(lock.is_ok(), "{lock:?}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_saved_plan_applies_and_verifies_after_its_factory_was_moved_away() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("twins");
+    let factory = work.path().join("factory");
+    copy_dir(&example(), &factory);
+    let plan_file = work.path().join("plan.json");
+    let o = fabrik(&["plan", "--sim", "--out", plan_file.to_str().unwrap(), factory.to_str().unwrap()], &state);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&plan_file).unwrap()).unwrap();
+    assert_eq!(saved["format"], "fabrik-plan/2");
+    assert!(!saved["origin"]["sources"].as_array().unwrap().is_empty(), "the plan keeps the factory's files");
+    // The factory goes away: only the plan (and the twins) are left.
+    std::fs::rename(&factory, work.path().join("moved")).unwrap();
+    assert!(!factory.exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes", "--format", "json"])
+        .arg(&plan_file)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let events = events(&o);
+    assert!(events.iter().any(|e| e["event"] == "done"), "{}", text(&o));
+    let verify = events.iter().find(|e| e["event"] == "verify").expect("a verify event");
+    assert_eq!(verify["converged"], true, "{}", text(&o));
+    assert!(!factory.exists(), "nothing was written where the factory was");
+}
+
+#[test]
+fn a_plan_splits_into_host_plans_that_carry_their_operations() {
+    let (_, desired) = load();
+    let live = fabrik::plan::converged(&desired);
+    let mut changed = desired.clone();
+    changed.hosts[0].vms[0].memory = fabrik::spec::types::ByteSize(changed.hosts[0].vms[0].memory.bytes() * 2);
+    let plan = fabrik::plan::plan(&changed, &live, &fabrik::plan::Options::default());
+    // Hosts with notices only are listed too; one host has the change.
+    let hosts: Vec<_> = plan.host_plans().into_iter().filter(|h| !h.actions.is_empty()).collect();
+    assert_eq!(hosts.len(), 1, "{hosts:#?}");
+    assert_eq!(hosts[0].host, desired.hosts[0].name);
+    assert!(hosts[0].actions.iter().all(|a| !a.ops.is_empty()), "{hosts:#?}");
+    assert!(hosts[0].fingerprints.keys().all(|k| k.contains(&format!(":{}/", desired.hosts[0].name))));
+    assert!(!hosts[0].fingerprints.is_empty());
+}

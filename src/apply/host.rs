@@ -100,9 +100,20 @@ impl HostConn {
         *lock(&self.links) = None;
     }
 
-    /// Reads the host with the session's agent (a twin: its state now), on a libvirt
-    /// connection of its own.
-    pub fn observe(&self) -> crate::live::LiveHost {
+    /// A connection lent out is given back (or closed and forgotten when `broken`).
+    pub(crate) fn give_back_virt(&self, v: Box<dyn Virt>, broken: bool) {
+        if broken {
+            drop(v);
+            lock(&self.virt).1 -= 1;
+            self.virt_free.notify_one();
+        } else {
+            self.checkin_virt(v);
+        }
+    }
+
+    /// Reads the host with the session's agent and one of its libvirt connections (a
+    /// twin: its state now).
+    pub fn observe(self: &std::sync::Arc<Self>) -> crate::live::LiveHost {
         let drivers = match &self.twins {
             Some(state) => crate::sim::drivers(state, &self.host),
             None => {
@@ -115,7 +126,9 @@ impl HostConn {
                     Ok(s) => (Ok(Box::new(s.clone())), Ok(Box::new(s))),
                     Err(e) => (Err(e.clone()), Err(e)),
                 };
-                crate::live::observe::HostDrivers { virt: crate::driver::connect::open_virt(&self.host), gpus, links }
+                let virt =
+                    self.checkout_virt().map(|v| Box::new(super::lent::Lent::new(self.clone(), v)) as Box<dyn Virt>);
+                crate::live::observe::HostDrivers { virt, gpus, links }
             }
         };
         let name = self.name.clone();

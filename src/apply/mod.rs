@@ -18,6 +18,7 @@ pub mod exec;
 pub mod failure;
 pub mod host;
 pub mod journal;
+pub mod lent;
 pub mod lock;
 pub mod progress;
 pub mod schedule;

@@ -182,6 +182,10 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::plan::created", "the record of what apply created (`created.json`) cannot be read"),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
+    lang(
+        "fabrik::plan::cannot-apply",
+        "an action apply cannot carry out: `--replace` of a storage pool or a volume (they may hold data), or a deletion of what was not seen on its host",
+    ),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
     lang(
         "fabrik::plan::missing-nic",
@@ -190,6 +194,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::plan::uplink-taken",
         "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
+    ),
+    lang(
+        "fabrik::plan::in-use",
+        "a network or bridge the factory no longer needs on a host still carries a domain or port this factory does not manage: its deletion is held back (listed as `held`), never carried out, until that user is detached",
     ),
     lang(
         "fabrik::plan::wrong-nic-kind",

@@ -70,6 +70,45 @@ fn saved_plan(path: &Path) -> Option<Result<Plan, String>> {
     Some(plan::file::load(path).map_err(|e| error_chain(&e)))
 }
 
+/// A saved plan's own copy of its factory, written out while the apply runs.
+struct Copy {
+    /// The factory's path inside `_dir`.
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The saved plan's files in a folder of their own when its factory's path is gone (the
+/// plan is self-contained, docs/plan.md); `None` when the factory is where it was.
+fn materialize(origin: &plan::Origin) -> Result<Option<Copy>, String> {
+    if Path::new(&origin.path).exists() || origin.sources.is_empty() {
+        return Ok(None);
+    }
+    if origin.masked {
+        return Err(format!(
+            "the plan's factory `{}` is gone, and the copy the plan keeps has its credentials masked; apply it from the factory's folder",
+            origin.path
+        ));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("fabrik-plan-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a folder for the plan's factory: {e}"))?;
+    for source in &origin.sources {
+        let rel = Path::new(&source.path);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("the plan names a factory file outside its factory: `{}`", source.path));
+        }
+        let to = dir.path().join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot write {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&to, &source.text).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    let single = origin.sources.len() == 1 && origin.path.ends_with(&origin.sources[0].path);
+    let path = if single { dir.path().join(&origin.sources[0].path) } else { dir.path().to_path_buf() };
+    Ok(Some(Copy { path, _dir: dir }))
+}
+
 /// What an apply prints besides progress: to stdout, as text or JSON lines.
 struct Out {
     format: ApplyFormat,
@@ -110,9 +149,18 @@ pub fn run(args: &Args) -> u8 {
         );
         return exit::INVALID;
     }
+    // A saved plan whose factory is gone brings its own copy of the factory's files.
+    let copy = match origin.as_ref().map(materialize) {
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+        Some(Ok(copy)) => copy,
+        None => None,
+    };
     let hosts = match &origin {
         Some(o) => Hosts {
-            path: PathBuf::from(&o.path),
+            path: copy.as_ref().map_or_else(|| PathBuf::from(&o.path), |c| c.path.clone()),
             sim: o.twins.is_some(),
             state_dir: o.twins.as_ref().map(PathBuf::from),
             host_timeout: args.hosts.host_timeout,
@@ -133,18 +181,28 @@ pub fn run(args: &Args) -> u8 {
         },
         None => args.select.clone(),
     };
-    let prepared = match prepare(&hosts, &select) {
+    let mut prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.human);
             return refused.code;
         }
     };
+    // The records and the lock of the hosts stay where the plan was made.
+    let recorded_state = origin.as_ref().and_then(|o| o.state.as_ref()).filter(|_| copy.is_some()).map(PathBuf::from);
+    if let Some(state) = &recorded_state {
+        prepared.created_path = state.join("created.json");
+        prepared.options.created = plan::Created::load(&prepared.created_path).unwrap_or_default();
+    }
     out.secrets = Secrets::of_spec(&prepared.validation.spec);
     let spec = &prepared.validation.spec;
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
-    let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
+    let state = match &recorded_state {
+        Some(state) => state.clone(),
+        None if hosts.sim => hosts.state(),
+        None => crate::spec::load::fabrik_dir(&hosts.path),
+    };
     crate::driver::libvirt::set_silence_limit(Duration::from_secs(hosts.host_timeout));
     let options = reconcile::Options {
         plan: prepared.options.clone(),

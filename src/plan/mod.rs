@@ -6,7 +6,8 @@
 //! it, and a fingerprint of every live object it read so a saved plan can tell when it
 //! has gone stale ([`file`]). [`diff`] compares one kind of resource at a time;
 //! [`moves`] joins a VM's deletion on one host and creation on another into one move;
-//! [`ownership`] decides what fabrik may touch; [`output`] renders a plan for people
+//! [`ownership`] decides what fabrik may touch; [`in_use`] holds back the deletion of a
+//! network or bridge that something fabrik does not own still uses; [`output`] renders a plan for people
 //! (human, markdown) and programs (JSON); [`converged`] makes, for tests and
 //! benchmarks, the live state of hosts that already match.
 
@@ -14,6 +15,7 @@ pub mod class;
 pub mod converged;
 pub mod diff;
 pub mod file;
+pub mod in_use;
 pub mod legacy;
 pub mod locate;
 pub mod moves;
@@ -146,6 +148,9 @@ pub enum NoticeKind {
     /// No longer desired but kept: it may hold data (a volume), or fabrik cannot prove it
     /// made it (a pool).
     Kept,
+    /// No longer desired, but its deletion is held back: a guest or port fabrik does not
+    /// own still uses it ([`in_use`], `fabrik::plan::in-use`).
+    Held,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +158,9 @@ pub struct Notice {
     pub id: ResourceId,
     pub kind: NoticeKind,
     pub reason: String,
+    /// The code that explains it (`fabrik explain CODE`), for a notice that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// Something that stops the plan: apply refuses a plan with errors.
@@ -203,6 +211,22 @@ pub struct Plan {
     pub origin: Option<Origin>,
 }
 
+/// The host of a fingerprint's key (`kind:host/name`).
+fn key_host(key: &str) -> Option<&str> {
+    key.split_once(':').and_then(|(_, rest)| rest.split_once('/')).map(|(h, _)| h)
+}
+
+/// One host's part of a plan ([`Plan::host_plans`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPlan<'a> {
+    pub host: &'a str,
+    /// In plan order, each with its operations.
+    pub actions: Vec<&'a Action>,
+    pub errors: Vec<&'a PlanError>,
+    /// What was read from this host, by key.
+    pub fingerprints: BTreeMap<&'a str, &'a str>,
+}
+
 /// The factory, hosts and options a saved plan was made with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -219,6 +243,27 @@ pub struct Origin {
     pub replace: Vec<String>,
     /// The shutdown timeout the plan's lines show, in seconds.
     pub shutdown_timeout_s: u64,
+    /// Where apply keeps its lock and `created.json` for these hosts (absolute), so a
+    /// plan applied after the factory moved uses the same records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The factory's files as they were planned (paths relative to `path`), so that the
+    /// plan is self-contained: `fabrik apply plan.json` reads these when `path` is gone.
+    /// Credentials are masked in them ([`Origin::masked`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SavedSource>,
+    /// Some of the files' credentials (a URI's password, an agent's key) were masked:
+    /// such a plan needs the factory's own files to connect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
+}
+
+/// One file of the factory, kept in a saved plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSource {
+    /// Relative to the origin's `path` (for a single-file factory, its file name).
+    pub path: String,
+    pub text: String,
 }
 
 impl Plan {
@@ -234,6 +279,26 @@ impl Plan {
     /// The actions on one host, in plan order.
     pub fn on_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Action> + 'a {
         self.actions.iter().filter(move |a| a.id.host == host)
+    }
+
+    /// The plan of each host it touches, in natural host order: the per-host view a
+    /// reconcile of one host (the watch loop's unit) works from. A moved VM is in its
+    /// new host's plan (its old copy's operations are its `moved_from_ops`).
+    pub fn host_plans(&self) -> Vec<HostPlan<'_>> {
+        self.hosts()
+            .into_iter()
+            .map(|host| HostPlan {
+                host,
+                actions: self.on_host(host).collect(),
+                errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
+                fingerprints: self
+                    .fingerprints
+                    .iter()
+                    .filter(|(k, _)| key_host(k) == Some(host))
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The hosts the plan has actions, errors or notices for, in natural order

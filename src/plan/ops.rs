@@ -332,7 +332,9 @@ fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> 
     match action.op {
         Op::Delete => Ok(down()),
         Op::Create | Op::Update if !action.ops.is_empty() => Ok(action.ops.clone()),
-        Op::Create | Op::Update | Op::Replace => {
+        // An update is the diff's to make: one without operations changes nothing.
+        Op::Update => Ok(Vec::new()),
+        Op::Create | Op::Replace => {
             let vm = host.vms.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
             // A moved VM's old copy is on another host, shut down by a job of its own.
             let mut out = if action.op == Op::Replace && action.moved_from.is_none() { down() } else { Vec::new() };

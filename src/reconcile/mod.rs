@@ -366,7 +366,13 @@ pub fn outcomes(hosts: &[Host], report: &Report, verified: &Verification) -> Vec
             let remaining: Vec<NotConverged> =
                 verified.remaining.iter().filter(|r| plan_host_of(&r.id) == Some(name.as_str())).cloned().collect();
             let errors: Vec<&plan::PlanError> = verified.plan.errors.iter().filter(|e| &e.id.host == name).collect();
-            let failure = if report.interrupted && entries.iter().any(|e| !e.outcome.succeeded()) {
+            let failed = entries.iter().find_map(|e| match &e.outcome {
+                apply::Outcome::Failed { kind, error, .. } => Some((*kind, format!("{}: {error}", e.action.id))),
+                apply::Outcome::Done { .. } | apply::Outcome::Skipped { .. } => None,
+            });
+            let failure = if let Some((kind, message)) = failed {
+                Some(ReconcileError::new(kind, message))
+            } else if report.interrupted && entries.iter().any(|e| !e.outcome.succeeded()) {
                 Some(ReconcileError::new(FailureKind::Cancelled, "cancelled before every action ran"))
             } else if let Some(e) = errors.first() {
                 Some(ReconcileError::new(plan_error_kind(e), e.message.clone()))
@@ -386,4 +392,47 @@ pub fn outcomes(hosts: &[Host], report: &Report, verified: &Verification) -> Vec
 /// The host of a resource id as text (`kind:host/name`).
 fn plan_host_of(id: &str) -> Option<&str> {
     id.split_once(':')?.1.split_once('/').map(|(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::ResourceId;
+
+    #[test]
+    fn verification_plans_the_same_selection_but_never_replaces() {
+        let id = ResourceId::parse("vm:h1/a").unwrap();
+        let options = Options {
+            plan: plan::Options { replace: vec![id.clone()], targets: vec![id.clone()], ..plan::Options::default() },
+            verify: VerifyOptions::default(),
+            limits: Limits { parallelism: 1, per_host: 1 },
+            twins: None,
+            lock_dir: PathBuf::from("/nonexistent"),
+            lock_wait: Duration::ZERO,
+            created_path: PathBuf::from("/nonexistent/created.json"),
+        };
+        let verify = options.verify_plan(Created::default());
+        assert!(verify.replace.is_empty());
+        assert_eq!(verify.targets, [id]);
+    }
+
+    #[test]
+    fn an_unreadable_host_is_unreachable_and_other_plan_errors_are_preconditions() {
+        let error = |code: &str| plan::PlanError {
+            code: code.into(),
+            id: ResourceId::parse("host:h1/h1").unwrap(),
+            message: String::new(),
+            help: String::new(),
+            at: None,
+        };
+        assert_eq!(plan_error_kind(&error("fabrik::plan::unreadable-host")), FailureKind::Unreachable);
+        assert_eq!(plan_error_kind(&error("fabrik::plan::cannot-apply")), FailureKind::Precondition);
+    }
+
+    #[test]
+    fn ids_name_their_host() {
+        assert_eq!(plan_host_of("vm:gpu01/a"), Some("gpu01"));
+        assert_eq!(plan_host_of("volume:gpu01/vms/a-root"), Some("gpu01"));
+        assert_eq!(plan_host_of("nonsense"), None);
+    }
 }
