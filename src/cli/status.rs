@@ -73,19 +73,11 @@ pub fn human(s: &Status) -> String {
             for d in &a.diagnostics {
                 let code = d.get("code").and_then(|x| x.as_str()).unwrap_or("");
                 let msg = d.get("message").and_then(|x| x.as_str()).unwrap_or("");
-                let at = d
-                    .get("labels")
-                    .and_then(|l| l.get(0))
-                    .and_then(|l| {
-                        Some(format!(
-                            "{}:{}:{}",
-                            l.get("file")?.as_str()?,
-                            l.get("line")?.as_u64()?,
-                            l.get("column")?.as_u64()?
-                        ))
-                    })
-                    .or_else(|| d.get("file").and_then(|f| f.as_str()).map(String::from))
-                    .unwrap_or_default();
+                let at = match (d.get("file").and_then(|x| x.as_str()), d.get("line"), d.get("column")) {
+                    (Some(f), Some(l), Some(c)) => format!("{f}:{l}:{c}"),
+                    (Some(f), _, _) => f.to_string(),
+                    _ => String::new(),
+                };
                 out.push_str(&format!("  {code} {at}: {msg}\n"));
             }
         }

@@ -231,6 +231,7 @@ fn watch(a: &RunArgs) -> u8 {
     let load: run::Loader = {
         let (sim, state_dir, host_timeout, shutdown) = (a.sim, a.state_dir.clone(), a.host_timeout, a.shutdown_timeout);
         let twins = twins.clone();
+        let checkout = if a.dir { PathBuf::new() } else { a.at.state().checkout() };
         Arc::new(move |path: &Path, commit: &str| {
             let at = Hosts { path: path.to_path_buf(), sim, state_dir: state_dir.clone(), host_timeout };
             let select =
@@ -254,7 +255,7 @@ fn watch(a: &RunArgs) -> u8 {
                 }
                 Err(r) => Err(Refusal {
                     message: format!("the factory at {commit} does not validate; the last good commit stays in force"),
-                    diagnostics: r.diagnostics,
+                    diagnostics: r.diagnostics.into_iter().map(|d| relative_to(d, &checkout)).collect(),
                 }),
             }
         })
@@ -368,6 +369,20 @@ fn watch(a: &RunArgs) -> u8 {
         eprintln!("Stopped after {} pass(es).", status.passes);
     }
     exit::OK
+}
+
+/// A diagnostic's `file` as a path in the repository, not in the watcher's checkout.
+fn relative_to(mut d: serde_json::Value, checkout: &Path) -> serde_json::Value {
+    if checkout.as_os_str().is_empty() {
+        return d;
+    }
+    if let Some(file) = d.get("file").and_then(|f| f.as_str()).map(PathBuf::from)
+        && let Ok(rel) = file.strip_prefix(checkout)
+    {
+        let rel: PathBuf = rel.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect();
+        d["file"] = serde_json::Value::String(rel.display().to_string());
+    }
+    d
 }
 
 /// The line a person reads for an event, if it is one worth a line.

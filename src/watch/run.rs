@@ -109,7 +109,7 @@ impl Loop {
                 };
                 let tried = self.status.last_attempted.as_ref().map(|a| a.commit.commit.as_str());
                 let in_force = self.good.as_ref().map(|g| g.commit.as_str());
-                if in_force == Some(head.as_str()) || (tried == Some(head.as_str()) && self.good.is_some()) {
+                if in_force == Some(head.as_str()) || tried == Some(head.as_str()) {
                     return;
                 }
                 if let Some(applied) = &self.status.last_applied
@@ -159,6 +159,22 @@ impl Loop {
                 self.good = Some(loaded.factory);
             }
             Err(r) => self.refuse(commit, r.message, r.diagnostics),
+        }
+    }
+
+    /// At start, with the branch's head refused: the last applied commit (from
+    /// `applied.json`) is loaded again, so drift is healed against it.
+    fn restore_applied(&mut self) {
+        let (Origin::Git { source, .. }, None, Some(applied)) =
+            (&self.cfg.origin, &self.good, self.status.last_applied.clone())
+        else {
+            return;
+        };
+        let Ok(path) = source.checkout(&applied.commit, &self.cfg.state.checkout()) else { return };
+        if let Ok(loaded) = (self.cfg.load)(&path, &applied.commit) {
+            self.policy = policy::resolve(loaded.watch.as_ref(), &self.cfg.flags);
+            event(&self.cfg.sink, serde_json::json!({"event": "commit-restored", "commit": applied.commit}));
+            self.good = Some(loaded.factory);
         }
     }
 
@@ -432,6 +448,7 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
     };
     // The first pass: load and reconcile at once.
     lp.reload();
+    lp.restore_applied();
     lp.backoff = Backoff::new(lp.policy.backoff, seed);
     let _ = tx.send(Trigger::Forced);
     let stop = Arc::new(AtomicBool::new(false));
