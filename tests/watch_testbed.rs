@@ -4,8 +4,11 @@
 //! - a commit adding VMs → they run; `fabrik status` shows the commit applied;
 //! - `virsh destroy` of a VM → started again, by a pass the libvirt lifecycle event
 //!   triggered (the drift pass is an hour away);
-//! - h2's libvirtd killed → its work backs off while h1 keeps converging (a new commit's
-//!   VM on h1 runs); h2 back (a fresh libvirtd) → it converges.
+//! - h2's libvirtd stopped (SIGSTOP: it hangs, as a host whose network drops packets) →
+//!   its work backs off while h1 keeps converging (a new commit's VM on h1 runs); h2's
+//!   libvirtd continued → it converges. (Restarting one host of a running testbed with
+//!   `testbed.sh start` was seen to leave it without its `eth0`, so a kill and restart is
+//!   not what this test does.)
 //!
 //! Without root, /dev/kvm or libvirtd it prints why and passes; with `CI=true` it fails.
 
@@ -140,12 +143,13 @@ fn wait_running(host: &Host, name: &str) -> Duration {
     t0.elapsed()
 }
 
-fn kill_libvirtd(host: &Host) {
+/// Sends a signal to a host's libvirtd, checked to be libvirtd.
+fn signal_libvirtd(host: &Host, signal: &str) {
     let pid = std::fs::read_to_string(host.dir.join("libvirtd.pid")).expect("the host's libvirtd.pid");
     let pid = pid.trim().to_string();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "libvirtd", "pid {pid} of {} is libvirtd", host.name);
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
 }
 
 #[test]
@@ -189,8 +193,8 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     });
     assert!(triggered, "a pass triggered by w1's lifecycle event: {:#?}", &w.events()[before..]);
 
-    // 5. h2's libvirtd dies: h2 backs off, h1 keeps converging.
-    kill_libvirtd(&h2);
+    // 5. h2's libvirtd stops answering: h2 backs off, h1 keeps converging.
+    signal_libvirtd(&h2, "-STOP");
     f.vms.push(vm("w3", "h1"));
     f.vms.push(vm("w4", "h2"));
     let c2 = commit(&f, &repo, "one more VM on each host");
@@ -208,9 +212,8 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     .into_owned();
     assert!(text.contains("Failing:\n  h2"), "{text}");
 
-    // h2 comes back (a fresh libvirtd, as after a crash and restart): it converges.
-    let out = Command::new("bash").arg(testbed::script()).args(["start", "-n", "wwatch", "h2"]).output().unwrap();
-    assert!(out.status.success(), "h2 restarts: {}", String::from_utf8_lossy(&out.stderr));
+    // h2 answers again: it converges.
+    signal_libvirtd(&h2, "-CONT");
     let t0 = Instant::now();
     w.until("h2 converged after its return", |s| {
         host_converged(s, "h2") && s["failing"].as_array().is_some_and(|f| f.is_empty())
