@@ -41,3 +41,4 @@ pub mod reconcile;
 pub mod render;
 pub mod sim;
 pub mod spec;
+pub mod watch;

@@ -88,6 +88,9 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::spec::unknown-variant",
         "a word that is not one of the allowed values; the help suggests the closest",
     ),
+    lang("fabrik::watch::bad-time", "a maintenance window's `start` is not a time of day `HH:MM` (UTC, 24-hour)"),
+    lang("fabrik::watch::backoff", "`backoff-base-seconds` is more than `backoff-max-seconds`"),
+    lang("fabrik::watch::duplicate", "two files declare `watch`; a factory has one set of watch settings"),
     lang("fabrik::spec::out-of-range", "a number outside its range (VLAN 1–4094, VNI 1–16777215, MTU 68–65535, …)"),
     lang("fabrik::spec::missing-unit", "a size without a unit (`memory: 128`)"),
     lang("fabrik::spec::bad-unit", "a size with an unknown unit (`128GIB`); units follow libvirt"),
@@ -203,6 +206,10 @@ pub static LANGUAGE: &[Rule] = &[
         "a passthrough GPU shares its IOMMU group (read from the host) with a device that is not given to the same VM; VFIO hands out whole groups only",
     ),
     lang(
+        "fabrik::plan::in-use",
+        "a network or bridge the factory no longer needs on a host still carries a domain or port this factory does not manage: its deletion is held back (listed as `held`), never carried out, until that user is detached",
+    ),
+    lang(
         "fabrik::plan::wrong-nic-kind",
         "an InfiniBand partition's physical function is not an InfiniBand NIC on the host",
     ),
@@ -280,6 +287,7 @@ pub fn diagnostics_markdown() -> String {
             "Drift",
             "`fabrik inventory` compares each host's declared hardware with what the host reports.\n\n",
         ),
+        ("fabrik::watch::", "Watch settings", "The factory's `watch:` section ([watch.md](watch.md)).\n\n"),
     ] {
         out.push_str(&format!("\n## {title}: `{prefix}*`\n\n{note}| code | meaning |\n|---|---|\n"));
         for r in all().filter(|r| r.code.starts_with(prefix)) {

@@ -82,6 +82,19 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
             );
         }
     }
+    // The watch settings decide what runs on every host unattended: the operator's.
+    if let Some(w) = &spec.watch
+        && let Some(t) = tenant_of(w.span)
+    {
+        out.push(
+            Diagnostic::error(
+                "fabrik::scope::operator-only",
+                format!("tenant `{t}`'s file declares `watch`, which only an operator's file may"),
+            )
+            .at(w.span, "the watch settings are the operator's")
+            .help("move `watch` to an operator's file (outside `tenants/<name>/`)"),
+        );
+    }
     let not_yours = |out: &mut Vec<Diagnostic>, kind: &str, name: &Spanned<String>| {
         if let Some(t) = tenant_of(name.span) {
             out.push(operator_only(t, kind, name));

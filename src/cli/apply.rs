@@ -381,6 +381,7 @@ pub fn run(args: &Args) -> u8 {
                 "event": "verify", "converged": converged,
                 "remaining": remaining.iter().map(|r| &r.id).collect::<Vec<_>>(),
                 "details": remaining, "errors": after.errors,
+                "held": after.notices.iter().filter(|n| n.kind == plan::NoticeKind::Held).collect::<Vec<_>>(),
             }));
             out.json(summary);
         }
@@ -475,7 +476,19 @@ fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], afte
             }
         }
     }
-    if remaining.is_empty() && !after.has_errors() {
+    let held: Vec<&plan::Notice> = after.notices.iter().filter(|n| n.kind == plan::NoticeKind::Held).collect();
+    if remaining.is_empty() && !after.has_errors() && !held.is_empty() {
+        // Carried out and verified, but the hosts still have what the factory no longer
+        // wants: never "the hosts match".
+        s.push_str(&format!(
+            "Verified: a new plan{} shows no changes, but {} held back (fabrik::plan::in-use):\n",
+            if partial { " of the selected resources" } else { "" },
+            if held.len() == 1 { "1 deletion is".to_string() } else { format!("{} deletions are", held.len()) }
+        ));
+        for n in held {
+            s.push_str(&format!("  held     {}: {}\n", n.id, n.reason));
+        }
+    } else if remaining.is_empty() && !after.has_errors() {
         s.push_str(if partial {
             "Verified: the selected resources match the factory; a new plan of them (with the same --target and --exclude) shows no changes.\n"
         } else {

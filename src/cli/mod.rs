@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod approve;
 pub mod bench;
 pub mod completions;
 pub mod explain;
@@ -15,7 +16,9 @@ pub mod out;
 pub mod partitions;
 pub mod plan;
 pub mod schema;
+pub mod status;
 pub mod validate;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +94,13 @@ pub enum Command {
     /// Adopt domains no factory marks: show what would be done, mark them with `--yes`
     /// (metadata only, nothing restarts), and print the declarations to add.
     Import(import::Args),
+    /// Keep the hosts equal to a branch's commits, on every change and against drift;
+    /// disruptive changes wait for `fabrik approve` (docs/watch.md).
+    Watch(Box<watch::Args>),
+    /// Show what a watcher applied, refused, waits for and fails at.
+    Status(status::Args),
+    /// Let a watcher carry out the plan waiting under this id (`fabrik status` lists it).
+    Approve(approve::Args),
     /// Write a small, valid starter factory (and the schema editors read) into DIR.
     Init(init::Args),
     /// Print a shell completion script (`fabrik completions bash > /etc/bash_completion.d/fabrik`).
@@ -143,6 +153,9 @@ pub fn main() -> ExitCode {
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
         Command::Init(args) => init::run(&args),
         Command::Import(args) => import::run(&args),
+        Command::Watch(args) => watch::run(&args),
+        Command::Status(args) => status::run(&args),
+        Command::Approve(args) => approve::run(&args),
         Command::Completions { shell } => completions::run_completions(shell),
         Command::Man => completions::run_man(),
     };

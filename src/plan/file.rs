@@ -124,6 +124,16 @@ pub fn stale(saved: &Plan, desired: &Desired, live: &[LiveHost]) -> Staleness {
             _ => format!("`{key}` changed since the plan was made"),
         });
     }
+    // A guest or port fabrik does not own may have joined a network the plan deletes:
+    // no fingerprint of the plan's covers a new domain or a new port.
+    for h in live {
+        let deleted = |id: &ResourceId| saved.actions.iter().any(|a| a.op == super::Op::Delete && &a.id == id);
+        for a in saved.actions.iter().filter(|a| a.op == super::Op::Delete && a.id.host == h.name) {
+            if let Some((why, _)) = super::in_use::blocked(&saved.factory, h, &a.id, &deleted) {
+                reasons.push(format!("`{}` is in use since the plan was made: {why}", a.id));
+            }
+        }
+    }
     Staleness { reasons }
 }
 

@@ -6,7 +6,8 @@
 //! it, and a fingerprint of every live object it read so a saved plan can tell when it
 //! has gone stale ([`file`]). [`diff`] compares one kind of resource at a time;
 //! [`moves`] joins a VM's deletion on one host and creation on another into one move;
-//! [`ownership`] decides what fabrik may touch; [`output`] renders a plan for people
+//! [`ownership`] decides what fabrik may touch; [`in_use`] holds back the deletion of a
+//! network or bridge that something fabrik does not own still uses; [`output`] renders a plan for people
 //! (human, markdown) and programs (JSON); [`converged`] makes, for tests and
 //! benchmarks, the live state of hosts that already match.
 
@@ -15,6 +16,7 @@ pub mod converged;
 pub mod diff;
 pub mod file;
 pub mod iommu;
+pub mod in_use;
 pub mod legacy;
 pub mod locate;
 pub mod moves;
@@ -147,6 +149,9 @@ pub enum NoticeKind {
     /// No longer desired but kept: it may hold data (a volume), or fabrik cannot prove it
     /// made it (a pool).
     Kept,
+    /// No longer desired, but its deletion is held back: a guest or port fabrik does not
+    /// own still uses it ([`in_use`], `fabrik::plan::in-use`).
+    Held,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +159,9 @@ pub struct Notice {
     pub id: ResourceId,
     pub kind: NoticeKind,
     pub reason: String,
+    /// The code that explains it (`fabrik explain CODE`), for a notice that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// Something that stops the plan: apply refuses a plan with errors.

@@ -83,6 +83,21 @@ pub fn summary_line(s: &Summary) -> String {
 /// never claims the hosts match ("No changes") and says the plan is incomplete.
 pub fn headline(plan: &Plan) -> String {
     let errors = plan.errors.len();
+    let held = plan.notices.iter().filter(|n| n.kind == NoticeKind::Held).count();
+    if errors == 0 && held > 0 {
+        // Something no longer desired is still there: never "the hosts match".
+        let s = &plan.summary;
+        let held = format!(
+            "{} held back: something this factory does not manage still uses {}",
+            plural(held, "deletion", "deletions"),
+            if held == 1 { "it" } else { "them" }
+        );
+        return if s.add + s.change + s.destroy == 0 {
+            format!("No changes planned; {held}.")
+        } else {
+            format!("{}; {held}.", summary_line(s))
+        };
+    }
     if errors == 0 {
         return summary_line(&plan.summary);
     }
@@ -102,13 +117,14 @@ fn notice_word(kind: NoticeKind) -> &'static str {
         NoticeKind::Unmanaged => "unmanaged",
         NoticeKind::OtherFactory => "other factory",
         NoticeKind::Kept => "kept",
+        NoticeKind::Held => "held",
     }
 }
 
 fn shown(kind: NoticeKind, show: Show) -> bool {
     match kind {
         NoticeKind::Unmanaged | NoticeKind::OtherFactory => show.unmanaged,
-        NoticeKind::Kept => true,
+        NoticeKind::Kept | NoticeKind::Held => true,
     }
 }
 

@@ -32,7 +32,7 @@ impl Out {
     }
 
     pub fn notice(&mut self, id: ResourceId, kind: NoticeKind, reason: impl Into<String>) {
-        self.notices.push(Notice { id, kind, reason: reason.into() });
+        self.notices.push(Notice { id, kind, reason: reason.into(), code: None });
     }
 
     /// Whether an existing object of a desired name may be compared and changed; an
@@ -125,4 +125,6 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
     } else if !(links.is_empty() && hugepages.is_empty() && vfs.is_empty()) {
         unreadable("netlink", out);
     }
+    // Last: it weighs every deletion of this host against what the host still runs.
+    super::in_use::hold(factory, live, out);
 }

@@ -8,6 +8,7 @@ pub mod network;
 pub mod scope;
 pub mod storage;
 pub mod tenant;
+pub mod watch;
 pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
@@ -41,6 +42,8 @@ pub struct Spec {
     pub images: Vec<Image>,
     pub templates: Vec<Template>,
     pub vms: Vec<Vm>,
+    /// How `fabrik watch` runs (one file at most declares it).
+    pub watch: Option<watch::Watch>,
     /// Each file's scope, in file order.
     #[serde(skip)]
     pub scopes: Vec<FileScope>,
@@ -75,6 +78,7 @@ pub static FILE: Shape = Shape {
         opt("images", Ty::Items { shape: &storage::IMAGE, singular: "image" }, "base images"),
         opt("templates", Ty::Items { shape: &workload::TEMPLATE, singular: "template" }, "VM templates"),
         opt("vms", Ty::Items { shape: &workload::VM, singular: "vm" }, "VMs"),
+        opt("watch", Ty::Object(&watch::WATCH), "how `fabrik watch` runs (an operator's file; docs/watch.md)"),
     ],
 };
 
@@ -148,6 +152,7 @@ pub fn decode_file(d: &mut Decoder, root: &Node) -> Spec {
         images: d.items(&o, "images", storage::decode_image),
         templates: d.items(&o, "templates", workload::decode_template),
         vms: d.items(&o, "vms", workload::decode_vm),
+        watch: o.get("watch").and_then(|n| watch::decode_watch(d, n)),
     }
 }
 
@@ -207,6 +212,16 @@ impl Spec {
         self.images.extend(other.images);
         self.templates.extend(other.templates);
         self.vms.extend(other.vms);
+        match (&self.watch, other.watch) {
+            (Some(a), Some(b)) => diags.push(
+                Diagnostic::error("fabrik::watch::duplicate", "`watch` is declared in two files")
+                    .at(b.span, "second `watch`")
+                    .also(a.span, "first `watch`")
+                    .help("declare the watch settings once, in one operator file"),
+            ),
+            (None, Some(b)) => self.watch = Some(b),
+            _ => {}
+        }
         self.scopes.extend(other.scopes);
     }
 

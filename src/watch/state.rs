@@ -1,0 +1,296 @@
+//! The files a watcher shares with `fabrik status`, `fabrik approve` and
+//! `fabrik watch suspend|resume`, in its state directory. Every write is atomic
+//! ([`crate::files::replace`]): a reader sees the old file or the new one.
+//!
+//! ```text
+//! <state>/status.json        written by the watcher after each pass (fabrik-watch-status/1)
+//! <state>/applied.json       the last commit applied, for the descent check across restarts
+//! <state>/ledger.json        disruptive changes run in windows, for the budgets
+//! <state>/suspend.json       present while suspended (who, why, when)
+//! <state>/approvals/<id>.json one per approved pending plan
+//! <state>/checkout/          the commit being validated, read from git objects only
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Class;
+
+/// `fabrik status --format json` and `status.json`.
+pub const STATUS_FORMAT: &str = "fabrik-watch-status/1";
+/// `fabrik watch --format json`: one event object per line.
+pub const EVENT_FORMAT: &str = "fabrik-watch-event/1";
+
+/// A commit and when it was applied or tried.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRef {
+    pub commit: String,
+    /// Its subject line.
+    #[serde(default)]
+    pub subject: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+/// The last commit the watcher tried, and why it was refused if it was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    #[serde(flatten)]
+    pub commit: CommitRef,
+    pub ok: bool,
+    /// Why it is not in force (validation, a rewind, an unreadable commit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The diagnostics, one JSON object each (`validate --format json`'s shape).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<serde_json::Value>,
+}
+
+/// An action waiting for approval or a window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub id: String,
+    pub class: Class,
+    pub reason: String,
+    /// Why it waits (`needs-approval`, `budget-spent`, `excluded`).
+    pub why: String,
+}
+
+/// The plan that waits for `fabrik approve <id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub id: String,
+    pub commit: String,
+    pub since: String,
+    pub actions: Vec<Waiting>,
+}
+
+/// A host whose work is backing off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailingHost {
+    pub host: String,
+    /// unreachable, refused, precondition, locked, timeout, failed, cancelled.
+    pub kind: String,
+    pub failures: u32,
+    pub error: String,
+    /// Seconds from the failure to the next try.
+    pub retry_in_s: f64,
+    /// Resources whose actions failed on that host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+}
+
+/// What the last pass found on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDrift {
+    pub host: String,
+    /// Changes the last plan had for it (drift and new commits alike).
+    pub planned: usize,
+    /// Changes carried out in the last pass.
+    pub done: usize,
+    /// Changes waiting for approval.
+    pub waiting: usize,
+    pub converged: bool,
+    pub at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// The watcher's whole state as `fabrik status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// `git <repo>@<branch>` or `dir <path> (lab mode)`.
+    pub source: String,
+    pub pid: u32,
+    pub started: String,
+    /// The last pass's end.
+    #[serde(default)]
+    pub updated: String,
+    pub passes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<CommitRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted: Option<Attempt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<Suspension>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    #[serde(default)]
+    pub failing: Vec<FailingHost>,
+    #[serde(default)]
+    pub hosts: Vec<HostDrift>,
+    /// Reserved for endpoint probes (src/endpoints.rs): one entry per probed endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<serde_json::Value>,
+}
+
+/// The state directory and its files.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot write `{path}`")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not a file this fabrik reads")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl StateDir {
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("status.json")
+    }
+    pub fn applied_path(&self) -> PathBuf {
+        self.root.join("applied.json")
+    }
+    pub fn ledger_path(&self) -> PathBuf {
+        self.root.join("ledger.json")
+    }
+    pub fn suspend_path(&self) -> PathBuf {
+        self.root.join("suspend.json")
+    }
+    pub fn approvals(&self) -> PathBuf {
+        self.root.join("approvals")
+    }
+    pub fn checkout(&self) -> PathBuf {
+        self.root.join("checkout")
+    }
+
+    fn write<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), StateError> {
+        let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+        text.push('\n');
+        crate::files::replace(path, text.as_bytes()).map_err(|source| StateError::Write { path: path.into(), source })
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<Option<T>, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path: path.into(), source }),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn write_status(&self, s: &Status) -> Result<(), StateError> {
+        self.write(&self.status_path(), &crate::formats::versioned(STATUS_FORMAT, s))
+    }
+
+    pub fn status(&self) -> Result<Option<Status>, StateError> {
+        self.read(&self.status_path())
+    }
+
+    pub fn write_applied(&self, c: &CommitRef) -> Result<(), StateError> {
+        self.write(&self.applied_path(), c)
+    }
+
+    pub fn applied(&self) -> Result<Option<CommitRef>, StateError> {
+        self.read(&self.applied_path())
+    }
+
+    pub fn write_ledger(&self, l: &super::gate::Ledger) -> Result<(), StateError> {
+        self.write(&self.ledger_path(), l)
+    }
+
+    pub fn ledger(&self) -> super::gate::Ledger {
+        self.read(&self.ledger_path()).ok().flatten().unwrap_or_default()
+    }
+
+    pub fn suspend(&self, s: &Suspension) -> Result<(), StateError> {
+        self.write(&self.suspend_path(), s)
+    }
+
+    pub fn suspension(&self) -> Option<Suspension> {
+        self.read(&self.suspend_path()).ok().flatten()
+    }
+
+    /// Ends a suspension; `false` when there was none.
+    pub fn resume(&self) -> bool {
+        std::fs::remove_file(self.suspend_path()).is_ok()
+    }
+
+    pub fn approve(&self, id: &str, by: &str, at: &str) -> Result<(), StateError> {
+        let path = self.approvals().join(format!("{id}.json"));
+        self.write(&path, &serde_json::json!({"id": id, "by": by, "at": at}))
+    }
+
+    pub fn is_approved(&self, id: &str) -> bool {
+        valid_pending_id(id) && self.approvals().join(format!("{id}.json")).is_file()
+    }
+
+    /// Forgets approvals of plans that are no longer pending.
+    pub fn prune_approvals(&self, keep: Option<&str>) {
+        let Ok(entries) = std::fs::read_dir(self.approvals()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if keep.is_none_or(|k| name != format!("{k}.json")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// A pending plan's id as [`super::gate::pending_id`] makes it: `p-` and 8 hex digits.
+pub fn valid_pending_id(id: &str) -> bool {
+    id.len() == 10 && id.starts_with("p-") && id[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Who runs this command, for the records (`$SUDO_USER`, `$USER`, or the uid).
+pub fn who() -> String {
+    std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown user".to_string())
+}
+
+pub fn now_rfc3339() -> String {
+    crate::formats::rfc3339(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_approvals_are_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert_eq!(s.status().unwrap(), None);
+        let status = Status {
+            source: "git /r@main".into(),
+            passes: 3,
+            last_applied: Some(CommitRef { commit: "abc".into(), subject: "add vm".into(), at: "t".into() }),
+            ..Status::default()
+        };
+        s.write_status(&status).unwrap();
+        let text = std::fs::read_to_string(s.status_path()).unwrap();
+        assert!(text.starts_with("{\n  \"format\": \"fabrik-watch-status/1\""), "{text}");
+        assert_eq!(s.status().unwrap(), Some(status));
+        assert!(!s.is_approved("p-0000abcd"));
+        s.approve("p-0000abcd", "me", "now").unwrap();
+        assert!(s.is_approved("p-0000abcd"));
+        assert!(!s.is_approved("../x"), "ids are checked before they name a file");
+        s.prune_approvals(None);
+        assert!(!s.is_approved("p-0000abcd"));
+        assert!(s.suspension().is_none() && !s.resume());
+        s.suspend(&Suspension { reason: "maintenance".into(), by: "me".into(), at: "now".into() }).unwrap();
+        assert_eq!(s.suspension().unwrap().reason, "maintenance");
+        assert!(s.resume());
+    }
+}

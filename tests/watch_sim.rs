@@ -1,0 +1,293 @@
+//! `fabrik watch --sim` against a git repository in a temporary directory, on simulated
+//! twins: a commit is applied and recorded; a broken commit changes nothing and is
+//! reported with its diagnostics while the last good commit stays in force; a `restart
+//! now` change waits for `fabrik approve` and then restarts exactly its VMs; a rewind is
+//! refused; suspend/resume; `/metrics`. The libvirt-event and unreachable-host cases
+//! need real libvirtd hosts: tests/watch_testbed.rs.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the watcher to reach a state before it fails: a bound on
+/// a hang, not a speed requirement (speed is in `docs/watch.md`'s benchmark).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+const BASE: &str = "version: 1
+factory: wlab
+hosts:
+  - name: h1
+    uri: qemu:///system
+    numa-nodes:
+      - { id: 0, cpus: 0-15, memory: 64GiB }
+    reserved-cpus: 0-1
+tenants:
+  - name: demo
+    hosts: [h1]
+    networks: [demo-net]
+networks:
+  - { name: demo-net, purpose: tenant, kind: bridge, tenant: demo, bridge: br-demo }
+templates:
+  - { name: small, vcpus: 1, memory: MEM }
+vms:
+VMS";
+
+fn factory(mem: &str, vms: &[(&str, bool)]) -> String {
+    let vms: String = vms
+        .iter()
+        .map(|(name, templated)| {
+            if *templated {
+                format!("  - {{ name: {name}, tenant: demo, template: small, nics: [demo-net] }}\n")
+            } else {
+                format!("  - {{ name: {name}, tenant: demo, vcpus: 1, memory: 1GiB, nics: [demo-net] }}\n")
+            }
+        })
+        .collect();
+    BASE.replace("MEM", mem).replace("VMS", &vms)
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    events: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Lab {
+    fn repo(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+    fn twins(&self) -> PathBuf {
+        self.dir.path().join("twins")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("watch-state")
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(self.repo())
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    fn commit(&self, text: &str, message: &str) -> String {
+        std::fs::write(self.repo().join("factory.yaml"), text).unwrap();
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-qm", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn new() -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        let lab = Lab { dir, child: None, events: Arc::new(Mutex::new(Vec::new())) };
+        lab.git(&["init", "-q", "-b", "main"]);
+        lab
+    }
+
+    fn fabrik(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .arg("watch")
+            .arg(self.repo())
+            .args(["--sim", "--state-dir"])
+            .arg(self.twins())
+            .arg("--watch-state")
+            .arg(self.state())
+            .args(["--poll-seconds", "1", "--debounce-ms", "100", "--format", "json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let events = self.events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON event `{line}`: {e}"));
+                events.lock().unwrap().push(v);
+            }
+        });
+        self.child = Some(child);
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let o = self.fabrik(&["status", "--format", "json", "--watch-state", self.state().to_str().unwrap()]);
+        serde_json::from_slice(&o.stdout).ok()
+    }
+
+    /// Waits until the status satisfies `ok`; returns it.
+    fn until(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.status()
+                && ok(&s)
+            {
+                return s;
+            }
+            assert!(t0.elapsed() < PATIENCE, "watcher never reached: {what}; last status: {:#?}", self.status());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The `pass` events so far.
+    fn passes(&self) -> Vec<serde_json::Value> {
+        self.events.lock().unwrap().iter().filter(|e| e["event"] == "pass").cloned().collect()
+    }
+
+    /// `fabrik plan` of the work tree (kept equal to the last commit) on the twins: exit 0
+    /// (no changes) or 2 (changes), with its output.
+    fn plan(&self) -> (Option<i32>, String) {
+        let o = self.fabrik(&[
+            "plan",
+            "--sim",
+            "--state-dir",
+            self.twins().to_str().unwrap(),
+            self.repo().to_str().unwrap(),
+        ]);
+        (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    }
+
+    fn assert_plan(&self, code: i32, what: &str) {
+        let (got, text) = self.plan();
+        assert_eq!(got, Some(code), "{what}:\n{text}\nevents: {:#?}", self.events.lock().unwrap());
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+fn applied(s: &serde_json::Value) -> &str {
+    s["last_applied"]["commit"].as_str().unwrap_or("")
+}
+
+#[test]
+fn commits_apply_broken_ones_do_not_and_restarts_wait_for_approval() {
+    let mut lab = Lab::new();
+    // 1. A commit adding VMs: applied, and the status says so.
+    let c1 = lab.commit(&factory("1GiB", &[("a", true), ("b", true), ("c", false)]), "three VMs");
+    lab.start(&[]);
+    let s = lab.until("first commit applied and converged", |s| applied(s) == c1 && s["hosts"][0]["converged"] == true);
+    assert_eq!(s["last_attempted"]["ok"], true);
+    lab.assert_plan(0, "the twins match the commit");
+
+    // 3. A commit with a validation error: nothing changes; status shows the error and
+    // the last good commit.
+    let before = std::fs::read(lab.twins().join("h1.xml")).ok();
+    let bad = lab.commit(
+        &factory("1GiB", &[("a", true), ("b", true), ("c", false)])
+            .replace("vcpus: 1, memory: 1GiB", "vcpus: 1, memroy: 1GiB"),
+        "typo",
+    );
+    let s = lab.until("broken commit refused", |s| s["last_attempted"]["commit"] == bad.as_str());
+    assert_eq!(s["last_attempted"]["ok"], false, "{s:#}");
+    assert_status_schema(&s);
+    assert_eq!(applied(&s), c1, "the last good commit stays in force");
+    let diags = s["last_attempted"]["diagnostics"].as_array().expect("diagnostics");
+    assert!(diags.iter().any(|d| d["code"] == "fabrik::spec::unknown-key"), "{s:#}");
+    let status_text =
+        String::from_utf8_lossy(&lab.fabrik(&["status", "--watch-state", lab.state().to_str().unwrap()]).stdout)
+            .into_owned();
+    assert!(status_text.contains("REFUSED") && status_text.contains("fabrik::spec::unknown-key"), "{status_text}");
+    assert_eq!(std::fs::read(lab.twins().join("h1.xml")).ok(), before, "nothing changed on the host");
+
+    // The next good commit applies.
+    let c2 = lab.commit(&factory("1GiB", &[("a", true), ("b", true), ("c", false), ("d", false)]), "fourth VM");
+    lab.until("good commit after a broken one applied", |s| applied(s) == c2 && s["hosts"][0]["converged"] == true);
+    lab.assert_plan(0, "converged");
+
+    // 4. A template memory change (restart now): nothing restarts until approved.
+    let seen = lab.passes().len();
+    let c3 = lab.commit(&factory("2GiB", &[("a", true), ("b", true), ("c", false), ("d", false)]), "more memory");
+    let s = lab.until("restart waits for approval", |s| s["pending"]["commit"] == c3.as_str());
+    assert_status_schema(&s);
+    let pending = &s["pending"];
+    let waiting: Vec<&str> = pending["actions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(waiting, ["vm:h1/a", "vm:h1/b"], "{s:#}");
+    assert!(pending["actions"].as_array().unwrap().iter().all(|a| a["class"] == "restart-now"));
+    let ran_since = |from: usize| -> Vec<String> {
+        lab.passes()[from..]
+            .iter()
+            .flat_map(|p| p["ran"].as_array().cloned().unwrap_or_default())
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ran_since(seen).is_empty(), "nothing ran before approval: {:?}", ran_since(seen));
+    lab.assert_plan(2, "the change is still to do");
+    // A wrong id is refused.
+    let o = lab.fabrik(&["approve", "p-00000000", "--watch-state", lab.state().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let id = pending["id"].as_str().unwrap();
+    let before_approve = lab.passes().len();
+    let o = lab.fabrik(&["approve", id, "--watch-state", lab.state().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = lab.until("approved plan carried out", |s| s["pending"].is_null() && s["hosts"][0]["converged"] == true);
+    assert_eq!(applied(&s), c3);
+    let mut ran = ran_since(before_approve);
+    ran.sort();
+    assert_eq!(ran, ["vm:h1/a", "vm:h1/b"], "exactly the template's VMs restarted");
+    lab.assert_plan(0, "converged");
+
+    // Suspend: a new commit is read but nothing is carried out; resume carries it out.
+    let o = lab.fabrik(&[
+        "watch",
+        "suspend",
+        "--reason",
+        "GPU firmware upgrade",
+        "--watch-state",
+        lab.state().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let c4 =
+        lab.commit(&factory("2GiB", &[("a", true), ("b", true), ("c", false), ("d", false), ("e", false)]), "fifth");
+    let s = lab.until("suspension seen", |s| {
+        s["suspended"]["reason"] == "GPU firmware upgrade" && s["last_attempted"]["commit"] == c4.as_str()
+    });
+    assert_ne!(applied(&s), c4, "suspended: not applied");
+    lab.assert_plan(2, "not applied while suspended");
+    lab.fabrik(&["watch", "resume", "--watch-state", lab.state().to_str().unwrap()]);
+    lab.until("resumed and applied", |s| {
+        applied(s) == c4 && s["suspended"].is_null() && s["hosts"][0]["converged"] == true
+    });
+
+    // A rewind (force-push to an older commit) is refused.
+    lab.git(&["reset", "-q", "--hard", &c1]);
+    let s = lab.until("rewind refused", |s| s["last_attempted"]["commit"] == c1.as_str());
+    assert_eq!(s["last_attempted"]["ok"], false);
+    assert!(s["last_attempted"]["error"].as_str().unwrap().contains("--allow-rewind"), "{s:#}");
+    assert_eq!(applied(&s), c4, "the rewind is not applied");
+    assert_status_schema(&s);
+}
+
+/// The status document matches schema/watch-status.schema.json.
+fn assert_status_schema(doc: &serde_json::Value) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/watch-status.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::meta::validate(&schema).expect("a valid JSON Schema");
+    let v = jsonschema::options().should_validate_formats(true).build(&schema).unwrap();
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "status does not match its schema:\n{}\n{doc:#}", errors.join("\n"));
+}
