@@ -47,10 +47,13 @@ fn import_adopts_an_unmarked_twin_domain_and_the_plan_is_empty() {
     let full = std::fs::read_to_string(root.join("examples/minimal/factory.yaml")).unwrap();
     let without = format!("{}\nvms: []\n", &full[..full.rfind("\nvms:").unwrap()]);
     std::fs::write(dir.path().join("factory.yaml"), without).unwrap();
-    // (Without VMs the tenant's network is not desired on the host, so this plan would
-    // remove it; the unmarked domain itself is never the factory's to touch.)
+    // (Without VMs the tenant's network is not desired on the host, but the unmarked
+    // domain still uses it: its deletion is held back, naming the domain, and the domain
+    // itself is never the factory's to touch.)
     let o = fabrik(&["plan"], dir.path(), state.path());
-    assert!(!text(&o.stdout).contains("demo-vm"), "the unmarked domain is not the factory's: {}", text(&o.stdout));
+    let out = text(&o.stdout);
+    assert!(!out.contains("vm:kvm01/demo-vm"), "the unmarked domain is not the factory's: {out}");
+    assert!(out.contains("held") && out.contains("still carries domain `demo-vm`"), "{out}");
 
     let dry = fabrik(&["import"], dir.path(), state.path());
     assert_eq!(dry.code(), 0, "{}", text(&dry.stderr));
