@@ -179,3 +179,67 @@ fn an_unmarked_domain_holds_back_its_networks_deletion_until_it_is_gone() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Verified: the hosts match the factory"), "{}", text(&o));
     assert!(!has_network(&factory, &state));
 }
+
+/// A port attached to the bridge between the plan and its apply, of a kind the plan
+/// would not even count as a user (a VLAN device): the saved plan is current, but the
+/// bridge's deletion carries the ports the plan saw, and apply refuses to delete a bridge
+/// that has another.
+#[test]
+fn apply_refuses_to_delete_a_bridge_that_gained_a_port_after_the_plan() {
+    use fabrik::driver::{LinkSpec, Links};
+    let dir = tempfile::tempdir().unwrap();
+    let (factory, state) = (dir.path().join("factory"), dir.path().join("state"));
+    copy_dir(&example(), &factory);
+    let o = fabrik(&["apply", "--sim", "--yes", factory.to_str().unwrap()], &state);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let hub = factory.join("tenants/initech.yaml");
+    let tenant = std::fs::read_to_string(&hub).unwrap();
+    std::fs::write(&hub, &tenant[..tenant.find("  # JupyterHub").unwrap()]).unwrap();
+    edit(
+        &factory.join("networks.yaml"),
+        "bridge: br-initech\n    mtu: 8950\n    hosts: [fe01, gpu02]",
+        "bridge: br-initech\n    mtu: 8950\n    hosts: [gpu02]",
+    );
+    let saved = dir.path().join("plan.json");
+    let o = fabrik(&["plan", "--sim", "--out", saved.to_str().unwrap(), factory.to_str().unwrap()], &state);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let bridge = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == "link:fe01/br-initech").unwrap();
+    assert!(bridge["ops"][0]["ports"].as_array().is_some_and(|p| p.iter().any(|p| p == "vx10003")), "{bridge:#}");
+
+    let links_path = state.join("fe01/links.json");
+    let mut links = fabrik::driver::sim_links::SimLinks::load(&links_path).unwrap();
+    let vlan = fabrik::live::LinkKind::Vlan { id: 7, parent: "fe0".into() };
+    links
+        .create_link(&LinkSpec {
+            name: "fe0.7".into(),
+            kind: vlan,
+            mtu: None,
+            master: Some("br-initech".into()),
+            alias: None,
+        })
+        .unwrap();
+    links.save(&links_path).unwrap();
+
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes", "--format", "json", saved.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let failed: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "failed")
+        .collect();
+    assert!(
+        failed.iter().any(|e| e["id"] == "link:fe01/br-initech"
+            && e["error"].as_str().is_some_and(|m| m.contains("port(s) the plan did not see (fe0.7)"))),
+        "{}",
+        text(&o)
+    );
+    let links = fabrik::driver::sim_links::SimLinks::load(&links_path).unwrap();
+    let mut links = links;
+    assert!(links.links().unwrap().iter().any(|l| l.name == "br-initech"), "the bridge was deleted");
+}

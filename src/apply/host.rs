@@ -367,7 +367,29 @@ fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
         LinkOp::Set { name, mtu, up, set_master, master } => {
             l.set_link(name, *mtu, *up, set_master.then(|| master.clone()))
         }
-        LinkOp::Delete { name } => l.delete_link(name),
+        LinkOp::Delete { name, ports } => {
+            if let Some(seen) = ports {
+                // A port attached since the plan was made may be a guest the plan never
+                // weighed (fabrik::plan::in-use): the bridge stays.
+                let links = l.links()?;
+                let new: Vec<&str> = links
+                    .iter()
+                    .filter(|p| p.master.as_deref() == Some(name.as_str()) && !seen.contains(&p.name))
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if !new.is_empty() {
+                    return Err(DriverError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "bridge `{name}` has port(s) the plan did not see ({}): not deleted; plan again",
+                            new.join(", ")
+                        ),
+                    )
+                    .with_code(crate::plan::in_use::CODE));
+                }
+            }
+            l.delete_link(name)
+        }
         LinkOp::AddFdb { vxlan, remote } => l.add_fdb(vxlan, *remote),
         LinkOp::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
         LinkOp::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),

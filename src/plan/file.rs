@@ -128,8 +128,9 @@ pub fn stale(saved: &Plan, desired: &Desired, live: &[LiveHost]) -> Staleness {
     // no fingerprint of the plan's covers a new domain or a new port.
     for h in live {
         let deleted = |id: &ResourceId| saved.actions.iter().any(|a| a.op == super::Op::Delete && &a.id == id);
+        let uplinks = desired.hosts.iter().find(|d| d.name == h.name).map(super::in_use::uplinks).unwrap_or_default();
         for a in saved.actions.iter().filter(|a| a.op == super::Op::Delete && a.id.host == h.name) {
-            if let Some((why, _)) = super::in_use::blocked(&saved.factory, h, &a.id, &deleted) {
+            if let Some((why, _)) = super::in_use::blocked(&saved.factory, h, &uplinks, &a.id, &deleted) {
                 reasons.push(format!("`{}` is in use since the plan was made: {why}", a.id));
             }
         }

@@ -8,10 +8,11 @@
 //!
 //! * a domain not marked by this factory whose interface names the network
 //!   (`<source network=…>`) or the bridge (`<source bridge=…>`), running or not;
-//! * a port of the bridge (a link whose master it is) that is neither a link fabrik
-//!   marked for this factory, nor the tap of one of this factory's domains, nor a
-//!   physical NIC (a bridge network's uplink, which deleting the bridge only releases):
-//!   a veth or tap someone else enslaved.
+//! * a port of the bridge (a link whose master it is) that is a veth or a tap — what
+//!   guests and containers attach with — and neither a link fabrik marked for this
+//!   factory, nor the tap of one of this factory's domains, nor a NIC the factory
+//!   declares as a bridge's uplink. Physical NICs, VLAN devices and bonds on the bridge
+//!   are uplinks, which deleting the bridge only releases.
 //!
 //! Held back, not an error: the rest of the plan (the VM's own deletion, other hosts'
 //! changes) still runs, and the next plan deletes the network once its users are gone.
@@ -25,9 +26,12 @@ use std::collections::BTreeSet;
 use super::diff::Out;
 use super::ownership::{Owner, describe_factory};
 use super::{Action, Notice, NoticeKind, Op};
+use crate::desired::DesiredHost;
 use crate::desired::{ResourceId, ResourceKind};
-use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{LinkKind, LiveHost};
+
+/// The kind netlink reports for a tap device (a guest's NIC, `vnet3`).
+const TAP_KIND: &str = "tun";
 
 /// The code of a held-back deletion (`fabrik explain fabrik::plan::in-use`).
 pub const CODE: &str = "fabrik::plan::in-use";
@@ -78,10 +82,15 @@ fn network_users(factory: &str, live: &LiveHost, network: &str) -> Vec<User> {
         .collect()
 }
 
+/// The names of the NICs a desired host declares as bridges' uplinks.
+pub fn uplinks(host: &DesiredHost) -> BTreeSet<&str> {
+    host.links.iter().filter_map(|l| l.uplink.as_deref()).collect()
+}
+
 /// What uses bridge `bridge` and is not this factory's: domains on it (directly or
-/// through a libvirt network on it), and ports no domain accounts for that are neither
-/// fabrik's links nor physical NICs.
-pub fn bridge_users(factory: &str, live: &LiveHost, bridge: &str) -> Vec<User> {
+/// through a libvirt network on it), and veths and taps on it that no domain accounts
+/// for, that are not fabrik's links and not declared `uplinks`.
+pub fn bridge_users(factory: &str, live: &LiveHost, uplinks: &BTreeSet<&str>, bridge: &str) -> Vec<User> {
     let networks: BTreeSet<&str> =
         live.networks.iter().filter(|n| n.bridge.as_deref() == Some(bridge)).map(|n| n.name.as_str()).collect();
     let on_bridge = |kind: &str, source: &str| match kind {
@@ -99,8 +108,12 @@ pub fn bridge_users(factory: &str, live: &LiveHost, bridge: &str) -> Vec<User> {
         }
     }
     for port in live.links.iter().filter(|l| l.master.as_deref() == Some(bridge)) {
-        let uplink = matches!(&port.kind, LinkKind::Other { kind } if kind == NIC_LAYER_ETHERNET || kind == NIC_LAYER_INFINIBAND);
-        if uplink || taps.contains(port.name.as_str()) {
+        let guest_side = match &port.kind {
+            LinkKind::Veth { .. } => true,
+            LinkKind::Other { kind } => kind == TAP_KIND,
+            LinkKind::Bridge | LinkKind::Vxlan { .. } | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } => false,
+        };
+        if !guest_side || uplinks.contains(port.name.as_str()) || taps.contains(port.name.as_str()) {
             continue;
         }
         users.extend(User::new("port", &port.name, Owner::of_link(port.alias.as_deref(), factory)));
@@ -118,6 +131,7 @@ fn is_bridge(live: &LiveHost, name: &str) -> bool {
 pub fn blocked(
     factory: &str,
     live: &LiveHost,
+    uplinks: &BTreeSet<&str>,
     id: &ResourceId,
     deleted: &dyn Fn(&ResourceId) -> bool,
 ) -> Option<(String, usize)> {
@@ -128,7 +142,7 @@ pub fn blocked(
             let mut users = network_users(factory, live, &net.name);
             // Its bridge goes too: whatever else the bridge carries is cut off with it.
             if let Some(bridge) = net.bridge.as_deref().filter(|b| bridge_deleted(b)) {
-                users.extend(bridge_users(factory, live, bridge));
+                users.extend(bridge_users(factory, live, uplinks, bridge));
             }
             users.sort();
             users.dedup();
@@ -136,7 +150,7 @@ pub fn blocked(
                 .then(|| (format!("network `{}` still carries {}", net.name, describe(&users)), users.len()))
         }
         ResourceKind::Link if is_bridge(live, &id.name) => {
-            let users = bridge_users(factory, live, &id.name);
+            let users = bridge_users(factory, live, uplinks, &id.name);
             (!users.is_empty())
                 .then(|| (format!("bridge `{}` still carries {}", id.name, describe(&users)), users.len()))
         }
@@ -147,7 +161,7 @@ pub fn blocked(
             if !bridge_deleted(master) || !is_bridge(live, master) {
                 return None;
             }
-            let users = bridge_users(factory, live, master);
+            let users = bridge_users(factory, live, uplinks, master);
             (!users.is_empty()).then(|| {
                 (format!("it is a port of bridge `{master}`, which still carries {}", describe(&users)), users.len())
             })
@@ -174,7 +188,8 @@ pub fn reason(why: &str, users: usize) -> String {
 
 /// Takes out of `out` the deletions of networks and links that something this factory
 /// does not own still uses, and lists each as held back.
-pub fn hold(factory: &str, live: &LiveHost, out: &mut Out) {
+pub fn hold(factory: &str, desired: &DesiredHost, live: &LiveHost, out: &mut Out) {
+    let uplinks = uplinks(desired);
     let doomed: BTreeSet<ResourceId> = out
         .actions
         .iter()
@@ -188,7 +203,7 @@ pub fn hold(factory: &str, live: &LiveHost, out: &mut Out) {
     let deleted = |id: &ResourceId| doomed.contains(id);
     let held: Vec<(ResourceId, String)> = doomed
         .iter()
-        .filter_map(|id| blocked(factory, live, id, &deleted).map(|(why, n)| (id.clone(), reason(&why, n))))
+        .filter_map(|id| blocked(factory, live, &uplinks, id, &deleted).map(|(why, n)| (id.clone(), reason(&why, n))))
         .collect();
     if held.is_empty() {
         return;
@@ -257,7 +272,7 @@ mod tests {
         let mut links = vec![
             link("br-acme", LinkKind::Bridge, None, ours("link:h1/br-acme")),
             link("vx-acme", LinkKind::Other { kind: "vxlan".into() }, Some("br-acme"), ours("link:h1/vx-acme")),
-            link("eth1", LinkKind::Other { kind: NIC_LAYER_ETHERNET.into() }, Some("br-acme"), None),
+            link("eth1", LinkKind::Other { kind: crate::live::link::NIC_LAYER_ETHERNET.into() }, Some("br-acme"), None),
         ];
         links.extend(extra_links);
         LiveHost {
@@ -287,7 +302,7 @@ mod tests {
         for i in ["net:h1/acme", "link:h1/br-acme", "link:h1/vx-acme"] {
             out.actions.push(Action::new(id(i), Op::Delete, super::super::Class::Live, "no longer desired"));
         }
-        hold("ai", live, &mut out);
+        hold("ai", &DesiredHost::default(), live, &mut out);
         (
             out.actions.iter().map(|a| a.id.to_string()).collect(),
             out.notices.iter().map(|n| format!("{}: {}", n.id, n.reason)).collect(),
@@ -335,15 +350,21 @@ mod tests {
         let tap = link("vnet7", LinkKind::Other { kind: "tun".into() }, Some("br-acme"), None);
         let (_, notices) = held(&host(vec![domain("vm-x", None, "bridge", "br-acme", Some("vnet7"))], vec![tap]));
         assert!(notices.iter().all(|n| n.contains("domain `vm-x`") && !n.contains("vnet7")), "{notices:?}");
+        // A veth the factory declares as an uplink is not a user.
+        let veth = link("up0", LinkKind::Veth { peer: None }, Some("br-acme"), None);
+        let live = host(Vec::new(), vec![veth]);
+        let declared: BTreeSet<&str> = ["up0"].into();
+        assert_eq!(blocked("ai", &live, &declared, &id("link:h1/br-acme"), &|_| true), None);
+        assert!(blocked("ai", &live, &BTreeSet::new(), &id("link:h1/br-acme"), &|_| true).is_some());
     }
 
     #[test]
     fn a_port_deleted_from_a_bridge_that_stays_is_not_held() {
         let live = host(vec![domain("vm-foo", None, "bridge", "br-acme", None)], Vec::new());
         let deleted = |i: &ResourceId| i == &id("link:h1/vx-acme");
-        assert_eq!(blocked("ai", &live, &id("link:h1/vx-acme"), &deleted), None);
+        assert_eq!(blocked("ai", &live, &BTreeSet::new(), &id("link:h1/vx-acme"), &deleted), None);
         // The network alone goes, and nobody names it: the guest on the bridge keeps it.
-        assert_eq!(blocked("ai", &live, &id("net:h1/acme"), &|i| i == &id("net:h1/acme")), None);
+        assert_eq!(blocked("ai", &live, &BTreeSet::new(), &id("net:h1/acme"), &|i| i == &id("net:h1/acme")), None);
     }
 
     #[test]

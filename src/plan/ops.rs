@@ -113,8 +113,13 @@ pub enum LinkOp {
         set_master: bool,
         master: Option<String>,
     },
+    /// `ports`, for a bridge: the ports it had when the plan was made, all of them
+    /// accepted by the plan ([`super::in_use`]); apply refuses to delete the bridge
+    /// when it has any other port by then (a guest attached since).
     Delete {
         name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ports: Option<Vec<String>>,
     },
     AddFdb {
         vxlan: String,
@@ -241,7 +246,7 @@ impl Step {
             Step::Link(op) => match op {
                 LinkOp::Create { spec } => format!("create link `{}`", spec.name),
                 LinkOp::Set { name, .. } => format!("set link `{name}`"),
-                LinkOp::Delete { name } => format!("delete link `{name}`"),
+                LinkOp::Delete { name, .. } => format!("delete link `{name}`"),
                 LinkOp::AddFdb { vxlan, remote } => format!("add flood entry towards {remote} on `{vxlan}`"),
                 LinkOp::DelFdb { vxlan, remote } => format!("remove flood entry towards {remote} on `{vxlan}`"),
                 LinkOp::SetHugepages { numa_node, size, count } => {
@@ -579,7 +584,12 @@ fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Act
     let id = &action.id;
     let name = id.name.clone();
     if action.op == Op::Delete {
-        return Ok(vec![Step::Link(LinkOp::Delete { name })]);
+        let links = live.map(|l| l.links.as_slice()).unwrap_or_default();
+        let bridge = links.iter().any(|l| l.name == name && l.kind == LinkKind::Bridge);
+        let ports = bridge.then(|| {
+            links.iter().filter(|l| l.master.as_deref() == Some(name.as_str())).map(|l| l.name.clone()).collect()
+        });
+        return Ok(vec![Step::Link(LinkOp::Delete { name, ports })]);
     }
     let link = host.links.iter().find(|l| &l.id == id).ok_or_else(|| missing(id))?;
     let spec = LinkSpec {
@@ -600,10 +610,14 @@ fn link(factory: &str, host: &DesiredHost, live: Option<&LiveHost>, action: &Act
         Op::Create => {
             Ok([Step::Link(LinkOp::Create { spec }), up].into_iter().chain(link.uplink.iter().map(uplink)).collect())
         }
-        Op::Replace => Ok([Step::Link(LinkOp::Delete { name: name.clone() }), Step::Link(LinkOp::Create { spec }), up]
-            .into_iter()
-            .chain(link.uplink.iter().map(uplink))
-            .collect()),
+        Op::Replace => Ok([
+            Step::Link(LinkOp::Delete { name: name.clone(), ports: None }),
+            Step::Link(LinkOp::Create { spec }),
+            up,
+        ]
+        .into_iter()
+        .chain(link.uplink.iter().map(uplink))
+        .collect()),
         _ => {
             let l = links.iter().find(|l| l.name == name);
             let mut out = Vec::new();

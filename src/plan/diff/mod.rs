@@ -126,5 +126,5 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
         unreadable("netlink", out);
     }
     // Last: it weighs every deletion of this host against what the host still runs.
-    super::in_use::hold(factory, live, out);
+    super::in_use::hold(factory, desired, live, out);
 }
