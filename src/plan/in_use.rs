@@ -182,7 +182,7 @@ pub fn reason(why: &str, users: usize) -> String {
     let them = if users == 1 { "it" } else { "them" };
     format!(
         "no longer desired, but not deleted: {why}: detach {them} first (`virsh detach-interface`, `ip link set DEV \
-         nomaster`), then plan again"
+         nomaster`) or adopt an unmarked domain with `fabrik import`, then plan again"
     )
 }
 
