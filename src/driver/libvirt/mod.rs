@@ -10,6 +10,7 @@ pub mod owner;
 pub mod xml;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
@@ -350,6 +351,23 @@ pub fn code_name(e: &VirtError) -> String {
     out
 }
 
+/// Where Linux gives the id of the current boot.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Whether a URI names a hypervisor on this machine (`qemu:///system`, no host part):
+/// only then is this machine's boot id the host's.
+pub fn local_uri(uri: &str) -> bool {
+    uri.split_once("://").is_some_and(|(scheme, rest)| !scheme.contains('+') && rest.starts_with('/'))
+        && !uri.starts_with("test:")
+}
+
+/// The boot id in a file like [`BOOT_ID_PATH`], trimmed; `None` when unreadable or empty.
+pub fn read_boot_id(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 impl Virt for LibvirtDriver {
     fn host_info(&mut self) -> Result<HostInfo> {
         let caps_xml = self.conn.capabilities().map_err(err("cannot read the host's capabilities"))?;
@@ -376,7 +394,8 @@ impl Virt for LibvirtDriver {
         }
         // libvirt's test driver reports a made-up i686 host: no architecture to check.
         let arch = if hypervisor.starts_with("QEMU") { caps.arch } else { None };
-        Ok(HostInfo { hostname, hypervisor, cpu_model: caps.cpu_model, arch, numa })
+        let boot_id = if local_uri(&self.uri) { read_boot_id(Path::new(BOOT_ID_PATH)) } else { None };
+        Ok(HostInfo { hostname, hypervisor, cpu_model: caps.cpu_model, arch, numa, boot_id })
     }
 
     fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
