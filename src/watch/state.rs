@@ -313,4 +313,14 @@ mod tests {
         assert_eq!(s.suspension().unwrap().reason, "maintenance");
         assert!(s.resume());
     }
+
+    #[test]
+    fn boot_ids_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert!(s.boot_ids().is_empty(), "none recorded yet");
+        let ids: std::collections::BTreeMap<String, String> = [("gpu01".to_string(), "b-1".to_string())].into();
+        s.write_boot_ids(&ids).unwrap();
+        assert_eq!(s.boot_ids(), ids);
+    }
 }

@@ -788,3 +788,30 @@ fn name_in(xml: &str) -> String {
         })
         .unwrap_or_else(|| "?".to_string())
 }
+
+#[cfg(test)]
+mod boot_id_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_local_uri_reads_this_machines_boot_id() {
+        assert!(local_uri("qemu:///system") && local_uri("qemu:///session"));
+        assert!(!local_uri("qemu+ssh://root@gpu01/system"));
+        assert!(!local_uri("qemu://gpu01/system"));
+        assert!(!local_uri("test:///default"));
+    }
+
+    #[test]
+    fn the_boot_id_file_is_read_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("boot_id");
+        assert_eq!(read_boot_id(&p), None);
+        std::fs::write(&p, "3f1c0b8e-0000-4000-8000-000000000001\n").unwrap();
+        assert_eq!(read_boot_id(&p).as_deref(), Some("3f1c0b8e-0000-4000-8000-000000000001"));
+        std::fs::write(&p, "\n").unwrap();
+        assert_eq!(read_boot_id(&p), None);
+        if Path::new(BOOT_ID_PATH).exists() {
+            assert!(read_boot_id(Path::new(BOOT_ID_PATH)).is_some(), "this Linux machine gives a boot id");
+        }
+    }
+}
