@@ -6,8 +6,8 @@
 //!
 //! Shown: three VMs on MIG-backed vGPUs of one H200, their domains naming the devices
 //! fabrik created; a re-layout that keeps a running VM's device; after a simulated
-//! reboot (instances, devices gone, domains off), the devices rebuilt before the VMs
-//! start.
+//! reboot (a new boot id, instances and devices gone, domains off, none autostarted),
+//! the devices rebuilt before the VMs start.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -225,20 +225,27 @@ fn relayout_keeps_running_devices(twin: &Twin) {
     assert_eq!(running.len(), 4, "{running:?}");
 }
 
-/// A reboot: the GPU's instances and vGPU devices are gone, the domains off. Apply
-/// makes the instances, then each VM's device, then starts it.
+/// A reboot (`fabrik::sim::reboot`): a new boot id, the GPU's instances and vGPU
+/// devices gone, the domains off; libvirt's autostart starts none of these VMs (fabrik
+/// rendered them with autostart off: they would race the rebuild). Apply makes the
+/// instances, then each VM's device, then starts it.
 fn reboot_rebuilds_devices_before_vms(twin: &Twin) {
-    let mut state = twin.gpus();
-    state.reset(0).unwrap();
-    state.save(&twin.gpus_file()).unwrap();
-    assert!(twin.devices().is_empty());
-    let names: Vec<String> = twin.domain_mdevs().into_iter().map(|d| d.0).collect();
-    let mut virt = twin.virt();
-    for name in names {
-        virt.destroy_domain(&name).unwrap();
-    }
-    drop(virt);
+    let spec = fabrik::spec::load::load(&twin.factory()).spec;
+    let host = spec.hosts.iter().find(|h| h.name.value == HOST).unwrap();
+    let dir = fabrik::sim::host_dir(&twin.state(), host);
+    let boot_before = fabrik::sim::boot_id(&dir).unwrap();
+    assert!(twin.virt().domains().unwrap().iter().all(|d| !d.autostart), "MIG VMs are not autostarted");
+    // The race autostart would lose: `a` marked for autostart by hand fails to start at
+    // boot, its device not made yet.
+    twin.virt().set_domain_autostart("a", true).unwrap();
     fabrik::sim::release_state(&twin.state());
+    let rebooted = fabrik::sim::reboot(&twin.state(), host).unwrap();
+    assert_ne!(rebooted.boot_id, boot_before, "a reboot gives a new boot id");
+    assert_eq!(fabrik::sim::boot_id(&dir).unwrap(), rebooted.boot_id);
+    assert!(rebooted.autostarted.is_empty(), "{rebooted:?}");
+    assert_eq!(rebooted.autostart_failed.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["a"], "{rebooted:?}");
+    assert!(twin.devices().is_empty());
+    assert!(twin.domain_mdevs().iter().all(|d| d.2 == PowerState::ShutOff));
     let events = twin.apply();
     let slots = [("a", "2g.35gb@0"), ("b", "2g.35gb@2"), ("d", "1g.18gb@4"), ("e", "1g.18gb@5")];
     for (vm, slot) in slots {
@@ -248,6 +255,8 @@ fn reboot_rebuilds_devices_before_vms(twin: &Twin) {
     }
     assert_eq!(twin.devices().len(), 4);
     assert!(twin.domain_mdevs().iter().all(|d| d.2 == PowerState::Running));
+    assert!(twin.virt().domains().unwrap().iter().all(|d| !d.autostart), "`a`'s autostart set off again");
+    fabrik::sim::release_state(&twin.state());
 }
 
 fn scenario(mode: VgpuMode, vfs: u32) -> Twin {

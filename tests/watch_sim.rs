@@ -291,3 +291,157 @@ fn assert_status_schema(doc: &serde_json::Value) {
     let errors: Vec<String> = v.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect();
     assert!(errors.is_empty(), "status does not match its schema:\n{}\n{doc:#}", errors.join("\n"));
 }
+
+/// A factory of one H200 split into three MIG instances, a VM on each through a vGPU.
+const MIG_FACTORY: &str = "version: 1
+factory: wboot
+hosts:
+  - name: gpu09
+    uri: qemu:///system
+    numa-nodes:
+      - { id: 0, socket: 0, cpus: 0-31, memory: 256GiB }
+    gpus:
+      - address: \"0000:3b:00.0\"
+        model: H200-141GB
+        numa-node: 0
+        mode: mig
+        mig:
+          - { profile: 2g.35gb, placement: 0 }
+          - { profile: 2g.35gb, placement: 2 }
+          - { profile: 3g.71gb, placement: 4 }
+tenants:
+  - name: t
+    hosts: [gpu09]
+    sharing: [mig]
+vms:
+  - { name: a, tenant: t, vcpus: 2, memory: 4GiB, gpu: { model: H200-141GB, mig: 2g.35gb } }
+  - { name: b, tenant: t, vcpus: 2, memory: 4GiB, gpu: { model: H200-141GB, mig: 2g.35gb } }
+  - { name: c, tenant: t, vcpus: 2, memory: 4GiB, gpu: { model: H200-141GB, mig: 3g.71gb } }
+";
+
+impl Lab {
+    /// `fabrik watch --once --format json`: one pass; its events.
+    fn once(&self) -> Vec<serde_json::Value> {
+        let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .arg("watch")
+            .arg(self.repo())
+            .args(["--sim", "--state-dir"])
+            .arg(self.twins())
+            .arg("--watch-state")
+            .arg(self.state())
+            .args(["--once", "--format", "json"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert_eq!(o.status.code(), Some(0), "watch --once failed:\n{text}");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event `{l}`: {e}\n{text}")))
+            .collect()
+    }
+
+    fn host(&self) -> fabrik::spec::model::Host {
+        let spec = fabrik::spec::load::load(&self.repo().join("factory.yaml")).spec;
+        spec.hosts.into_iter().next().unwrap()
+    }
+
+    /// Each domain of the twin: (name, running, autostart).
+    fn domains(&self) -> Vec<(String, bool, bool)> {
+        let host = self.host();
+        let dir = fabrik::sim::host_dir(&self.twins(), &host);
+        let mut virt = fabrik::sim::virt::open(&dir, &host).unwrap();
+        let mut out: Vec<_> = virt
+            .domains()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.name, d.state == fabrik::live::PowerState::Running, d.autostart))
+            .collect();
+        drop(virt);
+        fabrik::sim::release_state(&self.twins());
+        out.sort();
+        out
+    }
+
+    fn gpu_state(&self) -> fabrik::driver::sim_gpu::SimGpuState {
+        let path = self.twins().join("gpu09").join("gpus.json");
+        fabrik::driver::sim_gpu::SimGpuState::load(&path).unwrap()
+    }
+}
+
+fn position(events: &[serde_json::Value], what: impl Fn(&serde_json::Value) -> bool, label: &str) -> usize {
+    events.iter().position(what).unwrap_or_else(|| panic!("no event {label} in {events:#?}"))
+}
+
+#[test]
+fn after_a_reboot_one_pass_rebuilds_mig_instances_and_vgpus_before_the_vms_start() {
+    let lab = Lab::new();
+    let commit = lab.commit(MIG_FACTORY, "three MIG VMs");
+    // The first pass: switching MIG mode on is a GPU re-layout, which waits for approval.
+    let first = lab.once();
+    assert!(!first.iter().any(|e| e["event"] == "host-rebooted"), "the first boot id seen is no reboot: {first:#?}");
+    let s = lab.status().expect("a status");
+    let id = s["pending"]["id"].as_str().expect("MIG mode waits for approval").to_string();
+    let o = lab.fabrik(&["approve", &id, "--watch-state", lab.state().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let approved = lab.once();
+    assert!(!approved.iter().any(|e| e["event"] == "host-rebooted"), "{approved:#?}");
+    let s = lab.status().expect("a status");
+    assert_eq!(applied(&s), commit);
+    assert_eq!(s["hosts"][0]["converged"], true, "{s:#}");
+    let boot0 = s["hosts"][0]["boot_id"].as_str().expect("the boot id is recorded").to_string();
+    // The VMs run, with libvirt's autostart off: they need MIG instances and vGPUs.
+    assert_eq!(
+        lab.domains(),
+        [("a".into(), true, false), ("b".into(), true, false), ("c".into(), true, false)],
+        "running, autostart off"
+    );
+    let g = lab.gpu_state();
+    let placed: Vec<(u32, u32, u32)> =
+        g.gpus[0].instances.iter().map(|i| (i.profile_id, i.placement.start, i.placement.size)).collect();
+    assert_eq!(placed.iter().map(|p| p.1).collect::<Vec<_>>(), [0, 2, 4], "{placed:?}");
+    assert_eq!(g.gpus[0].vgpu.as_ref().unwrap().devices.len(), 3);
+
+    // A reboot: new boot id, instances and devices gone, domains off; autostart starts
+    // none of them (with autostart on, each would have failed without its device).
+    let rebooted = fabrik::sim::reboot(&lab.twins(), &lab.host()).unwrap();
+    assert_ne!(rebooted.boot_id, boot0);
+    assert!(rebooted.autostarted.is_empty() && rebooted.autostart_failed.is_empty(), "{rebooted:?}");
+    assert!(lab.gpu_state().gpus[0].instances.is_empty());
+    assert!(lab.domains().iter().all(|d| !d.1), "all off after the reboot");
+
+    // One pass, with no approval (MIG mode survives a reboot; recreating instances and
+    // devices is `applied live`): the reboot is reported first, then the instances (at their placements)
+    // and the devices are made, then the VMs start.
+    let events = lab.once();
+    let reboot = position(&events, |e| e["event"] == "host-rebooted", "host-rebooted");
+    assert_eq!(events[reboot]["host"], "gpu09");
+    assert_eq!(events[reboot]["boot_id"], rebooted.boot_id.as_str());
+    assert_eq!(events[reboot]["message"], "host gpu09 rebooted: rebuilding boot-volatile state");
+    let first_action = position(&events, |e| e["event"] == "start", "start");
+    assert!(reboot < first_action, "reported before the rebuild");
+    for (vm, slot) in [("a", "2g.35gb@0"), ("b", "2g.35gb@2"), ("c", "3g.71gb@4")] {
+        let mig = format!("mig:gpu09/0000:3b:00.0/{slot}");
+        let vm_id = format!("vm:gpu09/{vm}");
+        let made = position(&events, |e| e["event"] == "done" && e["id"] == mig.as_str(), &mig);
+        let started = position(&events, |e| e["event"] == "start" && e["id"] == vm_id.as_str(), &vm_id);
+        assert!(made < started, "{mig} made before {vm_id} starts:\n{events:#?}");
+        position(&events, |e| e["event"] == "done" && e["id"] == vm_id.as_str(), "vm done");
+    }
+    let g = lab.gpu_state();
+    let again: Vec<(u32, u32, u32)> =
+        g.gpus[0].instances.iter().map(|i| (i.profile_id, i.placement.start, i.placement.size)).collect();
+    assert_eq!(again, placed, "the instances at their exact placements");
+    assert_eq!(g.gpus[0].vgpu.as_ref().unwrap().devices.len(), 3);
+    assert!(lab.domains().iter().all(|d| d.1 && !d.2), "running again, autostart still off");
+    let s = lab.status().unwrap();
+    assert_status_schema(&s);
+    assert_eq!(s["hosts"][0]["boot_id"], rebooted.boot_id.as_str());
+    assert!(s["hosts"][0]["rebooted"].is_string(), "{s:#}");
+    assert_eq!(s["hosts"][0]["converged"], true, "{s:#}");
+    lab.assert_plan(0, "converged after the rebuild");
+    // The next pass sees the same boot: no reboot.
+    let next = lab.once();
+    assert!(!next.iter().any(|e| e["event"] == "host-rebooted"), "{next:#?}");
+}

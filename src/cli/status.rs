@@ -122,6 +122,12 @@ pub fn human(s: &Status) -> String {
             h.waiting,
             h.at
         ));
+        if let Some(at) = &h.rebooted {
+            out.push_str(&format!(
+                "    rebooted (boot id {}), boot-volatile state rebuilt at {at}\n",
+                h.boot_id.as_deref().unwrap_or("?")
+            ));
+        }
     }
     // Endpoint probes (src/endpoints.rs) report here, one line each.
     if !s.endpoints.is_empty() {

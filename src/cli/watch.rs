@@ -412,6 +412,7 @@ fn human_line(v: &serde_json::Value) -> Option<String> {
         }
         "failed" => Some(format!("  FAILED {}: {}", s("id"), s("error"))),
         "done" => Some(format!("  done   {}", s("id"))),
+        "host-rebooted" => Some(s("message").to_string()),
         "suspended" => Some("suspended: no change carried out (`fabrik watch resume`)".into()),
         "error" => Some(format!("error: {}", s("error"))),
         _ => None,

@@ -248,9 +248,12 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             crate::hw::Arch::Aarch64 => Firmware::Uefi,
         }),
         power,
-        autostart: power == Power::Running,
+        autostart: false,
         spec_hash: String::new(),
     };
+    // libvirt's autostart would start a VM at boot before fabrik has rebuilt what it
+    // needs: those VMs are started by fabrik (`fabrik watch` after a reboot) instead.
+    vm.autostart = power == Power::Running && vm.boot_volatile().is_empty();
     vm.spec_hash = spec_hash(&vm);
     vm
 }

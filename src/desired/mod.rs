@@ -232,6 +232,28 @@ pub struct DesiredVm {
     pub spec_hash: String,
 }
 
+impl DesiredVm {
+    /// What the VM needs that a host reboot takes away and fabrik must rebuild before
+    /// the VM starts: `hugepages`, `sr-iov VFs`, `MIG instances`, `vGPU devices`. Such a
+    /// VM has libvirt's autostart off (it would race the rebuild); empty for the others.
+    pub fn boot_volatile(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.hugepages.is_some() {
+            out.push("hugepages");
+        }
+        if self.nics.iter().any(|n| n.sriov) {
+            out.push("SR-IOV VFs");
+        }
+        if !self.mig.is_empty() {
+            out.push("MIG instances");
+        }
+        if !self.mig.is_empty() || !self.time_sliced.is_empty() {
+            out.push("vGPU devices");
+        }
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestCell {
     pub id: u32,

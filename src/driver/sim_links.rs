@@ -540,6 +540,21 @@ impl SimLinksFile {
         Ok(SimLinksFile { links, path: path.to_path_buf() })
     }
 
+    /// What a reboot does to them: every hugepage pool empty, no SR-IOV VFs (the kernel
+    /// sets both at boot; fabrik sets them again).
+    pub fn reboot(&mut self) -> std::io::Result<()> {
+        for p in &mut self.links.hugepages {
+            p.total = 0;
+            p.free = 0;
+        }
+        for l in &mut self.links.links {
+            if l.link.sriov_vfs.is_some() {
+                l.link.sriov_vfs = Some(0);
+            }
+        }
+        self.links.save(&self.path)
+    }
+
     fn saved<T>(&mut self, result: Result<T>) -> Result<T> {
         let value = result?;
         self.links.save(&self.path).map_err(|e| {

@@ -16,6 +16,11 @@ pub struct HostInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
     pub numa: Vec<LiveNumaNode>,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): a new one after every
+    /// boot, so a watcher knows the boot-volatile state (hugepages, VFs, MIG instances,
+    /// vGPU devices) is gone. `None` where it cannot be read (a remote libvirt URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -55,7 +55,10 @@ pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, St
 fn live_host(h: &LiveHost) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let key = |kind: ResourceKind, name: &str| ResourceId::new(kind, &h.name, name).to_string();
-    out.push((key(ResourceKind::Host, &h.name), hash(&(&h.info, &h.errors))));
+    // Not the boot id: what a reboot changes (instances, devices, domains) has
+    // fingerprints of its own, and a plan stays comparable across twins.
+    let info = h.info.as_ref().map(|i| crate::live::HostInfo { boot_id: None, ..i.clone() });
+    out.push((key(ResourceKind::Host, &h.name), hash(&(&info, &h.errors))));
     for d in &h.domains {
         out.push((key(ResourceKind::Vm, &d.name), hash(d)));
     }

@@ -227,6 +227,85 @@ impl Gpus for TwinGpus {
     }
 }
 
+/// The twin's boot id, in `<host dir>/boot_id`; made on first read. [`reboot`] gives
+/// it a new one, as a host's kernel does at every boot.
+pub fn boot_id(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("boot_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_string()),
+        Ok(_) => new_boot_id(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_boot_id(dir),
+        Err(e) => Err(e),
+    }
+}
+
+fn new_boot_id(dir: &Path) -> std::io::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let r = || fastrand::u64(..);
+    let (a, b) = (r(), r());
+    // A random UUID (version 4) as the kernel writes one.
+    let id = format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    );
+    crate::files::replace(&dir.join("boot_id"), format!("{id}\n").as_bytes())?;
+    Ok(id)
+}
+
+/// What a simulated reboot did: the domains libvirt's autostart started, and those it
+/// could not start (with why), as a host's libvirtd logs them.
+#[derive(Clone, Debug, Default)]
+pub struct Rebooted {
+    pub boot_id: String,
+    pub autostarted: Vec<String>,
+    pub autostart_failed: Vec<(String, String)>,
+}
+
+/// Reboots a host's twin as a host reboots: a new boot id; every GPU reset (MIG
+/// instances and vGPU devices gone, a pending MIG mode now current); hugepage pools
+/// empty and SR-IOV VFs gone; every domain off; then libvirt's autostart starts the
+/// domains marked for it, each of which fails whose device is not there.
+pub fn reboot(state: &Path, host: &Host) -> Result<Rebooted, DriverError> {
+    use crate::driver::Virt;
+    let dir = host_dir(state, host);
+    let io = |what: &str, e: std::io::Error| failed(what, &dir, e);
+    let boot_id = new_boot_id(&dir).map_err(|e| io("cannot write the boot id in", e))?;
+    let gpus_path = dir.join("gpus.json");
+    if gpus_path.exists() {
+        let mut g = SimGpuState::load(&gpus_path)?;
+        for i in 0..g.gpus.len() {
+            g.reset(i).map_err(|e| e.error(format!("reset GPU {i}")))?;
+        }
+        g.save(&gpus_path)?;
+    }
+    let links_path = dir.join("links.json");
+    if links_path.exists() {
+        let mut l = SimLinksFile::open(&links_path).map_err(|e| failed("cannot read", &links_path, e))?;
+        l.reboot().map_err(|e| failed("cannot write", &links_path, e))?;
+    }
+    let mut virt = virt::SimVirt::open(&dir, host)?;
+    let domains = virt.domains()?;
+    for d in &domains {
+        if d.state == crate::live::PowerState::Running {
+            virt.destroy_domain(&d.name)?;
+        }
+    }
+    let mut out = Rebooted { boot_id, ..Rebooted::default() };
+    for d in domains.iter().filter(|d| d.autostart) {
+        match virt.start_domain(&d.name) {
+            Ok(()) => out.autostarted.push(d.name.clone()),
+            Err(e) => out.autostart_failed.push((d.name.clone(), e.message)),
+        }
+    }
+    drop(virt);
+    release_state(state);
+    Ok(out)
+}
+
 /// The drivers of a host's twin.
 pub fn drivers(state: &Path, host: &Host) -> HostDrivers {
     let dir = host_dir(state, host);

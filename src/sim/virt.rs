@@ -424,7 +424,8 @@ fn restored(d: LiveDomain) -> Result<LiveDomain> {
 
 impl Virt for SimVirt {
     fn host_info(&mut self) -> Result<HostInfo> {
-        Ok(hardware::host_info(&self.host))
+        let boot_id = super::boot_id(&self.dir).map_err(|e| failed(format!("cannot read the twin's boot id: {e}")))?;
+        Ok(HostInfo { boot_id: Some(boot_id), ..hardware::host_info(&self.host) })
     }
 
     fn devices(&mut self) -> Result<Vec<LivePciDevice>> {

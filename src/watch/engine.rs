@@ -54,6 +54,8 @@ pub struct HostResult {
     pub waiting: usize,
     /// Resources whose action failed.
     pub failed: Vec<String>,
+    /// The boot id the pass read (`None`: not read, or the host gives none).
+    pub boot_id: Option<String>,
 }
 
 /// One action the pass ran, and why it was allowed.
@@ -97,7 +99,9 @@ fn failure_of(kind: FailureKind, message: impl Into<String>) -> Option<Reconcile
 
 /// Runs one pass on the hosts in `ready` (the others are backing off and are left
 /// alone). `approved(id)` says whether a pending plan was approved; `ledger` is charged
-/// for every disruptive action a window lets run. The watcher's one entry to the
+/// for every disruptive action a window lets run. `observed(host, boot_id)` is called
+/// for each host read, after the reading and before any action: the watcher reports a
+/// reboot there, before the rebuild it causes. The watcher's one entry to the
 /// reconcile core: retarget here when the core's API changes.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile_once(
@@ -110,6 +114,7 @@ pub async fn reconcile_once(
     env: &Env,
     cancel: CancellationToken,
     emit: Emit,
+    observed: &mut (dyn FnMut(&str, Option<&str>) + Send),
 ) -> PassOutcome {
     let hosts: Vec<Host> = f.hosts.iter().filter(|h| ready.contains(&h.name.value)).cloned().collect();
     let mut out = PassOutcome::default();
@@ -135,6 +140,7 @@ pub async fn reconcile_once(
                 done: 0,
                 waiting: 0,
                 failed: Vec::new(),
+                boot_id: None,
             })
             .collect()
     };
@@ -149,6 +155,13 @@ pub async fn reconcile_once(
         }
     };
     let live = session.observe().await;
+    let boot_ids: BTreeMap<String, Option<String>> =
+        live.iter().map(|l| (l.name.clone(), l.info.as_ref().and_then(|i| i.boot_id.clone()))).collect();
+    for (host, boot_id) in &boot_ids {
+        if ready.contains(host) {
+            observed(host, boot_id.as_deref());
+        }
+    }
     let mut full = plan::plan_with(&f.desired, &f.graph, &live, &f.plan);
     // Hosts whose plan has errors (unreadable, a precondition): left out of this pass.
     let mut broken: BTreeMap<String, ReconcileError> = BTreeMap::new();
@@ -307,6 +320,7 @@ pub async fn reconcile_once(
             done: entries.iter().filter(|e| e.outcome.succeeded()).count(),
             waiting: cands.iter().filter(|c| &c.host == name && held.contains(&c.id)).count(),
             failed,
+            boot_id: boot_ids.get(name).cloned().flatten(),
         });
     }
     out.ran = report

@@ -121,6 +121,8 @@ mod tests {
                 waiting: 0,
                 converged: true,
                 at: "t".into(),
+                boot_id: None,
+                rebooted: None,
             }],
             ..Status::default()
         };

@@ -3,7 +3,7 @@
 //! backoff, the pending plan and `status.json`. Async on the caller's runtime; it ends
 //! when `cancel` is cancelled, after the pass in flight has finished its actions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +91,8 @@ struct Loop {
     backoff: Backoff<String>,
     tx: mpsc::UnboundedSender<Trigger>,
     retry: Option<tokio::task::JoinHandle<()>>,
+    /// Each host's last seen boot id (`boot-ids.json`).
+    boot_ids: BTreeMap<String, String>,
 }
 
 impl Loop {
@@ -217,8 +219,15 @@ impl Loop {
             return;
         };
         let now = Instant::now();
-        let ready: BTreeSet<String> =
-            good.hosts.iter().map(|h| h.name.value.clone()).filter(|h| self.backoff.ready(h, now)).collect();
+        // A host whose libvirtd came back (after a reboot, say) is read at once, even while
+        // it backs off.
+        let returned = |h: &String| batch.triggers.contains(&Trigger::HostEvents { host: h.clone(), up: true });
+        let ready: BTreeSet<String> = good
+            .hosts
+            .iter()
+            .map(|h| h.name.value.clone())
+            .filter(|h| self.backoff.ready(h, now) || returned(h))
+            .collect();
         event(
             &self.cfg.sink,
             serde_json::json!({"event": "pass-start", "commit": good.commit, "triggers": batch.triggers, "hosts": ready}),
@@ -233,6 +242,26 @@ impl Loop {
         let approved = move |id: &str| state.is_approved(id);
         let mut ledger = self.cfg.state.ledger();
         ledger.prune(unix_now(), &self.policy.gating.budgets);
+        // A changed boot id is a reboot: reported before this pass rebuilds what the
+        // reboot took (the plan puts it before the VMs that need it).
+        let mut rebooted: Vec<String> = Vec::new();
+        let (known, sink) = (&mut self.boot_ids, self.cfg.sink.clone());
+        let mut observed = |host: &str, boot_id: Option<&str>| {
+            let Some(id) = boot_id else { return };
+            match known.insert(host.to_string(), id.to_string()) {
+                Some(before) if before != id => {
+                    rebooted.push(host.to_string());
+                    event(
+                        &sink,
+                        serde_json::json!({
+                            "event": "host-rebooted", "host": host, "boot_id": id, "boot_id_before": before,
+                            "message": format!("host {host} rebooted: rebuilding boot-volatile state"),
+                        }),
+                    );
+                }
+                _ => {}
+            }
+        };
         let out = engine::reconcile_once(
             good,
             &ready,
@@ -243,9 +272,13 @@ impl Loop {
             &self.cfg.env,
             cancel.clone(),
             emit,
+            &mut observed,
         )
         .await;
         let _ = self.cfg.state.write_ledger(&ledger);
+        if let Err(e) = self.cfg.state.write_boot_ids(&self.boot_ids) {
+            event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
+        }
         let at = now_rfc3339();
         let now = Instant::now();
         for h in &out.hosts {
@@ -284,6 +317,7 @@ impl Loop {
             })
             .collect();
         for r in &out.hosts {
+            let earlier = self.status.hosts.iter().find(|d| d.host == r.host);
             let drift = HostDrift {
                 host: r.host.clone(),
                 planned: r.planned,
@@ -291,6 +325,12 @@ impl Loop {
                 waiting: r.waiting,
                 converged: r.failure.is_none() && r.waiting == 0,
                 at: at.clone(),
+                boot_id: r.boot_id.clone().or_else(|| earlier.and_then(|d| d.boot_id.clone())),
+                rebooted: if rebooted.contains(&r.host) {
+                    Some(at.clone())
+                } else {
+                    earlier.and_then(|d| d.rebooted.clone())
+                },
             };
             match self.status.hosts.iter_mut().find(|d| d.host == r.host) {
                 Some(d) => *d = drift,
@@ -321,7 +361,7 @@ impl Loop {
         event(
             &self.cfg.sink,
             serde_json::json!({
-                "event": "pass", "commit": good.commit, "ran": out.ran,
+                "event": "pass", "commit": good.commit, "ran": out.ran, "rebooted": rebooted,
                 "pending": self.status.pending, "failing": self.status.failing, "hosts": self.status.hosts,
             }),
         );
@@ -444,6 +484,7 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
         good: None,
         tx: tx.clone(),
         retry: None,
+        boot_ids: cfg.state.boot_ids(),
         cfg,
     };
     // The first pass: load and reconcile at once.

@@ -6,6 +6,7 @@
 //! <state>/status.json        written by the watcher after each pass (fabrik-watch-status/1)
 //! <state>/applied.json       the last commit applied, for the descent check across restarts
 //! <state>/ledger.json        disruptive changes run in windows, for the budgets
+//! <state>/boot-ids.json      each host's last seen boot id, to know a reboot across restarts
 //! <state>/suspend.json       present while suspended (who, why, when)
 //! <state>/approvals/<id>.json one per approved pending plan
 //! <state>/checkout/          the commit being validated, read from git objects only
@@ -93,6 +94,13 @@ pub struct HostDrift {
     pub waiting: usize,
     pub converged: bool,
     pub at: String,
+    /// The host's boot id as last read (`None` where the host gives none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// When the watcher last saw the boot id change (a reboot) and rebuilt the host's
+    /// boot-volatile state; RFC 3339, UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebooted: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +174,9 @@ impl StateDir {
     pub fn ledger_path(&self) -> PathBuf {
         self.root.join("ledger.json")
     }
+    pub fn boot_ids_path(&self) -> PathBuf {
+        self.root.join("boot-ids.json")
+    }
     pub fn suspend_path(&self) -> PathBuf {
         self.root.join("suspend.json")
     }
@@ -213,6 +224,15 @@ impl StateDir {
 
     pub fn ledger(&self) -> super::gate::Ledger {
         self.read(&self.ledger_path()).ok().flatten().unwrap_or_default()
+    }
+
+    pub fn write_boot_ids(&self, ids: &std::collections::BTreeMap<String, String>) -> Result<(), StateError> {
+        self.write(&self.boot_ids_path(), ids)
+    }
+
+    /// Each host's last seen boot id; empty when none was recorded (or unreadable).
+    pub fn boot_ids(&self) -> std::collections::BTreeMap<String, String> {
+        self.read(&self.boot_ids_path()).ok().flatten().unwrap_or_default()
     }
 
     pub fn suspend(&self, s: &Suspension) -> Result<(), StateError> {
@@ -292,5 +312,15 @@ mod tests {
         s.suspend(&Suspension { reason: "maintenance".into(), by: "me".into(), at: "now".into() }).unwrap();
         assert_eq!(s.suspension().unwrap().reason, "maintenance");
         assert!(s.resume());
+    }
+
+    #[test]
+    fn boot_ids_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateDir::new(dir.path());
+        assert!(s.boot_ids().is_empty(), "none recorded yet");
+        let ids: std::collections::BTreeMap<String, String> = [("gpu01".to_string(), "b-1".to_string())].into();
+        s.write_boot_ids(&ids).unwrap();
+        assert_eq!(s.boot_ids(), ids);
     }
 }

@@ -10,6 +10,7 @@ pub mod owner;
 pub mod xml;
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
@@ -350,6 +351,23 @@ pub fn code_name(e: &VirtError) -> String {
     out
 }
 
+/// Where Linux gives the id of the current boot.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Whether a URI names a hypervisor on this machine (`qemu:///system`, no host part):
+/// only then is this machine's boot id the host's.
+pub fn local_uri(uri: &str) -> bool {
+    uri.split_once("://").is_some_and(|(scheme, rest)| !scheme.contains('+') && rest.starts_with('/'))
+        && !uri.starts_with("test:")
+}
+
+/// The boot id in a file like [`BOOT_ID_PATH`], trimmed; `None` when unreadable or empty.
+pub fn read_boot_id(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
+
 impl Virt for LibvirtDriver {
     fn host_info(&mut self) -> Result<HostInfo> {
         let caps_xml = self.conn.capabilities().map_err(err("cannot read the host's capabilities"))?;
@@ -376,7 +394,8 @@ impl Virt for LibvirtDriver {
         }
         // libvirt's test driver reports a made-up i686 host: no architecture to check.
         let arch = if hypervisor.starts_with("QEMU") { caps.arch } else { None };
-        Ok(HostInfo { hostname, hypervisor, cpu_model: caps.cpu_model, arch, numa })
+        let boot_id = if local_uri(&self.uri) { read_boot_id(Path::new(BOOT_ID_PATH)) } else { None };
+        Ok(HostInfo { hostname, hypervisor, cpu_model: caps.cpu_model, arch, numa, boot_id })
     }
 
     fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
@@ -768,4 +787,31 @@ fn name_in(xml: &str) -> String {
                 .map(|t| t.trim().to_string())
         })
         .unwrap_or_else(|| "?".to_string())
+}
+
+#[cfg(test)]
+mod boot_id_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_local_uri_reads_this_machines_boot_id() {
+        assert!(local_uri("qemu:///system") && local_uri("qemu:///session"));
+        assert!(!local_uri("qemu+ssh://root@gpu01/system"));
+        assert!(!local_uri("qemu://gpu01/system"));
+        assert!(!local_uri("test:///default"));
+    }
+
+    #[test]
+    fn the_boot_id_file_is_read_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("boot_id");
+        assert_eq!(read_boot_id(&p), None);
+        std::fs::write(&p, "3f1c0b8e-0000-4000-8000-000000000001\n").unwrap();
+        assert_eq!(read_boot_id(&p).as_deref(), Some("3f1c0b8e-0000-4000-8000-000000000001"));
+        std::fs::write(&p, "\n").unwrap();
+        assert_eq!(read_boot_id(&p), None);
+        if Path::new(BOOT_ID_PATH).exists() {
+            assert!(read_boot_id(Path::new(BOOT_ID_PATH)).is_some(), "this Linux machine gives a boot id");
+        }
+    }
 }

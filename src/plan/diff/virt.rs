@@ -80,6 +80,13 @@ fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
         let word = if addresses.len() == 1 { "address" } else { "addresses" };
         reason.push_str(&format!(", {word} {}", addresses.join(", ")));
     }
+    let volatile = vm.boot_volatile();
+    if start && !volatile.is_empty() {
+        reason.push_str(&format!(
+            "; autostart off: it needs {}, which fabrik rebuilds after a reboot before starting it",
+            volatile.join(", ")
+        ));
+    }
     let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
     a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
     a.ops = ops::vm_create(vm.name.clone(), xml, vm.autostart, vm.power);

@@ -41,6 +41,7 @@ pub fn host_info(host: &Host) -> HostInfo {
         cpu_model: None,
         arch: Some(host.arch().to_string()),
         numa,
+        boot_id: None,
     }
 }
 
