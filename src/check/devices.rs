@@ -6,12 +6,12 @@
 //! A network is on its `hosts`; one without `hosts` may land on any host (its VMs' hosts
 //! are chosen at placement), so it is held apart from every other network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::rules::Rule;
 use crate::desired::net::{DeviceRole, devices};
 use crate::diag::Diagnostic;
-use crate::spec::model::{Network, Spec};
+use crate::spec::model::{Host, Network, Nic, Spec};
 use crate::spec::source::Span;
 
 pub static RULES: &[Rule] = &[
@@ -39,6 +39,14 @@ struct Made<'a> {
 }
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
+    // NIC name → the hosts that declare a NIC of that name, in file order: a device
+    // looks up the hosts it could clash on, never scans them all.
+    let mut nics: HashMap<&str, Vec<(&Host, &Nic)>> = HashMap::new();
+    for host in &spec.hosts {
+        for nic in &host.nics {
+            nics.entry(nic.name.value.as_str()).or_default().push((host, nic));
+        }
+    }
     let mut by_name: BTreeMap<String, Vec<Made<'_>>> = BTreeMap::new();
     for n in &spec.networks {
         for (name, role) in devices(n) {
@@ -87,7 +95,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
             );
         }
         for m in made {
-            nic_clash(spec, name, m, out);
+            nic_clash(nics.get(name.as_str()).map_or(&[][..], Vec::as_slice), name, m, out);
         }
     }
 }
@@ -103,9 +111,11 @@ fn clash(a: &Made<'_>, b: &Made<'_>) -> bool {
     }
 }
 
-fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
-    for host in spec.hosts.iter().filter(|h| on_host(m.net, &h.name.value)) {
-        let Some(nic) = host.nics.iter().find(|nic| nic.name.value == name) else { continue };
+/// `named`: each NIC called `name` with its host, hosts in file order, a host's NICs in
+/// its order; the first on the network's hosts is the clash shown.
+fn nic_clash(named: &[(&Host, &Nic)], name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
+    // One host is enough to show it.
+    if let Some(&(host, nic)) = named.iter().find(|(h, _)| on_host(m.net, &h.name.value)) {
         out.push(
             Diagnostic::error(
                 "fabrik::isolation::device-is-nic",
@@ -118,7 +128,6 @@ fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
             .also(nic.name.span, format!("NIC `{name}` of host `{}`", host.name.value))
             .help("name the bridge differently from the hosts' NICs, or leave `bridge` out for a derived name"),
         );
-        return; // one host is enough to show it
     }
 }
 

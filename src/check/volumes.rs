@@ -4,7 +4,7 @@
 //! too: one named like a disk's volume would make new disks overlays on that disk's
 //! data, and one copied from a disk's file hands that data to whoever uses the image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::rules::Rule;
@@ -46,7 +46,7 @@ struct Owner {
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     let mut volumes: BTreeMap<(String, String), Owner> = BTreeMap::new();
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
     for e in spec.effective_vms() {
         for vm in e.vm.instance_names() {
             for d in e.disks().map(Vec::as_slice).unwrap_or_default() {
@@ -56,10 +56,9 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     volumes.insert(key, Owner { vm: vm.clone(), span, given: d.volume.is_some() });
                     continue;
                 };
-                if reported.contains(&span) {
+                if !reported.insert(span) {
                     continue;
                 }
-                reported.push(span);
                 out.push(shared(&key, &vm, span, first));
             }
         }
