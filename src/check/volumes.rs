@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::rules::Rule;
-use crate::desired::storage::{disk_pool, volume_name};
+use crate::desired::storage::{disk_pool_in, image_pools, volume_name};
 use crate::diag::Diagnostic;
 use crate::spec::model::{Disk, Spec};
 use crate::spec::source::Span;
@@ -47,10 +47,11 @@ struct Owner {
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     let mut volumes: BTreeMap<(String, String), Owner> = BTreeMap::new();
     let mut reported: HashSet<Span> = HashSet::new();
+    let image_pool = image_pools(spec);
     for e in spec.effective_vms() {
         for vm in e.vm.instance_names() {
             for d in e.disks().map(Vec::as_slice).unwrap_or_default() {
-                let key = (disk_pool(spec, d), volume_name(&vm, d));
+                let key = (disk_pool_in(&image_pool, d), volume_name(&vm, d));
                 let span = source(d);
                 let Some(first) = volumes.get(&key) else {
                     volumes.insert(key, Owner { vm: vm.clone(), span, given: d.volume.is_some() });
