@@ -122,12 +122,19 @@ fn inventory_plan_and_apply_events_match_their_schemas() {
     assert_valid("import", &doc);
 }
 
-/// `bench` and `bench --plan` are left out: the factory they generate is refused today
-/// (`fabrik::isolation::shared-device` on the generated VXLAN networks), so they print no
-/// report; their schema branches are written from `bench::Report` and `PlanReport`.
+/// `bench --plan` is left out (slow in a debug build); its schema branch is written from
+/// `PlanReport`.
 #[test]
 fn bench_reports_match_their_schema() {
     let small = ["bench", "--hosts", "2", "--runs", "1", "--format", "json"];
+    for syntax in ["yaml", "kdl"] {
+        let mut args = small.to_vec();
+        args.extend(["--syntax", syntax]);
+        let doc = json_of(&fabrik(&args));
+        assert_eq!(doc["bench"], "load");
+        assert_eq!(doc["kdl_extras"].is_object(), syntax == "kdl", "{doc}");
+        assert_valid("bench", &doc);
+    }
     for (extra, bench) in [("--inventory", "inventory"), ("--hostile", "hostile")] {
         let mut args = small.to_vec();
         args.push(extra);

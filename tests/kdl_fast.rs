@@ -23,6 +23,7 @@ const PIECES: &[&str] = &[
     "#null", "#inf", "#nan", "\"\"\"", "#\"", "\\u{41}", "\\u{", "\\u{1F600}", "\\u{d800}", "\\n", "\\s", "\\ ",
     "\\\t", "}\"", "=1", " x=1", " \"k\"=#null", "1e5", "1.5", "0x1f", "0o7", "0b1", "-0x10", "{ }", "true", "inf",
     "-inf", "nan", ".5", "-.5", "+.", "1_000", " /* c */ ", "(t)", ";;", "\\\n", "a b", "\"a=b\"=2",
+    "/- ", " /-", "/-{ }", " /-x=1", "#\"r\"#", "##\"r\"#\"##", "\"#", "(u8)", "(\"t\")", "()", "( t)",
 ];
 
 /// Hand-written seeds that pack the subset's corners into a few lines, so that the
@@ -37,6 +38,9 @@ const SNIPPETS: &[&str] = &[
     "/* a /* nested */ comment */ a /* inline */ b/*x*/c /* multi\nline */ d // line\n// only\n\n",
     "a{b{c{d}}}\na { b } ; c\n  \t a \"\" \"\\\"\" \"\t\"\n",
     "host h {\n    numa-node 0 socket=0 memory=\"1TiB\" {\n        hugepages \"1G\"=896\n    }\n}\n",
+    "/-a 1 { b }\nc /-1 2 /-x=1 y=2 /-{ d 1 2 x=3 } { e\n/-f 1 2 { g }\n} /-{ g }\n/- h\n",
+    "a #\"r \\n \"q\"\"# ##\"x\"#y\"## #\"k\"#=#\"v\"# #\"\"#\n",
+    "(t)a (u8)1 x=1 { (v)b #true; (w)c (\"q\")\"s\" ##\"r\"## }\n",
 ];
 
 /// How mutations are picked: a fixed seed, so every run tries the same inputs.
@@ -216,6 +220,86 @@ fn mutations(tally: &mut Tally, files: &[(String, String)], per_file: usize, rng
     }
 }
 
+/// Whether a line's first non-space byte may start a bare node name.
+fn starts_node(rest: &str) -> bool {
+    rest.bytes().next().is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// `text` with the syntax the fast path reads beyond the plain subset added on every
+/// line that starts with a bare node name, without changing the tree: `kind` 0 puts a
+/// slashdashed node (with a type, raw string, property and block) before it, 1 puts
+/// slashdashed arguments and a property after its name, 2 a slashdashed children block
+/// at its end, 3 a type annotation on its name, 4 all of them.
+fn with_extras(text: &str, kind: usize) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let newline = &line[body.len()..];
+        let indent = &body[..body.len() - body.trim_start().len()];
+        let rest = &body[indent.len()..];
+        if !starts_node(rest) {
+            out.push_str(line);
+            continue;
+        }
+        let all = kind == 4;
+        if kind == 0 || all {
+            out.push_str(&format!("{indent}/-(c)comment #\"x\"# k=1 {{ y }}\n"));
+        }
+        let name_len =
+            rest.find(|c: char| c.is_ascii_whitespace() || "\\/(){}[];\"#=".contains(c)).unwrap_or(rest.len());
+        let (name, mut tail) = (&rest[..name_len], rest[name_len..].to_string());
+        let name = if kind == 3 || all { format!("(t){name}") } else { name.to_string() };
+        if kind == 1 || all {
+            tail = format!(" /-#\"x\"# /-k=2 /-(t)3{tail}");
+        }
+        if kind == 2 || all {
+            match tail.trim_end().strip_suffix('{') {
+                Some(open) => tail = format!("{open}/-{{ z }} {{"),
+                None if !tail.contains("//") && !tail.contains("/*") => tail.push_str(" /-{ z }"),
+                None => {}
+            }
+        }
+        out.push_str(&format!("{indent}{name}{tail}{newline}"));
+    }
+    out
+}
+
+/// Every file with each kind of [`with_extras`], and with [`fabrik::bench::KDL_EXTRAS`]
+/// at its top, as the bench measures them.
+fn extras_variants(files: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, text) in files {
+        for kind in 0..5 {
+            out.push((format!("{name} with extras {kind}"), with_extras(text, kind)));
+        }
+        out.push((format!("{name} as the bench marks it"), format!("{}{text}", fabrik::bench::KDL_EXTRAS)));
+    }
+    out
+}
+
+#[test]
+fn fast_path_takes_every_example_and_bench_file_with_slashdash_raw_strings_and_types() {
+    let mut files = repo_files("examples");
+    files.extend(bench_files());
+    let mut tally = Tally::default();
+    for (name, text) in &extras_variants(&files) {
+        tally.check(name, text, true);
+    }
+    tally.assert_no_mismatch("examples and bench files with `/-`, raw strings and types");
+    assert!(tally.declined_valid.is_empty(), "left to the crate: {:?}", tally.declined_valid);
+    assert_eq!(tally.valid, tally.tried, "every variant is valid KDL");
+    assert_eq!(tally.fast, tally.tried);
+}
+
+#[test]
+fn fast_path_agrees_with_the_crate_on_fixtures_with_slashdash_raw_strings_and_types() {
+    let mut tally = Tally::default();
+    for (name, text) in &extras_variants(&repo_files("fixtures")) {
+        tally.check(name, text, true);
+    }
+    tally.assert_no_mismatch("fixtures with `/-`, raw strings and types");
+}
+
 #[test]
 fn fast_path_takes_every_example_and_bench_file() {
     let mut tally = Tally::default();
@@ -247,6 +331,9 @@ fn fast_path_agrees_with_the_crate_on_mutations() {
     files.extend(repo_files("examples"));
     files.extend(repo_files("fixtures"));
     files.extend(bench_files());
+    let mut extras = extras_variants(&files);
+    extras.retain(|(name, _)| name.ends_with("extras 4"));
+    files.extend(extras);
     let mut tally = Tally::default();
     mutations(&mut tally, &files, 120, &mut Rng(0x6b646c));
     tally.assert_no_mismatch("mutations");

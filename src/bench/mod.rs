@@ -33,6 +33,15 @@ pub const TIME_TARGET: Duration = Duration::from_secs(1);
 pub const PEAK_MEMORY_TARGET_BYTES: u64 = 300 * 1024 * 1024;
 /// fabrik may take at most this many times what serde_yaml alone takes.
 pub const RATIO_TARGET: f64 = 3.0;
+/// A KDL factory with `/-` comments, raw strings and type annotations in every file may
+/// take at most this many times what the same factory without them takes (issue 14).
+pub const KDL_EXTRAS_RATIO_TARGET: f64 = 1.5;
+
+/// What [`run`] puts at the top of every KDL file for its second KDL measurement: a
+/// slashdashed node with a slashdashed argument, property and children block, raw
+/// strings and type annotations, none of which changes the factory.
+pub const KDL_EXTRAS: &str =
+    "/-(note)generated-by #\"fabrik bench\"# /-1 (u8)2 /-x=#\"y\"# /-{ a } {\n    (t)b #\"raw\"#\n}\n";
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -50,6 +59,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("`{}` is not empty: give `--write` a new or empty directory", path.display())]
+    NotEmpty { path: PathBuf },
     #[error("{vms} VMs do not fit on {hosts} hosts: the generated factory holds at most {max} VMs per host")]
     TooManyVms { vms: usize, hosts: usize, max: usize },
     #[error("the generated factory is invalid ({errors} errors; first: {first})")]
@@ -97,9 +108,18 @@ pub struct Report {
     /// fabrik's median time over serde_yaml's.
     pub ratio: f64,
     pub peak_memory: PeakMemory,
+    /// For a KDL factory: `fabrik::check::validate` on the same files with
+    /// [`KDL_EXTRAS`] at the top of each, and its median over `fabrik`'s.
+    pub kdl_extras: Option<KdlExtras>,
     /// Where one fabrik run spends its time, phase by phase, on one thread.
     pub phases: Phases,
     pub targets: Vec<Target>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct KdlExtras {
+    pub fabrik: Timing,
+    pub ratio: f64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -209,6 +229,41 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Err
         fabrik.push(elapsed);
     }
     let phases = phases(&dir);
+    let kdl_extras = match opts.syntax {
+        Syntax::Yaml => None,
+        Syntax::Kdl => {
+            let extras_dir = workdir.0.join("kdl-extras");
+            for (name, text) in synth::generate(opts.size, Syntax::Kdl).files {
+                let path = extras_dir.join(&name);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&path, format!("{KDL_EXTRAS}{text}")));
+                written.map_err(|source| Error::Write { path, source })?;
+            }
+            let mut samples = Vec::new();
+            for i in 0..runs {
+                let t = Instant::now();
+                let v = check::validate(&extras_dir);
+                let elapsed = t.elapsed();
+                if i == 0 && !v.is_valid() {
+                    let mut errors = v.diags.iter().filter(|d| d.is_error());
+                    let first = errors.next().map(|d| describe(d, &v.sources)).unwrap_or_default();
+                    return Err(Error::Invalid { errors: 1 + errors.count(), first });
+                }
+                drop(v);
+                progress(&format!(
+                    "fabrik validate, `/-` and the rest in every file, run {}/{runs}: {}",
+                    i + 1,
+                    ms(elapsed)
+                ));
+                samples.push(elapsed);
+            }
+            let timing = Timing::of(samples);
+            let base = Timing::of(fabrik.clone()).median.as_secs_f64().max(f64::MIN_POSITIVE);
+            Some(KdlExtras { fabrik: timing, ratio: timing.median.as_secs_f64() / base })
+        }
+    };
 
     let mut baseline = Vec::new();
     for i in 0..runs {
@@ -247,6 +302,10 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Err
         ),
         target("ratio", "×", RATIO_TARGET, Some(ratio)),
     ];
+    let mut targets = targets;
+    if let Some(x) = &kdl_extras {
+        targets.push(target("kdl extras ratio", "×", KDL_EXTRAS_RATIO_TARGET, Some(x.ratio)));
+    }
     Ok(Report {
         hosts,
         vms: opts.size.vms,
@@ -262,6 +321,7 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Err
         fabrik,
         ratio,
         peak_memory,
+        kdl_extras,
         phases,
         targets,
     })
@@ -278,6 +338,25 @@ fn syntax_name(syntax: Syntax) -> &'static str {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Writes the generated factory to `dir` for others to measure, refusing a directory
+/// that already holds anything: the files must be exactly the generator's.
+pub fn write_factory(size: synth::Size, syntax: Syntax, dir: &Path) -> Result<synth::Summary, Error> {
+    let hosts = size.hosts.max(1);
+    if size.vms > hosts * synth::VMS_PER_HOST_MAX {
+        return Err(Error::TooManyVms { vms: size.vms, hosts, max: synth::VMS_PER_HOST_MAX });
+    }
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::NotEmpty { path: dir.to_path_buf() });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Write { path: dir.to_path_buf(), source }),
+    }
+    write(size, syntax, dir)
 }
 
 fn write(size: synth::Size, syntax: Syntax, dir: &Path) -> Result<synth::Summary, Error> {
@@ -469,6 +548,17 @@ mod tests {
     fn yaml_and_kdl_give_the_same_model() {
         let (y, k) = (validate(Syntax::Yaml), validate(Syntax::Kdl));
         assert_eq!(serde_json::to_value(&y.spec).unwrap(), serde_json::to_value(&k.spec).unwrap());
+    }
+
+    #[test]
+    fn written_factory_is_the_generated_one_and_a_full_directory_is_refused() {
+        let tmp = TempDir::new().unwrap();
+        let dir = tmp.0.join("f");
+        let size = synth::Size { hosts: 3, vms: 30 };
+        let summary = write_factory(size, Syntax::Kdl, &dir).unwrap();
+        assert_eq!(summary, synth::generate(size, Syntax::Kdl).summary);
+        assert!(check::validate(&dir).is_valid());
+        assert!(matches!(write_factory(size, Syntax::Kdl, &dir), Err(Error::NotEmpty { .. })));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! these rules are about what the files declare: a subnet's gateway and ranges, a NIC's
 //! `address`, and a pool large enough for the NICs that draw from it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use super::rules::Rule;
@@ -69,7 +69,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
 
     // Address → where it was first given, and the VM (instance) it went to.
     let mut seen: BTreeMap<(&str, IpAddr), (Span, String)> = BTreeMap::new();
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
     // NICs that draw from each network's pool.
     let mut drawing: BTreeMap<&str, u128> = BTreeMap::new();
     for e in spec.effective_vms() {
@@ -86,7 +86,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     continue;
                 }
                 let Some(pool) = ipam.get(network) else {
-                    reported.push(a.span);
+                    reported.insert(a.span);
                     out.push(
                         Diagnostic::error(
                             "fabrik::address::no-subnet",
@@ -100,12 +100,12 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     continue;
                 };
                 if !pool.subnet.contains(a.value) {
-                    reported.push(a.span);
+                    reported.insert(a.span);
                     out.push(outside_subnet(a.span, &format!("address {}", a.value), network, pool));
                     continue;
                 }
                 if !pool.ranges.is_empty() && !pool.in_pool(a.value) {
-                    reported.push(a.span);
+                    reported.insert(a.span);
                     let ranges: Vec<String> = pool.ranges.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
                     out.push(
                         Diagnostic::error(
@@ -118,7 +118,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     continue;
                 }
                 if let Some(role) = reserved_role(pool, a.value) {
-                    reported.push(a.span);
+                    reported.insert(a.span);
                     out.push(
                         Diagnostic::error(
                             "fabrik::address::duplicate",
@@ -133,7 +133,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                     seen.insert((network, a.value), (a.span, instance.clone()));
                     continue;
                 };
-                reported.push(a.span);
+                reported.insert(a.span);
                 let d = Diagnostic::error(
                     "fabrik::address::duplicate",
                     format!("address {} is given to VM `{instance}` and to VM `{owner}`", a.value),

@@ -6,12 +6,12 @@
 //! A network is on its `hosts`; one without `hosts` may land on any host (its VMs' hosts
 //! are chosen at placement), so it is held apart from every other network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::rules::Rule;
 use crate::desired::net::{DeviceRole, devices};
 use crate::diag::Diagnostic;
-use crate::spec::model::{Network, Spec};
+use crate::spec::model::{Host, Network, Nic, Spec};
 use crate::spec::source::Span;
 
 pub static RULES: &[Rule] = &[
@@ -39,6 +39,15 @@ struct Made<'a> {
 }
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
+    // NIC name → the hosts that declare a NIC of that name, in file order: a device
+    // looks up the hosts it could clash on, never scans them all.
+    let mut nics: HashMap<&str, Vec<(&Host, &Nic)>> = HashMap::new();
+    for host in &spec.hosts {
+        for nic in &host.nics {
+            nics.entry(nic.name.value.as_str()).or_default().push((host, nic));
+        }
+    }
+    let order = HostOrder::new(spec);
     let mut by_name: BTreeMap<String, Vec<Made<'_>>> = BTreeMap::new();
     for n in &spec.networks {
         for (name, role) in devices(n) {
@@ -49,10 +58,11 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     for (name, made) in &by_name {
         for (i, b) in made.iter().enumerate() {
             // Report each later declaration once, against the first it clashes with.
-            let Some(a) = made[..i].iter().find(|a| clash(a, b) && !shared_hosts(spec, a.net, b.net).is_empty()) else {
+            let Some(a) = made[..i].iter().find(|a| clash(a, b) && !shared_hosts(&order, a.net, b.net).is_empty())
+            else {
                 continue;
             };
-            let on = described(&shared_hosts(spec, a.net, b.net));
+            let on = described(&shared_hosts(&order, a.net, b.net));
             if std::ptr::eq(a.net, b.net) {
                 out.push(
                     Diagnostic::error(
@@ -87,7 +97,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
             );
         }
         for m in made {
-            nic_clash(spec, name, m, out);
+            nic_clash(nics.get(name.as_str()).map_or(&[][..], Vec::as_slice), name, m, out);
         }
     }
 }
@@ -103,9 +113,11 @@ fn clash(a: &Made<'_>, b: &Made<'_>) -> bool {
     }
 }
 
-fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
-    for host in spec.hosts.iter().filter(|h| on_host(m.net, &h.name.value)) {
-        let Some(nic) = host.nics.iter().find(|nic| nic.name.value == name) else { continue };
+/// `named`: each NIC called `name` with its host, hosts in file order, a host's NICs in
+/// its order; the first on the network's hosts is the clash shown.
+fn nic_clash(named: &[(&Host, &Nic)], name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
+    // One host is enough to show it.
+    if let Some(&(host, nic)) = named.iter().find(|(h, _)| on_host(m.net, &h.name.value)) {
         out.push(
             Diagnostic::error(
                 "fabrik::isolation::device-is-nic",
@@ -118,7 +130,6 @@ fn nic_clash(spec: &Spec, name: &str, m: &Made<'_>, out: &mut Vec<Diagnostic>) {
             .also(nic.name.span, format!("NIC `{name}` of host `{}`", host.name.value))
             .help("name the bridge differently from the hosts' NICs, or leave `bridge` out for a derived name"),
         );
-        return; // one host is enough to show it
     }
 }
 
@@ -146,9 +157,42 @@ fn on_host(n: &Network, host: &str) -> bool {
     n.hosts.is_empty() || n.hosts.iter().any(|h| h.value == host)
 }
 
-/// The declared hosts that may carry both networks.
-fn shared_hosts<'s>(spec: &'s Spec, a: &Network, b: &Network) -> Vec<&'s str> {
-    spec.hosts.iter().map(|h| h.name.value.as_str()).filter(|h| on_host(a, h) && on_host(b, h)).collect()
+/// The declared hosts in file order, and each one's place in it.
+struct HostOrder<'s> {
+    names: Vec<&'s str>,
+    place: HashMap<&'s str, usize>,
+}
+
+impl<'s> HostOrder<'s> {
+    fn new(spec: &'s Spec) -> HostOrder<'s> {
+        let names: Vec<&str> = spec.hosts.iter().map(|h| h.name.value.as_str()).collect();
+        let mut place = HashMap::with_capacity(names.len());
+        for (i, &n) in names.iter().enumerate() {
+            place.entry(n).or_insert(i);
+        }
+        HostOrder { names, place }
+    }
+}
+
+/// The declared hosts that may carry both networks, in file order: those a network
+/// lists, looked up, rather than every host tested against both lists.
+fn shared_hosts<'s>(order: &HostOrder<'s>, a: &Network, b: &Network) -> Vec<&'s str> {
+    let (listed, other) = match (a.hosts.is_empty(), b.hosts.is_empty()) {
+        (true, true) => return order.names.clone(),
+        (false, _) => (a, b),
+        (true, false) => (b, a),
+    };
+    let others: std::collections::HashSet<&str> = other.hosts.iter().map(|h| h.value.as_str()).collect();
+    let mut places: Vec<usize> = listed
+        .hosts
+        .iter()
+        .map(|h| h.value.as_str())
+        .filter(|h| other.hosts.is_empty() || others.contains(h))
+        .filter_map(|h| order.place.get(h).copied())
+        .collect();
+    places.sort_unstable();
+    places.dedup();
+    places.into_iter().map(|i| order.names[i]).collect()
 }
 
 fn described(hosts: &[&str]) -> String {
@@ -156,5 +200,40 @@ fn described(hosts: &[&str]) -> String {
         [one] => format!("on host `{one}`"),
         [first, rest @ ..] => format!("on hosts `{first}` and {} more", rest.len()),
         [] => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::gpu::tests::spec;
+
+    fn messages(a_hosts: &str, b_hosts: &str) -> Vec<String> {
+        let host = |n: &str| {
+            format!(
+                "  - {{ name: {n}, uri: qemu:///system, numa-nodes: [{{ id: 0, cpus: 0-3, memory: 8GiB }}], nics: [{{ name: fe0, kind: ethernet }}] }}\n"
+            )
+        };
+        let text = format!(
+            "version: 1\nhosts:\n{}{}{}tenants:\n  - {{ name: acme, hosts: [h1, h2, h3], networks: [a, b] }}\nnetworks:\n  - {{ name: a, purpose: tenant, kind: vxlan, tenant: acme, vni: 10001, bridge: br0{a_hosts} }}\n  - {{ name: b, purpose: tenant, kind: vxlan, tenant: acme, vni: 10002, bridge: br0{b_hosts} }}\n",
+            host("h1"),
+            host("h2"),
+            host("h3"),
+        );
+        let mut out = Vec::new();
+        super::check(&spec(&text), &mut out);
+        out.into_iter().filter(|d| d.code == "fabrik::isolation::shared-device").map(|d| d.message).collect()
+    }
+
+    #[test]
+    fn shared_hosts_are_named_in_file_order() {
+        let got = messages(", hosts: [h3, h1]", ", hosts: [h2, h3, h1]");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].ends_with("on hosts `h1` and 1 more"), "{got:?}");
+        let got = messages("", ", hosts: [h3, h2]");
+        assert!(got[0].ends_with("on hosts `h2` and 1 more"), "{got:?}");
+        let got = messages("", "");
+        assert!(got[0].ends_with("on hosts `h1` and 2 more"), "{got:?}");
+        // No host carries both: no clash.
+        assert_eq!(messages(", hosts: [h1]", ", hosts: [h2, h3]"), Vec::<String>::new());
     }
 }

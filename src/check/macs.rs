@@ -3,7 +3,7 @@
 //! [`crate::desired::mac`]), so only declared ones are checked. A `mac` on a VM with
 //! replicas, or in a template several VMs use, would give each copy the same address.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::rules::Rule;
 use crate::diag::Diagnostic;
@@ -22,7 +22,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     // MAC → where it was first given, and the VM (instance) it went to.
     let mut seen: BTreeMap<&str, (Span, String)> = BTreeMap::new();
     // A declaration shared by copies is reported once, not once per copy.
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
     for e in spec.effective_vms() {
         for instance in e.vm.instance_names() {
             for nic in e.nic_list() {
@@ -34,7 +34,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
                 if reported.contains(&mac.span) {
                     continue;
                 }
-                reported.push(mac.span);
+                reported.insert(mac.span);
                 let whom = if *owner == instance {
                     format!("two NICs of VM `{instance}`")
                 } else {

@@ -1,9 +1,9 @@
 //! `fabrik::ref::*`: every name an object refers to exists, and is of the right kind.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::diag::{Diagnostic, suggest};
-use crate::spec::model::{Spec, Workload};
+use crate::spec::model::{Host, Spec, Template, Workload};
 use crate::spec::source::Spanned;
 
 struct Names<'a> {
@@ -54,6 +54,9 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
     let templates =
         Names::new("template", "fabrik::ref::unknown-template", spec.templates.iter().map(|t| t.name.value.as_str()));
     let mut out = Vec::new();
+    let templates_by_name = spec.templates_by_name();
+    // GPU pins look their host up here: once per VM, so never a scan of the hosts.
+    let by_name = spec.hosts_by_name();
 
     for t in &spec.tenants {
         let from = format!("tenant `{}`", t.name.value);
@@ -65,13 +68,15 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
         n.tenant.iter().for_each(|t| tenants.check(&mut out, t, &from));
         n.hosts.iter().for_each(|h| hosts.check(&mut out, h, &from));
     }
+    let in_use: HashSet<&str> = spec
+        .hosts
+        .iter()
+        .flat_map(|h| &h.gpus)
+        .filter_map(|g| g.nvlink_domain.as_ref())
+        .map(|n| n.value.as_str())
+        .collect();
     for domain in &spec.nvlink_domains {
-        let used = spec
-            .hosts
-            .iter()
-            .flat_map(|h| &h.gpus)
-            .any(|g| g.nvlink_domain.as_ref().is_some_and(|n| n.value == domain.name.value));
-        if !used {
+        if !in_use.contains(domain.name.value.as_str()) {
             out.push(
                 Diagnostic::error(
                     "fabrik::ref::unused-nvlink-domain",
@@ -107,14 +112,14 @@ pub fn check(spec: &Spec) -> Vec<Diagnostic> {
         vm.template.iter().for_each(|t| templates.check(&mut out, t, &from));
         vm.host.iter().for_each(|h| hosts.check(&mut out, h, &from));
         workload_refs(&mut out, &vm.workload, &from);
-        check_gpu_pins(spec, vm, &mut out);
-        check_complete(spec, vm, &mut out);
+        check_gpu_pins(&by_name, vm, &mut out);
+        check_complete(&templates_by_name, vm, &mut out);
     }
     out
 }
 
 /// GPU pins name PCI addresses, which only mean something on one host.
-fn check_gpu_pins(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagnostic>) {
+fn check_gpu_pins(hosts: &HashMap<&str, &Host>, vm: &crate::spec::model::Vm, out: &mut Vec<Diagnostic>) {
     let Some(first) = vm.gpus.first() else { return };
     let Some(host_name) = &vm.host else {
         out.push(
@@ -127,7 +132,7 @@ fn check_gpu_pins(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagno
         );
         return;
     };
-    let Some(host) = spec.host(&host_name.value) else {
+    let Some(&host) = hosts.get(host_name.value.as_str()) else {
         return;
     };
     for pin in &vm.gpus {
@@ -155,8 +160,8 @@ fn check_gpu_pins(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagno
 }
 
 /// A VM needs vCPUs and memory, from itself or its template.
-fn check_complete(spec: &Spec, vm: &crate::spec::model::Vm, out: &mut Vec<Diagnostic>) {
-    let template = vm.template.as_ref().and_then(|t| spec.template(&t.value));
+fn check_complete(templates: &HashMap<&str, &Template>, vm: &crate::spec::model::Vm, out: &mut Vec<Diagnostic>) {
+    let template = vm.template.as_ref().and_then(|t| templates.get(t.value.as_str()).copied());
     if vm.template.is_some() && template.is_none() {
         return; // already reported as an unknown template
     }

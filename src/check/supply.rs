@@ -14,6 +14,7 @@ use crate::diag::Diagnostic;
 use crate::hw::GpuModel;
 use crate::spec::effective::Effective;
 use crate::spec::model::{GpuMode, Spec};
+use crate::spec::source::Span;
 
 pub static RULES: &[Rule] = &[
     Rule {
@@ -90,6 +91,10 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         spec.effective_vms().filter_map(|e| demand(&e).map(|(i, n)| (e, i, n))).filter(|(_, _, n)| *n > 0).collect();
     let mut short = false;
 
+    let mut host_spans: HashMap<&str, Span> = HashMap::new();
+    for h in &spec.hosts {
+        host_spans.entry(h.name.value.as_str()).or_insert(h.name.span);
+    }
     // Per host: the VMs pinned to it.
     let mut by_host: BTreeMap<(&str, &Item), Vec<usize>> = BTreeMap::new();
     for (i, (e, item, _)) in vms.iter().enumerate() {
@@ -101,7 +106,7 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
         let Some(s) = supply.get(host) else { continue }; // unknown host: a reference error
         let have = s.get(item).copied().unwrap_or(0);
         if let Some(d) = shortage(&vms, idx, have, item, "fabrik::capacity::host-gpus", &format!("host `{host}`")) {
-            let span = spec.host(host).map(|h| h.name.span);
+            let span = host_spans.get(host).copied();
             out.push(match span {
                 Some(s) => d.also(s, "this host"),
                 None => d,
@@ -112,14 +117,14 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     if short {
         return;
     }
-    // Per tenant: its VMs against its hosts.
+    // Per tenant: its VMs against its hosts, grouped in one pass over the VMs.
+    let mut by_tenant: HashMap<&str, BTreeMap<&Item, Vec<usize>>> = HashMap::new();
+    for (i, (e, item, _)) in vms.iter().enumerate() {
+        by_tenant.entry(e.vm.tenant.value.as_str()).or_default().entry(item).or_default().push(i);
+    }
     for t in &spec.tenants {
-        let mut by_item: BTreeMap<&Item, Vec<usize>> = BTreeMap::new();
-        for (i, (e, item, _)) in vms.iter().enumerate() {
-            if e.vm.tenant.value == t.name.value {
-                by_item.entry(item).or_default().push(i);
-            }
-        }
+        // A tenant declared twice is a name error of its own; its VMs are counted once.
+        let Some(by_item) = by_tenant.remove(t.name.value.as_str()) else { continue };
         for (item, idx) in by_item {
             let have: u64 = t.hosts.iter().filter_map(|h| supply.get(h.value.as_str())?.get(item)).sum();
             let what = format!("the hosts of tenant `{}`", t.name.value);

@@ -4,11 +4,11 @@
 //! too: one named like a disk's volume would make new disks overlays on that disk's
 //! data, and one copied from a disk's file hands that data to whoever uses the image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use super::rules::Rule;
-use crate::desired::storage::{disk_pool, volume_name};
+use crate::desired::storage::{disk_pool_in, image_pools, volume_name};
 use crate::diag::Diagnostic;
 use crate::spec::model::{Disk, Spec};
 use crate::spec::source::Span;
@@ -46,20 +46,20 @@ struct Owner {
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     let mut volumes: BTreeMap<(String, String), Owner> = BTreeMap::new();
-    let mut reported: Vec<Span> = Vec::new();
+    let mut reported: HashSet<Span> = HashSet::new();
+    let image_pool = image_pools(spec);
     for e in spec.effective_vms() {
         for vm in e.vm.instance_names() {
             for d in e.disks().map(Vec::as_slice).unwrap_or_default() {
-                let key = (disk_pool(spec, d), volume_name(&vm, d));
+                let key = (disk_pool_in(&image_pool, d), volume_name(&vm, d));
                 let span = source(d);
                 let Some(first) = volumes.get(&key) else {
                     volumes.insert(key, Owner { vm: vm.clone(), span, given: d.volume.is_some() });
                     continue;
                 };
-                if reported.contains(&span) {
+                if !reported.insert(span) {
                     continue;
                 }
-                reported.push(span);
                 out.push(shared(&key, &vm, span, first));
             }
         }

@@ -11,9 +11,9 @@ pub struct Args {
     /// Hosts in the generated factory (8× H200 each).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub hosts: u32,
-    /// VMs in the generated factory, replicas counted.
-    #[arg(long, default_value_t = 10000)]
-    pub vms: u32,
+    /// VMs in the generated factory, replicas counted (default: 10 per host).
+    #[arg(long)]
+    pub vms: Option<u32>,
     /// Syntax of the generated files.
     #[arg(long, value_enum, default_value_t = Syntax::Yaml)]
     pub syntax: Syntax,
@@ -33,6 +33,18 @@ pub struct Args {
     /// changed and where 1% of the VMs changed, instead of validation.
     #[arg(long)]
     pub plan: bool,
+    /// Write the generated factory to this directory (absent or empty) and stop, so
+    /// that others can measure the very same files (`fabrik validate DIR`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "inventory", "hostile"])]
+    pub write: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    /// The factory's size: `--vms` defaults to ten VMs per host.
+    fn size(&self) -> bench::synth::Size {
+        let hosts = self.hosts as usize;
+        bench::synth::Size { hosts, vms: self.vms.map_or(hosts * 10, |v| v as usize) }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
@@ -59,11 +71,10 @@ pub fn run(args: &Args) -> u8 {
     if args.hostile {
         return run_hostile(args);
     }
-    let opts = bench::Options {
-        size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
-        syntax: syntax(args),
-        runs: args.runs as usize,
-    };
+    if let Some(dir) = &args.write {
+        return run_write(args, dir);
+    }
+    let opts = bench::Options { size: args.size(), syntax: syntax(args), runs: args.runs as usize };
     let report = match bench::run(&opts, &mut |line| eprintln!("{line}")) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -74,6 +85,25 @@ pub fn run(args: &Args) -> u8 {
     };
     super::out::print(&out);
     exit::OK
+}
+
+fn run_write(args: &Args, dir: &std::path::Path) -> u8 {
+    match bench::write_factory(args.size(), syntax(args), dir) {
+        Ok(s) => {
+            super::out::print(&format!(
+                "wrote {} hosts, {} VMs ({} entries), {} tenants: {} files, {} bytes, to {}\n",
+                args.size().hosts,
+                args.size().vms,
+                s.vm_entries,
+                s.tenants,
+                s.files,
+                s.bytes,
+                dir.display()
+            ));
+            exit::OK
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn syntax(args: &Args) -> source::Syntax {
@@ -108,11 +138,7 @@ fn fail(e: &bench::Error) -> u8 {
 }
 
 fn run_plan(args: &Args) -> u8 {
-    let opts = bench::plan::Options {
-        size: bench::synth::Size { hosts: args.hosts as usize, vms: args.vms as usize },
-        syntax: syntax(args),
-        runs: args.runs as usize,
-    };
+    let opts = bench::plan::Options { size: args.size(), syntax: syntax(args), runs: args.runs as usize };
     let report = match bench::plan::run(&opts, &mut |line| eprintln!("{line}")) {
         Ok(r) => r,
         Err(e) => return fail(&e),
@@ -235,6 +261,22 @@ pub fn human(r: &Report) -> String {
             verdict("ratio").into(),
         ],
     ];
+    if let Some(x) = &r.kdl_extras {
+        rows.push([
+            "  with `/-`, raw strings, types".into(),
+            ms(x.fabrik.median),
+            ms(x.fabrik.min),
+            "".into(),
+            "".into(),
+        ]);
+        rows.push([
+            "  … / fabrik validate".into(),
+            format!("{:.2}×", x.ratio),
+            "".into(),
+            format!("≤ {}×", bench::KDL_EXTRAS_RATIO_TARGET),
+            verdict("kdl extras ratio").into(),
+        ]);
+    }
     let memory_target = format!("< {} MiB", bench::PEAK_MEMORY_TARGET_BYTES >> 20);
     match &r.peak_memory {
         PeakMemory::Measured { peak_bytes, resident_before_bytes } => {
@@ -385,6 +427,7 @@ mod tests {
             fabrik: Timing { median: ms(900), min: ms(880) },
             ratio: 7.2,
             peak_memory,
+            kdl_extras: None,
             phases: Phases { read: ms(4), parse: ms(1700), decode: ms(40), check: ms(13) },
             targets: vec![
                 target("time", "s", 1.0, 0.9),

@@ -89,6 +89,11 @@ impl<'a> Effective<'a> {
 impl Spec {
     /// Every VM entry with its effective view.
     pub fn effective_vms(&self) -> impl Iterator<Item = Effective<'_>> {
-        self.vms.iter().map(|vm| Effective::of(self, vm))
+        // The templates by name once, so that each VM finds its own without a scan.
+        let templates = self.templates_by_name();
+        self.vms.iter().map(move |vm| Effective {
+            vm,
+            template: vm.template.as_ref().and_then(|t| templates.get(t.value.as_str()).copied()),
+        })
     }
 }

@@ -53,7 +53,8 @@ pub(super) fn check(ix: &Index<'_>, attached: &Attached<'_>, out: &mut Vec<Diagn
             }
         }
     }
-    let mut suggested: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+    // Parent NIC name → the highest address given or suggested so far (`None`: none given).
+    let mut highest: HashMap<&str, Option<IpAddr>> = HashMap::new();
     for ((h, parent), nets) in &uses {
         // A parent the host does not declare is an error of its own
         // (`fabrik::fabric::unknown-parent`): the device cannot be made at all.
@@ -61,9 +62,11 @@ pub(super) fn check(ix: &Index<'_>, attached: &Attached<'_>, out: &mut Vec<Diagn
         if declared.ip.is_some() {
             continue;
         }
-        let taken = suggested.entry(parent).or_default();
-        let next = next_free(ix, parent, taken);
-        taken.extend(next);
+        let top = highest.entry(parent).or_insert_with(|| highest_given(ix, parent));
+        let next = top.and_then(after);
+        if next.is_some() {
+            *top = next;
+        }
         out.push(no_address(ix, *h, parent, declared, nets, next));
     }
     for ((parent, ip, first, second), nets) in clashes {
@@ -122,28 +125,25 @@ pub(super) fn nic<'a>(ix: &Index<'a>, host: usize, name: &str) -> Option<&'a Nic
     ix.spec.hosts[host].nics.iter().find(|n| n.name.value == name)
 }
 
-/// An address to suggest for a NIC: the one after the highest any host gives a NIC of
-/// this name, past those already suggested. `None` when no host gives one.
-fn next_free(ix: &Index<'_>, parent: &str, suggested: &[IpAddr]) -> Option<IpAddr> {
-    let mut taken: Vec<IpAddr> = ix
-        .spec
+/// The highest address any host gives a NIC of this name; `None` when no host gives one.
+/// Addresses to suggest count up from it, past those already suggested: each is higher
+/// than every address taken, so none is.
+fn highest_given(ix: &Index<'_>, parent: &str) -> Option<IpAddr> {
+    ix.spec
         .hosts
         .iter()
         .flat_map(|h| &h.nics)
         .filter(|n| n.name.value == parent)
         .filter_map(|n| n.ip.as_ref().map(|ip| ip.value))
-        .collect();
-    taken.extend(suggested);
-    let mut next = *taken.iter().max()?;
-    loop {
-        next = match next {
-            IpAddr::V4(a) => IpAddr::V4(u32::from(a).checked_add(1)?.into()),
-            IpAddr::V6(a) => IpAddr::V6(u128::from(a).checked_add(1)?.into()),
-        };
-        if !taken.contains(&next) {
-            return Some(next);
-        }
-    }
+        .max()
+}
+
+/// The address after `ip`, `None` past the last one.
+fn after(ip: IpAddr) -> Option<IpAddr> {
+    Some(match ip {
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).checked_add(1)?.into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).checked_add(1)?.into()),
+    })
 }
 
 fn networks_phrase(nets: &[&Network]) -> String {

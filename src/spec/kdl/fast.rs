@@ -10,13 +10,16 @@
 //!
 //! Read here: nodes ended by a newline, `;`, `//` comment, `}` or the end; `{ … }`
 //! children; bare identifier strings of printable ASCII; quoted strings with the escapes
-//! `\" \\ \b \f \n \r \t \s \u{…}`; decimal integers and floats, hex integers; `#true`,
-//! `#false`, `#null`; `key=value` properties; `//` and (nested) `/* */` comments;
-//! spaces, tabs, `\n` and `\r\n`. Left to the crate: raw and multi-line strings, `/-`,
-//! type annotations, line continuations and whitespace escapes, `_` in numbers, octal
-//! and binary, `#inf`/`#-inf`/`#nan`, digit runs long enough to overflow, any other
-//! newline or non-ASCII character outside strings and comments, and nodes the converter
-//! refuses (a map with more than one argument).
+//! `\" \\ \b \f \n \r \t \s \u{…}`; single-line raw strings (`#"…"#`, `##"…"##`);
+//! decimal integers and floats, hex integers; `#true`, `#false`, `#null`; `key=value`
+//! properties; type annotations (`(t)`) right before a node's name or an argument;
+//! `/-` comments on a node (ended by a newline or the end), an argument, a property or
+//! a children block; `//` and (nested) `/* */` comments; spaces, tabs, `\n` and `\r\n`.
+//! Left to the crate: multi-line strings, annotated property values, space after an
+//! annotation, line continuations and whitespace escapes, `_` in numbers, octal and
+//! binary, `#inf`/`#-inf`/`#nan`, digit runs long enough to overflow, any other newline
+//! or non-ASCII character outside strings and comments, and nodes the converter refuses
+//! (a map with more than one argument, outside `/-`).
 
 use super::{NESTING_LIMIT, prop_value_span, trimmed};
 use crate::spec::source::{FileId, Span};
@@ -25,7 +28,7 @@ use crate::spec::tree::{Entry, Map, Node, Scalar, Value};
 /// The tree of a KDL file (`Some(None)`: no node at all), or `None` where the file is
 /// not in the subset this parser reads.
 pub(super) fn parse(file_id: FileId, text: &str) -> Option<Option<Node>> {
-    let mut p = Parser { text, b: text.as_bytes(), pos: 0, file_id, depth: 0 };
+    let mut p = Parser { text, b: text.as_bytes(), pos: 0, file_id, depth: 0, dropped: 0 };
     let entries = p.nodes()?;
     // `nodes` stops at a `}`; at the top level it closes no block.
     if p.pos != p.b.len() {
@@ -50,6 +53,9 @@ struct Parser<'a> {
     file_id: FileId,
     /// Children blocks open around `pos`.
     depth: usize,
+    /// `/-` comments open around `pos`: what they hold is read, never converted, so the
+    /// converter's refusals (a map with two arguments) do not apply to it.
+    dropped: usize,
 }
 
 /// A value as written: a string may name a property (`key=value`), other values may not.
@@ -79,7 +85,26 @@ impl<'a> Parser<'a> {
             if matches!(self.peek(), None | Some(b'}')) {
                 return Some(entries);
             }
-            entries.push(self.node()?);
+            if self.slashdash()? {
+                // `/-` comments out the whole node, which must still be well formed.
+                if matches!(self.peek(), None | Some(b'}')) {
+                    return None;
+                }
+                self.dropped += 1;
+                self.node()?;
+                self.dropped -= 1;
+                // The crate reads a `;` after a commented-out node as the start of the
+                // next; a newline or the end it reads as KDL has it.
+                match self.peek() {
+                    None => return Some(entries),
+                    Some(b'\n') => self.pos += 1,
+                    Some(b'\r') if self.at(1) == Some(b'\n') => self.pos += 2,
+                    Some(_) => return None,
+                }
+                continue;
+            } else {
+                entries.push(self.node()?);
+            }
             // The node's terminator. A `;` must follow a node: `;;` is an error in KDL,
             // and the next node cannot start with one.
             match self.peek() {
@@ -95,26 +120,43 @@ impl<'a> Parser<'a> {
     /// One node, its entries, children and the spaces after them, up to its terminator.
     fn node(&mut self) -> Option<Entry> {
         let start = self.pos;
+        self.annotation()?;
+        let name_start = self.pos;
         let Token { value: Scalar::Str(key), is_string: true } = self.token()? else {
             return None;
         };
-        let key_span = self.span(start, self.pos);
+        let key_span = self.span(name_start, self.pos);
         let mut args: Vec<Node> = Vec::new();
         let mut props: Vec<Entry> = Vec::new();
         let mut children = None;
+        // After a `/-` children block only more blocks may follow; after the real one,
+        // only `/-` blocks.
+        let mut blocks_only = false;
         loop {
             let before = self.pos;
             self.node_space()?;
             match self.peek() {
                 None | Some(b'\n' | b'\r' | b';' | b'}') => break,
                 Some(b'/') if self.at(1) == Some(b'/') => break,
-                Some(b'{') => {
-                    children = Some(self.children()?);
-                    self.node_space()?;
-                    break;
-                }
-                // Entries are separated by space.
+                Some(b'{') if children.is_none() => children = Some(self.children()?),
+                // Entries and `/-` are separated by space.
                 Some(_) if self.pos == before => return None,
+                Some(b'/') if self.at(1) == Some(b'-') => {
+                    self.pos += 2;
+                    self.node_space()?;
+                    if self.peek() == Some(b'{') {
+                        self.dropped += 1;
+                        self.children()?;
+                        self.dropped -= 1;
+                        blocks_only = true;
+                    } else if blocks_only || children.is_some() {
+                        return None;
+                    } else {
+                        // Commented out: read, and dropped.
+                        self.entry(&mut Vec::new(), &mut Vec::new())?;
+                    }
+                }
+                Some(_) if blocks_only || children.is_some() => return None,
                 Some(_) => self.entry(&mut args, &mut props)?,
             }
         }
@@ -126,7 +168,7 @@ impl<'a> Parser<'a> {
             }
         } else {
             // A map takes at most one argument; the crate path words the error.
-            if args.len() > 1 {
+            if args.len() > 1 && self.dropped == 0 {
                 return None;
             }
             let label = args.pop().map(Box::new);
@@ -142,18 +184,28 @@ impl<'a> Parser<'a> {
     /// An argument, or a `key=value` property (spaces and comments around `=` allowed).
     fn entry(&mut self, args: &mut Vec<Node>, props: &mut Vec<Entry>) -> Option<()> {
         let start = self.pos;
+        let annotated = self.annotation()?;
+        let key_start = self.pos;
         let token = self.token()?;
         let end = self.pos;
         if token.is_string {
             self.node_space()?;
             if self.peek() == Some(b'=') {
+                // A type annotates a value, never a property's name.
+                if annotated {
+                    return None;
+                }
                 self.pos += 1;
                 self.node_space()?;
+                if self.annotation()? {
+                    // Left to the crate: where its span of an annotated property starts.
+                    return None;
+                }
                 let value = self.token()?.value;
                 let Scalar::Str(key) = token.value else { return None };
                 let whole = self.span(start, self.pos);
                 let value = Node { span: prop_value_span(self.file_id, self.text, whole), value: Value::Scalar(value) };
-                props.push(Entry { key, key_span: self.span(start, end), value });
+                props.push(Entry { key, key_span: self.span(key_start, end), value });
                 return Some(());
             }
             self.pos = end;
@@ -177,6 +229,79 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         self.depth -= 1;
         Some(entries)
+    }
+
+    /// A `/-` before a node, and the line space after it; `false` where there is none.
+    fn slashdash(&mut self) -> Option<bool> {
+        if self.peek() != Some(b'/') || self.at(1) != Some(b'-') {
+            return Some(false);
+        }
+        self.pos += 2;
+        self.line_space()?;
+        Some(true)
+    }
+
+    /// A type annotation, `(name)` right before a node's name or a value, which the tree
+    /// does not keep (as on the crate path); whether there was one.
+    fn annotation(&mut self) -> Option<bool> {
+        if self.peek() != Some(b'(') {
+            return Some(false);
+        }
+        self.pos += 1;
+        match self.peek()? {
+            b'"' => {
+                self.quoted()?;
+            }
+            b'#' => {
+                self.raw()?;
+            }
+            c if is_ident_byte(c) && !c.is_ascii_digit() && !matches!(c, b'+' | b'-' | b'.') => {
+                self.identifier()?;
+            }
+            _ => return None,
+        }
+        if self.peek() != Some(b')') {
+            return None;
+        }
+        self.pos += 1;
+        // Spaces between the annotation and what it annotates are left to the crate.
+        matches!(self.peek(), Some(c) if !matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'(')).then_some(true)
+    }
+
+    /// A single-line raw string, `#"…"#` with one or more `#`, taken as written.
+    fn raw(&mut self) -> Option<String> {
+        let (b, text) = (self.b, self.text);
+        let hashes = b[self.pos..].iter().take_while(|&&c| c == b'#').count();
+        let open = self.pos + hashes;
+        if b.get(open) != Some(&b'"') {
+            return None;
+        }
+        // `#"""` opens a multi-line raw string.
+        if b.get(open + 1) == Some(&b'"') && b.get(open + 2) == Some(&b'"') {
+            return None;
+        }
+        let mut i = open + 1;
+        loop {
+            match *b.get(i)? {
+                b'"' if b.len() >= i + 1 + hashes && b[i + 1..i + 1 + hashes].iter().all(|&c| c == b'#') => {
+                    // More `#` than opened it: not the end the crate would see.
+                    if b.get(i + 1 + hashes) == Some(&b'#') {
+                        return None;
+                    }
+                    self.pos = i + 1 + hashes;
+                    return Some(text[open + 1..i].to_string());
+                }
+                b'\t' | 0x20..=0x7e => i += 1,
+                0x80.. => {
+                    let c = text[i..].chars().next()?;
+                    if is_newline_or_disallowed(c) {
+                        return None;
+                    }
+                    i += c.len_utf8();
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// Spaces, tabs and block comments: what may stand between the parts of a node.
@@ -256,6 +381,9 @@ impl<'a> Parser<'a> {
         let digit_at = |ahead| self.at(ahead).is_some_and(|c: u8| c.is_ascii_digit());
         let token = match self.peek()? {
             b'"' => Token { value: Scalar::Str(self.quoted()?), is_string: true },
+            b'#' if matches!(self.at(1), Some(b'#' | b'"')) => {
+                Token { value: Scalar::Str(self.raw()?), is_string: true }
+            }
             b'#' => Token { value: self.keyword()?, is_string: false },
             b'0'..=b'9' => Token { value: self.number()?, is_string: false },
             b'+' | b'-' if digit_at(1) => Token { value: self.number()?, is_string: false },
@@ -475,6 +603,26 @@ mod tests {
             "a #true{ b }",
             "a b/*x*/c /* multi\nline */ d",
             "a \"x\"{}\nb c {\n}",
+            // Slashdash comments on nodes, arguments, properties and children blocks.
+            "/-a 1\nb",
+            "/-a 1 2 x=1 { b 1 2 { c } }\nd",
+            "/- a { b }\nc; /-d\ne",
+            "a {\n    /-b 1\n    c 2\n}",
+            "a /-1 2",
+            "a 1 /-2",
+            "a /-x=1 y=2",
+            "a x=1 /-y=2 /* c */ ",
+            "a 1 /-{ b }",
+            "a x=1 /-{ b } { c }",
+            "a { c } /-{ d }",
+            "a /-{ b }",
+            // Raw strings, as names, values and property names.
+            "a #\"raw \\n \"quoted\"\"# ##\"x\"#y\"## #\"\"#",
+            "#\"raw name\"# #\"k\"#=#\"v\"#",
+            // Type annotations on nodes and values.
+            "(t)a 1",
+            "a (u8)1 (\"q t\")\"s\"\nb (u8)1 x=1",
+            "(t)a (u)1 { (v)b }",
         ];
         for text in cases {
             assert!(taken(text), "the fast path should take {text:?}");
@@ -486,12 +634,11 @@ mod tests {
         let cases = [
             "a 1_000",
             "a 0o7 0b1",
-            "a #\"raw\"#",
             "a \"\"\"\n  text\n  \"\"\"",
-            "/-a 1\nb",
-            "a /-1 2",
-            "(t)a 1",
-            "a (u8)1",
+            "a #\"\"\"\n  raw\n  \"\"\"#",
+            "a (t) 1",
+            "(t) a",
+            "a x=(t)1",
             "a \\\n  b",
             "a \"x\\   y\"",
             "a #inf #-inf #nan",
@@ -562,6 +709,17 @@ mod tests {
             "a 1 2 x=1",
             "a /* open",
             "a /*/",
+            "a #\"x\ny\"#",
+            "a #\"x\"",
+            "a #\"x\"##",
+            "/-",
+            "a /-",
+            "a { /- }",
+            "a {} 1",
+            "a /-{} 1",
+            "a (t)x=1",
+            "/-a; b",
+            "a { /-b; c }",
         ];
         for text in cases {
             assert!(!taken(text), "the fast path should leave {text:?} to the crate");

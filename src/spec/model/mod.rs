@@ -237,4 +237,23 @@ impl Spec {
     pub fn template(&self, name: &str) -> Option<&Template> {
         self.templates.iter().find(|t| t.name.value == name)
     }
+
+    /// Every template by name, the first where a name repeats (as [`Spec::template`]):
+    /// for looking up many VMs' templates without a scan each.
+    pub fn templates_by_name(&self) -> std::collections::HashMap<&str, &Template> {
+        let mut out = std::collections::HashMap::with_capacity(self.templates.len());
+        for t in &self.templates {
+            out.entry(t.name.value.as_str()).or_insert(t);
+        }
+        out
+    }
+
+    /// Every host by name, the first where a name repeats (as [`Spec::host`]).
+    pub fn hosts_by_name(&self) -> std::collections::HashMap<&str, &Host> {
+        let mut out = std::collections::HashMap::with_capacity(self.hosts.len());
+        for h in &self.hosts {
+            out.entry(h.name.value.as_str()).or_insert(h);
+        }
+        out
+    }
 }
