@@ -10,6 +10,8 @@ cargo clippy -p sim-nvml --all-targets --quiet -- -D warnings
 cargo build -p sim-nvml --quiet
 cargo test -p sim-nvml --quiet
 cargo test --all-targets
+# The benchmark's serde_yaml baseline is behind the `bench` feature (docs/bench.md).
+cargo test --features bench --test formats --quiet
 cargo test --doc --quiet
 # Coverage-guided fuzzing, 15 s per target (docs/fuzzing.md).
 bash scripts/fuzz.sh 15
