@@ -7,8 +7,9 @@ export DEBIAN_FRONTEND=noninteractive
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Build: a C toolchain and pkg-config for -sys crates, libvirt's headers for the libvirt
-# driver.
-packages=(build-essential pkg-config libvirt-dev)
+# driver. Tests: cloud-init (`cloud-init schema` checks every user-data the examples
+# make), util-linux's blkid (reads a seed image's label as cloud-init finds it).
+packages=(build-essential pkg-config libvirt-dev cloud-init util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

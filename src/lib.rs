@@ -26,6 +26,7 @@ pub mod driver;
 pub mod files;
 pub mod formats;
 pub mod graph;
+pub mod guest;
 pub mod hw;
 pub mod inventory;
 pub mod live;

@@ -12,6 +12,7 @@ pub mod macs;
 pub mod mig;
 pub mod names;
 pub mod numa;
+pub mod params;
 pub mod quota;
 pub mod refs;
 pub mod rules;
@@ -37,6 +38,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     devices::RULES,
     macs::RULES,
     addresses::RULES,
+    params::RULES,
     volumes::RULES,
     scope::RULES,
     trust::RULES,
@@ -64,6 +66,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     devices::check(spec, &mut out);
     macs::check(spec, &mut out);
     addresses::check(spec, &mut out);
+    params::check(spec, &mut out);
     volumes::check(spec, &mut out);
     out
 }

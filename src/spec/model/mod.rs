@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod network;
+pub mod params;
 pub mod scope;
 pub mod storage;
 pub mod tenant;
@@ -12,6 +13,7 @@ pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
 pub use network::{NetKind, Network, Purpose};
+pub use params::{ParamDecl, ParamSetting, ParamType, ParamValue};
 pub use scope::{FileScope, Scope};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};
 pub use tenant::{Quota, Sharing, Tenant};
