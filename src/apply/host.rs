@@ -233,6 +233,7 @@ fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
             v.clone_volume(pool, xml, from_pool, from_volume)
         }
         Step::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
+        Step::UploadSeed { pool, name, image } => v.upload_volume(pool, name, &image.0),
         Step::DeleteVolume { pool, name } => v.delete_volume(pool, name),
         Step::DetachDevice { address } => v.detach_device(*address),
         Step::SetMigMode { .. }

@@ -19,6 +19,7 @@ pub mod journal;
 pub mod lock;
 pub mod progress;
 pub mod schedule;
+pub mod seed;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -108,7 +109,10 @@ pub fn apply(
 ) -> Report {
     let t0 = Instant::now();
     // The same MACs the plan kept for running VMs (a pure function of the same state).
-    let desired = &crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    let desired = &crate::guest::volume::rehash(&crate::desired::addr::keep_live(
+        &crate::desired::mac::keep_live(desired, live),
+        live,
+    ));
     let conns: BTreeMap<&str, Arc<host::HostConn>> = hosts
         .iter()
         .map(|h| {

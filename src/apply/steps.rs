@@ -89,6 +89,12 @@ pub enum Step {
         name: String,
         capacity: ByteSize,
     },
+    /// Writes a VM's cloud-init seed image into its volume (see [`super::seed`]).
+    UploadSeed {
+        pool: String,
+        name: String,
+        image: crate::guest::SeedImage,
+    },
     DeleteVolume {
         pool: String,
         name: String,
@@ -181,6 +187,7 @@ impl Step {
             | Step::CreateVolume { .. }
             | Step::CloneVolume { .. }
             | Step::ResizeVolume { .. }
+            | Step::UploadSeed { .. }
             | Step::DeleteVolume { .. }
             | Step::DetachDevice { .. } => Concern::Virt,
             Step::SetMigMode { .. } | Step::CreateMigInstance { .. } | Step::DestroyMigInstance { .. } => Concern::Gpus,
@@ -219,6 +226,9 @@ impl Step {
                 format!("create volume `{pool}/{name}` from `{from_pool}/{from_volume}`")
             }
             Step::ResizeVolume { pool, name, capacity } => format!("grow volume `{pool}/{name}` to {capacity}"),
+            Step::UploadSeed { pool, name, image } => {
+                format!("write the cloud-init seed ({} bytes) to volume `{pool}/{name}`", image.0.len())
+            }
             Step::DeleteVolume { pool, name } => format!("delete volume `{pool}/{name}`"),
             Step::RecordVolume { id, .. } => format!("record `{id}` as made by fabrik"),
             Step::ForgetVolume { id } => format!("forget `{id}`"),
@@ -336,6 +346,7 @@ fn vm(
                 out.push(Step::ShutdownDomain { name: name.clone(), timeout });
                 out.push(Step::UndefineDomain { name: name.clone() });
             }
+            out.extend(super::seed::for_vm(vm, action)?);
             out.push(Step::DefineDomain { name: name.clone(), xml });
             if vm.autostart {
                 out.push(Step::DomainAutostart { name: name.clone(), on: true });
@@ -354,6 +365,7 @@ fn vm(
                     Some(u) => with_uuid(xml, u),
                     None => xml,
                 };
+                out.extend(super::seed::for_vm(vm, action)?);
                 out.push(Step::DefineDomain { name: name.clone(), xml });
             }
             let restart = definition && action.class == Class::RestartNow && run;
@@ -466,7 +478,9 @@ fn volume(host: &DesiredHost, action: &Action) -> Result<Vec<Step>, StepError> {
             // Recorded before it is made: an apply killed in between leaves a record of a
             // volume that is not there (the next plan creates it, recording it again),
             // never a volume fabrik made but forgot, which it could never delete.
-            Ok(vec![Step::RecordVolume { id: id.clone(), deletable: vol.deletable }, make])
+            let mut out = vec![Step::RecordVolume { id: id.clone(), deletable: vol.deletable }, make];
+            out.extend(super::seed::for_volume(host, vol)?);
+            Ok(out)
         }
         Op::Update => match vol.capacity {
             Some(capacity) => Ok(vec![Step::ResizeVolume { pool, name, capacity }]),

@@ -44,6 +44,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
+    crate::guest::volume::add(spec, &mut hosts);
     for h in &mut hosts {
         h.hugepages.sort_by(|a, b| a.id.cmp(&b.id));
         h.gpus.sort_by(|a, b| a.id.cmp(&b.id));
@@ -224,6 +225,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
         firmware: e.firmware().map_or(Firmware::Bios, |f| f.value),
         power,
         autostart: power == Power::Running,
+        seed: None,
         spec_hash: String::new(),
     };
     vm.spec_hash = spec_hash(&vm);
@@ -231,7 +233,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
 }
 
 /// `vda`, …, `vdz`, `vdaa`, … as Linux names disks.
-fn disk_letter(mut n: usize) -> String {
+pub(crate) fn disk_letter(mut n: usize) -> String {
     let mut s = Vec::new();
     loop {
         s.push(b'a' + (n % 26) as u8);

@@ -219,6 +219,10 @@ pub struct DesiredVm {
     pub firmware: Firmware,
     pub power: Power,
     pub autostart: bool,
+    /// Its cloud-init NoCloud seed, when its guest has something to be told (see
+    /// [`crate::guest::volume`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<crate::guest::DesiredSeed>,
     /// Hash of everything above, recorded in the domain's ownership metadata.
     pub spec_hash: String,
 }

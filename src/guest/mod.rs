@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod seed;
+pub mod volume;
 
 pub use config::{Facts, GuestError, NicConfig, SeedFiles, StaticAddress};
+pub use volume::{DesiredSeed, SeedImage};
 
 use crate::desired::{DesiredNic, DesiredVm};
 

@@ -256,7 +256,10 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
     let desired_hash = desired_hash(desired);
-    let desired = &crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    let desired = &crate::guest::volume::rehash(&crate::desired::addr::keep_live(
+        &crate::desired::mac::keep_live(desired, live),
+        live,
+    ));
     // The first live host of each name, as a search from the front would find it.
     let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
     for l in live {

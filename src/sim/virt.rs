@@ -96,6 +96,11 @@ fn failed(what: String) -> DriverError {
     DriverError::new(ErrorKind::Failed, what)
 }
 
+/// What was uploaded to volume `pool/name` of the twin whose state folder is `dir`.
+pub fn content_path(dir: &Path, pool: &str, name: &str) -> PathBuf {
+    dir.join("volumes").join(pool).join(name)
+}
+
 /// Opens the twin's libvirt, restoring what earlier runs made.
 pub fn open(dir: &Path, host: &Host) -> std::result::Result<Box<dyn Virt>, DriverError> {
     Ok(Box::new(SimVirt::open(dir, host)?))
@@ -237,6 +242,32 @@ impl SimVirt {
             _ => translate::with_volume_capacity(xml, source.capacity),
         };
         self.inner.create_volume(pool, &translate::volume_to_test(&xml))
+    }
+
+    /// Where the twin keeps what was uploaded to a volume (the test driver's volumes hold
+    /// no data): `volumes/<pool>/<name>` in the host's state folder.
+    pub fn content_path(&self, pool: &str, name: &str) -> PathBuf {
+        content_path(&self.dir, pool, name)
+    }
+
+    /// An upload. The test driver has no `virStorageVolUpload`; the twin refuses what
+    /// libvirt's storage driver refuses (no such volume; data past the volume's
+    /// capacity) and keeps the bytes as the volume's content.
+    fn upload_volume_as_libvirt(&mut self, pool: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let what = format!("cannot upload {} bytes to volume `{name}` in pool `{pool}`", bytes.len());
+        let capacity = self.volume(pool, name)?.info().map_err(|e| libvirt_error(&what, e))?.capacity;
+        if bytes.len() as u64 > capacity {
+            return Err(DriverError::new(
+                ErrorKind::Failed,
+                format!("{what}: range {} exceeds the volume's capacity {capacity}", bytes.len()),
+            )
+            .with_code("VIR_ERR_INVALID_ARG"));
+        }
+        let path = self.content_path(pool, name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| failed(format!("{what}: {e}")))?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| failed(format!("{what}: {e}")))
     }
 
     /// Grows a volume. The test driver has no `virStorageVolResize`; the twin refuses to
@@ -474,7 +505,13 @@ impl Virt for SimVirt {
     }
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
         let r = self.inner.delete_volume(pool, name);
+        if r.is_ok() {
+            let _ = std::fs::remove_file(self.content_path(pool, name));
+        }
         self.saved(r)
+    }
+    fn upload_volume(&mut self, pool: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.upload_volume_as_libvirt(pool, name, bytes)
     }
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
         let r = self.resize_volume_as_libvirt(pool, name, capacity);

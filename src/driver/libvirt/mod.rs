@@ -628,6 +628,28 @@ impl Virt for LibvirtDriver {
             .map_err(err(format!("cannot grow volume `{name}` in pool `{pool}` to {capacity}")))
     }
 
+    fn upload_volume(&mut self, pool: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let what = format!("cannot upload {} bytes to volume `{name}` in pool `{pool}`", bytes.len());
+        let vol = self.volume(pool, name)?;
+        let stream = virt::stream::Stream::new(self.connection(), 0).map_err(err(what.clone()))?;
+        vol.upload(&stream, 0, bytes.len() as u64, 0).map_err(err(what.clone()))?;
+        let mut sent = 0;
+        while sent < bytes.len() {
+            match stream.send(&bytes[sent..]) {
+                Ok(n) if n > 0 => sent += n as usize,
+                Ok(_) => {
+                    let _ = stream.abort();
+                    return Err(DriverError::new(ErrorKind::Failed, format!("{what}: the stream took nothing")));
+                }
+                Err(e) => {
+                    let _ = stream.abort();
+                    return Err(libvirt_error(&what, e));
+                }
+            }
+        }
+        stream.finish().map_err(err(what))
+    }
+
     fn detach_device(&mut self, address: PciAddress) -> Result<()> {
         self.nodedev(address)?
             .detach_flags(Some("vfio"), 0)

@@ -163,6 +163,8 @@ pub struct Vm {
     /// Values for the template's parameters. Not serialized: some may be secrets.
     #[serde(skip)]
     pub params: Vec<ParamSetting>,
+    /// SSH public keys this VM's guest accepts, beside its tenant's.
+    pub ssh_keys: Vec<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -215,6 +217,11 @@ pub static VM: Shape = Shape {
         opt("cpus", Ty::CpuSet, "host CPUs the vCPUs are pinned to"),
         opt("power", Ty::Enum(Power::NAMES), "running (default) or stopped"),
         params::VM_FIELD,
+        opt(
+            "ssh-keys",
+            Ty::List(&Ty::Str),
+            "SSH public keys this VM accepts, beside its tenant's (in its cloud-init seed)",
+        ),
     ],
     more: WORKLOAD_FIELDS,
 };
@@ -389,6 +396,7 @@ pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
     };
     let workload = decode_workload(d, &o);
     let params = o.get("params").map(|n| params::decode_settings(d, n)).unwrap_or_default();
+    let ssh_keys = o.get("ssh-keys").map(|n| d.list(n, "ssh-keys", |d, n| d.string(n, "ssh-keys"))).unwrap_or_default();
     Some(Vm {
         name: name?,
         description,
@@ -401,6 +409,7 @@ pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
         power: power?,
         workload,
         params,
+        ssh_keys,
         span: o.span,
     })
 }
