@@ -5,30 +5,16 @@ use std::path::Path;
 use std::process::Command;
 
 use fabrik::guest::{self, SeedFiles, seed};
-use fabrik::spec::model::params;
 
-/// Every VM of an example whose template gives user-data or parameters, with its seed.
+/// Every VM of an example that gets a seed, with the seed's files, as apply writes them.
 fn seeds(example: &str) -> Vec<(String, SeedFiles)> {
     let v = fabrik::check::validate(&Path::new(env!("CARGO_MANIFEST_DIR")).join(example));
     assert!(v.is_valid(), "{example} validates");
     let desired = fabrik::desired::build::build(&v.spec).expect("the example places");
     let mut out = Vec::new();
     for vm in desired.hosts.iter().flat_map(|h| h.vms.iter()) {
-        let entry =
-            v.spec.vms.iter().find(|e| e.instance_names().contains(&vm.name)).expect("a VM comes from an entry");
-        let Some(template) = entry.template.as_ref().and_then(|t| v.spec.template(&t.value)) else { continue };
-        if template.user_data.is_none() && template.params.is_empty() {
-            continue;
-        }
-        let resolved = params::resolve(&template.params, &entry.params);
-        let files = guest::config::build(
-            template.user_data.as_ref().map(|u| u.value.as_str()),
-            &guest::facts(vm),
-            &resolved,
-            &[],
-            &guest::nics(vm, |_| None),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", vm.name));
+        let Some(seed) = &vm.seed else { continue };
+        let files = guest::volume::files(vm, seed).unwrap_or_else(|e| panic!("{}: {e}", vm.name));
         out.push((vm.name.clone(), files));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));

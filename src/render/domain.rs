@@ -333,6 +333,7 @@ mod tests {
             firmware: Firmware::Bios,
             power: Power::Running,
             autostart: false,
+            seed: None,
             spec_hash: "h".into(),
         }
     }
