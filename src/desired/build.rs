@@ -279,9 +279,10 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
-/// The hash of a VM's desired fields (its JSON with `spec_hash` empty).
+/// The hash of a VM's desired fields (its JSON with `spec_hash` empty). The seed is left
+/// out: the mark records its own hash, which changes with what the guest is told.
 pub fn spec_hash(vm: &DesiredVm) -> String {
-    let bare = DesiredVm { spec_hash: String::new(), ..vm.clone() };
+    let bare = DesiredVm { spec_hash: String::new(), seed: None, ..vm.clone() };
     let json = serde_json::to_vec(&bare).unwrap_or_default();
     format!("{:016x}", fnv1a(&json))
 }
