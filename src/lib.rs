@@ -23,6 +23,7 @@ pub mod cli;
 pub mod desired;
 pub mod diag;
 pub mod driver;
+pub mod endpoints;
 pub mod files;
 pub mod formats;
 pub mod graph;

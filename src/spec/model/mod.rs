@@ -3,6 +3,7 @@
 //! Each file decodes to a [`Spec`] of its own; [`Spec::merge`] joins them. References
 //! between objects are names here; `check::refs` makes sure they resolve.
 
+pub mod endpoint;
 pub mod host;
 pub mod network;
 pub mod params;

@@ -141,6 +141,8 @@ pub struct Template {
     pub params: Vec<ParamDecl>,
     /// The guest's cloud-config, a minijinja template (see `crate::guest::config`).
     pub user_data: Option<Spanned<String>>,
+    /// Services its VMs expose (see [`super::endpoint`]).
+    pub endpoints: Vec<super::endpoint::Endpoint>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -198,6 +200,7 @@ pub static TEMPLATE: Shape = Shape {
             Ty::Str,
             "the guest's `#cloud-config` user-data, a Jinja template of `vm` (name, tenant, gpus, macs), `params` and `ssh_keys`",
         ),
+        super::endpoint::TEMPLATE_FIELD,
     ],
     more: WORKLOAD_FIELDS,
 };
@@ -377,7 +380,8 @@ pub fn decode_template(d: &mut Decoder, n: &Node) -> Option<Template> {
     let workload = decode_workload(d, &o);
     let params = d.items(&o, "params", params::decode_param);
     let user_data = o.get("user-data").and_then(|n| d.string(n, "user-data"));
-    Some(Template { name: name?, description, workload, params, user_data, span: o.span })
+    let endpoints = d.items(&o, "endpoints", super::endpoint::decode);
+    Some(Template { name: name?, description, workload, params, user_data, endpoints, span: o.span })
 }
 
 pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
