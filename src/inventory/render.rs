@@ -117,6 +117,26 @@ fn host(out: &mut String, h: &HostReport, simulated: bool) {
     }
 }
 
+/// `endpoints` and one line per endpoint: VM, name, URL, probe.
+fn endpoints(out: &mut String, eps: &[crate::endpoints::Report]) {
+    if eps.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "endpoints");
+    let vm_w = eps.iter().map(|e| e.endpoint.vm.len() + 1 + e.endpoint.name.len()).max().unwrap_or(0);
+    let url_w = eps.iter().map(|e| e.endpoint.url.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
+    for e in eps {
+        let who = format!("{}/{}", e.endpoint.vm, e.endpoint.name);
+        let url = e.endpoint.url.as_deref().unwrap_or("-");
+        let detail = match &e.probe {
+            crate::endpoints::Probe::Healthy | crate::endpoints::Probe::Simulated => String::new(),
+            crate::endpoints::Probe::Unhealthy(d) | crate::endpoints::Probe::NoAddress(d) => format!(" ({d})"),
+        };
+        let _ = writeln!(out, "  {who:<vm_w$}  {url:<url_w$}  {}{detail}", e.probe.word());
+    }
+    out.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,24 +163,4 @@ mod tests {
         };
         assert_eq!(mig_picture(&gpu), "[2g.35gb|1g |...|3g.71gb        ]");
     }
-}
-
-/// `endpoints` and one line per endpoint: VM, name, URL, probe.
-fn endpoints(out: &mut String, eps: &[crate::endpoints::Report]) {
-    if eps.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "endpoints");
-    let vm_w = eps.iter().map(|e| e.endpoint.vm.len() + 1 + e.endpoint.name.len()).max().unwrap_or(0);
-    let url_w = eps.iter().map(|e| e.endpoint.url.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
-    for e in eps {
-        let who = format!("{}/{}", e.endpoint.vm, e.endpoint.name);
-        let url = e.endpoint.url.as_deref().unwrap_or("-");
-        let detail = match &e.probe {
-            crate::endpoints::Probe::Healthy | crate::endpoints::Probe::Simulated => String::new(),
-            crate::endpoints::Probe::Unhealthy(d) | crate::endpoints::Probe::NoAddress(d) => format!(" ({d})"),
-        };
-        let _ = writeln!(out, "  {who:<vm_w$}  {url:<url_w$}  {}{detail}", e.probe.word());
-    }
-    out.push('\n');
 }
