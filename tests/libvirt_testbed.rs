@@ -227,6 +227,41 @@ fn dir_pool_with_volumes() {
     assert!(path.is_dir());
 }
 
+/// A cloud-init seed image goes into a raw volume through libvirt's volume upload (a
+/// stream from this process), byte for byte; more than the volume holds is refused.
+#[test]
+fn a_seed_image_uploads_into_a_raw_volume() {
+    let Some(tb) = Testbed::start("apseed", &["h1"]) else { return };
+    let host = tb.host("h1");
+    let mut v = LibvirtDriver::connect(&host.uri).unwrap();
+    let path = host.dir.join("vms");
+    let xml = format!("<pool type='dir'><name>vms</name><target><path>{}</path></target></pool>", path.display());
+    v.define_pool(&xml).unwrap();
+    v.start_pool("vms").unwrap();
+    let files = fabrik::guest::SeedFiles {
+        user_data: "#cloud-config\nhostname: vm0\n".into(),
+        meta_data: "instance-id: vm0-1\nlocal-hostname: vm0\n".into(),
+        network_config: "version: 2\n".into(),
+        instance_id: "vm0-1".into(),
+    };
+    let image = fabrik::guest::seed::image(&files).unwrap();
+    let vol = format!(
+        "<volume><name>vm0+cidata</name><capacity unit='bytes'>{}</capacity><target><format type='raw'/></target></volume>",
+        image.len()
+    );
+    v.create_volume("vms", &vol).unwrap();
+    v.upload_volume("vms", "vm0+cidata", &image).unwrap();
+    let written = std::fs::read(path.join("vm0+cidata")).unwrap();
+    assert_eq!(written.len(), image.len());
+    assert!(written == image, "the volume holds the image");
+    let (label, got) = fabrik::guest::seed::read(&written).unwrap();
+    assert_eq!((label.trim_end(), got.len()), ("CIDATA", 3));
+    // libvirt's dir pool does not refuse more than the capacity (the twin does as it
+    // does); fabrik's seed image is always exactly its volume's capacity.
+    assert_eq!(v.upload_volume("vms", "nope", &image).unwrap_err().kind, ErrorKind::NotFound);
+    v.delete_volume("vms", "vm0+cidata").unwrap();
+}
+
 /// The figure the issue asks for: 200 defined domains, all read back by `domains()`.
 #[test]
 fn two_hundred_domains_read_back() {
