@@ -63,6 +63,17 @@ pub static RULES: &[Rule] = &[
         example: "templates:\n  - name: vllm\n    vcpus: 8\n    memory: 64GiB\n    params:\n      - { name: port, type: integer, default: 8000 }\n      - { name: port, type: string }",
         fix: "remove one of the declarations, or rename it",
     },
+    Rule {
+        code: "fabrik::params::user-data",
+        summary: "a template's `user-data` does not render for a VM: an undefined variable (a misspelt parameter), a syntax error, or text that is not `#cloud-config`",
+        protects: "the seed could not be built at apply, or, worse, a guest would boot with a configuration its author never wrote",
+        example: concat!(
+            "templates:\n  - name: vllm\n    vcpus: 8\n    memory: 64GiB\n    params:\n      - { name: model, type: string, default: a/b }\n",
+            "    user-data: \"#cloud-config\\nhostname: {{ params.modle }}\"\n",
+            "vms:\n  - { name: a, tenant: acme, template: vllm }"
+        ),
+        fix: "use only `vm` (name, tenant, gpus, macs), `params.<name>` of declared parameters and `ssh_keys`, in minijinja (Jinja2) syntax, and start the text with `#cloud-config`",
+    },
 ];
 
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
@@ -71,7 +82,55 @@ pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     }
     for vm in &spec.vms {
         let template = vm.template.as_ref().and_then(|t| spec.template(&t.value));
+        let before = out.iter().filter(|d| d.is_error()).count();
         check_vm(vm, template, out);
+        // A VM whose values are wrong has been told so; its user-data is tried once they are right.
+        if let Some(t) = template
+            && out.iter().filter(|d| d.is_error()).count() == before
+        {
+            check_user_data(spec, vm, t, out);
+        }
+    }
+}
+
+/// Renders the template's user-data for the VM (its first replica's name, no MACs): what
+/// fails here would fail for every replica at apply.
+fn check_user_data(spec: &Spec, vm: &Vm, t: &Template, out: &mut Vec<Diagnostic>) {
+    let Some(text) = &t.user_data else { return };
+    let facts = crate::guest::Facts {
+        name: vm.instance_names().into_iter().next().unwrap_or_else(|| vm.name.value.clone()),
+        tenant: vm.tenant.value.clone(),
+        gpus: 0,
+        macs: Vec::new(),
+    };
+    let params = crate::spec::model::params::resolve(&t.params, &vm.params);
+    let keys: Vec<String> = spec
+        .tenants
+        .iter()
+        .filter(|x| x.name.value == vm.tenant.value)
+        .flat_map(|x| x.ssh_keys.iter())
+        .chain(vm.ssh_keys.iter())
+        .map(|k| k.value.clone())
+        .collect();
+    if let Err(e) = crate::guest::config::user_data(&text.value, &facts, &params, &keys) {
+        let why = match &e {
+            crate::guest::GuestError::Render { message, .. } => message.clone(),
+            crate::guest::GuestError::NotCloudConfig { .. } => "it does not start with `#cloud-config`".to_string(),
+        };
+        out.push(
+            Diagnostic::error(
+                "fabrik::params::user-data",
+                format!(
+                    "the user-data of template `{}` does not render for VM `{}`: {why}",
+                    t.name.value, vm.name.value
+                ),
+            )
+            .at(text.span, "this template")
+            .also(vm.span, "for this VM")
+            .help(
+                "use only `vm`, `params.<name>` of declared parameters and `ssh_keys`, and start with `#cloud-config`",
+            ),
+        );
     }
 }
 

@@ -118,6 +118,20 @@ pub fn user_data(
 ) -> Result<String, GuestError> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // minijinja's `tojson` writes an undefined value as `null` even in strict mode: a
+    // misspelt `params.modle | tojson` would reach the guest as `null`. This one refuses.
+    env.add_filter(
+        "tojson",
+        |value: &minijinja::Value, indent: Option<minijinja::Value>, args: minijinja::value::Kwargs| {
+            if value.is_undefined() {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    "`tojson` of an undefined value (a misspelt parameter or variable?)",
+                ));
+            }
+            minijinja::filters::tojson(value, indent, args)
+        },
+    );
     let params: std::collections::BTreeMap<&str, minijinja::Value> =
         params.iter().map(|p| (p.name.as_str(), value(p))).collect();
     let render_err = |e: minijinja::Error| GuestError::Render { vm: facts.name.clone(), message: e.to_string() };
@@ -236,6 +250,12 @@ mod tests {
     #[test]
     fn an_undefined_variable_is_an_error_not_an_empty_string() {
         let e = user_data("#cloud-config\nx: {{ params.modle }}\n", &facts(), &[], &[]).unwrap_err();
+        assert!(matches!(e, GuestError::Render { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn an_undefined_variable_through_tojson_is_an_error_too() {
+        let e = user_data("#cloud-config\nx: {{ params.modle | tojson }}\n", &facts(), &[], &[]).unwrap_err();
         assert!(matches!(e, GuestError::Render { .. }), "{e:?}");
     }
 
