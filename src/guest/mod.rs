@@ -2,8 +2,9 @@
 //! meta-data, network-config), built purely from the desired VM, its template's
 //! parameters and the tenant's SSH keys, and packed into a FAT image labelled `CIDATA`.
 //!
-//! [`config`] makes the three documents; [`seed`] packs them. Nothing here touches a
-//! host: storing the image as a volume and attaching it is the driver's job.
+//! [`config`] makes the three documents; [`seed`] packs them; [`volume`] decides which
+//! VMs get a seed, its volume and disk, and its hash. Nothing here touches a host:
+//! `apply::seed` uploads the image through the driver.
 
 pub mod config;
 pub mod seed;
@@ -25,9 +26,9 @@ pub fn facts(vm: &DesiredVm) -> Facts {
     }
 }
 
-/// The guest's NICs, in the VM's order. `address` gives a NIC its static address;
-/// `|_| None` (DHCP everywhere) until networks allocate addresses: that allocator is
-/// meant to be passed here.
+/// The guest's NICs, in the VM's order. `address` gives a NIC its static address
+/// (`None`: DHCP); [`volume::files`] passes each NIC's allocated or declared
+/// `DesiredNic::address`.
 pub fn nics(vm: &DesiredVm, address: impl Fn(&DesiredNic) -> Option<StaticAddress>) -> Vec<NicConfig> {
     vm.nics.iter().map(|n| NicConfig { mac: n.mac.clone(), address: address(n) }).collect()
 }
