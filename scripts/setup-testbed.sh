@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the real test hosts need (tests/testbed/testbed.sh): libvirtd with the
 # QEMU driver, QEMU for x86 with KVM, iproute2 for network namespaces, dnsmasq for
-# libvirt networks. Run as root (or with sudo). Safe to run again: it installs only what
+# libvirt networks; QEMU for aarch64 (TCG) with its UEFI (AAVMF) for Grace-shaped guests
+# (tests/aarch64_testbed.rs). Run as root (or with sudo). Safe to run again: it installs only what
 # is missing and creates only what does not exist.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -12,6 +13,7 @@ installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install o
 packages=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 iproute2 iptables dnsmasq-base util-linux procps
+  qemu-system-arm qemu-efi-aarch64
 )
 
 missing=()

@@ -19,6 +19,8 @@ pub const GRAPH: &str = "fabrik-graph/1";
 pub const BENCH: &str = "fabrik-bench/1";
 /// `fabrik inventory --format json`.
 pub const INVENTORY: &str = "fabrik-inventory/1";
+/// `fabrik import --format json`.
+pub const IMPORT: &str = "fabrik-import/1";
 /// `fabrik apply --format json`: one event object per line.
 pub const APPLY_EVENT: &str = "fabrik-apply-event/1";
 

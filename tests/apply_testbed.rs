@@ -474,7 +474,13 @@ fn an_apply_from_another_checkout_is_kept_out_by_the_hosts_lock() {
         "the error names the host and who holds it: {}",
         refused.stderr
     );
-    assert!(refused.events.is_empty(), "no plan, no action: {}", refused.transcript());
+    // No plan, no action: only the typed error.
+    let kinds: Vec<(&str, &str)> = refused
+        .events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap_or_default(), e["kind"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(kinds, [("error", "locked")], "{}", refused.transcript());
     let mut view = HostView::of(h1);
     assert!(view.domains().is_empty(), "nothing was applied");
     assert!(view.ifindex(&f.tenant("acme").bridge()).is_none(), "nothing was applied");

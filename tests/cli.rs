@@ -83,7 +83,102 @@ fn json_format_is_one_document_on_stdout() {
     let o = fabrik(&["validate", "--format", "json", "examples/minimal"]);
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v, serde_json::json!({ "format": "fabrik-validate/1", "valid": true, "diagnostics": [] }));
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "format": "fabrik-validate/1",
+            "valid": true,
+            "files": ["examples/minimal/factory.yaml"],
+            "diagnostics": []
+        })
+    );
+}
+
+/// GitHub resolves an annotation's `file` against the repository: fabrik run from a
+/// subdirectory, given an absolute path, still names `fixtures/…`; a diagnostic's related
+/// place is in its message (`see also:`) and gets a `::notice` of its own that points back.
+#[test]
+fn github_annotations_are_repository_relative_and_carry_related_places() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["validate", "--format", "github"])
+        .arg(root.join("fixtures/invalid/dir-duplicate-host-across-files"))
+        .current_dir(root.join("docs"))
+        .env_remove("GITHUB_WORKSPACE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(!out.contains(&format!("file={}", env!("CARGO_MANIFEST_DIR"))), "no absolute path: {out}");
+    let error = out.lines().find(|l| l.starts_with("::error ")).expect("an error");
+    assert!(
+        error.starts_with("::error file=fixtures/invalid/dir-duplicate-host-across-files/gpu02.yaml,line=4,col=11,"),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(
+            "%0Asee also: fixtures/invalid/dir-duplicate-host-across-files/gpu01.yaml:3:11: first defined here"
+        ),
+        "{error}"
+    );
+    let notice = out.lines().find(|l| l.starts_with("::notice ")).expect("a notice on the related place");
+    assert!(
+        notice.starts_with(
+            "::notice file=fixtures/invalid/dir-duplicate-host-across-files/gpu01.yaml,line=3,col=11,title=fabrik%3A%3Aspec%3A%3Aduplicate-name (related)::first defined here%0Arelated to fixtures/invalid/dir-duplicate-host-across-files/gpu02.yaml:4:11"
+        ),
+        "{notice}"
+    );
+}
+
+/// `fabrik validate .` at the repository root: the root `.fabrikignore` leaves out the
+/// fixtures (invalid on purpose), the tests and the examples (each a factory of its own),
+/// so no file of theirs is read and no diagnostic names one.
+#[test]
+fn validate_at_the_repository_root_reads_no_fixture() {
+    let o = fabrik(&["validate", ".", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    let files: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    for dir in ["fixtures/", "tests/", "fuzz/", "examples/", "target/"] {
+        assert!(!files.iter().any(|f| f.contains(dir)), "{dir} read: {files:?}");
+    }
+    let text = v["diagnostics"].to_string();
+    assert!(!text.contains("fixtures/") && !text.contains("tests/"), "no diagnostic of a fixture: {text}");
+    assert!(v["diagnostics"].as_array().unwrap().iter().all(|d| d["file"].is_null()), "no file read: {text}");
+    // The same with `--list-files`: nothing listed before the verdict.
+    let o = fabrik(&["validate", ".", "--list-files"]);
+    assert!(!stdout(&o).contains("fixtures/"), "{}", stdout(&o));
+}
+
+/// A stray `docker-compose.yml` beside a factory is read (and is an error) until
+/// `.fabrikignore` or `.gitignore` leaves it out; then only the factory is read, and
+/// `--list-files` and the JSON say so.
+#[test]
+fn a_stray_compose_file_is_left_out_by_fabrikignore_or_gitignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/minimal/factory.yaml"),
+        root.join("factory.yaml"),
+    )
+    .unwrap();
+    std::fs::write(root.join("docker-compose.yml"), "services:\n  web:\n    image: nginx\n").unwrap();
+    std::fs::create_dir(root.join("fixtures")).unwrap();
+    std::fs::write(root.join("fixtures/broken.yaml"), "version: 1\nhosts: [\n").unwrap();
+    let path = root.to_str().unwrap();
+    let o = fabrik(&["validate", path]);
+    assert_eq!(o.status.code(), Some(1), "the compose file and the fixture are read: {}", stderr(&o));
+    assert!(stderr(&o).contains("docker-compose.yml"), "{}", stderr(&o));
+
+    std::fs::write(root.join(".fabrikignore"), "docker-compose.yml\n").unwrap();
+    std::fs::write(root.join(".gitignore"), "/fixtures/\n").unwrap();
+    let o = fabrik(&["validate", path, "--list-files"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let listed: Vec<&str> = out.lines().take_while(|l| !l.contains(" is valid")).collect();
+    assert_eq!(listed, [root.join("factory.yaml").to_str().unwrap()], "{out}");
+    let o = fabrik(&["validate", path, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["files"], serde_json::json!([root.join("factory.yaml").to_str().unwrap()]));
 }
 
 #[test]
@@ -191,4 +286,45 @@ fn plan_and_apply_need_a_factory_name() {
         assert!(err.contains("add `factory: <name>` to this file"), "{err}");
     }
     assert_eq!(fabrik(&["validate", path]).status.code(), Some(0));
+}
+
+/// `plan --sim` and `apply --sim` keep the twins' state in the user's state folder
+/// (`$XDG_STATE_HOME/fabrik/sim/<factory>-<hash>`), never in the factory's directory;
+/// the next command finds it there.
+#[test]
+fn sim_state_stays_out_of_the_factory_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("lab");
+    std::fs::create_dir(&factory).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/minimal/factory.yaml"),
+        factory.join("factory.yaml"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_fabrik"))
+            .args(args)
+            .arg(&factory)
+            .env("XDG_STATE_HOME", state.path())
+            .env_remove("FABRIK_STATE_DIR")
+            .output()
+            .expect("fabrik runs")
+    };
+    let entries = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let o = run(&["plan", "--sim"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(entries(&factory), ["factory.yaml"], "plan --sim wrote into the factory's directory");
+    let sims = entries(&state.path().join("fabrik/sim"));
+    assert!(sims.len() == 1 && sims[0].starts_with("lab-"), "{sims:?}");
+    let o = run(&["apply", "--sim", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&["plan", "--sim"]);
+    assert_eq!(o.status.code(), Some(0), "the second plan finds the applied twins: {}", stderr(&o));
+    assert_eq!(entries(&factory), ["factory.yaml"], "apply --sim wrote into the factory's directory");
 }

@@ -94,7 +94,7 @@ fn inventory_plan_and_apply_events_match_their_schemas() {
     let o = fabrik(&["plan", "--sim", "--state-dir", state, "--format", "json", factory]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let doc = json_of(&o);
-    assert_eq!(doc["format"], "fabrik-plan/1");
+    assert_eq!(doc["format"], "fabrik-plan/2");
     assert_valid("plan", &doc);
 
     let o = fabrik(&["apply", "--sim", "--state-dir", state, "--yes", "--format", "json", factory]);
@@ -112,6 +112,14 @@ fn inventory_plan_and_apply_events_match_their_schemas() {
     // The twins' inventory after the apply shows the VM, still a valid document.
     let doc = json_of(&fabrik(&["inventory", "--sim", "--state-dir", state, "--format", "json", factory]));
     assert_valid("inventory", &doc);
+    // Import finds the applied VM this factory's already (tests/import_testbed.rs checks
+    // a document with adoptions and refusals against the same schema).
+    let o = fabrik(&["import", "--sim", "--state-dir", state, "--format", "json", factory]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc = json_of(&o);
+    assert_eq!(doc["format"], "fabrik-import/1");
+    assert!(!doc["already_ours"].as_array().unwrap().is_empty(), "{}", pretty(&doc));
+    assert_valid("import", &doc);
 }
 
 /// `bench` and `bench --plan` are left out: the factory they generate is refused today

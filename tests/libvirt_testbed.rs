@@ -157,6 +157,18 @@ fn kvm_guest_lifecycle() {
     let d = v.domains().unwrap().into_iter().find(|d| d.name == "tiny").unwrap();
     assert_eq!(d.state, PowerState::Running);
 
+    // Paused and resumed, as the host's listings say (no state call per domain), with
+    // autostart from the autostart listing.
+    v.connection().lookup_domain_by_name("tiny").unwrap().suspend().unwrap();
+    v.set_domain_autostart("tiny", true).unwrap();
+    let d = v.domains().unwrap().into_iter().find(|d| d.name == "tiny").unwrap();
+    assert_eq!((d.state, d.autostart), (PowerState::Paused, true));
+    assert!(d.running.is_some() && d.interfaces[0].target.is_some(), "a paused guest still runs its live XML");
+    v.resume_domain("tiny").unwrap();
+    v.set_domain_autostart("tiny", false).unwrap();
+    let d = v.domains().unwrap().into_iter().find(|d| d.name == "tiny").unwrap();
+    assert_eq!((d.state, d.autostart), (PowerState::Running, false));
+
     v.destroy_domain("tiny").unwrap();
     let d = v.domains().unwrap().into_iter().find(|d| d.name == "tiny").unwrap();
     assert_eq!(d.state, PowerState::ShutOff);
@@ -306,9 +318,13 @@ fn two_hundred_domains_read_back() {
         ),
     )
     .unwrap();
+    // libvirt's client logs every call it sends (its RPC probes): the log counts them.
+    let rpc_log = dir.path().join("libvirt-client.log");
     let t0 = Instant::now();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_fabrik"))
         .args(["inventory", "--format", "json", factory.to_str().unwrap()])
+        .env("LIBVIRT_LOG_FILTERS", "2:util.log 1:rpc")
+        .env("LIBVIRT_LOG_OUTPUTS", format!("1:file:{}", rpc_log.display()))
         .output()
         .unwrap();
     let inventory_in = t0.elapsed();
@@ -330,4 +346,36 @@ fn two_hundred_domains_read_back() {
         "fabrik inventory of a testbed host with {DOMAINS} domains: {:.2}s",
         inventory_in.as_secs_f64()
     ));
+
+    // Observing costs a few listings per host and one XML read per shut-off domain:
+    // no state, autostart or second XML read per domain.
+    let calls = rpc_calls(&rpc_log);
+    let count = |proc: u32| calls.iter().filter(|&&p| p == proc).count();
+    assert_eq!(count(REMOTE_PROC_DOMAIN_GET_XML_DESC), DOMAINS, "one XML read per domain");
+    assert_eq!(count(REMOTE_PROC_DOMAIN_GET_STATE), 0, "states come from filtered listings");
+    assert_eq!(count(REMOTE_PROC_DOMAIN_GET_AUTOSTART), 0, "autostart comes from a filtered listing");
+    assert!(count(REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS) <= 4, "a few listings per host: {calls:?}");
+    // Everything else (capabilities, node devices, networks, pools) does not grow with
+    // the domains.
+    assert!(calls.len() < DOMAINS + 60, "{} libvirt calls for {DOMAINS} domains: {calls:?}", calls.len());
+    testbed::say(&format!("fabrik inventory made {} libvirt calls for {DOMAINS} domains", calls.len()));
+}
+
+/// libvirt's remote procedure numbers (`src/remote/remote_protocol.x`).
+const REMOTE_PROC_DOMAIN_GET_XML_DESC: u32 = 14;
+const REMOTE_PROC_DOMAIN_GET_AUTOSTART: u32 = 15;
+const REMOTE_PROC_DOMAIN_GET_STATE: u32 = 212;
+const REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS: u32 = 273;
+
+/// The procedure of every call a libvirt client sent, from its log (the
+/// `RPC_CLIENT_MSG_TX_QUEUE` probe, logged at `util.log` info level).
+fn rpc_calls(log: &std::path::Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(log).expect("libvirt wrote its client log");
+    let calls: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains("RPC_CLIENT_MSG_TX_QUEUE:"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("proc=")).and_then(|p| p.parse().ok()))
+        .collect();
+    assert!(!calls.is_empty(), "the client log names no call: {}", log.display());
+    calls
 }

@@ -39,6 +39,7 @@ fn commands(state: &Path) -> Vec<Vec<String>> {
         sim("plan", &["--format", "json"]),
         sim("plan", &["--format", "markdown"]),
         sim("plan", &["--format", "github"]),
+        sim("import", &["--format", "json"]),
         sim("apply", &["--yes", "--format", "json"]),
         plain(&["--help"]),
     ]

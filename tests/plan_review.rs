@@ -79,12 +79,19 @@ fn github_annotations_mark_the_disruptive_declarations_with_relative_paths() {
     assert!(warning.starts_with("::warning file=examples/ai-factory/hosts/gpu02.yaml,line="), "{warning}");
     assert!(warning.contains("gpu:gpu02/0000:1b:00.0"), "{warning}");
     assert!(
-        out.ends_with("::notice title=fabrik plan::Plan: 115 to add, 48 to change, 0 to destroy; 1 GPU re-layout\n"),
+        out.ends_with("::notice title=fabrik plan::Plan: 125 to add, 48 to change, 0 to destroy; 1 GPU re-layout\n"),
         "{out}"
     );
     assert!(!out.contains(env!("CARGO_MANIFEST_DIR")), "no absolute path: {out}");
 
     let o = plan("fixtures/cli/two-files", state.path(), &["--format", "github"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).starts_with("::error title=fabrik%3A%3Aspec%3A%3Aunknown-key::"), "{}", stdout(&o));
+    // An invalid factory's annotations sit on their place in the files, as validate's do.
+    assert!(
+        stdout(&o).starts_with(
+            "::error file=fixtures/cli/two-files/more.kdl,line=8,col=5,endColumn=10,title=fabrik%3A%3Aspec%3A%3Aunknown-key::"
+        ),
+        "{}",
+        stdout(&o)
+    );
 }

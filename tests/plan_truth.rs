@@ -70,7 +70,7 @@ fn the_machine_formats_come_out_when_the_factory_is_invalid() {
     let o = fabrik(&["plan", "fixtures/cli/two-files", "--sim", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("a JSON document on stdout");
-    assert_eq!(doc["format"], "fabrik-plan/1");
+    assert_eq!(doc["format"], "fabrik-plan/2");
     assert_eq!(doc["complete"], false);
     assert!(doc["summary"].is_null(), "nothing is said about the hosts: {doc}");
     assert_eq!(doc["diagnostics"][0]["code"], "fabrik::spec::unknown-key", "{doc}");

@@ -120,7 +120,14 @@ fn vm(name: &str) -> DesiredVm {
 }
 
 fn nic(network: &str, sriov: bool, n: u8) -> DesiredNic {
-    DesiredNic { network: network.into(), sriov, mac: format!("52:54:00:fa:00:{n:02x}"), declared: true, address: None }
+    DesiredNic {
+        network: network.into(),
+        sriov,
+        mac: format!("52:54:00:fa:00:{n:02x}"),
+        declared: true,
+        address: None,
+        rail: None,
+    }
 }
 
 fn disk(target: &str, bus: DiskBus, volume: &str) -> DesiredDisk {
@@ -128,7 +135,13 @@ fn disk(target: &str, bus: DiskBus, volume: &str) -> DesiredDisk {
 }
 
 fn cell(id: u32, vcpus: &str, mib: u64, host_node: u32) -> GuestCell {
-    GuestCell { id, vcpus: CpuSet::parse(vcpus).unwrap(), memory: ByteSize(mib * MIB), host_node }
+    GuestCell {
+        id,
+        vcpus: CpuSet::parse(vcpus).unwrap(),
+        memory: ByteSize(mib * MIB),
+        host_node,
+        distances: Vec::new(),
+    }
 }
 
 /// Every VM shape fabrik renders, by fixture case name.
@@ -172,6 +185,29 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
         disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
         ..vm("gpu-expander")
     };
+    // Rail VFs (one per GPU) on root ports of their GPUs' expander buses, and guest
+    // cells with distances and one of GPU memory only.
+    let rail = |gpu: &str, n: u8| DesiredNic {
+        rail: Some(fabrik::desired::rails::NicRail {
+            gpu: PciAddress::parse(gpu).unwrap(),
+            pf: "eth9".into(),
+            partition: "acme-ib".into(),
+        }),
+        ..nic("acme-ib", true, n)
+    };
+    let mut rail_cells = vec![cell(0, "0-1", 128, 0), cell(1, "2-3", 128, 1), cell(2, "0", 0, 2)];
+    rail_cells[2].vcpus = CpuSet::default();
+    for (i, c) in rail_cells.iter_mut().enumerate() {
+        c.distances = [[10, 21, 80], [21, 10, 80], [80, 80, 10]][i].to_vec();
+    }
+    let rail_vfs = DesiredVm {
+        vcpus: 4,
+        memory: ByteSize(256 * MIB),
+        numa_cells: rail_cells,
+        gpus: ["0000:3b:00.0", "0000:86:00.0"].map(|a| PciAddress::parse(a).unwrap()).to_vec(),
+        nics: vec![rail("0000:3b:00.0", 8), nic("acme", false, 9), rail("0000:86:00.0", 10)],
+        ..vm("rail-vfs")
+    };
     let sriov_nic = DesiredVm {
         nics: vec![nic("acme-ib", true, 3), nic("acme", false, 4)],
         disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
@@ -211,6 +247,7 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
         ("hugepages", hugepages),
         ("numa-cells", numa_cells),
         ("gpu-expander", gpu_expander),
+        ("rail-vfs", rail_vfs),
         ("sriov-nic", sriov_nic),
         ("nics-disks", nics_disks),
         ("mig", mig),

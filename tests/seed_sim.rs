@@ -115,3 +115,62 @@ fn apply_writes_and_attaches_the_seed_and_a_parameter_change_rewrites_it() {
     let files = seed_files(d, "globex-vllm-0");
     assert!(file(&files, "user-data").contains("VLLM_MAX_MODEL_LEN=32768"));
 }
+
+/// The plan document carries each seed's hash, never its bytes; a saved plan builds the
+/// images again from the factory's files and uploads the same seed a direct apply does.
+/// When the factory is gone and the plan's copy of it has the secret masked, the seed
+/// cannot be built: the apply refuses and changes nothing.
+#[test]
+fn a_saved_plan_uploads_the_seed_and_never_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    example(d);
+    let plan_file = d.join("plan.json");
+    let o = fabrik(&["plan", "--sim", "--out", plan_file.to_str().unwrap()], d);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let doc = std::fs::read_to_string(&plan_file).unwrap();
+    assert!(!doc.contains(TOKEN), "the plan document holds the secret");
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let action = v["actions"].as_array().unwrap().iter().find(|a| a["id"] == "vm:gpu02/globex-vllm-0").unwrap();
+    let upload =
+        action["ops"].as_array().unwrap().iter().find(|s| s["op"] == "upload-seed").expect("an upload-seed op");
+    assert_eq!(upload["concern"], "storage");
+    assert_eq!(upload["vm"], "globex-vllm-0");
+    assert_eq!(upload["sha256"].as_str().unwrap().len(), 64, "{upload}");
+    assert!(upload.get("image").is_none(), "the image is never in the plan: {upload}");
+
+    // The factory moved away: its copy in the plan has the token masked, so no seed.
+    let moved = d.join("moved");
+    std::fs::rename(d.join("factory"), &moved).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes"])
+        .arg(&plan_file)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("masked"), "{}", text(&o));
+    assert!(!seed_volume(d, "globex-vllm-0").exists(), "nothing was written");
+
+    // From the factory: the seed written is the one a direct apply writes.
+    std::fs::rename(&moved, d.join("factory")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["apply", "--yes"])
+        .arg(&plan_file)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let files = seed_files(d, "globex-vllm-0");
+    assert!(file(&files, "user-data").contains(TOKEN), "the guest gets its secret");
+    let direct = tempfile::tempdir().unwrap();
+    example(direct.path());
+    apply(direct.path());
+    assert_eq!(
+        std::fs::read(seed_volume(d, "globex-vllm-0")).unwrap(),
+        std::fs::read(seed_volume(direct.path(), "globex-vllm-0")).unwrap(),
+        "the saved plan's seed is the direct apply's"
+    );
+}

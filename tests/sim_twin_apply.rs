@@ -93,7 +93,7 @@ fn build(state: &Path, spec: &Spec, factory: &str, host: &DesiredHost) {
 
 /// Every host's twin, read as a new process reads it.
 fn observe(state: &Path, spec: &Spec) -> Vec<LiveHost> {
-    spec.hosts.iter().map(|h| fabrik::live::observe::observe(&h.name.value, fabrik::sim::drivers(state, h))).collect()
+    spec.hosts.iter().map(|h| fabrik::driver::observe::observe(&h.name.value, fabrik::sim::drivers(state, h))).collect()
 }
 
 fn libvirt_side(a: &Action) -> bool {
@@ -193,7 +193,7 @@ fn a_changed_memory_restarts_the_vm_now() {
 /// Plans one host of the factory against its twin, reopened.
 fn plan_host(state: &Path, spec: &Spec, desired: &Desired, host: &str) -> Vec<Action> {
     let h = spec.hosts.iter().find(|h| h.name.value == host).unwrap();
-    let live = fabrik::live::observe::observe(host, fabrik::sim::drivers(state, h));
+    let live = fabrik::driver::observe::observe(host, fabrik::sim::drivers(state, h));
     let plan = fabrik::plan::plan(desired, &[live], &Options::default());
     plan.actions.into_iter().filter(|a| a.id.host == host && libvirt_side(a)).collect()
 }

@@ -6,28 +6,32 @@
 //! the whole apply (`--parallelism`) and one per host (`--per-host`), taken host first,
 //! so an action waiting for its busy host never holds a slot another host could use.
 //!
-//! An action is the unit of interruption: on Ctrl-C or SIGTERM no new action starts,
-//! the running ones finish their steps (a VM being restarted is started again, not left
-//! off), and everything else is reported as skipped. A second signal exits at once.
+//! An action is the unit of interruption: once the cancellation token is cancelled (the
+//! CLI cancels it on Ctrl-C or SIGTERM) no new action starts, the running ones finish
+//! their steps (a VM being restarted is started again, not left off), and everything
+//! else is reported as skipped. The executor makes no runtime and never exits the
+//! process: the caller owns both (the CLI exits on a second signal).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
+use super::failure::FailureKind;
 use super::host::{HostConn, Records};
 use super::schedule::Waits;
-use super::steps::{Step, StepError};
+use crate::plan::ops::Step;
 use crate::plan::{Action, Op};
 
-/// One action, ready to run: its steps and its host.
+/// One action, ready to run: its operations (the plan's) and its host.
 pub struct Job {
     pub action: Action,
-    pub steps: Result<Vec<Step>, StepError>,
+    pub steps: Vec<Step>,
     pub host: Arc<HostConn>,
 }
 
@@ -35,7 +39,7 @@ pub struct Job {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done { elapsed: Duration },
-    Failed { error: String, elapsed: Duration },
+    Failed { kind: FailureKind, error: String, elapsed: Duration },
     Skipped { reason: String },
 }
 
@@ -61,6 +65,8 @@ pub enum Event {
     Failed {
         id: String,
         op: Op,
+        /// Why, as a kind a program can act on (unreachable, refused, …).
+        kind: FailureKind,
         error: String,
         elapsed_ms: u64,
     },
@@ -69,7 +75,7 @@ pub enum Event {
         op: Op,
         reason: String,
     },
-    /// A signal arrived: no new action starts.
+    /// A signal arrived (or the caller cancelled): no new action starts.
     Interrupted {
         signal: String,
     },
@@ -88,30 +94,17 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Runs the jobs; returns each one's outcome, in the jobs' order, and whether a signal
-/// stopped the run.
-pub fn execute(
+/// Runs the jobs on the caller's runtime; returns each one's outcome, in the jobs'
+/// order, and whether `cancel` stopped the run before everything ran.
+pub async fn execute(
     jobs: Vec<Job>,
     waits: Vec<Waits>,
     limits: Limits,
     records: Arc<Records>,
     emit: Emit,
-) -> (Vec<Outcome>, bool, Option<i32>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(limits.parallelism.max(1) + 4)
-        .enable_all()
-        .build();
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            let error = format!("cannot start the executor: {e}");
-            let outcomes =
-                jobs.iter().map(|_| Outcome::Failed { error: error.clone(), elapsed: Duration::ZERO }).collect();
-            return (outcomes, false, None);
-        }
-    };
-    runtime.block_on(run(jobs, waits, limits, records, emit))
+    cancel: CancellationToken,
+) -> (Vec<Outcome>, bool) {
+    run(jobs, waits, limits, records, emit, cancel).await
 }
 
 async fn run(
@@ -120,11 +113,17 @@ async fn run(
     limits: Limits,
     records: Arc<Records>,
     emit: Emit,
-) -> (Vec<Outcome>, bool, Option<i32>) {
+    cancel: CancellationToken,
+) -> (Vec<Outcome>, bool) {
     let n = jobs.len();
-    let stop = Arc::new(AtomicBool::new(false));
-    let signal_no = Arc::new(AtomicI32::new(0));
-    let signals = tokio::spawn(watch_signals(stop.clone(), signal_no.clone(), emit.clone()));
+    let stop = Arc::new(AtomicBool::new(cancel.is_cancelled()));
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
     let global = Arc::new(Semaphore::new(limits.parallelism.max(1)));
     let mut per_host: std::collections::HashMap<String, Arc<Semaphore>> = std::collections::HashMap::new();
     for j in &jobs {
@@ -172,7 +171,15 @@ async fn run(
             let host_slots = per_host[&job.host.name].clone();
             running.spawn(one(i, job, host_slots, global.clone(), stop.clone(), records.clone(), emit.clone()));
         }
-        let Some(joined) = running.join_next().await else { break };
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            // Wakes the loop so what is ready but not started is skipped at once.
+            _ = cancel.cancelled(), if !stop.load(Ordering::SeqCst) => {
+                stop.store(true, Ordering::SeqCst);
+                continue;
+            }
+        };
+        let Some(joined) = joined else { break };
         let (i, outcome) = match joined {
             Ok(r) => r,
             Err(e) => {
@@ -188,14 +195,13 @@ async fn run(
         finished += 1;
         release(i, &dependents, &mut remaining, &mut ready);
     }
-    signals.abort();
+    watcher.abort();
     let interrupted = stop.load(Ordering::SeqCst);
     let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or(Outcome::Skipped { reason: "not run: the apply stopped".to_string() }))
         .collect();
-    let signal = Some(signal_no.load(Ordering::SeqCst)).filter(|&s| s != 0);
-    (outcomes, interrupted, signal)
+    (outcomes, interrupted)
 }
 
 fn release(i: usize, dependents: &[Vec<usize>], remaining: &mut [usize], ready: &mut VecDeque<usize>) {
@@ -226,16 +232,11 @@ async fn one(
         emit(&Event::Skipped { id, op, reason: reason.clone() });
         return (i, Outcome::Skipped { reason });
     }
-    let steps = match job.steps {
-        Ok(s) => s,
-        Err(e) => {
-            emit(&Event::Failed { id, op, error: e.0.clone(), elapsed_ms: 0 });
-            return (i, Outcome::Failed { error: e.0, elapsed: Duration::ZERO });
-        }
-    };
+    let steps = job.steps;
     if let Some(why) = job.host.down() {
-        emit(&Event::Failed { id, op, error: why.clone(), elapsed_ms: 0 });
-        return (i, Outcome::Failed { error: why, elapsed: Duration::ZERO });
+        let kind = FailureKind::Unreachable;
+        emit(&Event::Failed { id, op, kind, error: why.clone(), elapsed_ms: 0 });
+        return (i, Outcome::Failed { kind, error: why, elapsed: Duration::ZERO });
     }
     emit(&Event::Start { id: id.clone(), op });
     let t0 = Instant::now();
@@ -254,13 +255,13 @@ async fn one(
     let elapsed = t0.elapsed();
     let outcome = match result {
         Ok(Ok(())) => Outcome::Done { elapsed },
-        Ok(Err(e)) => Outcome::Failed { error: e.message, elapsed },
-        Err(e) => Outcome::Failed { error: format!("the step crashed: {e}"), elapsed },
+        Ok(Err(e)) => Outcome::Failed { kind: FailureKind::of(&e), error: e.message, elapsed },
+        Err(e) => Outcome::Failed { kind: FailureKind::Failed, error: format!("the step crashed: {e}"), elapsed },
     };
     match &outcome {
         Outcome::Done { elapsed } => emit(&Event::Done { id, op, elapsed_ms: ms(*elapsed) }),
-        Outcome::Failed { error, elapsed } => {
-            emit(&Event::Failed { id, op, error: error.clone(), elapsed_ms: ms(*elapsed) })
+        Outcome::Failed { kind, error, elapsed } => {
+            emit(&Event::Failed { id, op, kind: *kind, error: error.clone(), elapsed_ms: ms(*elapsed) })
         }
         Outcome::Skipped { reason } => emit(&Event::Skipped { id, op, reason: reason.clone() }),
     }
@@ -282,25 +283,4 @@ fn crash() -> ! {
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     // SIGKILL cannot be caught; should the signal not arrive, abort is as abrupt.
     std::process::abort()
-}
-
-/// Sets `stop` (and the signal's number) on the first Ctrl-C or SIGTERM; exits on the
-/// second with 128 + the signal's number, as shells report a process it killed.
-async fn watch_signals(stop: Arc<AtomicBool>, signal_no: Arc<AtomicI32>, emit: Emit) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return;
-    };
-    loop {
-        let (name, signal) = tokio::select! {
-            _ = int.recv() => ("SIGINT", nix::sys::signal::Signal::SIGINT),
-            _ = term.recv() => ("SIGTERM", nix::sys::signal::Signal::SIGTERM),
-        };
-        if stop.swap(true, Ordering::SeqCst) {
-            eprintln!("fabrik: second {name}: exiting now; steps in flight may be cut short");
-            std::process::exit(128 + signal as i32);
-        }
-        signal_no.store(signal as i32, Ordering::SeqCst);
-        emit(&Event::Interrupted { signal: name.to_string() });
-    }
 }

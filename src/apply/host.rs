@@ -11,10 +11,11 @@
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
-use super::steps::{Concern, Step};
+use crate::driver::agent::Shared;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result, ShutdownOutcome, Virt};
 use crate::live::PowerState;
 use crate::plan::Created;
+use crate::plan::ops::{Concern, DomainOp, GpuOp, LinkOp, NetworkOp, RecordOp, Step, StorageOp};
 use crate::spec::model::Host;
 
 /// Where fabrik keeps `created.json`, shared by all hosts' actions.
@@ -53,6 +54,9 @@ pub struct HostConn {
     virt_max: usize,
     gpus: Slot<dyn Gpus>,
     links: Slot<dyn Links>,
+    /// The real host's agent, started once for the whole session (lock, observe, apply,
+    /// verify); `None` until first needed, or for a twin.
+    agent: Mutex<Option<std::result::Result<Shared, DriverError>>>,
     down: Mutex<Option<String>>,
 }
 
@@ -67,8 +71,76 @@ impl HostConn {
             virt_free: Condvar::new(),
             gpus: Mutex::new(None),
             links: Mutex::new(None),
+            agent: Mutex::new(None),
             down: Mutex::new(None),
         }
+    }
+
+    /// The declared host.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// Whether this is a simulated twin.
+    pub fn is_twin(&self) -> bool {
+        self.twins.is_some()
+    }
+
+    /// The real host's agent, started on first use and kept: every later use clones it.
+    pub fn agent(&self) -> std::result::Result<Shared, DriverError> {
+        let mut agent = lock(&self.agent);
+        agent.get_or_insert_with(|| crate::driver::connect::open_shared_agent(&self.host)).clone()
+    }
+
+    /// Ends the session's agent (letting go of the lock it holds); the next use starts
+    /// another.
+    pub fn release_agent(&self) {
+        *lock(&self.agent) = None;
+        *lock(&self.gpus) = None;
+        *lock(&self.links) = None;
+    }
+
+    /// A connection lent out is given back (or closed and forgotten when `broken`).
+    pub(crate) fn give_back_virt(&self, v: Box<dyn Virt>, broken: bool) {
+        if broken {
+            drop(v);
+            lock(&self.virt).1 -= 1;
+            self.virt_free.notify_one();
+        } else {
+            self.checkin_virt(v);
+        }
+    }
+
+    /// Reads the host with the session's agent and one of its libvirt connections (a
+    /// twin: its state now).
+    pub fn observe(self: &std::sync::Arc<Self>) -> crate::live::LiveHost {
+        let drivers = match &self.twins {
+            Some(state) => crate::sim::drivers(state, &self.host),
+            None => {
+                let agent = if self.host.agent.is_some() {
+                    self.agent()
+                } else {
+                    crate::driver::connect::open_shared_agent(&self.host)
+                };
+                let (gpus, links): (crate::driver::Opened<dyn Gpus>, crate::driver::Opened<dyn Links>) = match agent {
+                    Ok(s) => (Ok(Box::new(s.clone())), Ok(Box::new(s))),
+                    Err(e) => (Err(e.clone()), Err(e)),
+                };
+                let virt =
+                    self.checkout_virt().map(|v| Box::new(super::lent::Lent::new(self.clone(), v)) as Box<dyn Virt>);
+                crate::driver::observe::HostDrivers { virt, gpus, links }
+            }
+        };
+        let name = self.name.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::driver::observe::observe(&name, drivers)))
+            .unwrap_or_else(|_| crate::live::LiveHost {
+                name: self.name.clone(),
+                errors: vec![crate::live::ConcernError {
+                    concern: "fabrik".into(),
+                    error: DriverError::new(ErrorKind::Failed, "reading this host crashed"),
+                }],
+                ..crate::live::LiveHost::default()
+            })
     }
 
     /// How many actions may run on this host at once.
@@ -81,7 +153,7 @@ impl HostConn {
         lock(&self.down).clone()
     }
 
-    fn open_twin(&self) -> Result<crate::live::observe::HostDrivers> {
+    fn open_twin(&self) -> Result<crate::driver::observe::HostDrivers> {
         let state = self.twins.as_deref().ok_or_else(|| DriverError::new(ErrorKind::Failed, "not a twin"))?;
         Ok(crate::sim::drivers(state, &self.host))
     }
@@ -93,14 +165,16 @@ impl HostConn {
         if gpus.is_some() && links.is_some() {
             return;
         }
-        let (g, l) = if self.twins.is_some() {
+        let (g, l): (crate::driver::Opened<dyn Gpus>, crate::driver::Opened<dyn Links>) = if self.twins.is_some() {
             match self.open_twin() {
                 Ok(d) => (d.gpus, d.links),
                 Err(e) => (Err(e.clone()), Err(e)),
             }
         } else {
-            let d = crate::driver::connect::open_agent(&self.host);
-            (d.0, d.1)
+            match self.agent() {
+                Ok(s) => (Ok(Box::new(s.clone())), Ok(Box::new(s))),
+                Err(e) => (Err(e.clone()), Err(e)),
+            }
         };
         *gpus = Some(g);
         *links = Some(l);
@@ -206,54 +280,58 @@ fn reached_running(v: &mut dyn Virt, name: &str, op: impl FnOnce(&mut dyn Virt) 
 
 fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
     match step {
-        Step::DefineDomain { xml, .. } => v.define_domain(xml),
-        Step::StartDomain { name } => reached_running(v, name, |v| v.start_domain(name)),
-        Step::ResumeDomain { name } => reached_running(v, name, |v| v.resume_domain(name)),
-        Step::ShutdownDomain { name, timeout } => match v.shutdown_domain(name, *timeout)? {
-            ShutdownOutcome::Graceful | ShutdownOutcome::NotRunning => Ok(()),
-            // The plan said so: forced off once the timeout has passed.
-            ShutdownOutcome::TimedOut => v.destroy_domain(name),
+        Step::Domain(op) => match op {
+            DomainOp::Define { xml, .. } => v.define_domain(xml),
+            DomainOp::Start { name } => reached_running(v, name, |v| v.start_domain(name)),
+            DomainOp::Resume { name } => reached_running(v, name, |v| v.resume_domain(name)),
+            DomainOp::Shutdown { name, timeout_s } => {
+                match v.shutdown_domain(name, std::time::Duration::from_secs(*timeout_s))? {
+                    ShutdownOutcome::Graceful | ShutdownOutcome::NotRunning => Ok(()),
+                    // The plan said so: forced off once the timeout has passed.
+                    ShutdownOutcome::TimedOut => v.destroy_domain(name),
+                }
+            }
+            DomainOp::Undefine { name } => v.undefine_domain(name),
+            DomainOp::Autostart { name, on } => v.set_domain_autostart(name, *on),
+            DomainOp::Detach { address } => v.detach_device(*address),
         },
-        Step::UndefineDomain { name } => v.undefine_domain(name),
-        Step::DomainAutostart { name, on } => v.set_domain_autostart(name, *on),
-        Step::DefineNetwork { xml, .. } => v.define_network(xml),
-        Step::StartNetwork { name } => v.start_network(name),
-        Step::StopNetwork { name } => match v.stop_network(name) {
-            // An inactive network is already stopped.
-            Err(e) if e.kind == ErrorKind::Refused => Ok(()),
-            r => r,
+        Step::Network(op) => match op {
+            NetworkOp::Define { xml, .. } => v.define_network(xml),
+            NetworkOp::Start { name } => v.start_network(name),
+            NetworkOp::Stop { name } => match v.stop_network(name) {
+                // An inactive network is already stopped.
+                Err(e) if e.kind == ErrorKind::Refused => Ok(()),
+                r => r,
+            },
+            NetworkOp::Undefine { name } => v.undefine_network(name),
+            NetworkOp::Autostart { name, on } => v.set_network_autostart(name, *on),
         },
-        Step::UndefineNetwork { name } => v.undefine_network(name),
-        Step::NetworkAutostart { name, on } => v.set_network_autostart(name, *on),
-        Step::DefinePool { xml, .. } => v.define_pool(xml),
-        Step::StartPool { name } => v.start_pool(name),
-        Step::PoolAutostart { name, on } => v.set_pool_autostart(name, *on),
-        Step::CreateVolume { pool, xml, .. } => v.create_volume(pool, xml),
-        Step::CloneVolume { pool, xml, from_pool, from_volume, .. } => {
-            v.clone_volume(pool, xml, from_pool, from_volume)
-        }
-        Step::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
-        Step::UploadSeed { pool, name, image } => v.upload_volume(pool, name, &image.0),
-        Step::DeleteVolume { pool, name } => v.delete_volume(pool, name),
-        Step::DetachDevice { address } => v.detach_device(*address),
-        Step::SetMigMode { .. }
-        | Step::CreateMigInstance { .. }
-        | Step::DestroyMigInstance { .. }
-        | Step::CreateLink(_)
-        | Step::SetLink { .. }
-        | Step::DeleteLink { .. }
-        | Step::AddFdb { .. }
-        | Step::DelFdb { .. }
-        | Step::SetHugepages { .. }
-        | Step::SetSriovVfs { .. }
-        | Step::RecordVolume { .. }
-        | Step::ForgetVolume { .. } => Err(wrong(step)),
+        Step::Storage(op) => match op {
+            StorageOp::DefinePool { xml, .. } => v.define_pool(xml),
+            StorageOp::StartPool { name } => v.start_pool(name),
+            StorageOp::PoolAutostart { name, on } => v.set_pool_autostart(name, *on),
+            StorageOp::CreateVolume { pool, xml, .. } => v.create_volume(pool, xml),
+            StorageOp::CloneVolume { pool, xml, from_pool, from_volume, .. } => {
+                v.clone_volume(pool, xml, from_pool, from_volume)
+            }
+            StorageOp::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
+            StorageOp::UploadSeed { pool, name, image: Some(image), .. } => v.upload_volume(pool, name, &image.0),
+            // A saved plan's seeds are built again before it runs (`plan::seeds::fill`):
+            // never an empty upload.
+            StorageOp::UploadSeed { vm, .. } => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("the cloud-init seed of `{vm}` was not built for this apply; plan again"),
+            )),
+            StorageOp::DeleteVolume { pool, name } => v.delete_volume(pool, name),
+        },
+        Step::Link(_) | Step::Gpu(_) | Step::Record(_) => Err(wrong(step)),
     }
 }
 
 fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
-    match step {
-        Step::SetMigMode { gpu, enabled } => {
+    let Step::Gpu(op) = step else { return Err(wrong(step)) };
+    match op {
+        GpuOp::SetMigMode { gpu, enabled } => {
             let mode = g.set_mig_mode(*gpu, *enabled)?;
             if mode.current == *enabled {
                 Ok(())
@@ -268,10 +346,10 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 ))
             }
         }
-        Step::CreateMigInstance { gpu, profile_id, start, .. } => {
+        GpuOp::CreateMigInstance { gpu, profile_id, start, .. } => {
             g.create_instance(*gpu, *profile_id, *start).map(drop)
         }
-        Step::DestroyMigInstance { gpu, profile, start } => {
+        GpuOp::DestroyMigInstance { gpu, profile, start } => {
             let gpus = g.gpus()?;
             let instance = gpus
                 .iter()
@@ -284,28 +362,29 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 None => Ok(()),
             }
         }
-        _ => Err(wrong(step)),
     }
 }
 
 fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
-    match step {
-        Step::CreateLink(spec) => l.create_link(spec),
-        Step::SetLink { name, mtu, up, master } => l.set_link(name, *mtu, *up, master.clone()),
-        Step::DeleteLink { name } => l.delete_link(name),
-        Step::AddFdb { vxlan, remote } => l.add_fdb(vxlan, *remote),
-        Step::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
-        Step::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
-        Step::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
-        _ => Err(wrong(step)),
+    let Step::Link(op) = step else { return Err(wrong(step)) };
+    match op {
+        LinkOp::Create { spec } => l.create_link(spec),
+        LinkOp::Set { name, mtu, up, set_master, master } => {
+            l.set_link(name, *mtu, *up, set_master.then(|| master.clone()))
+        }
+        LinkOp::Delete { name } => l.delete_link(name),
+        LinkOp::AddFdb { vxlan, remote } => l.add_fdb(vxlan, *remote),
+        LinkOp::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
+        LinkOp::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
+        LinkOp::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
     }
 }
 
 fn local_step(records: &Records, step: &Step) -> Result<()> {
-    match step {
-        Step::RecordVolume { id, deletable } => records.update(|c| c.record(id, *deletable)),
-        Step::ForgetVolume { id } => records.update(|c| c.forget(id)),
-        _ => Err(wrong(step)),
+    let Step::Record(op) = step else { return Err(wrong(step)) };
+    match op {
+        RecordOp::Volume { id, deletable } => records.update(|c| c.record(id, *deletable)),
+        RecordOp::ForgetVolume { id } => records.update(|c| c.forget(id)),
     }
 }
 

@@ -1,26 +1,27 @@
-//! Apply: carry out a plan on the hosts, as fast as they allow, and say exactly what
-//! happened.
+//! Apply: carry out a plan's operations on the hosts, as fast as they allow, and say
+//! exactly what happened.
 //!
-//! * [`steps`] turns each action of the plan into driver calls (pure);
+//! * the plan's [`crate::plan::ops`] are what each action does: apply renders, parses
+//!   and decides nothing of its own;
 //! * [`schedule`] says which actions wait for which (pure): what a creation needs, and on
 //!   each host deletions first, in reverse dependency order;
-//! * [`exec`] runs them on tokio within the overall and per-host limits, skipping only
-//!   the dependents of what failed, and stops cleanly on a signal;
-//! * [`host`] holds each host's connections and makes the calls;
+//! * [`exec`] runs them on the caller's tokio runtime within the overall and per-host
+//!   limits, skipping only the dependents of what failed, and stops cleanly when
+//!   cancelled;
+//! * [`host`] holds each host's connections for the whole reconcile and makes the calls;
 //! * [`lock`] keeps two applies apart, [`journal`] records the last one as it goes,
-//!   [`progress`] shows it.
+//!   [`progress`] shows it, [`failure`] names why something failed.
 //!
-//! Verification is a new observation and a new plan, made by the caller with the same
-//! options: an apply is done when that plan is empty.
+//! The sequence lock → observe → plan → apply → verify is [`crate::reconcile`].
 
 pub mod exec;
+pub mod failure;
 pub mod host;
 pub mod journal;
+pub mod lent;
 pub mod lock;
 pub mod progress;
 pub mod schedule;
-pub mod seed;
-pub mod steps;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,22 +29,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 pub use exec::{Emit, Event, Limits, Outcome};
+pub use failure::FailureKind;
 
-use crate::desired::Desired;
 use crate::graph::Graph;
-use crate::live::LiveHost;
 use crate::plan::{Action, Class, Created, Op, Plan};
-use crate::spec::model::Host;
 
-/// Everything apply needs to know beyond the plan.
+/// Everything apply needs to know beyond the plan and the hosts' connections.
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub limits: Limits,
-    /// How long a VM gets to shut down before it is forced off.
-    pub shutdown_timeout: Duration,
-    /// Apply to the simulated twins kept in this folder.
-    pub twins: Option<PathBuf>,
     /// `created.json`, and what it says now.
     pub created_path: PathBuf,
     pub created: Created,
@@ -95,52 +92,33 @@ impl Report {
     }
 }
 
-/// Carries out the plan's actions. `live` is what the plan was made from (or, for a
-/// saved plan, what was observed to check it is not stale); `hosts` are the factory's
-/// declared hosts, to connect to.
-pub fn apply(
+/// Carries out the plan's actions, each by its operations, on the hosts' connections
+/// (`conns`, by host name). `graph` orders creations after what they need; without it
+/// (a saved plan's own order) only each host's deletions-first order applies.
+pub async fn apply(
     plan: &Plan,
-    desired: &Desired,
-    graph: &Graph,
-    live: &[LiveHost],
-    hosts: &[Host],
+    graph: Option<&Graph>,
+    conns: &BTreeMap<String, Arc<host::HostConn>>,
     settings: Settings,
     emit: Emit,
+    cancel: CancellationToken,
 ) -> Report {
     let t0 = Instant::now();
-    // The same MACs the plan kept for running VMs (a pure function of the same state).
-    let desired = &crate::guest::volume::rehash(&crate::desired::addr::keep_live(
-        &crate::desired::mac::keep_live(desired, live),
-        live,
-    ));
-    let conns: BTreeMap<&str, Arc<host::HostConn>> = hosts
-        .iter()
-        .map(|h| {
-            (h.name.value.as_str(), Arc::new(host::HostConn::new(h, settings.twins.clone(), settings.limits.per_host)))
-        })
-        .collect();
     // A move is one line of the plan and two jobs here: the old copy's shutdown and
     // undefine on its host, which the new copy needs done before it is created.
     let actions = with_moves(&plan.actions);
     let mut jobs = Vec::with_capacity(actions.len());
     let mut unknown = Vec::new();
-    for (i, action) in actions.iter().enumerate() {
-        let conn = conns.get(action.id.host.as_str());
-        let dhost = desired.hosts.iter().find(|h| h.name == action.id.host);
-        let (Some(conn), Some(dhost)) = (conn, dhost) else {
+    for (i, (action, steps)) in actions.iter().enumerate() {
+        let Some(conn) = conns.get(action.id.host.as_str()) else {
             unknown.push(i);
             continue;
         };
-        let lhost = live.iter().find(|l| l.name == action.id.host);
-        jobs.push(exec::Job {
-            steps: steps::steps(&desired.factory, dhost, lhost, action, settings.shutdown_timeout),
-            action: action.clone(),
-            host: conn.clone(),
-        });
+        jobs.push(exec::Job { steps: steps.clone(), action: action.clone(), host: conn.clone() });
     }
     // Actions on hosts the factory no longer declares cannot run; they fail, named.
     let known: Vec<Action> = jobs.iter().map(|j| j.action.clone()).collect();
-    let mut waits = schedule::schedule(&known, Some(graph));
+    let mut waits = schedule::schedule(&known, graph);
     for (i, a) in known.iter().enumerate() {
         if let Some(old) = &a.moved_from
             && let Some(j) = known.iter().position(|b| &b.id == old && b.op == Op::Delete)
@@ -150,27 +128,29 @@ pub fn apply(
     }
     let records =
         Arc::new(host::Records { path: settings.created_path.clone(), created: Mutex::new(settings.created.clone()) });
-    let (outcomes, interrupted, signal) = exec::execute(jobs, waits, settings.limits, records, emit.clone());
+    let (outcomes, interrupted) = exec::execute(jobs, waits, settings.limits, records, emit.clone(), cancel).await;
     let mut entries: Vec<Entry> =
         known.into_iter().zip(outcomes).map(|(action, outcome)| Entry { action, outcome }).collect();
     for i in unknown {
-        let action = actions[i].clone();
+        let action = actions[i].0.clone();
         let error = format!("host `{}` is not declared in the factory", action.id.host);
-        emit(&Event::Failed { id: action.id.to_string(), op: action.op, error: error.clone(), elapsed_ms: 0 });
-        entries.push(Entry { action, outcome: Outcome::Failed { error, elapsed: Duration::ZERO } });
+        let kind = FailureKind::Precondition;
+        emit(&Event::Failed { id: action.id.to_string(), op: action.op, kind, error: error.clone(), elapsed_ms: 0 });
+        entries.push(Entry { action, outcome: Outcome::Failed { kind, error, elapsed: Duration::ZERO } });
     }
-    Report { entries, interrupted, signal, elapsed: t0.elapsed() }
+    Report { entries, interrupted, signal: None, elapsed: t0.elapsed() }
 }
 
 /// The plan's actions, with the old copy of every moved VM as a deletion of its own,
 /// just before its move.
-fn with_moves(actions: &[Action]) -> Vec<Action> {
+fn with_moves(actions: &[Action]) -> Vec<(Action, Vec<crate::plan::ops::Step>)> {
     let mut out = Vec::with_capacity(actions.len());
     for a in actions {
         if let Some(old) = &a.moved_from {
-            out.push(Action::new(old.clone(), Op::Delete, Class::Replace, format!("moves to host `{}`", a.id.host)));
+            let away = Action::new(old.clone(), Op::Delete, Class::Replace, format!("moves to host `{}`", a.id.host));
+            out.push((away, a.moved_from_ops.clone()));
         }
-        out.push(a.clone());
+        out.push((a.clone(), a.ops.clone()));
     }
     out
 }

@@ -40,8 +40,8 @@ fn line_raw(event: &Event) -> Option<String> {
         Event::Done { id, op, elapsed_ms } => {
             Some(format!("  done     {id} ({}, {})", op.word(), seconds(*elapsed_ms)))
         }
-        Event::Failed { id, op, error, elapsed_ms } => {
-            Some(format!("  FAILED   {id} ({}, {}): {error}", op.word(), seconds(*elapsed_ms)))
+        Event::Failed { id, op, kind, error, elapsed_ms } => {
+            Some(format!("  FAILED   {id} ({}, {}, {kind}): {error}", op.word(), seconds(*elapsed_ms)))
         }
         // One line per action a signal kept from starting would be thousands: the
         // summary counts them instead.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::{Error, TempDir, Timing, synth};
-use crate::live::observe::observe_all;
+use crate::driver::observe::observe_all;
 use crate::spec::source::Syntax;
 
 #[derive(Debug, Serialize)]

@@ -58,6 +58,11 @@ pub enum Error {
         "the plan where {scenario} has {actions} actions and {errors} errors, not {expected} VM updates (first: {first})"
     )]
     UnexpectedPlan { scenario: String, expected: usize, actions: usize, errors: usize, first: String },
+    #[error(
+        "this fabrik was built without its serde_yaml baseline; build it with the `bench` feature: \
+         cargo run --release --features bench -- bench …"
+    )]
+    NoBaseline,
     #[error("serde_yaml cannot read `{}`", path.display())]
     Baseline {
         path: PathBuf,
@@ -152,6 +157,9 @@ fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// Generates the factory, measures, and removes the files again.
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<Report, Error> {
+    if !cfg!(feature = "bench") {
+        return Err(Error::NoBaseline);
+    }
     let runs = opts.runs.max(1);
     let hosts = opts.size.hosts.max(1);
     if opts.size.vms > hosts * synth::VMS_PER_HOST_MAX {
@@ -305,6 +313,7 @@ fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
+#[cfg(feature = "bench")]
 fn read_with_serde_yaml(files: &[PathBuf]) -> Result<Vec<serde_yaml::Value>, Error> {
     files
         .iter()
@@ -314,6 +323,12 @@ fn read_with_serde_yaml(files: &[PathBuf]) -> Result<Vec<serde_yaml::Value>, Err
             serde_yaml::from_str(&text).map_err(|e| Error::Baseline { path: path.clone(), source: Box::new(e) })
         })
         .collect()
+}
+
+/// Without the `bench` feature there is no baseline ([`run`] says so before any work).
+#[cfg(not(feature = "bench"))]
+fn read_with_serde_yaml(_: &[PathBuf]) -> Result<Vec<()>, Error> {
+    Err(Error::NoBaseline)
 }
 
 /// One run of what [`crate::spec::load::load`] and [`check::run`] do, file by file on

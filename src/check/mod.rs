@@ -7,6 +7,7 @@ pub mod declared;
 pub mod devices;
 pub mod fabric;
 pub mod gpu;
+pub mod hardware;
 pub mod isolation;
 pub mod macs;
 pub mod mig;
@@ -26,6 +27,7 @@ use crate::spec::model::Spec;
 
 /// The rules of each expert-check family, for `fabrik explain` and `docs/rules.md`.
 pub static CHECKS: &[&[rules::Rule]] = &[
+    hardware::RULES,
     mig::RULES,
     numa::RULES,
     capacity::RULES,
@@ -54,6 +56,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     if out.iter().any(Diagnostic::is_error) {
         return out;
     }
+    hardware::check(spec, &mut out);
     mig::check(spec, &mut out);
     numa::check(spec, &mut out);
     capacity::check(spec, &mut out);

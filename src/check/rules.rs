@@ -2,6 +2,8 @@
 //! failing example and the fix. `fabrik explain CODE` prints an entry; `docs/rules.md`
 //! and `docs/diagnostics.md` are generated from it, and a test keeps both in step.
 
+pub mod drift;
+
 /// One diagnostic code and its page.
 #[derive(Debug)]
 pub struct Rule {
@@ -155,6 +157,10 @@ pub static LANGUAGE: &[Rule] = &[
         "fabrik::place::no-host",
         "no host can take a VM (CPUs, memory, hugepages, GPUs, MIG instances or its NUMA policy); the help says why for each host tried",
     ),
+    lang(
+        "fabrik::place::rail-vfs",
+        "the multi-GPU VMs placed on a host take more SR-IOV VFs of a GPU's rail (one per GPU and InfiniBand partition) than the rail's `sriov-vfs`",
+    ),
     lang("fabrik::graph::cycle", "resources of the desired state need each other to exist first"),
     lang("fabrik::graph::missing-dependency", "a resource needs another that nothing declares on its host"),
     lang(
@@ -179,6 +185,10 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::plan::created", "the record of what apply created (`created.json`) cannot be read"),
     lang("fabrik::plan::unreadable-object", "libvirt returned a definition fabrik cannot parse"),
+    lang(
+        "fabrik::plan::cannot-apply",
+        "an action apply cannot carry out: `--replace` of a storage pool or a volume (they may hold data), or a deletion of what was not seen on its host",
+    ),
     lang("fabrik::plan::missing-gpu", "a declared GPU is not on the host, or cannot do the MIG the factory asks of it"),
     lang(
         "fabrik::plan::missing-nic",
@@ -187,6 +197,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::plan::uplink-taken",
         "a bridge network's parent NIC is the port of another bridge the plan keeps, or of one fabrik does not own",
+    ),
+    lang(
+        "fabrik::plan::iommu-group",
+        "a passthrough GPU shares its IOMMU group (read from the host) with a device that is not given to the same VM; VFIO hands out whole groups only",
     ),
     lang(
         "fabrik::plan::wrong-nic-kind",
@@ -199,6 +213,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("mig", "MIG geometry: layouts that the GPU can really hold"),
     ("gpu", "Exclusive assignment: a GPU, MIG instance or VF goes to one VM"),
     ("numa", "NUMA alignment: CPUs, memory, hugepages and devices on one node"),
+    ("host", "Hosts: the CPU architecture their VMs are rendered for"),
     ("fabric", "Fabric: NVLink domains and their partitions, the VXLAN underlay, and MTUs over the hosts' NICs"),
     ("capacity", "Capacity: what the hosts declare is enough for the VMs"),
     ("quota", "Quotas: tenants stay within their limits"),
@@ -211,7 +226,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
 
 /// Every code fabrik can report.
 pub fn all() -> impl Iterator<Item = &'static Rule> {
-    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter())).chain(crate::inventory::drift::RULES)
+    LANGUAGE.iter().chain(super::CHECKS.iter().flat_map(|family| family.iter())).chain(drift::RULES)
 }
 
 pub fn find(code: &str) -> Option<&'static Rule> {

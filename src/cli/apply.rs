@@ -22,7 +22,9 @@ use crate::apply::{self, Event, Limits, Outcome, Settings};
 use crate::diag::error_chain;
 use crate::diag::redact::Secrets;
 use crate::plan::output::{self, Show};
-use crate::plan::{self, Created, Plan};
+use crate::plan::{self, Plan};
+use crate::reconcile::{self, Session, VerifyOptions};
+use tokio_util::sync::CancellationToken;
 
 /// Interrupted by SIGINT (128 + SIGINT, as shells report it).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -68,6 +70,45 @@ fn saved_plan(path: &Path) -> Option<Result<Plan, String>> {
     Some(plan::file::load(path).map_err(|e| error_chain(&e)))
 }
 
+/// A saved plan's own copy of its factory, written out while the apply runs.
+struct Copy {
+    /// The factory's path inside `_dir`.
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The saved plan's files in a folder of their own when its factory's path is gone (the
+/// plan is self-contained, docs/plan.md); `None` when the factory is where it was.
+fn materialize(origin: &plan::Origin) -> Result<Option<Copy>, String> {
+    if Path::new(&origin.path).exists() || origin.sources.is_empty() {
+        return Ok(None);
+    }
+    if origin.masked {
+        return Err(format!(
+            "the plan's factory `{}` is gone, and the copy the plan keeps has its credentials masked; apply it from the factory's folder",
+            origin.path
+        ));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("fabrik-plan-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a folder for the plan's factory: {e}"))?;
+    for source in &origin.sources {
+        let rel = Path::new(&source.path);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("the plan names a factory file outside its factory: `{}`", source.path));
+        }
+        let to = dir.path().join(rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot write {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&to, &source.text).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    let single = origin.sources.len() == 1 && origin.path.ends_with(&origin.sources[0].path);
+    let path = if single { dir.path().join(&origin.sources[0].path) } else { dir.path().to_path_buf() };
+    Ok(Some(Copy { path, _dir: dir }))
+}
+
 /// What an apply prints besides progress: to stdout, as text or JSON lines.
 struct Out {
     format: ApplyFormat,
@@ -108,9 +149,18 @@ pub fn run(args: &Args) -> u8 {
         );
         return exit::INVALID;
     }
+    // A saved plan whose factory is gone brings its own copy of the factory's files.
+    let copy = match origin.as_ref().map(materialize) {
+        Some(Err(message)) => {
+            eprintln!("error: {message}");
+            return exit::INVALID;
+        }
+        Some(Ok(copy)) => copy,
+        None => None,
+    };
     let hosts = match &origin {
         Some(o) => Hosts {
-            path: PathBuf::from(&o.path),
+            path: copy.as_ref().map_or_else(|| PathBuf::from(&o.path), |c| c.path.clone()),
             sim: o.twins.is_some(),
             state_dir: o.twins.as_ref().map(PathBuf::from),
             host_timeout: args.hosts.host_timeout,
@@ -131,48 +181,67 @@ pub fn run(args: &Args) -> u8 {
         },
         None => args.select.clone(),
     };
-    let shutdown_timeout = Duration::from_secs(select.shutdown_timeout);
-    let prepared = match prepare(&hosts, &select) {
+    let mut prepared = match prepare(&hosts, &select) {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.human);
             return refused.code;
         }
     };
+    // The records and the lock of the hosts stay where the plan was made.
+    let recorded_state = origin.as_ref().and_then(|o| o.state.as_ref()).filter(|_| copy.is_some()).map(PathBuf::from);
+    if let Some(state) = &recorded_state {
+        prepared.created_path = state.join("created.json");
+        prepared.options.created = plan::Created::load(&prepared.created_path).unwrap_or_default();
+    }
     out.secrets = Secrets::of_spec(&prepared.validation.spec);
+    let spec = &prepared.validation.spec;
     // The lock comes before the hosts are read: a plan made while another apply runs
     // would be out of date before it is shown.
-    let state = if hosts.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&hosts.path) };
-    // One `--lock-wait` for both locks, not one each.
-    let lock_deadline = std::time::Instant::now() + Duration::from_secs(args.lock_wait);
-    let _lock = match apply::lock::acquire(&state, Duration::from_secs(args.lock_wait)) {
-        Ok(l) => l,
+    let state = match &recorded_state {
+        Some(state) => state.clone(),
+        None if hosts.sim => hosts.state(),
+        None => crate::spec::load::fabrik_dir(&hosts.path),
+    };
+    crate::driver::libvirt::set_silence_limit(Duration::from_secs(hosts.host_timeout));
+    let options = reconcile::Options {
+        plan: prepared.options.clone(),
+        verify: VerifyOptions::default(),
+        limits: Limits { parallelism: usize::from(args.parallelism), per_host: usize::from(args.per_host) },
+        twins: hosts.sim.then(|| hosts.state()),
+        lock_dir: state.clone(),
+        lock_wait: Duration::from_secs(args.lock_wait),
+        created_path: prepared.created_path.clone(),
+    };
+    // The CLI owns the runtime; the reconcile runs on it, in steps, to show the plan and
+    // ask before anything changes.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(usize::from(args.parallelism) + spec.hosts.len().min(64) + 4)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: cannot start the executor: {e}");
             return exit::INVALID;
         }
     };
-    // The hosts' own locks, held by their agents: applies from other checkouts of the
-    // factory (another operator, CI) take them too.
-    let _host_locks = if hosts.sim {
-        None
-    } else {
-        let wait = lock_deadline.saturating_duration_since(std::time::Instant::now());
-        match apply::lock::lock_hosts(&prepared.desired.factory, &prepared.validation.spec.hosts, wait) {
-            Ok(locks) => {
-                for (host, why) in &locks.unlocked {
-                    let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
-                    eprintln!("warning: host `{host}` is not locked against other applies: {why}");
-                }
-                Some(locks)
+    let session = match runtime.block_on(Session::open(&prepared.desired.factory, &spec.hosts, &options)) {
+        Ok(s) => s,
+        Err(e) => {
+            let message = crate::diag::printable(&out.secrets.scrub(&e.message)).into_owned();
+            if args.format == ApplyFormat::Json {
+                out.json(serde_json::json!({"event": "error", "kind": e.kind, "error": message}));
             }
-            Err(held) => {
-                let held = crate::diag::printable(&out.secrets.scrub(&held)).into_owned();
-                eprintln!("error: another apply is changing these hosts; nothing was applied:\n{held}");
-                return exit::INVALID;
-            }
+            eprintln!("error: {message}");
+            return exit::INVALID;
         }
     };
+    for (host, why) in &session.unlocked {
+        let why = crate::diag::printable(&out.secrets.scrub(why)).into_owned();
+        eprintln!("warning: host `{host}` is not locked against other applies: {why}");
+    }
     if let Some(previous) = journal::previous(&state) {
         let mut note = "note: the previous apply did not finish (it was killed or crashed); this plan is made \
                         from the hosts as they are now, so applying it completes that work"
@@ -182,16 +251,29 @@ pub fn run(args: &Args) -> u8 {
         }
         eprintln!("{note}");
     }
-    let spec = &prepared.validation.spec;
-    let live = hosts.observe(spec);
+    let live = runtime.block_on(session.observe());
     let mut plan = match saved {
         Some(saved) => {
             let staleness = plan::file::stale(&saved, &prepared.desired, &live);
             if staleness.is_stale() {
+                if args.format == ApplyFormat::Json {
+                    out.json(serde_json::json!({"event": "error", "kind": reconcile::FailureKind::Precondition, "error": "the saved plan is stale", "reasons": staleness.reasons}));
+                }
                 eprintln!("error: the saved plan is stale; nothing was applied:");
                 for r in &staleness.reasons {
                     eprintln!("  - {r}");
                 }
+                eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
+                return exit::INVALID;
+            }
+            // The document holds the seeds' hashes, not their images: built again here.
+            let mut saved = saved;
+            if let Err(message) = plan::seeds::fill(&mut saved, &prepared.desired, &live) {
+                let message = crate::diag::printable(&out.secrets.scrub(&message)).into_owned();
+                if args.format == ApplyFormat::Json {
+                    out.json(serde_json::json!({"event": "error", "kind": reconcile::FailureKind::Precondition, "error": message}));
+                }
+                eprintln!("error: {message}; nothing was applied");
                 eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
                 return exit::INVALID;
             }
@@ -215,6 +297,14 @@ pub fn run(args: &Args) -> u8 {
         })),
     }
     if plan.has_errors() {
+        if args.format == ApplyFormat::Json {
+            for e in &plan.errors {
+                out.json(serde_json::json!({
+                    "event": "error", "host": e.id.host, "id": e.id.to_string(),
+                    "kind": reconcile::plan_error_kind(e), "error": e.message,
+                }));
+            }
+        }
         eprintln!("error: the plan has errors (listed above); nothing was applied");
         return exit::INVALID;
     }
@@ -243,9 +333,10 @@ pub fn run(args: &Args) -> u8 {
             // A failure quotes a host or its agent: its credentials are masked in the
             // progress and in the journal alike.
             let scrubbed = match e {
-                Event::Failed { id, op, error, elapsed_ms } => Some(Event::Failed {
+                Event::Failed { id, op, kind, error, elapsed_ms } => Some(Event::Failed {
                     id: id.clone(),
                     op: *op,
+                    kind: *kind,
                     error: secrets.scrub(error),
                     elapsed_ms: *elapsed_ms,
                 }),
@@ -262,21 +353,31 @@ pub fn run(args: &Args) -> u8 {
         })
     };
     let settings = Settings {
-        limits: Limits { parallelism: usize::from(args.parallelism), per_host: usize::from(args.per_host) },
-        shutdown_timeout,
-        twins: hosts.sim.then(|| hosts.state()),
+        limits: options.limits,
         created_path: prepared.created_path.clone(),
         created: prepared.options.created.clone(),
     };
-    let report = apply::apply(&plan, &prepared.desired, &prepared.graph, &live, &spec.hosts, settings, emit);
-    progress.finish();
-    // Verify: the hosts read again, planned again with the same options.
-    let mut options = prepared.options.clone();
-    options.created = Created::load(&prepared.created_path).unwrap_or(options.created);
-    let after = plan::plan_with(&prepared.desired, &prepared.graph, &hosts.observe(spec), &options);
-    let remaining = apply::unconverged(&after);
+    let cancel = CancellationToken::new();
+    let signal = Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let (mut report, verified) = runtime.block_on(async {
+        let watcher = tokio::spawn(watch_signals(cancel.clone(), signal.clone(), emit.clone()));
+        let report = session.execute(&plan, Some(&prepared.graph), settings, emit.clone(), cancel.clone()).await;
+        progress.finish();
+        // Verify: the hosts read again, planned again with the same selection but never
+        // `--replace` (what was replaced is not replaced again).
+        let created = plan::Created::load(&prepared.created_path).unwrap_or_else(|_| prepared.options.created.clone());
+        let verify_options = options.verify_plan(created);
+        let verified =
+            session.verify(&prepared.desired, &prepared.graph, &verify_options, options.verify, &cancel).await;
+        watcher.abort();
+        (report, verified)
+    });
+    drop(session);
+    report.signal = Some(signal.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0);
+    let after = &verified.plan;
+    let remaining = &verified.remaining;
     let counts = report.counts();
-    let converged = remaining.is_empty() && !after.has_errors();
+    let converged = verified.converged();
     let summary = serde_json::json!({
         "event": "summary", "done": counts.done, "failed": counts.failed, "skipped": counts.skipped,
         "converged": converged, "interrupted": report.interrupted, "elapsed_ms": report.elapsed.as_millis() as u64,
@@ -296,7 +397,7 @@ pub fn run(args: &Args) -> u8 {
         }
         ApplyFormat::Human => {
             let partial = !select.target.is_empty() || !select.exclude.is_empty();
-            out.text(&human_summary(&report, &remaining, &after, partial))
+            out.text(&human_summary(&report, remaining, after, partial))
         }
     }
     if report.interrupted {
@@ -305,6 +406,29 @@ pub fn run(args: &Args) -> u8 {
         exit::INVALID
     } else {
         exit::OK
+    }
+}
+
+/// Cancels the reconcile on the first Ctrl-C or SIGTERM (keeping the signal's number);
+/// exits on the second with 128 + its number, as shells report a process it killed. The
+/// CLI's, not the library's: only the process's owner may exit it.
+async fn watch_signals(cancel: CancellationToken, signal_no: Arc<std::sync::atomic::AtomicI32>, emit: apply::Emit) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    loop {
+        let (name, signal) = tokio::select! {
+            _ = int.recv() => ("SIGINT", nix::sys::signal::Signal::SIGINT),
+            _ = term.recv() => ("SIGTERM", nix::sys::signal::Signal::SIGTERM),
+        };
+        if cancel.is_cancelled() {
+            eprintln!("fabrik: second {name}: exiting now; steps in flight may be cut short");
+            std::process::exit(128 + signal as i32);
+        }
+        signal_no.store(signal as i32, std::sync::atomic::Ordering::SeqCst);
+        cancel.cancel();
+        emit(&Event::Interrupted { signal: name.to_string() });
     }
 }
 
@@ -354,8 +478,8 @@ fn human_summary(report: &apply::Report, remaining: &[apply::NotConverged], afte
         match &e.outcome {
             Outcome::Done { .. } => {}
             Outcome::Skipped { reason } if reason == crate::apply::exec::NOT_STARTED => {}
-            Outcome::Failed { error, .. } => {
-                s.push_str(&format!("  FAILED   {} ({}): {error}\n", e.action.id, e.action.op.word()))
+            Outcome::Failed { kind, error, .. } => {
+                s.push_str(&format!("  FAILED   {} ({}, {kind}): {error}\n", e.action.id, e.action.op.word()))
             }
             Outcome::Skipped { reason } => {
                 s.push_str(&format!("  skipped  {} ({}): {reason}\n", e.action.id, e.action.op.word()))

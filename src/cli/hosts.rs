@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::driver::observe::observe_all;
 use crate::live::LiveHost;
-use crate::live::observe::observe_all;
 use crate::spec::model::Spec;
 
 #[derive(clap::Args, Debug)]
@@ -15,7 +15,8 @@ pub struct Hosts {
     /// Use simulated twins of the hosts instead of the hosts themselves.
     #[arg(long)]
     pub sim: bool,
-    /// Where the twins keep their state (default: `.fabrik/sim` beside the factory).
+    /// Where the twins keep their state (default: `$XDG_STATE_HOME/fabrik/sim/<factory>-<hash>`,
+    /// `~/.local/state/…` without it: never in the factory's directory).
     #[arg(long, value_name = "DIR", env = "FABRIK_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Seconds a host may leave fabrik without an answer (a connection that does not

@@ -8,9 +8,11 @@ pub mod completions;
 pub mod explain;
 pub mod graph;
 pub mod hosts;
+pub mod import;
 pub mod init;
 pub mod inventory;
 pub mod out;
+pub mod partitions;
 pub mod plan;
 pub mod schema;
 pub mod validate;
@@ -54,6 +56,10 @@ pub enum Command {
         /// a line, as `git diff --name-only` prints them). Needs `--tenant`.
         #[arg(long, value_name = "PATH", num_args = 1.., requires = "tenant")]
         changed: Vec<PathBuf>,
+        /// Print the files read, one a line, before the verdict (what `.gitignore` and
+        /// `.fabrikignore` leave out is not read; JSON lists them in `files`).
+        #[arg(long)]
+        list_files: bool,
     },
     /// Print the JSON Schema of the YAML form (or the key reference as Markdown).
     Schema {
@@ -76,10 +82,15 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Print the dependency graph of a factory's desired state (Graphviz dot or JSON).
     Graph(graph::Args),
+    /// Print the InfiniBand partition membership as OpenSM's `partitions.conf`: every VM port's GUID under its pkey.
+    Partitions(partitions::Args),
     /// Show what apply would change: per host, one line per change with its class; exit 2 when there are changes.
     Plan(plan::Args),
     /// Plan, confirm, carry the plan out on the hosts in parallel, and verify with a new plan.
     Apply(apply::Args),
+    /// Adopt domains no factory marks: show what would be done, mark them with `--yes`
+    /// (metadata only, nothing restarts), and print the declarations to add.
+    Import(import::Args),
     /// Write a small, valid starter factory (and the schema editors read) into DIR.
     Init(init::Args),
     /// Print a shell completion script (`fabrik completions bash > /etc/bash_completion.d/fabrik`).
@@ -118,18 +129,20 @@ pub fn main() -> ExitCode {
     };
     out::init(cli.color);
     let code = match cli.command {
-        Command::Validate { path, format, tenant, changed } => {
-            validate::run(&path, format, tenant.as_deref(), &changed)
+        Command::Validate { path, format, tenant, changed, list_files } => {
+            validate::run(&path, format, tenant.as_deref(), &changed, list_files)
         }
         Command::Schema { format } => schema::run(format),
         Command::Bench(args) => bench::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Inventory(args) => inventory::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Partitions(args) => partitions::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
         Command::Init(args) => init::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Completions { shell } => completions::run_completions(shell),
         Command::Man => completions::run_man(),
     };

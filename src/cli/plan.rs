@@ -56,7 +56,7 @@ pub struct Select {
     pub shutdown_timeout: u64,
 }
 
-/// [`crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT`], in seconds, for the flag.
+/// [`crate::plan::ops::SHUTDOWN_TIMEOUT_DEFAULT`], in seconds, for the flag.
 pub const SHUTDOWN_TIMEOUT_DEFAULT_S: u64 = 60;
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -222,6 +222,7 @@ pub fn run(args: &Args) -> u8 {
     };
     super::out::print(&secrets.scrub(&text));
     if let Some(out) = &args.out {
+        let file_secrets = Secrets::of_factory(&p.validation.spec, &p.validation.sources);
         plan.origin = Some(plan::Origin {
             path: args.hosts.path.display().to_string(),
             twins: args.hosts.sim.then(|| args.hosts.state().display().to_string()),
@@ -229,6 +230,9 @@ pub fn run(args: &Args) -> u8 {
             excludes: args.select.exclude.clone(),
             replace: args.select.replace.clone(),
             shutdown_timeout_s: args.select.shutdown_timeout,
+            state: (!args.hosts.sim).then(|| absolute(&crate::spec::load::fabrik_dir(&args.hosts.path))),
+            sources: saved_sources(&args.hosts.path, &p.validation.sources, &file_secrets),
+            masked: !file_secrets.is_empty(),
         });
         if let Err(e) = plan::file::save(&plan, out) {
             eprintln!("error: {}", error_chain(&e));
@@ -242,6 +246,30 @@ pub fn run(args: &Args) -> u8 {
     } else {
         exit::OK
     }
+}
+
+/// An absolute path's text (as given when it cannot be made absolute).
+fn absolute(path: &std::path::Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+}
+
+/// The factory's files as a saved plan keeps them: relative to the factory's path, with
+/// credentials masked.
+fn saved_sources(
+    factory: &std::path::Path,
+    sources: &crate::spec::source::Sources,
+    secrets: &Secrets,
+) -> Vec<plan::SavedSource> {
+    sources
+        .iter()
+        .map(|(_, f)| {
+            let rel = match f.path.strip_prefix(factory) {
+                Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
+                _ => f.path.file_name().map(PathBuf::from).unwrap_or_else(|| f.path.clone()),
+            };
+            plan::SavedSource { path: rel.display().to_string(), text: secrets.scrub(&f.text) }
+        })
+        .collect()
 }
 
 /// The plan with the hosts' credentials masked wherever a host's words reach it
@@ -293,15 +321,7 @@ fn refused_markdown(r: &Refused, path: &std::path::Path) -> String {
 
 /// The annotations of a plan that could not be made: one `::error` per diagnostic.
 fn refused_github(r: &Refused) -> String {
-    use crate::diag::render::{escape_data, escape_property};
-    let mut out = String::new();
-    for d in &r.diagnostics {
-        let field = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-        out.push_str(&format!(
-            "::error title={}::{}\n",
-            escape_property(&field("code")),
-            escape_data(&field("message"))
-        ));
-    }
+    // Each diagnostic at its place, with its related places (repository-relative paths).
+    let out: String = r.diagnostics.iter().map(|d| crate::diag::render::github_value(d) + "\n").collect();
     crate::diag::printable(&out).into_owned()
 }

@@ -12,7 +12,7 @@ use crate::diag::{Diagnostic, render};
 use crate::spec::model::Scope;
 use crate::spec::source::Span;
 
-pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf]) -> u8 {
+pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf], list_files: bool) -> u8 {
     let mut v = check::validate(path);
     if let Some(tenant) = tenant {
         let changed = match changed_paths(changed) {
@@ -33,6 +33,9 @@ pub fn run(path: &Path, format: Format, tenant: Option<&str>, changed: &[PathBuf
             // (stdout), so `fabrik validate . > verdict.txt` keeps it.
             let text = secrets.scrub(&diagnostics(&v, super::style_for_stderr()));
             let _ = std::io::stderr().write_all(text.as_bytes());
+            if list_files {
+                super::out::print(&crate::diag::printable(&files_read(&v)));
+            }
             super::out::print(&crate::diag::printable(&secrets.scrub(&verdict(&v, path))));
             return code(&v);
         }
@@ -156,12 +159,23 @@ pub fn verdict(v: &Validation, path: &Path) -> String {
 #[derive(Serialize)]
 struct JsonReport {
     valid: bool,
+    /// The files read, in the order they were merged (what `.gitignore` and
+    /// `.fabrikignore` left out is not among them).
+    files: Vec<String>,
     diagnostics: Vec<render::JsonDiagnostic>,
 }
 
+/// The files read, one a line (`--list-files`).
+pub fn files_read(v: &Validation) -> String {
+    v.sources.iter().map(|(_, f)| format!("{}\n", f.path.display())).collect()
+}
+
 pub fn json(v: &Validation) -> String {
-    let report =
-        JsonReport { valid: v.is_valid(), diagnostics: v.diags.iter().map(|d| render::json(d, &v.sources)).collect() };
+    let report = JsonReport {
+        valid: v.is_valid(),
+        files: v.sources.iter().map(|(_, f)| f.path.display().to_string()).collect(),
+        diagnostics: v.diags.iter().map(|d| render::json(d, &v.sources)).collect(),
+    };
     let mut s =
         serde_json::to_string_pretty(&crate::formats::versioned(crate::formats::VALIDATE, &report)).unwrap_or_default();
     s.push('\n');

@@ -187,7 +187,7 @@ impl Ipam {
 /// Where NIC `nic` of a VM starts probing in a pool of `size` addresses.
 pub fn start(factory: &str, tenant: &str, vm: &str, nic: usize, network: &str, size: u128) -> u128 {
     let key = format!("ip\0{factory}\0{tenant}\0{vm}\0{nic}\0{network}");
-    let h = build::fnv1a(key.as_bytes());
+    let h = crate::hash::fnv1a(key.as_bytes());
     let hi = super::names::mix(h ^ 0x9e37_79b9_7f4a_7c15);
     let wide = (u128::from(super::names::mix(h)) << 64) | u128::from(hi);
     wide % size.max(1)

@@ -16,13 +16,19 @@ use crate::spec::model::{DiskBus, Firmware, NicModel, Power, Spec};
 use crate::spec::types::{ByteSize, CpuSet};
 
 /// Builds the desired state of a factory that validates. Fails only where placement
-/// does (`fabrik::place::no-host`).
+/// does (`fabrik::place::no-host`), or where the rails of the GPUs placed run out of VFs
+/// (`fabrik::place::rail-vfs`).
 pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let placement = place::place(spec)?;
     let mut hosts: Vec<DesiredHost> = spec
         .hosts
         .iter()
-        .map(|h| DesiredHost { name: h.name.value.clone(), uri: h.uri.value.clone(), ..DesiredHost::default() })
+        .map(|h| DesiredHost {
+            name: h.name.value.clone(),
+            uri: h.uri.value.clone(),
+            arch: h.arch(),
+            ..DesiredHost::default()
+        })
         .collect();
     let vm_ids: Vec<ResourceId> = placement
         .vms
@@ -43,6 +49,12 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     let ipam = super::net::ipam(spec);
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
+    super::rails::add_networks(&mut hosts);
+    let rail_errors = super::rails::check_vfs(spec, &hosts);
+    if !rail_errors.is_empty() {
+        return Err(rail_errors);
+    }
+    super::ib::add(spec, &factory, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
     crate::guest::volume::add(spec, &mut hosts);
     for h in &mut hosts {
@@ -154,7 +166,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             _ => unreachable!("a MIG assignment names a GPU in MIG mode"),
         })
         .collect();
-    let numa_cells = a
+    let mut numa_cells: Vec<GuestCell> = a
         .cells
         .iter()
         .enumerate()
@@ -163,9 +175,15 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             vcpus: CpuSet::from_cpus(vcpus.clone()),
             memory: ByteSize(*memory),
             host_node: *node,
+            distances: Vec::new(),
         })
         .collect();
-    let nics = e
+    let host_spec = &spec.hosts[placed.host];
+    if !numa_cells.is_empty() {
+        super::topology::add_memory_cells(host_spec, a.gpus.iter().map(|&g| gpu(g).address.value), &mut numa_cells);
+        super::topology::add_distances(host_spec, &mut numa_cells);
+    }
+    let mut nics: Vec<DesiredNic> = e
         .nic_list()
         .iter()
         .map(|n| DesiredNic {
@@ -182,8 +200,11 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
                 dns: Vec::new(),
                 declared: true,
             }),
+            rail: None,
         })
         .collect();
+    let gpu_addresses: Vec<_> = a.gpus.iter().map(|&g| gpu(g).address.value).collect();
+    super::rails::expand(spec, host_spec, &gpu_addresses, &mut nics);
     let (mut virtio, mut other) = (0, 0);
     let disks = e
         .disks()
@@ -222,7 +243,11 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
         time_sliced: a.time_sliced.iter().map(|&g| gpu(g).address.value).collect(),
         nics,
         disks,
-        firmware: e.firmware().map_or(Firmware::Bios, |f| f.value),
+        // Arm's `virt` machine boots only UEFI (`fabrik::host::arch-firmware`).
+        firmware: e.firmware().map(|f| f.value).unwrap_or(match host_spec.arch() {
+            crate::hw::Arch::X86_64 => Firmware::Bios,
+            crate::hw::Arch::Aarch64 => Firmware::Uefi,
+        }),
         power,
         autostart: power == Power::Running,
         seed: None,
@@ -272,19 +297,11 @@ fn emulator_pin(placement: &Placement<'_>, h: usize, a: &place::Assignment) -> O
     Some(if reserved.is_empty() { CpuSet::from_cpus(a.vcpu_pins.clone()) } else { CpuSet::from_cpus(reserved) })
 }
 
-/// FNV-1a, 64 bits: small, stable across builds and platforms (unlike `DefaultHasher`).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    bytes.iter().fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
-}
-
 /// The hash of a VM's desired fields (its JSON with `spec_hash` empty). The seed is left
 /// out: the mark records its own hash, which changes with what the guest is told.
 pub fn spec_hash(vm: &DesiredVm) -> String {
     let bare = DesiredVm { spec_hash: String::new(), seed: None, ..vm.clone() };
-    let json = serde_json::to_vec(&bare).unwrap_or_default();
-    format!("{:016x}", fnv1a(&json))
+    format!("{:016x}", crate::hash::json(&bare))
 }
 
 /// VMs by name, for tests and tools.

@@ -20,7 +20,7 @@ type NicKey = (String, usize);
 /// The derived MAC of NIC `nic` of a VM, hashed `round` times over.
 pub fn derived(factory: &str, tenant: &str, vm: &str, nic: usize, round: u32) -> String {
     let key = format!("mac\0{factory}\0{tenant}\0{vm}\0{nic}\0{round}");
-    let h = super::names::mix(build::fnv1a(key.as_bytes()));
+    let h = super::names::mix(crate::hash::fnv1a(key.as_bytes()));
     let mut octets = [0u8; 6];
     for (i, o) in octets.iter_mut().enumerate() {
         *o = (h >> (8 * (5 - i))) as u8;

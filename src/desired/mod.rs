@@ -8,11 +8,14 @@
 
 pub mod addr;
 pub mod build;
+pub mod ib;
 pub mod id;
 pub mod mac;
 pub mod names;
 pub mod net;
+pub mod rails;
 pub mod storage;
+pub mod topology;
 
 pub use build::build;
 pub use id::{ResourceId, ResourceKind};
@@ -63,6 +66,9 @@ pub fn marked_domains<'a>(
 pub struct DesiredHost {
     pub name: String,
     pub uri: String,
+    /// The CPU architecture its VMs are rendered for ([`Host::arch`](crate::spec::model::Host::arch)).
+    #[serde(default)]
+    pub arch: crate::hw::Arch,
     pub hugepages: Vec<DesiredHugepages>,
     /// SR-IOV VF counts of physical NICs.
     #[serde(default)]
@@ -73,6 +79,9 @@ pub struct DesiredHost {
     pub pools: Vec<DesiredPool>,
     pub volumes: Vec<DesiredVolume>,
     pub vms: Vec<DesiredVm>,
+    /// The VM NICs on InfiniBand partitions, with the GUIDs of their VFs ([`ib`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ib_ports: Vec<ib::IbPort>,
 }
 
 /// A hugepage pool: pages of one size on one NUMA node.
@@ -232,8 +241,21 @@ pub struct GuestCell {
     pub id: u32,
     pub vcpus: CpuSet,
     pub memory: ByteSize,
-    /// The host NUMA node whose GPUs/NICs sit behind this cell's PCIe expander bus.
+    /// The host NUMA node whose GPUs/NICs sit behind this cell's PCIe expander bus; for
+    /// a cell of memory only (no vCPUs, no memory of the guest's), the host node of GPU
+    /// memory it mirrors (GB200), so in-guest MIG sees its memory nodes.
     pub host_node: u32,
+    /// Distance to every guest cell, by cell id, from the host's node distances; empty
+    /// when the host declares none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distances: Vec<u32>,
+}
+
+impl GuestCell {
+    /// A cell that mirrors a host node of GPU memory: no vCPUs, no guest memory.
+    pub fn memory_only(&self) -> bool {
+        self.vcpus.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +274,10 @@ pub struct DesiredNic {
     /// Guest configuration reads it (with prefix, gateway and DNS) from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<addr::NicAddress>,
+    /// The GPU rail its VF comes from, for a multi-GPU VM on an InfiniBand partition
+    /// ([`rails`]); `network` is then that rail's pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail: Option<rails::NicRail>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
 /// The stable hash of an identity, as [`HASH_CHARS`] base-32 characters.
 pub fn short_hash(identity: &str) -> String {
-    let h = mix(super::build::fnv1a(identity.as_bytes()));
+    let h = mix(crate::hash::fnv1a(identity.as_bytes()));
     (0..HASH_CHARS).map(|i| ALPHABET[((h >> (5 * i)) & 31) as usize] as char).collect()
 }
 

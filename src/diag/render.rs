@@ -1,6 +1,7 @@
 //! Rendering diagnostics for people (miette) and for programs (JSON, GitHub annotations).
 
 use std::fmt;
+use std::path::Path;
 
 use miette::{
     GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceCode, SourceSpan,
@@ -89,32 +90,91 @@ pub fn json(d: &Diagnostic, sources: &Sources) -> JsonDiagnostic {
     }
 }
 
-/// One GitHub Actions workflow command (`::error file=…,line=…,col=…::message`).
+/// GitHub Actions workflow commands for a diagnostic: `::error file=…,line=…,col=…::message`
+/// at its place, its related places (`see also:`) in the message, and a `::notice` on
+/// each related place pointing back, so a reviewer sees both ends in the pull request's
+/// diff. Paths are relative to the repository ([`repo_relative`]), as GitHub resolves them.
 pub fn github(d: &Diagnostic, sources: &Sources) -> String {
-    let level = match d.severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
+    github_value(&serde_json::to_value(json(d, sources)).unwrap_or_default())
+}
+
+/// [`github`] of a diagnostic in its JSON shape ([`JsonDiagnostic`]), as `plan` keeps
+/// them (scrubbed of secrets) for its machine formats.
+pub fn github_value(d: &serde_json::Value) -> String {
+    let text = |k: &str| d[k].as_str().map(str::to_string);
+    let num = |k: &str| d[k].as_u64();
+    let level = match d["severity"].as_str() {
+        Some("warning") => "warning",
+        _ => "error",
     };
+    let code = text("code").unwrap_or_default();
+    let file = text("file").map(|f| repo_relative(Path::new(&f)));
     let mut props = Vec::new();
-    if let Some(l) = &d.primary {
-        let f = sources.get(l.span.file);
-        let (start, end) = (f.line_col(l.span.start), f.line_col(l.span.end));
-        props.push(format!("file={}", escape_property(&f.path.display().to_string())));
-        props.push(format!("line={}", start.line));
-        props.push(format!("col={}", start.column));
-        if end.line != start.line {
-            props.push(format!("endLine={}", end.line));
-        } else if end.column > start.column {
-            props.push(format!("endColumn={}", end.column));
+    if let (Some(file), Some(line), Some(col)) = (&file, num("line"), num("column")) {
+        props.push(format!("file={}", escape_property(file)));
+        props.push(format!("line={line}"));
+        props.push(format!("col={col}"));
+        match (num("end_line"), num("end_column")) {
+            (Some(end), _) if end != line => props.push(format!("endLine={end}")),
+            (_, Some(end)) if end > col => props.push(format!("endColumn={end}")),
+            _ => {}
         }
     }
-    props.push(format!("title={}", escape_property(d.code)));
-    let mut message = d.message.clone();
-    if let Some(help) = &d.help {
+    props.push(format!("title={}", escape_property(&code)));
+    let mut message = text("message").unwrap_or_default();
+    if let Some(help) = text("help") {
         message.push_str("\nhelp: ");
-        message.push_str(help);
+        message.push_str(&help);
     }
-    format!("::{level} {}::{}", props.join(","), escape_data(&super::printable(&message)))
+    let related: Vec<(String, u64, u64, String)> = d["related"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            let file = repo_relative(Path::new(r["file"].as_str()?));
+            Some((file, r["line"].as_u64()?, r["column"].as_u64()?, r["message"].as_str().unwrap_or("").to_string()))
+        })
+        .collect();
+    for (file, line, col, label) in &related {
+        message.push_str(&format!("\nsee also: {file}:{line}:{col}: {label}"));
+    }
+    let mut out = format!("::{level} {}::{}", props.join(","), escape_data(&super::printable(&message)));
+    let here = match (&file, num("line"), num("column")) {
+        (Some(f), Some(l), Some(c)) => format!("{f}:{l}:{c}"),
+        _ => "the factory".to_string(),
+    };
+    for (rfile, line, col, label) in &related {
+        let note = format!("{label}\nrelated to {here}: {}", text("message").unwrap_or_default());
+        out.push_str(&format!(
+            "\n::notice file={},line={line},col={col},title={}::{}",
+            escape_property(rfile),
+            escape_property(&format!("{code} (related)")),
+            escape_data(&super::printable(&note))
+        ));
+    }
+    out
+}
+
+/// A file's path as GitHub resolves annotation paths: relative to the repository's root:
+/// `GITHUB_WORKSPACE` when the file lies below it, else the nearest directory above the
+/// file that holds `.git`; else relative to the current directory when below it; else as
+/// given.
+pub fn repo_relative(path: &Path) -> String {
+    let Ok(cwd) = std::env::current_dir() else { return path.display().to_string() };
+    let abs = if path.is_absolute() { path.to_path_buf() } else { cwd.join(path) };
+    let abs = abs.canonicalize().unwrap_or(abs);
+    let workspace = std::env::var_os("GITHUB_WORKSPACE")
+        .map(std::path::PathBuf::from)
+        .filter(|w| w.is_absolute())
+        .map(|w| w.canonicalize().unwrap_or(w));
+    let git_root = abs.ancestors().skip(1).find(|d| d.join(".git").exists()).map(Path::to_path_buf);
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    [workspace, git_root, Some(cwd)]
+        .into_iter()
+        .flatten()
+        .find_map(|root| abs.strip_prefix(&root).ok().map(|r| r.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 // GitHub's workflow-command escaping (actions/toolkit, command.ts).

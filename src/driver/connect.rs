@@ -7,7 +7,7 @@ use super::agent::{AgentClient, Shared};
 use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
 use crate::diag::redact::Secrets;
-use crate::live::observe::HostDrivers;
+use crate::driver::observe::HostDrivers;
 use crate::spec::model::Host;
 
 /// A host's drivers; with `twins`, its simulated twin kept in that state folder.
@@ -19,10 +19,14 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
 }
 
 /// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
-/// connection for both.
+/// connection for both. The two open at once: neither waits for the other.
 pub fn open_real(host: &Host) -> HostDrivers {
-    let (gpus, links) = open_agent(host);
-    HostDrivers { virt: open_virt(host), gpus, links }
+    std::thread::scope(|s| {
+        let agent = s.spawn(|| open_agent(host));
+        let virt = open_virt(host);
+        let (gpus, links) = agent.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        HostDrivers { virt, gpus, links }
+    })
 }
 
 /// libvirt at the host's `uri`, if it is one fabrik opens (`check::trust`). Errors
@@ -42,24 +46,23 @@ pub fn open_virt(host: &Host) -> Opened<dyn Virt> {
 
 /// The host's agent, as its GPU and link drivers (one process answers for both).
 pub fn open_agent(host: &Host) -> (Opened<dyn Gpus>, Opened<dyn Links>) {
+    match open_shared_agent(host) {
+        Ok(s) => (Ok(Box::new(s.clone())), Ok(Box::new(s))),
+        Err(e) => (Err(e.clone()), Err(e)),
+    }
+}
+
+/// The host's agent, started once: a handle that serves as both drivers and can be
+/// cloned for every use of one apply (lock, observe, apply, verify).
+pub fn open_shared_agent(host: &Host) -> Result<Shared, DriverError> {
     match &host.agent {
-        Some(command) => match AgentClient::spawn(&command.value) {
-            Ok(client) => {
-                let (g, l) = Shared::split(client);
-                (Ok(g), Ok(l))
-            }
-            Err(e) => {
-                let e = DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e };
-                (Err(e.clone()), Err(e))
-            }
-        },
-        None => {
-            let e = DriverError::new(
-                ErrorKind::Unreachable,
-                format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
-            );
-            (Err(e.clone()), Err(e))
-        }
+        Some(command) => AgentClient::spawn(&command.value)
+            .map(Shared::new)
+            .map_err(|e| DriverError { message: Secrets::of_host(host).scrub(&e.message), ..e }),
+        None => Err(DriverError::new(
+            ErrorKind::Unreachable,
+            format!("host `{}` has no `agent` command, so its GPUs and links cannot be read", host.name.value),
+        )),
     }
 }
 

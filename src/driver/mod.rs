@@ -17,8 +17,10 @@ pub mod connect;
 pub mod libvirt;
 pub mod netlink;
 pub mod nvml;
+pub mod observe;
 pub mod sim_gpu;
 pub mod sim_links;
+pub mod vgpu;
 
 use std::time::Duration;
 
@@ -27,45 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::live::{HostInfo, LiveDomain, LiveGpu, LiveHugepages, LiveLink, LiveNetwork, LivePciDevice, LivePool};
 use crate::spec::types::{ByteSize, PageSize, PciAddress};
 
-/// A driver failure, as plain data so it crosses the agent's pipe unchanged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{message}")]
-pub struct DriverError {
-    pub kind: ErrorKind,
-    /// What failed, in words, with the underlying library's own message.
-    pub message: String,
-    /// The backend's own error code, when it has one (`NVML_ERROR_INSUFFICIENT_RESOURCES`,
-    /// libvirt's `VIR_ERR_NO_DOMAIN`).
-    pub code: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorKind {
-    /// The host, its libvirtd, its agent or its library cannot be reached or loaded.
-    Unreachable,
-    /// The object does not exist.
-    NotFound,
-    /// The object exists already.
-    Exists,
-    /// The request is not possible in the current state (overlap, in use, wrong mode).
-    Refused,
-    /// The backend does not support this (no MIG on the GPU, no kernel module).
-    Unsupported,
-    /// Anything else the backend reported.
-    Failed,
-}
-
-impl DriverError {
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> DriverError {
-        DriverError { kind, message: message.into(), code: None }
-    }
-
-    pub fn with_code(mut self, code: impl Into<String>) -> DriverError {
-        self.code = Some(code.into());
-        self
-    }
-}
+// The error types are the live layer's (a host's observed state records them per
+// concern); drivers return them.
+pub use crate::live::error::{DriverError, ErrorKind};
 
 pub type Result<T> = std::result::Result<T, DriverError>;
 
@@ -99,6 +65,16 @@ pub trait Virt: Send {
     fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()>;
     /// Resumes a paused domain.
     fn resume_domain(&mut self, name: &str) -> Result<()>;
+    /// Sets (replaces) fabrik's element in a domain's `<metadata>`
+    /// ([`crate::driver::libvirt::owner`]) in its saved definition and, when it runs, in
+    /// the running one: no redefine, so nothing waits for a restart (`fabrik import`).
+    fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
+        let _ = mark;
+        Err(DriverError::new(
+            ErrorKind::Unsupported,
+            format!("cannot mark domain `{name}`: this driver cannot set metadata"),
+        ))
+    }
 
     fn define_network(&mut self, xml: &str) -> Result<()>;
     fn start_network(&mut self, name: &str) -> Result<()>;

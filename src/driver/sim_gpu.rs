@@ -191,9 +191,7 @@ fn sim_gpu(
 
 /// A UUID in NVML's form (`GPU-` and 32 hex digits), the same for the same seed.
 fn uuid(seed: &str) -> String {
-    // FNV-1a, twice with different offsets: stable across runs and platforms.
-    let fnv = |basis: u64| seed.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let (a, b) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let (a, b) = crate::hash::fnv1a_128(seed.as_bytes());
     let hex = format!("{a:016x}{b:016x}");
     format!("GPU-{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }

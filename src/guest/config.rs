@@ -88,7 +88,7 @@ pub fn build(
     let mut hashed = user_data.clone().into_bytes();
     hashed.push(0);
     hashed.extend_from_slice(network_config.as_bytes());
-    let instance_id = format!("{}-{:016x}", facts.name, crate::desired::build::fnv1a(&hashed));
+    let instance_id = format!("{}-{:016x}", facts.name, crate::hash::fnv1a(&hashed));
     let meta_data = meta_data(&instance_id, &facts.name);
     Ok(SeedFiles { user_data, meta_data, network_config, instance_id })
 }

@@ -2,64 +2,11 @@
 //!
 //! Each diagnostic points at the declaration in the factory that the host contradicts.
 //! A concern that could not be read (no NVML, host unreachable) is not drift: nothing is
-//! compared for it.
+//! compared for it. The codes and their explanations are in `check::rules::drift`.
 
-use crate::check::rules::Rule;
 use crate::diag::Diagnostic;
 use crate::live::LiveHost;
 use crate::spec::model::Host;
-
-pub static RULES: &[Rule] = &[
-    Rule {
-        code: "fabrik::drift::gpu-missing",
-        summary: "a declared GPU is not on the host",
-        protects: "plans that assign a GPU the host no longer has (failed, removed, or the address changed after a BIOS update)",
-        example: "",
-        fix: "check the host (`lspci -D`, `nvidia-smi`); fix the address in the factory, or remove the GPU",
-    },
-    Rule {
-        code: "fabrik::drift::gpu-model",
-        summary: "a GPU is another model than declared",
-        protects: "MIG layouts and quotas computed for the wrong GPU",
-        example: "",
-        fix: "declare the model the host has",
-    },
-    Rule {
-        code: "fabrik::drift::gpu-numa",
-        summary: "a GPU sits on another NUMA node than declared",
-        protects: "VMs pinned to the wrong node: every GPU transfer crosses the socket interconnect",
-        example: "",
-        fix: "declare the NUMA node the host reports (`cat /sys/bus/pci/devices/<address>/numa_node`)",
-    },
-    Rule {
-        code: "fabrik::drift::gpu-undeclared",
-        summary: "the host has a GPU the factory does not declare (a warning)",
-        protects: "capacity nobody plans for, or a GPU fabrik will not protect from other uses",
-        example: "",
-        fix: "declare it (with `mode: host` if fabrik should leave it alone)",
-    },
-    Rule {
-        code: "fabrik::drift::numa",
-        summary: "the host's NUMA nodes or their CPUs differ from the declared ones",
-        protects: "CPU pinning and NUMA checks done against a topology the host does not have",
-        example: "",
-        fix: "declare the nodes and CPU lists the host reports (`virsh capabilities`, `lscpu`)",
-    },
-    Rule {
-        code: "fabrik::drift::memory",
-        summary: "a NUMA node has much less memory than declared (a warning)",
-        protects: "capacity checks that count memory the node does not have",
-        example: "",
-        fix: "declare the memory the node has; the kernel reports a little less than the DIMMs hold",
-    },
-    Rule {
-        code: "fabrik::drift::nic-missing",
-        summary: "a declared NIC is not on the host",
-        protects: "networks planned on an interface that does not exist",
-        example: "",
-        fix: "fix the interface name (`ip link`), or remove the NIC",
-    },
-];
 
 /// The kernel reserves some memory: a node reporting this much less than declared is fine.
 const MEMORY_TOLERANCE_PERCENT: u64 = 5;
@@ -67,6 +14,19 @@ const MEMORY_TOLERANCE_PERCENT: u64 = 5;
 pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let what = |s: &str| format!("host `{}`: {s}", host.name.value);
+    if let Some(info) = &live.info
+        && let Some(arch) = &info.arch
+        && arch != host.arch().word()
+    {
+        let d = Diagnostic::error(
+            "fabrik::drift::arch",
+            what(&format!("the host is {arch}, but its VMs are rendered for {}", host.arch())),
+        );
+        out.push(match &host.arch {
+            Some(a) => d.at(a.span, "declared here").help(format!("declare `arch: {arch}`")),
+            None => d.at(host.name.span, "implied by its GPUs, or x86_64").help(format!("declare `arch: {arch}`")),
+        });
+    }
     if let Some(info) = &live.info
         && !info.numa.is_empty()
     {
@@ -81,6 +41,22 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
                     .help(format!("the host has nodes {}", list(info.numa.iter().map(|n| n.id)))),
                 ),
                 Some(n) => {
+                    if let Some(row) = &node.distances
+                        && !n.distances.is_empty()
+                        && n.distances != row.value
+                    {
+                        out.push(
+                            Diagnostic::error(
+                                "fabrik::drift::numa-distances",
+                                what(&format!(
+                                    "NUMA node {} has distances {:?}, not {:?}",
+                                    node.id.value, n.distances, row.value
+                                )),
+                            )
+                            .at(row.span, "declared distances")
+                            .help(format!("declare `distances: {:?}`", n.distances)),
+                        );
+                    }
                     if n.cpus != node.cpus.value && !n.cpus.is_empty() {
                         out.push(
                             Diagnostic::error(
@@ -168,6 +144,27 @@ pub fn compare(host: &Host, live: &LiveHost) -> Vec<Diagnostic> {
                     )
                     .at(host.name.span, "this host")
                     .help("declare it, with `mode: host` if fabrik should leave it alone"),
+                );
+            }
+        }
+    }
+    if live.read("libvirt") {
+        for gpu in &host.gpus {
+            let Some(variant) = gpu.model.value.vfio_variant() else { continue };
+            let Some(dev) = live.devices.iter().find(|d| d.address == gpu.address.value) else { continue };
+            if dev.driver.as_deref() == Some("vfio-pci") {
+                out.push(
+                    Diagnostic::warning(
+                        "fabrik::drift::vfio-variant",
+                        what(&format!(
+                            "GPU {} is bound to vfio-pci, not {variant}: its guest cannot use the GPU's memory",
+                            gpu.address.value
+                        )),
+                    )
+                    .at(gpu.model.span, "this model needs a VFIO variant driver")
+                    .help(format!(
+                        "load `{variant}` on the host (Linux 6.8+) and restart the VM; libvirt binds it for a managed hostdev"
+                    )),
                 );
             }
         }

@@ -2,7 +2,7 @@
 //! the factory declares.
 //!
 //! Pure: it takes the declared hosts and the observed [`LiveHost`]s and returns a report;
-//! observing is `live::observe`, printing is [`render`].
+//! observing is `driver::observe`, printing is [`render`].
 
 pub mod drift;
 pub mod render;

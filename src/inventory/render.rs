@@ -70,7 +70,12 @@ fn host(out: &mut String, h: &HostReport, simulated: bool) {
                 .map(|p| format!("{} {}/{} free", p.size, p.free, p.total))
                 .collect();
             let pages = if pages.is_empty() { String::new() } else { format!(", hugepages {}", pages.join(", ")) };
-            let _ = writeln!(out, "  numa {}: {} CPUs ({}), {}{pages}", n.id, n.cpus.len(), n.cpus, n.memory);
+            let cpus = if n.cpus.is_empty() {
+                "no CPUs (memory only)".to_string()
+            } else {
+                format!("{} CPUs ({})", n.cpus.len(), n.cpus)
+            };
+            let _ = writeln!(out, "  numa {}: {cpus}, {}{pages}", n.id, n.memory);
         }
     }
     for g in &l.gpus {

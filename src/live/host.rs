@@ -11,6 +11,10 @@ pub struct HostInfo {
     /// libvirt's hypervisor type and version (`QEMU 7.2.0`).
     pub hypervisor: String,
     pub cpu_model: Option<String>,
+    /// The CPU architecture libvirt's capabilities give (`x86_64`, `aarch64`), from a
+    /// QEMU/KVM host; `None` from drivers whose capabilities describe no real machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
     pub numa: Vec<LiveNumaNode>,
 }
 

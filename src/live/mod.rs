@@ -3,10 +3,10 @@
 //! Drivers produce these values; plan compares them with the desired state. They are
 //! plain data (serde both ways) so they cross the agent's pipe and sit in snapshots.
 
+pub mod error;
 pub mod gpu;
 pub mod host;
 pub mod link;
-pub mod observe;
 pub mod virt;
 
 pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
@@ -40,7 +40,7 @@ pub struct ConcernError {
     /// `libvirt`, `nvml` or `netlink`.
     pub concern: String,
     #[serde(flatten)]
-    pub error: crate::driver::DriverError,
+    pub error: error::DriverError,
 }
 
 impl LiveHost {

@@ -12,44 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
-
 use super::{Plan, desired_hash};
-use crate::desired::build::{fnv1a, mig_id};
+use crate::desired::build::mig_id;
 use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
+use crate::hash::fingerprint as hash;
 use crate::live::LiveHost;
 
 /// The fingerprint of a desired resource the hosts do not have.
 pub const ABSENT: &str = "absent";
-
-fn hash(value: &impl Serialize) -> String {
-    // The JSON is hashed as it is written, never held: the same bytes, so the same hash
-    // as hashing `serde_json::to_vec` (and the hash of nothing should writing fail).
-    let mut h = Fnv1a(FNV1A_OFFSET);
-    let sum = match serde_json::to_writer(&mut h, value) {
-        Ok(()) => h.0,
-        Err(_) => fnv1a(&[]),
-    };
-    format!("fnv1a64:{sum:016x}")
-}
-
-/// [`fnv1a`]'s starting value.
-const FNV1A_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV1A_PRIME: u64 = 0x0100_0000_01b3;
-
-/// [`fnv1a`], a piece at a time.
-struct Fnv1a(u64);
-
-impl std::io::Write for Fnv1a {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV1A_PRIME));
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every live object read, and `absent` for each desired resource not among them.
 pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, String> {
@@ -196,17 +166,4 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
         return Err(PlanFileError::Format { path: p, found: plan.format });
     }
     Ok(plan)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashing_as_written_is_hashing_the_whole_json() {
-        let value = (("vm", 3u32, Some(true)), vec!["a\"b", "ü"], BTreeMap::from([("k", 1.5f64)]));
-        let whole = format!("fnv1a64:{:016x}", fnv1a(&serde_json::to_vec(&value).unwrap()));
-        assert_eq!(hash(&value), whole);
-        assert_eq!(fnv1a(&[]), FNV1A_OFFSET);
-    }
 }

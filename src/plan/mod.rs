@@ -14,11 +14,14 @@ pub mod class;
 pub mod converged;
 pub mod diff;
 pub mod file;
+pub mod iommu;
 pub mod legacy;
 pub mod locate;
 pub mod moves;
+pub mod ops;
 pub mod output;
 pub mod ownership;
+pub mod seeds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -33,7 +36,7 @@ use crate::graph::Graph;
 use crate::live::LiveHost;
 
 /// The version of the plan document (`--format json`, `--out`).
-pub const FORMAT: &str = "fabrik-plan/1";
+pub const FORMAT: &str = "fabrik-plan/2";
 
 /// What the operator asked for beyond the desired state.
 #[derive(Clone, Debug)]
@@ -57,7 +60,7 @@ impl Default for Options {
             excludes: Vec::new(),
             replace: Vec::new(),
             created: Created::default(),
-            shutdown_timeout: crate::apply::steps::SHUTDOWN_TIMEOUT_DEFAULT,
+            shutdown_timeout: ops::SHUTDOWN_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -98,6 +101,12 @@ pub struct Action {
     /// down and undefined before this one starts ([`moves`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_from: Option<ResourceId>,
+    /// What apply does, in order: the executor's only input ([`ops`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<ops::Step>,
+    /// A move's operations on the old host (`moved_from`'s), run before `ops`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved_from_ops: Vec<ops::Step>,
 }
 
 impl Action {
@@ -111,6 +120,8 @@ impl Action {
             changes: Vec::new(),
             diff: None,
             moved_from: None,
+            ops: Vec::new(),
+            moved_from_ops: Vec::new(),
         }
     }
 
@@ -194,6 +205,22 @@ pub struct Plan {
     pub origin: Option<Origin>,
 }
 
+/// The host of a fingerprint's key (`kind:host/name`).
+fn key_host(key: &str) -> Option<&str> {
+    key.split_once(':').and_then(|(_, rest)| rest.split_once('/')).map(|(h, _)| h)
+}
+
+/// One host's part of a plan ([`Plan::host_plans`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPlan<'a> {
+    pub host: &'a str,
+    /// In plan order, each with its operations.
+    pub actions: Vec<&'a Action>,
+    pub errors: Vec<&'a PlanError>,
+    /// What was read from this host, by key.
+    pub fingerprints: BTreeMap<&'a str, &'a str>,
+}
+
 /// The factory, hosts and options a saved plan was made with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -210,6 +237,27 @@ pub struct Origin {
     pub replace: Vec<String>,
     /// The shutdown timeout the plan's lines show, in seconds.
     pub shutdown_timeout_s: u64,
+    /// Where apply keeps its lock and `created.json` for these hosts (absolute), so a
+    /// plan applied after the factory moved uses the same records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The factory's files as they were planned (paths relative to `path`), so that the
+    /// plan is self-contained: `fabrik apply plan.json` reads these when `path` is gone.
+    /// Credentials are masked in them ([`Origin::masked`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SavedSource>,
+    /// Some of the files' credentials (a URI's password, an agent's key) were masked:
+    /// such a plan needs the factory's own files to connect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
+}
+
+/// One file of the factory, kept in a saved plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSource {
+    /// Relative to the origin's `path` (for a single-file factory, its file name).
+    pub path: String,
+    pub text: String,
 }
 
 impl Plan {
@@ -225,6 +273,26 @@ impl Plan {
     /// The actions on one host, in plan order.
     pub fn on_host<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Action> + 'a {
         self.actions.iter().filter(move |a| a.id.host == host)
+    }
+
+    /// The plan of each host it touches, in natural host order: the per-host view a
+    /// reconcile of one host (the watch loop's unit) works from. A moved VM is in its
+    /// new host's plan (its old copy's operations are its `moved_from_ops`).
+    pub fn host_plans(&self) -> Vec<HostPlan<'_>> {
+        self.hosts()
+            .into_iter()
+            .map(|host| HostPlan {
+                host,
+                actions: self.on_host(host).collect(),
+                errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
+                fingerprints: self
+                    .fingerprints
+                    .iter()
+                    .filter(|(k, _)| key_host(k) == Some(host))
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
+            })
+            .collect()
     }
 
     /// The hosts the plan has actions, errors or notices for, in natural order
@@ -250,16 +318,20 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
     plan_in(desired, Some(graph), live, options)
 }
 
+/// The desired state as a plan's actions see it: the MACs and addresses the running VMs
+/// have kept, the seeds hashed with them (a pure function of the files and the hosts, so
+/// a saved plan's seeds are built again from it, [`seeds::fill`]).
+pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
+    crate::guest::volume::rehash(&crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live))
+}
+
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
 /// and targeting is not applied.
 fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
     let desired_hash = desired_hash(desired);
-    let desired = &crate::guest::volume::rehash(&crate::desired::addr::keep_live(
-        &crate::desired::mac::keep_live(desired, live),
-        live,
-    ));
+    let desired = &as_planned(desired, live);
     // The first live host of each name, as a search from the front would find it.
     let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
     for l in live {
@@ -312,6 +384,29 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         Some(g) => target(actions, g, options),
         None => actions,
     };
+    let mut actions = actions;
+    let desired_of: HashMap<&str, &crate::desired::DesiredHost> =
+        desired.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    for action in &mut actions {
+        let (dhost, lhost) =
+            (desired_of.get(action.id.host.as_str()).copied(), by_name.get(action.id.host.as_str()).copied());
+        if let Some(old) = &action.moved_from {
+            let away = Action::new(old.clone(), Op::Delete, Class::Replace, "moves");
+            let lhost = by_name.get(old.host.as_str()).copied();
+            action.moved_from_ops =
+                ops::for_action(&desired.factory, None, lhost, &away, options.shutdown_timeout).unwrap_or_default();
+        }
+        match ops::for_action(&desired.factory, dhost, lhost, action, options.shutdown_timeout) {
+            Ok(steps) => action.ops = steps,
+            Err(e) => out.errors.push(PlanError {
+                code: "fabrik::plan::cannot-apply".into(),
+                id: action.id.clone(),
+                message: e.message,
+                help: e.help,
+                at: None,
+            }),
+        }
+    }
     let summary = summarize(&actions);
     out.errors.extend(legacy::renamed_volumes(desired, live));
     out.notices.sort_by(|a, b| (&a.id, a.kind).cmp(&(&b.id, b.kind)));
@@ -405,8 +500,7 @@ fn summarize(actions: &[Action]) -> Summary {
 
 /// FNV-1a over the desired state's JSON: equal for the same desired state, byte for byte.
 pub fn desired_hash(desired: &Desired) -> String {
-    let json = serde_json::to_vec(desired).unwrap_or_default();
-    format!("fnv1a64:{:016x}", crate::desired::build::fnv1a(&json))
+    crate::hash::fingerprint(desired)
 }
 
 /// Planning a factory this small is not worth a thread.

@@ -348,13 +348,7 @@ pub fn github(plan: &Plan, locate: impl Fn(&super::ResourceId) -> Option<super::
     crate::diag::printable(&out).into_owned()
 }
 
-/// A path as a reviewer's repository shows it: relative to the current directory when
-/// it lies below it.
+/// A path as a reviewer's repository shows it ([`crate::diag::render::repo_relative`]).
 pub fn relative(path: &str) -> String {
-    let p = std::path::Path::new(path);
-    let Ok(cwd) = std::env::current_dir() else { return path.to_string() };
-    let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
-    let abs = abs.canonicalize().unwrap_or(abs);
-    let cwd = cwd.canonicalize().unwrap_or(cwd);
-    abs.strip_prefix(&cwd).map_or_else(|_| path.to_string(), |r| r.display().to_string())
+    crate::diag::render::repo_relative(std::path::Path::new(path))
 }

@@ -8,7 +8,9 @@
 //! PCI layout. fabrik numbers only the controllers it needs for that: from index 1 up,
 //! per guest cell that has GPUs (in cell order) one `pcie-expander-bus`, then one
 //! `pcie-root-port` on it per GPU, and each GPU's guest address is slot 0 of its root
-//! port. Everything else (disks, NICs, the root complex's ports) libvirt places itself,
+//! port; then one root port per rail VF of those GPUs ([`crate::desired::rails`]), the
+//! VF at slot 0 of it (an expander's 16 bus numbers hold 15 such ports: 7 GPUs with a
+//! VF each). Everything else (disks, NICs, the root complex's ports) libvirt places itself,
 //! after fabrik's indexes; [`super::normalize`] drops those addresses and keeps fabrik's.
 //!
 //! MIG. A MIG slice reaches a VM as an NVIDIA vGPU mediated device: `<hostdev
@@ -20,12 +22,14 @@
 //!
 //! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
 //! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
-//! on the network's hostdev pool: libvirt picks a free VF at start. SR-IOV VFs are not
-//! placed behind the expander buses (the pool decides the VF only at start).
+//! on the network's hostdev pool: libvirt picks a free VF at start. A VF from a GPU's
+//! rail is placed behind its GPU's expander bus (a guest address on a root port there);
+//! other VFs go where libvirt places them.
 
 use super::xml::{Writer, a};
 use crate::desired::{DesiredHost, DesiredVm, ResourceId};
 use crate::driver::libvirt::owner;
+use crate::hw::Arch;
 use crate::live::Ownership;
 use crate::spec::model::{DiskBus, Firmware, ImageFormat};
 use crate::spec::types::{CpuSet, PciAddress};
@@ -37,12 +41,27 @@ use crate::spec::types::{CpuSet, PciAddress};
 const EXPANDER_BUS_TOP: u32 = 254;
 const EXPANDER_BUS_STRIDE: u32 = 16;
 
+/// UEFI for aarch64 guests: where Debian's and Ubuntu's `qemu-efi-aarch64` put the
+/// firmware and the template of each VM's variable store (libvirt copies it per VM).
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
 /// The domain XML of a VM on its host. `host` supplies what the VM refers to by name or
 /// address: its GPUs' NUMA nodes, its networks' bridges, its volumes' formats.
 pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
+    domain_with_uuid(factory, host, vm, None)
+}
+
+/// [`domain`] with the UUID of the domain it redefines, written after the name: without
+/// it libvirt makes one up and refuses the definition, since a domain of that name exists
+/// with another.
+pub fn domain_with_uuid(factory: &str, host: &DesiredHost, vm: &DesiredVm, uuid: Option<&str>) -> String {
     let mut w = Writer::new();
     w.open("domain", &[a("type", "kvm")]);
     w.text("name", &[], &vm.name);
+    if let Some(uuid) = uuid {
+        w.text("uuid", &[], uuid);
+    }
     let mark = Ownership { factory: factory.to_string(), resource: vm.id.to_string(), spec_hash: vm.spec_hash.clone() };
     w.open("metadata", &[]);
     w.raw(&owner::render_with_records(
@@ -57,7 +76,8 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
         w.open("hugepages", &[]);
         let mut attrs = vec![a("size", page.size().bytes() / 1024), a("unit", "KiB")];
         // The nodeset of a page size names guest cells; without cells it is left out.
-        if !vm.numa_cells.is_empty() {
+        // Cells of GPU memory hold no guest RAM, so no pages.
+        if vm.numa_cells.iter().any(|c| !c.memory_only()) {
             attrs.push(a("nodeset", cell_ids(vm)));
         }
         w.empty("page", &attrs);
@@ -78,11 +98,41 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
     if let Some(node) = vm.numa_node {
         w.open("numatune", &[]);
         w.empty("memory", &[a("mode", "strict"), a("nodeset", node)]);
-        for cell in &vm.numa_cells {
+        for cell in vm.numa_cells.iter().filter(|c| !c.memory_only()) {
             w.empty("memnode", &[a("cellid", cell.id), a("mode", "strict"), a("nodeset", cell.host_node)]);
         }
         w.close("numatune");
     }
+    match host.arch {
+        Arch::X86_64 => os_x86(&mut w, vm),
+        Arch::Aarch64 => os_aarch64(&mut w),
+    }
+    if vm.numa_cells.is_empty() {
+        w.empty("cpu", &[a("mode", "host-passthrough")]);
+    } else {
+        w.open("cpu", &[a("mode", "host-passthrough")]);
+        numa(&mut w, vm);
+        w.close("cpu");
+    }
+    w.open("devices", &[]);
+    devices(&mut w, host, vm);
+    if host.arch == Arch::Aarch64 {
+        // The guest's view of DMA remapping on Arm's `virt` machine (x86's would be
+        // intel-iommu, which fabrik does not render): the device nvgrace-gpu guests
+        // expect beside their GPU.
+        w.empty("iommu", &[a("model", "smmuv3")]);
+    }
+    w.close("devices");
+    w.close("domain");
+    w.finish()
+}
+
+fn cell_ids(vm: &DesiredVm) -> CpuSet {
+    CpuSet::from_cpus(vm.numa_cells.iter().filter(|c| !c.memory_only()).map(|c| c.id).collect())
+}
+
+/// q35 with ACPI and the local APIC; UEFI when the VM asks (it requires ACPI).
+fn os_x86(w: &mut Writer, vm: &DesiredVm) {
     let os_attrs = match vm.firmware {
         Firmware::Uefi => vec![a("firmware", "efi")],
         Firmware::Bios => vec![],
@@ -91,34 +141,52 @@ pub fn domain(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
     w.text("type", &[a("arch", "x86_64"), a("machine", "q35")], "hvm");
     w.empty("boot", &[a("dev", "hd")]);
     w.close("os");
-    // UEFI on x86 requires ACPI; both are what any modern guest expects.
     w.open("features", &[]);
     w.empty("acpi", &[]);
     w.empty("apic", &[]);
     w.close("features");
-    if vm.numa_cells.is_empty() {
-        w.empty("cpu", &[a("mode", "host-passthrough")]);
-    } else {
-        w.open("cpu", &[a("mode", "host-passthrough")]);
-        w.open("numa", &[]);
-        for cell in &vm.numa_cells {
-            w.empty(
-                "cell",
-                &[a("id", cell.id), a("cpus", &cell.vcpus), a("memory", cell.memory.bytes() / 1024), a("unit", "KiB")],
-            );
-        }
-        w.close("numa");
-        w.close("cpu");
-    }
-    w.open("devices", &[]);
-    devices(&mut w, host, vm);
-    w.close("devices");
-    w.close("domain");
-    w.finish()
 }
 
-fn cell_ids(vm: &DesiredVm) -> CpuSet {
-    CpuSet::from_cpus(vm.numa_cells.iter().map(|c| c.id).collect())
+/// Arm's `virt` machine, as a Grace host runs it: UEFI (there is no BIOS on aarch64;
+/// `fabrik::host::arch-firmware` refuses one) from the AAVMF build Debian's and Ubuntu's
+/// `qemu-efi-aarch64` install, ACPI for the guest kernel's NUMA and PCI tables, and a
+/// GICv3 interrupt controller (Neoverse V2 has no GICv2 compatibility).
+fn os_aarch64(w: &mut Writer) {
+    w.open("os", &[]);
+    w.text("type", &[a("arch", "aarch64"), a("machine", "virt")], "hvm");
+    w.text("loader", &[a("readonly", "yes"), a("type", "pflash")], AAVMF_CODE);
+    w.empty("nvram", &[a("template", AAVMF_VARS)]);
+    w.empty("boot", &[a("dev", "hd")]);
+    w.close("os");
+    w.open("features", &[]);
+    w.empty("acpi", &[]);
+    w.empty("gic", &[a("version", 3)]);
+    w.close("features");
+}
+
+/// Guest NUMA cells: a memory-only cell (GPU memory) has no `cpus`; distances when the
+/// host declares them.
+fn numa(w: &mut Writer, vm: &DesiredVm) {
+    w.open("numa", &[]);
+    for cell in &vm.numa_cells {
+        let mut attrs = vec![a("id", cell.id)];
+        if !cell.memory_only() {
+            attrs.push(a("cpus", &cell.vcpus));
+        }
+        attrs.extend([a("memory", cell.memory.bytes() / 1024), a("unit", "KiB")]);
+        if cell.distances.is_empty() {
+            w.empty("cell", &attrs);
+            continue;
+        }
+        w.open("cell", &attrs);
+        w.open("distances", &[]);
+        for (other, d) in vm.numa_cells.iter().zip(&cell.distances) {
+            w.empty("sibling", &[a("id", other.id), a("value", d)]);
+        }
+        w.close("distances");
+        w.close("cell");
+    }
+    w.close("numa");
 }
 
 fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
@@ -152,7 +220,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
         w.empty("controller", &[a("type", "scsi"), a("model", "virtio-scsi")]);
     }
-    gpus(w, host, vm);
+    let placed = gpus(w, host, vm);
     // A MIG slice, or a time slice of a shared GPU (an NVIDIA vGPU), is a mediated
     // device; its UUID comes from what it is, so apply creates the mdev under it.
     let time_slices = vm.time_sliced.iter().map(|gpu| time_slice_id(&host.name, *gpu, &vm.name));
@@ -163,7 +231,12 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.close("source");
         w.close("hostdev");
     }
-    for nic in &vm.nics {
+    // NICs in their order (live state pairs interfaces with NICs by position).
+    for (k, nic) in vm.nics.iter().enumerate() {
+        if let Some(&(_, port)) = placed.iter().find(|(i, _)| *i == k) {
+            vf(w, nic, Some(port));
+            continue;
+        }
         let network = host.networks.iter().find(|n| n.name == nic.network);
         match (nic.sriov, network.and_then(|n| n.bridge.as_deref())) {
             (false, Some(bridge)) => {
@@ -185,13 +258,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
                 w.empty("model", &[a("type", "virtio")]);
                 w.close("interface");
             }
-            // No model: a VF is the guest's NIC itself.
-            (true, _) => {
-                w.open("interface", &[a("type", "network")]);
-                w.empty("mac", &[a("address", &nic.mac)]);
-                w.empty("source", &[a("network", &nic.network)]);
-                w.close("interface");
-            }
+            (true, _) => vf(w, nic, None),
         }
     }
     w.open("serial", &[a("type", "pty")]);
@@ -202,9 +269,24 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     w.close("console");
 }
 
+/// An SR-IOV VF NIC from its network's pool, at a guest address when fabrik places it.
+/// No model: a VF is the guest's NIC itself.
+fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, port: Option<u32>) {
+    w.open("interface", &[a("type", "network")]);
+    w.empty("mac", &[a("address", &nic.mac)]);
+    w.empty("source", &[a("network", &nic.network)]);
+    if let Some(port) = port {
+        w.empty("address", &guest_address(port, 0));
+    }
+    w.close("interface");
+}
+
 /// Whole GPUs: behind an expander bus on their guest cell when the VM has one on the
-/// GPU's host node, else where libvirt places them.
-fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
+/// GPU's host node, else where libvirt places them. Each GPU's rail VFs
+/// ([`crate::desired::rails`]) follow it on root ports of the same expander bus.
+/// Returns the NICs placed so, by index, with the root port each goes on.
+fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<(usize, u32)> {
+    let mut placed = Vec::new();
     let host_node = |gpu: &PciAddress| host.gpus.iter().find(|g| g.address == *gpu).map(|g| g.numa_node);
     let cell_of = |gpu: &PciAddress| {
         let node = host_node(gpu)?;
@@ -229,7 +311,7 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.text("node", &[], &cell.to_string());
         w.close("target");
         w.close("controller");
-        for (slot, gpu) in (0u32..).zip(behind) {
+        for (slot, gpu) in (0u32..).zip(behind.iter().copied()) {
             let port = index;
             index += 1;
             w.open("controller", &[a("type", "pci"), a("index", port), a("model", "pcie-root-port")]);
@@ -237,10 +319,27 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
             w.close("controller");
             hostdev(w, gpu, Some(port));
         }
+        // The rail VFs of this cell's GPUs, on root ports after the GPUs'.
+        let mut slot = behind.len() as u32;
+        for gpu in &behind {
+            for (k, nic) in vm.nics.iter().enumerate() {
+                if nic.rail.as_ref().is_none_or(|r| r.gpu != **gpu) {
+                    continue;
+                }
+                let port = index;
+                index += 1;
+                w.open("controller", &[a("type", "pci"), a("index", port), a("model", "pcie-root-port")]);
+                w.empty("address", &guest_address(expander_index, slot));
+                w.close("controller");
+                slot += 1;
+                placed.push((k, port));
+            }
+        }
     }
     for gpu in vm.gpus.iter().filter(|g| cell_of(g).is_none()) {
         hostdev(w, gpu, None);
     }
+    placed
 }
 
 fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {
@@ -290,9 +389,7 @@ pub fn time_slice_id(host: &str, gpu: crate::spec::types::PciAddress, vm: &str) 
 /// VM: a name-based UUID (RFC 9562 version 8) of the resource id, so it is the same on
 /// every render and apply can create the mdev under it.
 pub fn mdev_uuid(mig: &ResourceId) -> String {
-    let id = mig.to_string();
-    let fnv = |basis: u64| id.bytes().fold(basis, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    let (hi, lo) = (fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4));
+    let (hi, lo) = crate::hash::fnv1a_128(mig.to_string().as_bytes());
     let hi = (hi & !0xf000) | 0x8000; // version 8
     let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC variant
     format!(

@@ -9,6 +9,7 @@
 pub mod domain;
 pub mod network;
 pub mod normalize;
+pub mod opensm;
 pub mod storage;
 mod xml;
 
@@ -22,7 +23,5 @@ use serde::Serialize;
 /// type has no `spec_hash` of its own (networks). FNV-1a over the value's JSON: not
 /// cryptographic, it only tells "rendered from the same desired value" apart.
 pub fn spec_hash(value: &impl Serialize) -> String {
-    let json = serde_json::to_vec(value).expect("desired values serialize to JSON");
-    let hash = json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
-    format!("fnv1a64:{hash:016x}")
+    crate::hash::fingerprint(value)
 }

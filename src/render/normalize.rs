@@ -16,10 +16,10 @@
 //! | CPU lists | `cpuset`, `nodeset`, `cpus` → kernel range syntax (`0-3,8`) |
 //! | `<vcpu>` | `placement='static'` |
 //! | `<cpu>` | `check`, `migratable` |
-//! | `<os>` | versioned machine (`pc-q35-7.2` → `q35`); with `firmware='efi'`, the `<loader>`, `<nvram>` and `<firmware>` libvirt picks |
+//! | `<os>` | versioned machine (`pc-q35-7.2` → `q35`, `virt-7.2` → `virt`); the path of an `<nvram>` libvirt made from its `template`; with `firmware='efi'`, the `<loader>`, `<nvram>` and `<firmware>` libvirt picks |
 //! | devices | `<emulator>`, `<alias>`, `<memballoon>`, PS/2 `<input>`, `<audio type='none'>`, spicevmc channels, controllers (all but fabrik's PCIe expander buses, their root ports and SCSI controllers), device addresses (all but those on fabrik's expander buses and their root ports) |
-//! | interfaces | tap `<target>`, `portid`, a running network's `bridge`, libvirt's default `rtl8139` model, and (when compared with [`compare`]) a MAC the desired side did not set |
-//! | consoles | libvirt's `isa-serial` target type and model, the pty path of a running guest |
+//! | interfaces | tap `<target>`, `portid`, a running network's `bridge`, libvirt's default `rtl8139` model, and (when compared with [`compare`]) a MAC or a model the desired side did not set |
+//! | consoles | libvirt's `isa-serial` (x86) and `system-serial`/`pl011` (Arm) target type and model, the pty path of a running guest |
 //! | disks | `<backingStore>` libvirt probed, a running disk's `index` |
 //! | mdev hostdevs | `display='off'` |
 //!
@@ -255,6 +255,8 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
                 Some("q35")
             } else if machine.starts_with("pc-i440fx-") {
                 Some("pc")
+            } else if machine.starts_with("virt-") {
+                Some("virt")
             } else {
                 None
             };
@@ -266,6 +268,12 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
             for name in ["loader", "nvram", "firmware"] {
                 os.remove_children(name);
             }
+        }
+        // A variable store made from a template: libvirt names its file after the VM.
+        if let Some(nvram) = os.child_mut("nvram")
+            && nvram.attr("template").is_some()
+        {
+            nvram.text.clear();
         }
     }
     if let Some(devices) = d.child_mut("devices") {
@@ -344,10 +352,12 @@ fn normalize_devices(devices: &mut Element) {
                     dev.remove_children("source");
                 }
                 if let Some(t) = dev.child_mut("target") {
-                    if t.attr("type") == Some("isa-serial") {
+                    // x86's ISA serial port and Arm `virt`'s PL011: what libvirt picks.
+                    if matches!(t.attr("type"), Some("isa-serial" | "system-serial")) {
                         t.remove_attr("type");
                     }
-                    t.children.retain(|c| !c.is("model", &[("name", "isa-serial")]));
+                    t.children
+                        .retain(|c| !c.is("model", &[("name", "isa-serial")]) && !c.is("model", &[("name", "pl011")]));
                 }
             }
             "disk" => {
@@ -399,22 +409,26 @@ pub struct Comparison {
 
 /// Normalizes both sides. A MAC address libvirt generated (the desired interface at the
 /// same position has none) is dropped from the live side: fabrik always sets MACs, so
-/// this only matters for documents rendered by hand.
+/// this only matters for documents rendered by hand. So is a NIC `<model>` libvirt chose
+/// for an interface fabrik gives none (an SR-IOV VF): `virtio` on Arm's `virt` machine.
 pub fn compare(desired: &str, live: &str) -> Result<Comparison, NormalizeError> {
     let want = domain_element(desired)?;
     let mut have = domain_element(live)?;
-    let interfaces = |d: &Element| -> Vec<bool> {
+    let interfaces = |d: &Element, child: &str| -> Vec<bool> {
         d.child("devices")
             .map(|devs| {
-                devs.children.iter().filter(|c| c.name == "interface").map(|i| i.child("mac").is_some()).collect()
+                devs.children.iter().filter(|c| c.name == "interface").map(|i| i.child(child).is_some()).collect()
             })
             .unwrap_or_default()
     };
-    let has_mac = interfaces(&want);
+    let (has_mac, has_model) = (interfaces(&want, "mac"), interfaces(&want, "model"));
     if let Some(devs) = have.child_mut("devices") {
         for (i, iface) in devs.children.iter_mut().filter(|c| c.name == "interface").enumerate() {
             if !has_mac.get(i).copied().unwrap_or(true) {
                 iface.remove_children("mac");
+            }
+            if !has_model.get(i).copied().unwrap_or(true) {
+                iface.remove_children("model");
             }
         }
     }

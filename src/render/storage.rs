@@ -61,14 +61,7 @@ pub fn volume(host: &DesiredHost, vol: &DesiredVolume) -> String {
     w.open("target", &[]);
     w.empty("format", &[a("type", format_name(vol.format))]);
     w.close("target");
-    let overlay = |image: &&DesiredImage| {
-        vol.format == ImageFormat::Qcow2 && (image.pool != vol.pool || image.volume != vol.name)
-    };
-    let backing = vol.image.as_ref().filter(overlay).and_then(|image| {
-        let pool = host.pools.iter().find(|p| p.name == image.pool)?;
-        let format = host.volumes.iter().find(|v| v.pool == image.pool && v.name == image.volume).map(|v| v.format);
-        Some((format!("{}/{}", pool.path.trim_end_matches('/'), image.volume), format))
-    });
+    let backing = backing(host, vol);
     if let Some((path, format)) = backing {
         w.open("backingStore", &[]);
         w.text("path", &[], &path);
@@ -79,6 +72,20 @@ pub fn volume(host: &DesiredHost, vol: &DesiredVolume) -> String {
     }
     w.close("volume");
     w.finish()
+}
+
+/// The backing store of a qcow2 overlay on its image (the image's path and format), or
+/// `None` for a volume that is not an overlay: such a volume is created naming its base,
+/// not cloned from it.
+pub fn backing(host: &DesiredHost, vol: &DesiredVolume) -> Option<(String, Option<ImageFormat>)> {
+    let overlay = |image: &&DesiredImage| {
+        vol.format == ImageFormat::Qcow2 && (image.pool != vol.pool || image.volume != vol.name)
+    };
+    vol.image.as_ref().filter(overlay).and_then(|image| {
+        let pool = host.pools.iter().find(|p| p.name == image.pool)?;
+        let format = host.volumes.iter().find(|v| v.pool == image.pool && v.name == image.volume).map(|v| v.format);
+        Some((format!("{}/{}", pool.path.trim_end_matches('/'), image.volume), format))
+    })
 }
 
 #[cfg(test)]

@@ -2,28 +2,66 @@
 //!
 //! A twin is built from a host's declared hardware: libvirt's own `test:///` driver for
 //! domains, networks and storage, simulated GPUs that follow the MIG catalog's rules as
-//! NVML does, and simulated links. Its state lives in `.fabrik/sim/<host>/` beside the
-//! factory (or under `--state-dir`), so what one command changes the next one sees.
+//! NVML does, and simulated links. Its state lives in `<state>/<host>/`, where `<state>`
+//! is `--state-dir` (`FABRIK_STATE_DIR`) or a folder of the user's, one per factory
+//! ([`state_dir`]), so what one command changes the next one sees, and a read-only
+//! command such as `plan --sim` writes nothing into the factory's directory.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::driver::observe::HostDrivers;
 use crate::driver::sim_gpu::{SimGpuState, SimGpus};
 use crate::driver::sim_links::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND, SimLinks, SimLinksFile};
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Opened};
-use crate::live::observe::HostDrivers;
 use crate::live::{LiveGpu, MigMode};
 use crate::spec::model::Host;
 use crate::spec::types::PciAddress;
 
-/// Where twins keep their state: `--state-dir`, else `.fabrik/sim` beside the factory.
+/// Where twins keep their state: `--state-dir`, else
+/// `$XDG_STATE_HOME/fabrik/sim/<name>-<hash>` (`~/.local/state/…` without it), where
+/// `<name>` is the factory's directory or file name and `<hash>` a hash of its absolute
+/// path: one folder per factory, outside it (a factory may sit in a read-only checkout,
+/// and its directory is what is reviewed and committed).
 pub fn state_dir(factory: &Path, explicit: Option<&Path>) -> PathBuf {
     if let Some(dir) = explicit {
         return dir.to_path_buf();
     }
-    crate::spec::load::fabrik_dir(factory).join("sim")
+    let env = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    user_state_dir(env("XDG_STATE_HOME"), env("HOME"), factory)
+}
+
+/// [`state_dir`]'s default, from `XDG_STATE_HOME` and `HOME` (absolute, or not given).
+/// With neither, the system's temporary directory stands in for the user's.
+fn user_state_dir(xdg_state_home: Option<PathBuf>, home: Option<PathBuf>, factory: &Path) -> PathBuf {
+    let base = xdg_state_home.or_else(|| home.map(|h| h.join(".local/state"))).unwrap_or_else(|| {
+        // This process's user, as the owner of its own `/proc` entry.
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+        std::env::temp_dir().join(format!("fabrik-{uid}"))
+    });
+    base.join("fabrik").join("sim").join(factory_key(factory))
+}
+
+/// `<name>-<16 hex digits>`: readable, and apart for two factories of one name.
+fn factory_key(factory: &Path) -> String {
+    let absolute = std::fs::canonicalize(factory)
+        .or_else(|_| std::path::absolute(factory))
+        .unwrap_or_else(|_| factory.to_path_buf());
+    let name: String = absolute
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+                .collect()
+        })
+        .filter(|n: &String| !n.is_empty() && !n.starts_with('.'))
+        .unwrap_or_else(|| "factory".to_string());
+    let hash = crate::hash::fnv1a(absolute.as_os_str().as_encoded_bytes());
+    format!("{name}-{hash:016x}")
 }
 
 /// How long a command waits for another fabrik process that uses the same twins.
@@ -197,5 +235,25 @@ mod tests {
         let links = super::initial_links(&spec.hosts[0]);
         let mtus: Vec<(&str, u32)> = links.links.iter().map(|l| (l.link.name.as_str(), l.link.mtu)).collect();
         assert_eq!(mtus, [("stor0", 9000), ("fe0", 1500), ("ib0", 4092)]);
+    }
+
+    #[test]
+    fn the_twins_state_is_the_users_one_folder_per_factory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("one/lab"), dir.path().join("two/lab"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let xdg = Some(std::path::PathBuf::from("/x/state"));
+        let home = Some(std::path::PathBuf::from("/home/u"));
+        let sa = super::user_state_dir(xdg.clone(), home.clone(), &a);
+        assert!(sa.starts_with("/x/state/fabrik/sim/"), "{}", sa.display());
+        assert!(sa.file_name().unwrap().to_str().unwrap().starts_with("lab-"), "{}", sa.display());
+        // Two factories of one name stay apart; one factory is one folder however named.
+        assert_ne!(sa, super::user_state_dir(xdg.clone(), home.clone(), &b));
+        assert_eq!(sa, super::user_state_dir(xdg, home.clone(), &a.join("../lab")));
+        let sh = super::user_state_dir(None, home, &a);
+        assert!(sh.starts_with("/home/u/.local/state/fabrik/sim/"), "{}", sh.display());
+        // An explicit folder wins.
+        assert_eq!(super::state_dir(&a, Some(std::path::Path::new("/s"))), std::path::PathBuf::from("/s"));
     }
 }

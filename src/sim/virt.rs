@@ -449,6 +449,10 @@ impl Virt for SimVirt {
         let r = self.inner.resume_domain(name);
         self.saved(r)
     }
+    fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
+        let r = self.inner.set_domain_mark(name, mark);
+        self.saved(r)
+    }
     fn define_network(&mut self, xml: &str) -> Result<()> {
         let r = self.inner.define_network(xml);
         self.saved(r)

@@ -270,11 +270,17 @@ pub fn fabrik_dir(factory: &Path) -> PathBuf {
 }
 
 /// The files of a factory, and what discovery has to say about the entries it did not
-/// take. Hidden entries (`.git`, `.fabrik`) are skipped without a word.
+/// take. Hidden entries (`.git`, `.fabrik`) and what `.gitignore` or `.fabrikignore`
+/// leave out are skipped without a word.
 struct Discovered {
     files: Vec<(PathBuf, Syntax)>,
     diags: Vec<Diagnostic>,
 }
+
+/// The file that leaves parts of a directory out of its factory, in `.gitignore` syntax
+/// (a repository's fixtures, a `docker-compose.yml`). It is read in every directory of
+/// the walk and in the directories above it, as `.gitignore` is.
+pub const IGNORE_FILE: &str = ".fabrikignore";
 
 fn discover(path: &Path) -> Result<Discovered, Diagnostic> {
     let meta = std::fs::metadata(path).map_err(|e| {
@@ -291,12 +297,34 @@ fn discover(path: &Path) -> Result<Discovered, Diagnostic> {
         })?;
         return Ok(Discovered { files: vec![(path.to_path_buf(), syntax)], diags: Vec::new() });
     }
-    let mut walk = Walk { files: Vec::new(), diags: Vec::new(), skipped: Vec::new(), ancestors: Vec::new() };
-    walk.dir(path).map_err(|e| {
+    std::fs::read_dir(path).map_err(|e| {
         Diagnostic::error("fabrik::load::io", format!("cannot read directory `{}`: {e}", path.display()))
             .help("check the directory's permissions")
     })?;
-    let Walk { mut files, mut diags, skipped, .. } = walk;
+    let mut walk = Walk { files: Vec::new(), diags: Vec::new(), skipped: Vec::new() };
+    // ripgrep's walker: `.gitignore` (also outside a git repository, and in the
+    // directories above the factory), `.git/info/exclude` and `.fabrikignore`; not the
+    // user's global excludes or `.ignore`, so that what a factory is does not depend on
+    // who runs fabrik. Links are followed; a loop is reported.
+    let walker = ignore::WalkBuilder::new(path)
+        .standard_filters(false)
+        .hidden(true)
+        .parents(true)
+        .git_ignore(true)
+        .git_exclude(true)
+        .require_git(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
+        .follow_links(true)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.depth() == 0 => {}
+            Ok(entry) => walk.entry(&entry),
+            Err(e) => walk.error(e),
+        }
+    }
+    let Walk { mut files, mut diags, skipped } = walk;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     if !skipped.is_empty() {
         const SHOWN: usize = 10;
@@ -324,8 +352,6 @@ struct Walk {
     diags: Vec<Diagnostic>,
     /// Entries that are not factory files (a README, a FIFO without a factory name).
     skipped: Vec<PathBuf>,
-    /// The directories being walked, resolved: a link back to one of them is a loop.
-    ancestors: Vec<PathBuf>,
 }
 
 /// Whether a name ends in a factory extension in any case (`.YAML`, `.Kdl`).
@@ -337,51 +363,12 @@ fn factory_like(path: &Path) -> bool {
 }
 
 impl Walk {
-    fn dir(&mut self, dir: &Path) -> std::io::Result<()> {
-        let resolved = std::fs::canonicalize(dir)?;
-        if let Some(first) = self.ancestors.iter().find(|a| **a == resolved) {
-            self.diags.push(
-                Diagnostic::error(
-                    "fabrik::load::link-loop",
-                    format!("`{}` leads back to `{}`: the links make a loop", dir.display(), first.display()),
-                )
-                .help("remove the link, or point it at a directory outside the factory"),
-            );
-            return Ok(());
-        }
-        self.ancestors.push(resolved);
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            self.entry(&entry.path(), entry.file_type()?)?;
-        }
-        self.ancestors.pop();
-        Ok(())
-    }
-
-    fn entry(&mut self, path: &Path, ty: std::fs::FileType) -> std::io::Result<()> {
-        let ty = if ty.is_symlink() {
-            match std::fs::metadata(path) {
-                Ok(target) => target.file_type(),
-                Err(e) => {
-                    self.diags.push(
-                        Diagnostic::error(
-                            "fabrik::load::dangling-link",
-                            format!("`{}` is a link to nothing that can be read: {e}", path.display()),
-                        )
-                        .help("a file of the factory is missing: restore what the link points to, or remove the link"),
-                    );
-                    return Ok(());
-                }
-            }
-        } else {
-            ty
-        };
+    /// One entry the walker kept (links already followed: its type is its target's).
+    fn entry(&mut self, entry: &ignore::DirEntry) {
+        let path = entry.path();
+        let Some(ty) = entry.file_type() else { return };
         if ty.is_dir() {
-            return self.dir(path);
+            return;
         }
         if !ty.is_file() {
             if factory_like(path) {
@@ -398,7 +385,7 @@ impl Walk {
             } else {
                 self.skipped.push(path.to_path_buf());
             }
-            return Ok(());
+            return;
         }
         match Syntax::of(path) {
             Some(syntax) => self.files.push((path.to_path_buf(), syntax)),
@@ -411,7 +398,41 @@ impl Walk {
             ),
             None => self.skipped.push(path.to_path_buf()),
         }
-        Ok(())
+    }
+
+    /// What the walker could not do: a link loop, a dangling link, an unreadable entry or
+    /// ignore file.
+    fn error(&mut self, e: ignore::Error) {
+        let (path, e) = unwrap_error(e, None);
+        let diag = match (&e, path) {
+            (ignore::Error::Loop { ancestor, child }, _) => Diagnostic::error(
+                "fabrik::load::link-loop",
+                format!("`{}` leads back to `{}`: the links make a loop", child.display(), ancestor.display()),
+            )
+            .help("remove the link, or point it at a directory outside the factory"),
+            (ignore::Error::Io(io), Some(path)) if io.kind() == std::io::ErrorKind::NotFound && path.is_symlink() => {
+                Diagnostic::error(
+                    "fabrik::load::dangling-link",
+                    format!("`{}` is a link to nothing that can be read: {io}", path.display()),
+                )
+                .help("a file of the factory is missing: restore what the link points to, or remove the link")
+            }
+            (e, Some(path)) => Diagnostic::error("fabrik::load::io", format!("cannot read `{}`: {e}", path.display()))
+                .help("check the entry's permissions; an ignore file (`.gitignore`, `.fabrikignore`) must hold valid globs"),
+            (e, None) => Diagnostic::error("fabrik::load::io", format!("cannot read the factory directory: {e}"))
+                .help("check the entry's permissions; an ignore file (`.gitignore`, `.fabrikignore`) must hold valid globs"),
+        };
+        self.diags.push(diag);
+    }
+}
+
+/// The innermost error of the walker's wrappers, with the path one of them named.
+fn unwrap_error(e: ignore::Error, path: Option<PathBuf>) -> (Option<PathBuf>, ignore::Error) {
+    match e {
+        ignore::Error::WithPath { path, err } => unwrap_error(*err, Some(path)),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => unwrap_error(*err, path),
+        ignore::Error::Partial(mut errs) if errs.len() == 1 => unwrap_error(errs.remove(0), path),
+        e => (path, e),
     }
 }
 
@@ -541,6 +562,33 @@ mod tests {
         );
         let skipped = found.diags.iter().find(|d| d.code == "fabrik::load::skipped").unwrap();
         assert!(skipped.message.contains("README.md") && !skipped.message.contains(".git"), "{}", skipped.message);
+    }
+
+    #[test]
+    fn gitignore_and_fabrikignore_leave_files_out_here_and_below() {
+        let dir = temp_dir("ignore-files");
+        let f = "version: 1\n";
+        std::fs::create_dir_all(dir.join("factory/fixtures")).unwrap();
+        std::fs::create_dir_all(dir.join("factory/build")).unwrap();
+        std::fs::create_dir_all(dir.join("factory/hosts")).unwrap();
+        std::fs::write(dir.join("factory/a.yaml"), f).unwrap();
+        std::fs::write(dir.join("factory/hosts/b.kdl"), "version 1\n").unwrap();
+        std::fs::write(dir.join("factory/fixtures/bad.yaml"), "not: [a factory").unwrap();
+        std::fs::write(dir.join("factory/build/out.yaml"), "not: [a factory").unwrap();
+        std::fs::write(dir.join("factory/docker-compose.yml"), "services: {}\n").unwrap();
+        std::fs::write(dir.join("factory/hosts/scratch.yaml"), "not: [a factory").unwrap();
+        let names = |dir: &Path| -> Vec<String> {
+            let found = discover(&dir.join("factory")).unwrap();
+            found.files.iter().map(|(p, _)| p.strip_prefix(dir).unwrap().display().to_string()).collect()
+        };
+        // Without ignore files every one of them is read.
+        assert_eq!(names(&dir).len(), 6);
+        // `.gitignore` above the factory, `.fabrikignore` in it and below it.
+        std::fs::write(dir.join(".gitignore"), "build/\n").unwrap();
+        std::fs::write(dir.join("factory/.fabrikignore"), "/fixtures/\ndocker-compose.yml\n").unwrap();
+        std::fs::write(dir.join("factory/hosts/.fabrikignore"), "scratch.yaml\n").unwrap();
+        assert_eq!(names(&dir), ["factory/a.yaml", "factory/hosts/b.kdl"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn load_one(syntax: Syntax, bytes: &[u8]) -> (Sources, Vec<Diagnostic>) {

@@ -92,7 +92,7 @@ impl Syntax {
 }
 
 /// One loaded file: its path as the user should see it, and its text.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SourceFile {
     pub path: PathBuf,
     pub syntax: Syntax,
@@ -161,7 +161,7 @@ impl SourceFile {
 }
 
 /// All files of one run.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Sources {
     files: Vec<SourceFile>,
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::{Call, Hello, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
-use crate::apply::lock::Holder;
 use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
+use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
 
 /// How long a call may take before the agent counts as unreachable. Generous: a call
@@ -273,7 +273,8 @@ impl AgentClient {
                     return Err(agent_unreachable(format!(
                         "agent `{}` did not answer `{name}` within {:?} (the call may still complete)",
                         self.name, self.timeout
-                    )));
+                    ))
+                    .with_code(super::TIMED_OUT));
                 }
             };
             // Lines that are not responses (a login banner) and answers to calls that

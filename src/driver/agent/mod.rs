@@ -28,9 +28,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use self::client::AgentClient;
 pub use self::server::{HostLocks, serve};
 pub use self::shared::Shared;
-use crate::apply::lock::Holder;
 use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
+use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
 
 /// The version of the protocol; bumped on any change a peer could misread.
@@ -41,6 +41,9 @@ pub const VERSION_MISMATCH: &str = "version-mismatch";
 
 /// The `code` of a `lock` refused because another apply holds the lock.
 pub const LOCKED: &str = "locked";
+/// The code of an error for a call the agent did not answer in time (not sent by the
+/// agent: set by the client).
+pub const TIMED_OUT: &str = "timed-out";
 
 /// A call: a method of [`Gpus`] or [`Links`] with its arguments, or the handshake.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

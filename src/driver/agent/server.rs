@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::line::{Line, REQUEST_LINE_BYTES_MAX, read_line};
 use super::{Call, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
-use crate::apply::lock::{self, ApplyLock, Holder, LockError};
 use crate::diag::error_chain;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result};
+use crate::lockfile::{self as lock, ApplyLock, Holder, LockError};
 
 /// The apply locks an agent holds, in its lock folder; released when dropped, that is when
 /// the agent's connection ends or the agent dies.

@@ -22,6 +22,12 @@ impl Shared {
         (Box::new(s.clone()), Box::new(s))
     }
 
+    /// Takes the factory's apply lock on the agent's host for this process
+    /// ([`AgentClient::lock`]), held while the connection lives.
+    pub fn lock(&self, factory: &str, host: &str, holder: &crate::lockfile::Holder) -> Result<()> {
+        self.client()?.lock(factory, host, holder)
+    }
+
     fn client(&self) -> Result<MutexGuard<'_, AgentClient>> {
         self.0.lock().map_err(|_| DriverError::new(ErrorKind::Failed, "the agent connection was poisoned by a crash"))
     }

@@ -81,6 +81,17 @@ pub fn seed(xml: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A mark as rendered here ([`render_with_addresses`]), in the form libvirt's
+/// `virDomainSetMetadata` takes: libvirt puts the element in the namespace itself (the
+/// `key` and `uri` it is given) and refuses one that declares the prefix already, so
+/// the root goes without prefix and declaration; the records inside name the namespace
+/// as their default, and read back in it.
+pub fn for_set_metadata(mark: &str) -> String {
+    mark.replacen(&format!("<{PREFIX}:{ELEMENT} xmlns:{PREFIX}=\"{NAMESPACE}\""), &format!("<{ELEMENT}"), 1)
+        .replace(&format!("</{PREFIX}:{ELEMENT}>"), &format!("</{ELEMENT}>"))
+        .replace(&format!("<{PREFIX}:{ADDRESS} "), &format!("<{ADDRESS} xmlns=\"{NAMESPACE}\" "))
+}
+
 /// The address records inside a domain's mark; a record that does not parse is skipped
 /// (that NIC is then allocated afresh, as if never recorded).
 pub fn addresses(root: Node<'_, '_>) -> Vec<(u32, std::net::IpAddr)> {
@@ -145,6 +156,22 @@ mod tests {
             resource: "vm:gpu01/acme-vllm-0".into(),
             spec_hash: "sha256:0f<&>\"'".into(),
         }
+    }
+
+    #[test]
+    fn the_form_for_libvirt_reads_back_the_same() {
+        let recs = [(0, "10.20.0.7".parse().unwrap())];
+        let mark = render_with_addresses(&owner(), &recs);
+        let plain = for_set_metadata(&mark);
+        assert!(plain.starts_with("<owner ") && !plain.contains("xmlns:fabrik"), "{plain}");
+        // What libvirt returns: the root in the namespace under fabrik's prefix.
+        let back = plain
+            .replacen("<owner ", &format!("<{PREFIX}:{ELEMENT} xmlns:{PREFIX}=\"{NAMESPACE}\" "), 1)
+            .replace("</owner>", "</fabrik:owner>");
+        let xml = format!("<domain><metadata>{back}</metadata></domain>");
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        assert_eq!(parse(doc.root_element()), Some(owner()));
+        assert_eq!(addresses(doc.root_element()), recs);
     }
 
     #[test]

@@ -315,7 +315,11 @@ pub fn domain(xml: &str, state: PowerState, autostart: bool) -> Result<LiveDomai
     let mut numa_cells = Vec::new();
     if let Some(numa) = at(root, &["cpu", "numa"]) {
         for cell in children(numa, "cell") {
-            let cpus = cpuset(cell.attribute("cpus").unwrap_or(""), what)?;
+            // A cell without `cpus` is one of memory only (GPU memory on Grace).
+            let cpus = match cell.attribute("cpus") {
+                Some(set) => cpuset(set, what)?,
+                None => CpuSet::default(),
+            };
             let mem = cell.attribute("memory").ok_or_else(|| bad(what, "guest NUMA cell without memory"))?;
             numa_cells.push((cpus, size(mem, cell.attribute("unit"), "KiB", what)?));
         }

@@ -16,7 +16,14 @@ use crate::plan::{Action, Change, Class, Op};
 use crate::spec::types::PciAddress;
 
 /// The driver a passed-through GPU is bound to.
-const VFIO_DRIVER: &str = "vfio-pci";
+pub(crate) const VFIO_DRIVER: &str = "vfio-pci";
+
+/// Whether `driver` carries a GPU of `model` to a guest: `vfio-pci`, or the model's
+/// VFIO variant (GB200's `nvgrace_gpu_vfio_pci`, which libvirt binds where the host has
+/// it; `fabrik::drift::vfio-variant` warns where it does not).
+fn passthrough_driver(driver: Option<&str>, model: crate::hw::GpuModel) -> bool {
+    driver == Some(VFIO_DRIVER) || (driver.is_some() && driver == model.vfio_variant())
+}
 
 /// The mdev UUIDs a domain's `<hostdev type='mdev'>` elements name.
 fn mdev_uuids(d: &LiveDomain) -> Vec<String> {
@@ -40,12 +47,12 @@ pub fn gpus(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     let mdev_users: BTreeMap<String, &LiveDomain> =
         live.domains.iter().flat_map(|d| mdev_uuids(d).into_iter().map(move |u| (u, d))).collect();
     for gpu in &host.gpus {
-        let DesiredGpu { id, address, model: _, numa_node: _, setup } = gpu;
+        let DesiredGpu { id, address, model, numa_node: _, setup } = gpu;
         let Some(l) = live.gpus.iter().find(|g| g.address == *address) else {
             // A GPU bound to vfio-pci is invisible to NVML; libvirt still lists it.
             let device = live.devices.iter().find(|d| d.address == *address);
             match (setup, device) {
-                (GpuSetup::Passthrough, Some(d)) if d.driver.as_deref() == Some(VFIO_DRIVER) => {
+                (GpuSetup::Passthrough, Some(d)) if passthrough_driver(d.driver.as_deref(), *model) => {
                     out.present.insert(id.clone());
                 }
                 (GpuSetup::Passthrough, Some(d)) => {
@@ -93,7 +100,7 @@ pub fn gpus(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
         if let GpuSetup::Passthrough = setup {
             let device = live.devices.iter().find(|d| d.address == *address);
             let driver = device.and_then(|d| d.driver.clone());
-            if driver.as_deref() != Some(VFIO_DRIVER) {
+            if !passthrough_driver(driver.as_deref(), *model) {
                 changes.push(Change::new(
                     "driver",
                     driver.unwrap_or_else(|| "no driver".into()),

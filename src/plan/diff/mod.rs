@@ -48,7 +48,18 @@ impl Out {
                     "fabrik::plan::name-clash",
                     id,
                     format!("{what} `{}` exists on host `{}` and was not made by fabrik", id.name, id.host),
-                    format!("rename the resource in the factory, or remove or rename the existing {what} on the host"),
+                    match what {
+                        // A domain can be adopted in place: marked, never redefined.
+                        "domain" => format!(
+                            "rename the VM in the factory, remove or rename the existing domain, or adopt it: `fabrik \
+                             import --domain {}` marks it when it matches the declaration, without a restart \
+                             (docs/import.md)",
+                            id.name
+                        ),
+                        _ => format!(
+                            "rename the resource in the factory, or remove or rename the existing {what} on the host"
+                        ),
+                    },
                 );
                 false
             }
@@ -78,7 +89,10 @@ impl Out {
 /// Compares one host. A concern that could not be read is an error for every kind it
 /// would have told about, never "absent, so create it".
 pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
-    let DesiredHost { name, uri: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } = desired;
+    // `arch` shows through the rendered domain XML of every VM; `ib_ports` are the
+    // subnet manager's (`render::opensm`), not this host's.
+    let DesiredHost { name, uri: _, arch: _, ib_ports: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } =
+        desired;
     let unreadable = |concern: &str, out: &mut Out| {
         let reasons: Vec<String> =
             live.errors.iter().filter(|e| e.concern == concern).map(|e| e.error.to_string()).collect();
@@ -94,6 +108,7 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
         virt::domains(factory, desired, live, options.shutdown_timeout, out);
         virt::networks(factory, desired, live, out);
         virt::storage(desired, live, &options.created, out);
+        crate::plan::iommu::check(desired, &live.devices, out);
     } else if needs_libvirt {
         unreadable("libvirt", out);
     }

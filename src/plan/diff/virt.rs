@@ -13,7 +13,7 @@ use super::Out;
 use crate::desired::{DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind};
 use crate::live::{LiveDomain, LiveHost, LivePool, PowerState, RunningDefinition};
 use crate::plan::ownership::Owner;
-use crate::plan::{Action, Change, Class, Created, NoticeKind, Op};
+use crate::plan::{Action, Change, Class, Created, NoticeKind, Op, ops};
 use crate::render::{self, normalize};
 use crate::spec::model::{PoolKind, Power};
 
@@ -39,7 +39,7 @@ pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Dura
             None => out.actions.push(create_vm(factory, host, vm)),
             Some(d) => {
                 if out.owned(&vm.id, "domain", Owner::of(d.owner.as_ref(), factory)) {
-                    update_vm(factory, host, vm, d, &forced, out);
+                    update_vm(factory, host, vm, d, (&forced, timeout), out);
                 }
             }
         }
@@ -82,10 +82,19 @@ fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
     }
     let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
     a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
+    a.ops = ops::vm_create(vm.name.clone(), xml, vm.autostart, vm.power);
     a
 }
 
-fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomain, forced: &str, out: &mut Out) {
+/// `forced`: the shutdown timeout, in words and as it is.
+fn update_vm(
+    factory: &str,
+    host: &DesiredHost,
+    vm: &DesiredVm,
+    live: &LiveDomain,
+    (forced, timeout): (&str, Duration),
+    out: &mut Out,
+) {
     // Every field but these is part of the rendered definition, compared as XML below.
     let DesiredVm {
         id,
@@ -114,7 +123,8 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
     let mut changes = Vec::new();
     let mut reasons = Vec::new();
     let mut diff = None;
-    let rendered = render::domain(factory, host, vm);
+    // Rendered once, with the live domain's UUID: compared, and written if it changed.
+    let rendered = render::domain::domain_with_uuid(factory, host, vm, Some(&live.uuid));
     match normalize::compare(&rendered, &live.xml) {
         Err(e) => {
             out.error(
@@ -181,6 +191,8 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
             ));
         }
     }
+    // Every change so far is to the definition (saved, or the one the guest runs).
+    let definition = !changes.is_empty();
     match (power, live.state) {
         (Power::Running, PowerState::Running) | (Power::Stopped, PowerState::ShutOff) => {}
         (Power::Running, PowerState::Paused) => {
@@ -206,6 +218,15 @@ fn update_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomai
     if !changes.is_empty() {
         let mut a = Action::update(id.clone(), changes, reasons.join("; "));
         a.diff = diff;
+        let restart = definition && a.class == Class::RestartNow;
+        a.ops = ops::vm_update(
+            &vm.name,
+            definition.then_some(rendered),
+            restart,
+            (*power, live.state),
+            (live.autostart != *autostart).then_some(*autostart),
+            timeout,
+        );
         out.actions.push(a);
     }
 }

@@ -28,7 +28,10 @@ pub fn host_info(host: &Host) -> HostInfo {
             id: n.id.value,
             cpus: n.cpus.value.clone(),
             memory: n.memory.value,
-            distances: ids.iter().map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE }).collect(),
+            // The declared row, as the host's SLIT would give it; else local and remote.
+            distances: n.distances.as_ref().map(|d| d.value.clone()).unwrap_or_else(|| {
+                ids.iter().map(|&o| if o == n.id.value { DISTANCE_LOCAL } else { DISTANCE_REMOTE }).collect()
+            }),
             socket: n.socket.as_ref().map(|s| s.value),
         })
         .collect();
@@ -36,11 +39,13 @@ pub fn host_info(host: &Host) -> HostInfo {
         hostname: host.name.value.clone(),
         hypervisor: "libvirt test driver (simulated twin)".to_string(),
         cpu_model: None,
+        arch: Some(host.arch().to_string()),
         numa,
     }
 }
 
-/// The declared GPUs and NICs; those in `detached` are bound to vfio-pci.
+/// The declared GPUs and NICs; those in `detached` are bound to vfio-pci (or their
+/// model's VFIO variant).
 pub fn devices(host: &Host, detached: &[PciAddress]) -> Vec<LivePciDevice> {
     let mut out = Vec::new();
     for (i, g) in host.gpus.iter().enumerate() {
@@ -55,7 +60,12 @@ pub fn devices(host: &Host, detached: &[PciAddress]) -> Vec<LivePciDevice> {
             product: Some(info.nvml_name.to_string()),
             numa_node: Some(g.numa_node.value),
             iommu_group: Some(i as u32),
-            driver: Some(if vfio { "vfio-pci" } else { "nvidia" }.to_string()),
+            // A twin's host has the model's VFIO variant driver (GB200), as libvirt binds it.
+            driver: Some(match (vfio, g.model.value.vfio_variant()) {
+                (true, Some(variant)) => variant.to_string(),
+                (true, None) => "vfio-pci".to_string(),
+                (false, _) => "nvidia".to_string(),
+            }),
             netdevs: Vec::new(),
             sriov: None,
         });

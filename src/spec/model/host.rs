@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::hw::GpuModel;
+use crate::hw::{Arch, GpuModel};
 use crate::spec::decode::Decoder;
 use crate::spec::shape::{Shape, Ty, opt, req};
 use crate::spec::source::{Span, Spanned};
@@ -16,6 +16,8 @@ pub struct Host {
     pub uri: Spanned<String>,
     pub agent: Option<Spanned<String>>,
     pub description: Option<Spanned<String>>,
+    /// The CPU architecture declared (`arch`); [`Host::arch`] is what fabrik uses.
+    pub arch: Option<Spanned<Arch>>,
     pub numa_nodes: Vec<NumaNode>,
     pub reserved_cpus: Option<Spanned<CpuSet>>,
     pub gpus: Vec<Gpu>,
@@ -28,8 +30,13 @@ pub struct Host {
 pub struct NumaNode {
     pub id: Spanned<u32>,
     pub socket: Option<Spanned<u32>>,
+    /// Empty for a node of memory only (no `cpus`): GB200 GPU memory, CXL memory.
     pub cpus: Spanned<CpuSet>,
     pub memory: Spanned<ByteSize>,
+    /// The GPU whose memory this node is (GB200: its HBM as a CPU-less node).
+    pub gpu: Option<Spanned<PciAddress>>,
+    /// Distance to every node of the host, in node-id order (`numactl --hardware`'s row).
+    pub distances: Option<Spanned<Vec<u32>>>,
     /// Hugepage pools on this node: page size and number of pages.
     pub hugepages: Vec<(Spanned<PageSize>, Spanned<u64>)>,
     #[serde(skip)]
@@ -56,6 +63,8 @@ pub struct Gpu {
     pub model: Spanned<GpuModel>,
     pub numa_node: Spanned<u32>,
     pub nvlink_domain: Option<Spanned<String>>,
+    /// The InfiniBand NIC beside the GPU on its PCIe switch (its GPUDirect RDMA rail).
+    pub rail: Option<Spanned<String>>,
     /// Given, or `mig` when a MIG layout is listed, else `host`.
     pub mode: Spanned<GpuMode>,
     pub mig: Vec<MigSlot>,
@@ -111,6 +120,18 @@ pub struct Nic {
     pub span: Span,
 }
 
+impl Host {
+    /// The architecture fabrik renders for: the declared one, else the one a GPU model
+    /// implies, else x86_64. A conflict between the two is `fabrik::host::arch`.
+    pub fn arch(&self) -> Arch {
+        self.arch
+            .as_ref()
+            .map(|a| a.value)
+            .or_else(|| self.gpus.iter().find_map(|g| g.model.value.arch()))
+            .unwrap_or_default()
+    }
+}
+
 /// NUMA node ids as Linux numbers them; 255 is far above any server.
 const NUMA_ID_MAX: i64 = 255;
 
@@ -121,6 +142,11 @@ pub static HOST: Shape = Shape {
     more: &[],
     fields: &[
         req("name", Ty::Name, "the host's name, used in ids and references"),
+        opt(
+            "arch",
+            Ty::Enum(<Arch as crate::spec::decode::Word>::NAMES),
+            "CPU architecture, as libvirt reports it: x86_64 or aarch64 (default: aarch64 when a GPU model implies it, as GB200 does, else x86_64); checked against the host",
+        ),
         req("uri", Ty::Str, "libvirt connection URI, e.g. `qemu+ssh://root@gpu01/system`"),
         opt("agent", Ty::Str, "command that starts `fabrik agent` on the host, e.g. `ssh root@gpu01 fabrik agent`"),
         opt("description", Ty::Str, "free text"),
@@ -139,8 +165,18 @@ pub static NUMA_NODE: Shape = Shape {
     fields: &[
         req("id", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node number as Linux counts it"),
         opt("socket", Ty::Int { min: 0, max: NUMA_ID_MAX }, "CPU socket this node belongs to"),
-        req("cpus", Ty::CpuSet, "host CPUs of this node, e.g. `0-55,112-167`"),
+        opt("cpus", Ty::CpuSet, "host CPUs of this node, e.g. `0-55,112-167`; none for a node of memory only"),
         req("memory", Ty::Size, "memory of this node, e.g. `1TiB`"),
+        opt(
+            "gpu",
+            Ty::Pci,
+            "for a node of memory only: the GPU whose memory it is (GB200 HBM); VMs given that GPU see the node as a CPU-less guest NUMA cell",
+        ),
+        opt(
+            "distances",
+            Ty::List(&Ty::Int { min: 10, max: 255 }),
+            "distance to every node of the host in node-id order, as `numactl --hardware` prints this node's row, e.g. `[10, 20]`; guest NUMA cells carry them",
+        ),
         opt(
             "hugepages",
             Ty::MapOf { key: &Ty::PageSize, value: &Ty::Int { min: 0, max: 1 << 40 } },
@@ -159,6 +195,11 @@ pub static GPU: Shape = Shape {
         req("model", Ty::Enum(<GpuModel as crate::spec::decode::Word>::NAMES), "GPU model"),
         req("numa-node", Ty::Int { min: 0, max: NUMA_ID_MAX }, "NUMA node the GPU is attached to"),
         opt("nvlink-domain", Ty::Name, "NVLink fabric domain; GPUs in one domain talk over NVLink"),
+        opt(
+            "rail",
+            Ty::IfName,
+            "the InfiniBand NIC beside this GPU on its PCIe switch (its rail); a VM given several GPUs gets one VF per GPU from the GPU's rail on each InfiniBand partition it joins, behind the GPU's guest PCIe expander bus",
+        ),
         opt(
             "mode",
             Ty::Enum(<GpuMode as crate::spec::decode::Word>::NAMES),
@@ -225,11 +266,12 @@ pub fn decode_host(d: &mut Decoder, n: &Node) -> Option<Host> {
     let uri = o.get("uri").and_then(|n| d.string(n, "uri")).and_then(|u| check_uri(d, u));
     let agent = o.get("agent").and_then(|n| d.string(n, "agent"));
     let description = o.get("description").and_then(|n| d.string(n, "description"));
+    let arch = o.get("arch").and_then(|n| d.word::<Arch>(n, "arch"));
     let numa_nodes = d.items(&o, "numa-nodes", decode_numa_node);
     let reserved_cpus = o.get("reserved-cpus").and_then(|n| d.cpuset(n, "reserved-cpus"));
     let gpus = d.items(&o, "gpus", decode_gpu);
     let nics = d.items(&o, "nics", decode_nic);
-    Some(Host { name: name?, uri: uri?, agent, description, numa_nodes, reserved_cpus, gpus, nics, span: o.span })
+    Some(Host { name: name?, uri: uri?, agent, description, arch, numa_nodes, reserved_cpus, gpus, nics, span: o.span })
 }
 
 fn check_uri(d: &mut Decoder, uri: Spanned<String>) -> Option<Spanned<String>> {
@@ -251,8 +293,16 @@ fn decode_numa_node(d: &mut Decoder, n: &Node) -> Option<NumaNode> {
     let o = d.object(n, &NUMA_NODE, "numa-node")?;
     let id = o.get("id").and_then(|n| d.uint(n, "id", 0, NUMA_ID_MAX));
     let socket = o.get("socket").and_then(|n| d.uint(n, "socket", 0, NUMA_ID_MAX));
-    let cpus = o.get("cpus").and_then(|n| d.cpuset(n, "cpus"));
+    let cpus = match o.get("cpus") {
+        Some(n) => d.cpuset(n, "cpus"),
+        None => Some(Spanned::new(CpuSet::default(), o.head)),
+    };
     let memory = o.get("memory").and_then(|n| d.size(n, "memory"));
+    let gpu = o.get("gpu").and_then(|n| d.pci(n, "gpu"));
+    let distances = o.get("distances").map(|n| {
+        let row = d.list(n, "distances", |d, item| d.uint::<u32>(item, "distances", 10, 255).map(|v| v.value));
+        Spanned::new(row, n.span)
+    });
     let hugepages = o
         .get("hugepages")
         .map(|n| {
@@ -264,7 +314,7 @@ fn decode_numa_node(d: &mut Decoder, n: &Node) -> Option<NumaNode> {
             )
         })
         .unwrap_or_default();
-    Some(NumaNode { id: id?, socket, cpus: cpus?, memory: memory?, hugepages, span: o.span })
+    Some(NumaNode { id: id?, socket, cpus: cpus?, memory: memory?, gpu, distances, hugepages, span: o.span })
 }
 
 fn decode_gpu(d: &mut Decoder, n: &Node) -> Option<Gpu> {
@@ -273,13 +323,14 @@ fn decode_gpu(d: &mut Decoder, n: &Node) -> Option<Gpu> {
     let model = o.get("model").and_then(|n| d.word::<GpuModel>(n, "model"));
     let numa_node = o.get("numa-node").and_then(|n| d.uint(n, "numa-node", 0, NUMA_ID_MAX));
     let nvlink_domain = o.get("nvlink-domain").and_then(|n| d.name(n, "nvlink-domain"));
+    let rail = o.get("rail").and_then(|n| d.name(n, "rail")).and_then(|s| super::network::check_ifname(d, s, "rail"));
     let mig = d.items(&o, "mig", decode_mig_slot);
     let mode = match o.get("mode") {
         Some(n) => d.word::<GpuMode>(n, "mode")?,
         None if o.has("mig") => Spanned::new(GpuMode::Mig, o.span_of("mig").unwrap_or(o.head)),
         None => Spanned::new(GpuMode::Host, o.head),
     };
-    Some(Gpu { address: address?, model: model?, numa_node: numa_node?, nvlink_domain, mode, mig, span: o.span })
+    Some(Gpu { address: address?, model: model?, numa_node: numa_node?, nvlink_domain, rail, mode, mig, span: o.span })
 }
 
 fn decode_mig_slot(d: &mut Decoder, n: &Node) -> Option<MigSlot> {

@@ -13,7 +13,7 @@ pub mod tenant;
 pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
-pub use network::{NetKind, Network, Purpose};
+pub use network::{Membership, NetKind, Network, Purpose};
 pub use params::{ParamDecl, ParamSetting, ParamType, ParamValue};
 pub use scope::{FileScope, Scope};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};

@@ -21,6 +21,16 @@ words! {
 }
 
 words! {
+    /// How the VM ports of an InfiniBand partition belong to it (the pkey's top bit).
+    pub enum Membership {
+        /// Full members talk to every member.
+        Full = "full",
+        /// Limited members talk to full members only, never to each other.
+        Limited = "limited",
+    }
+}
+
+words! {
     /// How a network is built on the hosts.
     pub enum NetKind {
         /// A Linux bridge on each host.
@@ -52,6 +62,8 @@ pub struct Network {
     pub vlan: Option<Spanned<u16>>,
     pub vni: Option<Spanned<u32>>,
     pub pkey: Option<Spanned<u16>>,
+    /// How its VMs' ports are members of the partition (ib-partition; default full).
+    pub membership: Option<Spanned<Membership>>,
     /// VXLAN UDP port.
     pub port: Option<Spanned<u16>>,
     /// Host interface underneath: VLAN/VXLAN underlay, IB device, SR-IOV physical function.
@@ -85,6 +97,11 @@ pub static NETWORK: Shape = Shape {
         opt("vlan", Ty::Int { min: 1, max: 4094 }, "802.1Q VLAN id (vlan, sriov)"),
         opt("vni", Ty::Int { min: 1, max: 16_777_215 }, "VXLAN network identifier (vxlan)"),
         opt("pkey", Ty::Int { min: 1, max: 0xfffe }, "InfiniBand partition key, e.g. `0x8001` (ib-partition)"),
+        opt(
+            "membership",
+            Ty::Enum(Membership::NAMES),
+            "full or limited: how the VMs' ports are members of the partition in the subnet manager's `partitions.conf` (ib-partition; default full; limited members reach only full ones)",
+        ),
         opt("port", Ty::Int { min: 1, max: 65535 }, "VXLAN UDP port (default 4789)"),
         opt(
             "parent",
@@ -121,6 +138,7 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
     let vni = o.get("vni").and_then(|n| d.uint(n, "vni", 1, 16_777_215));
     let pkey = o.get("pkey").and_then(|n| d.uint::<u16>(n, "pkey", 1, 0xfffe)).and_then(|p| check_pkey(d, p));
     let port = o.get("port").and_then(|n| d.uint(n, "port", 1, 65535));
+    let membership = o.get("membership").and_then(|n| d.word::<Membership>(n, "membership"));
     let parent = o.get("parent").and_then(|n| d.string(n, "parent")).and_then(|p| check_ifname(d, p, "parent"));
     let hosts = o.get("hosts").map(|n| d.list(n, "hosts", |d, n| d.name(n, "hosts"))).unwrap_or_default();
     let subnet = o.get("subnet").and_then(|n| d.string(n, "subnet")).and_then(|s| {
@@ -192,6 +210,7 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
         vlan,
         vni,
         pkey,
+        membership,
         port,
         parent,
         hosts,
@@ -224,11 +243,11 @@ fn bad_address<T>(
 /// Keys a network kind needs, and keys it has no use for (the JSON Schema says the same).
 pub(crate) fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
-        NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "port"]),
-        NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "port"]),
-        NetKind::Vxlan => (&["vni"], &["vlan", "pkey"]),
+        NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "membership", "port"]),
+        NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "membership", "port"]),
+        NetKind::Vxlan => (&["vni"], &["vlan", "pkey", "membership"]),
         NetKind::IbPartition => (&["pkey", "parent"], &["vlan", "vni", "port", "bridge"]),
-        NetKind::Sriov => (&["parent"], &["vni", "pkey", "port", "bridge"]),
+        NetKind::Sriov => (&["parent"], &["vni", "pkey", "membership", "port", "bridge"]),
     }
 }
 

@@ -4,8 +4,8 @@
 //! read; hosts are observed concurrently, and one unreachable host does not hold up or
 //! stop the rest.
 
-use super::{ConcernError, LiveHost};
 use crate::driver::{DriverError, Gpus, Links, Virt};
+use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink};
 
 /// The drivers of one host; each may have failed to open.
 pub struct HostDrivers {
@@ -17,11 +17,31 @@ pub struct HostDrivers {
 /// Hosts worked on at once; each blocks on its own libvirt connection and agent.
 const HOSTS_IN_PARALLEL: usize = 16;
 
-/// Reads everything the drivers can tell about one host.
+/// Reads everything the drivers can tell about one host. libvirt and the agent answer
+/// independently (a libvirtd socket, an agent process), so they are read at once: the
+/// host costs the slower of the two, not their sum.
 pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
+    let HostDrivers { virt, gpus, links } = drivers;
+    let (mut live, mut errors, (agent, agent_errors)) = std::thread::scope(|s| {
+        let libvirt = s.spawn(move || read_libvirt(name, virt));
+        let agent = read_agent(gpus, links);
+        let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (live, errors, agent)
+    });
+    let (gpus, links, hugepages) = agent;
+    (live.gpus, live.links, live.hugepages) = (gpus, links, hugepages);
+    errors.extend(agent_errors);
+    // The first error of a concern says why; repeats of it say nothing more.
+    errors.dedup();
+    live.errors = errors;
+    live
+}
+
+/// The libvirt concern: the host, its devices, domains, networks and pools.
+fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHost, Vec<ConcernError>) {
     let mut live = LiveHost { name: name.to_string(), ..LiveHost::default() };
     let mut errors = Vec::new();
-    match drivers.virt {
+    match virt {
         Ok(mut v) => {
             keep(&mut errors, "libvirt", v.host_info().map(|i| live.info = Some(i)));
             keep(&mut errors, "libvirt", v.devices().map(|d| live.devices = d));
@@ -31,21 +51,28 @@ pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
         }
         Err(e) => errors.push(ConcernError { concern: "libvirt".into(), error: e }),
     }
-    match drivers.gpus {
-        Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live.gpus = g)),
+    (live, errors)
+}
+
+/// What the agent reads (GPUs through NVML; links and hugepages through netlink), and
+/// the errors of those concerns, NVML's first.
+type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>), Vec<ConcernError>);
+
+fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Links>, DriverError>) -> AgentRead {
+    let mut errors = Vec::new();
+    let (mut live_gpus, mut live_links, mut hugepages) = (Vec::new(), Vec::new(), Vec::new());
+    match gpus {
+        Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live_gpus = g)),
         Err(e) => errors.push(ConcernError { concern: "nvml".into(), error: e }),
     }
-    match drivers.links {
+    match links {
         Ok(mut l) => {
-            keep(&mut errors, "netlink", l.links().map(|l| live.links = l));
-            keep(&mut errors, "netlink", l.hugepages().map(|h| live.hugepages = h));
+            keep(&mut errors, "netlink", l.links().map(|l| live_links = l));
+            keep(&mut errors, "netlink", l.hugepages().map(|h| hugepages = h));
         }
         Err(e) => errors.push(ConcernError { concern: "netlink".into(), error: e }),
     }
-    // The first error of a concern says why; repeats of it say nothing more.
-    errors.dedup();
-    live.errors = errors;
-    live
+    ((live_gpus, live_links, hugepages), errors)
 }
 
 fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), DriverError>) {

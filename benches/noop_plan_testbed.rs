@@ -1,0 +1,166 @@
+//! What observing costs: `fabrik plan` of a testbed host holding 200 defined domains
+//! (96 of them fabrik's VMs, converged; the rest made by hand, left alone: the plan is a
+//! no-op), against the least libvirt work that reads the
+//! same host: a small program that connects, lists all domains and reads each one's XML
+//! through the `virt` crate. Both are separate processes (this bench binary runs itself
+//! as the small program), run one after the other, interleaved, for `ROUNDS` rounds;
+//! prints the median, min and max of each and the ratio of the medians (target ≤ 1.5).
+//!
+//! `cargo bench --bench noop_plan_testbed`; `FABRIK_BENCH_BIN=<path>` measures another
+//! fabrik binary's plan (an earlier build) on the same host. Without the testbed (root, /dev/kvm,
+//! libvirtd) it prints why and does nothing. Under `cargo test` (no `--bench`) it only
+//! says how to run it: tests check behaviour, not speed.
+
+#[path = "../tests/testbed/mod.rs"]
+mod testbed;
+
+#[path = "../tests/apply_testbed/factory.rs"]
+mod factory;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testbed::{Testbed, say};
+
+/// Domains on the host: the figure of issue 12.
+const DOMAINS: usize = 200;
+/// Of them, fabrik's VMs: as many shared 1-vCPU VMs as fabrik places on the testbed
+/// host's 2 CPUs (stopped VMs count). The rest are domains made by hand, which fabrik
+/// reads and leaves alone.
+const FABRIK_VMS: usize = 96;
+/// Rounds of each side, interleaved.
+const ROUNDS: usize = 20;
+/// fabrik's no-op plan may take at most this many times the minimal libvirt work.
+const TARGET_RATIO: f64 = 1.5;
+/// The argument that makes this binary the minimal libvirt program.
+const MINIMAL: &str = "--minimal-libvirt";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == MINIMAL) {
+        minimal(&args[i + 1]);
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        say("noop_plan_testbed bench: not measured under `cargo test`; run `cargo bench --bench noop_plan_testbed`");
+        return;
+    }
+    if let Some(why) = testbed::prerequisites() {
+        say(&format!("noop_plan_testbed bench skipped: {why} (run scripts/setup-testbed.sh as root)"));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tb) = Testbed::start("nobench", &["h1"]) else { return };
+    let host = tb.host("h1");
+    let f = factory::one_host("nobench", host, FABRIK_VMS);
+    // Defined, not running: 200 guests would saturate a small machine and measure it.
+    let yaml = f
+        .yaml()
+        .replace(&format!("    host: {}\n", host.name), &format!("    host: {}\n    power: stopped\n", host.name));
+    std::fs::write(dir.path().join("factory.yaml"), yaml).unwrap();
+    let path = dir.path().to_path_buf();
+    let t0 = Instant::now();
+    let out = Command::new(factory::FABRIK).args(["apply", "--yes"]).arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "fabrik apply failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    say(&format!("{FABRIK_VMS} domains defined by fabrik apply in {:.2}s", t0.elapsed().as_secs_f64()));
+    let conn = virt::connect::Connect::open(Some(&host.uri)).expect("the host answers");
+    for i in FABRIK_VMS..DOMAINS {
+        let xml = format!(
+            "<domain type='kvm'><name>by-hand-{i:03}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+             <os><type arch='x86_64' machine='q35'>hvm</type></os></domain>"
+        );
+        conn.define_domain_xml(&xml).expect("a domain made by hand is defined");
+    }
+    drop(conn);
+
+    // Another fabrik binary to measure (an earlier build, for a before/after figure).
+    let fabrik_bin = std::env::var("FABRIK_BENCH_BIN").unwrap_or_else(|_| factory::FABRIK.to_string());
+    let me = std::env::current_exe().unwrap();
+    let mut fabrik = Vec::new();
+    let mut least = Vec::new();
+    let mut validate = Vec::new();
+    for round in 0..ROUNDS {
+        // Interleaved, and which goes first alternates: neither side always finds the
+        // daemon's caches warm.
+        let mut run_fabrik = || {
+            let t0 = Instant::now();
+            let o = Command::new(&fabrik_bin).arg("plan").arg(&path).output().unwrap();
+            let took = t0.elapsed();
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "the plan of a converged host is a no-op (exit 0):\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            fabrik.push(took);
+        };
+        let mut run_least = || {
+            let t0 = Instant::now();
+            let o = Command::new(&me).args([MINIMAL, &host.uri]).output().unwrap();
+            let took = t0.elapsed();
+            assert!(o.status.success(), "the minimal program failed: {}", String::from_utf8_lossy(&o.stderr));
+            let read: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+            assert_eq!(read, DOMAINS, "the minimal program read every domain");
+            least.push(took);
+        };
+        if round % 2 == 0 {
+            run_fabrik();
+            run_least();
+        } else {
+            run_least();
+            run_fabrik();
+        }
+        // What of fabrik's time is the factory's own (start, load, check): no host.
+        let t0 = Instant::now();
+        let o = Command::new(&fabrik_bin).arg("validate").arg(&path).output().unwrap();
+        assert!(o.status.success(), "the bench's factory is valid: {}", String::from_utf8_lossy(&o.stderr));
+        validate.push(t0.elapsed());
+    }
+    let (fm, lm) = (stats(&fabrik), stats(&least));
+    let ratio = fm.0.as_secs_f64() / lm.0.as_secs_f64();
+    println!(
+        "no-op plan of one testbed host with {DOMAINS} defined domains ({FABRIK_VMS} fabrik's, {} by hand), \
+         {ROUNDS} rounds interleaved:",
+        DOMAINS - FABRIK_VMS
+    );
+    println!("                                            median       min       max");
+    println!("  fabrik plan (process, all concerns)   {}", row(fm));
+    println!("  list all domains + read each XML      {}", row(lm));
+    println!("  (fabrik validate: start, load, check)  {}", row(stats(&validate)));
+    println!(
+        "  ratio of medians fabrik / minimal: {ratio:.2} (target ≤ {TARGET_RATIO}: {})",
+        if ratio <= TARGET_RATIO { "ok" } else { "MISSED" }
+    );
+}
+
+/// The least work that reads a host's domains: connect, list them all, read each XML.
+/// Prints how many it read.
+fn minimal(uri: &str) {
+    let conn = virt::connect::Connect::open(Some(uri)).expect("the host answers");
+    let doms = conn.list_all_domains(0).expect("the domains can be listed");
+    let mut read = 0;
+    for d in &doms {
+        if d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).is_ok() {
+            read += 1;
+        }
+    }
+    println!("{read}");
+}
+
+/// (median, min, max).
+fn stats(times: &[Duration]) -> (Duration, Duration, Duration) {
+    let mut t = times.to_vec();
+    t.sort();
+    (t[t.len() / 2], t[0], t[t.len() - 1])
+}
+
+fn row((median, min, max): (Duration, Duration, Duration)) -> String {
+    let ms = |d: Duration| format!("{:7.1} ms", d.as_secs_f64() * 1000.0);
+    format!("{} {} {}", ms(median), ms(min), ms(max))
+}

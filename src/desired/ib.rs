@@ -1,0 +1,139 @@
+//! InfiniBand ports of VMs: the GUIDs of every VF given to a VM on an `ib-partition`
+//! network, and the partition membership the subnet manager enforces.
+//!
+//! A partition key isolates only if the subnet manager knows which ports are members:
+//! the switches drop packets whose pkey the port is not a member of. fabrik gives every
+//! VM NIC on a partition a node GUID and a port GUID of its own, set on the VF before
+//! the VM gets it (`ip link set <pf> vf <n> node_guid … port_guid …`), and lists the
+//! port GUIDs under the partition's pkey for the subnet manager
+//! ([`crate::render::opensm`]).
+//!
+//! GUIDs are unique in the factory by construction and stable: 63 bits of a hash of
+//! factory, tenant, VM and NIC index, in the locally administered EUI-64 space (bit 1
+//! of the first byte set, bit 0 clear); a hash another port already holds is hashed
+//! again with a round number, ports taken in key order, so the result is a pure
+//! function of the files. The port GUID is the node GUID with its lowest bit set, so
+//! the two never collide with each other or with another port's.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::DesiredHost;
+use crate::spec::model::{Membership, NetKind, Spec};
+
+/// An EUI-64 GUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Guid(pub u64);
+
+impl Guid {
+    /// As `ip link` and sysfs write it: `02:c9:…`, eight bytes.
+    pub fn colons(self) -> String {
+        let b = self.0.to_be_bytes();
+        b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    }
+}
+
+impl std::fmt::Display for Guid {
+    /// As OpenSM's `partitions.conf` writes it: `0x02c9…`, 16 hex digits.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0x{:016x}", self.0)
+    }
+}
+
+/// One VM NIC on an InfiniBand partition: the VF it gets carries these GUIDs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IbPort {
+    pub vm: String,
+    /// The NIC's index among the VM's NICs.
+    pub nic: usize,
+    pub network: String,
+    pub pkey: u16,
+    pub membership: Membership,
+    /// The physical function whose VF carries the port.
+    pub pf: String,
+    pub node_guid: Guid,
+    pub port_guid: Guid,
+}
+
+/// The node GUID of NIC `nic` of a VM, hashed `round` times over: locally administered,
+/// unicast, lowest bit clear (the port GUID sets it).
+pub fn derived(factory: &str, tenant: &str, vm: &str, nic: usize, round: u32) -> Guid {
+    let key = format!("guid\0{factory}\0{tenant}\0{vm}\0{nic}\0{round}");
+    let h = super::names::mix(crate::hash::fnv1a(key.as_bytes()));
+    let first = ((h >> 56) as u8 & 0xfc) | 0x02;
+    Guid((u64::from(first) << 56) | (h & 0x00ff_ffff_ffff_fffe))
+}
+
+/// GUIDs for every key, in key order: the derived ones, hashed again past any taken.
+pub fn allocate<'a>(factory: &str, keys: impl Iterator<Item = (&'a str, &'a str, usize)>) -> Vec<(Guid, Guid)> {
+    let mut taken: BTreeSet<u64> = BTreeSet::new();
+    keys.map(|(tenant, vm, nic)| {
+        let node = (0..)
+            .map(|round| derived(factory, tenant, vm, nic, round))
+            .find(|g| taken.insert(g.0 >> 1))
+            .unwrap_or(Guid(0));
+        (node, Guid(node.0 | 1))
+    })
+    .collect()
+}
+
+/// Gives every host the ports of its VMs' NICs on InfiniBand partitions.
+pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
+    let nets: std::collections::HashMap<&str, &crate::spec::model::Network> = spec
+        .networks
+        .iter()
+        .filter(|n| n.kind.value == NetKind::IbPartition)
+        .map(|n| (n.name.value.as_str(), n))
+        .collect();
+    let mut wanted: Vec<(String, String, usize, usize, IbPort)> = Vec::new();
+    for (h, host) in hosts.iter().enumerate() {
+        for vm in &host.vms {
+            for (k, nic) in vm.nics.iter().enumerate() {
+                // A NIC on a GPU's rail is in its partition, through the rail's HCA.
+                let partition = nic.rail.as_ref().map_or(nic.network.as_str(), |r| r.partition.as_str());
+                let Some(net) = nets.get(partition) else { continue };
+                let (Some(pkey), Some(parent)) = (&net.pkey, &net.parent) else { continue };
+                let pf = nic.rail.as_ref().map_or(parent.value.clone(), |r| r.pf.clone());
+                let port = IbPort {
+                    vm: vm.name.clone(),
+                    nic: k,
+                    network: partition.to_string(),
+                    pkey: pkey.value,
+                    membership: net.membership.as_ref().map_or(Membership::Full, |m| m.value),
+                    pf,
+                    node_guid: Guid(0),
+                    port_guid: Guid(0),
+                };
+                wanted.push((vm.tenant.clone(), vm.name.clone(), k, h, port));
+            }
+        }
+    }
+    wanted.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    let guids = allocate(factory, wanted.iter().map(|(t, v, k, _, _)| (t.as_str(), v.as_str(), *k)));
+    for ((_, _, _, h, mut port), (node, port_guid)) in wanted.into_iter().zip(guids) {
+        port.node_guid = node;
+        port.port_guid = port_guid;
+        hosts[h].ib_ports.push(port);
+    }
+    for h in hosts {
+        h.ib_ports.sort_by(|a, b| (&a.vm, a.nic).cmp(&(&b.vm, b.nic)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_are_locally_administered_unicast_and_stable() {
+        let g = derived("ai", "acme", "train", 1, 0);
+        assert_eq!(g, derived("ai", "acme", "train", 1, 0));
+        assert_ne!(g, derived("ai", "acme", "train", 2, 0));
+        assert_eq!((g.0 >> 56) as u8 & 0b11, 0b10, "{g}");
+        assert_eq!(g.0 & 1, 0);
+        assert_eq!(g.to_string().len(), 18);
+        assert_eq!(g.colons().len(), 23);
+    }
+}

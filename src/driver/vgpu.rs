@@ -1,0 +1,346 @@
+//! NVIDIA vGPU devices through sysfs: how a host offers vGPUs on a GPU, which types, and
+//! creating and removing the device a VM's MIG slice or time slice reaches it through.
+//!
+//! Two modes, told apart by what the GPU's sysfs directory has:
+//!
+//! * **SR-IOV VFs** (vGPU 17+ on Ampere and later: Hopper, Blackwell). The GPU's
+//!   virtual functions (`virtfn<N>`, enabled by NVIDIA's `sriov-manage -e`) each carry
+//!   `nvidia/creatable_vgpu_types` (lines `<id> : <name>`) and `nvidia/current_vgpu_type`
+//!   (`0` when free). Creating a vGPU writes the type's id to a free VF's
+//!   `current_vgpu_type`; the VM then gets that VF as a PCI hostdev. Removing writes `0`.
+//! * **mdev** (older stacks). The GPU has `mdev_supported_types/<type>/` with `name`,
+//!   `available_instances` and `create`; writing a UUID to `create` makes
+//!   `/sys/bus/mdev/devices/<uuid>`, removed by writing `1` to its `remove`. The domain
+//!   names the mdev by that UUID (`render::domain::mdev_uuid`).
+//!
+//! A MIG-backed vGPU type is named after the MIG profile it sits on: `3g.40gb` on an
+//! H100 is `NVIDIA H100-3-40C` (compute slices, memory in GB, `C` for compute), so the
+//! type of a profile is found by that `-<slices>-<gb>C` suffix among the types the host
+//! offers ([`type_for_mig`]); nothing is assumed about ids, which differ per driver.
+//!
+//! Everything here reads and writes under a sysfs root (`/sys` on a host), so tests run
+//! it on a fake tree in a temporary directory. It is not yet called by apply: the
+//! executor's vGPU step (hugepages → VFs → MIG mode → GPU instances → vGPU devices →
+//! VMs after a reboot) is still to be written.
+
+use std::path::{Path, PathBuf};
+
+use super::{DriverError, ErrorKind};
+use crate::spec::types::PciAddress;
+
+type Result<T> = std::result::Result<T, DriverError>;
+
+/// How a GPU offers vGPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VgpuMode {
+    /// Vendor-specific VFIO on SR-IOV virtual functions (`current_vgpu_type`).
+    SriovVf,
+    /// Mediated devices (`mdev_supported_types`).
+    Mdev,
+}
+
+/// A vGPU type the host offers on a GPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VgpuType {
+    /// The numeric id (SR-IOV) or the mdev type directory (`nvidia-557`).
+    pub id: String,
+    /// `NVIDIA H100-3-40C`.
+    pub name: String,
+}
+
+/// A vGPU device fabrik made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VgpuDevice {
+    /// The VF that carries it: the VM gets this PCI device.
+    Vf(PciAddress),
+    /// The mdev's UUID.
+    Mdev(String),
+}
+
+/// Sysfs under a root: `/sys` on a host, a temporary tree in tests.
+#[derive(Clone, Debug)]
+pub struct Sysfs {
+    root: PathBuf,
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> DriverError {
+    move |e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => ErrorKind::Refused,
+            _ => ErrorKind::Failed,
+        };
+        DriverError::new(kind, format!("{what}: {e}"))
+    }
+}
+
+impl Sysfs {
+    pub fn new(root: impl Into<PathBuf>) -> Sysfs {
+        Sysfs { root: root.into() }
+    }
+
+    fn device(&self, address: PciAddress) -> PathBuf {
+        self.root.join("bus/pci/devices").join(address.to_string())
+    }
+
+    fn read(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(io(format!("cannot read {}", path.display())))
+    }
+
+    fn write(&self, path: &Path, value: &str) -> Result<()> {
+        std::fs::write(path, value).map_err(io(format!("cannot write `{value}` to {}", path.display())))
+    }
+
+    /// The GPU's virtual functions, in `virtfn` order.
+    fn vfs(&self, gpu: PciAddress) -> Vec<PciAddress> {
+        let Ok(entries) = std::fs::read_dir(self.device(gpu)) else { return Vec::new() };
+        let mut vfs: Vec<(u32, PciAddress)> = entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let n: u32 = e.file_name().to_str()?.strip_prefix("virtfn")?.parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                let address = PciAddress::parse(target.file_name()?.to_str()?).ok()?;
+                Some((n, address))
+            })
+            .collect();
+        vfs.sort_unstable();
+        vfs.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// How the host offers vGPUs on `gpu`, if it does.
+    pub fn mode(&self, gpu: PciAddress) -> Option<VgpuMode> {
+        let vf_types = |vf: PciAddress| self.device(vf).join("nvidia/creatable_vgpu_types").is_file();
+        if self.vfs(gpu).into_iter().any(vf_types) {
+            Some(VgpuMode::SriovVf)
+        } else if self.device(gpu).join("mdev_supported_types").is_dir() {
+            Some(VgpuMode::Mdev)
+        } else {
+            None
+        }
+    }
+
+    /// The vGPU types the host offers on `gpu` now (a free VF's creatable types, or the
+    /// mdev types with an instance available).
+    pub fn types(&self, gpu: PciAddress) -> Result<Vec<VgpuType>> {
+        match self.mode(gpu) {
+            Some(VgpuMode::SriovVf) => {
+                let Some(vf) = self.free_vf(gpu)? else { return Ok(Vec::new()) };
+                let text = self.read(&self.device(vf).join("nvidia/creatable_vgpu_types"))?;
+                Ok(parse_creatable(&text))
+            }
+            Some(VgpuMode::Mdev) => {
+                let dir = self.device(gpu).join("mdev_supported_types");
+                let entries = std::fs::read_dir(&dir).map_err(io(format!("cannot list {}", dir.display())))?;
+                let mut out = Vec::new();
+                for e in entries.flatten() {
+                    let available = self.read(&e.path().join("available_instances")).unwrap_or_default();
+                    if available.parse::<u32>().unwrap_or(0) == 0 {
+                        continue;
+                    }
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    out.push(VgpuType { id, name: self.read(&e.path().join("name"))? });
+                }
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(out)
+            }
+            None => Err(DriverError::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "GPU {gpu} offers no vGPUs: no VF with `nvidia/creatable_vgpu_types`, no `mdev_supported_types`"
+                ),
+            )),
+        }
+    }
+
+    /// The first VF of `gpu` without a vGPU type.
+    fn free_vf(&self, gpu: PciAddress) -> Result<Option<PciAddress>> {
+        for vf in self.vfs(gpu) {
+            if self.read(&self.device(vf).join("nvidia/current_vgpu_type"))? == "0" {
+                return Ok(Some(vf));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates a vGPU of type `t` on `gpu`: on a free VF, or as the mdev `uuid`.
+    pub fn create(&self, gpu: PciAddress, t: &VgpuType, uuid: &str) -> Result<VgpuDevice> {
+        match self.mode(gpu) {
+            Some(VgpuMode::SriovVf) => {
+                let vf = self.free_vf(gpu)?.ok_or_else(|| {
+                    DriverError::new(ErrorKind::Refused, format!("GPU {gpu} has no free virtual function for a vGPU"))
+                })?;
+                self.write(&self.device(vf).join("nvidia/current_vgpu_type"), &t.id)?;
+                Ok(VgpuDevice::Vf(vf))
+            }
+            Some(VgpuMode::Mdev) => {
+                let create = self.device(gpu).join("mdev_supported_types").join(&t.id).join("create");
+                self.write(&create, uuid)?;
+                Ok(VgpuDevice::Mdev(uuid.to_string()))
+            }
+            None => Err(DriverError::new(ErrorKind::Unsupported, format!("GPU {gpu} offers no vGPUs"))),
+        }
+    }
+
+    /// Removes a vGPU fabrik made.
+    pub fn remove(&self, device: &VgpuDevice) -> Result<()> {
+        match device {
+            VgpuDevice::Vf(vf) => self.write(&self.device(*vf).join("nvidia/current_vgpu_type"), "0"),
+            VgpuDevice::Mdev(uuid) => self.write(&self.root.join("bus/mdev/devices").join(uuid).join("remove"), "1"),
+        }
+    }
+
+    /// The vGPU type on each VF of `gpu` that has one: `(vf, type id)`.
+    pub fn vf_types(&self, gpu: PciAddress) -> Result<Vec<(PciAddress, String)>> {
+        let mut out = Vec::new();
+        for vf in self.vfs(gpu) {
+            let current = self.read(&self.device(vf).join("nvidia/current_vgpu_type"))?;
+            if current != "0" {
+                out.push((vf, current));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `creatable_vgpu_types`: a header line, then `<id> : <name>` per type.
+pub fn parse_creatable(text: &str) -> Vec<VgpuType> {
+    text.lines()
+        .filter_map(|l| {
+            let (id, name) = l.split_once(':')?;
+            let id = id.trim();
+            id.chars()
+                .all(|c| c.is_ascii_digit())
+                .then(|| VgpuType { id: id.to_string(), name: name.trim().to_string() })
+        })
+        .filter(|t| !t.id.is_empty())
+        .collect()
+}
+
+/// The vGPU type that carries MIG profile `profile` (`3g.40gb`, `1g.10gb+me`): the one
+/// whose name ends in `-<slices>-<gb>C` (`+me` profiles have an `ME` variant:
+/// `-1-10CME`).
+pub fn type_for_mig<'a>(types: &'a [VgpuType], profile: &str) -> Option<&'a VgpuType> {
+    let (base, media) = match profile.strip_suffix("+me") {
+        Some(b) => (b, "ME"),
+        None => (profile, ""),
+    };
+    let (slices, memory) = base.split_once("g.")?;
+    let gb = memory.strip_suffix("gb")?;
+    let suffix = format!("-{slices}-{gb}C{media}");
+    types.iter().find(|t| t.name.ends_with(&suffix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H100_TYPES: &str = "ID    : vGPU Name\n\
+        1061  : NVIDIA H100-1-10C\n\
+        1062  : NVIDIA H100-1-10CME\n\
+        1063  : NVIDIA H100-2-20C\n\
+        1064  : NVIDIA H100-3-40C\n\
+        1065  : NVIDIA H100-4-40C\n\
+        1066  : NVIDIA H100-7-80C\n\
+        1067  : NVIDIA H100-80C\n";
+
+    fn gpu() -> PciAddress {
+        PciAddress::parse("0000:3b:00.0").unwrap()
+    }
+
+    /// A GPU with `vfs` SR-IOV VFs, each offering the H100 types.
+    fn sriov_tree(vfs: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let devices = dir.path().join("bus/pci/devices");
+        std::fs::create_dir_all(devices.join(gpu().to_string())).unwrap();
+        for n in 0..vfs {
+            let vf = format!("0000:3b:00.{}", n + 4);
+            let nv = devices.join(&vf).join("nvidia");
+            std::fs::create_dir_all(&nv).unwrap();
+            std::fs::write(nv.join("creatable_vgpu_types"), H100_TYPES).unwrap();
+            std::fs::write(nv.join("current_vgpu_type"), "0\n").unwrap();
+            std::os::unix::fs::symlink(format!("../{vf}"), devices.join(gpu().to_string()).join(format!("virtfn{n}")))
+                .unwrap();
+        }
+        dir
+    }
+
+    fn mdev_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let types = dir.path().join("bus/pci/devices").join(gpu().to_string()).join("mdev_supported_types");
+        for (id, name, available) in [("nvidia-700", "GRID A100-3-20C", 2), ("nvidia-701", "GRID A100-7-40C", 0)] {
+            std::fs::create_dir_all(types.join(id)).unwrap();
+            std::fs::write(types.join(id).join("name"), name).unwrap();
+            std::fs::write(types.join(id).join("available_instances"), available.to_string()).unwrap();
+            std::fs::write(types.join(id).join("create"), "").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn mig_profiles_map_to_the_types_the_host_names() {
+        let types = parse_creatable(H100_TYPES);
+        assert_eq!(types.len(), 7);
+        assert_eq!(type_for_mig(&types, "3g.40gb").map(|t| t.id.as_str()), Some("1064"));
+        assert_eq!(type_for_mig(&types, "1g.10gb+me").map(|t| t.id.as_str()), Some("1062"));
+        assert_eq!(type_for_mig(&types, "1g.10gb").map(|t| t.id.as_str()), Some("1061"));
+        assert_eq!(type_for_mig(&types, "2g.35gb"), None);
+    }
+
+    #[test]
+    fn three_vgpus_on_vfs_of_one_gpu_and_removal_frees_the_vf() {
+        let tree = sriov_tree(4);
+        let sys = Sysfs::new(tree.path());
+        assert_eq!(sys.mode(gpu()), Some(VgpuMode::SriovVf));
+        let types = sys.types(gpu()).unwrap();
+        let made: Vec<VgpuDevice> = ["1g.10gb", "2g.20gb", "3g.40gb"]
+            .iter()
+            .map(|p| sys.create(gpu(), type_for_mig(&types, p).unwrap(), "unused").unwrap())
+            .collect();
+        let vf = |n: u8| VgpuDevice::Vf(PciAddress::parse(&format!("0000:3b:00.{n}")).unwrap());
+        assert_eq!(made, vec![vf(4), vf(5), vf(6)]);
+        let on = sys.vf_types(gpu()).unwrap();
+        assert_eq!(on.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["1061", "1063", "1064"]);
+        sys.remove(&made[1]).unwrap();
+        assert_eq!(sys.vf_types(gpu()).unwrap().len(), 2);
+        // The freed VF is the next one used.
+        assert_eq!(sys.create(gpu(), &types[0], "unused").unwrap(), vf(5));
+    }
+
+    #[test]
+    fn a_gpu_without_free_vfs_refuses() {
+        let tree = sriov_tree(1);
+        let sys = Sysfs::new(tree.path());
+        let types = sys.types(gpu()).unwrap();
+        sys.create(gpu(), &types[0], "unused").unwrap();
+        assert_eq!(sys.types(gpu()).unwrap(), vec![], "no free VF: no creatable types");
+        assert_eq!(sys.create(gpu(), &types[0], "unused").unwrap_err().kind, ErrorKind::Refused);
+    }
+
+    #[test]
+    fn mdev_mode_lists_available_types_and_creates_by_uuid() {
+        let tree = mdev_tree();
+        let sys = Sysfs::new(tree.path());
+        assert_eq!(sys.mode(gpu()), Some(VgpuMode::Mdev));
+        let types = sys.types(gpu()).unwrap();
+        assert_eq!(types, vec![VgpuType { id: "nvidia-700".into(), name: "GRID A100-3-20C".into() }]);
+        let t = type_for_mig(&types, "3g.20gb").unwrap();
+        let uuid = "8a1c0a52-0f5e-8c2b-9d1e-0123456789ab";
+        assert_eq!(sys.create(gpu(), t, uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        let written = std::fs::read_to_string(
+            tree.path().join("bus/pci/devices/0000:3b:00.0/mdev_supported_types/nvidia-700/create"),
+        )
+        .unwrap();
+        assert_eq!(written, uuid);
+    }
+
+    #[test]
+    fn a_gpu_without_vgpu_support_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bus/pci/devices/0000:3b:00.0")).unwrap();
+        let sys = Sysfs::new(dir.path());
+        assert_eq!(sys.mode(gpu()), None);
+        assert_eq!(sys.types(gpu()).unwrap_err().kind, ErrorKind::Unsupported);
+    }
+}
