@@ -33,6 +33,7 @@ pub mod graph;
 pub mod guest;
 pub mod hash;
 pub mod hw;
+pub mod image;
 pub mod import;
 pub mod inventory;
 pub mod live;
