@@ -262,7 +262,7 @@ fn a_seed_image_uploads_into_a_raw_volume() {
         image.len()
     );
     v.create_volume("vms", &vol).unwrap();
-    v.upload_volume("vms", "vm0+cidata", &image).unwrap();
+    v.upload_volume("vms", "vm0+cidata", image.len() as u64, &mut image.as_slice()).unwrap();
     let written = std::fs::read(path.join("vm0+cidata")).unwrap();
     assert_eq!(written.len(), image.len());
     assert!(written == image, "the volume holds the image");
@@ -270,7 +270,14 @@ fn a_seed_image_uploads_into_a_raw_volume() {
     assert_eq!((label.trim_end(), got.len()), ("CIDATA", 3));
     // libvirt's dir pool does not refuse more than the capacity (the twin does as it
     // does); fabrik's seed image is always exactly its volume's capacity.
-    assert_eq!(v.upload_volume("vms", "nope", &image).unwrap_err().kind, ErrorKind::NotFound);
+    assert_eq!(
+        v.upload_volume("vms", "nope", image.len() as u64, &mut image.as_slice()).unwrap_err().kind,
+        ErrorKind::NotFound
+    );
+    // The upload streams in chunks (the image is four of them); data that ends before
+    // the length given fails it, the stream aborted.
+    let e = v.upload_volume("vms", "vm0+cidata", image.len() as u64 + 1, &mut image.as_slice()).unwrap_err();
+    assert!(e.message.contains(&format!("the data ended after {} bytes", image.len())), "{e:?}");
     v.delete_volume("vms", "vm0+cidata").unwrap();
 }
 

@@ -315,7 +315,9 @@ fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
                 v.clone_volume(pool, xml, from_pool, from_volume)
             }
             StorageOp::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
-            StorageOp::UploadSeed { pool, name, image: Some(image), .. } => v.upload_volume(pool, name, &image.0),
+            StorageOp::UploadSeed { pool, name, image: Some(image), .. } => {
+                v.upload_volume(pool, name, image.0.len() as u64, &mut image.0.as_slice())
+            }
             // A saved plan's seeds are built again before it runs (`plan::seeds::fill`):
             // never an empty upload.
             StorageOp::UploadSeed { vm, .. } => Err(DriverError::new(

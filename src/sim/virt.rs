@@ -254,14 +254,27 @@ impl SimVirt {
     /// libvirt's storage driver refuses (no such volume: libvirt's own error) and keeps
     /// the bytes as the volume's content. Like a dir pool on a real libvirtd
     /// (tests/libvirt_testbed.rs), it does not refuse more bytes than the capacity.
-    fn upload_volume_as_libvirt(&mut self, pool: &str, name: &str, bytes: &[u8]) -> Result<()> {
-        let what = format!("cannot upload {} bytes to volume `{name}` in pool `{pool}`", bytes.len());
+    fn upload_volume_as_libvirt(
+        &mut self,
+        pool: &str,
+        name: &str,
+        len: u64,
+        data: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        let what = format!("cannot upload {len} bytes to volume `{name}` in pool `{pool}`");
         self.volume(pool, name)?;
         let path = self.content_path(pool, name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| failed(format!("{what}: {e}")))?;
         }
-        std::fs::write(&path, bytes).map_err(|e| failed(format!("{what}: {e}")))
+        // Streamed into the content file, as libvirt streams into the volume.
+        let mut file = std::fs::File::create(&path).map_err(|e| failed(format!("{what}: {e}")))?;
+        let sent = std::io::copy(&mut std::io::Read::take(data, len), &mut file)
+            .map_err(|e| failed(format!("{what}: {e}")))?;
+        if sent < len {
+            return Err(failed(format!("{what}: the data ended after {sent} bytes")));
+        }
+        Ok(())
     }
 
     /// Grows a volume. The test driver has no `virStorageVolResize`; the twin refuses to
@@ -508,8 +521,8 @@ impl Virt for SimVirt {
         }
         self.saved(r)
     }
-    fn upload_volume(&mut self, pool: &str, name: &str, bytes: &[u8]) -> Result<()> {
-        self.upload_volume_as_libvirt(pool, name, bytes)
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
+        self.upload_volume_as_libvirt(pool, name, len, data)
     }
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
         let r = self.resize_volume_as_libvirt(pool, name, capacity);
