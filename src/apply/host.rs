@@ -324,6 +324,18 @@ fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
                 ErrorKind::Refused,
                 format!("the cloud-init seed of `{vm}` was not built for this apply; plan again"),
             )),
+            StorageOp::UploadImage { pool, name, file: Some(file), .. } => {
+                let what = format!("cannot read the fetched image {}", file.display());
+                let mut f = std::fs::File::open(file)
+                    .map_err(|e| DriverError::new(ErrorKind::Failed, format!("{what}: {e}")))?;
+                let len = f.metadata().map_err(|e| DriverError::new(ErrorKind::Failed, format!("{what}: {e}")))?.len();
+                v.upload_volume(pool, name, len, &mut f)
+            }
+            // Fetched and verified by the front end before any step runs: never unverified.
+            StorageOp::UploadImage { source, .. } => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("the image from {source} was not fetched and verified for this apply; plan again"),
+            )),
             StorageOp::DeleteVolume { pool, name } => v.delete_volume(pool, name),
         },
         Step::Link(_) | Step::Gpu(_) | Step::Record(_) => Err(wrong(step)),

@@ -196,6 +196,9 @@ pub struct DesiredImage {
     pub pool: String,
     pub volume: String,
     pub source: String,
+    /// The declared SHA-256 (hex) an image fetched from a URL or `file:` must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A VM as it should be defined and run on its host.

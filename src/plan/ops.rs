@@ -131,6 +131,18 @@ pub enum StorageOp {
         #[serde(skip)]
         image: Option<crate::guest::SeedImage>,
     },
+    /// Writes a base image fetched from `source` (a URL or `file:`) into its volume. The
+    /// front end fetches it and checks `sha256` before any host step runs
+    /// ([`crate::image::prepare`]), and sets `file` to where the verified bytes are; the
+    /// plan document holds only the source and the hash.
+    UploadImage {
+        pool: String,
+        name: String,
+        source: String,
+        sha256: String,
+        #[serde(skip)]
+        file: Option<std::path::PathBuf>,
+    },
     DeleteVolume {
         pool: String,
         name: String,
@@ -262,6 +274,9 @@ impl Step {
                     "write the cloud-init seed (sha256:{}) to volume `{pool}/{name}`",
                     &sha256[..sha256.len().min(12)]
                 ),
+                StorageOp::UploadImage { pool, name, source, .. } => {
+                    format!("write image from {source} to volume `{pool}/{name}`")
+                }
                 StorageOp::DeleteVolume { pool, name } => format!("delete volume `{pool}/{name}`"),
             },
             Step::Link(op) => match op {
@@ -581,6 +596,19 @@ fn volume(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) -> Resul
             // never a volume fabrik made but forgot, which it could never delete.
             let mut out =
                 vec![Step::Record(RecordOp::Volume { id: id.clone(), deletable: vol.deletable }), Step::Storage(make)];
+            // A base image fabrik fetches is written as soon as its volume is made.
+            if let Some(i) = vol.image.as_ref().filter(|i| i.pool == vol.pool && i.volume == vol.name)
+                && let Some(sha256) = &i.sha256
+                && crate::image::Source::parse(&i.source).is_some()
+            {
+                out.push(Step::Storage(StorageOp::UploadImage {
+                    pool: vol.pool.clone(),
+                    name: vol.name.clone(),
+                    source: i.source.clone(),
+                    sha256: sha256.clone(),
+                    file: None,
+                }));
+            }
             // A seed volume is written as soon as it is made.
             let owner =
                 host.vms.iter().find(|v| v.seed.as_ref().is_some_and(|s| s.pool == vol.pool && s.volume == vol.name));
