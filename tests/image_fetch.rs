@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
-const AMD64: &str = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img";
+const AMD64: &str = "/var/lib/fabrik/images/noble-server-cloudimg-amd64.img";
 
 /// Serves `body` to every GET on loopback, from a thread; the image's URL.
 fn serve(body: Vec<u8>) -> String {

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod fabric;
 pub mod gpu;
 pub mod hardware;
+pub mod images;
 pub mod isolation;
 pub mod macs;
 pub mod mig;
@@ -42,6 +43,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     addresses::RULES,
     params::RULES,
     volumes::RULES,
+    images::RULES,
     scope::RULES,
     trust::RULES,
 ];
@@ -71,6 +73,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     addresses::check(spec, &mut out);
     params::check(spec, &mut out);
     volumes::check(spec, &mut out);
+    images::check(spec, &mut out);
     out
 }
 
