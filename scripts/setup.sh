@@ -7,9 +7,11 @@ export DEBIAN_FRONTEND=noninteractive
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Build: a C toolchain and pkg-config for -sys crates, libvirt's headers for the libvirt
-# driver. Test: `virt-xml-validate` (libvirt-clients, with xmllint from libxml2-utils)
-# checks every rendered document against libvirt's schemas (tests/hardware_render.rs).
-packages=(build-essential pkg-config libvirt-dev libvirt-clients libxml2-utils)
+# driver. Tests: cloud-init (`cloud-init schema` checks every user-data the examples
+# make), util-linux's blkid (reads a seed image's label as cloud-init finds it),
+# `virt-xml-validate` (libvirt-clients, with xmllint from libxml2-utils) checks every
+# rendered document against libvirt's schemas (tests/hardware_render.rs).
+packages=(build-essential pkg-config libvirt-dev libvirt-clients libxml2-utils cloud-init util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

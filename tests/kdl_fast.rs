@@ -232,12 +232,18 @@ fn starts_node(rest: &str) -> bool {
 /// at its end, 3 a type annotation on its name, 4 all of them.
 fn with_extras(text: &str, kind: usize) -> String {
     let mut out = String::with_capacity(text.len() * 2);
+    // Lines inside a multi-line string (`"""` … `"""`) are its text, not nodes; a line
+    // that opens or closes one is left as it is too.
+    let mut in_string = false;
     for line in text.split_inclusive('\n') {
         let body = line.trim_end_matches(['\n', '\r']);
         let newline = &line[body.len()..];
         let indent = &body[..body.len() - body.trim_start().len()];
         let rest = &body[indent.len()..];
-        if !starts_node(rest) {
+        let was_in_string = in_string;
+        let quotes = body.matches("\"\"\"").count();
+        in_string ^= quotes % 2 == 1;
+        if was_in_string || quotes > 0 || !starts_node(rest) {
             out.push_str(line);
             continue;
         }

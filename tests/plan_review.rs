@@ -79,7 +79,7 @@ fn github_annotations_mark_the_disruptive_declarations_with_relative_paths() {
     assert!(warning.starts_with("::warning file=examples/ai-factory/hosts/gpu02.yaml,line="), "{warning}");
     assert!(warning.contains("gpu:gpu02/0000:1b:00.0"), "{warning}");
     assert!(
-        out.ends_with("::notice title=fabrik plan::Plan: 125 to add, 48 to change, 0 to destroy; 1 GPU re-layout\n"),
+        out.ends_with("::notice title=fabrik plan::Plan: 133 to add, 48 to change, 0 to destroy; 1 GPU re-layout\n"),
         "{out}"
     );
     assert!(!out.contains(env!("CARGO_MANIFEST_DIR")), "no absolute path: {out}");

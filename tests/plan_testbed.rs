@@ -88,8 +88,10 @@ fn every_example_vm_defined_from_its_rendered_xml_plans_no_change() {
     for host in &mut d.hosts {
         for vm in &mut host.vms {
             // Nothing can start here (see the module's note): the desired power state is
-            // what the testbed can hold, so any change left is the definition's.
+            // what the testbed can hold, so any change left is the definition's. (Its mark's
+            // hash follows, as building the desired state would have made it.)
             vm.power = Power::Stopped;
+            vm.spec_hash = fabrik::desired::build::spec_hash(vm);
         }
     }
     for host in &d.hosts {
@@ -135,12 +137,14 @@ fn every_example_vm_defined_from_its_rendered_xml_plans_no_change() {
     let mut bigger = d.clone();
     let vm = &mut bigger.hosts[0].vms[0];
     vm.memory = ByteSize(vm.memory.bytes() * 2);
+    vm.spec_hash = fabrik::desired::build::spec_hash(vm);
     let changed = vm.id.clone();
     let p2 = plan::plan(&bigger, &live, &Options::default());
     let actions: Vec<_> = p2.actions.iter().filter(|a| a.id.kind == ResourceKind::Vm).collect();
     assert_eq!(actions.len(), 1, "{actions:#?}");
     assert_eq!((&actions[0].id, actions[0].op), (&changed, Op::Update));
-    assert_eq!(actions[0].changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["memory"]);
+    // The memory, and the mark that records the VM's new spec hash.
+    assert_eq!(actions[0].changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["memory", "fabrik:owner"]);
     // The hand-made domain is listed (once per host that sees it), never acted on.
     let notices: Vec<_> = p.notices.iter().filter(|n| n.id.name == HAND_MADE).collect();
     assert_eq!(notices.len(), d.hosts.len(), "{notices:#?}");

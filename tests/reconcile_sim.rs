@@ -223,6 +223,14 @@ fn a_saved_plan_applies_and_verifies_after_its_factory_was_moved_away() {
     let state = work.path().join("twins");
     let factory = work.path().join("factory");
     copy_dir(&example(), &factory);
+    // Without the example's secret parameter: a plan keeps its factory's files with the
+    // secrets masked, so one with a secret cannot be built from the copy alone (its
+    // seeds need it; tests/seed_sim.rs shows that refusal).
+    let globex = factory.join("tenants/globex.yaml");
+    let text_of = std::fs::read_to_string(&globex).unwrap();
+    let without: String = text_of.lines().filter(|l| !l.contains("hf-token:")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(text_of, without, "the example sets the secret");
+    std::fs::write(&globex, without).unwrap();
     let plan_file = work.path().join("plan.json");
     let o = fabrik(&["plan", "--sim", "--out", plan_file.to_str().unwrap(), factory.to_str().unwrap()], &state);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

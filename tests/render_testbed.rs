@@ -114,6 +114,7 @@ fn vm(name: &str) -> DesiredVm {
         firmware: Firmware::Bios,
         power: Power::Stopped,
         autostart: false,
+        seed: None,
         spec_hash: format!("hash-of-{name}"),
     }
 }
@@ -227,7 +228,21 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
         numa_node: Some(0),
         ..vm("mig")
     };
+    // The cloud-init seed: a read-only raw disk, its hash a record in the mark.
+    let seed = DesiredVm {
+        nics: vec![nic("acme", false, 8)],
+        disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
+        seed: Some(fabrik::guest::DesiredSeed {
+            pool: "vms".into(),
+            volume: "seed+cidata".into(),
+            target: "vdb".into(),
+            sha256: "5eed".repeat(16),
+            inputs: Default::default(),
+        }),
+        ..vm("seed")
+    };
     vec![
+        ("seed", seed),
         ("pinned", pinned),
         ("hugepages", hugepages),
         ("numa-cells", numa_cells),

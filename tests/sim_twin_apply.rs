@@ -212,7 +212,10 @@ fn a_changed_memory_restarts_the_vm_now() {
     assert_eq!(actions.len(), 1, "{}", explain(&actions));
     let a = actions[0];
     assert_eq!((&a.id, a.op, a.class), (&id, Op::Update, Class::RestartNow), "{}", explain(&actions));
-    assert_eq!(a.changes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(), ["memory"], "{}", explain(&actions));
+    // The mark's spec hash may change with it (it does wherever the plan re-hashes VMs,
+    // e.g. when a factory keeps recorded addresses); nothing else may.
+    let fields: Vec<&str> = a.changes.iter().map(|c| c.field.as_str()).filter(|f| *f != "fabrik:owner").collect();
+    assert_eq!(fields, ["memory"], "{}", explain(&actions));
 }
 
 /// Plans one host of the factory against its twin, reopened.

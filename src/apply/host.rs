@@ -315,6 +315,27 @@ fn virt_step(v: &mut dyn Virt, step: &Step) -> Result<()> {
                 v.clone_volume(pool, xml, from_pool, from_volume)
             }
             StorageOp::ResizeVolume { pool, name, capacity } => v.resize_volume(pool, name, *capacity),
+            StorageOp::UploadSeed { pool, name, image: Some(image), .. } => {
+                v.upload_volume(pool, name, image.0.len() as u64, &mut image.0.as_slice())
+            }
+            // A saved plan's seeds are built again before it runs (`plan::seeds::fill`):
+            // never an empty upload.
+            StorageOp::UploadSeed { vm, .. } => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("the cloud-init seed of `{vm}` was not built for this apply; plan again"),
+            )),
+            StorageOp::UploadImage { pool, name, file: Some(file), .. } => {
+                let what = format!("cannot read the fetched image {}", file.display());
+                let mut f = std::fs::File::open(file)
+                    .map_err(|e| DriverError::new(ErrorKind::Failed, format!("{what}: {e}")))?;
+                let len = f.metadata().map_err(|e| DriverError::new(ErrorKind::Failed, format!("{what}: {e}")))?.len();
+                v.upload_volume(pool, name, len, &mut f)
+            }
+            // Fetched and verified by the front end before any step runs: never unverified.
+            StorageOp::UploadImage { source, .. } => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("the image from {source} was not fetched and verified for this apply; plan again"),
+            )),
             StorageOp::DeleteVolume { pool, name } => v.delete_volume(pool, name),
         },
         Step::Link(_) | Step::Gpu(_) | Step::Record(_) => Err(wrong(step)),

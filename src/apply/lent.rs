@@ -120,6 +120,9 @@ impl Virt for Lent {
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
         self.call(|v| v.resize_volume(pool, name, capacity))
     }
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
+        self.call(|v| v.upload_volume(pool, name, len, data))
+    }
     fn detach_device(&mut self, address: PciAddress) -> Result<()> {
         self.call(|v| v.detach_device(address))
     }

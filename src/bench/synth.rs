@@ -217,7 +217,7 @@ fn shared() -> V {
         V::Map(vec![
             ("name", s("ubuntu-24.04")),
             ("pool", s("images")),
-            ("source", s("https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img")),
+            ("source", s("/var/lib/fabrik/images/noble-server-cloudimg-amd64.img")),
             ("format", s("qcow2")),
             ("size", s("3.5GiB")),
         ]),

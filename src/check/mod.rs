@@ -8,11 +8,13 @@ pub mod devices;
 pub mod fabric;
 pub mod gpu;
 pub mod hardware;
+pub mod images;
 pub mod isolation;
 pub mod macs;
 pub mod mig;
 pub mod names;
 pub mod numa;
+pub mod params;
 pub mod quota;
 pub mod refs;
 pub mod rules;
@@ -39,7 +41,9 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     devices::RULES,
     macs::RULES,
     addresses::RULES,
+    params::RULES,
     volumes::RULES,
+    images::RULES,
     scope::RULES,
     trust::RULES,
 ];
@@ -67,7 +71,9 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     devices::check(spec, &mut out);
     macs::check(spec, &mut out);
     addresses::check(spec, &mut out);
+    params::check(spec, &mut out);
     volumes::check(spec, &mut out);
+    images::check(spec, &mut out);
     out
 }
 

@@ -226,6 +226,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("quota", "Quotas: tenants stay within their limits"),
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
     ("address", "Addresses: subnets, gateways, allocation ranges and the addresses of VM NICs"),
+    ("params", "Template parameters: declared well, and given a valid value by every VM"),
+    ("image", "Images: what apply fetches is pinned by its SHA-256"),
     ("scope", "Scopes: a tenant's file declares only that tenant's VMs and templates"),
     ("trust", "Trust: what a factory can make fabrik run on the operator's machine"),
 ];

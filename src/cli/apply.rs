@@ -266,6 +266,17 @@ pub fn run(args: &Args) -> u8 {
                 eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
                 return exit::INVALID;
             }
+            // The document holds the seeds' hashes, not their images: built again here.
+            let mut saved = saved;
+            if let Err(message) = plan::seeds::fill(&mut saved, &prepared.desired, &live) {
+                let message = crate::diag::printable(&out.secrets.scrub(&message)).into_owned();
+                if args.format == ApplyFormat::Json {
+                    out.json(serde_json::json!({"event": "error", "kind": reconcile::FailureKind::Precondition, "error": message}));
+                }
+                eprintln!("error: {message}; nothing was applied");
+                eprintln!("help: make a new plan with `fabrik plan --out`, review it, and apply that");
+                return exit::INVALID;
+            }
             saved
         }
         None => plan::plan_with(&prepared.desired, &prepared.graph, &live, &prepared.options),
@@ -306,6 +317,19 @@ pub fn run(args: &Args) -> u8 {
     if !args.yes && !confirmed(&plan) {
         return exit::INVALID;
     }
+    // Images from URLs and `file:` sources are fetched and checked before any host is
+    // changed; they are kept (temporary files) until the apply is done.
+    let _images = match fetch_images(&mut plan) {
+        Ok(images) => images,
+        Err(e) => {
+            let message = crate::diag::printable(&out.secrets.scrub(&e.to_string())).into_owned();
+            if args.format == ApplyFormat::Json {
+                out.json(serde_json::json!({"event": "error", "kind": reconcile::FailureKind::Precondition, "error": message}));
+            }
+            eprintln!("error: {message}; nothing was applied");
+            return exit::INVALID;
+        }
+    };
     let journal = Journal::create(&state).ok().map(Arc::new);
     if let Some(j) = &journal {
         j.write(&serde_json::json!({
@@ -402,6 +426,39 @@ pub fn run(args: &Args) -> u8 {
 /// Cancels the reconcile on the first Ctrl-C or SIGTERM (keeping the signal's number);
 /// exits on the second with 128 + its number, as shells report a process it killed. The
 /// CLI's, not the library's: only the process's owner may exit it.
+/// Fetches the plan's images, a progress bar on stderr for each (a line when it is not a
+/// terminal).
+fn fetch_images(plan: &mut Plan) -> Result<crate::image::Prepared, crate::image::FetchError> {
+    let fancy = super::out::stderr_look().fancy;
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let images = crate::image::prepare(plan, &mut |name, bytes, total| {
+        if !fancy {
+            return;
+        }
+        if bar.as_ref().is_none_or(|(n, _)| n != name) {
+            let b = indicatif::ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+            b.set_message(format!("fetching image `{name}`"));
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bytes}/{total_bytes} ({bytes_per_sec})")
+            {
+                b.set_style(style);
+            }
+            bar = Some((name.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(bytes);
+        }
+    });
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+    let images = images?;
+    if !images.is_empty() {
+        let (count, bytes) = images.totals();
+        eprintln!("fetched {count} image(s), {bytes} bytes, each matching its sha256");
+    }
+    Ok(images)
+}
+
 async fn watch_signals(cancel: CancellationToken, signal_no: Arc<std::sync::atomic::AtomicI32>, emit: apply::Emit) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {

@@ -34,7 +34,10 @@ pub fn run(args: &Args) -> u8 {
     }
     let spec = loaded.spec;
     let live = args.hosts.observe(&spec);
-    let inv = Inventory::new(&spec, live, args.hosts.sim);
+    let timeout = (!args.hosts.sim).then_some(crate::endpoints::PROBE_TIMEOUT);
+    let endpoints = crate::endpoints::report(&spec, &live, timeout);
+    let mut inv = Inventory::new(&spec, live, args.hosts.sim);
+    inv.endpoints = endpoints;
     let incomplete = |h: &crate::inventory::HostReport| {
         let declares_gpus = spec.host(&h.name).is_some_and(|d| !d.gpus.is_empty());
         // A host that declares no GPU needs no NVML: its absence is shown, not a failure.
@@ -52,6 +55,7 @@ pub fn run(args: &Args) -> u8 {
         Format::Json => {
             let report = JsonInventory {
                 simulated: inv.simulated,
+                endpoints: &inv.endpoints,
                 hosts: inv
                     .hosts
                     .iter()
@@ -84,6 +88,7 @@ pub fn run(args: &Args) -> u8 {
 #[derive(Serialize)]
 struct JsonInventory<'a> {
     simulated: bool,
+    endpoints: &'a [crate::endpoints::Report],
     hosts: Vec<JsonHost<'a>>,
 }
 

@@ -56,6 +56,7 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
     }
     super::ib::add(spec, &factory, &mut hosts);
     super::storage::add(spec, &placement, &mut hosts);
+    crate::guest::volume::add(spec, &mut hosts);
     for h in &mut hosts {
         h.hugepages.sort_by(|a, b| a.id.cmp(&b.id));
         h.gpus.sort_by(|a, b| a.id.cmp(&b.id));
@@ -249,6 +250,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
         }),
         power,
         autostart: false,
+        seed: None,
         spec_hash: String::new(),
     };
     // libvirt's autostart would start a VM at boot before fabrik has rebuilt what it
@@ -259,7 +261,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
 }
 
 /// `vda`, …, `vdz`, `vdaa`, … as Linux names disks.
-fn disk_letter(mut n: usize) -> String {
+pub(crate) fn disk_letter(mut n: usize) -> String {
     let mut s = Vec::new();
     loop {
         s.push(b'a' + (n % 26) as u8);
@@ -298,9 +300,10 @@ fn emulator_pin(placement: &Placement<'_>, h: usize, a: &place::Assignment) -> O
     Some(if reserved.is_empty() { CpuSet::from_cpus(a.vcpu_pins.clone()) } else { CpuSet::from_cpus(reserved) })
 }
 
-/// The hash of a VM's desired fields (its JSON with `spec_hash` empty).
+/// The hash of a VM's desired fields (its JSON with `spec_hash` empty). The seed is left
+/// out: the mark records its own hash, which changes with what the guest is told.
 pub fn spec_hash(vm: &DesiredVm) -> String {
-    let bare = DesiredVm { spec_hash: String::new(), ..vm.clone() };
+    let bare = DesiredVm { spec_hash: String::new(), seed: None, ..vm.clone() };
     format!("{:016x}", crate::hash::json(&bare))
 }
 

@@ -196,6 +196,9 @@ pub struct DesiredImage {
     pub pool: String,
     pub volume: String,
     pub source: String,
+    /// The declared SHA-256 (hex) an image fetched from a URL or `file:` must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A VM as it should be defined and run on its host.
@@ -228,6 +231,10 @@ pub struct DesiredVm {
     pub firmware: Firmware,
     pub power: Power,
     pub autostart: bool,
+    /// Its cloud-init NoCloud seed, when its guest has something to be told (see
+    /// [`crate::guest::volume`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<crate::guest::DesiredSeed>,
     /// Hash of everything above, recorded in the domain's ownership metadata.
     pub spec_hash: String,
 }

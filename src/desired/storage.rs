@@ -109,5 +109,10 @@ pub(super) fn add(spec: &Spec, placement: &Placement<'_>, hosts: &mut [DesiredHo
 }
 
 fn base(i: &Image) -> DesiredImage {
-    DesiredImage { pool: i.pool.value.clone(), volume: i.name.value.clone(), source: i.source.value.clone() }
+    DesiredImage {
+        pool: i.pool.value.clone(),
+        volume: i.name.value.clone(),
+        source: i.source.value.clone(),
+        sha256: i.sha256.as_ref().map(|s| s.value.to_ascii_lowercase()),
+    }
 }

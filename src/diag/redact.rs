@@ -9,6 +9,26 @@
 
 use crate::spec::model::{Host, Spec};
 
+/// The values of secret template parameters: their defaults and every VM's value. A
+/// secret reaches the guest's configuration, never fabrik's output.
+fn secret_params(spec: &Spec) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &spec.templates {
+        for decl in t.params.iter().filter(|p| p.secret) {
+            out.extend(decl.default.iter().map(|d| d.value.to_string()));
+            let settings = spec
+                .vms
+                .iter()
+                .filter(|vm| vm.template.as_ref().is_some_and(|n| n.value == t.name.value))
+                .flat_map(|vm| vm.params.iter())
+                .filter(|s| s.name.value == decl.name.value);
+            out.extend(settings.map(|s| s.value.value.to_string()));
+        }
+    }
+    out.retain(|s| s.chars().count() >= SCRUB_MIN_CHARS);
+    out
+}
+
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
@@ -152,6 +172,7 @@ impl Secrets {
 
     pub fn of_spec(spec: &Spec) -> Secrets {
         let mut list: Vec<String> = spec.hosts.iter().flat_map(|h| Secrets::of_host(h).list).collect();
+        list.extend(secret_params(spec));
         list.sort();
         list.dedup();
         Secrets { list }

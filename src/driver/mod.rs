@@ -93,6 +93,11 @@ pub trait Virt: Send {
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()>;
     /// Grows a volume to a capacity (never shrinks: libvirt refuses without a flag).
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()>;
+    /// Writes `len` bytes read from `data` over the start of an existing volume
+    /// (libvirt's volume upload, streamed from this process in chunks: the host needs no
+    /// access to where they came from, and the bytes are never all in memory). A reader
+    /// that ends before `len` bytes fails the upload.
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()>;
 
     /// Binds a PCI device to vfio-pci for passthrough, and back.
     fn detach_device(&mut self, address: PciAddress) -> Result<()>;

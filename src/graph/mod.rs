@@ -260,6 +260,9 @@ fn resources(d: &Desired) -> (Vec<ResourceId>, Vec<(ResourceId, ResourceId)>) {
             for disk in &vm.disks {
                 need(volume(host, &disk.pool, &disk.volume));
             }
+            if let Some(seed) = &vm.seed {
+                need(volume(host, &seed.pool, &seed.volume));
+            }
             for nic in &vm.nics {
                 need(ResourceId::new(ResourceKind::Network, host, &nic.network));
             }

@@ -30,6 +30,8 @@ pub struct HostReport {
 pub struct Inventory {
     pub simulated: bool,
     pub hosts: Vec<HostReport>,
+    /// The service endpoints of the factory's VMs, probed (see [`crate::endpoints`]).
+    pub endpoints: Vec<crate::endpoints::Report>,
 }
 
 impl Inventory {
@@ -47,7 +49,7 @@ impl Inventory {
                 live,
             })
             .collect();
-        Inventory { simulated, hosts }
+        Inventory { simulated, hosts, endpoints: Vec::new() }
     }
 
     pub fn drift(&self) -> impl Iterator<Item = &Diagnostic> {

@@ -40,6 +40,7 @@ pub fn human(inv: &Inventory) -> String {
         host(&mut out, h, inv.simulated);
         out.push('\n');
     }
+    endpoints(&mut out, &inv.endpoints);
     let reachable = inv.hosts.iter().filter(|h| h.reachable).count();
     let _ = writeln!(
         out,
@@ -119,6 +120,26 @@ fn host(out: &mut String, h: &HostReport, simulated: bool) {
             if h.drift.len() == 1 { "" } else { "s" }
         );
     }
+}
+
+/// `endpoints` and one line per endpoint: VM, name, URL, probe.
+fn endpoints(out: &mut String, eps: &[crate::endpoints::Report]) {
+    if eps.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "endpoints");
+    let vm_w = eps.iter().map(|e| e.endpoint.vm.len() + 1 + e.endpoint.name.len()).max().unwrap_or(0);
+    let url_w = eps.iter().map(|e| e.endpoint.url.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
+    for e in eps {
+        let who = format!("{}/{}", e.endpoint.vm, e.endpoint.name);
+        let url = e.endpoint.url.as_deref().unwrap_or("-");
+        let detail = match &e.probe {
+            crate::endpoints::Probe::Healthy | crate::endpoints::Probe::Simulated => String::new(),
+            crate::endpoints::Probe::Unhealthy(d) | crate::endpoints::Probe::NoAddress(d) => format!(" ({d})"),
+        };
+        let _ = writeln!(out, "  {who:<vm_w$}  {url:<url_w$}  {}{detail}", e.probe.word());
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]

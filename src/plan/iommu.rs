@@ -106,6 +106,7 @@ mod tests {
             firmware: crate::spec::model::Firmware::Bios,
             power: crate::spec::model::Power::Running,
             autostart: true,
+            seed: None,
             spec_hash: "h".into(),
         };
         DesiredHost { name: "h".into(), vms: vms.iter().map(|(n, g)| vm(n, g)).collect(), ..DesiredHost::default() }

@@ -23,6 +23,7 @@ pub mod moves;
 pub mod ops;
 pub mod output;
 pub mod ownership;
+pub mod seeds;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -325,13 +326,20 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
     plan_in(desired, Some(graph), live, options)
 }
 
+/// The desired state as a plan's actions see it: the MACs and addresses the running VMs
+/// have kept, the seeds hashed with them (a pure function of the files and the hosts, so
+/// a saved plan's seeds are built again from it, [`seeds::fill`]).
+pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
+    crate::guest::volume::rehash(&crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live))
+}
+
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
 /// and targeting is not applied.
 fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
     let desired_hash = desired_hash(desired);
-    let desired = &crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    let desired = &as_planned(desired, live);
     // The first live host of each name, as a search from the front would find it.
     let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
     for l in live {

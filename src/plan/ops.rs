@@ -90,13 +90,63 @@ pub enum NetworkOp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum StorageOp {
-    DefinePool { name: String, xml: String },
-    StartPool { name: String },
-    PoolAutostart { name: String, on: bool },
-    CreateVolume { pool: String, name: String, xml: String },
-    CloneVolume { pool: String, name: String, xml: String, from_pool: String, from_volume: String },
-    ResizeVolume { pool: String, name: String, capacity: ByteSize },
-    DeleteVolume { pool: String, name: String },
+    DefinePool {
+        name: String,
+        xml: String,
+    },
+    StartPool {
+        name: String,
+    },
+    PoolAutostart {
+        name: String,
+        on: bool,
+    },
+    CreateVolume {
+        pool: String,
+        name: String,
+        xml: String,
+    },
+    CloneVolume {
+        pool: String,
+        name: String,
+        xml: String,
+        from_pool: String,
+        from_volume: String,
+    },
+    ResizeVolume {
+        pool: String,
+        name: String,
+        capacity: ByteSize,
+    },
+    /// Writes VM `vm`'s cloud-init seed into its volume. The plan carries the seed's
+    /// hash, never its bytes (they hold the guest's secrets): `image` is built when the
+    /// plan is made ([`seed_upload`]) or, for a saved plan, from the factory's files
+    /// again and checked against `sha256` ([`super::seeds::fill`]). Its `Debug` shows
+    /// only the size.
+    UploadSeed {
+        pool: String,
+        name: String,
+        vm: String,
+        sha256: String,
+        #[serde(skip)]
+        image: Option<crate::guest::SeedImage>,
+    },
+    /// Writes a base image fetched from `source` (a URL or `file:`) into its volume. The
+    /// front end fetches it and checks `sha256` before any host step runs
+    /// ([`crate::image::prepare`]), and sets `file` to where the verified bytes are; the
+    /// plan document holds only the source and the hash.
+    UploadImage {
+        pool: String,
+        name: String,
+        source: String,
+        sha256: String,
+        #[serde(skip)]
+        file: Option<std::path::PathBuf>,
+    },
+    DeleteVolume {
+        pool: String,
+        name: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +290,13 @@ impl Step {
                 }
                 StorageOp::ResizeVolume { pool, name, capacity } => {
                     format!("grow volume `{pool}/{name}` to {capacity}")
+                }
+                StorageOp::UploadSeed { pool, name, sha256, .. } => format!(
+                    "write the cloud-init seed (sha256:{}) to volume `{pool}/{name}`",
+                    &sha256[..sha256.len().min(12)]
+                ),
+                StorageOp::UploadImage { pool, name, source, .. } => {
+                    format!("write image from {source} to volume `{pool}/{name}`")
                 }
                 StorageOp::DeleteVolume { pool, name } => format!("delete volume `{pool}/{name}`"),
             },
@@ -394,19 +451,50 @@ fn vm_domain(factory: &str, host: &DesiredHost, action: &Action, timeout: Durati
             Step::Domain(DomainOp::Undefine { name: name.clone() }),
         ]
     };
-    match action.op {
-        Op::Delete => Ok(down()),
-        Op::Create | Op::Update if !action.ops.is_empty() => Ok(action.ops.clone()),
+    let mut out = match action.op {
+        Op::Delete => return Ok(down()),
+        Op::Create | Op::Update if !action.ops.is_empty() => action.ops.clone(),
         // An update is the diff's to make: one without operations changes nothing.
-        Op::Update => Ok(Vec::new()),
+        Op::Update => return Ok(Vec::new()),
         Op::Create | Op::Replace => {
             let vm = host.vms.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
             // A moved VM's old copy is on another host, shut down by a job of its own.
             let mut out = if action.op == Op::Replace && action.moved_from.is_none() { down() } else { Vec::new() };
             out.extend(vm_create(name.clone(), render::domain(factory, host, vm), vm.autostart, vm.power));
-            Ok(out)
+            out
+        }
+    };
+    // The seed is written before the definition that names it: when the VM is created,
+    // or its seed changed (read by the guest at its next boot).
+    let reseed = match action.op {
+        Op::Create | Op::Replace => true,
+        Op::Update => action.changes.iter().any(|c| c.field == "seed"),
+        Op::Delete => false,
+    };
+    if reseed {
+        let vm = host.vms.iter().find(|v| &v.id == id).ok_or_else(|| missing(id))?;
+        if let Some(upload) = seed_upload(vm)? {
+            let at = out.iter().position(|s| matches!(s, Step::Domain(DomainOp::Define { .. }))).unwrap_or(out.len());
+            out.insert(at, upload);
         }
     }
+    Ok(out)
+}
+
+/// The upload of a VM's seed image (`None` for a VM without seed), the image built here
+/// from the desired VM.
+pub fn seed_upload(vm: &crate::desired::DesiredVm) -> Result<Option<Step>, OpsError> {
+    let Some(seed) = &vm.seed else { return Ok(None) };
+    let image = crate::guest::volume::image(vm, seed).map_err(|e| {
+        refuse(format!("cannot build the cloud-init seed of `{}`: {e}", vm.name), "fix the VM's template or parameters")
+    })?;
+    Ok(Some(Step::Storage(StorageOp::UploadSeed {
+        pool: seed.pool.clone(),
+        name: seed.volume.clone(),
+        vm: vm.name.clone(),
+        sha256: seed.sha256.clone(),
+        image: Some(image),
+    })))
 }
 
 /// A new domain: defined, autostart set, started when it should run.
@@ -571,7 +659,28 @@ fn volume(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) -> Resul
             // Recorded before it is made: an apply killed in between leaves a record of a
             // volume that is not there (the next plan creates it, recording it again),
             // never a volume fabrik made but forgot, which it could never delete.
-            Ok(vec![Step::Record(RecordOp::Volume { id: id.clone(), deletable: vol.deletable }), Step::Storage(make)])
+            let mut out =
+                vec![Step::Record(RecordOp::Volume { id: id.clone(), deletable: vol.deletable }), Step::Storage(make)];
+            // A base image fabrik fetches is written as soon as its volume is made.
+            if let Some(i) = vol.image.as_ref().filter(|i| i.pool == vol.pool && i.volume == vol.name)
+                && let Some(sha256) = &i.sha256
+                && crate::image::Source::parse(&i.source).is_some()
+            {
+                out.push(Step::Storage(StorageOp::UploadImage {
+                    pool: vol.pool.clone(),
+                    name: vol.name.clone(),
+                    source: i.source.clone(),
+                    sha256: sha256.clone(),
+                    file: None,
+                }));
+            }
+            // A seed volume is written as soon as it is made.
+            let owner =
+                host.vms.iter().find(|v| v.seed.as_ref().is_some_and(|s| s.pool == vol.pool && s.volume == vol.name));
+            if let Some(vm) = owner {
+                out.extend(seed_upload(vm)?);
+            }
+            Ok(out)
         }
         _ => match vol.capacity {
             Some(capacity) => Ok(vec![Step::Storage(StorageOp::ResizeVolume { pool, name, capacity })]),

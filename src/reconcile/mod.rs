@@ -326,7 +326,7 @@ pub async fn reconcile(
         Err(e) => return all_fail(e),
     };
     let live = session.observe().await;
-    let plan = plan::plan_with(desired, &graph, &live, &options.plan);
+    let mut plan = plan::plan_with(desired, &graph, &live, &options.plan);
     if plan.has_errors() {
         return hosts
             .iter()
@@ -344,6 +344,11 @@ pub async fn reconcile(
             })
             .collect();
     }
+    // Images are fetched and checked before any host is changed (kept until the end).
+    let _images = match crate::image::prepare(&mut plan, &mut |_, _, _| {}) {
+        Ok(images) => images,
+        Err(e) => return all_fail(ReconcileError::new(FailureKind::Precondition, e.to_string())),
+    };
     let settings = Settings {
         limits: options.limits,
         created_path: options.created_path.clone(),

@@ -64,7 +64,11 @@ pub fn domain_with_uuid(factory: &str, host: &DesiredHost, vm: &DesiredVm, uuid:
     }
     let mark = Ownership { factory: factory.to_string(), resource: vm.id.to_string(), spec_hash: vm.spec_hash.clone() };
     w.open("metadata", &[]);
-    w.raw(&owner::render_with_addresses(&mark, &crate::desired::addr::records(vm)));
+    w.raw(&owner::render_with_records(
+        &mark,
+        &crate::desired::addr::records(vm),
+        vm.seed.as_ref().map(|s| s.sha256.as_str()),
+    ));
     w.close("metadata");
     w.text("memory", &[a("unit", "KiB")], &(vm.memory.bytes() / 1024).to_string());
     if let Some(page) = vm.hugepages {
@@ -202,6 +206,15 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
         w.empty("driver", &driver);
         w.empty("source", &[a("pool", &disk.pool), a("volume", &disk.volume)]);
         w.empty("target", &[a("dev", &disk.target), a("bus", disk_bus(disk.bus))]);
+        w.close("disk");
+    }
+    if let Some(seed) = &vm.seed {
+        // The NoCloud seed, read-only: cloud-init finds it by its `CIDATA` label.
+        w.open("disk", &[a("type", "volume"), a("device", "disk")]);
+        w.empty("driver", &[a("name", "qemu"), a("type", "raw")]);
+        w.empty("source", &[a("pool", &seed.pool), a("volume", &seed.volume)]);
+        w.empty("target", &[a("dev", &seed.target), a("bus", "virtio")]);
+        w.empty("readonly", &[]);
         w.close("disk");
     }
     if vm.disks.iter().any(|d| d.bus == DiskBus::Scsi) {
@@ -417,6 +430,7 @@ mod tests {
             firmware: Firmware::Bios,
             power: Power::Running,
             autostart: false,
+            seed: None,
             spec_hash: "h".into(),
         }
     }

@@ -96,6 +96,7 @@ mod tests {
 
     fn image() -> DesiredImage {
         DesiredImage {
+            sha256: None,
             pool: "images".into(),
             volume: "ubuntu-24.04".into(),
             source: "https://example.com/noble.img".into(),

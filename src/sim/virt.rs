@@ -96,6 +96,11 @@ fn failed(what: String) -> DriverError {
     DriverError::new(ErrorKind::Failed, what)
 }
 
+/// What was uploaded to volume `pool/name` of the twin whose state folder is `dir`.
+pub fn content_path(dir: &Path, pool: &str, name: &str) -> PathBuf {
+    dir.join("volumes").join(pool).join(name)
+}
+
 /// Opens the twin's libvirt, restoring what earlier runs made.
 pub fn open(dir: &Path, host: &Host) -> std::result::Result<Box<dyn Virt>, DriverError> {
     Ok(Box::new(SimVirt::open(dir, host)?))
@@ -237,6 +242,39 @@ impl SimVirt {
             _ => translate::with_volume_capacity(xml, source.capacity),
         };
         self.inner.create_volume(pool, &translate::volume_to_test(&xml))
+    }
+
+    /// Where the twin keeps what was uploaded to a volume (the test driver's volumes hold
+    /// no data): `volumes/<pool>/<name>` in the host's state folder.
+    pub fn content_path(&self, pool: &str, name: &str) -> PathBuf {
+        content_path(&self.dir, pool, name)
+    }
+
+    /// An upload. The test driver has no `virStorageVolUpload`; the twin refuses what
+    /// libvirt's storage driver refuses (no such volume: libvirt's own error) and keeps
+    /// the bytes as the volume's content. Like a dir pool on a real libvirtd
+    /// (tests/libvirt_testbed.rs), it does not refuse more bytes than the capacity.
+    fn upload_volume_as_libvirt(
+        &mut self,
+        pool: &str,
+        name: &str,
+        len: u64,
+        data: &mut dyn std::io::Read,
+    ) -> Result<()> {
+        let what = format!("cannot upload {len} bytes to volume `{name}` in pool `{pool}`");
+        self.volume(pool, name)?;
+        let path = self.content_path(pool, name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| failed(format!("{what}: {e}")))?;
+        }
+        // Streamed into the content file, as libvirt streams into the volume.
+        let mut file = std::fs::File::create(&path).map_err(|e| failed(format!("{what}: {e}")))?;
+        let sent = std::io::copy(&mut std::io::Read::take(data, len), &mut file)
+            .map_err(|e| failed(format!("{what}: {e}")))?;
+        if sent < len {
+            return Err(failed(format!("{what}: the data ended after {sent} bytes")));
+        }
+        Ok(())
     }
 
     /// Grows a volume. The test driver has no `virStorageVolResize`; the twin refuses to
@@ -526,7 +564,13 @@ impl Virt for SimVirt {
     }
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
         let r = self.inner.delete_volume(pool, name);
+        if r.is_ok() {
+            let _ = std::fs::remove_file(self.content_path(pool, name));
+        }
         self.saved(r)
+    }
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
+        self.upload_volume_as_libvirt(pool, name, len, data)
     }
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
         let r = self.resize_volume_as_libvirt(pool, name, capacity);

@@ -78,7 +78,7 @@ impl Decoder {
         self.diags.push(d);
     }
 
-    fn wrong_type(&mut self, n: &Node, key: &str, expected: &str) {
+    pub fn wrong_type(&mut self, n: &Node, key: &str, expected: &str) {
         let found = n.kind();
         let help = match (&n.value, self.syntax) {
             (Value::Scalar(Scalar::Int(_) | Scalar::Float(_) | Scalar::Bool(_)), _) if expected == "a string" => {

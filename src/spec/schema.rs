@@ -200,6 +200,7 @@ fn ty(t: &Ty, defs: &mut Map<String, Value>) -> Value {
         Ty::Int { min, max } => json!({ "type": "integer", "minimum": min, "maximum": max }),
         Ty::Float { min, max } => json!({ "type": "number", "minimum": min, "maximum": max }),
         Ty::Bool => json!({ "type": "boolean" }),
+        Ty::Scalar => json!({ "type": ["string", "integer", "boolean"] }),
         Ty::Size => help(SIZE_PATTERN, "a size with a unit: `128GiB`, `512MiB`, `2T`"),
         Ty::PageSize => {
             let mut s = help(SIZE_PATTERN, "a hugepage size: `2M` or `1G`");
@@ -297,6 +298,7 @@ fn describe(t: &Ty) -> String {
         Ty::Int { min, max } => format!("integer {min}–{max}"),
         Ty::Float { min, max } => format!("number {min}–{max}"),
         Ty::Bool => "boolean".into(),
+        Ty::Scalar => "string, integer or boolean".into(),
         Ty::Size => "size (`128GiB`)".into(),
         Ty::PageSize => "page size (`2M`, `1G`)".into(),
         Ty::CpuSet => "CPU list (`0-27,56-83`)".into(),

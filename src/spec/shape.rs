@@ -41,6 +41,8 @@ pub enum Ty {
         max: f64,
     },
     Bool,
+    /// A string, an integer or a boolean (a template parameter's value).
+    Scalar,
     /// A byte size with a unit: `128GiB`, `512M`.
     Size,
     /// A hugepage size: `2M` or `1G`.

@@ -4,14 +4,15 @@
 //! pool path fails only at apply; an escape sequence in an image source rewrites the
 //! operator's screen when a plan shows it; a bidirectional override makes a name read
 //! as another. So no string of a factory holds a control character — except free text
-//! (`description`), which may span lines and hold tabs.
+//! (`description`, a template's `user-data`), which may span lines and hold tabs.
 
 use super::source::Span;
 use super::tree::{Node, Scalar, Value};
 use crate::diag::Diagnostic;
 
 /// Keys whose value is free text: newlines and tabs allowed.
-const FREE_TEXT_KEYS: &[&str] = &["description"];
+/// `user-data` is a guest's cloud-config, YAML text by nature.
+const FREE_TEXT_KEYS: &[&str] = &["description", "user-data"];
 
 /// Diagnostics past this many in one file are summed up in the last one: a file full
 /// of control characters is binary, and one page says so.

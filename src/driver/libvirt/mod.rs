@@ -741,6 +741,20 @@ impl Virt for LibvirtDriver {
             .map_err(err(format!("cannot grow volume `{name}` in pool `{pool}` to {capacity}")))
     }
 
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
+        let what = format!("cannot upload {len} bytes to volume `{name}` in pool `{pool}`");
+        let vol = self.volume(pool, name)?;
+        let stream = virt::stream::Stream::new(self.connection(), 0).map_err(err(what.clone()))?;
+        vol.upload(&stream, 0, len, 0).map_err(err(what.clone()))?;
+        match send_all(&stream, len, data, &what) {
+            Ok(()) => stream.finish().map_err(err(what)),
+            Err(e) => {
+                let _ = stream.abort();
+                Err(e)
+            }
+        }
+    }
+
     fn detach_device(&mut self, address: PciAddress) -> Result<()> {
         self.nodedev(address)?
             .detach_flags(Some("vfio"), 0)
@@ -750,6 +764,33 @@ impl Virt for LibvirtDriver {
     fn reattach_device(&mut self, address: PciAddress) -> Result<()> {
         self.nodedev(address)?.reattach().map_err(err(format!("cannot give PCI device {address} back to its driver")))
     }
+}
+
+/// Sends `len` bytes of `data` down an upload's stream: a chunk read, then sent whole,
+/// then the next — never more than a chunk in memory.
+fn send_all(stream: &virt::stream::Stream, len: u64, data: &mut dyn std::io::Read, what: &str) -> Result<()> {
+    let failed = |message: String| DriverError::new(ErrorKind::Failed, format!("{what}: {message}"));
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match data.read(&mut buf[..want]) {
+            Ok(0) => return Err(failed(format!("the data ended after {} bytes", len - left))),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(format!("cannot read the data: {e}"))),
+        };
+        let mut sent = 0;
+        while sent < n {
+            match stream.send(&buf[sent..n]) {
+                Ok(k) if k > 0 => sent += k as usize,
+                Ok(_) => return Err(failed("the stream took nothing".into())),
+                Err(e) => return Err(libvirt_error(what, e)),
+            }
+        }
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// A volume that exists already is [`ErrorKind::Exists`]: the QEMU driver says so with

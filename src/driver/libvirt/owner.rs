@@ -49,13 +49,36 @@ pub const ADDRESS: &str = "address";
 /// The mark of a domain with the address records of its NICs inside it; the plain mark
 /// ([`render`]) when there are none.
 pub fn render_with_addresses(owner: &Ownership, addresses: &[(u32, std::net::IpAddr)]) -> String {
+    render_with_records(owner, addresses, None)
+}
+
+/// The element recording the SHA-256 of the VM's cloud-init seed, a child of its mark:
+/// `<fabrik:seed sha256="…"/>`. Read back ([`seed`]) so a plan sees a changed seed.
+pub const SEED: &str = "seed";
+
+/// The mark with its address records and seed hash inside it; the plain mark ([`render`])
+/// when there are none.
+pub fn render_with_records(owner: &Ownership, addresses: &[(u32, std::net::IpAddr)], seed: Option<&str>) -> String {
     let mark = render(owner);
-    if addresses.is_empty() {
+    if addresses.is_empty() && seed.is_none() {
         return mark;
     }
-    let records: String =
+    let mut records: String =
         addresses.iter().map(|(nic, ip)| format!("<{PREFIX}:{ADDRESS} nic=\"{nic}\" ip=\"{ip}\"/>")).collect();
+    if let Some(sha) = seed {
+        records.push_str(&format!("<{PREFIX}:{SEED} sha256=\"{}\"/>", escape(sha)));
+    }
     format!("{}>{records}</{PREFIX}:{ELEMENT}>", mark.trim_end_matches("/>"))
+}
+
+/// The seed hash recorded in a domain's mark, from the domain's XML.
+pub fn seed(xml: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let mark = mark(doc.root_element())?;
+    mark.children()
+        .find(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE) && n.tag_name().name() == SEED)
+        .and_then(|n| n.attribute("sha256"))
+        .map(str::to_string)
 }
 
 /// A mark as rendered here ([`render_with_addresses`]), in the form libvirt's

@@ -122,6 +122,7 @@ fn update_vm(
         firmware: _,
         power,
         autostart,
+        seed,
         spec_hash: _,
     } = vm;
     let running = matches!(live.state, PowerState::Running | PowerState::Paused);
@@ -147,6 +148,10 @@ fn update_vm(
             let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
             let class = if stays_running && !mark_only { Class::RestartNow } else { Class::NextRestart };
             let moved = address_changes(vm, live);
+            let reseed = crate::guest::volume::change(seed.as_ref(), &live.xml);
+            if let Some((from, to)) = &reseed {
+                changes.push(Change::new("seed", from, to, Class::NextRestart));
+            }
             for e in &elements {
                 let side = |sign: &str| {
                     lines
@@ -160,6 +165,9 @@ fn update_vm(
                 Class::RestartNow => {
                     format!("definition changed ({}); the running VM restarts ({forced})", elements.join(", "))
                 }
+                _ if mark_only && reseed.is_some() => "cloud-init seed changed: rewritten, read by the guest at its \
+                                                        next boot; nothing restarts"
+                    .to_string(),
                 _ if mark_only && !moved.is_empty() => {
                     format!("address changed ({moved}); definition rewritten, nothing restarts")
                 }
@@ -425,6 +433,9 @@ fn volume(host: &DesiredHost, vol: &DesiredVolume, live: &LiveHost, out: &mut Ou
         let what = match (image, capacity) {
             (Some(i), _) if i.pool == *pool && i.volume == *name => format!("import image from {}", i.source),
             (Some(i), _) => format!("create {format} volume from image `{}`", i.volume),
+            (None, _) if crate::guest::volume::is_seed(name) => {
+                "create the cloud-init seed volume and write the seed".into()
+            }
             (None, Some(c)) => format!("create empty {format} volume of {c}"),
             (None, None) => format!("create empty {format} volume"),
         };

@@ -11,15 +11,17 @@
 //! Read here: nodes ended by a newline, `;`, `//` comment, `}` or the end; `{ … }`
 //! children; bare identifier strings of printable ASCII; quoted strings with the escapes
 //! `\" \\ \b \f \n \r \t \s \u{…}`; single-line raw strings (`#"…"#`, `##"…"##`);
+//! multi-line strings of plain lines (`"""`, dedented by the closing line);
 //! decimal integers and floats, hex integers; `#true`, `#false`, `#null`; `key=value`
 //! properties; type annotations (`(t)`) right before a node's name or an argument;
 //! `/-` comments on a node (ended by a newline or the end), an argument, a property or
 //! a children block; `//` and (nested) `/* */` comments; spaces, tabs, `\n` and `\r\n`.
-//! Left to the crate: multi-line strings, annotated property values, space after an
-//! annotation, line continuations and whitespace escapes, `_` in numbers, octal and
-//! binary, `#inf`/`#-inf`/`#nan`, digit runs long enough to overflow, any other newline
-//! or non-ASCII character outside strings and comments, and nodes the converter refuses
-//! (a map with more than one argument, outside `/-`).
+//! Left to the crate: other multi-line strings (raw, with escapes, CRLF or misindented
+//! lines), annotated property values, space after an annotation, line continuations and
+//! whitespace escapes, `_` in numbers, octal and binary, `#inf`/`#-inf`/`#nan`, digit
+//! runs long enough to overflow, any other newline or non-ASCII character outside
+//! strings and comments, and nodes the converter refuses (a map with more than one
+//! argument, outside `/-`).
 
 use super::{NESTING_LIMIT, prop_value_span, trimmed};
 use crate::spec::source::{FileId, Span};
@@ -428,7 +430,7 @@ impl<'a> Parser<'a> {
         let (b, text) = (self.b, self.text);
         // `"""` opens a multi-line string.
         if self.at(1) == Some(b'"') && self.at(2) == Some(b'"') {
-            return None;
+            return self.multi_line();
         }
         let mut out = String::new();
         let (mut i, mut run) = (self.pos + 1, self.pos + 1);
@@ -457,6 +459,54 @@ impl<'a> Parser<'a> {
                 // Newlines and control characters.
                 _ => return None,
             }
+        }
+    }
+
+    /// A multi-line string, `"""` and a newline to a line of only whitespace and `"""`:
+    /// that whitespace is taken from the start of every line (a whitespace-only line is
+    /// empty), the first and last newlines are not part of it. Only the plain form: a
+    /// backslash, `\r`, a control character or a line that does not start with the
+    /// closing line's whitespace is left to the crate.
+    fn multi_line(&mut self) -> Option<String> {
+        let start = self.pos + 3;
+        if self.b.get(start) != Some(&b'\n') {
+            return None;
+        }
+        let body_start = start + 1;
+        let mut lines: Vec<&str> = Vec::new();
+        let mut at = body_start;
+        loop {
+            let end = self.text[at..].find('\n').map(|n| at + n);
+            let line = &self.text[at..end.unwrap_or(self.text.len())];
+            let trimmed = line.trim_start_matches([' ', '\t']);
+            if let Some(rest) = trimmed.strip_prefix("\"\"\"") {
+                let prefix = &line[..line.len() - trimmed.len()];
+                if rest.starts_with('"') {
+                    return None;
+                }
+                let mut out = String::new();
+                for (i, l) in lines.iter().enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    if l.trim_start_matches([' ', '\t']).is_empty() {
+                        continue;
+                    }
+                    out.push_str(l.strip_prefix(prefix)?);
+                }
+                self.pos = at + (line.len() - rest.len());
+                return Some(out);
+            }
+            if line.contains("\"\"\"") || line.contains('\\') {
+                return None;
+            }
+            for c in line.chars() {
+                if c != '\t' && (c.is_control() || is_newline_or_disallowed(c)) {
+                    return None;
+                }
+            }
+            lines.push(line);
+            at = end? + 1;
         }
     }
 
@@ -623,6 +673,9 @@ mod tests {
             "(t)a 1",
             "a (u8)1 (\"q t\")\"s\"\nb (u8)1 x=1",
             "(t)a (u)1 { (v)b }",
+            "a \"\"\"\n  text\n  \"\"\"",
+            "t {\n    u \"\"\"\n        #cloud-config\n\n          x: \"{{ y }}\"\n   \t\n        \"\"\" k=1\n}",
+            "a \"\"\"\n\"\"\"",
         ];
         for text in cases {
             assert!(taken(text), "the fast path should take {text:?}");
@@ -634,11 +687,12 @@ mod tests {
         let cases = [
             "a 1_000",
             "a 0o7 0b1",
-            "a \"\"\"\n  text\n  \"\"\"",
             "a #\"\"\"\n  raw\n  \"\"\"#",
             "a (t) 1",
             "(t) a",
             "a x=(t)1",
+            "a \"\"\"\n  te\\nxt\n  \"\"\"",
+            "a \"\"\"\r\n  text\r\n  \"\"\"",
             "a \\\n  b",
             "a \"x\\   y\"",
             "a #inf #-inf #nan",

@@ -3,8 +3,10 @@
 //! Each file decodes to a [`Spec`] of its own; [`Spec::merge`] joins them. References
 //! between objects are names here; `check::refs` makes sure they resolve.
 
+pub mod endpoint;
 pub mod host;
 pub mod network;
+pub mod params;
 pub mod scope;
 pub mod storage;
 pub mod tenant;
@@ -13,6 +15,7 @@ pub mod workload;
 
 pub use host::{Gpu, GpuMode, Host, MigSlot, Nic, NicKind, NumaNode, NvlinkDomain};
 pub use network::{Membership, NetKind, Network, Purpose};
+pub use params::{ParamDecl, ParamSetting, ParamType, ParamValue};
 pub use scope::{FileScope, Scope};
 pub use storage::{Image, ImageFormat, Pool, PoolKind};
 pub use tenant::{Quota, Sharing, Tenant};

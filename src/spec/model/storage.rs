@@ -47,6 +47,9 @@ pub struct Image {
     pub source: Spanned<String>,
     pub format: Spanned<ImageFormat>,
     pub size: Option<Spanned<ByteSize>>,
+    /// SHA-256 (hex) of the image's bytes: required for a URL or `file:` source, which
+    /// fabrik fetches and checks before any host is changed.
+    pub sha256: Option<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -73,9 +76,18 @@ pub static IMAGE: Shape = Shape {
     fields: &[
         req("name", Ty::Name, "the image's name"),
         req("pool", Ty::Name, "pool the image is stored in"),
-        req("source", Ty::Str, "path on the host or `https://` URL to fetch it from"),
+        req(
+            "source",
+            Ty::Str,
+            "path on the host, `https://` (or `http://`) URL, or `file:<path>` on the machine running fabrik, to fetch it from",
+        ),
         opt("format", Ty::Enum(ImageFormat::NAMES), "qcow2 (default) or raw"),
         opt("size", Ty::Size, "virtual size"),
+        opt(
+            "sha256",
+            Ty::Str,
+            "SHA-256 of the image's bytes (64 hex digits); required for a URL or `file:` source, checked before any host is changed",
+        ),
     ],
 };
 
@@ -119,5 +131,6 @@ pub fn decode_image(d: &mut Decoder, n: &Node) -> Option<Image> {
         None => Some(Spanned::new(ImageFormat::Qcow2, o.head)),
     };
     let size = o.get("size").and_then(|n| d.size(n, "size"));
-    Some(Image { name: name?, pool: pool?, source: source?, format: format?, size, span: o.span })
+    let sha256 = o.get("sha256").and_then(|n| d.string(n, "sha256"));
+    Some(Image { name: name?, pool: pool?, source: source?, format: format?, size, sha256, span: o.span })
 }

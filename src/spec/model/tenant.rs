@@ -29,6 +29,8 @@ pub struct Tenant {
     /// Accepted sharing models; `[exclusive]` when not given.
     pub sharing: Vec<Spanned<Sharing>>,
     pub quota: Option<Quota>,
+    /// SSH public keys every VM of the tenant's guest accepts (cloud-init `ssh_authorized_keys`).
+    pub ssh_keys: Vec<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -64,6 +66,7 @@ pub static TENANT: Shape = Shape {
             "GPU sharing models the tenant accepts (default: exclusive)",
         ),
         opt("quota", Ty::Object(&QUOTA), "limits on the tenant's VMs"),
+        opt("ssh-keys", Ty::List(&Ty::Str), "SSH public keys every VM of the tenant accepts (in its cloud-init seed)"),
     ],
 };
 
@@ -96,7 +99,8 @@ pub fn decode_tenant(d: &mut Decoder, n: &Node) -> Option<Tenant> {
         None => vec![Spanned::new(Sharing::Exclusive, o.head)],
     };
     let quota = o.get("quota").and_then(|n| decode_quota(d, n));
-    Some(Tenant { name: name?, description, hosts, networks, sharing, quota, span: o.span })
+    let ssh_keys = o.get("ssh-keys").map(|n| d.list(n, "ssh-keys", |d, n| d.string(n, "ssh-keys"))).unwrap_or_default();
+    Some(Tenant { name: name?, description, hosts, networks, sharing, quota, ssh_keys, span: o.span })
 }
 
 fn decode_quota(d: &mut Decoder, n: &Node) -> Option<Quota> {

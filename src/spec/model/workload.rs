@@ -1,6 +1,7 @@
 //! Templates and VMs. A VM takes every workload key of its template and may override
 //! any of them; a VM without a template gives them itself.
 
+use super::params::{self, ParamDecl, ParamSetting};
 use crate::diag::Diagnostic;
 use crate::hw::GpuModel;
 use crate::spec::decode::{Decoder, Obj, Word};
@@ -136,6 +137,12 @@ pub struct Template {
     pub name: Spanned<String>,
     pub description: Option<Spanned<String>>,
     pub workload: Workload,
+    /// The parameters VMs made from the template may set.
+    pub params: Vec<ParamDecl>,
+    /// The guest's cloud-config, a minijinja template (see `crate::guest::config`).
+    pub user_data: Option<Spanned<String>>,
+    /// Services its VMs expose (see [`super::endpoint`]).
+    pub endpoints: Vec<super::endpoint::Endpoint>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -155,6 +162,11 @@ pub struct Vm {
     pub cpus: Option<Spanned<CpuSet>>,
     pub power: Spanned<Power>,
     pub workload: Workload,
+    /// Values for the template's parameters. Not serialized: some may be secrets.
+    #[serde(skip)]
+    pub params: Vec<ParamSetting>,
+    /// SSH public keys this VM's guest accepts, beside its tenant's.
+    pub ssh_keys: Vec<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
 }
@@ -179,7 +191,17 @@ pub static TEMPLATE: Shape = Shape {
     name: "template",
     doc: "A VM shape that VMs refer to and may override.",
     label: Some("name"),
-    fields: &[req("name", Ty::Name, "the template's name"), opt("description", Ty::Str, "free text")],
+    fields: &[
+        req("name", Ty::Name, "the template's name"),
+        opt("description", Ty::Str, "free text"),
+        params::TEMPLATE_FIELD,
+        opt(
+            "user-data",
+            Ty::Str,
+            "the guest's `#cloud-config` user-data, a Jinja template of `vm` (name, tenant, gpus, macs), `params` and `ssh_keys`",
+        ),
+        super::endpoint::TEMPLATE_FIELD,
+    ],
     more: WORKLOAD_FIELDS,
 };
 
@@ -197,6 +219,12 @@ pub static VM: Shape = Shape {
         opt("gpus", Ty::List(&Ty::Pci), "GPUs of `host` pinned to the VM, by PCI address"),
         opt("cpus", Ty::CpuSet, "host CPUs the vCPUs are pinned to"),
         opt("power", Ty::Enum(Power::NAMES), "running (default) or stopped"),
+        params::VM_FIELD,
+        opt(
+            "ssh-keys",
+            Ty::List(&Ty::Str),
+            "SSH public keys this VM accepts, beside its tenant's (in its cloud-init seed)",
+        ),
     ],
     more: WORKLOAD_FIELDS,
 };
@@ -350,7 +378,10 @@ pub fn decode_template(d: &mut Decoder, n: &Node) -> Option<Template> {
     let name = o.get("name").and_then(|n| d.name(n, "name"));
     let description = o.get("description").and_then(|n| d.string(n, "description"));
     let workload = decode_workload(d, &o);
-    Some(Template { name: name?, description, workload, span: o.span })
+    let params = d.items(&o, "params", params::decode_param);
+    let user_data = o.get("user-data").and_then(|n| d.string(n, "user-data"));
+    let endpoints = d.items(&o, "endpoints", super::endpoint::decode);
+    Some(Template { name: name?, description, workload, params, user_data, endpoints, span: o.span })
 }
 
 pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
@@ -368,6 +399,8 @@ pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
         None => Some(Spanned::new(Power::Running, o.head)),
     };
     let workload = decode_workload(d, &o);
+    let params = o.get("params").map(|n| params::decode_settings(d, n)).unwrap_or_default();
+    let ssh_keys = o.get("ssh-keys").map(|n| d.list(n, "ssh-keys", |d, n| d.string(n, "ssh-keys"))).unwrap_or_default();
     Some(Vm {
         name: name?,
         description,
@@ -379,6 +412,8 @@ pub fn decode_vm(d: &mut Decoder, n: &Node) -> Option<Vm> {
         cpus,
         power: power?,
         workload,
+        params,
+        ssh_keys,
         span: o.span,
     })
 }
