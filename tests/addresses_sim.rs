@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::text;
+
 fn fabrik(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fabrik"))
         .args(args)
@@ -16,10 +19,6 @@ fn fabrik(args: &[&str], dir: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// A factory whose network hands out 10.20.0.10 to 10.20.0.14, with these VMs on it.

@@ -27,6 +27,9 @@ use fabrik::live::MigMode;
 use fabrik::spec::types::PciAddress;
 use serde_json::Value;
 
+mod common;
+use common::text;
+
 const HOST: &str = "gpu09";
 const GPU: &str = "0000:3b:00.0";
 const MODEL: GpuModel = GpuModel::H200_141GB;
@@ -216,10 +219,6 @@ impl Host {
             .collect();
         (o.status.code(), events, text(&o))
     }
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// The plan's actions as `op id`, sorted.

@@ -7,6 +7,9 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::text;
+
 fn fabrik(args: &[&str], state: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fabrik"))
         .args(args)
@@ -16,10 +19,6 @@ fn fabrik(args: &[&str], state: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// Plants a link at each of `paths`, each to its own target holding `precious N`, and

@@ -10,6 +10,9 @@ use std::process::{Command, Output, Stdio};
 
 use sha2::{Digest, Sha256};
 
+mod common;
+use common::{copy_dir, text};
+
 const AMD64: &str = "/var/lib/fabrik/images/noble-server-cloudimg-amd64.img";
 
 /// Serves `body` to every GET on loopback, from a thread; the image's URL.
@@ -35,19 +38,6 @@ fn hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 /// The example with its amd64 image fetched from `url`, declared with `sha256`.
 fn factory(dir: &Path, url: &str, sha256: &str) -> PathBuf {
     let f = dir.join("factory");
@@ -70,10 +60,6 @@ fn fabrik(args: &[&str], dir: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn image_on(dir: &Path, host: &str) -> PathBuf {

@@ -7,6 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+use common::text;
+
 fn example() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"))
 }
@@ -20,10 +23,6 @@ fn fabrik(args: &[&str], state: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn events(o: &Output) -> Vec<serde_json::Value> {

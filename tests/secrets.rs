@@ -4,6 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::copy_dir;
+
 /// The secret `hf-token` globex's vLLM VMs give in examples/ai-factory (and its KDL twin).
 const TOKEN: &str = "hf_example-not-a-real-token";
 
@@ -113,17 +116,4 @@ fn no_output_shows_the_token_after_apply_or_when_it_changes() {
     }
     let plan = String::from_utf8_lossy(&runs[1].1.stdout).to_string();
     assert!(plan.contains("cloud-init seed changed"), "the changed secret is still planned:\n{plan}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }

@@ -8,6 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use fabrik::guest::seed;
 
+mod common;
+use common::{copy_dir, text};
+
 const TOKEN: &str = "hf_example-not-a-real-token";
 
 fn fabrik(args: &[&str], dir: &Path) -> Output {
@@ -20,23 +23,6 @@ fn fabrik(args: &[&str], dir: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }
 
 fn example(dir: &Path) {
