@@ -2,13 +2,19 @@
 //! repository in a temporary directory, two real libvirtd hosts.
 //!
 //! - a commit adding VMs → they run; `fabrik status` shows the commit applied;
-//! - `virsh destroy` of a VM → started again, by a pass the libvirt lifecycle event
-//!   triggered (the drift pass is an hour away);
-//! - h2's libvirtd stopped (SIGSTOP: it hangs, as a host whose network drops packets) →
-//!   its work backs off while h1 keeps converging (a new commit's VM on h1 runs); h2's
-//!   libvirtd continued → it converges. (Restarting one host of a running testbed with
-//!   `testbed.sh start` was seen to leave it without its `eth0`, so a kill and restart is
-//!   not what this test does.)
+//! - with the watcher idle (no pass queued or running), `virsh destroy` of a VM → the
+//!   watcher logs the libvirt lifecycle event, the VM runs again, and a pass the event
+//!   triggered ran (the drift pass is an hour away);
+//! - a commit whose plan has an error (its new VM's name is taken by a domain fabrik does
+//!   not own) → refused as a whole: its other host's new VM is not created either;
+//!   status shows the plan diagnostic and the last good commit, whose drift is still
+//!   healed; the next good commit applies;
+//! - h2's libvirtd killed (SIGKILL) → its work backs off (unreachable) while h1 keeps
+//!   converging a new commit; h2's libvirtd started again → the watcher's event thread
+//!   reconnects (`host-events` up), h2 converges, and an out-of-band stop on h2 is
+//!   seen through the new event connection;
+//! - h1's libvirtd stopped (SIGSTOP: it hangs, as a host whose network drops packets) →
+//!   h1 backs off while h2 converges; continued → h1 converges.
 //!
 //! Without root, /dev/kvm or libvirtd it prints why and passes; with `CI=true` it fails.
 
@@ -115,6 +121,50 @@ impl Watcher {
     fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Waits for an event from index `from` on that satisfies `ok`; returns its index.
+    fn event_after(&self, from: usize, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> usize {
+        let t0 = Instant::now();
+        loop {
+            if let Some(i) = self.events().iter().skip(from).position(&ok) {
+                return from + i;
+            }
+            assert!(t0.elapsed() < PATIENCE, "no event: {what}; events since: {:#?}", &self.events()[from..]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the watcher is idle: its last event says no pass is queued or
+    /// running (the poll and drift timers send nothing unless something changed).
+    /// Returns the number of events so far.
+    fn idle(&self) -> usize {
+        let t0 = Instant::now();
+        loop {
+            let events = self.events();
+            if events.last().is_some_and(|e| e["event"] == "idle") {
+                return events.len();
+            }
+            assert!(t0.elapsed() < PATIENCE, "the watcher never went idle: {:#?}", events.iter().rev().take(5));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Destroys `vm` on `host` while the watcher is idle; asserts the watcher logged the
+    /// lifecycle event, the VM runs again, and a pass the event triggered ran.
+    fn heal_from_event(&self, host: &Host, vm: &str) -> Duration {
+        let before = self.idle();
+        HostView::of(host).virsh(&["destroy", vm]);
+        let is_vm = |e: &serde_json::Value| e["host"] == host.name.as_str() && e["domain"] == vm;
+        self.event_after(before, &format!("{vm}'s stop received"), |e| {
+            e["event"] == "domain" && is_vm(e) && e["lifecycle"] == "stopped"
+        });
+        let healed = wait_running(host, vm);
+        self.event_after(before, &format!("a pass triggered by {vm}'s event"), |e| {
+            e["event"] == "pass-start"
+                && e["triggers"].as_array().is_some_and(|ts| ts.iter().any(|t| t["trigger"] == "domain" && is_vm(t)))
+        });
+        healed
+    }
 }
 
 impl Drop for Watcher {
@@ -181,20 +231,37 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     assert!(running(&h1, "w1") && running(&h2, "w2"));
 
     // 2. An out-of-band stop is healed by the libvirt event.
-    let before = w.events().len();
-    HostView::of(&h1).virsh(&["destroy", "w1"]);
-    let healed = wait_running(&h1, "w1");
+    let healed = w.heal_from_event(&h1, "w1");
     say(&format!("virsh destroy → running again: {:.2}s", healed.as_secs_f64()));
-    let triggered = w.events()[before..].iter().any(|e| {
-        e["event"] == "pass-start"
-            && e["triggers"].as_array().is_some_and(|ts| {
-                ts.iter().any(|t| t["trigger"] == "domain" && t["domain"] == "w1" && t["host"] == "h1")
-            })
-    });
-    assert!(triggered, "a pass triggered by w1's lifecycle event: {:#?}", &w.events()[before..]);
 
-    // 5. h2's libvirtd stops answering: h2 backs off, h1 keeps converging.
-    signal_libvirtd(&h2, "-STOP");
+    // 3b. A commit whose plan has an error is refused as a whole: w5's name is taken on
+    // h1 by a domain fabrik does not own, so w6 on h2 is not created either.
+    define_foreign(&h1, "w5");
+    let mut bad = f.clone();
+    bad.vms.push(vm("w5", "h1"));
+    bad.vms.push(vm("w6", "h2"));
+    let c_bad = commit(&bad, &repo, "a VM whose name is taken");
+    let s = w.until("the commit with a plan error refused", |s| s["last_attempted"]["commit"] == c_bad.as_str());
+    assert_eq!(s["last_attempted"]["ok"], false, "{s:#}");
+    assert_eq!(s["last_applied"]["commit"], c1.as_str(), "the last good commit stays in force: {s:#}");
+    let diags = s["last_attempted"]["diagnostics"].as_array().expect("diagnostics");
+    assert!(
+        diags.iter().any(|d| d["code"] == "fabrik::plan::name-clash" && d["resource"] == "vm:h1/w5"),
+        "the plan's error is shown: {s:#}"
+    );
+    assert!(!defined(&h2, "w6"), "nothing of a refused commit is carried out, on any host");
+    let text = String::from_utf8_lossy(
+        &Command::new(factory::FABRIK).args(["status", "--watch-state"]).arg(&w.state).output().unwrap().stdout,
+    )
+    .into_owned();
+    assert!(text.contains("REFUSED") && text.contains("fabrik::plan::name-clash"), "{text}");
+    // Drift is still healed against the commit in force.
+    w.heal_from_event(&h2, "w2");
+    assert!(!defined(&h2, "w6"), "healing the last good commit does not apply the refused one");
+    HostView::of(&h1).virsh(&["undefine", "w5"]);
+
+    // 5. h2's libvirtd is killed: h2 backs off, h1 keeps converging.
+    tb.kill_libvirtd("h2");
     f.vms.push(vm("w3", "h1"));
     f.vms.push(vm("w4", "h2"));
     let c2 = commit(&f, &repo, "one more VM on each host");
@@ -205,6 +272,7 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     });
     let failing = &s["failing"].as_array().unwrap()[0];
     say(&format!("h2 down: {} ({} failure(s)): {}", failing["kind"], failing["failures"], failing["error"]));
+    assert_eq!(failing["kind"], "unreachable", "{s:#}");
     assert!(running(&h1, "w3"), "h1 converged without waiting for h2");
     let text = String::from_utf8_lossy(
         &Command::new(factory::FABRIK).args(["status", "--watch-state"]).arg(&w.state).output().unwrap().stdout,
@@ -212,12 +280,50 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     .into_owned();
     assert!(text.contains("Failing:\n  h2"), "{text}");
 
-    // h2 answers again: it converges.
-    signal_libvirtd(&h2, "-CONT");
+    // h2's libvirtd starts again: the event thread reconnects, h2 converges.
+    let back_from = w.events().len();
+    tb.start_libvirtd("h2");
     let t0 = Instant::now();
     w.until("h2 converged after its return", |s| {
-        host_converged(s, "h2") && s["failing"].as_array().is_some_and(|f| f.is_empty())
+        s["last_applied"]["commit"] == c2.as_str()
+            && host_converged(s, "h2")
+            && s["failing"].as_array().is_some_and(|f| f.is_empty())
     });
-    say(&format!("h2 back → converged: {:.2}s", t0.elapsed().as_secs_f64()));
+    say(&format!("h2's libvirtd back → converged: {:.2}s", t0.elapsed().as_secs_f64()));
     assert!(running(&h2, "w2") && running(&h2, "w4"));
+    w.event_after(back_from, "h2's event connection back", |e| {
+        e["event"] == "host-events" && e["host"] == "h2" && e["up"] == true
+    });
+    w.heal_from_event(&h2, "w4");
+
+    // h1's libvirtd stops answering (it hangs): h1 backs off, h2 keeps converging.
+    signal_libvirtd(&h1, "-STOP");
+    f.vms.push(vm("w7", "h2"));
+    let c3 = commit(&f, &repo, "one more VM on h2");
+    w.until("h2 converged on the new commit while h1 backs off", |s| {
+        s["last_applied"]["commit"] == c3.as_str()
+            && host_converged(s, "h2")
+            && s["failing"].as_array().is_some_and(|f| f.iter().any(|x| x["host"] == "h1"))
+    });
+    assert!(running(&h2, "w7"), "h2 converged without waiting for h1");
+    signal_libvirtd(&h1, "-CONT");
+    w.until("h1 converged after it answered again", |s| {
+        host_converged(s, "h1") && s["failing"].as_array().is_some_and(|f| f.is_empty())
+    });
+    assert!(running(&h1, "w1") && running(&h1, "w3"));
+}
+
+fn defined(host: &Host, name: &str) -> bool {
+    Command::new("virsh").args(["-q", "-c", &host.uri, "domstate", name]).output().unwrap().status.success()
+}
+
+/// Defines a domain fabrik does not own (no mark), as a person would by hand.
+fn define_foreign(host: &Host, name: &str) {
+    let xml = format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='q35'>hvm</type></os></domain>"
+    );
+    let file = host.dir.join(format!("{name}.xml"));
+    std::fs::write(&file, xml).unwrap();
+    HostView::of(host).virsh(&["define", file.to_str().unwrap()]);
 }

@@ -277,26 +277,6 @@ fn watch(a: &RunArgs) -> u8 {
         auto: (!a.auto.is_empty()).then(|| a.auto.iter().map(|c| c.class()).collect()),
         exclude: a.exclude.clone(),
     };
-    // The event connections need the hosts' URIs: read from the branch's factory as it
-    // is at start (a host added later is healed by the drift pass until a restart).
-    let events_hosts: Vec<(String, String)> = if a.sim {
-        Vec::new()
-    } else {
-        let probe = match &origin {
-            Origin::Dir { path } => crate::check::validate(path).spec.hosts,
-            Origin::Git { source, .. } => source
-                .head()
-                .ok()
-                .and_then(|h| source.checkout(&h, &a.at.state().checkout()).ok())
-                .map(|p| crate::check::validate(&p).spec.hosts)
-                .unwrap_or_default(),
-        };
-        probe
-            .iter()
-            .filter(|h| crate::check::trust::uri_refusal(&h.uri.value).is_none())
-            .map(|h| (h.name.value.clone(), h.uri.value.clone()))
-            .collect()
-    };
     let force = Arc::new(tokio::sync::Notify::new());
     let cfg = Config {
         origin,
@@ -360,7 +340,7 @@ fn watch(a: &RunArgs) -> u8 {
                 }
             })
         };
-        let status = run::run(cfg, events_hosts, cancel).await;
+        let status = run::run(cfg, cancel).await;
         signals.abort();
         status
     });

@@ -75,6 +75,9 @@ pub struct PassOutcome {
     pub ran: Vec<Ran>,
     /// What waits for `fabrik approve`.
     pub pending: Option<Pending>,
+    /// With `refuse_plan_errors`: the plan's errors about the factory (not a host that
+    /// cannot be read). Non-empty means nothing was carried out on any host.
+    pub refused: Vec<plan::PlanError>,
 }
 
 /// The tenant of each resource a tenant owns (VMs, their volumes' VMs, networks).
@@ -103,6 +106,11 @@ fn failure_of(kind: FailureKind, message: impl Into<String>) -> Option<Reconcile
 /// for each host read, after the reading and before any action: the watcher reports a
 /// reboot there, before the rebuild it causes. The watcher's one entry to the
 /// reconcile core: retarget here when the core's API changes.
+///
+/// `refuse_plan_errors` (a commit not yet in force): a plan error on any host read,
+/// other than the host being unreadable, stops the pass before any action and is
+/// returned in [`PassOutcome::refused`] — the commit is refused as a whole, like one that
+/// does not validate, rather than applied on the hosts it happens to plan cleanly for.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile_once(
     f: &Factory,
@@ -115,6 +123,7 @@ pub async fn reconcile_once(
     cancel: CancellationToken,
     emit: Emit,
     observed: &mut (dyn FnMut(&str, Option<&str>) + Send),
+    refuse_plan_errors: bool,
 ) -> PassOutcome {
     let hosts: Vec<Host> = f.hosts.iter().filter(|h| ready.contains(&h.name.value)).cloned().collect();
     let mut out = PassOutcome::default();
@@ -163,6 +172,22 @@ pub async fn reconcile_once(
         }
     }
     let mut full = plan::plan_with(&f.desired, &f.graph, &live, &f.plan);
+    if refuse_plan_errors {
+        let about_factory: Vec<plan::PlanError> = full
+            .errors
+            .iter()
+            .filter(|e| ready.contains(&e.id.host) && reconcile::plan_error_kind(e) != FailureKind::Unreachable)
+            .cloned()
+            .collect();
+        if !about_factory.is_empty() {
+            drop(session);
+            if let Some(twins) = &env.twins {
+                crate::sim::release_state(twins);
+            }
+            out.refused = about_factory;
+            return out;
+        }
+    }
     // Hosts whose plan has errors (unreadable, a precondition): left out of this pass.
     let mut broken: BTreeMap<String, ReconcileError> = BTreeMap::new();
     for e in &full.errors {

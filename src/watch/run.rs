@@ -21,6 +21,12 @@ use super::state::{Attempt, CommitRef, FailingHost, HostDrift, StateDir, Status,
 use super::trigger::{self, DriftTimer, Trigger};
 use crate::spec::model::watch::Watch;
 
+/// One host's event thread: its URI and the flag that ends it.
+struct Follower {
+    uri: String,
+    stop: Arc<AtomicBool>,
+}
+
 /// Where the factory comes from.
 #[derive(Clone, Debug)]
 pub enum Origin {
@@ -65,7 +71,8 @@ pub struct Config {
     pub env: Env,
     pub load: Loader,
     pub sink: Sink,
-    /// Follow libvirt lifecycle events of these hosts: (name, uri). Empty with twins.
+    /// Follow the libvirt lifecycle events of the hosts of the factory in force (false
+    /// with twins): one thread per host, started and ended as the host list changes.
     pub events: bool,
     /// Stop after the first pass (a cron job, tests).
     pub once: bool,
@@ -87,6 +94,16 @@ struct Loop {
     status: Status,
     /// The factory in force: the last good commit.
     good: Option<Factory>,
+    /// A commit that validated but is not in force yet: the next pass plans it, and it
+    /// replaces `good` only if its plan has no error (else it is refused as a whole).
+    candidate: Option<(Factory, Policy)>,
+    /// The branch's head as last read, so the poller reports only later commits.
+    seen_head: Option<String>,
+    /// The event threads, by host.
+    followers: BTreeMap<String, Follower>,
+    /// Where the event threads send (logged, then passed on as triggers).
+    events_tx: mpsc::UnboundedSender<Trigger>,
+    /// The policy of the factory in force.
     policy: Policy,
     backoff: Backoff<String>,
     tx: mpsc::UnboundedSender<Trigger>,
@@ -109,9 +126,11 @@ impl Loop {
                         return;
                     }
                 };
+                self.seen_head = Some(head.clone());
                 let tried = self.status.last_attempted.as_ref().map(|a| a.commit.commit.as_str());
                 let in_force = self.good.as_ref().map(|g| g.commit.as_str());
-                if in_force == Some(head.as_str()) || tried == Some(head.as_str()) {
+                let trying = self.candidate.as_ref().map(|(c, _)| c.commit.as_str());
+                if [in_force, tried, trying].contains(&Some(head.as_str())) {
                     return;
                 }
                 if let Some(applied) = &self.status.last_applied
@@ -150,15 +169,17 @@ impl Loop {
         };
         match (self.cfg.load)(&path, &commit) {
             Ok(loaded) => {
-                self.policy = policy::resolve(loaded.watch.as_ref(), &self.cfg.flags);
+                // Valid; the next pass plans it before it is in force (`accept`), and
+                // a plan error there still refuses it.
+                let policy = policy::resolve(loaded.watch.as_ref(), &self.cfg.flags);
                 self.status.last_attempted = Some(Attempt {
                     commit: CommitRef { commit: commit.clone(), subject: self.subject(&commit), at: now_rfc3339() },
                     ok: true,
                     error: None,
                     diagnostics: Vec::new(),
                 });
-                event(&self.cfg.sink, serde_json::json!({"event": "commit-accepted", "commit": commit}));
-                self.good = Some(loaded.factory);
+                event(&self.cfg.sink, serde_json::json!({"event": "commit-valid", "commit": commit}));
+                self.candidate = Some((loaded.factory, policy));
             }
             Err(r) => self.refuse(commit, r.message, r.diagnostics),
         }
@@ -172,6 +193,14 @@ impl Loop {
         else {
             return;
         };
+        // The head is the commit applied before: it was in force, it is again.
+        if self.candidate.as_ref().is_some_and(|(c, _)| c.commit == applied.commit) {
+            if let Some((f, policy)) = self.candidate.take() {
+                self.accept(&f, policy);
+                self.good = Some(f);
+            }
+            return;
+        }
         let Ok(path) = source.checkout(&applied.commit, &self.cfg.state.checkout()) else { return };
         if let Ok(loaded) = (self.cfg.load)(&path, &applied.commit) {
             self.policy = policy::resolve(loaded.watch.as_ref(), &self.cfg.flags);
@@ -187,8 +216,23 @@ impl Loop {
         }
     }
 
+    /// A candidate whose plan had no error: it is in force from now on.
+    fn accept(&mut self, f: &Factory, policy: Policy) {
+        self.policy = policy;
+        event(&self.cfg.sink, serde_json::json!({"event": "commit-accepted", "commit": f.commit}));
+    }
+
     fn refuse(&mut self, commit: String, error: String, diagnostics: Vec<serde_json::Value>) {
-        let in_force = self.good.as_ref().map(|g| g.commit.clone());
+        self.refuse_with(commit, error, diagnostics, self.good.as_ref().map(|g| g.commit.clone()));
+    }
+
+    fn refuse_with(
+        &mut self,
+        commit: String,
+        error: String,
+        diagnostics: Vec<serde_json::Value>,
+        in_force: Option<String>,
+    ) {
         event(
             &self.cfg.sink,
             serde_json::json!({
@@ -204,34 +248,24 @@ impl Loop {
         });
     }
 
-    async fn pass(&mut self, batch: &trigger::Batch, cancel: &CancellationToken) {
-        if batch.reload() {
-            self.reload();
-        }
-        self.status.suspended = self.cfg.state.suspension();
-        if self.status.suspended.is_some() {
-            event(&self.cfg.sink, serde_json::json!({"event": "suspended", "triggers": batch.triggers}));
-            self.write_status();
-            return;
-        }
-        let Some(good) = &self.good else {
-            self.write_status();
-            return;
-        };
+    /// The hosts of `f` a pass reads now: those not backing off, and any whose libvirtd
+    /// just came back (after a reboot, say), read at once even while it backs off.
+    fn ready(&self, f: &Factory, batch: &trigger::Batch) -> BTreeSet<String> {
         let now = Instant::now();
-        // A host whose libvirtd came back (after a reboot, say) is read at once, even while
-        // it backs off.
         let returned = |h: &String| batch.triggers.contains(&Trigger::HostEvents { host: h.clone(), up: true });
-        let ready: BTreeSet<String> = good
-            .hosts
-            .iter()
-            .map(|h| h.name.value.clone())
-            .filter(|h| self.backoff.ready(h, now) || returned(h))
-            .collect();
-        event(
-            &self.cfg.sink,
-            serde_json::json!({"event": "pass-start", "commit": good.commit, "triggers": batch.triggers, "hosts": ready}),
-        );
+        f.hosts.iter().map(|h| h.name.value.clone()).filter(|h| self.backoff.ready(h, now) || returned(h)).collect()
+    }
+
+    /// One reconcile of `f` on the hosts in `ready`; reports reboots (`rebooted`).
+    async fn reconcile(
+        &mut self,
+        f: &Factory,
+        gating: &super::gate::Gating,
+        ready: &BTreeSet<String>,
+        refuse_plan_errors: bool,
+        rebooted: &mut Vec<String>,
+        cancel: &CancellationToken,
+    ) -> engine::PassOutcome {
         let sink = self.cfg.sink.clone();
         let emit: crate::apply::Emit = Arc::new(move |e: &crate::apply::Event| {
             if let Ok(v) = serde_json::to_value(e) {
@@ -241,10 +275,9 @@ impl Loop {
         let state = self.cfg.state.clone();
         let approved = move |id: &str| state.is_approved(id);
         let mut ledger = self.cfg.state.ledger();
-        ledger.prune(unix_now(), &self.policy.gating.budgets);
+        ledger.prune(unix_now(), &gating.budgets);
         // A changed boot id is a reboot: reported before this pass rebuilds what the
         // reboot took (the plan puts it before the VMs that need it).
-        let mut rebooted: Vec<String> = Vec::new();
         let (known, sink) = (&mut self.boot_ids, self.cfg.sink.clone());
         let mut observed = |host: &str, boot_id: Option<&str>| {
             let Some(id) = boot_id else { return };
@@ -263,9 +296,9 @@ impl Loop {
             }
         };
         let out = engine::reconcile_once(
-            good,
-            &ready,
-            &self.policy.gating,
+            f,
+            ready,
+            gating,
             unix_now(),
             &approved,
             &mut ledger,
@@ -273,12 +306,85 @@ impl Loop {
             cancel.clone(),
             emit,
             &mut observed,
+            refuse_plan_errors,
         )
         .await;
         let _ = self.cfg.state.write_ledger(&ledger);
         if let Err(e) = self.cfg.state.write_boot_ids(&self.boot_ids) {
             event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
         }
+        out
+    }
+
+    async fn pass(&mut self, batch: &trigger::Batch, cancel: &CancellationToken) {
+        if batch.reload() {
+            self.reload();
+        }
+        self.status.suspended = self.cfg.state.suspension();
+        if self.status.suspended.is_some() {
+            event(&self.cfg.sink, serde_json::json!({"event": "suspended", "triggers": batch.triggers}));
+            self.write_status();
+            return;
+        }
+        let mut rebooted: Vec<String> = Vec::new();
+        let mut good = self.good.take();
+        let mut outcome = None;
+        // A new commit is planned first: any plan error about it refuses it as a whole
+        // (nothing changes), and the pass goes on with the commit in force.
+        if let Some((candidate, policy)) = self.candidate.take() {
+            let ready = self.ready(&candidate, batch);
+            event(
+                &self.cfg.sink,
+                serde_json::json!({
+                    "event": "pass-start", "commit": candidate.commit, "candidate": true,
+                    "triggers": batch.triggers, "hosts": ready,
+                }),
+            );
+            let out = self.reconcile(&candidate, &policy.gating, &ready, true, &mut rebooted, cancel).await;
+            if out.refused.is_empty() {
+                self.accept(&candidate, policy);
+                good = Some(candidate);
+                outcome = Some(out);
+            } else {
+                let diagnostics: Vec<serde_json::Value> = out.refused.iter().map(plan_diagnostic).collect();
+                let in_force = good.as_ref().map(|g| g.commit.clone());
+                self.refuse_with(
+                    candidate.commit.clone(),
+                    format!(
+                        "the plan of {} has {} error(s); nothing was changed and the last good commit stays in \
+                         force: {}",
+                        short(&candidate.commit),
+                        out.refused.len(),
+                        out.refused.iter().map(|e| format!("{}: {}", e.id, e.message)).collect::<Vec<_>>().join("; ")
+                    ),
+                    diagnostics,
+                    in_force,
+                );
+            }
+        }
+        let Some(good) = good else {
+            self.write_status();
+            return;
+        };
+        let out = match outcome {
+            Some(out) => out,
+            None => {
+                let ready = self.ready(&good, batch);
+                event(
+                    &self.cfg.sink,
+                    serde_json::json!({"event": "pass-start", "commit": good.commit, "triggers": batch.triggers, "hosts": ready}),
+                );
+                let gating = self.policy.gating.clone();
+                self.reconcile(&good, &gating, &ready, false, &mut rebooted, cancel).await
+            }
+        };
+        self.record(&good, out, &rebooted);
+        self.follow(&good);
+        self.good = Some(good);
+    }
+
+    /// Updates the backoff, the status and the pending plan from a pass's outcome.
+    fn record(&mut self, good: &Factory, out: engine::PassOutcome, rebooted: &[String]) {
         let at = now_rfc3339();
         let now = Instant::now();
         for h in &out.hosts {
@@ -382,6 +488,48 @@ impl Loop {
         }
     }
 
+    /// Starts an event thread for each host of `f` that has none (or whose URI changed)
+    /// and ends those of hosts `f` no longer declares.
+    fn follow(&mut self, f: &Factory) {
+        if !self.cfg.events {
+            return;
+        }
+        let wanted: BTreeMap<String, String> = f
+            .hosts
+            .iter()
+            .filter(|h| crate::check::trust::uri_refusal(&h.uri.value).is_none())
+            .map(|h| (h.name.value.clone(), h.uri.value.clone()))
+            .collect();
+        let gone: Vec<String> =
+            self.followers.iter().filter(|(h, fo)| wanted.get(*h) != Some(&fo.uri)).map(|(h, _)| h.clone()).collect();
+        for host in gone {
+            if let Some(fo) = self.followers.remove(&host) {
+                fo.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        for (host, uri) in wanted {
+            if self.followers.contains_key(&host) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, thread_stop, thread_host, thread_uri) =
+                (self.events_tx.clone(), stop.clone(), host.clone(), uri.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("events-{host}"))
+                .spawn(move || super::events::follow(thread_host, thread_uri, tx, thread_stop));
+            match spawned {
+                Ok(_) => {
+                    event(&self.cfg.sink, serde_json::json!({"event": "follow", "host": host, "uri": uri}));
+                    self.followers.insert(host, Follower { uri, stop });
+                }
+                Err(e) => event(
+                    &self.cfg.sink,
+                    serde_json::json!({"event": "error", "error": format!("cannot follow the events of {host}: {e}")}),
+                ),
+            }
+        }
+    }
+
     fn write_status(&mut self) {
         self.status.updated = now_rfc3339();
         if let Err(e) = self.cfg.state.write_status(&self.status) {
@@ -394,18 +542,44 @@ fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
 }
 
+/// A plan error as a diagnostic object (`validate --format json`'s shape, plus the
+/// resource).
+fn plan_diagnostic(e: &crate::plan::PlanError) -> serde_json::Value {
+    serde_json::json!({
+        "severity": "error", "code": e.code, "message": e.message, "help": e.help,
+        "resource": e.id.to_string(),
+        "file": e.at.as_ref().map(|a| a.file.clone()),
+        "line": e.at.as_ref().map(|a| a.line),
+        "column": e.at.as_ref().map(|a| a.column),
+    })
+}
+
+/// The JSON line for a trigger an event thread sent (`domain`, `host-events`), logged
+/// when it arrives, before debouncing merges it into a pass.
+fn received(t: &Trigger) -> Option<serde_json::Value> {
+    match t {
+        Trigger::Domain { host, domain, event } => {
+            Some(serde_json::json!({"event": "domain", "host": host, "domain": domain, "lifecycle": event}))
+        }
+        Trigger::HostEvents { host, up } => Some(serde_json::json!({"event": "host-events", "host": host, "up": up})),
+        _ => None,
+    }
+}
+
 /// Polls the branch and the control files; sends what changed.
+/// `head`: the branch's head as the first pass read it.
 async fn poll(
     origin: Origin,
     state: StateDir,
     every: Duration,
+    head: Option<String>,
     tx: mpsc::UnboundedSender<Trigger>,
     cancel: CancellationToken,
 ) {
     // Control files (approvals, suspend/resume) are read every second; the branch
     // every `every`.
     const CONTROL: Duration = Duration::from_secs(1);
-    let mut last_head: Option<String> = None;
+    let mut last_head: Option<String> = head;
     let mut last_control = (state.suspension().is_some(), approvals(&state));
     let mut next_head = Instant::now();
     loop {
@@ -463,10 +637,11 @@ fn watch_dir(path: &std::path::Path, tx: mpsc::UnboundedSender<Trigger>) -> Opti
 }
 
 /// Runs the watcher until `cancel` is cancelled (SIGTERM: the pass in flight finishes
-/// its running actions, none starts), or after one pass with `once`. `hosts_events`:
-/// the hosts whose libvirt lifecycle events are followed, by name and URI.
-pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: CancellationToken) -> Status {
+/// its running actions, none starts), or after one pass with `once`.
+pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // The event threads' triggers are logged as they arrive, then passed on.
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Trigger>();
     let mut status = Status {
         source: cfg.origin.label(),
         pid: std::process::id(),
@@ -482,6 +657,10 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
         policy,
         status,
         good: None,
+        candidate: None,
+        seen_head: None,
+        followers: BTreeMap::new(),
+        events_tx,
         tx: tx.clone(),
         retry: None,
         boot_ids: cfg.state.boot_ids(),
@@ -490,20 +669,34 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
     // The first pass: load and reconcile at once.
     lp.reload();
     lp.restore_applied();
+    // Until a commit is in force, the loop's timings come from the one being tried.
+    if let (None, Some((_, policy))) = (&lp.good, &lp.candidate) {
+        lp.policy = policy.clone();
+    }
     lp.backoff = Backoff::new(lp.policy.backoff, seed);
     let _ = tx.send(Trigger::Forced);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut threads = Vec::new();
-    if lp.cfg.events {
-        for (host, uri) in hosts_events {
-            let (tx, stop) = (tx.clone(), stop.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("events-{host}"))
-                    .spawn(move || super::events::follow(host, uri, tx, stop)),
-            );
-        }
+    // Events are followed from the start (the first pass's hosts), then as the host
+    // list of the factory in force changes.
+    if let Some(f) = lp.candidate.take() {
+        lp.follow(&f.0);
+        lp.candidate = Some(f);
+    } else if let Some(f) = lp.good.take() {
+        lp.follow(&f);
+        lp.good = Some(f);
     }
+    let forward = {
+        let (tx, sink) = (tx.clone(), lp.cfg.sink.clone());
+        tokio::spawn(async move {
+            while let Some(t) = events_rx.recv().await {
+                if let Some(v) = received(&t) {
+                    event(&sink, v);
+                }
+                if tx.send(t).is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let _dir_watcher = match &lp.cfg.origin {
         Origin::Dir { path } => watch_dir(path, tx.clone()),
         Origin::Git { .. } => None,
@@ -521,8 +714,14 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
     };
     let drift = DriftTimer::new(lp.policy.drift_interval, lp.policy.drift_jitter_percent, seed ^ 0x5eed);
     let drift_task = tokio::spawn(drift.run(tx.clone()));
-    let poll_task =
-        tokio::spawn(poll(lp.cfg.origin.clone(), lp.cfg.state.clone(), lp.policy.poll, tx.clone(), cancel.clone()));
+    let poll_task = tokio::spawn(poll(
+        lp.cfg.origin.clone(),
+        lp.cfg.state.clone(),
+        lp.policy.poll,
+        lp.seen_head.clone(),
+        tx.clone(),
+        cancel.clone(),
+    ));
     loop {
         let batch = tokio::select! {
             b = trigger::next_batch(&mut rx, lp.policy.debounce) => b,
@@ -533,8 +732,15 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
         if lp.cfg.once || cancel.is_cancelled() {
             break;
         }
+        if rx.is_empty() {
+            // Nothing queued: the next pass waits for a trigger (tests wait for this).
+            event(&lp.cfg.sink, serde_json::json!({"event": "idle"}));
+        }
     }
-    stop.store(true, Ordering::SeqCst);
+    for fo in lp.followers.values() {
+        fo.stop.store(true, Ordering::SeqCst);
+    }
+    forward.abort();
     drift_task.abort();
     poll_task.abort();
     force_task.abort();

@@ -151,6 +151,29 @@ impl Testbed {
     pub fn host(&self, name: &str) -> &Host {
         self.hosts.iter().find(|h| h.name == name).unwrap_or_else(|| panic!("no host {name} in testbed {}", self.name))
     }
+
+    /// SIGKILLs a host's libvirtd, as a crash: its guests, networks and state stay, and
+    /// clients are refused until [`Testbed::start_libvirtd`].
+    pub fn kill_libvirtd(&self, host: &str) {
+        let out = run(&["kill-libvirtd", "-n", &self.name, host]);
+        assert!(
+            out.status.success(),
+            "testbed {}: kill-libvirtd {host}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts a killed host's libvirtd again on the same state; it finds its running guests.
+    pub fn start_libvirtd(&self, host: &str) {
+        let out = run(&["start-libvirtd", "-n", &self.name, host]);
+        assert!(
+            out.status.success(),
+            "testbed {}: start-libvirtd {host}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Drop for Testbed {

@@ -6,12 +6,17 @@
 #   testbed.sh status [-n NAME]           one line per host: name, state, URI, address
 #   testbed.sh uri    [-n NAME] HOST      the host's libvirt URI
 #   testbed.sh guest  [-n NAME] HOST      define and start a tiny KVM guest, print its start time
+#   testbed.sh kill-libvirtd  [-n NAME] HOST  SIGKILL the host's libvirtd; guests, state stay
+#   testbed.sh start-libvirtd [-n NAME] HOST  start its libvirtd again on the same state
 #
 # A testbed is a set of hosts sharing a name (default `tb`). Each host is
 #   - a network namespace `fabrik-<name>-<host>` with `lo` and `eth0`;
-#   - a mount namespace (`unshare -m`) with tmpfs on /run and /etc/libvirt,
+#   - a mount namespace (`unshare -m`) with tmpfs on /run and /etc/libvirt, /run/libvirt,
 #     /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt bind-mounted from
 #     `<dir>/<name>/<host>/` (dir: $FABRIK_TESTBED_DIR, default /tmp/fabrik-testbed);
+#     /run/libvirt (running guests' status) outlives the daemon, so a libvirtd killed and
+#     started again (`kill-libvirtd`, `start-libvirtd`) finds its running guests, as on
+#     a real host;
 #   - its own libvirtd (QEMU driver), whose sockets live in the host's directory, so it is
 #     reachable from outside its namespaces at
 #     `qemu:///system?socket=<dir>/<name>/<host>/libvirt-sock`.
@@ -41,7 +46,7 @@ halt_firmware="$base_dir/bin/halt-bios.bin"
 say() { echo "testbed: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, mounts)"; }
 
@@ -111,7 +116,7 @@ ensure_hub() {
 
 write_config() {
   local d=$1
-  mkdir -p "$d/etc/qemu" "$d/lib" "$d/log" "$d/cache"
+  mkdir -p "$d/etc/qemu" "$d/lib" "$d/log" "$d/cache" "$d/run"
   # Sockets in the host's directory, so clients outside the mount namespace reach them;
   # only root may connect, without polkit (there is no D-Bus in the namespace).
   cat >"$d/etc/libvirtd.conf" <<EOF
@@ -227,14 +232,39 @@ start_host() {
     exec 8>&-
   fi
 
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
+  # Each step is checked: this function runs on the left of `||`, where `set -e` does not
+  # stop it (a failed step once left a restarted host without its eth0).
+  ip netns add "$ns" || { say "$h: cannot add namespace $ns"; return 1; }
+  ip -n "$ns" link set lo up || return 1
+  # The veth end of an earlier run of this host goes with its namespace, but the kernel
+  # deletes it asynchronously: a quick restart could find `h$i` still in the hub.
+  ip -n "$hub" link del "h$i" 2>/dev/null || true
   # The veth pair is made inside the hub namespace and its far end moved into the host's,
   # so no name is ever taken in the machine's own namespace.
-  ip -n "$hub" link add "h$i" type veth peer name eth0 netns "$ns"
-  ip -n "$hub" link set "h$i" master br0 up
-  ip -n "$ns" addr add "$addr/24" dev eth0
-  ip -n "$ns" link set eth0 up
+  ip -n "$hub" link add "h$i" type veth peer name eth0 netns "$ns" || { say "$h: cannot add veth h$i"; return 1; }
+  ip -n "$hub" link set "h$i" master br0 up || return 1
+  ip -n "$ns" addr add "$addr/24" dev eth0 || return 1
+  ip -n "$ns" link set eth0 up || return 1
+
+  if ! launch_libvirtd "$h"; then
+    stop_host "$h" quiet
+    return 1
+  fi
+  if [ ! -d "$caps_cache" ] && [ -d "$d/cache/qemu/capabilities" ]; then
+    mkdir -p "$caps_cache.tmp.$$"
+    cp -a "$d/cache/qemu" "$caps_cache.tmp.$$/"
+    mv -T "$caps_cache.tmp.$$" "$caps_cache" 2>/dev/null || rm -rf "$caps_cache.tmp.$$"
+  fi
+  exec 8>&-
+  say "$h: started ($(host_uri "$h"))"
+}
+
+# Starts the host's libvirtd in its network namespace (which must exist) on the state in
+# its directory, and waits until it answers.
+launch_libvirtd() {
+  local h=$1 d ns
+  d=$(host_dir "$h")
+  ns=$(host_ns "$h")
 
   # `ip netns exec` enters the network namespace (and remounts /sys for it); `unshare -m`
   # gives the daemon its own mounts, private, so nothing here shows outside. hugetlbfs
@@ -242,7 +272,8 @@ start_host() {
   local script
   script="set -e
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /run/lock /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+mkdir -p /run/lock /run/libvirt /etc/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+mount --bind '$d/run' /run/libvirt
 mount --bind '$d/etc' /etc/libvirt
 mount --bind '$d/lib' /var/lib/libvirt
 mount --bind '$d/log' /var/log/libvirt
@@ -262,25 +293,47 @@ exec libvirtd --config /etc/libvirt/libvirtd.conf --pid-file /run/libvirtd.pid"
       say "$h: libvirtd exited; its output:"
       tail -20 "$d/daemon.out" >&2 || true
       tail -20 "$d/log/libvirtd.log" >&2 2>/dev/null || true
-      stop_host "$h" quiet
       return 1
     fi
     if [ "$waited" -ge $((ready_timeout_s * 10)) ]; then
       say "$h: libvirtd did not answer within ${ready_timeout_s}s"
       tail -20 "$d/log/libvirtd.log" >&2 2>/dev/null || true
-      stop_host "$h" quiet
       return 1
     fi
     sleep 0.1
     waited=$((waited + 1))
   done
-  if [ ! -d "$caps_cache" ] && [ -d "$d/cache/qemu/capabilities" ]; then
-    mkdir -p "$caps_cache.tmp.$$"
-    cp -a "$d/cache/qemu" "$caps_cache.tmp.$$/"
-    mv -T "$caps_cache.tmp.$$" "$caps_cache" 2>/dev/null || rm -rf "$caps_cache.tmp.$$"
-  fi
-  exec 8>&-
-  say "$h: started ($(host_uri "$h"))"
+}
+
+# SIGKILL of one host's libvirtd, as a crash: its guests, networks and state stay.
+cmd_kill_libvirtd() {
+  [ $# -eq 1 ] || usage
+  need_root
+  local h=$1 pid waited=0
+  pid=$(libvirtd_pid "$h") || die "$h: no libvirtd running"
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = libvirtd ] || die "$h: pid $pid is not libvirtd"
+  kill -s KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do
+    [ "$waited" -lt 100 ] || die "$h: libvirtd $pid did not exit"
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  say "$h: libvirtd $pid killed"
+}
+
+# A new libvirtd for a host whose daemon is gone, on the same namespace and state.
+cmd_start_libvirtd() {
+  [ $# -eq 1 ] || usage
+  need_root
+  local h=$1
+  ns_exists "$(host_ns "$h")" || die "$h: no namespace $(host_ns "$h") (use \`start\`)"
+  ! libvirtd_pid "$h" >/dev/null || die "$h: libvirtd is running"
+  (
+    flock 9
+    launch_libvirtd "$h" || exit 1
+  ) 9>"$(tb_dir).lock" || die "$h: libvirtd did not start"
+  say "$h: libvirtd started again"
+  print_host "$h"
 }
 
 kill_ns_processes() {
@@ -427,5 +480,7 @@ case "$cmd" in
   status) cmd_status ;;
   uri) [ $# -eq 1 ] || usage; host_uri "$1" ;;
   guest) cmd_guest "$@" ;;
+  kill-libvirtd) cmd_kill_libvirtd "$@" ;;
+  start-libvirtd) cmd_start_libvirtd "$@" ;;
   *) usage ;;
 esac
