@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> u8 {
         );
         return exit::INVALID;
     };
-    if let Err(e) = state.approve(&p.id, &who(), &now_rfc3339()) {
+    if let Err(e) = state.approve(&p, &who(), &now_rfc3339()) {
         eprintln!("error: {}", crate::diag::error_chain(&e));
         return exit::INVALID;
     }

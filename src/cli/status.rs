@@ -42,6 +42,7 @@ pub fn run(args: &Args) -> u8 {
     }
     let attention = status.pending.is_some()
         || !status.failing.is_empty()
+        || !status.failing_resources.is_empty()
         || status.last_attempted.as_ref().is_some_and(|a| !a.ok)
         || status.suspended.is_some();
     if attention { EXIT_ATTENTION } else { exit::OK }
@@ -83,6 +84,16 @@ pub fn human(s: &Status) -> String {
         }
     }
     match &s.pending {
+        Some(p) if p.approved => {
+            out.push_str(&format!(
+                "Pending:   plan {} (approved; {} change(s) wait for a disruption budget)\n",
+                p.id,
+                p.actions.len()
+            ));
+            for w in &p.actions {
+                out.push_str(&format!("  ! {} [{}] {} — {}\n", w.id, w.class.label(), w.reason, w.why));
+            }
+        }
         Some(p) => {
             out.push_str(&format!(
                 "Pending:   plan {} ({} change(s), waiting since {}); approve with `fabrik approve {}`\n",
@@ -109,6 +120,15 @@ pub fn human(s: &Status) -> String {
             for r in &f.resources {
                 out.push_str(&format!("    {r}\n"));
             }
+        }
+    }
+    if !s.failing_resources.is_empty() {
+        out.push_str("Failing resources:\n");
+        for f in &s.failing_resources {
+            out.push_str(&format!(
+                "  {} {} ({} in a row, next try {:.0}s after the last): {}\n",
+                f.id, f.kind, f.failures, f.retry_in_s, f.error
+            ));
         }
     }
     out.push_str("Hosts:\n");

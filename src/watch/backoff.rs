@@ -1,8 +1,10 @@
 //! Per-key exponential backoff with jitter that resets on success (kube-runtime's error
 //! policy): a host or resource that fails waits longer each time, never in lockstep with
-//! the others, and is retried at once after it succeeds again.
+//! the others, and is retried at once after it succeeds again. The watcher's keys are
+//! [`Key`]s: a host that cannot be worked on backs off as a whole; a resource whose
+//! action failed backs off alone while the rest of its host goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -44,6 +46,29 @@ pub fn jitter(d: Duration, pct: u8, sample: f64) -> Duration {
     let spread = f64::from(pct.min(100)) / 100.0;
     let factor = 1.0 - spread + 2.0 * spread * sample.clamp(0.0, 1.0);
     d.mul_f64(factor.max(0.0))
+}
+
+/// What backs off: a whole host (it cannot be reached, its lock is held, it hangs), or
+/// one resource whose action failed (`vm:h1/w1`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Host(String),
+    Resource(String),
+}
+
+impl Key {
+    /// The host the key is about.
+    pub fn host(&self) -> &str {
+        match self {
+            Key::Host(h) => h,
+            Key::Resource(id) => host_of(id),
+        }
+    }
+}
+
+/// The host of a resource id (`kind:host/name`).
+pub fn host_of(id: &str) -> &str {
+    id.split_once(':').and_then(|(_, r)| r.split_once('/')).map_or("", |(h, _)| h)
 }
 
 /// Where one key stands.
@@ -102,6 +127,60 @@ impl<K: Ord + Clone> Backoff<K> {
     }
 }
 
+impl Backoff<Key> {
+    /// Records how a host ended a pass that began at `started`: `host_error` backs the
+    /// host off; each of `resource_errors` (id, error) backs its resource off. A host
+    /// that was worked on resets its own backoff and that of each of its resources that
+    /// was tried (its wait had run out by `started`) and did not fail again.
+    pub fn record_host(
+        &mut self,
+        host: &str,
+        host_error: Option<String>,
+        resource_errors: &[(String, String)],
+        started: Instant,
+        now: Instant,
+    ) {
+        match host_error {
+            Some(e) => {
+                self.failed(Key::Host(host.to_string()), e, now);
+            }
+            None => {
+                self.succeeded(&Key::Host(host.to_string()));
+                let healthy: Vec<Key> = self
+                    .failing
+                    .iter()
+                    .filter(|(k, f)| match k {
+                        Key::Resource(id) => {
+                            host_of(id) == host
+                                && f.retry_at <= started
+                                && !resource_errors.iter().any(|(r, _)| r == id)
+                        }
+                        Key::Host(_) => false,
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in healthy {
+                    self.succeeded(&k);
+                }
+            }
+        }
+        for (id, e) in resource_errors {
+            self.failed(Key::Resource(id.clone()), e.clone(), now);
+        }
+    }
+
+    /// The resources whose wait has not run out at `now`: a pass leaves them alone.
+    pub fn resources_waiting(&self, now: Instant) -> BTreeSet<String> {
+        self.failing
+            .iter()
+            .filter_map(|(k, f)| match k {
+                Key::Resource(id) if f.retry_at > now => Some(id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +235,42 @@ mod tests {
         let t3 = Instant::now();
         let d4 = b.failed(key, "unreachable".into(), t3) - t3;
         assert!(d4 < Duration::from_millis(2500), "after a success the wait starts from base again: {d4:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_resource_backs_off_alone_and_resets_once_it_succeeds() {
+        let mut b = Backoff::new(policy(), 5);
+        let (vm, other) = ("vm:h1/w1".to_string(), "vm:h1/w2".to_string());
+        let t0 = Instant::now();
+        b.record_host("h1", None, &[(vm.clone(), "start refused".into())], t0, t0);
+        assert!(b.ready(&Key::Host("h1".into()), t0), "the host goes on");
+        assert_eq!(b.resources_waiting(t0), BTreeSet::from([vm.clone()]));
+        let wait = b.failing()[&Key::Resource(vm.clone())].delay;
+        // A pass within the wait: w1 is left alone, so its backoff stays though w2 failed
+        // nothing.
+        tokio::time::advance(wait / 2).await;
+        let t1 = Instant::now();
+        b.record_host("h1", None, &[], t1, t1);
+        assert_eq!(b.resources_waiting(t1), BTreeSet::from([vm.clone()]), "not tried, not reset");
+        // Tried again after its wait, fails again: the wait grows.
+        tokio::time::advance(wait).await;
+        let t2 = Instant::now();
+        assert!(b.resources_waiting(t2).is_empty());
+        b.record_host("h1", None, &[(vm.clone(), "start refused".into())], t2, t2);
+        assert_eq!(b.failing()[&Key::Resource(vm.clone())].failures, 2);
+        // The host becomes unreachable: the host backs off; w1 keeps its own count.
+        let t3 = Instant::now();
+        b.record_host("h1", Some("unreachable".into()), &[], t3, t3);
+        assert!(!b.ready(&Key::Host("h1".into()), t3));
+        assert_eq!(b.failing()[&Key::Resource(vm.clone())].failures, 2);
+        // Back, and w1 succeeds once its wait is over: both reset.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let t4 = Instant::now();
+        b.record_host("h1", None, &[], t4, t4);
+        assert!(b.failing().is_empty(), "{:?}", b.failing());
+        assert!(!b.failing().contains_key(&Key::Resource(other)));
+        assert_eq!(host_of("mig:h1/0000:3b:00.0/1g@0"), "h1");
+        assert_eq!(Key::Resource(vm).host(), "h1");
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,8 +44,12 @@ pub struct Env {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostResult {
     pub host: String,
-    /// Why it did not converge (unreachable, a failed action, a plan error).
+    /// Why the host as a whole did not converge (unreachable, locked, timed out, a plan
+    /// error): the host backs off.
     pub failure: Option<ReconcileError>,
+    /// Resources whose action failed or did not verify, each with why: each backs off
+    /// on its own, the rest of the host goes on.
+    pub resource_failures: Vec<(String, ReconcileError)>,
     /// Changes the plan had for it.
     pub planned: usize,
     /// Changes carried out.
@@ -96,16 +100,24 @@ fn tenants(desired: &Desired) -> BTreeMap<String, String> {
     out
 }
 
-fn failure_of(kind: FailureKind, message: impl Into<String>) -> Option<ReconcileError> {
-    Some(ReconcileError::new(kind, message))
+/// Whether a failed action says something about its whole host rather than itself.
+fn host_wide(kind: FailureKind) -> bool {
+    match kind {
+        FailureKind::Unreachable | FailureKind::Locked | FailureKind::Timeout | FailureKind::Cancelled => true,
+        FailureKind::Refused | FailureKind::Precondition | FailureKind::Failed => false,
+    }
 }
 
 /// Runs one pass on the hosts in `ready` (the others are backing off and are left
-/// alone). `approved(id)` says whether a pending plan was approved; `ledger` is charged
+/// alone). `approved(id, commit, actions)` says whether a pending plan was approved
+/// (itself, or an earlier plan of the commit naming all its actions); `ledger` is charged
 /// for every disruptive action a window lets run. `observed(host, boot_id)` is called
 /// for each host read, after the reading and before any action: the watcher reports a
 /// reboot there, before the rebuild it causes. The watcher's one entry to the
 /// reconcile core: retarget here when the core's API changes.
+///
+/// `backing_off`: resources whose last try failed and whose backoff has not run out;
+/// their actions (and what needs them) wait.
 ///
 /// `refuse_plan_errors` (a commit not yet in force): a plan error on any host read,
 /// other than the host being unreadable, stops the pass before any action and is
@@ -117,12 +129,13 @@ pub async fn reconcile_once(
     ready: &BTreeSet<String>,
     gating: &Gating,
     now_unix: i64,
-    approved: &dyn Fn(&str) -> bool,
+    approved: &dyn Fn(&str, &str, &[&str]) -> bool,
     ledger: &mut Ledger,
     env: &Env,
     cancel: CancellationToken,
     emit: Emit,
     observed: &mut (dyn FnMut(&str, Option<&str>) + Send),
+    backing_off: &BTreeSet<String>,
     refuse_plan_errors: bool,
 ) -> PassOutcome {
     let hosts: Vec<Host> = f.hosts.iter().filter(|h| ready.contains(&h.name.value)).cloned().collect();
@@ -145,6 +158,7 @@ pub async fn reconcile_once(
             .map(|h| HostResult {
                 host: h.name.value.clone(),
                 failure: Some(e.clone()),
+                resource_failures: Vec::new(),
                 planned: 0,
                 done: 0,
                 waiting: 0,
@@ -225,8 +239,14 @@ pub async fn reconcile_once(
         .map(|(c, _)| (c.id.as_str(), c.class))
         .collect();
     let pending_id = (!waiting.is_empty()).then(|| gate::pending_id(&f.commit, &waiting));
-    let is_approved = pending_id.as_deref().is_some_and(approved);
+    let waiting_ids: Vec<&str> = waiting.iter().map(|(id, _)| *id).collect();
+    let is_approved = pending_id.as_deref().is_some_and(|id| approved(id, &f.commit, &waiting_ids));
     let mut verdicts = gate::gate(&cands, gating, now_unix, is_approved, ledger);
+    for (c, v) in cands.iter().zip(verdicts.iter_mut()) {
+        if v.runs() && backing_off.contains(&c.id) {
+            *v = Verdict::Wait(Wait::Backoff);
+        }
+    }
     let ids: Vec<String> = cands.iter().map(|c| c.id.clone()).collect();
     let by_text: BTreeMap<String, &crate::desired::ResourceId> = f.graph.nodes().map(|n| (n.to_string(), n)).collect();
     gate::hold_dependents(&mut verdicts, &ids, |id| {
@@ -236,9 +256,15 @@ pub async fn reconcile_once(
     runs.actions = full.actions.iter().zip(&verdicts).filter(|(_, v)| v.runs()).map(|(a, _)| a.clone()).collect();
     let held: BTreeSet<String> =
         cands.iter().zip(&verdicts).filter(|(_, v)| !v.runs()).map(|(c, _)| c.id.clone()).collect();
-    if !is_approved && let Some(id) = &pending_id {
+    // An approved plan still waits where a budget holds it (or what needs it).
+    let still_waits =
+        verdicts.iter().any(|v| matches!(v, Verdict::Wait(Wait::BudgetSpent { .. } | Wait::After { .. })));
+    if let Some(id) = &pending_id
+        && (!is_approved || still_waits)
+    {
         out.pending = Some(Pending {
             id: id.clone(),
+            approved: is_approved,
             commit: f.commit.clone(),
             since: super::state::now_rfc3339(),
             actions: full
@@ -246,6 +272,7 @@ pub async fn reconcile_once(
                 .iter()
                 .zip(&verdicts)
                 .filter_map(|(a, v)| match v {
+                    Verdict::Wait(Wait::Backoff) => None,
                     Verdict::Wait(w) => Some(Waiting {
                         id: a.id.to_string(),
                         class: a.class,
@@ -262,6 +289,7 @@ pub async fn reconcile_once(
                             ),
                             Wait::Excluded => "excluded".into(),
                             Wait::After { id } => format!("after {id}"),
+                            Wait::Backoff => "backoff".into(),
                         },
                     }),
                     _ => None,
@@ -319,28 +347,33 @@ pub async fn reconcile_once(
             entries.iter().filter(|e| !e.outcome.succeeded()).map(|e| e.action.id.to_string()).collect();
         let still: Vec<&crate::apply::NotConverged> =
             remaining.iter().filter(|r| on_host(&r.id) && !held.contains(&r.id)).collect();
-        let failure = if let Some(e) = broken.get(name) {
-            Some(e.clone())
-        } else if let Some(e) = entries.iter().find_map(|e| match &e.outcome {
-            Outcome::Failed { kind, error, .. } => Some(ReconcileError::new(*kind, error.clone())),
-            Outcome::Skipped { reason } => Some(ReconcileError::new(FailureKind::Failed, reason.clone())),
-            Outcome::Done { .. } => None,
-        }) {
-            Some(e)
-        } else if !still.is_empty() {
-            failure_of(
-                FailureKind::Failed,
-                format!(
-                    "not converged: {}",
-                    still.iter().map(|r| format!("{} ({})", r.id, r.fields.join("; "))).collect::<Vec<_>>().join(", ")
-                ),
-            )
-        } else {
-            None
-        };
+        // A failure of the host itself (it cannot be reached, another apply holds its
+        // lock, it stopped answering) backs the host off; any other failed action backs
+        // off its resource only. A skipped action (what it needs failed) is no failure
+        // of its own: it is tried again with what it needs.
+        let mut resource_failures: Vec<(String, ReconcileError)> = Vec::new();
+        let mut host_failure = broken.get(name).cloned();
+        for e in &entries {
+            if let Outcome::Failed { kind, error, .. } = &e.outcome {
+                let err = ReconcileError::new(*kind, error.clone());
+                if host_wide(*kind) {
+                    host_failure.get_or_insert(err);
+                } else {
+                    resource_failures.push((e.action.id.to_string(), err));
+                }
+            }
+        }
+        for r in &still {
+            if !resource_failures.iter().any(|(id, _)| id == &r.id) {
+                let err = ReconcileError::new(FailureKind::Failed, format!("not converged: {}", r.fields.join("; ")));
+                resource_failures.push((r.id.clone(), err));
+            }
+        }
+        let failure = host_failure;
         out.hosts.push(HostResult {
             host: name.clone(),
             failure,
+            resource_failures,
             planned: full.actions.iter().filter(|a| &a.id.host == name).count(),
             done: entries.iter().filter(|e| e.outcome.succeeded()).count(),
             waiting: cands.iter().filter(|c| &c.host == name && held.contains(&c.id)).count(),

@@ -68,6 +68,8 @@ pub enum Wait {
     Excluded,
     /// It needs a change that waits (a MIG instance on a GPU whose MIG mode waits).
     After { id: String },
+    /// Its last try failed and it backs off (not part of a pending plan).
+    Backoff,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,8 +124,10 @@ impl Ledger {
 }
 
 /// Decides each candidate. `approved`: the pending plan was approved as a whole, so its
-/// waiting actions run. Window runs are charged to `ledger` as they are granted, so
-/// one plan cannot overspend a budget.
+/// waiting actions may run. Whatever runs without being automatic — in a window or
+/// approved — is held to the disruption budgets and charged to `ledger` as it is
+/// granted, so one plan cannot overspend a budget: an approval says *what* may be
+/// disrupted, the budget still says *how much at once*.
 pub fn gate(cands: &[Candidate], g: &Gating, now: i64, approved: bool, ledger: &mut Ledger) -> Vec<Verdict> {
     cands
         .iter()
@@ -134,12 +138,10 @@ pub fn gate(cands: &[Candidate], g: &Gating, now: i64, approved: bool, ledger: &
             if g.auto.contains(&c.class) {
                 return Verdict::Auto;
             }
-            if approved {
-                return Verdict::Approved;
-            }
-            let Some(window) = g.windows.iter().find(|w| w.covers(c.tenant.as_deref()) && w.open_at(now)) else {
+            let window = g.windows.iter().find(|w| w.covers(c.tenant.as_deref()) && w.open_at(now));
+            if !approved && window.is_none() {
                 return Verdict::Wait(Wait::NeedsApproval { class: c.class });
-            };
+            }
             for b in &g.budgets {
                 let key = match b.per {
                     Per::Host => Some(c.host.as_str()),
@@ -157,7 +159,10 @@ pub fn gate(cands: &[Candidate], g: &Gating, now: i64, approved: bool, ledger: &
                 }
             }
             ledger.runs.push((now, c.host.clone(), c.tenant.clone()));
-            Verdict::InWindow { window: window.name.clone() }
+            match window {
+                Some(w) if !approved => Verdict::InWindow { window: w.name.clone() },
+                _ => Verdict::Approved,
+            }
         })
         .collect()
 }
@@ -291,6 +296,21 @@ mod tests {
         assert!(v[0].runs(), "the hour has passed");
         ledger.prune(SAT_NOON + 3 * 3600, &g.budgets);
         assert!(ledger.runs.is_empty());
+    }
+
+    #[test]
+    fn an_approval_is_held_to_the_budgets_too() {
+        let g = Gating { budgets: vec![Budget { per: Per::Host, max: 1, period_s: 3600 }], ..Gating::default() };
+        let cands: Vec<_> = (0..3).map(|i| cand(&format!("vm:a/{i}"), "a", None, Class::RestartNow)).collect();
+        let mut ledger = Ledger::default();
+        let v = gate(&cands, &g, SAT_NOON, true, &mut ledger);
+        assert_eq!(v[0], Verdict::Approved);
+        assert!(v[1..].iter().all(|v| matches!(v, Verdict::Wait(Wait::BudgetSpent { max: 1, .. }))), "{v:?}");
+        let v = gate(&cands[1..], &g, SAT_NOON + 3600, true, &mut ledger);
+        assert_eq!(v[0], Verdict::Approved, "the next one once the hour has passed");
+        assert!(!v[1].runs());
+        let v = gate(&cands[..1], &g, SAT_NOON, false, &mut Ledger::default());
+        assert_eq!(v[0], Verdict::Wait(Wait::NeedsApproval { class: Class::RestartNow }), "a budget is no approval");
     }
 
     #[test]

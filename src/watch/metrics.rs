@@ -42,6 +42,12 @@ pub fn render(s: &Status) -> String {
         s.pending.as_ref().map_or(0, |p| p.actions.len() as i64),
     );
     gauge(&mut reg, "failing_hosts", "Hosts whose work is backing off", s.failing.len() as i64);
+    gauge(
+        &mut reg,
+        "failing_resources",
+        "Resources backing off on their own (their hosts are not failing)",
+        s.failing_resources.len() as i64,
+    );
     gauge(&mut reg, "suspended", "1 while suspended", i64::from(s.suspended.is_some()));
     gauge(
         &mut reg,

@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Key, host_of};
 use super::engine::{self, Env, Factory};
 use super::git;
 use super::policy::{self, Overrides, Policy};
-use super::state::{Attempt, CommitRef, FailingHost, HostDrift, StateDir, Status, now_rfc3339};
+use super::state::{Attempt, CommitRef, FailingHost, FailingResource, HostDrift, StateDir, Status, now_rfc3339};
 use super::trigger::{self, DriftTimer, Trigger};
 use crate::spec::model::watch::Watch;
 
@@ -105,7 +105,7 @@ struct Loop {
     events_tx: mpsc::UnboundedSender<Trigger>,
     /// The policy of the factory in force.
     policy: Policy,
-    backoff: Backoff<String>,
+    backoff: Backoff<Key>,
     tx: mpsc::UnboundedSender<Trigger>,
     retry: Option<tokio::task::JoinHandle<()>>,
     /// Each host's last seen boot id (`boot-ids.json`).
@@ -253,7 +253,11 @@ impl Loop {
     fn ready(&self, f: &Factory, batch: &trigger::Batch) -> BTreeSet<String> {
         let now = Instant::now();
         let returned = |h: &String| batch.triggers.contains(&Trigger::HostEvents { host: h.clone(), up: true });
-        f.hosts.iter().map(|h| h.name.value.clone()).filter(|h| self.backoff.ready(h, now) || returned(h)).collect()
+        f.hosts
+            .iter()
+            .map(|h| h.name.value.clone())
+            .filter(|h| self.backoff.ready(&Key::Host(h.clone()), now) || returned(h))
+            .collect()
     }
 
     /// One reconcile of `f` on the hosts in `ready`; reports reboots (`rebooted`).
@@ -273,9 +277,10 @@ impl Loop {
             }
         });
         let state = self.cfg.state.clone();
-        let approved = move |id: &str| state.is_approved(id);
+        let approved = move |id: &str, commit: &str, actions: &[&str]| state.is_approved(id, commit, actions);
         let mut ledger = self.cfg.state.ledger();
         ledger.prune(unix_now(), &gating.budgets);
+        let backing_off = self.backoff.resources_waiting(Instant::now());
         // A changed boot id is a reboot: reported before this pass rebuilds what the
         // reboot took (the plan puts it before the VMs that need it).
         let (known, sink) = (&mut self.boot_ids, self.cfg.sink.clone());
@@ -306,6 +311,7 @@ impl Loop {
             cancel.clone(),
             emit,
             &mut observed,
+            &backing_off,
             refuse_plan_errors,
         )
         .await;
@@ -326,6 +332,7 @@ impl Loop {
             self.write_status();
             return;
         }
+        let started = Instant::now();
         let mut rebooted: Vec<String> = Vec::new();
         let mut good = self.good.take();
         let mut outcome = None;
@@ -378,28 +385,59 @@ impl Loop {
                 self.reconcile(&good, &gating, &ready, false, &mut rebooted, cancel).await
             }
         };
-        self.record(&good, out, &rebooted);
+        self.record(&good, out, &rebooted, started);
         self.follow(&good);
         self.good = Some(good);
     }
 
     /// Updates the backoff, the status and the pending plan from a pass's outcome.
-    fn record(&mut self, good: &Factory, out: engine::PassOutcome, rebooted: &[String]) {
+    /// `started`: when the pass began (a resource whose backoff had run out by then was
+    /// tried, so one that did not fail again is healthy).
+    fn record(&mut self, good: &Factory, out: engine::PassOutcome, rebooted: &[String], started: Instant) {
         let at = now_rfc3339();
         let now = Instant::now();
         for h in &out.hosts {
-            match &h.failure {
-                None => self.backoff.succeeded(&h.host),
-                Some(e) => {
-                    self.backoff.failed(h.host.clone(), e.message.clone(), now);
-                }
-            }
+            let errors: Vec<(String, String)> =
+                h.resource_failures.iter().map(|(id, e)| (id.clone(), e.message.clone())).collect();
+            self.backoff.record_host(&h.host, h.failure.as_ref().map(|e| e.message.clone()), &errors, started, now);
         }
+        let kind_word = |e: &crate::reconcile::ReconcileError| {
+            serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(String::from))
+        };
+        let earlier_resources = std::mem::take(&mut self.status.failing_resources);
+        self.status.failing_resources = self
+            .backoff
+            .failing()
+            .iter()
+            .filter_map(|(k, f)| match k {
+                Key::Resource(id) => Some((id, f)),
+                Key::Host(_) => None,
+            })
+            .map(|(id, f)| FailingResource {
+                id: id.clone(),
+                host: host_of(id).to_string(),
+                kind: out
+                    .hosts
+                    .iter()
+                    .flat_map(|h| h.resource_failures.iter())
+                    .find(|(r, _)| r == id)
+                    .and_then(|(_, e)| kind_word(e))
+                    .or_else(|| earlier_resources.iter().find(|p| &p.id == id).map(|p| p.kind.clone()))
+                    .unwrap_or_else(|| "failed".into()),
+                failures: f.failures,
+                error: f.error.clone(),
+                retry_in_s: f.delay.as_secs_f64(),
+            })
+            .collect();
         let previous = std::mem::take(&mut self.status.failing);
         self.status.failing = self
             .backoff
             .failing()
             .iter()
+            .filter_map(|(k, f)| match k {
+                Key::Host(host) => Some((host, f)),
+                Key::Resource(_) => None,
+            })
             .map(|(host, f)| {
                 let r = out.hosts.iter().find(|r| &r.host == host);
                 let earlier = previous.iter().find(|p| &p.host == host);
@@ -429,7 +467,7 @@ impl Loop {
                 planned: r.planned,
                 done: r.done,
                 waiting: r.waiting,
-                converged: r.failure.is_none() && r.waiting == 0,
+                converged: r.failure.is_none() && r.waiting == 0 && r.resource_failures.is_empty(),
                 at: at.clone(),
                 boot_id: r.boot_id.clone().or_else(|| earlier.and_then(|d| d.boot_id.clone())),
                 rebooted: if rebooted.contains(&r.host) {
@@ -454,7 +492,7 @@ impl Loop {
         } else if good.commit == "dir" {
             self.status.last_applied = Some(CommitRef { commit: "dir".into(), subject: String::new(), at: at.clone() });
         }
-        self.cfg.state.prune_approvals(out.pending.as_ref().map(|p| p.id.as_str()));
+        self.cfg.state.prune_approvals(out.pending.as_ref());
         // A pending plan keeps the time it first waited while it stays the same.
         self.status.pending = match (out.pending, self.status.pending.take()) {
             (Some(mut new), Some(old)) if old.id == new.id => {
@@ -468,7 +506,8 @@ impl Loop {
             &self.cfg.sink,
             serde_json::json!({
                 "event": "pass", "commit": good.commit, "ran": out.ran, "rebooted": rebooted,
-                "pending": self.status.pending, "failing": self.status.failing, "hosts": self.status.hosts,
+                "pending": self.status.pending, "failing": self.status.failing,
+                "failing_resources": self.status.failing_resources, "hosts": self.status.hosts,
             }),
         );
         self.write_status();
@@ -478,7 +517,7 @@ impl Loop {
         }
         if let Some(at) = self.backoff.next_retry() {
             let tx = self.tx.clone();
-            let hosts: Vec<String> = self.backoff.failing().keys().cloned().collect();
+            let hosts: BTreeSet<String> = self.backoff.failing().keys().map(|k| k.host().to_string()).collect();
             self.retry = Some(tokio::spawn(async move {
                 tokio::time::sleep_until(at).await;
                 for host in hosts {

@@ -62,6 +62,9 @@ pub struct Waiting {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
+    /// Approved already: what is left waits for a disruption budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approved: bool,
     pub commit: String,
     pub since: String,
     pub actions: Vec<Waiting>,
@@ -80,6 +83,20 @@ pub struct FailingHost {
     /// Resources whose actions failed on that host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+}
+
+/// A resource whose action failed (or did not verify) and backs off on its own, while
+/// the rest of its host goes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailingResource {
+    pub id: String,
+    pub host: String,
+    /// refused, precondition, failed.
+    pub kind: String,
+    pub failures: u32,
+    pub error: String,
+    /// Seconds from the failure to the next try.
+    pub retry_in_s: f64,
 }
 
 /// What the last pass found on a host.
@@ -131,6 +148,9 @@ pub struct Status {
     pub pending: Option<Pending>,
     #[serde(default)]
     pub failing: Vec<FailingHost>,
+    /// Resources backing off on their own (their hosts are not in `failing`).
+    #[serde(default)]
+    pub failing_resources: Vec<FailingResource>,
     #[serde(default)]
     pub hosts: Vec<HostDrift>,
     /// Reserved for endpoint probes (src/endpoints.rs): one entry per probed endpoint.
@@ -248,24 +268,68 @@ impl StateDir {
         std::fs::remove_file(self.suspend_path()).is_ok()
     }
 
-    pub fn approve(&self, id: &str, by: &str, at: &str) -> Result<(), StateError> {
-        let path = self.approvals().join(format!("{id}.json"));
-        self.write(&path, &serde_json::json!({"id": id, "by": by, "at": at}))
+    /// Records the approval of `plan`, with the changes it names: a later pending plan
+    /// of the same commit that names only some of them (the rest ran, within a budget)
+    /// stays approved.
+    pub fn approve(&self, plan: &Pending, by: &str, at: &str) -> Result<(), StateError> {
+        let path = self.approvals().join(format!("{}.json", plan.id));
+        let actions: Vec<&str> = plan.actions.iter().map(|a| a.id.as_str()).collect();
+        self.write(
+            &path,
+            &serde_json::json!({"id": plan.id, "by": by, "at": at, "commit": plan.commit, "actions": actions}),
+        )
     }
 
-    pub fn is_approved(&self, id: &str) -> bool {
-        valid_pending_id(id) && self.approvals().join(format!("{id}.json")).is_file()
+    /// Whether the plan `id` (of `commit`, naming `actions`) was approved: itself, or a
+    /// plan of the same commit whose changes include all of these.
+    pub fn is_approved(&self, id: &str, commit: &str, actions: &[&str]) -> bool {
+        if valid_pending_id(id) && self.approvals().join(format!("{id}.json")).is_file() {
+            return true;
+        }
+        self.approvals_read().iter().any(|a| a.covers(commit, actions))
     }
 
-    /// Forgets approvals of plans that are no longer pending.
-    pub fn prune_approvals(&self, keep: Option<&str>) {
+    fn approvals_read(&self) -> Vec<Approval> {
+        let Ok(entries) = std::fs::read_dir(self.approvals()) else { return Vec::new() };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Approval>(&b).ok())
+            .collect()
+    }
+
+    /// Forgets approvals that no longer cover the pending plan (or all, with none).
+    pub fn prune_approvals(&self, keep: Option<&Pending>) {
         let Ok(entries) = std::fs::read_dir(self.approvals()) else { return };
+        let waiting: Vec<&str> = keep.map(|p| p.actions.iter().map(|a| a.id.as_str()).collect()).unwrap_or_default();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if keep.is_none_or(|k| name != format!("{k}.json")) {
+            let covers = || {
+                std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Approval>(&b).ok())
+                    .zip(keep)
+                    .is_some_and(|(a, p)| a.covers(&p.commit, &waiting))
+            };
+            if keep.is_none_or(|k| name != format!("{}.json", k.id)) && !covers() {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+    }
+}
+
+/// An approval as `approvals/<id>.json` holds it.
+#[derive(Clone, Debug, Deserialize)]
+struct Approval {
+    #[serde(default)]
+    commit: String,
+    #[serde(default)]
+    actions: Vec<String>,
+}
+
+impl Approval {
+    fn covers(&self, commit: &str, actions: &[&str]) -> bool {
+        !actions.is_empty() && self.commit == commit && actions.iter().all(|a| self.actions.iter().any(|b| b == a))
     }
 }
 
@@ -302,12 +366,31 @@ mod tests {
         let text = std::fs::read_to_string(s.status_path()).unwrap();
         assert!(text.starts_with("{\n  \"format\": \"fabrik-watch-status/1\""), "{text}");
         assert_eq!(s.status().unwrap(), Some(status));
-        assert!(!s.is_approved("p-0000abcd"));
-        s.approve("p-0000abcd", "me", "now").unwrap();
-        assert!(s.is_approved("p-0000abcd"));
-        assert!(!s.is_approved("../x"), "ids are checked before they name a file");
+        let waiting = |id: &str| Waiting {
+            id: id.into(),
+            class: Class::RestartNow,
+            reason: "memory".into(),
+            why: "needs-approval".into(),
+        };
+        let plan = |id: &str, actions: &[&str]| Pending {
+            id: id.into(),
+            approved: false,
+            commit: "abc".into(),
+            since: "t".into(),
+            actions: actions.iter().map(|a| waiting(a)).collect(),
+        };
+        let (all, rest) = (plan("p-0000abcd", &["vm:h/a", "vm:h/b"]), plan("p-0000beef", &["vm:h/b"]));
+        assert!(!s.is_approved("p-0000abcd", "abc", &["vm:h/a", "vm:h/b"]));
+        s.approve(&all, "me", "now").unwrap();
+        assert!(s.is_approved("p-0000abcd", "abc", &["vm:h/a", "vm:h/b"]));
+        assert!(s.is_approved("p-0000beef", "abc", &["vm:h/b"]), "what is left of an approved plan stays approved");
+        assert!(!s.is_approved("p-00000001", "abc", &["vm:h/b", "vm:h/c"]), "a new change is not approved");
+        assert!(!s.is_approved("p-00000002", "def", &["vm:h/b"]), "nor the same change of another commit");
+        assert!(!s.is_approved("../x", "x", &[]), "ids are checked before they name a file");
+        s.prune_approvals(Some(&rest));
+        assert!(s.is_approved("p-0000beef", "abc", &["vm:h/b"]), "kept while it covers the pending plan");
         s.prune_approvals(None);
-        assert!(!s.is_approved("p-0000abcd"));
+        assert!(!s.is_approved("p-0000abcd", "abc", &["vm:h/a", "vm:h/b"]));
         assert!(s.suspension().is_none() && !s.resume());
         s.suspend(&Suspension { reason: "maintenance".into(), by: "me".into(), at: "now".into() }).unwrap();
         assert_eq!(s.suspension().unwrap().reason, "maintenance");
