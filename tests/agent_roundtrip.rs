@@ -355,6 +355,9 @@ fn a_host_in_a_network_namespace_through_ip_netns_exec() {
     assert!(shown.contains("alias fabrik:net:acme"), "{shown}");
     let mut here = NetlinkDriver::local().unwrap();
     assert!(!here.links().unwrap().iter().any(|l| l.name == "br-agent"));
+    // The boot id is the kernel's, read on the host's side (a namespace shares it).
+    let here_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(client.boot_id().unwrap().as_deref(), Some(here_boot.trim()));
     // NVML is not served yet: a clear error, not a dead agent.
     assert_eq!(client.gpus().unwrap_err().kind, ErrorKind::Unreachable);
 

@@ -152,6 +152,12 @@ pub trait Links: Send {
     fn del_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()>;
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()>;
+    /// The host's boot id (`/proc/sys/kernel/random/boot_id`, new at every boot), read
+    /// where the driver runs: through the agent for a remote host, so a reboot is seen
+    /// whatever the libvirt URI. `None` where the driver cannot tell (twins, no agent).
+    fn boot_id(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Memory a hugepage pool holds.

@@ -28,8 +28,14 @@ pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
         let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (live, errors, agent)
     });
-    let (gpus, links, hugepages) = agent;
+    let (gpus, links, hugepages, boot_id) = agent;
     (live.gpus, live.links, live.hugepages) = (gpus, links, hugepages);
+    // libvirt gives a boot id only for a local URI; the agent runs on the host itself.
+    if let Some(info) = &mut live.info
+        && info.boot_id.is_none()
+    {
+        info.boot_id = boot_id;
+    }
     errors.extend(agent_errors);
     // The first error of a concern says why; repeats of it say nothing more.
     errors.dedup();
@@ -54,13 +60,13 @@ fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHo
     (live, errors)
 }
 
-/// What the agent reads (GPUs through NVML; links and hugepages through netlink), and
-/// the errors of those concerns, NVML's first.
-type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>), Vec<ConcernError>);
+/// What the agent reads (GPUs through NVML; links and hugepages through netlink; the
+/// boot id), and the errors of those concerns, NVML's first.
+type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>, Option<String>), Vec<ConcernError>);
 
 fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Links>, DriverError>) -> AgentRead {
     let mut errors = Vec::new();
-    let (mut live_gpus, mut live_links, mut hugepages) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut live_gpus, mut live_links, mut hugepages, mut boot_id) = (Vec::new(), Vec::new(), Vec::new(), None);
     match gpus {
         Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live_gpus = g)),
         Err(e) => errors.push(ConcernError { concern: "nvml".into(), error: e }),
@@ -69,10 +75,13 @@ fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Li
         Ok(mut l) => {
             keep(&mut errors, "netlink", l.links().map(|l| live_links = l));
             keep(&mut errors, "netlink", l.hugepages().map(|h| hugepages = h));
+            // Not a concern of its own: an agent without the call leaves reboots unseen
+            // on that host (as before), it does not make the host unreadable.
+            boot_id = l.boot_id().ok().flatten();
         }
         Err(e) => errors.push(ConcernError { concern: "netlink".into(), error: e }),
     }
-    ((live_gpus, live_links, hugepages), errors)
+    ((live_gpus, live_links, hugepages, boot_id), errors)
 }
 
 fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), DriverError>) {
@@ -123,4 +132,67 @@ pub fn on_hosts<H: Sync, T: Send>(hosts: &[H], f: impl Fn(&H) -> T + Sync) -> Ve
         }
     });
     results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::libvirt::LibvirtDriver;
+    use crate::driver::{LinkSpec, Result};
+    use crate::spec::types::PageSize;
+
+    /// A host's links as an agent reads them: nothing but its boot id.
+    struct BootOnly(&'static str);
+
+    impl Links for BootOnly {
+        fn links(&mut self) -> Result<Vec<LiveLink>> {
+            Ok(Vec::new())
+        }
+        fn hugepages(&mut self) -> Result<Vec<LiveHugepages>> {
+            Ok(Vec::new())
+        }
+        fn create_link(&mut self, _: &LinkSpec) -> Result<()> {
+            Ok(())
+        }
+        fn delete_link(&mut self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn set_link(&mut self, _: &str, _: Option<u32>, _: Option<bool>, _: Option<Option<String>>) -> Result<()> {
+            Ok(())
+        }
+        fn add_fdb(&mut self, _: &str, _: std::net::IpAddr) -> Result<()> {
+            Ok(())
+        }
+        fn del_fdb(&mut self, _: &str, _: std::net::IpAddr) -> Result<()> {
+            Ok(())
+        }
+        fn set_sriov_vfs(&mut self, _: &str, _: u32) -> Result<()> {
+            Ok(())
+        }
+        fn set_hugepages(&mut self, _: u32, _: PageSize, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn boot_id(&mut self) -> Result<Option<String>> {
+            Ok(Some(self.0.to_string()))
+        }
+    }
+
+    fn drivers(links: Box<dyn Links>) -> HostDrivers {
+        // libvirt's test driver: a URI that is not this machine's, so libvirt gives no
+        // boot id, as for `qemu+ssh://`.
+        let virt: Box<dyn Virt> = Box::new(LibvirtDriver::connect("test:///default").expect("the test driver opens"));
+        let gpus = Err(DriverError::new(crate::driver::ErrorKind::Unreachable, "no NVML here"));
+        HostDrivers { virt: Ok(virt), gpus, links: Ok(links) }
+    }
+
+    #[test]
+    fn a_remote_hosts_boot_id_comes_from_its_agent() {
+        let live = observe("far", drivers(Box::new(BootOnly("8d3e0000-0000-4000-8000-000000000001"))));
+        let info = live.info.expect("libvirt read");
+        assert_eq!(info.boot_id.as_deref(), Some("8d3e0000-0000-4000-8000-000000000001"));
+        let unavailable =
+            crate::driver::agent::Unavailable::new(DriverError::new(crate::driver::ErrorKind::Unreachable, "no agent"));
+        let live = observe("far", drivers(Box::new(unavailable)));
+        assert_eq!(live.info.expect("libvirt read").boot_id, None, "no agent, no boot id: no reboot is claimed");
+    }
 }

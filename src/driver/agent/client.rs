@@ -356,6 +356,10 @@ impl Links for AgentClient {
         self.call(Call::Links)
     }
 
+    fn boot_id(&mut self) -> Result<Option<String>> {
+        self.call(Call::BootId)
+    }
+
     fn hugepages(&mut self) -> Result<Vec<LiveHugepages>> {
         self.call(Call::Hugepages)
     }

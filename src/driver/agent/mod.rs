@@ -77,6 +77,9 @@ pub enum Call {
     },
     Links,
     Hugepages,
+    /// The host's boot id (an agent of an earlier fabrik answers that it has no such
+    /// call; the client then knows no boot id).
+    BootId,
     CreateLink {
         spec: LinkSpec,
     },
@@ -146,6 +149,7 @@ impl Call {
             Call::SetSriovVfs { .. } => "set_sriov_vfs",
             Call::SetHugepages { .. } => "set_hugepages",
             Call::Lock { .. } => "lock",
+            Call::BootId => "boot_id",
         }
     }
 }

@@ -136,6 +136,7 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::RemoveVgpu { gpu, uuid } => to_value(gpus.remove_vgpu(gpu, &uuid)),
         Call::Links => to_value(links.links()),
         Call::Hugepages => to_value(links.hugepages()),
+        Call::BootId => to_value(links.boot_id()),
         Call::CreateLink { spec } => to_value(links.create_link(&spec)),
         Call::DeleteLink { name } => to_value(links.delete_link(&name)),
         Call::SetLink { name, mtu, up, master } => to_value(links.set_link(&name, mtu, up, master)),

@@ -64,6 +64,9 @@ impl Links for Shared {
     fn links(&mut self) -> Result<Vec<LiveLink>> {
         self.client()?.links()
     }
+    fn boot_id(&mut self) -> Result<Option<String>> {
+        self.client()?.boot_id()
+    }
     fn hugepages(&mut self) -> Result<Vec<LiveHugepages>> {
         self.client()?.hugepages()
     }

@@ -392,6 +392,11 @@ impl Links for NetlinkDriver {
         self.run(Host::links)
     }
 
+    /// The boot id of the kernel this runs on (a network namespace shares it).
+    fn boot_id(&mut self) -> Result<Option<String>> {
+        Ok(crate::driver::libvirt::read_boot_id(std::path::Path::new(crate::driver::libvirt::BOOT_ID_PATH)))
+    }
+
     fn hugepages(&mut self) -> Result<Vec<LiveHugepages>> {
         self.run(|host| sysfs::hugepages(&host.sysfs))
     }
