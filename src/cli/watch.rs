@@ -370,7 +370,7 @@ fn human_line(v: &serde_json::Value) -> Option<String> {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("");
     let short = |c: &str| c.get(..12).unwrap_or(c).to_string();
     match s("event") {
-        "commit-accepted" => Some(format!("commit {}: valid, in force", short(s("commit")))),
+        "commit-accepted" => Some(format!("commit {}: valid and planned, in force", short(s("commit")))),
         "commit-refused" => Some(format!(
             "commit {} refused: {} (in force: {})",
             short(s("commit")),
