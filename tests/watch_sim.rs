@@ -445,3 +445,62 @@ fn after_a_reboot_one_pass_rebuilds_mig_instances_and_vgpus_before_the_vms_start
     let next = lab.once();
     assert!(!next.iter().any(|e| e["event"] == "host-rebooted"), "{next:#?}");
 }
+
+/// Ran actions of a `--once` pass.
+fn ran(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "pass")
+        .flat_map(|p| p["ran"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_approved_plan_is_held_to_the_disruption_budget_and_stays_approved() {
+    let lab = Lab::new();
+    let budget = "watch:\n  budgets:\n    - { per: host, max: 1, period-minutes: 60 }\n";
+    let with = |mem: &str| format!("{}{budget}", factory(mem, &[("a", true), ("b", true)]));
+    lab.commit(&with("1GiB"), "two VMs");
+    lab.once();
+    assert_eq!(lab.status().unwrap()["hosts"][0]["converged"], true);
+    let c2 = lab.commit(&with("2GiB"), "more memory");
+    assert!(ran(&lab.once()).is_empty(), "restarts wait for approval");
+    let s = lab.status().unwrap();
+    let id = s["pending"]["id"].as_str().expect("a pending plan").to_string();
+    assert_eq!(s["pending"]["actions"].as_array().unwrap().len(), 2, "{s:#}");
+    let o = lab.fabrik(&["approve", &id, "--watch-state", lab.state().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Approved, but one restart per host per hour: one VM restarts.
+    let first = ran(&lab.once());
+    assert_eq!(first.len(), 1, "the budget lets one restart run: {first:?}");
+    let s = lab.status().unwrap();
+    assert_status_schema(&s);
+    assert_eq!(applied(&s), c2);
+    let pending = &s["pending"];
+    assert_eq!(pending["approved"], true, "{s:#}");
+    let waiting = pending["actions"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{s:#}");
+    assert_ne!(waiting[0]["id"], first[0].as_str());
+    assert!(waiting[0]["why"].as_str().unwrap().starts_with("budget-spent"), "{s:#}");
+    let text = String::from_utf8_lossy(&lab.fabrik(&["status", "--watch-state", lab.state().to_str().unwrap()]).stdout)
+        .into_owned();
+    assert!(text.contains("approved; 1 change(s) wait for a disruption budget"), "{text}");
+    // Within the hour: still held.
+    assert!(ran(&lab.once()).is_empty(), "the budget is spent for the hour");
+
+    // The hour has passed (the ledger's entry made two hours old): the rest runs without
+    // a second approval.
+    let ledger = lab.state().join("ledger.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ledger).unwrap()).unwrap();
+    for run in doc["runs"].as_array_mut().expect("the ledger's runs") {
+        run[0] = (run[0].as_i64().unwrap() - 7200).into();
+    }
+    std::fs::write(&ledger, doc.to_string()).unwrap();
+    let second = ran(&lab.once());
+    assert_eq!(second, [waiting[0]["id"].as_str().unwrap()], "the approved rest runs");
+    let s = lab.status().unwrap();
+    assert!(s["pending"].is_null() && s["hosts"][0]["converged"] == true, "{s:#}");
+    lab.assert_plan(0, "converged");
+}
