@@ -229,6 +229,13 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     say(&format!("commit → converged on 2 hosts: {:.2}s", t0.elapsed().as_secs_f64()));
     assert!(s["failing"].as_array().unwrap().is_empty(), "{s:#}");
     assert!(running(&h1, "w1") && running(&h2, "w2"));
+    let followed: Vec<String> = w
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "follow")
+        .map(|e| e["host"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(followed, ["h1", "h2"], "one event connection per host of the commit");
 
     // 2. An out-of-band stop is healed by the libvirt event.
     let healed = w.heal_from_event(&h1, "w1");

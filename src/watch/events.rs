@@ -8,6 +8,7 @@
 //! through `virt::sys` (`virConnectDomainEventRegisterAny` with
 //! `VIR_DOMAIN_EVENT_ID_LIFECYCLE`); the unsafe code is confined to this file.
 
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +106,82 @@ fn deregister(driver: &LibvirtDriver, id: c_int) {
     }
 }
 
+/// One host's event thread: its URI and the flag that ends it.
+struct Follower {
+    uri: String,
+    stop: Arc<AtomicBool>,
+}
+
+/// The event threads of a watcher, one per host, all sending to one channel.
+pub struct Followers {
+    tx: UnboundedSender<Trigger>,
+    threads: BTreeMap<String, Follower>,
+}
+
+impl Followers {
+    pub fn new(tx: UnboundedSender<Trigger>) -> Followers {
+        Followers { tx, threads: BTreeMap::new() }
+    }
+
+    /// Follows exactly the hosts of `wanted` (name → URI): starts a thread for each new
+    /// host or changed URI, ends those of hosts no longer wanted (each ends within a
+    /// second). Returns the event lines to log (`follow`, or `error`).
+    pub fn sync(&mut self, wanted: BTreeMap<String, String>) -> Vec<serde_json::Value> {
+        let gone: Vec<String> =
+            self.threads.iter().filter(|(h, f)| wanted.get(*h) != Some(&f.uri)).map(|(h, _)| h.clone()).collect();
+        for host in gone {
+            if let Some(f) = self.threads.remove(&host) {
+                f.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        let mut lines = Vec::new();
+        for (host, uri) in wanted {
+            if self.threads.contains_key(&host) {
+                continue;
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            let (tx, thread_stop, thread_host, thread_uri) = (self.tx.clone(), stop.clone(), host.clone(), uri.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("events-{host}"))
+                .spawn(move || follow(thread_host, thread_uri, tx, thread_stop));
+            match spawned {
+                Ok(_) => {
+                    lines.push(serde_json::json!({"event": "follow", "host": host, "uri": uri}));
+                    self.threads.insert(host, Follower { uri, stop });
+                }
+                Err(e) => lines.push(
+                    serde_json::json!({"event": "error", "error": format!("cannot follow the events of {host}: {e}")}),
+                ),
+            }
+        }
+        lines
+    }
+
+    /// Ends every thread.
+    pub fn stop_all(&self) {
+        for f in self.threads.values() {
+            f.stop.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The hosts followed now.
+    pub fn hosts(&self) -> Vec<&str> {
+        self.threads.keys().map(String::as_str).collect()
+    }
+}
+
+/// The JSON line for a trigger an event thread sent (`domain`, `host-events`), logged
+/// when it arrives, before debouncing merges it into a pass.
+pub fn received(t: &Trigger) -> Option<serde_json::Value> {
+    match t {
+        Trigger::Domain { host, domain, event } => {
+            Some(serde_json::json!({"event": "domain", "host": host, "domain": domain, "lifecycle": event}))
+        }
+        Trigger::HostEvents { host, up } => Some(serde_json::json!({"event": "host-events", "host": host, "up": up})),
+        _ => None,
+    }
+}
+
 /// Follows one host's lifecycle events until `stop` is set. Sends
 /// [`Trigger::HostEvents`] when the event connection is lost and when it is back (a
 /// returning host may have changed while it was away).
@@ -162,6 +239,27 @@ mod tests {
             }
         };
         assert_eq!(got, Trigger::Domain { host: "h".into(), domain: "test".into(), event: "stopped".into() });
+        assert_eq!(
+            received(&got),
+            Some(serde_json::json!({"event": "domain", "host": "h", "domain": "test", "lifecycle": "stopped"}))
+        );
         deregister(&driver, id);
+    }
+
+    #[test]
+    fn followers_follow_the_host_list_as_it_changes() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut f = Followers::new(tx);
+        let hosts = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(h, u)| (h.to_string(), u.to_string())).collect()
+        };
+        let lines = f.sync(hosts(&[("a", "test:///default"), ("b", "test:///default")]));
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(f.hosts(), ["a", "b"]);
+        assert!(f.sync(hosts(&[("a", "test:///default"), ("b", "test:///default")])).is_empty(), "nothing new");
+        let lines = f.sync(hosts(&[("b", "test:///default"), ("c", "test:///default")]));
+        assert_eq!(lines, [serde_json::json!({"event": "follow", "host": "c", "uri": "test:///default"})]);
+        assert_eq!(f.hosts(), ["b", "c"], "a host no longer declared is no longer followed");
+        f.stop_all();
     }
 }

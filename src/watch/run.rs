@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
@@ -15,17 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Backoff, Key, host_of};
 use super::engine::{self, Env, Factory};
+use super::events::Followers;
 use super::git;
 use super::policy::{self, Overrides, Policy};
 use super::state::{Attempt, CommitRef, FailingHost, FailingResource, HostDrift, StateDir, Status, now_rfc3339};
 use super::trigger::{self, DriftTimer, Trigger};
 use crate::spec::model::watch::Watch;
-
-/// One host's event thread: its URI and the flag that ends it.
-struct Follower {
-    uri: String,
-    stop: Arc<AtomicBool>,
-}
 
 /// Where the factory comes from.
 #[derive(Clone, Debug)]
@@ -100,9 +94,7 @@ struct Loop {
     /// The branch's head as last read, so the poller reports only later commits.
     seen_head: Option<String>,
     /// The event threads, by host.
-    followers: BTreeMap<String, Follower>,
-    /// Where the event threads send (logged, then passed on as triggers).
-    events_tx: mpsc::UnboundedSender<Trigger>,
+    followers: Followers,
     /// The policy of the factory in force.
     policy: Policy,
     backoff: Backoff<Key>,
@@ -527,8 +519,8 @@ impl Loop {
         }
     }
 
-    /// Starts an event thread for each host of `f` that has none (or whose URI changed)
-    /// and ends those of hosts `f` no longer declares.
+    /// Follows the events of `f`'s hosts (those whose URI fabrik opens): a thread for
+    /// each new host (or changed URI), none for a host `f` no longer declares.
     fn follow(&mut self, f: &Factory) {
         if !self.cfg.events {
             return;
@@ -539,33 +531,8 @@ impl Loop {
             .filter(|h| crate::check::trust::uri_refusal(&h.uri.value).is_none())
             .map(|h| (h.name.value.clone(), h.uri.value.clone()))
             .collect();
-        let gone: Vec<String> =
-            self.followers.iter().filter(|(h, fo)| wanted.get(*h) != Some(&fo.uri)).map(|(h, _)| h.clone()).collect();
-        for host in gone {
-            if let Some(fo) = self.followers.remove(&host) {
-                fo.stop.store(true, Ordering::SeqCst);
-            }
-        }
-        for (host, uri) in wanted {
-            if self.followers.contains_key(&host) {
-                continue;
-            }
-            let stop = Arc::new(AtomicBool::new(false));
-            let (tx, thread_stop, thread_host, thread_uri) =
-                (self.events_tx.clone(), stop.clone(), host.clone(), uri.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("events-{host}"))
-                .spawn(move || super::events::follow(thread_host, thread_uri, tx, thread_stop));
-            match spawned {
-                Ok(_) => {
-                    event(&self.cfg.sink, serde_json::json!({"event": "follow", "host": host, "uri": uri}));
-                    self.followers.insert(host, Follower { uri, stop });
-                }
-                Err(e) => event(
-                    &self.cfg.sink,
-                    serde_json::json!({"event": "error", "error": format!("cannot follow the events of {host}: {e}")}),
-                ),
-            }
+        for line in self.followers.sync(wanted) {
+            event(&self.cfg.sink, line);
         }
     }
 
@@ -591,18 +558,6 @@ fn plan_diagnostic(e: &crate::plan::PlanError) -> serde_json::Value {
         "line": e.at.as_ref().map(|a| a.line),
         "column": e.at.as_ref().map(|a| a.column),
     })
-}
-
-/// The JSON line for a trigger an event thread sent (`domain`, `host-events`), logged
-/// when it arrives, before debouncing merges it into a pass.
-fn received(t: &Trigger) -> Option<serde_json::Value> {
-    match t {
-        Trigger::Domain { host, domain, event } => {
-            Some(serde_json::json!({"event": "domain", "host": host, "domain": domain, "lifecycle": event}))
-        }
-        Trigger::HostEvents { host, up } => Some(serde_json::json!({"event": "host-events", "host": host, "up": up})),
-        _ => None,
-    }
 }
 
 /// Polls the branch and the control files; sends what changed.
@@ -698,8 +653,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
         good: None,
         candidate: None,
         seen_head: None,
-        followers: BTreeMap::new(),
-        events_tx,
+        followers: Followers::new(events_tx),
         tx: tx.clone(),
         retry: None,
         boot_ids: cfg.state.boot_ids(),
@@ -727,7 +681,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
         let (tx, sink) = (tx.clone(), lp.cfg.sink.clone());
         tokio::spawn(async move {
             while let Some(t) = events_rx.recv().await {
-                if let Some(v) = received(&t) {
+                if let Some(v) = super::events::received(&t) {
                     event(&sink, v);
                 }
                 if tx.send(t).is_err() {
@@ -776,9 +730,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
             event(&lp.cfg.sink, serde_json::json!({"event": "idle"}));
         }
     }
-    for fo in lp.followers.values() {
-        fo.stop.store(true, Ordering::SeqCst);
-    }
+    lp.followers.stop_all();
     forward.abort();
     drift_task.abort();
     poll_task.abort();
