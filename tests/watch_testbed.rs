@@ -9,6 +9,9 @@
 //!   not own) → refused as a whole: its other host's new VM is not created either;
 //!   status shows the plan diagnostic and the last good commit, whose drift is still
 //!   healed; the next good commit applies;
+//! - h1's pool directory made immutable: the volume of a new VM cannot be made, so that
+//!   volume backs off on its own (`failing_resources`) while another new VM on h1 runs and
+//!   h1 is not backing off; writable again → the volume's retry makes it, the VM runs;
 //! - h2's libvirtd killed (SIGKILL) → its work backs off (unreachable) while h1 keeps
 //!   converging a new commit; h2's libvirtd started again → the watcher's event thread
 //!   reconnects (`host-events` up), h2 converges, and an out-of-band stop on h2 is
@@ -267,6 +270,31 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
     assert!(!defined(&h2, "w6"), "healing the last good commit does not apply the refused one");
     HostView::of(&h1).virsh(&["undefine", "w5"]);
 
+    // 4b. A resource whose action fails backs off alone: with h1's pool directory
+    // immutable, w8's disk cannot be made; w9, on the same host, still runs, and h1 is
+    // not backing off as a whole. Once the directory is writable again, w8's retry makes
+    // it.
+    let pool_dir = h1.dir.join("lib").join(factory::POOL_PATH.trim_start_matches("/var/lib/libvirt/"));
+    let immutable = Immutable::set(&pool_dir);
+    f.vms.push(Vm { disk: Some(factory::Disk::DeletedWithVm), ..vm("w8", "h1") });
+    f.vms.push(vm("w9", "h1"));
+    let c_disk = commit(&f, &repo, "a VM with a disk and one without");
+    let volume = format!("volume:h1/{}/w8-data", factory::POOL);
+    let s = w.until("w9 runs while w8's disk backs off", |s| {
+        s["last_applied"]["commit"] == c_disk.as_str()
+            && s["failing_resources"].as_array().is_some_and(|f| f.iter().any(|r| r["id"] == volume.as_str()))
+    });
+    assert!(running(&h1, "w9"), "the rest of h1 converged: {s:#}");
+    assert!(!defined(&h1, "w8"), "{s:#}");
+    assert!(s["failing"].as_array().unwrap().iter().all(|x| x["host"] != "h1"), "h1 itself is not backing off: {s:#}");
+    let failed = s["failing_resources"].as_array().unwrap().iter().find(|r| r["id"] == volume.as_str()).unwrap();
+    say(&format!("w8's disk: {} ({} failure(s)): {}", failed["kind"], failed["failures"], failed["error"]));
+    drop(immutable);
+    w.until("w8 runs after its backoff", |s| {
+        host_converged(s, "h1") && s["failing_resources"].as_array().is_some_and(|f| f.is_empty())
+    });
+    assert!(running(&h1, "w8"));
+
     // 5. h2's libvirtd is killed: h2 backs off, h1 keeps converging.
     tb.kill_libvirtd("h2");
     f.vms.push(vm("w3", "h1"));
@@ -318,6 +346,24 @@ fn watch_heals_from_libvirt_events_and_outlives_a_host_restart() {
         host_converged(s, "h1") && s["failing"].as_array().is_some_and(|f| f.is_empty())
     });
     assert!(running(&h1, "w1") && running(&h1, "w3"));
+}
+
+/// A directory made immutable (`chattr +i`: not even root creates a file in it) until
+/// dropped, also when the test fails (else the testbed's directory could not be removed).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(dir: &Path) -> Immutable {
+        assert!(dir.is_dir(), "{} is a directory", dir.display());
+        assert!(Command::new("chattr").arg("+i").arg(dir).status().unwrap().success(), "chattr +i {}", dir.display());
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
 }
 
 fn defined(host: &Host, name: &str) -> bool {
