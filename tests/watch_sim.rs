@@ -504,3 +504,72 @@ fn an_approved_plan_is_held_to_the_disruption_budget_and_stays_approved() {
     assert!(s["pending"].is_null() && s["hosts"][0]["converged"] == true, "{s:#}");
     lab.assert_plan(0, "converged");
 }
+
+/// Edits the twin's saved libvirt state of the lab's host.
+fn edit_twin(lab: &Lab, edit: impl FnOnce(&mut serde_json::Value)) {
+    let dir = fabrik::sim::host_dir(&lab.twins(), &lab.host());
+    let path = dir.join("libvirt.json");
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+}
+
+#[test]
+fn a_commit_whose_plan_has_an_error_is_refused_as_a_whole() {
+    let lab = Lab::new();
+    let c1 = lab.commit(&factory("1GiB", &[("a", true)]), "one VM");
+    lab.once();
+    assert_eq!(applied(&lab.status().unwrap()), c1);
+    // A domain fabrik does not own, named like the VM the next commit adds.
+    edit_twin(&lab, |doc| {
+        doc["domains"].as_array_mut().unwrap().push(serde_json::json!({
+            "xml": "<domain type='test'><name>x</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+                    <os><type>hvm</type></os></domain>",
+            "running": false, "paused": false, "autostart": false,
+        }))
+    });
+    let bad = lab.commit(&factory("1GiB", &[("a", true), ("x", true), ("y", true)]), "x is taken");
+    let events = lab.once();
+    let refused = position(&events, |e| e["event"] == "commit-refused", "commit-refused");
+    assert_eq!(events[refused]["in_force"], c1.as_str());
+    assert!(!events.iter().any(|e| e["event"] == "start"), "nothing of it is carried out: {events:#?}");
+    let s = lab.status().unwrap();
+    assert_status_schema(&s);
+    assert_eq!(
+        (s["last_attempted"]["commit"].as_str(), s["last_attempted"]["ok"].as_bool()),
+        (Some(bad.as_str()), Some(false))
+    );
+    assert_eq!(applied(&s), c1, "the last good commit stays in force");
+    let d = &s["last_attempted"]["diagnostics"][0];
+    assert_eq!(
+        (d["code"].as_str(), d["resource"].as_str()),
+        (Some("fabrik::plan::name-clash"), Some("vm:h1/x")),
+        "{s:#}"
+    );
+    assert_eq!(d["file"], "factory.yaml", "located in the repository: {d}");
+    assert!(d["line"].as_u64().is_some_and(|l| l > 1) && d["column"].is_u64(), "located: {d}");
+    let names: Vec<String> = lab.domains().into_iter().map(|d| d.0).collect();
+    assert_eq!(names, ["a", "x"], "y of the refused commit is not created");
+
+    // Drift is still healed against the commit in force: `a` stopped by hand runs again.
+    edit_twin(&lab, |doc| {
+        for d in doc["domains"].as_array_mut().unwrap() {
+            if d["xml"].as_str().unwrap().contains("<name>a</name>") {
+                d["running"] = false.into();
+            }
+        }
+    });
+    assert!(!lab.domains()[0].1, "a is off");
+    let events = lab.once();
+    assert!(!events.iter().any(|e| e["event"] == "commit-accepted"), "the refused commit stays refused");
+    assert!(lab.domains()[0].1, "a runs again: {events:#?}");
+
+    // The next good commit (without x) applies.
+    let c3 = lab.commit(&factory("1GiB", &[("a", true), ("y", true)]), "y alone");
+    lab.once();
+    let s = lab.status().unwrap();
+    assert_eq!(applied(&s), c3);
+    assert_eq!(s["last_attempted"]["ok"], true);
+    let names: Vec<String> = lab.domains().into_iter().map(|d| d.0).collect();
+    assert_eq!(names, ["a", "x", "y"], "x, not fabrik's, is left alone");
+}

@@ -241,15 +241,18 @@ fn watch(a: &RunArgs) -> u8 {
                 Ok(p) => {
                     let mut options = p.options;
                     options.created = crate::plan::Created::load(&created).unwrap_or(options.created);
+                    let validation = p.validation;
                     Ok(Loaded {
-                        watch: p.validation.spec.watch.clone(),
+                        watch: validation.spec.watch.clone(),
                         factory: Factory {
                             commit: commit.to_string(),
-                            hosts: p.validation.spec.hosts.clone(),
+                            hosts: validation.spec.hosts.clone(),
                             desired: p.desired,
                             graph: p.graph,
                             plan: options,
                             created_path: created.clone(),
+                            spec: validation.spec,
+                            sources: validation.sources,
                         },
                     })
                 }

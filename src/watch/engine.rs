@@ -28,6 +28,9 @@ pub struct Factory {
     pub graph: Graph,
     pub plan: plan::Options,
     pub created_path: PathBuf,
+    /// The validated files: where each plan error's resource is declared.
+    pub spec: crate::spec::model::Spec,
+    pub sources: crate::spec::source::Sources,
 }
 
 /// Where and how passes run.
@@ -186,6 +189,7 @@ pub async fn reconcile_once(
         }
     }
     let mut full = plan::plan_with(&f.desired, &f.graph, &live, &f.plan);
+    plan::locate::locate_errors(&mut full, &f.spec, &f.sources);
     if refuse_plan_errors {
         let about_factory: Vec<plan::PlanError> = full
             .errors

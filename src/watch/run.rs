@@ -345,7 +345,12 @@ impl Loop {
                 good = Some(candidate);
                 outcome = Some(out);
             } else {
-                let diagnostics: Vec<serde_json::Value> = out.refused.iter().map(plan_diagnostic).collect();
+                let checkout = match &self.cfg.origin {
+                    Origin::Git { .. } => Some(self.cfg.state.checkout()),
+                    Origin::Dir { .. } => None,
+                };
+                let diagnostics: Vec<serde_json::Value> =
+                    out.refused.iter().map(|e| plan_diagnostic(e, checkout.as_deref())).collect();
                 let in_force = good.as_ref().map(|g| g.commit.clone());
                 self.refuse_with(
                     candidate.commit.clone(),
@@ -549,12 +554,24 @@ fn short(commit: &str) -> &str {
 }
 
 /// A plan error as a diagnostic object (`validate --format json`'s shape, plus the
-/// resource).
-fn plan_diagnostic(e: &crate::plan::PlanError) -> serde_json::Value {
+/// resource); its file as a path in the repository, not in the watcher's `checkout`.
+fn plan_diagnostic(e: &crate::plan::PlanError, checkout: Option<&std::path::Path>) -> serde_json::Value {
+    let file = e.at.as_ref().map(|a| {
+        let path = std::path::Path::new(&a.file);
+        match checkout.and_then(|c| path.strip_prefix(c).ok()) {
+            Some(rel) => rel
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect::<PathBuf>()
+                .display()
+                .to_string(),
+            None => a.file.clone(),
+        }
+    });
     serde_json::json!({
         "severity": "error", "code": e.code, "message": e.message, "help": e.help,
         "resource": e.id.to_string(),
-        "file": e.at.as_ref().map(|a| a.file.clone()),
+        "file": file,
         "line": e.at.as_ref().map(|a| a.line),
         "column": e.at.as_ref().map(|a| a.column),
     })
