@@ -9,7 +9,7 @@
 //!
 //! The guest is tests/testbed/guest-image.sh's: Debian's cloud kernel and busybox, whose
 //! /init reads the seed as cloud-init's NoCloud source does (a documented subset; see
-//! docs/appliances.md). Building it needs apt and the packages of
+//! docs/language.md, "A real guest"). Building it needs apt and the packages of
 //! scripts/setup-testbed.sh; without root, /dev/kvm, libvirtd or those it prints why and
 //! passes, and with `CI=true` it fails.
 
