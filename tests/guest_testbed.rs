@@ -292,6 +292,9 @@ fn a_real_guest_reads_its_seed_takes_its_address_and_serves_its_endpoint() {
 
     // The restart the plan named: the guest reads the new seed.
     view.virsh(&["destroy", VM]);
+    // Nothing serves now: the endpoint is unhealthy, and status says so (exit 2).
+    let (code, status) = status_json(h1, &path);
+    assert_eq!((code, status["endpoints"][0]["probe"]["status"].as_str()), (2, Some("unhealthy")), "{status}");
     view.virsh(&["start", VM]);
     let second = console(&view);
     let rebooted_in = wait_for_model(h1, &base, "org/second", &second);
