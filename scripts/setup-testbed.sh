@@ -2,7 +2,8 @@
 # Installs what the real test hosts need (tests/testbed/testbed.sh): libvirtd with the
 # QEMU driver, QEMU for x86 with KVM, iproute2 for network namespaces, dnsmasq for
 # libvirt networks; QEMU for aarch64 (TCG) with its UEFI (AAVMF) for Grace-shaped guests
-# (tests/aarch64_testbed.rs). Run as root (or with sudo). Safe to run again: it installs only what
+# (tests/aarch64_testbed.rs); busybox, SYSLINUX, mtools, dosfstools and cpio to build the
+# appliance guest's boot disk (tests/testbed/guest-image.sh). Run as root (or with sudo). Safe to run again: it installs only what
 # is missing and creates only what does not exist.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -14,6 +15,7 @@ packages=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 iproute2 iptables dnsmasq-base util-linux procps
   qemu-system-arm qemu-efi-aarch64
+  busybox-static syslinux syslinux-common mtools dosfstools cpio
 )
 
 missing=()

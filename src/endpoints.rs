@@ -15,6 +15,9 @@ use crate::desired::Desired;
 use crate::spec::model::Spec;
 use crate::spec::model::endpoint::Protocol;
 
+/// The JSON document `fabrik status --factory` prints when no watcher has a status.
+pub const ENDPOINTS_FORMAT: &str = "fabrik-endpoints/1";
+
 /// How long a probe waits to connect, and then for an answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Probes run side by side, this many at a time: one slow VM does not hold up the rest.
@@ -53,6 +56,14 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// Whether a person should look: the endpoint answers wrong, or has no address.
+    pub fn failing(&self) -> bool {
+        match self {
+            Probe::Healthy | Probe::Simulated => false,
+            Probe::Unhealthy(_) | Probe::NoAddress(_) => true,
+        }
+    }
+
     pub fn word(&self) -> &'static str {
         match self {
             Probe::Healthy => "healthy",

@@ -57,6 +57,8 @@ fn fabrik(args: &[&str], dir: &Path) -> Output {
         .arg("--state-dir")
         .arg(dir.join("state"))
         .env("NO_COLOR", "1")
+        // Each test its own image cache: one test's fetch must not serve another's.
+        .env("FABRIK_IMAGE_CACHE", dir.join("image-cache"))
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -127,4 +129,53 @@ fn a_wrong_checksum_fails_the_apply_before_anything_is_created() {
     let o = fabrik(&["apply", "--sim", "--yes"], dead.path());
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("cannot fetch image `ubuntu-24.04`"), "{}", text(&o));
+}
+
+/// A fetched image is kept in the image cache under its SHA-256: the next apply that
+/// needs it (here a fresh set of twins, with the server gone) reads it from there. A
+/// damaged cache file is never used: it is fetched again, which here fails cleanly.
+#[test]
+fn a_fetched_image_is_kept_in_the_cache_and_a_damaged_one_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = body();
+    let sha = hex(&body);
+    // A server that answers once, then is gone.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/noble-server-cloudimg-amd64.img", listener.local_addr().unwrap());
+    let served = body.clone();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", served.len());
+        let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&served));
+    });
+    factory(d, &url, &sha);
+    let o = fabrik(&["apply", "--sim", "--yes"], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("fetched 1 image(s), 700000 bytes"), "{}", text(&o));
+    server.join().unwrap();
+    let cached = d.join("image-cache").join(&sha);
+    assert!(std::fs::read(&cached).unwrap() == body, "the cache holds the verified image under its hash");
+
+    // New twins need the image again; the server is gone, the cache has it.
+    std::fs::remove_dir_all(d.join("state")).unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes"], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 image(s), 700000 bytes, from the image cache"), "{}", text(&o));
+    assert!(!text(&o).contains("fetched 1 image"), "{}", text(&o));
+    assert!(std::fs::read(image_on(d, "gpu01")).unwrap() == body);
+
+    // A damaged cache file is dropped and the image fetched again: unreachable now.
+    std::fs::remove_dir_all(d.join("state")).unwrap();
+    std::fs::write(&cached, b"damaged").unwrap();
+    let o = fabrik(&["apply", "--sim", "--yes"], d);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("cannot fetch image `ubuntu-24.04`"), "{}", text(&o));
+    assert!(!cached.exists(), "the damaged file is still in the cache");
+    assert!(!image_on(d, "gpu01").exists(), "a damaged image was written");
 }

@@ -160,3 +160,38 @@ fn a_saved_plan_uploads_the_seed_and_never_holds_it() {
         "the saved plan's seed is the direct apply's"
     );
 }
+
+/// `fabrik status --factory` without a watcher: every endpoint of the example's VMs with
+/// the address its VM was given, in human and JSON form; the twins' guests serve
+/// nothing, so nothing is probed and nothing needs attention (exit 0).
+#[test]
+fn status_lists_the_endpoints_without_a_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    example(d);
+    apply(d);
+    let factory = d.join("factory");
+    let o = fabrik(&["status", "--sim", "--factory", factory.to_str().unwrap(), "--format", "json"], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(v["format"], "fabrik-endpoints/1");
+    let eps = v["endpoints"].as_array().unwrap();
+    let ep = eps.iter().find(|e| e["vm"] == "globex-vllm-0").unwrap_or_else(|| panic!("{v}"));
+    let address = ep["address"].as_str().unwrap();
+    assert!(address.starts_with("10.30.0."), "{ep}");
+    assert_eq!(ep["url"], format!("http://{address}:8000/health"));
+    assert_eq!(ep["probe"]["status"], "simulated");
+
+    let o = fabrik(&["status", "--sim", "--factory", factory.to_str().unwrap()], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(out.starts_with("Watcher:   none"), "{out}");
+    let line =
+        out.lines().find(|l| l.trim_start().starts_with("globex-vllm-0/api ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&format!(" http://{address}:8000/health ")), "{line}");
+
+    // Neither a watcher nor a factory: nothing to show.
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik")).arg("status").arg(&factory).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no watcher status"), "{}", text(&o));
+}

@@ -5,6 +5,7 @@ pub mod addresses;
 pub mod capacity;
 pub mod declared;
 pub mod devices;
+pub mod endpoints;
 pub mod fabric;
 pub mod gpu;
 pub mod hardware;
@@ -42,6 +43,7 @@ pub static CHECKS: &[&[rules::Rule]] = &[
     macs::RULES,
     addresses::RULES,
     params::RULES,
+    endpoints::RULES,
     volumes::RULES,
     images::RULES,
     scope::RULES,
@@ -72,6 +74,7 @@ pub fn run(spec: &Spec) -> Vec<Diagnostic> {
     macs::check(spec, &mut out);
     addresses::check(spec, &mut out);
     params::check(spec, &mut out);
+    endpoints::check(spec, &mut out);
     volumes::check(spec, &mut out);
     images::check(spec, &mut out);
     out

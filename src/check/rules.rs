@@ -227,6 +227,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("isolation", "Tenant isolation: hosts, networks and GPU sharing"),
     ("address", "Addresses: subnets, gateways, allocation ranges and the addresses of VM NICs"),
     ("params", "Template parameters: declared well, and given a valid value by every VM"),
+    ("endpoint", "Service endpoints: reachable at an address of every VM that serves them"),
     ("image", "Images: what apply fetches is pinned by its SHA-256"),
     ("scope", "Scopes: a tenant's file declares only that tenant's VMs and templates"),
     ("trust", "Trust: what a factory can make fabrik run on the operator's machine"),

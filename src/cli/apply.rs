@@ -452,9 +452,13 @@ fn fetch_images(plan: &mut Plan) -> Result<crate::image::Prepared, crate::image:
         b.finish_and_clear();
     }
     let images = images?;
-    if !images.is_empty() {
-        let (count, bytes) = images.totals();
+    let (count, bytes) = images.totals();
+    if count > 0 {
         eprintln!("fetched {count} image(s), {bytes} bytes, each matching its sha256");
+    }
+    let (count, bytes) = images.cached();
+    if count > 0 {
+        eprintln!("{count} image(s), {bytes} bytes, from the image cache, each matching its sha256");
     }
     Ok(images)
 }

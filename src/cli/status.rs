@@ -1,10 +1,16 @@
 //! `fabrik status`: what a watcher did and is waiting for, read from its state
 //! directory: the last applied and last attempted commit (and why it failed), the plan
-//! waiting for approval, hosts backing off, each host's drift. Exit 0 when the watcher
-//! has nothing failing or waiting, 2 when something waits or fails, 1 with no status.
+//! waiting for approval, hosts backing off, each host's drift. With `--factory`, also
+//! the service endpoints of that factory's VMs, probed now (src/endpoints.rs); that
+//! works without a watcher too. Exit 0 when nothing fails or waits, 2 when something
+//! waits or fails (an endpoint unhealthy or without an address included), 1 with
+//! neither a watcher's status nor a factory.
+
+use std::path::PathBuf;
 
 use super::exit;
 use super::watch::StateArgs;
+use crate::endpoints::{ENDPOINTS_FORMAT, Report};
 use crate::watch::state::{STATUS_FORMAT, Status};
 
 #[derive(clap::Args, Debug)]
@@ -13,6 +19,16 @@ pub struct Args {
     pub at: StateArgs,
     #[arg(long, value_enum, default_value_t = super::watch::WatchFormat::Human, env = "FABRIK_FORMAT")]
     pub format: super::watch::WatchFormat,
+    /// Also list the endpoints of this factory's VMs (a file or a directory) and probe
+    /// them now, from this machine: their addresses are read from the hosts.
+    #[arg(long, value_name = "PATH")]
+    pub factory: Option<PathBuf>,
+    /// With `--factory`: read the simulated twins instead of the hosts (nothing is probed).
+    #[arg(long, requires = "factory")]
+    pub sim: bool,
+    /// With `--sim`: where the twins keep their state (as `fabrik plan --state-dir`).
+    #[arg(long, value_name = "DIR", requires = "factory")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Something waits or fails.
@@ -21,31 +37,116 @@ pub const EXIT_ATTENTION: u8 = 2;
 pub fn run(args: &Args) -> u8 {
     let state = args.at.state();
     let status = match state.status() {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            eprintln!(
-                "error: no watcher status in {}; start `fabrik watch`, or name its state with --watch-state",
-                state.root.display()
-            );
-            return exit::INVALID;
-        }
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}", crate::diag::error_chain(&e));
             return exit::INVALID;
         }
     };
+    let endpoints = match &args.factory {
+        Some(path) => match probe_endpoints(path, args) {
+            Ok(eps) => Some(eps),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let Some(mut status) = status else {
+        let Some(eps) = endpoints else {
+            eprintln!(
+                "error: no watcher status in {}; start `fabrik watch`, name its state with --watch-state, or list a factory's endpoints with --factory",
+                state.root.display()
+            );
+            return exit::INVALID;
+        };
+        match args.format {
+            super::watch::WatchFormat::Json => {
+                let doc = serde_json::json!({ "endpoints": eps });
+                super::out::println(&crate::formats::versioned(ENDPOINTS_FORMAT, &doc).to_string())
+            }
+            super::watch::WatchFormat::Human => {
+                let text = format!("Watcher:   none (no status in {})\n{}", state.root.display(), endpoints_text(&eps));
+                super::out::print(&crate::diag::printable(&text))
+            }
+        }
+        return if eps.iter().any(|e| e.probe.failing()) { EXIT_ATTENTION } else { exit::OK };
+    };
+    if let Some(eps) = &endpoints {
+        // What was probed now replaces whatever the watcher last recorded.
+        status.endpoints = eps.iter().filter_map(|e| serde_json::to_value(e).ok()).collect();
+    }
     match args.format {
         super::watch::WatchFormat::Json => {
             super::out::println(&crate::formats::versioned(STATUS_FORMAT, &status).to_string())
         }
-        super::watch::WatchFormat::Human => super::out::print(&crate::diag::printable(&human(&status))),
+        super::watch::WatchFormat::Human => {
+            let mut text = human(&status);
+            match &endpoints {
+                Some(eps) => text.push_str(&endpoints_text(eps)),
+                None => text.push_str(&recorded_endpoints(&status)),
+            }
+            super::out::print(&crate::diag::printable(&text))
+        }
     }
     let attention = status.pending.is_some()
         || !status.failing.is_empty()
         || !status.failing_resources.is_empty()
         || status.last_attempted.as_ref().is_some_and(|a| !a.ok)
-        || status.suspended.is_some();
+        || status.suspended.is_some()
+        || endpoints.iter().flatten().any(|e| e.probe.failing());
     if attention { EXIT_ATTENTION } else { exit::OK }
+}
+
+/// Loads the factory, reads its hosts (or twins) for the addresses the VMs hold, and
+/// probes every endpoint; a factory with errors is reported and ends the command.
+fn probe_endpoints(path: &std::path::Path, args: &Args) -> Result<Vec<Report>, u8> {
+    let mut loaded = crate::spec::load::load(path);
+    // As inventory: what the files may make fabrik run is checked before any host is read.
+    if !loaded.diags.iter().any(|d| d.is_error()) {
+        loaded.diags.extend(crate::check::boundaries(&loaded.spec));
+    }
+    if loaded.diags.iter().any(|d| d.is_error()) {
+        let secrets = crate::diag::redact::Secrets::of_factory(&loaded.spec, &loaded.sources);
+        let style = super::style_for_stderr();
+        for d in &loaded.diags {
+            eprint!("{}", secrets.scrub(&crate::diag::render::human(d, &loaded.sources, style)));
+        }
+        eprintln!("{}: the factory has errors; fix them first (`fabrik validate`)", path.display());
+        return Err(exit::INVALID);
+    }
+    let hosts = super::hosts::Hosts {
+        path: path.to_path_buf(),
+        sim: args.sim,
+        state_dir: args.state_dir.clone(),
+        host_timeout: crate::driver::libvirt::SILENCE_LIMIT_DEFAULT.as_secs(),
+    };
+    let live = hosts.observe(&loaded.spec);
+    let timeout = (!args.sim).then_some(crate::endpoints::PROBE_TIMEOUT);
+    Ok(crate::endpoints::report(&loaded.spec, &live, timeout))
+}
+
+/// The `Endpoints:` section, one line per endpoint as inventory prints it.
+fn endpoints_text(eps: &[Report]) -> String {
+    if eps.is_empty() {
+        return "Endpoints: none declared\n".to_string();
+    }
+    let mut out = "Endpoints:\n".to_string();
+    for line in crate::inventory::render::endpoint_lines(eps) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+/// Endpoints a watcher recorded in its status (the field is reserved; a watcher that
+/// fills it is shown as it wrote it).
+fn recorded_endpoints(s: &Status) -> String {
+    if s.endpoints.is_empty() {
+        return String::new();
+    }
+    let mut out = "Endpoints:\n".to_string();
+    for e in &s.endpoints {
+        out.push_str(&format!("  {e}\n"));
+    }
+    out
 }
 
 /// The status as a person reads it.
@@ -147,13 +248,6 @@ pub fn human(s: &Status) -> String {
                 "    rebooted (boot id {}), boot-volatile state rebuilt at {at}\n",
                 h.boot_id.as_deref().unwrap_or("?")
             ));
-        }
-    }
-    // Endpoint probes (src/endpoints.rs) report here, one line each.
-    if !s.endpoints.is_empty() {
-        out.push_str("Endpoints:\n");
-        for e in &s.endpoints {
-            out.push_str(&format!("  {e}\n"));
         }
     }
     out

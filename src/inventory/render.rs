@@ -128,18 +128,28 @@ fn endpoints(out: &mut String, eps: &[crate::endpoints::Report]) {
         return;
     }
     let _ = writeln!(out, "endpoints");
-    let vm_w = eps.iter().map(|e| e.endpoint.vm.len() + 1 + e.endpoint.name.len()).max().unwrap_or(0);
-    let url_w = eps.iter().map(|e| e.endpoint.url.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
-    for e in eps {
-        let who = format!("{}/{}", e.endpoint.vm, e.endpoint.name);
-        let url = e.endpoint.url.as_deref().unwrap_or("-");
-        let detail = match &e.probe {
-            crate::endpoints::Probe::Healthy | crate::endpoints::Probe::Simulated => String::new(),
-            crate::endpoints::Probe::Unhealthy(d) | crate::endpoints::Probe::NoAddress(d) => format!(" ({d})"),
-        };
-        let _ = writeln!(out, "  {who:<vm_w$}  {url:<url_w$}  {}{detail}", e.probe.word());
+    for line in endpoint_lines(eps) {
+        let _ = writeln!(out, "  {line}");
     }
     out.push('\n');
+}
+
+/// One aligned line per endpoint, `vm/name  url  probe (detail)`: inventory and
+/// `fabrik status` print them the same way.
+pub fn endpoint_lines(eps: &[crate::endpoints::Report]) -> Vec<String> {
+    let vm_w = eps.iter().map(|e| e.endpoint.vm.len() + 1 + e.endpoint.name.len()).max().unwrap_or(0);
+    let url_w = eps.iter().map(|e| e.endpoint.url.as_deref().unwrap_or("-").len()).max().unwrap_or(0);
+    eps.iter()
+        .map(|e| {
+            let who = format!("{}/{}", e.endpoint.vm, e.endpoint.name);
+            let url = e.endpoint.url.as_deref().unwrap_or("-");
+            let detail = match &e.probe {
+                crate::endpoints::Probe::Healthy | crate::endpoints::Probe::Simulated => String::new(),
+                crate::endpoints::Probe::Unhealthy(d) | crate::endpoints::Probe::NoAddress(d) => format!(" ({d})"),
+            };
+            format!("{who:<vm_w$}  {url:<url_w$}  {}{detail}", e.probe.word())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -155,6 +155,12 @@ EOF
 #   and soon dies of a KVM emulation failure; either keeps a vCPU busy, and 50 such
 #   guests saturate this 2-CPU machine, so every later start (fabrik's or virsh's) waits
 #   for CPU. With the halting firmware 50 guests leave the machine ~99% idle.
+# A guest with an OS keeps SeaBIOS: one that fabrik gave a cloud-init seed (a disk whose
+# volume is `<vm>+cidata`, a name only fabrik's seeds have) is meant to boot and read it
+# (tests/guest_testbed.rs). Where the machine's KVM is PVM (`kvm_pvm`, a nested
+# hypervisor that runs SeaBIOS but not a stock kernel's switch out of real mode: the
+# kernel stops after "Probing EDD"), such a guest runs under TCG instead (`-accel tcg`,
+# `-cpu max`): slower, but the same libvirt domain, disks, NIC and bridge.
 # Called with the machine-wide caps lock held.
 write_qemu_wrapper() {
   local real tmp
@@ -176,13 +182,25 @@ args=()
 prev=
 guest=
 firmware=
+os=
 for a in "\$@"; do
-  if [ "\$prev" = -cpu ] && [[ "\$a" == host* ]]; then a="\$a,arch-capabilities=off"; fi
+  case "\$a" in *'+cidata"'*) os=1 ;; esac
+done
+tcg=
+if [ -n "\$os" ] && [ -d /sys/module/kvm_pvm ]; then tcg=1; fi
+for a in "\$@"; do
+  if [ "\$prev" = -cpu ] && [[ "\$a" == host* ]]; then
+    if [ -n "\$tcg" ]; then a=max; else a="\$a,arch-capabilities=off"; fi
+  fi
+  if [ -n "\$tcg" ]; then
+    if [ "\$prev" = -accel ] && [ "\$a" = kvm ]; then a=tcg; fi
+    a=\${a/accel=kvm/accel=tcg}
+  fi
   case "\$a" in -name) guest=1 ;; -bios | *if=pflash*) firmware=1 ;; esac
   args+=("\$a")
   prev=\$a
 done
-if [ -n "\$guest" ] && [ -z "\$firmware" ]; then args+=(-bios "$halt_firmware"); fi
+if [ -n "\$guest" ] && [ -z "\$firmware" ] && [ -z "\$os" ]; then args+=(-bios "$halt_firmware"); fi
 exec $real "\${args[@]}"
 EOF
   # libvirt's cached capabilities hold the emulator's ctime: a new wrapper, a new probe.
