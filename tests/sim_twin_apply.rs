@@ -136,7 +136,7 @@ fn explain(actions: &[&Action]) -> String {
         for c in &a.changes {
             out.push_str(&format!("    {}: {:?} -> {:?}\n", c.field, c.from, c.to));
         }
-        if let Some(diff) = &a.diff {
+        if let Some(diff) = a.shown_diff() {
             out.push_str(diff);
         }
     }

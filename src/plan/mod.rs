@@ -96,7 +96,9 @@ pub struct Action {
     /// One line: why, in the operator's words.
     pub reason: String,
     pub changes: Vec<Change>,
-    /// The unified diff of the normalized libvirt XML, live → desired, when there is one.
+    /// The unified diff of the normalized libvirt XML, live → desired, of an update or
+    /// a replace. A creation has none: its whole definition is in its ops, and shown as a
+    /// diff from there ([`Action::shown_diff`]), so a plan holds no XML twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     /// A VM moved between hosts: its copy on the old host (`vm:<old host>/<name>`), shut
@@ -131,6 +133,18 @@ impl Action {
     pub fn update(id: ResourceId, changes: Vec<Change>, reason: impl Into<String>) -> Action {
         let class = changes.iter().map(|c| c.class).max().unwrap_or(Class::Live);
         Action { changes, ..Action::new(id, Op::Update, class, reason) }
+    }
+
+    /// The diff shown with `--diff`: the recorded one, or for an object made from nothing
+    /// (a creation, a moved VM's new copy) its whole definition, from the op that defines it.
+    pub fn shown_diff(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(d) = &self.diff {
+            return Some(std::borrow::Cow::Borrowed(d));
+        }
+        if self.op != Op::Create && self.moved_from.is_none() {
+            return None;
+        }
+        diff::virt::creation_diff_of(&self.ops).map(std::borrow::Cow::Owned)
     }
 
     fn set_class(&mut self, class: Class) {
