@@ -30,9 +30,14 @@ use crate::live::{
 };
 use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 
-/// Objects (domains, volumes, node devices) read at once over a host's connection, per
-/// concern (libvirtd serves 20 calls at once by default, `max_workers`; this leaves room
-/// for everyone else's).
+/// Objects (domains, volumes, node devices) read at once over a remote host's connection,
+/// per concern (libvirtd serves 20 calls at once by default, `max_workers`; this leaves
+/// room for everyone else's). Over ssh or TLS each call waits a network round trip, which
+/// calls in flight together share. Over a local socket a round trip is cheaper than what
+/// sharing the connection costs: with libvirt's event loop running (keepalive needs it),
+/// every call from another thread hands the socket over through the loop, and 8 readers
+/// took 1.5–4× the CPU of one and longer too (`noop_plan_testbed`, docs/bench.md), so a
+/// local host is read one call at a time ([`LibvirtDriver::readers`]).
 const READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
@@ -85,6 +90,9 @@ fn init_libvirt() {
 pub struct LibvirtDriver {
     conn: Connect,
     uri: String,
+    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`] for a remote host, 1
+    /// for a local one.
+    readers: usize,
 }
 
 impl std::fmt::Debug for LibvirtDriver {
@@ -127,7 +135,8 @@ impl LibvirtDriver {
         let probes = (limit.as_secs() / interval).saturating_sub(1).max(1);
         let _ =
             conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
-        Ok(LibvirtDriver { conn, uri: uri.to_string() })
+        let readers = if local_uri(uri) { 1 } else { READS_IN_PARALLEL };
+        Ok(LibvirtDriver { conn, uri: uri.to_string(), readers })
     }
 
     /// The URI this driver was opened with.
@@ -247,10 +256,10 @@ impl LibvirtDriver {
     }
 }
 
-/// `read` applied to every item, up to [`READS_IN_PARALLEL`] at once (each call a round
-/// trip over the one connection); the results in the order of `items`.
-fn in_parallel<T: Sync, R: Send>(items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let workers = READS_IN_PARALLEL.min(items.len());
+/// `read` applied to every item, up to `readers` at once (each call a round trip over the
+/// one connection); the results in the order of `items`.
+fn in_parallel<T: Sync, R: Send>(readers: usize, items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = readers.min(items.len());
     if workers <= 1 {
         return items.iter().map(read).collect();
     }
@@ -442,11 +451,15 @@ impl LibvirtDriver {
             .list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET)
             .map_err(err("cannot list the host's network devices"))?;
         // A device that went away between the list and the read is simply not there.
-        let (nets, pci) = std::thread::scope(|s| {
-            let nets = s.spawn(|| in_parallel(&nets, |d| d.xml_desc(0).ok()));
-            let pci = in_parallel(&pci, |d| d.xml_desc(0).ok());
-            (joined(nets), pci)
-        });
+        let read = |list: &[NodeDevice]| in_parallel(self.readers, list, |d| d.xml_desc(0).ok());
+        let (nets, pci) = if self.readers <= 1 {
+            (read(&nets), read(&pci))
+        } else {
+            std::thread::scope(|s| {
+                let nets = s.spawn(|| read(&nets));
+                (joined(nets), read(&pci))
+            })
+        };
         let mut netdevs: Vec<(String, String)> = Vec::new();
         for desc in nets.iter().flatten() {
             if let Some(pair) = xml::net_device(desc)? {
@@ -473,7 +486,7 @@ impl LibvirtDriver {
         // The reads go out together over the one connection: the host costs about one
         // round trip per `READS_IN_PARALLEL` domains, not one per domain, which is what
         // counts over ssh.
-        let read = in_parallel(&todo, |&(dom, state, autostart)| self.read_domain(dom, state, autostart));
+        let read = in_parallel(self.readers, &todo, |&(dom, state, autostart)| self.read_domain(dom, state, autostart));
         let mut out = Vec::with_capacity(read.len());
         for d in read {
             if let Some(d) = d? {
@@ -532,7 +545,7 @@ impl LibvirtDriver {
             let mut live = xml::pool(&live_xml, &inactive_xml, active, autostart)?;
             if active {
                 let vols = pool.list_all_volumes(0).map_err(err(format!("cannot list volumes of pool `{name}`")))?;
-                for read in in_parallel(&vols, |v| v.xml_desc(0)) {
+                for read in in_parallel(self.readers, &vols, |v| v.xml_desc(0)) {
                     match read {
                         Ok(desc) => live.volumes.push(xml::volume(&desc)?),
                         Err(e) if e.code().is(ErrorNumber::NoStorageVolume) => continue,
@@ -569,10 +582,20 @@ impl Virt for LibvirtDriver {
         self.read_pools()
     }
 
-    /// The five reads at once over the one connection (libvirt's client matches answers
-    /// to calls by serial; the daemon serves them on its workers): the host costs its
-    /// slowest concern — the domains — rather than the sum of all five.
+    /// The five reads at once over a remote host's one connection (libvirt's client
+    /// matches answers to calls by serial; the daemon serves them on its workers): the
+    /// host costs its slowest concern — the domains — rather than the sum of all five.
+    /// A local host's, one after another ([`READS_IN_PARALLEL`] says why).
     fn read_all(&mut self) -> VirtReads {
+        if self.readers <= 1 {
+            return VirtReads {
+                info: self.read_host_info(),
+                devices: self.read_devices(),
+                domains: self.read_domains(),
+                networks: self.read_networks(),
+                pools: self.read_pools(),
+            };
+        }
         let this = &*self;
         std::thread::scope(|s| {
             let info = s.spawn(|| this.read_host_info());
