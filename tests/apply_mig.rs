@@ -318,7 +318,8 @@ fn apply_through_the_agent_adds_instances_beside_a_running_one() {
     // The test driver's own domain, network and pool are not fabrik's, nor are this
     // machine's links: notices, never actions.
     let (_, plan) = host.plan();
-    let notices: Vec<(&str, &str)> = common::all(&plan, "notices")
+    let notices = common::all(&plan, "notices");
+    let notices: Vec<(&str, &str)> = notices
         .as_array()
         .unwrap()
         .iter()

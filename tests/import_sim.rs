@@ -3,6 +3,8 @@
 //! the twin's libvirt (its metadata, no redefine), and with the printed declaration added
 //! the plan has nothing to do. `tests/import_testbed.rs` does the same on a real libvirtd.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
