@@ -69,7 +69,7 @@ pub fn plan(path: &Path) -> PlanRun {
     let o = fabrik(&["plan", "--format", "json"], path);
     let elapsed = t0.elapsed();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    let json = serde_json::from_slice(&o.stdout)
+    let json: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("fabrik plan prints JSON ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&o.stdout)));
     let all = |key: &str| -> Vec<Value> {
         let hosts = json["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
