@@ -229,7 +229,7 @@ impl Host {
 
 /// The plan's actions as `op id`, sorted.
 fn actions(plan: &Value) -> Vec<String> {
-    let mut a: Vec<String> = common::all(&plan, "actions")
+    let mut a: Vec<String> = common::all(plan, "actions")
         .as_array()
         .unwrap()
         .iter()
@@ -319,12 +319,8 @@ fn apply_through_the_agent_adds_instances_beside_a_running_one() {
     // machine's links: notices, never actions.
     let (_, plan) = host.plan();
     let notices = common::all(&plan, "notices");
-    let notices: Vec<(&str, &str)> = notices
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n["id"].as_str().unwrap(), n["kind"].as_str().unwrap()))
-        .collect();
+    let notices: Vec<(&str, &str)> =
+        notices.as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n["kind"].as_str().unwrap())).collect();
     for id in ["vm:gpu09/test", "net:gpu09/default", "pool:gpu09/default-pool"] {
         assert!(notices.contains(&(id, "unmanaged")), "{id} is an unmanaged notice: {notices:?}");
     }

@@ -137,7 +137,7 @@ fn explain(actions: &[&Action]) -> String {
             out.push_str(&format!("    {}: {:?} -> {:?}\n", c.field, c.from, c.to));
         }
         if let Some(diff) = a.shown_diff() {
-            out.push_str(diff);
+            out.push_str(&diff);
         }
     }
     out
