@@ -7,7 +7,9 @@
 //! prints the median, min and max of each and the ratio of the medians (target ≤ 1.5).
 //!
 //! `cargo bench --bench noop_plan_testbed`; `FABRIK_BENCH_BIN=<path>` measures another
-//! fabrik binary's plan (an earlier build) on the same host. Without the testbed (root, /dev/kvm,
+//! fabrik binary's plan (an earlier build) on the same host, `FABRIK_BENCH_BEFORE=<path>`
+//! another beside this build's, in the same rounds; `FABRIK_BENCH_KEEP=1` leaves the host
+//! and its factory for profiling by hand. Without the testbed (root, /dev/kvm,
 //! libvirtd) it prints why and does nothing. Under `cargo test` (no `--bench`) it only
 //! says how to run it: tests check behaviour, not speed.
 
@@ -78,27 +80,24 @@ fn main() {
     }
     drop(conn);
 
-    // Another fabrik binary to measure (an earlier build, for a before/after figure).
+    // Another fabrik binary to measure instead (an earlier build), or beside this one
+    // (`FABRIK_BENCH_BEFORE`: a before/after figure from the same rounds).
     let fabrik_bin = std::env::var("FABRIK_BENCH_BIN").unwrap_or_else(|_| factory::FABRIK.to_string());
+    let before_bin = std::env::var("FABRIK_BENCH_BEFORE").ok();
     let me = std::env::current_exe().unwrap();
     let mut fabrik = Vec::new();
+    let mut before = Vec::new();
     let mut least = Vec::new();
     let mut validate = Vec::new();
     for round in 0..ROUNDS {
-        // Interleaved, and which goes first alternates: neither side always finds the
-        // daemon's caches warm.
-        let mut run_fabrik = || {
-            let t0 = Instant::now();
-            let o = Command::new(&fabrik_bin).arg("plan").arg(&path).output().unwrap();
-            let took = t0.elapsed();
-            assert_eq!(
-                o.status.code(),
-                Some(0),
-                "the plan of a converged host is a no-op (exit 0):\n{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            fabrik.push(took);
+        // Interleaved, and which goes first turns: no side always finds the daemon's
+        // caches warm.
+        let mut sides: Vec<&mut dyn FnMut()> = Vec::new();
+        let mut run_fabrik = || fabrik.push(plan_once(&fabrik_bin, &path));
+        let mut run_before = || {
+            if let Some(bin) = &before_bin {
+                before.push(plan_once(bin, &path));
+            }
         };
         let mut run_least = || {
             let t0 = Instant::now();
@@ -109,12 +108,12 @@ fn main() {
             assert_eq!(read, DOMAINS, "the minimal program read every domain");
             least.push(took);
         };
-        if round % 2 == 0 {
-            run_fabrik();
-            run_least();
-        } else {
-            run_least();
-            run_fabrik();
+        sides.push(&mut run_fabrik);
+        sides.push(&mut run_least);
+        sides.push(&mut run_before);
+        sides.rotate_left(round % 3);
+        for side in sides {
+            side();
         }
         // What of fabrik's time is the factory's own (start, load, check): no host.
         let t0 = Instant::now();
@@ -131,12 +130,38 @@ fn main() {
     );
     println!("                                            median       min       max");
     println!("  fabrik plan (process, all concerns)   {}", row(fm));
+    if !before.is_empty() {
+        let bm = stats(&before);
+        println!("  fabrik plan, FABRIK_BENCH_BEFORE      {}", row(bm));
+        println!("    (its ratio to the minimal work: {:.2})", bm.0.as_secs_f64() / lm.0.as_secs_f64());
+    }
     println!("  list all domains + read each XML      {}", row(lm));
     println!("  (fabrik validate: start, load, check)  {}", row(stats(&validate)));
     println!(
         "  ratio of medians fabrik / minimal: {ratio:.2} (target ≤ {TARGET_RATIO}: {})",
         if ratio <= TARGET_RATIO { "ok" } else { "MISSED" }
     );
+    if std::env::var_os("FABRIK_BENCH_KEEP").is_some() {
+        // For profiling by hand: the host and the factory stay (`testbed.sh stop -n nobench`).
+        say(&format!("kept: host {} at {}, factory {}", host.name, host.uri, path.display()));
+        std::mem::forget(dir);
+        std::mem::forget(tb);
+    }
+}
+
+/// One `fabrik plan` of the bench's factory, which must be a no-op (exit 0).
+fn plan_once(bin: &str, path: &std::path::Path) -> Duration {
+    let t0 = Instant::now();
+    let o = Command::new(bin).arg("plan").arg(path).output().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the plan of a converged host is a no-op (exit 0):\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    took
 }
 
 /// The least work that reads a host's domains: connect, list them all, read each XML.

@@ -206,7 +206,13 @@ impl Host {
     fn plan(&self) -> (Option<i32>, Value) {
         let o = self.fabrik(&["plan", "--format", "json"]);
         let plan: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", text(&o)));
-        assert_eq!(plan["errors"], serde_json::json!([]), "{}: the plan has errors:\n{}", self.name(), text(&o));
+        assert_eq!(
+            common::all(&plan, "errors"),
+            serde_json::json!([]),
+            "{}: the plan has errors:\n{}",
+            self.name(),
+            text(&o)
+        );
         (o.status.code(), plan)
     }
 
@@ -223,7 +229,7 @@ impl Host {
 
 /// The plan's actions as `op id`, sorted.
 fn actions(plan: &Value) -> Vec<String> {
-    let mut a: Vec<String> = plan["actions"]
+    let mut a: Vec<String> = common::all(plan, "actions")
         .as_array()
         .unwrap()
         .iter()
@@ -270,7 +276,7 @@ fn add_beside_running(host: &Host) -> Outcome {
     assert_eq!(code, Some(2), "{}: changes are planned", host.name());
     let added = ["1g.18gb@2", "1g.18gb@3", "2g.35gb@0"];
     assert_eq!(actions(&plan), creates(&added), "{}: only the new instances are created", host.name());
-    for a in plan["actions"].as_array().unwrap() {
+    for a in common::all(&plan, "actions").as_array().unwrap() {
         assert_eq!(a["class"], "live", "{}: no GPU re-layout: {a}", host.name());
     }
     let summary = &plan["summary"];
@@ -312,12 +318,9 @@ fn apply_through_the_agent_adds_instances_beside_a_running_one() {
     // The test driver's own domain, network and pool are not fabrik's, nor are this
     // machine's links: notices, never actions.
     let (_, plan) = host.plan();
-    let notices: Vec<(&str, &str)> = plan["notices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| (n["id"].as_str().unwrap(), n["kind"].as_str().unwrap()))
-        .collect();
+    let notices = common::all(&plan, "notices");
+    let notices: Vec<(&str, &str)> =
+        notices.as_array().unwrap().iter().map(|n| (n["id"].as_str().unwrap(), n["kind"].as_str().unwrap())).collect();
     for id in ["vm:gpu09/test", "net:gpu09/default", "pool:gpu09/default-pool"] {
         assert!(notices.contains(&(id, "unmanaged")), "{id} is an unmanaged notice: {notices:?}");
     }

@@ -244,7 +244,7 @@ fn an_apply_killed_between_a_volumes_record_and_its_creation_converges() {
     let state = tempfile::tempdir().unwrap();
     let json = |o: &Output| -> serde_json::Value { serde_json::from_slice(&o.stdout).unwrap() };
     let first = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
-    let volume = json(&first)["actions"]
+    let volume = common::all(&json(&first), "actions")
         .as_array()
         .unwrap()
         .iter()
@@ -266,7 +266,8 @@ fn an_apply_killed_between_a_volumes_record_and_its_creation_converges() {
     assert!(created.contains(&volume), "the record was written first:\n{created}");
     let after = fabrik(&["plan", "--sim", "--format", "json", example().to_str().unwrap()], state.path());
     let plan = json(&after);
-    let again = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == volume.as_str());
+    let actions = common::all(&plan, "actions");
+    let again = actions.as_array().unwrap().iter().find(|a| a["id"] == volume.as_str());
     assert_eq!(
         again.map(|a| a["op"].clone()),
         Some("create".into()),

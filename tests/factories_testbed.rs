@@ -57,10 +57,7 @@ fn only_touches(plan: &run::PlanRun, foreign: &[&str]) {
 }
 
 fn other_factory_notices(plan: &run::PlanRun) -> Vec<String> {
-    plan.json["notices"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    plan.notices
         .iter()
         .filter(|n| n["kind"] == "other-factory")
         .map(|n| n["id"].as_str().unwrap_or_default().to_string())

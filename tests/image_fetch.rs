@@ -83,7 +83,8 @@ fn apply_fetches_verifies_and_writes_the_image_on_every_host() {
     let o = fabrik(&["plan", "--sim", "--format", "json"], d);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let action = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == "volume:gpu01/images/ubuntu-24.04");
+    let actions = common::all(&plan, "actions");
+    let action = actions.as_array().unwrap().iter().find(|a| a["id"] == "volume:gpu01/images/ubuntu-24.04");
     let ops = action.unwrap_or_else(|| panic!("no image volume in {plan}"))["ops"].as_array().unwrap();
     let upload = ops.iter().find(|s| s["op"] == "upload-image").expect("an upload-image op");
     assert_eq!((upload["source"].as_str(), upload["sha256"].as_str()), (Some(url.as_str()), Some(hex(&body).as_str())));

@@ -63,7 +63,7 @@ fn plan_json(factory: &Path, state: &Path) -> serde_json::Value {
 }
 
 fn deleted(plan: &serde_json::Value) -> Vec<String> {
-    plan["actions"]
+    common::all(plan, "actions")
         .as_array()
         .unwrap()
         .iter()
@@ -73,7 +73,7 @@ fn deleted(plan: &serde_json::Value) -> Vec<String> {
 }
 
 fn held(plan: &serde_json::Value) -> Vec<(String, String)> {
-    plan["notices"]
+    common::all(plan, "notices")
         .as_array()
         .unwrap()
         .iter()
@@ -190,7 +190,8 @@ fn apply_refuses_to_delete_a_bridge_that_gained_a_port_after_the_plan() {
     let o = fabrik(&["plan", "--sim", "--out", saved.to_str().unwrap(), factory.to_str().unwrap()], &state);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let plan: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
-    let bridge = plan["actions"].as_array().unwrap().iter().find(|a| a["id"] == "link:fe01/br-initech").unwrap();
+    let actions = common::all(&plan, "actions");
+    let bridge = actions.as_array().unwrap().iter().find(|a| a["id"] == "link:fe01/br-initech").unwrap();
     assert!(bridge["ops"][0]["ports"].as_array().is_some_and(|p| p.iter().any(|p| p == "vx10003")), "{bridge:#}");
 
     let links_path = state.join("fe01/links.json");

@@ -31,10 +31,7 @@ fn squatter(network: &str) -> String {
 }
 
 fn held(p: &run::PlanRun) -> Vec<(String, String)> {
-    p.json["notices"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    p.notices
         .iter()
         .filter(|n| n["kind"] == "held")
         .map(|n| {

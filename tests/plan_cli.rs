@@ -48,26 +48,39 @@ fn fresh_twins_json_lists_every_resource_once_in_dependency_order() {
     let o = plan(state.path(), &["--format", "json"]);
     assert_eq!(o.status.code(), Some(2));
     let mut json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let ids: Vec<String> =
-        json["actions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    // One part per host, each with its own actions.
+    let hosts = json["hosts"].as_array().unwrap();
+    let per_host: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| h["actions"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect())
+        .collect();
+    for (h, ids) in hosts.iter().zip(&per_host) {
+        let host = h["host"].as_str().unwrap();
+        assert!(ids.iter().all(|id| id.contains(&format!(":{host}/"))), "{host} holds another host's action: {ids:?}");
+    }
+    let ids: Vec<String> = per_host.iter().flatten().cloned().collect();
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a resource is listed twice");
 
-    // Dependency order: the graph's creation order.
+    // Dependency order on each host: the graph's creation order.
     let graph = fabrik::cli::graph::graph_text(example(), fabrik::cli::graph::GraphFormat::Json).unwrap();
     let graph: serde_json::Value = serde_json::from_str(&graph).unwrap();
     let order: Vec<&str> = graph["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
-    let positions: Vec<usize> = ids.iter().map(|id| order.iter().position(|n| n == id).unwrap()).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "actions out of dependency order");
+    for ids in &per_host {
+        let positions: Vec<usize> = ids.iter().map(|id| order.iter().position(|n| n == id).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "actions out of dependency order: {ids:?}");
+    }
     // Everything in the graph is planned, except what the fresh twins already have
     // right: time-sliced GPUs with MIG off.
     let missing: Vec<&&str> = order.iter().filter(|n| !unique.contains(&n.to_string())).collect();
     assert_eq!(missing, [&"gpu:gpu02/0000:61:00.0"]);
 
     // Diffs are long and covered by the renderer's tests; the rest is the document.
-    for a in json["actions"].as_array_mut().unwrap() {
-        if let Some(d) = a.get_mut("diff") {
-            *d = serde_json::Value::String("[diff]".into());
+    for h in json["hosts"].as_array_mut().unwrap() {
+        for a in h["actions"].as_array_mut().unwrap() {
+            if let Some(d) = a.get_mut("diff") {
+                *d = serde_json::Value::String("[diff]".into());
+            }
         }
     }
     insta::assert_snapshot!("fresh_twins_json", serde_json::to_string_pretty(&json).unwrap());

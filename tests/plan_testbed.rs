@@ -75,7 +75,7 @@ fn vm_actions(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .filter(|a| a.id.kind == ResourceKind::Vm)
-        .map(|a| format!("{} {} {}\n{}", a.symbol, a.id, a.reason, a.diff.as_deref().unwrap_or("")))
+        .map(|a| format!("{} {} {}\n{}", a.symbol, a.id, a.reason, a.shown_diff().unwrap_or_default()))
         .collect()
 }
 

@@ -89,7 +89,8 @@ fn apply_writes_and_attaches_the_seed_and_a_parameter_change_rewrites_it() {
     assert!(!plan.contains("globex-vllm-small "), "only the VMs whose seed changed: {plan}");
     let o = fabrik(&["plan", "--sim", "--format", "json"], d);
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let action = json["actions"].as_array().unwrap().iter().find(|a| a["id"] == "vm:gpu02/globex-vllm-0").unwrap();
+    let actions = common::all(&json, "actions");
+    let action = actions.as_array().unwrap().iter().find(|a| a["id"] == "vm:gpu02/globex-vllm-0").unwrap();
     let change = action["changes"].as_array().unwrap().iter().find(|c| c["field"] == "seed").unwrap();
     assert_eq!(change["class"], "next-restart", "{change}");
     assert!(change["from"].as_str().unwrap().starts_with("sha256:"), "{change}");
@@ -117,7 +118,8 @@ fn a_saved_plan_uploads_the_seed_and_never_holds_it() {
     let doc = std::fs::read_to_string(&plan_file).unwrap();
     assert!(!doc.contains(TOKEN), "the plan document holds the secret");
     let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
-    let action = v["actions"].as_array().unwrap().iter().find(|a| a["id"] == "vm:gpu02/globex-vllm-0").unwrap();
+    let actions = common::all(&v, "actions");
+    let action = actions.as_array().unwrap().iter().find(|a| a["id"] == "vm:gpu02/globex-vllm-0").unwrap();
     let upload =
         action["ops"].as_array().unwrap().iter().find(|s| s["op"] == "upload-seed").expect("an upload-seed op");
     assert_eq!(upload["concern"], "storage");

@@ -136,8 +136,8 @@ fn explain(actions: &[&Action]) -> String {
         for c in &a.changes {
             out.push_str(&format!("    {}: {:?} -> {:?}\n", c.field, c.from, c.to));
         }
-        if let Some(diff) = &a.diff {
-            out.push_str(diff);
+        if let Some(diff) = a.shown_diff() {
+            out.push_str(&diff);
         }
     }
     out

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::host::HostConn;
-use crate::driver::{ErrorKind, Result, ShutdownOutcome, Virt};
+use crate::driver::{ErrorKind, Result, ShutdownOutcome, Virt, VirtReads};
 use crate::live::{HostInfo, LiveDomain, LiveNetwork, LivePciDevice, LivePool};
 use crate::spec::types::{ByteSize, PciAddress};
 
@@ -56,6 +56,21 @@ impl Virt for Lent {
     }
     fn pools(&mut self) -> Result<Vec<LivePool>> {
         self.call(|v| v.pools())
+    }
+    fn read_all(&mut self) -> VirtReads {
+        let Some(v) = self.virt.as_mut() else {
+            let gone = || crate::driver::DriverError::new(ErrorKind::Failed, "the connection was given back");
+            return VirtReads {
+                info: Err(gone()),
+                devices: Err(gone()),
+                domains: Err(gone()),
+                networks: Err(gone()),
+                pools: Err(gone()),
+            };
+        };
+        let reads = v.read_all();
+        self.broken |= reads.unreachable();
+        reads
     }
     fn define_domain(&mut self, xml: &str) -> Result<()> {
         self.call(|v| v.define_domain(xml))

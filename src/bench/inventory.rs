@@ -32,7 +32,11 @@ pub fn run(hosts: usize, runs: usize, progress: &mut dyn FnMut(&str)) -> Result<
     for run in 0..runs.max(1) {
         let state = workdir.0.join(format!("state-{run}"));
         let started = Instant::now();
-        let live = observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::sim::drivers(&state, h));
+        let live = observe_all(
+            &spec.hosts,
+            |h| h.name.value.clone(),
+            |h| crate::driver::observe::observe(&h.name.value, crate::sim::drivers(&state, h)),
+        );
         samples.push(started.elapsed());
         incomplete = live.iter().filter(|h| !h.errors.is_empty()).count();
         progress(&format!("run {}: {:.1} ms", run + 1, samples[run].as_secs_f64() * 1e3));

@@ -37,6 +37,6 @@ impl Hosts {
         crate::driver::libvirt::set_silence_limit(std::time::Duration::from_secs(self.host_timeout));
         let state = self.state();
         let twins = self.sim.then_some(state.as_path());
-        observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::driver::connect::open(h, twins))
+        observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::driver::connect::observe(h, twins))
     }
 }

@@ -288,6 +288,9 @@ pub fn scrub(plan: &mut plan::Plan, secrets: &Secrets) {
     for a in &mut plan.actions {
         a.reason = secrets.scrub(&a.reason);
     }
+    for uri in plan.connections.values_mut() {
+        *uri = secrets.scrub(uri);
+    }
 }
 
 /// The plan document of a plan that could not be made: no actions, no summary (nothing
@@ -296,10 +299,8 @@ fn refused_json(r: &Refused) -> String {
     let doc = serde_json::json!({
         "format": plan::FORMAT,
         "complete": false,
-        "actions": [],
-        "errors": [],
-        "notices": [],
         "summary": null,
+        "hosts": [],
         "diagnostics": r.diagnostics,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"

@@ -8,6 +8,7 @@ use super::libvirt::LibvirtDriver;
 use super::{DriverError, ErrorKind, Gpus, Links, Opened, Virt};
 use crate::diag::redact::Secrets;
 use crate::driver::observe::HostDrivers;
+use crate::live::LiveHost;
 use crate::spec::model::Host;
 
 /// A host's drivers; with `twins`, its simulated twin kept in that state folder.
@@ -15,6 +16,17 @@ pub fn open(host: &Host, twins: Option<&Path>) -> HostDrivers {
     match twins {
         Some(state) => crate::sim::drivers(state, host),
         None => open_real(host),
+    }
+}
+
+/// Opens a host's drivers (as [`open`]) and reads it: a real host's libvirt is read as
+/// soon as its connection is open, while its agent still starts
+/// ([`crate::driver::observe::observe_opening`]).
+pub fn observe(host: &Host, twins: Option<&Path>) -> LiveHost {
+    let name = &host.name.value;
+    match twins {
+        Some(state) => crate::driver::observe::observe(name, crate::sim::drivers(state, host)),
+        None => crate::driver::observe::observe_opening(name, || open_virt(host), || open_agent(host)),
     }
 }
 

@@ -56,6 +56,18 @@ pub trait Virt: Send {
     fn domains(&mut self) -> Result<Vec<LiveDomain>>;
     fn networks(&mut self) -> Result<Vec<LiveNetwork>>;
     fn pools(&mut self) -> Result<Vec<LivePool>>;
+    /// All five reads above, for observing the host. A driver that can read its concerns
+    /// at once (libvirt, over its one connection) does; by default they go one after
+    /// another.
+    fn read_all(&mut self) -> VirtReads {
+        VirtReads {
+            info: self.host_info(),
+            devices: self.devices(),
+            domains: self.domains(),
+            networks: self.networks(),
+            pools: self.pools(),
+        }
+    }
 
     fn define_domain(&mut self, xml: &str) -> Result<()>;
     fn undefine_domain(&mut self, name: &str) -> Result<()>;
@@ -102,6 +114,29 @@ pub trait Virt: Send {
     /// Binds a PCI device to vfio-pci for passthrough, and back.
     fn detach_device(&mut self, address: PciAddress) -> Result<()>;
     fn reattach_device(&mut self, address: PciAddress) -> Result<()>;
+}
+
+/// What [`Virt::read_all`] read: each concern's result on its own, so one that fails
+/// leaves the others.
+#[derive(Debug)]
+pub struct VirtReads {
+    pub info: Result<HostInfo>,
+    pub devices: Result<Vec<LivePciDevice>>,
+    pub domains: Result<Vec<LiveDomain>>,
+    pub networks: Result<Vec<LiveNetwork>>,
+    pub pools: Result<Vec<LivePool>>,
+}
+
+impl VirtReads {
+    /// Whether any read found the host unreachable.
+    pub fn unreachable(&self) -> bool {
+        let kind = |e: Option<&DriverError>| e.is_some_and(|e| e.kind == ErrorKind::Unreachable);
+        kind(self.info.as_ref().err())
+            || kind(self.devices.as_ref().err())
+            || kind(self.domains.as_ref().err())
+            || kind(self.networks.as_ref().err())
+            || kind(self.pools.as_ref().err())
+    }
 }
 
 /// GPUs and MIG. Instances are created at exact placements, beside the ones that stay.

@@ -4,7 +4,7 @@
 //! read; hosts are observed concurrently, and one unreachable host does not hold up or
 //! stop the rest.
 
-use crate::driver::{DriverError, Gpus, Links, Virt};
+use crate::driver::{DriverError, Gpus, Links, Opened, Virt, VirtReads};
 use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink};
 
 /// The drivers of one host; each may have failed to open.
@@ -22,8 +22,20 @@ const HOSTS_IN_PARALLEL: usize = 16;
 /// host costs the slower of the two, not their sum.
 pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
     let HostDrivers { virt, gpus, links } = drivers;
+    observe_opening(name, move || virt, move || (gpus, links))
+}
+
+/// [`observe`], opening the drivers on the way: libvirt is read as soon as its connection
+/// is open, whatever the agent's start (a process, an ssh session) still takes, and the
+/// agent read as soon as it answers.
+pub fn observe_opening(
+    name: &str,
+    open_virt: impl FnOnce() -> Opened<dyn Virt> + Send,
+    open_agent: impl FnOnce() -> (Opened<dyn Gpus>, Opened<dyn Links>),
+) -> LiveHost {
     let (mut live, mut errors, (agent, agent_errors)) = std::thread::scope(|s| {
-        let libvirt = s.spawn(move || read_libvirt(name, virt));
+        let libvirt = s.spawn(move || read_libvirt(name, open_virt()));
+        let (gpus, links) = open_agent();
         let agent = read_agent(gpus, links);
         let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (live, errors, agent)
@@ -43,17 +55,20 @@ pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
     live
 }
 
-/// The libvirt concern: the host, its devices, domains, networks and pools.
+/// The libvirt concern: the host, its devices, domains, networks and pools, read at once
+/// ([`Virt::read_all`]).
 fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHost, Vec<ConcernError>) {
     let mut live = LiveHost { name: name.to_string(), ..LiveHost::default() };
     let mut errors = Vec::new();
     match virt {
         Ok(mut v) => {
-            keep(&mut errors, "libvirt", v.host_info().map(|i| live.info = Some(i)));
-            keep(&mut errors, "libvirt", v.devices().map(|d| live.devices = d));
-            keep(&mut errors, "libvirt", v.domains().map(|d| live.domains = d));
-            keep(&mut errors, "libvirt", v.networks().map(|n| live.networks = n));
-            keep(&mut errors, "libvirt", v.pools().map(|p| live.pools = p));
+            // Read at once where the driver can; the errors in this order whatever came first.
+            let VirtReads { info, devices, domains, networks, pools } = v.read_all();
+            keep(&mut errors, "libvirt", info.map(|i| live.info = Some(i)));
+            keep(&mut errors, "libvirt", devices.map(|d| live.devices = d));
+            keep(&mut errors, "libvirt", domains.map(|d| live.domains = d));
+            keep(&mut errors, "libvirt", networks.map(|n| live.networks = n));
+            keep(&mut errors, "libvirt", pools.map(|p| live.pools = p));
         }
         Err(e) => errors.push(ConcernError { concern: "libvirt".into(), error: e }),
     }
@@ -90,23 +105,23 @@ fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), Driver
     }
 }
 
-/// Observes many hosts concurrently ([`on_hosts`]); `open` connects one host's drivers
-/// (it may block: ssh, a remote libvirtd); results come back in the order of `hosts`.
+/// Observes many hosts concurrently ([`on_hosts`]); `observe_one` opens one host's
+/// drivers and reads it ([`observe`], [`observe_opening`]; it may block: ssh, a remote
+/// libvirtd); results come back in the order of `hosts`. A host whose reading panics is
+/// recorded as failed, the others still read.
 pub fn observe_all<H: Sync>(
     hosts: &[H],
     name: impl Fn(&H) -> String + Sync,
-    open: impl Fn(&H) -> HostDrivers + Sync,
+    observe_one: impl Fn(&H) -> LiveHost + Sync,
 ) -> Vec<LiveHost> {
     on_hosts(hosts, |h| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe(&name(h), open(h)))).unwrap_or_else(|_| {
-            LiveHost {
-                name: name(h),
-                errors: vec![ConcernError {
-                    concern: "fabrik".into(),
-                    error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
-                }],
-                ..LiveHost::default()
-            }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| observe_one(h))).unwrap_or_else(|_| LiveHost {
+            name: name(h),
+            errors: vec![ConcernError {
+                concern: "fabrik".into(),
+                error: DriverError::new(crate::driver::ErrorKind::Failed, "reading this host crashed"),
+            }],
+            ..LiveHost::default()
         })
     })
 }

@@ -66,11 +66,15 @@ fn live_host(h: &LiveHost) -> Vec<(String, String)> {
         out.push((key(ResourceKind::Network, &n.name), hash(n)));
     }
     for p in &h.pools {
-        // The pool's own fields; its volumes are fingerprinted each on its own.
-        let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, &p.xml);
+        // The pool's own fields; its volumes are fingerprinted each on its own. Not what
+        // its filesystem holds (`capacity`, `allocation`, `available` move with every
+        // file written on it), nor how much of a volume is written: a saved plan would
+        // go stale whenever a guest wrote to its disk.
+        let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, without_usage(&p.xml));
         out.push((key(ResourceKind::Pool, &p.name), hash(&fields)));
         for v in &p.volumes {
-            out.push((key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(v)));
+            let fields = (&v.name, &v.path, v.capacity, &v.format, &v.owner);
+            out.push((key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(&fields)));
         }
     }
     for l in &h.links {
@@ -107,6 +111,17 @@ impl Staleness {
     pub fn is_stale(&self) -> bool {
         !self.reasons.is_empty()
     }
+}
+
+/// A pool's XML without the lines that say how full it is.
+fn without_usage(xml: &str) -> String {
+    xml.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !(l.starts_with("<capacity") || l.starts_with("<allocation") || l.starts_with("<available"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Compares a saved plan with the desired state and the hosts as observed now.
@@ -180,4 +195,50 @@ pub fn load(path: &Path) -> Result<Plan, PlanFileError> {
         return Err(PlanFileError::Format { path: p, found: plan.format });
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{LivePool, LiveVolume};
+    use crate::spec::types::ByteSize;
+
+    fn host(available: u64, allocation: u64, capacity: u64) -> LiveHost {
+        let xml = format!(
+            "<pool type='dir'>\n  <name>vms</name>\n  <capacity unit='bytes'>1000</capacity>\n  \
+             <allocation unit='bytes'>{}</allocation>\n  <available unit='bytes'>{available}</available>\n  \
+             <target><path>/v</path></target>\n</pool>",
+            1000 - available
+        );
+        let volume = LiveVolume {
+            name: "a-root".into(),
+            path: "/v/a-root".into(),
+            capacity: ByteSize(capacity),
+            allocation: ByteSize(allocation),
+            format: Some("qcow2".into()),
+            owner: None,
+        };
+        let pool = LivePool {
+            name: "vms".into(),
+            uuid: "u".into(),
+            kind: "dir".into(),
+            path: Some("/v".into()),
+            active: true,
+            autostart: true,
+            capacity: ByteSize(1000),
+            available: ByteSize(available),
+            volumes: vec![volume],
+            owner: None,
+            xml,
+        };
+        LiveHost { name: "h1".into(), pools: vec![pool], ..LiveHost::default() }
+    }
+
+    #[test]
+    fn a_pool_filling_up_or_a_guest_writing_its_disk_leaves_the_fingerprints_alone() {
+        let before = live_host(&host(600, 10, 100));
+        assert_eq!(live_host(&host(300, 90, 100)), before, "usage moved the fingerprints");
+        // What the plan works from (a volume's size) still counts.
+        assert_ne!(live_host(&host(600, 10, 200)), before);
+    }
 }

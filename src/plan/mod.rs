@@ -14,6 +14,7 @@
 pub mod class;
 pub mod converged;
 pub mod diff;
+pub mod document;
 pub mod file;
 pub mod in_use;
 pub mod iommu;
@@ -96,7 +97,9 @@ pub struct Action {
     /// One line: why, in the operator's words.
     pub reason: String,
     pub changes: Vec<Change>,
-    /// The unified diff of the normalized libvirt XML, live → desired, when there is one.
+    /// The unified diff of the normalized libvirt XML, live → desired, of an update or
+    /// a replace. A creation has none: its whole definition is in its ops, and shown as a
+    /// diff from there ([`Action::shown_diff`]), so a plan holds no XML twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
     /// A VM moved between hosts: its copy on the old host (`vm:<old host>/<name>`), shut
@@ -131,6 +134,18 @@ impl Action {
     pub fn update(id: ResourceId, changes: Vec<Change>, reason: impl Into<String>) -> Action {
         let class = changes.iter().map(|c| c.class).max().unwrap_or(Class::Live);
         Action { changes, ..Action::new(id, Op::Update, class, reason) }
+    }
+
+    /// The diff shown with `--diff`: the recorded one, or for an object made from nothing
+    /// (a creation, a moved VM's new copy) its whole definition, from the op that defines it.
+    pub fn shown_diff(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if let Some(d) = &self.diff {
+            return Some(std::borrow::Cow::Borrowed(d));
+        }
+        if self.op != Op::Create && self.moved_from.is_none() {
+            return None;
+        }
+        diff::virt::creation_diff_of(&self.ops).map(std::borrow::Cow::Owned)
     }
 
     fn set_class(&mut self, class: Class) {
@@ -191,8 +206,9 @@ pub struct Summary {
     pub data_destroyed: usize,
 }
 
-/// A plan: a value, rendered and saved by others; apply carries it out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A plan: a value, rendered and saved by others; apply carries it out. Its document
+/// (`--format json`, `--out`) is one [`HostPlan`] per host ([`document`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Plan {
     pub format: String,
@@ -207,9 +223,11 @@ pub struct Plan {
     pub summary: Summary,
     /// Every live object read, and every desired one expected absent (`absent`), by key.
     pub fingerprints: BTreeMap<String, String>,
+    /// Each declared host's libvirt connection (its URI, credentials masked when printed
+    /// or saved), by host name.
+    pub connections: BTreeMap<String, String>,
     /// Where the plan was made from, recorded in a saved plan (`--out`) so that
     /// `fabrik apply plan.json` reads the same factory and hosts with the same options.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
 }
 
@@ -218,15 +236,20 @@ fn key_host(key: &str) -> Option<&str> {
     key.split_once(':').and_then(|(_, rest)| rest.split_once('/')).map(|(h, _)| h)
 }
 
-/// One host's part of a plan ([`Plan::host_plans`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One host's part of a plan ([`Plan::host_plans`]), as the plan document holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostPlan<'a> {
     pub host: &'a str,
+    /// The libvirt URI the plan read the host through (none for a host the factory no
+    /// longer declares).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<&'a str>,
+    /// What was read from this host, by key.
+    pub fingerprints: BTreeMap<&'a str, &'a str>,
     /// In plan order, each with its operations.
     pub actions: Vec<&'a Action>,
     pub errors: Vec<&'a PlanError>,
-    /// What was read from this host, by key.
-    pub fingerprints: BTreeMap<&'a str, &'a str>,
+    pub notices: Vec<&'a Notice>,
 }
 
 /// The factory, hosts and options a saved plan was made with.
@@ -286,21 +309,32 @@ impl Plan {
     /// The plan of each host it touches, in natural host order: the per-host view a
     /// reconcile of one host (the watch loop's unit) works from. A moved VM is in its
     /// new host's plan (its old copy's operations are its `moved_from_ops`).
+    /// Every host the plan read or touches is there, one with nothing to do too (its
+    /// fingerprints keep a saved plan honest about it).
     pub fn host_plans(&self) -> Vec<HostPlan<'_>> {
-        self.hosts()
-            .into_iter()
-            .map(|host| HostPlan {
+        let mut hosts: BTreeSet<&str> = self.hosts().into_iter().collect();
+        hosts.extend(self.connections.keys().map(String::as_str));
+        hosts.extend(self.fingerprints.keys().filter_map(|k| key_host(k)));
+        let mut hosts: Vec<&str> = hosts.into_iter().collect();
+        hosts.sort_by(|a, b| crate::desired::id::natural_cmp(a, b));
+        let mut plans: Vec<HostPlan<'_>> = hosts
+            .iter()
+            .map(|&host| HostPlan {
                 host,
+                connection: self.connections.get(host).map(String::as_str),
+                fingerprints: BTreeMap::new(),
                 actions: self.on_host(host).collect(),
                 errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
-                fingerprints: self
-                    .fingerprints
-                    .iter()
-                    .filter(|(k, _)| key_host(k) == Some(host))
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect(),
+                notices: self.notices.iter().filter(|n| n.id.host == host).collect(),
             })
-            .collect()
+            .collect();
+        let at: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        for (k, v) in &self.fingerprints {
+            if let Some(i) = key_host(k).and_then(|h| at.get(h)) {
+                plans[*i].fingerprints.insert(k.as_str(), v.as_str());
+            }
+        }
+        plans
     }
 
     /// The hosts the plan has actions, errors or notices for, in natural order
@@ -428,6 +462,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
         notices: out.notices,
         summary,
         fingerprints: file::fingerprints(desired, live),
+        connections: desired.hosts.iter().map(|h| (h.name.clone(), h.uri.clone())).collect(),
         origin: None,
     }
 }

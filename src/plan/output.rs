@@ -151,7 +151,7 @@ pub fn human(plan: &Plan, show: Show) -> String {
                 a.reason
             ));
             if show.diff
-                && let Some(diff) = &a.diff
+                && let Some(diff) = a.shown_diff()
             {
                 for line in diff.lines() {
                     out.push_str(&format!("        {line}\n"));
@@ -251,7 +251,7 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
             actions
                 .iter()
                 .filter_map(|a| {
-                    a.diff.as_deref().map(|d| {
+                    a.shown_diff().map(|d| {
                         format!(
                             "\n<details><summary><code>{}</code></summary>\n\n```diff\n{d}```\n\n</details>\n",
                             a.id

@@ -40,16 +40,20 @@ pub fn validate(path: &Path) {
 pub struct PlanRun {
     pub code: i32,
     pub json: Value,
+    /// The document's actions, errors and notices over all its hosts, in order.
+    pub all_actions: Vec<Value>,
+    pub all_errors: Vec<Value>,
+    pub notices: Vec<Value>,
     pub stderr: String,
     pub elapsed: Duration,
 }
 
 impl PlanRun {
     pub fn actions(&self) -> &[Value] {
-        self.json["actions"].as_array().map(Vec::as_slice).unwrap_or_default()
+        &self.all_actions
     }
     pub fn errors(&self) -> &[Value] {
-        self.json["errors"].as_array().map(Vec::as_slice).unwrap_or_default()
+        &self.all_errors
     }
     pub fn action(&self, id: &str) -> Option<&Value> {
         self.actions().iter().find(|a| a["id"] == id)
@@ -65,9 +69,14 @@ pub fn plan(path: &Path) -> PlanRun {
     let o = fabrik(&["plan", "--format", "json"], path);
     let elapsed = t0.elapsed();
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    let json = serde_json::from_slice(&o.stdout)
+    let json: Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("fabrik plan prints JSON ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&o.stdout)));
-    PlanRun { code: o.status.code().unwrap_or(-1), json, stderr, elapsed }
+    let all = |key: &str| -> Vec<Value> {
+        let hosts = json["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
+        hosts.iter().flat_map(|h| h[key].as_array().cloned().unwrap_or_default()).collect()
+    };
+    let (all_actions, all_errors, notices) = (all("actions"), all("errors"), all("notices"));
+    PlanRun { code: o.status.code().unwrap_or(-1), json, all_actions, all_errors, notices, stderr, elapsed }
 }
 
 /// Asserts that planning again finds nothing to do.

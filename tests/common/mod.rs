@@ -25,3 +25,18 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A plan document's `key` (`actions`, `errors`, `notices`) over all its hosts, in the
+/// document's order, as one JSON array.
+pub fn all(plan: &serde_json::Value, key: &str) -> serde_json::Value {
+    let hosts = plan["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    serde_json::Value::Array(hosts.iter().flat_map(|h| h[key].as_array().cloned().unwrap_or_default()).collect())
+}
+
+/// A plan document's fingerprints over all its hosts, as one JSON object.
+pub fn fingerprints(plan: &serde_json::Value) -> serde_json::Value {
+    let hosts = plan["hosts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    serde_json::Value::Object(
+        hosts.iter().flat_map(|h| h["fingerprints"].as_object().cloned().unwrap_or_default()).collect(),
+    )
+}

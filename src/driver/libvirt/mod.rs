@@ -24,15 +24,21 @@ use virt::storage_pool::StoragePool;
 use virt::storage_vol::StorageVol;
 use virt::sys;
 
-use super::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt};
+use super::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt, VirtReads};
 use crate::live::{
     HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState, RunningDefinition,
 };
 use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 
-/// Domains read at once over a host's connection (libvirtd serves 20 calls at once by
-/// default, `max_workers`; this leaves room for everyone else's).
-const DOMAIN_READS_IN_PARALLEL: usize = 8;
+/// Objects (domains, volumes, node devices) read at once over a remote host's connection,
+/// per concern (libvirtd serves 20 calls at once by default, `max_workers`; this leaves
+/// room for everyone else's). Over ssh or TLS each call waits a network round trip, which
+/// calls in flight together share. Over a local socket a round trip is cheaper than what
+/// sharing the connection costs: with libvirt's event loop running (keepalive needs it),
+/// every call from another thread hands the socket over through the loop, and 8 readers
+/// took 1.5–4× the CPU of one and longer too (`noop_plan_testbed`, docs/bench.md), so a
+/// local host is read one call at a time ([`LibvirtDriver::readers`]).
+const READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -84,6 +90,9 @@ fn init_libvirt() {
 pub struct LibvirtDriver {
     conn: Connect,
     uri: String,
+    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`] for a remote host, 1
+    /// for a local one.
+    readers: usize,
 }
 
 impl std::fmt::Debug for LibvirtDriver {
@@ -126,7 +135,8 @@ impl LibvirtDriver {
         let probes = (limit.as_secs() / interval).saturating_sub(1).max(1);
         let _ =
             conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
-        Ok(LibvirtDriver { conn, uri: uri.to_string() })
+        let readers = if local_uri(uri) { 1 } else { READS_IN_PARALLEL };
+        Ok(LibvirtDriver { conn, uri: uri.to_string(), readers })
     }
 
     /// The URI this driver was opened with.
@@ -244,6 +254,39 @@ impl LibvirtDriver {
         }
         Ok(Some(live))
     }
+}
+
+/// `read` applied to every item, up to `readers` at once (each call a round trip over the
+/// one connection); the results in the order of `items`.
+fn in_parallel<T: Sync, R: Send>(readers: usize, items: &[T], read: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = readers.min(items.len());
+    if workers <= 1 {
+        return items.iter().map(read).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        mine.push((i, read(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(joined).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// libvirt's states, as fabrik tells them apart: a guest that is shutting down is still
@@ -368,8 +411,8 @@ pub fn read_boot_id(path: &Path) -> Option<String> {
     (!id.is_empty()).then(|| id.to_string())
 }
 
-impl Virt for LibvirtDriver {
-    fn host_info(&mut self) -> Result<HostInfo> {
+impl LibvirtDriver {
+    fn read_host_info(&self) -> Result<HostInfo> {
         let caps_xml = self.conn.capabilities().map_err(err("cannot read the host's capabilities"))?;
         let caps = xml::capabilities(&caps_xml)?;
         let hostname = self.conn.hostname().map_err(err("cannot read the host's name"))?;
@@ -398,7 +441,7 @@ impl Virt for LibvirtDriver {
         Ok(HostInfo { hostname, hypervisor, cpu_model: caps.cpu_model, arch, numa, boot_id })
     }
 
-    fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
+    fn read_devices(&self) -> Result<Vec<LivePciDevice>> {
         let pci = self
             .conn
             .list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
@@ -407,18 +450,25 @@ impl Virt for LibvirtDriver {
             .conn
             .list_all_node_devices(sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_NET)
             .map_err(err("cannot list the host's network devices"))?;
+        // A device that went away between the list and the read is simply not there.
+        let read = |list: &[NodeDevice]| in_parallel(self.readers, list, |d| d.xml_desc(0).ok());
+        let (nets, pci) = if self.readers <= 1 {
+            (read(&nets), read(&pci))
+        } else {
+            std::thread::scope(|s| {
+                let nets = s.spawn(|| read(&nets));
+                (joined(nets), read(&pci))
+            })
+        };
         let mut netdevs: Vec<(String, String)> = Vec::new();
-        for dev in nets {
-            // A device that went away between the list and the read is simply not there.
-            let Ok(desc) = dev.xml_desc(0) else { continue };
-            if let Some(pair) = xml::net_device(&desc)? {
+        for desc in nets.iter().flatten() {
+            if let Some(pair) = xml::net_device(desc)? {
                 netdevs.push(pair);
             }
         }
         let mut out = Vec::new();
-        for dev in pci {
-            let Ok(desc) = dev.xml_desc(0) else { continue };
-            if let Some(mut d) = xml::pci_device(&desc)? {
+        for desc in pci.iter().flatten() {
+            if let Some(mut d) = xml::pci_device(desc)? {
                 d.netdevs = netdevs.iter().filter(|(parent, _)| *parent == d.nodedev).map(|(_, n)| n.clone()).collect();
                 d.netdevs.sort();
                 out.push(d);
@@ -428,39 +478,17 @@ impl Virt for LibvirtDriver {
         Ok(out)
     }
 
-    fn domains(&mut self) -> Result<Vec<LiveDomain>> {
+    fn read_domains(&self) -> Result<Vec<LiveDomain>> {
         let doms = self.conn.list_all_domains(0).map_err(err("cannot list domains"))?;
         let states = self.domain_states(&doms)?;
         let todo: Vec<(&Domain, PowerState, bool)> =
             doms.iter().zip(states).filter_map(|(d, s)| s.map(|(state, autostart)| (d, state, autostart))).collect();
-        // The reads go out together over the one connection (libvirt's client matches
-        // answers to calls by serial, and the daemon serves them on its workers): the
-        // host costs about one round trip per `DOMAIN_READS_IN_PARALLEL` domains, not one
-        // per domain, which is what counts over ssh.
-        let next = AtomicUsize::new(0);
-        let workers = DOMAIN_READS_IN_PARALLEL.min(todo.len());
-        let mut read: Vec<(usize, Result<Option<LiveDomain>>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&(dom, state, autostart)) = todo.get(i) else { break };
-                            mine.push((i, self.read_domain(dom, state, autostart)));
-                        }
-                        mine
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
-        read.sort_by_key(|(i, _)| *i);
+        // The reads go out together over the one connection: the host costs about one
+        // round trip per `READS_IN_PARALLEL` domains, not one per domain, which is what
+        // counts over ssh.
+        let read = in_parallel(self.readers, &todo, |&(dom, state, autostart)| self.read_domain(dom, state, autostart));
         let mut out = Vec::with_capacity(read.len());
-        for (_, d) in read {
+        for d in read {
             if let Some(d) = d? {
                 out.push(d);
             }
@@ -469,7 +497,7 @@ impl Virt for LibvirtDriver {
         Ok(out)
     }
 
-    fn networks(&mut self) -> Result<Vec<LiveNetwork>> {
+    fn read_networks(&self) -> Result<Vec<LiveNetwork>> {
         let nets = self.conn.list_all_networks(0).map_err(err("cannot list networks"))?;
         let mut out = Vec::with_capacity(nets.len());
         for net in &nets {
@@ -489,7 +517,7 @@ impl Virt for LibvirtDriver {
         Ok(out)
     }
 
-    fn pools(&mut self) -> Result<Vec<LivePool>> {
+    fn read_pools(&self) -> Result<Vec<LivePool>> {
         let pools = self.conn.list_all_storage_pools(0).map_err(err("cannot list storage pools"))?;
         let mut out = Vec::with_capacity(pools.len());
         for pool in &pools {
@@ -517,8 +545,8 @@ impl Virt for LibvirtDriver {
             let mut live = xml::pool(&live_xml, &inactive_xml, active, autostart)?;
             if active {
                 let vols = pool.list_all_volumes(0).map_err(err(format!("cannot list volumes of pool `{name}`")))?;
-                for vol in &vols {
-                    match vol.xml_desc(0) {
+                for read in in_parallel(self.readers, &vols, |v| v.xml_desc(0)) {
+                    match read {
                         Ok(desc) => live.volumes.push(xml::volume(&desc)?),
                         Err(e) if e.code().is(ErrorNumber::NoStorageVolume) => continue,
                         Err(e) => return Err(libvirt_error(&what, e)),
@@ -530,6 +558,59 @@ impl Virt for LibvirtDriver {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+}
+
+impl Virt for LibvirtDriver {
+    fn host_info(&mut self) -> Result<HostInfo> {
+        self.read_host_info()
+    }
+
+    fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
+        self.read_devices()
+    }
+
+    fn domains(&mut self) -> Result<Vec<LiveDomain>> {
+        self.read_domains()
+    }
+
+    fn networks(&mut self) -> Result<Vec<LiveNetwork>> {
+        self.read_networks()
+    }
+
+    fn pools(&mut self) -> Result<Vec<LivePool>> {
+        self.read_pools()
+    }
+
+    /// The five reads at once over a remote host's one connection (libvirt's client
+    /// matches answers to calls by serial; the daemon serves them on its workers): the
+    /// host costs its slowest concern — the domains — rather than the sum of all five.
+    /// A local host's, one after another ([`READS_IN_PARALLEL`] says why).
+    fn read_all(&mut self) -> VirtReads {
+        if self.readers <= 1 {
+            return VirtReads {
+                info: self.read_host_info(),
+                devices: self.read_devices(),
+                domains: self.read_domains(),
+                networks: self.read_networks(),
+                pools: self.read_pools(),
+            };
+        }
+        let this = &*self;
+        std::thread::scope(|s| {
+            let info = s.spawn(|| this.read_host_info());
+            let devices = s.spawn(|| this.read_devices());
+            let networks = s.spawn(|| this.read_networks());
+            let pools = s.spawn(|| this.read_pools());
+            let domains = this.read_domains();
+            VirtReads {
+                info: joined(info),
+                devices: joined(devices),
+                domains,
+                networks: joined(networks),
+                pools: joined(pools),
+            }
+        })
     }
 
     fn define_domain(&mut self, xml: &str) -> Result<()> {

@@ -12,6 +12,7 @@ use similar::TextDiff;
 use super::Out;
 use crate::desired::{DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind};
 use crate::live::{LiveDomain, LiveHost, LivePool, PowerState, RunningDefinition};
+use crate::plan::ops::{DomainOp, NetworkOp, Step, StorageOp};
 use crate::plan::ownership::Owner;
 use crate::plan::{Action, Change, Class, Created, NoticeKind, Op, ops};
 use crate::render::{self, normalize};
@@ -30,6 +31,20 @@ fn power_word(state: PowerState) -> &'static str {
 /// A whole document as a diff from nothing, for objects that do not exist yet.
 fn creation_diff(canonical: &str) -> String {
     TextDiff::from_lines("", canonical).unified_diff().context_radius(3).header("live", "desired").to_string()
+}
+
+/// The diff of an object made from nothing, from the operation that defines it (a
+/// domain's or a network's normalized XML, a volume's as rendered); `None` when `ops`
+/// define none of these.
+pub fn creation_diff_of(ops: &[Step]) -> Option<String> {
+    ops.iter().find_map(|s| match s {
+        Step::Domain(DomainOp::Define { xml, .. }) => normalize::domain(xml).ok().map(|c| creation_diff(&c)),
+        Step::Network(NetworkOp::Define { xml, .. }) => normalize::network(xml).ok().map(|c| creation_diff(&c)),
+        Step::Storage(StorageOp::CreateVolume { xml, .. } | StorageOp::CloneVolume { xml, .. }) => {
+            Some(creation_diff(xml))
+        }
+        _ => None,
+    })
 }
 
 pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, out: &mut Out) {
@@ -88,7 +103,8 @@ fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
         ));
     }
     let mut a = Action::new(vm.id.clone(), Op::Create, Class::Live, reason);
-    a.diff = normalize::domain(&xml).ok().map(|c| creation_diff(&c));
+    // No `diff`: the definition is in the `define` op, shown as a diff from there
+    // ([`Action::shown_diff`]): a plan holds each definition once.
     a.ops = ops::vm_create(vm.name.clone(), xml, vm.autostart, vm.power);
     a
 }
@@ -263,9 +279,9 @@ pub fn networks(factory: &str, host: &DesiredHost, live: &LiveHost, out: &mut Ou
         let xml = render::network(factory, net);
         let Some(l) = live.networks.iter().find(|n| &n.name == name) else {
             let via = bridge.as_deref().or(pf.as_deref()).unwrap_or(name);
-            let mut a =
+            let a =
                 Action::new(id.clone(), Op::Create, Class::Live, format!("define and start {kind} network on `{via}`"));
-            a.diff = normalize::network(&xml).ok().map(|c| creation_diff(&c));
+            // The definition is the `define` op's ([`Action::shown_diff`]).
             out.actions.push(a);
             continue;
         };
@@ -380,7 +396,7 @@ pub fn storage(host: &DesiredHost, live: &LiveHost, created: &Created, out: &mut
         }
     }
     for vol in &host.volumes {
-        volume(host, vol, live, out);
+        volume(vol, live, out);
     }
     // Volumes no desired resource names.
     let desired: BTreeSet<&ResourceId> = host.volumes.iter().map(|v| &v.id).collect();
@@ -425,7 +441,7 @@ pub fn storage(host: &DesiredHost, live: &LiveHost, created: &Created, out: &mut
     }
 }
 
-fn volume(host: &DesiredHost, vol: &DesiredVolume, live: &LiveHost, out: &mut Out) {
+fn volume(vol: &DesiredVolume, live: &LiveHost, out: &mut Out) {
     let DesiredVolume { id, pool, name, capacity, format, image, deletable: _ } = vol;
     let found =
         live.pools.iter().find(|p| &p.name == pool).and_then(|p: &LivePool| p.volumes.iter().find(|v| &v.name == name));
@@ -439,8 +455,8 @@ fn volume(host: &DesiredHost, vol: &DesiredVolume, live: &LiveHost, out: &mut Ou
             (None, Some(c)) => format!("create empty {format} volume of {c}"),
             (None, None) => format!("create empty {format} volume"),
         };
-        let mut a = Action::new(id.clone(), Op::Create, Class::Live, what);
-        a.diff = Some(creation_diff(&render::volume(host, vol)));
+        let a = Action::new(id.clone(), Op::Create, Class::Live, what);
+        // The definition is the `create-volume` op's ([`Action::shown_diff`]).
         out.actions.push(a);
         return;
     };
