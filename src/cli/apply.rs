@@ -212,6 +212,7 @@ pub fn run(args: &Args) -> u8 {
         lock_dir: state.clone(),
         lock_wait: Duration::from_secs(args.lock_wait),
         created_path: prepared.created_path.clone(),
+        epoch: None,
     };
     // The CLI owns the runtime; the reconcile runs on it, in steps, to show the plan and
     // ask before anything changes.

@@ -53,6 +53,13 @@ pub fn human(s: &Status) -> String {
         "Watching {} (pid {}, since {}; {} passes, last at {})\n",
         s.source, s.pid, s.started, s.passes, s.updated
     );
+    // Issue 18 hook: who acts when several watchers run.
+    if let Some(c) = &s.coordination {
+        let epoch = c.epoch.map(|e| format!(", epoch {e}")).unwrap_or_default();
+        let who = c.leader.as_deref().map(|l| format!(", leader {l}")).unwrap_or_default();
+        let why = c.error.as_deref().map(|e| format!(": {e} (no action starts; retrying)")).unwrap_or_default();
+        out.push_str(&format!("Role:      {} via {}{epoch}{who}{why}\n", c.role.to_uppercase(), c.backend));
+    }
     if let Some(sus) = &s.suspended {
         out.push_str(&format!("SUSPENDED by {} at {}: {}\n", sus.by, sus.at, sus.reason));
     }

@@ -71,6 +71,8 @@ pub struct Config {
     pub once: bool,
     /// Notified on SIGHUP: a forced pass (the factory read again, every host observed).
     pub force: Arc<tokio::sync::Notify>,
+    /// Issue 18 hook: who may act ([`crate::coord`]); `Local` for one watcher.
+    pub coord: Arc<dyn crate::coord::Coordinator>,
 }
 
 fn unix_now() -> i64 {
@@ -218,6 +220,20 @@ impl Loop {
             self.write_status();
             return;
         };
+        // Issue 18 hook: a standby (or an instance cut off from etcd) validated the commit
+        // above and stops here; a leader's pass runs under its epoch and is cancelled (no
+        // new action; running ones end) the moment its leadership is in doubt.
+        let role = self.cfg.coord.role();
+        self.status.coordination = Some(crate::coord::CoordStatus::of(self.cfg.coord.as_ref()));
+        if !role.is_leader() {
+            event(&self.cfg.sink, serde_json::json!({"event": "standby", "coordination": self.status.coordination}));
+            self.write_status();
+            return;
+        }
+        self.cfg.env.epoch = role.epoch();
+        let pass_cancel = cancel.child_token();
+        let guard = crate::coord::guard(self.cfg.coord.clone(), pass_cancel.clone());
+        let cancel = &pass_cancel;
         let now = Instant::now();
         // A host whose libvirtd came back (after a reboot, say) is read at once, even while
         // it backs off.
@@ -275,6 +291,13 @@ impl Loop {
             &mut observed,
         )
         .await;
+        guard.abort();
+        // Issue 18 hook: a host refused this leader's epoch: a newer leader acted there.
+        if let Some(f) = out.hosts.iter().filter_map(|h| h.failure.as_ref()).find(|f| f.message.starts_with("fenced:"))
+        {
+            event(&self.cfg.sink, serde_json::json!({"event": "fenced", "error": f.message}));
+            self.cfg.coord.fenced(&f.message);
+        }
         let _ = self.cfg.state.write_ledger(&ledger);
         if let Err(e) = self.cfg.state.write_boot_ids(&self.boot_ids) {
             event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
@@ -344,6 +367,7 @@ impl Loop {
             let applied =
                 CommitRef { commit: good.commit.clone(), subject: self.subject(&good.commit), at: at.clone() };
             let _ = self.cfg.state.write_applied(&applied);
+            self.cfg.coord.record_applied(&applied.commit);
             self.status.last_applied = Some(applied);
         } else if good.commit == "dir" {
             self.status.last_applied = Some(CommitRef { commit: "dir".into(), subject: String::new(), at: at.clone() });
@@ -519,6 +543,18 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
             }
         })
     };
+    // Issue 18 hook: a change of role runs a pass at once (a new leader acts without
+    // waiting for a trigger; a standby's status says so).
+    let role_task = {
+        let (mut roles, tx) = (lp.cfg.coord.subscribe(), tx.clone());
+        tokio::spawn(async move {
+            while roles.changed().await.is_ok() {
+                if tx.send(Trigger::Forced).is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let drift = DriftTimer::new(lp.policy.drift_interval, lp.policy.drift_jitter_percent, seed ^ 0x5eed);
     let drift_task = tokio::spawn(drift.run(tx.clone()));
     let poll_task =
@@ -538,6 +574,7 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
     drift_task.abort();
     poll_task.abort();
     force_task.abort();
+    role_task.abort();
     if let Some(h) = lp.retry.take() {
         h.abort();
     }

@@ -1,0 +1,276 @@
+//! Leader election and shared state through etcd (`etcd-client`, gRPC).
+//!
+//! One background task per watcher. It repeats: read `<prefix>/leader`; when someone
+//! holds it, be a standby and look again shortly; when it is free, grant a lease of the
+//! TTL and create the key bound to it in one transaction (`create_revision == 0`). The
+//! winner is the leader, under the epoch = that key's create revision (etcd's revision
+//! counter only grows, so each hand-over gives a larger epoch). The leader renews the
+//! lease every TTL/3; it stops being leader as soon as a renewal fails or answers that
+//! the lease is gone, or its last good renewal is older than the TTL (measured on the
+//! monotonic clock, which runs on while the process is stopped), whichever is first.
+//! Losing etcd makes every instance `unreachable`; the task retries with backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Coordinator, Role};
+
+/// Commands from the watch loop to the election task.
+enum Cmd {
+    Fenced,
+    Applied(String),
+}
+
+struct Shared {
+    name: String,
+    label: String,
+    ttl: Duration,
+    tx: tokio::sync::watch::Sender<Role>,
+    /// While leader: until when the lease is surely ours (last renewal sent + TTL).
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn set(&self, role: Role, valid_until: Option<Instant>) {
+        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = valid_until;
+        self.tx.send_if_modified(|r| {
+            if *r == role {
+                false
+            } else {
+                *r = role;
+                true
+            }
+        });
+    }
+}
+
+/// The etcd coordinator; its task ends when the token given to [`Etcd::start`] is
+/// cancelled (a leader then gives its key up so a standby need not wait out the TTL).
+pub struct Etcd {
+    shared: Arc<Shared>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+}
+
+impl Etcd {
+    /// Starts the election task on the current tokio runtime. `name` is this instance's
+    /// name as others see it (the leader key's value).
+    /// The returned task ends after `cancel` (a leader's resignation included).
+    pub fn start(
+        endpoints: Vec<String>,
+        prefix: String,
+        ttl: Duration,
+        name: String,
+        cancel: CancellationToken,
+    ) -> (Etcd, tokio::task::JoinHandle<()>) {
+        let label = format!(
+            "etcd://{}{prefix}",
+            endpoints.iter().map(|e| e.trim_start_matches("http://")).collect::<Vec<_>>().join(",")
+        );
+        let shared = Arc::new(Shared {
+            name,
+            label,
+            ttl: ttl.max(Duration::from_secs(1)),
+            tx: tokio::sync::watch::Sender::new(Role::Unreachable { error: "not connected yet".into() }),
+            valid_until: Mutex::new(None),
+        });
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(elect(shared.clone(), endpoints, prefix, rx, cancel));
+        (Etcd { shared, cmds }, task)
+    }
+}
+
+impl Coordinator for Etcd {
+    fn role(&self) -> Role {
+        let role = self.shared.tx.borrow().clone();
+        if role.is_leader() {
+            let until = *self.shared.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+            if until.is_none_or(|u| Instant::now() >= u) {
+                return Role::Standby { leader: None };
+            }
+        }
+        role
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Role> {
+        self.shared.tx.subscribe()
+    }
+    fn fenced(&self, why: &str) {
+        let _ = why;
+        let _ = self.cmds.send(Cmd::Fenced);
+    }
+    fn record_applied(&self, commit: &str) {
+        let _ = self.cmds.send(Cmd::Applied(commit.to_string()));
+    }
+    fn describe(&self) -> String {
+        self.shared.label.clone()
+    }
+}
+
+type Res<T> = Result<T, etcd_client::Error>;
+
+/// How often a standby looks at the leader key.
+fn standby_poll(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
+}
+
+async fn elect(
+    shared: Arc<Shared>,
+    endpoints: Vec<String>,
+    prefix: String,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    cancel: CancellationToken,
+) {
+    const BACKOFF_MAX: Duration = Duration::from_secs(5);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let outcome = tokio::select! {
+            o = session(&shared, &endpoints, &prefix, &mut cmds, &cancel, &mut backoff) => o,
+            _ = cancel.cancelled() => Ok(()),
+        };
+        if cancel.is_cancelled() {
+            shared.set(Role::Standby { leader: None }, None);
+            return;
+        }
+        if let Err(e) = outcome {
+            shared.set(Role::Unreachable { error: format!("etcd at {}: {e}", shared.label) }, None);
+        }
+        let jitter = Duration::from_millis(fastrand::u64(0..=backoff.as_millis() as u64 / 4));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff + jitter) => {}
+            _ = cancel.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection: campaign rounds until etcd fails (an error) or the task is cancelled.
+async fn session(
+    shared: &Shared,
+    endpoints: &[String],
+    prefix: &str,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    cancel: &CancellationToken,
+    backoff: &mut Duration,
+) -> Res<()> {
+    let ttl = shared.ttl;
+    let options = ConnectOptions::new().with_connect_timeout(ttl).with_timeout(ttl);
+    let mut client = Client::connect(endpoints, Some(options)).await?;
+    let key = format!("{prefix}/leader");
+    loop {
+        let got = client.get(key.as_str(), None).await?;
+        *backoff = Duration::from_millis(200);
+        if let Some(kv) = got.kvs().first() {
+            let leader = kv.value_str().ok().map(String::from);
+            shared.set(Role::Standby { leader }, None);
+            // Commands make no sense here (a standby applies nothing): drop them.
+            while cmds.try_recv().is_ok() {}
+            tokio::time::sleep(standby_poll(ttl)).await;
+            continue;
+        }
+        let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
+        let sent = Instant::now();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.as_str(), shared.name.as_str(), Some(PutOptions::new().with_lease(lease)))]);
+        let won = client.txn(txn).await?;
+        if !won.succeeded() {
+            let _ = client.lease_revoke(lease).await;
+            continue;
+        }
+        let epoch = won.header().map(|h| h.revision()).unwrap_or_default() as u64;
+        shared.set(Role::Leader { epoch: Some(epoch) }, Some(sent + ttl));
+        lead(shared, &mut client, prefix, &key, lease, epoch, cmds, cancel).await?;
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+    }
+}
+
+/// Renews the lease while leading; returns Ok when the leadership ended (lease lost,
+/// fenced, cancelled), an error when etcd failed.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    shared: &Shared,
+    client: &mut Client,
+    prefix: &str,
+    key: &str,
+    lease: i64,
+    epoch: u64,
+    cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    cancel: &CancellationToken,
+) -> Res<()> {
+    let ttl = shared.ttl;
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    // Only while the key is still the one this leader created.
+    let ours = || Compare::create_revision(key, CompareOp::Equal, epoch as i64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ttl / 3) => {
+                let sent = Instant::now();
+                let renewed = async {
+                    keeper.keep_alive().await?;
+                    answers.message().await
+                };
+                match tokio::time::timeout(ttl / 2, renewed).await {
+                    Ok(Ok(Some(a))) if a.ttl() > 0 && Instant::now() < sent + ttl => {
+                        shared.set(Role::Leader { epoch: Some(epoch) }, Some(sent + ttl));
+                    }
+                    Ok(Ok(_)) => {
+                        // The lease ran out (the process was stopped, or etcd was away).
+                        shared.set(Role::Standby { leader: None }, None);
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => {
+                        shared.set(Role::Unreachable { error: e.to_string() }, None);
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        shared.set(Role::Unreachable { error: "etcd did not renew the lease in time".into() }, None);
+                        let _ = tokio::time::timeout(ttl, client.lease_revoke(lease)).await;
+                        return Err(etcd_client::Error::LeaseKeepAliveError("lease renewal timed out".into()));
+                    }
+                }
+            }
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Applied(commit)) => {
+                    let value = serde_json::json!({"commit": commit, "epoch": epoch, "by": shared.name}).to_string();
+                    let txn = Txn::new().when([ours()]).and_then([TxnOp::put(format!("{prefix}/applied"), value, None)]);
+                    client.txn(txn).await?;
+                }
+                Some(Cmd::Fenced) => {
+                    shared.set(Role::Standby { leader: None }, None);
+                    let txn = Txn::new().when([ours()]).and_then([TxnOp::delete(key, None)]);
+                    let _ = client.txn(txn).await;
+                    let _ = client.lease_revoke(lease).await;
+                    // Let another candidate win before standing again.
+                    tokio::time::sleep(ttl).await;
+                    return Ok(());
+                }
+                None => return Ok(()),
+            },
+            _ = cancel.cancelled() => {
+                shared.set(Role::Standby { leader: None }, None);
+                let txn = Txn::new().when([ours()]).and_then([TxnOp::delete(key, None)]);
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.txn(txn)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The last applied commit as the leader recorded it in etcd (`<prefix>/applied`), for
+/// `fabrik status --coordination`: `(commit, epoch, by)`.
+pub async fn read_shared(endpoints: &[String], prefix: &str) -> Res<(Option<serde_json::Value>, Option<String>)> {
+    let options =
+        ConnectOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(3));
+    let mut client = Client::connect(endpoints, Some(options)).await?;
+    let applied = client.get(format!("{prefix}/applied"), None).await?;
+    let applied = applied.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok());
+    let leader = client.get(format!("{prefix}/leader"), None).await?;
+    let leader = leader.kvs().first().and_then(|kv| kv.value_str().ok().map(String::from));
+    Ok((applied, leader))
+}
