@@ -13,6 +13,10 @@
 //!    `FABRIK_HA_OUTAGE_S=30`) → both watchers `unreachable`, a commit made meanwhile
 //!    starts no action; etcd back → one leader applies it once.
 //!
+//! 5. a `fabrik apply --coordination …` while the leader's pass holds the locks (it
+//!    waits for a host lock another checkout holds) is refused naming the watcher; with
+//!    `--lock-wait` it waits, then finds the commit applied and does nothing.
+//!
 //! Without root, /dev/kvm, libvirtd or etcd it prints why and passes; with `CI=true` it
 //! fails.
 
@@ -233,6 +237,55 @@ fn watchers_elect_one_leader_hand_over_and_fence_the_old_one() {
     for vm in ["a1", "a2", "a3", "a4"] {
         assert!(running(&h1, vm), "{vm} runs");
     }
+
+    // 5. An operator's apply while the leader's pass holds the factory.
+    let leader = if old.role(FABRIK) == "leader" { &old } else { &wc };
+    let mut other = fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {FABRIK} agent", h1.netns))
+        .expect("h1's agent starts");
+    let holder = fabrik::apply::lock::Holder {
+        pid: 4242,
+        user: "ops".into(),
+        host: "other-checkout".into(),
+        since: 0,
+        epoch: None,
+    };
+    other.lock(&name, "h1", &holder).expect("another checkout holds h1");
+    f.vms.push(vm("a5"));
+    let c5 = commit(&f, &repo, "a5");
+    let apply = |wait: &str| {
+        Command::new(FABRIK)
+            .arg("apply")
+            .arg(&repo)
+            .args(["-y", "--format", "json", "--coordination", &url, "--lock-wait", wait])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    let refused = loop {
+        let o = apply("0");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if o.status.code() == Some(1) && err.contains("fabrik watch") {
+            break err;
+        }
+        assert!(t0.elapsed() < watcher::PATIENCE, "never refused by the watcher: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(refused.contains(&format!(":{} (leader, epoch", leader.pid())), "names the watcher: {refused}");
+    assert!(!defined(&h1, "a5"), "nothing applied while the other checkout holds h1");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(other);
+    });
+    let waited = apply("120");
+    release.join().unwrap();
+    let text = String::from_utf8_lossy(&waited.stdout).into_owned();
+    assert_eq!(waited.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&waited.stderr));
+    assert!(!text.lines().any(|l| l.contains("\"event\":\"start\"")), "the watcher had applied c5: {text}");
+    leader.until(FABRIK, "c5 applied", |s| applied(s, c5.as_str()));
+    assert!(running(&h1, "a5"));
+    assert_nothing_twice(&[&killed, &old, &wc]);
+    say(&format!("5: fabrik apply refused naming {} ({}), then waited for it", leader.name, refused.trim()));
     let _ = std::fs::remove_file(format!("/var/lib/fabrik/apply-{name}@h1.epoch"));
     let _ = std::fs::remove_file(format!("/var/lib/fabrik/apply-{name}@h1.log"));
 }

@@ -34,3 +34,34 @@ impl CoordArgs {
         }
     }
 }
+
+/// `fabrik apply --coordination etcd://…`: the factory's apply lock in etcd, taken
+/// before the hosts' locks and let go when dropped (on the CLI's runtime).
+pub struct HeldApplyLock {
+    lease: Option<crate::coord::etcd::ApplyLease>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl HeldApplyLock {
+    /// Takes the lock for this `fabrik apply`, waiting up to `wait`; refused naming the
+    /// holder (the leading watcher, or another operator's apply).
+    pub fn take(url: &Url, runtime: &tokio::runtime::Runtime, wait: Duration) -> Result<HeldApplyLock, String> {
+        let lease = match url {
+            Url::Local => None,
+            Url::Etcd { endpoints, prefix } => {
+                let me = crate::lockfile::Holder::me();
+                let who = format!("fabrik apply by {} on {} (pid {})", me.user, me.host, me.pid);
+                Some(runtime.block_on(crate::coord::etcd::ApplyLease::take(endpoints, prefix, &who, wait))?)
+            }
+        };
+        Ok(HeldApplyLock { lease, runtime: runtime.handle().clone() })
+    }
+}
+
+impl Drop for HeldApplyLock {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.runtime.block_on(lease.release());
+        }
+    }
+}

@@ -26,6 +26,8 @@ enum Cmd {
 }
 
 struct Shared {
+    endpoints: Vec<String>,
+    prefix: String,
     name: String,
     label: String,
     ttl: Duration,
@@ -71,6 +73,8 @@ impl Etcd {
             endpoints.iter().map(|e| e.trim_start_matches("http://")).collect::<Vec<_>>().join(",")
         );
         let shared = Arc::new(Shared {
+            endpoints: endpoints.clone(),
+            prefix: prefix.clone(),
             name,
             label,
             ttl: ttl.max(Duration::from_secs(1)),
@@ -106,6 +110,9 @@ impl Coordinator for Etcd {
     }
     fn describe(&self) -> String {
         self.shared.label.clone()
+    }
+    fn shared(&self) -> Option<(Vec<String>, String)> {
+        Some((self.shared.endpoints.clone(), self.shared.prefix.clone()))
     }
 }
 
@@ -273,4 +280,90 @@ pub async fn read_shared(endpoints: &[String], prefix: &str) -> Res<(Option<serd
     let leader = client.get(format!("{prefix}/leader"), None).await?;
     let leader = leader.kvs().first().and_then(|kv| kv.value_str().ok().map(String::from));
     Ok((applied, leader))
+}
+
+/// The factory's apply lock in etcd (`<prefix>/apply-lock`): held by the leading watcher
+/// for each pass and by a `fabrik apply --coordination …`, so one waits for (or is
+/// refused by) the other whichever machine it runs on. Bound to a lease of its own, kept
+/// alive while held: a holder that dies frees it after the TTL.
+pub struct ApplyLease {
+    client: Client,
+    key: String,
+    lease: i64,
+    revision: i64,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+/// The lease TTL of the apply lock.
+const APPLY_LEASE_TTL: i64 = 5;
+
+impl ApplyLease {
+    /// Takes the lock for `who` (a line naming the holder, shown to whoever waits),
+    /// waiting up to `wait`; refused with the holder's line.
+    pub async fn take(endpoints: &[String], prefix: &str, who: &str, wait: Duration) -> Result<ApplyLease, String> {
+        let options =
+            ConnectOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(3));
+        let fail = |e: etcd_client::Error| format!("the apply lock in etcd ({prefix}/apply-lock) cannot be used: {e}");
+        let mut client = Client::connect(endpoints, Some(options)).await.map_err(fail)?;
+        let key = format!("{prefix}/apply-lock");
+        let deadline = tokio::time::Instant::now() + wait;
+        let lease = client.lease_grant(APPLY_LEASE_TTL, None).await.map_err(fail)?.id();
+        let (mut k, mut answers) = client.lease_keep_alive(lease).await.map_err(fail)?;
+        loop {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), who, Some(PutOptions::new().with_lease(lease)))])
+                .or_else([TxnOp::get(key.as_str(), None)]);
+            // The lease stays alive while waiting.
+            k.keep_alive().await.map_err(fail)?;
+            let _ = answers.message().await.map_err(fail)?;
+            let r = client.txn(txn).await.map_err(fail)?;
+            if r.succeeded() {
+                let revision = r.header().map(|h| h.revision()).unwrap_or_default();
+                let keeper = tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(APPLY_LEASE_TTL as u64) / 3).await;
+                        if k.keep_alive().await.is_err() || answers.message().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                return Ok(ApplyLease { client, key, lease, revision, keeper });
+            }
+            let holder = r
+                .op_responses()
+                .into_iter()
+                .find_map(|op| match op {
+                    etcd_client::TxnOpResponse::Get(g) => {
+                        g.kvs().first().and_then(|kv| kv.value_str().ok().map(String::from))
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| "someone".into());
+            if tokio::time::Instant::now() + Duration::from_millis(200) > deadline {
+                let _ = client.lease_revoke(lease).await;
+                return Err(format!(
+                    "another apply holds the factory's apply lock in etcd ({key}): {holder}; wait for it, or pass \
+                     --lock-wait SECONDS"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Lets the lock go at once (else it frees itself when the lease runs out).
+    pub async fn release(mut self) {
+        self.keeper.abort();
+        let txn = Txn::new()
+            .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.revision)])
+            .and_then([TxnOp::delete(self.key.as_str(), None)]);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.txn(txn)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.lease_revoke(self.lease)).await;
+    }
+}
+
+impl Drop for ApplyLease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
 }

@@ -98,6 +98,18 @@ pub trait Coordinator: Send + Sync {
     fn record_applied(&self, commit: &str);
     /// `local` or `etcd://…` for status lines.
     fn describe(&self) -> String;
+    /// The etcd endpoints and prefix, for the shared apply lock; `None` when local.
+    fn shared(&self) -> Option<(Vec<String>, String)> {
+        None
+    }
+}
+
+/// Takes the shared apply lock for a leader's pass (nothing to take when local).
+pub async fn begin_apply(c: &dyn Coordinator, wait: Duration) -> Result<Option<etcd::ApplyLease>, String> {
+    let Some((endpoints, prefix)) = c.shared() else { return Ok(None) };
+    let epoch = c.role().epoch().map(|e| format!(", epoch {e}")).unwrap_or_default();
+    let who = format!("fabrik watch {} (leader{epoch})", instance_name());
+    etcd::ApplyLease::take(&endpoints, &prefix, &who, wait).await.map(Some)
 }
 
 /// Cancels `token` as soon as `coord` no longer says this instance leads (checked

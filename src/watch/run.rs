@@ -231,6 +231,20 @@ impl Loop {
             return;
         }
         self.cfg.env.epoch = role.epoch();
+        let apply_lease = match crate::coord::begin_apply(self.cfg.coord.as_ref(), self.cfg.env.lock_wait).await {
+            Ok(l) => l,
+            Err(why) => {
+                // An operator's `fabrik apply` holds the factory: try again shortly.
+                event(&self.cfg.sink, serde_json::json!({"event": "locked", "error": why}));
+                self.write_status();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let _ = tx.send(Trigger::Forced);
+                });
+                return;
+            }
+        };
         let pass_cancel = cancel.child_token();
         let guard = crate::coord::guard(self.cfg.coord.clone(), pass_cancel.clone());
         let cancel = &pass_cancel;
@@ -292,6 +306,9 @@ impl Loop {
         )
         .await;
         guard.abort();
+        if let Some(l) = apply_lease {
+            l.release().await;
+        }
         // Issue 18 hook: a host refused this leader's epoch: a newer leader acted there.
         if let Some(f) = out.hosts.iter().filter_map(|h| h.failure.as_ref()).find(|f| f.message.starts_with("fenced:"))
         {

@@ -28,7 +28,7 @@ impl Watcher {
             .arg(state)
             .args(["--coordination", url, "--lease-ttl", &ttl.to_string()])
             .args(["--poll-seconds", "1", "--debounce-ms", "100", "--drift-seconds", "3600"])
-            .args(["--shutdown-timeout", "1", "--host-timeout", "5", "--format", "json"])
+            .args(["--shutdown-timeout", "1", "--host-timeout", "5", "--format", "json", "--lock-wait", "120"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
