@@ -65,3 +65,33 @@ impl Drop for HeldApplyLock {
         }
     }
 }
+
+fn once<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    Ok(rt.block_on(f))
+}
+
+/// `fabrik status --coordination etcd://…`: the leader's published status, the same from
+/// any machine. `None` for local coordination (the state directory is read instead).
+pub fn shared_status(url: &Url) -> Option<Result<crate::watch::state::Status, String>> {
+    let Url::Etcd { endpoints, prefix } = url else { return None };
+    Some(match once(crate::coord::etcd::read_status(endpoints, prefix)) {
+        Ok(Ok(Some(doc))) => {
+            serde_json::from_value(doc).map_err(|e| format!("the status in etcd at {prefix}/status: {e}"))
+        }
+        Ok(Ok(None)) => Err(format!("no leader has published a status in etcd at {prefix}/status yet")),
+        Ok(Err(e)) => Err(format!("etcd ({}): {e}", endpoints.join(","))),
+        Err(e) => Err(e),
+    })
+}
+
+/// `fabrik approve ID --coordination etcd://…`: records the approval in etcd, where the
+/// leader (whichever instance it is now or later) reads it.
+pub fn shared_approve(url: &Url, id: &str, by: &str) -> Option<Result<(), String>> {
+    let Url::Etcd { endpoints, prefix } = url else { return None };
+    Some(match once(crate::coord::etcd::approve(endpoints, prefix, id, by)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("etcd ({}): {e}", endpoints.join(","))),
+        Err(e) => Err(e),
+    })
+}

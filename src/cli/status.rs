@@ -13,6 +13,10 @@ pub struct Args {
     pub at: StateArgs,
     #[arg(long, value_enum, default_value_t = super::watch::WatchFormat::Human, env = "FABRIK_FORMAT")]
     pub format: super::watch::WatchFormat,
+    /// Read the leading watcher's status from etcd (`etcd://HOST:PORT[,…]/PREFIX`, as
+    /// given to `fabrik watch --coordination`) instead of a local state directory.
+    #[arg(long, value_name = "URL", env = "FABRIK_COORDINATION", default_value = "local")]
+    pub coordination: crate::coord::Url,
 }
 
 /// Something waits or fails.
@@ -20,20 +24,23 @@ pub const EXIT_ATTENTION: u8 = 2;
 
 pub fn run(args: &Args) -> u8 {
     let state = args.at.state();
-    let status = match state.status() {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            eprintln!(
-                "error: no watcher status in {}; start `fabrik watch`, or name its state with --watch-state",
-                state.root.display()
-            );
-            return exit::INVALID;
-        }
-        Err(e) => {
-            eprintln!("error: {}", crate::diag::error_chain(&e));
-            return exit::INVALID;
-        }
-    };
+    // Issue 18 hook: with etcd, the leader's view, whichever machine asks.
+    let shared = super::coord::shared_status(&args.coordination);
+    let status =
+        match shared.map(|r| r.map(Some)).unwrap_or_else(|| state.status().map_err(|e| crate::diag::error_chain(&e))) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                eprintln!(
+                    "error: no watcher status in {}; start `fabrik watch`, or name its state with --watch-state",
+                    state.root.display()
+                );
+                return exit::INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
     match args.format {
         super::watch::WatchFormat::Json => {
             super::out::println(&crate::formats::versioned(STATUS_FORMAT, &status).to_string())

@@ -23,6 +23,7 @@ use super::{Coordinator, Role};
 enum Cmd {
     Fenced,
     Applied(String),
+    Status(String),
 }
 
 struct Shared {
@@ -34,6 +35,8 @@ struct Shared {
     tx: tokio::sync::watch::Sender<Role>,
     /// While leader: until when the lease is surely ours (last renewal sent + TTL).
     valid_until: Mutex<Option<Instant>>,
+    /// `<prefix>/approvals/<id>` as the leader last read them: (id, by).
+    approvals: Mutex<Vec<(String, String)>>,
 }
 
 impl Shared {
@@ -80,6 +83,7 @@ impl Etcd {
             ttl: ttl.max(Duration::from_secs(1)),
             tx: tokio::sync::watch::Sender::new(Role::Unreachable { error: "not connected yet".into() }),
             valid_until: Mutex::new(None),
+            approvals: Mutex::new(Vec::new()),
         });
         let (cmds, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(elect(shared.clone(), endpoints, prefix, rx, cancel));
@@ -113,6 +117,12 @@ impl Coordinator for Etcd {
     }
     fn shared(&self) -> Option<(Vec<String>, String)> {
         Some((self.shared.endpoints.clone(), self.shared.prefix.clone()))
+    }
+    fn publish_status(&self, status: &serde_json::Value) {
+        let _ = self.cmds.send(Cmd::Status(status.to_string()));
+    }
+    fn shared_approvals(&self) -> Vec<(String, String)> {
+        self.shared.approvals.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -224,6 +234,8 @@ async fn lead(
                 match tokio::time::timeout(ttl / 2, renewed).await {
                     Ok(Ok(Some(a))) if a.ttl() > 0 && Instant::now() < sent + ttl => {
                         shared.set(Role::Leader { epoch: Some(epoch) }, Some(sent + ttl));
+                        let approvals = approvals(client, prefix).await?;
+                        *shared.approvals.lock().unwrap_or_else(|e| e.into_inner()) = approvals;
                     }
                     Ok(Ok(_)) => {
                         // The lease ran out (the process was stopped, or etcd was away).
@@ -247,6 +259,10 @@ async fn lead(
                     let txn = Txn::new().when([ours()]).and_then([TxnOp::put(format!("{prefix}/applied"), value, None)]);
                     client.txn(txn).await?;
                 }
+                Some(Cmd::Status(doc)) => {
+                    let txn = Txn::new().when([ours()]).and_then([TxnOp::put(format!("{prefix}/status"), doc, None)]);
+                    client.txn(txn).await?;
+                }
                 Some(Cmd::Fenced) => {
                     shared.set(Role::Standby { leader: None }, None);
                     let txn = Txn::new().when([ours()]).and_then([TxnOp::delete(key, None)]);
@@ -267,6 +283,41 @@ async fn lead(
             }
         }
     }
+}
+
+/// `<prefix>/approvals/<id>`: (id, who approved).
+async fn approvals(client: &mut Client, prefix: &str) -> Res<Vec<(String, String)>> {
+    let dir = format!("{prefix}/approvals/");
+    let got = client.get(dir.as_str(), Some(etcd_client::GetOptions::new().with_prefix())).await?;
+    Ok(got
+        .kvs()
+        .iter()
+        .filter_map(|kv| {
+            let id = kv.key_str().ok()?.strip_prefix(dir.as_str())?.to_string();
+            Some((id, kv.value_str().unwrap_or_default().to_string()))
+        })
+        .collect())
+}
+
+/// Connects for one command-line call (`status`, `approve`).
+async fn connect_once(endpoints: &[String]) -> Res<Client> {
+    let options =
+        ConnectOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(3));
+    Client::connect(endpoints, Some(options)).await
+}
+
+/// The leader's published status document (`<prefix>/status`), if any.
+pub async fn read_status(endpoints: &[String], prefix: &str) -> Res<Option<serde_json::Value>> {
+    let mut client = connect_once(endpoints).await?;
+    let got = client.get(format!("{prefix}/status"), None).await?;
+    Ok(got.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok()))
+}
+
+/// Records an approval for the leader to carry out (`<prefix>/approvals/<id>`).
+pub async fn approve(endpoints: &[String], prefix: &str, id: &str, by: &str) -> Res<()> {
+    let mut client = connect_once(endpoints).await?;
+    client.put(format!("{prefix}/approvals/{id}"), by, None).await?;
+    Ok(())
 }
 
 /// The last applied commit as the leader recorded it in etcd (`<prefix>/applied`), for

@@ -102,6 +102,14 @@ pub trait Coordinator: Send + Sync {
     fn shared(&self) -> Option<(Vec<String>, String)> {
         None
     }
+    /// The leader publishes its status (`status.json`'s document) for
+    /// `fabrik status --coordination …` on any machine.
+    fn publish_status(&self, _status: &serde_json::Value) {}
+    /// Approvals given through `fabrik approve --coordination …`, as (id, by), read by
+    /// the leader; none when local.
+    fn shared_approvals(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Takes the shared apply lock for a leader's pass (nothing to take when local).

@@ -428,6 +428,12 @@ impl Loop {
         if let Err(e) = self.cfg.state.write_status(&self.status) {
             event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
         }
+        // Issue 18 hook: the leader's view for `fabrik status --coordination` anywhere.
+        if self.status.coordination.as_ref().is_some_and(|c| c.role == "leader")
+            && let Ok(doc) = serde_json::to_value(&self.status)
+        {
+            self.cfg.coord.publish_status(&crate::formats::versioned(super::state::STATUS_FORMAT, &doc));
+        }
     }
 }
 
@@ -572,6 +578,23 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
             }
         })
     };
+    // Issue 18 hook: approvals given through etcd become approval files here, which
+    // `poll` turns into triggers like a local `fabrik approve`.
+    let approvals_task = {
+        let (coord, state) = (lp.cfg.coord.clone(), lp.cfg.state.clone());
+        tokio::spawn(async move {
+            // Each once: a pass prunes approvals of plans no longer pending.
+            let mut mirrored = BTreeSet::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for (id, by) in coord.shared_approvals() {
+                    if super::state::valid_pending_id(&id) && mirrored.insert(id.clone()) && !state.is_approved(&id) {
+                        let _ = state.approve(&id, &by, &now_rfc3339());
+                    }
+                }
+            }
+        })
+    };
     let drift = DriftTimer::new(lp.policy.drift_interval, lp.policy.drift_jitter_percent, seed ^ 0x5eed);
     let drift_task = tokio::spawn(drift.run(tx.clone()));
     let poll_task =
@@ -592,6 +615,7 @@ pub async fn run(cfg: Config, hosts_events: Vec<(String, String)>, cancel: Cance
     poll_task.abort();
     force_task.abort();
     role_task.abort();
+    approvals_task.abort();
     if let Some(h) = lp.retry.take() {
         h.abort();
     }
