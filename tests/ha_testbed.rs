@@ -17,6 +17,9 @@
 //!    waits for a host lock another checkout holds) is refused naming the watcher; with
 //!    `--lock-wait` it waits, then finds the commit applied and does nothing.
 //!
+//! 6. a change waiting for approval: `fabrik status --coordination` shows the leader's
+//!    pending plan from anywhere; `fabrik approve --coordination` lets the leader run it.
+//!
 //! Without root, /dev/kvm, libvirtd or etcd it prints why and passes; with `CI=true` it
 //! fails.
 
@@ -249,7 +252,12 @@ fn watchers_elect_one_leader_hand_over_and_fence_the_old_one() {
         since: 0,
         epoch: None,
     };
-    other.lock(&name, "h1", &holder).expect("another checkout holds h1");
+    // The leader may be in a pass (the one etcd's return started): wait for it to end.
+    let t0 = Instant::now();
+    while let Err(e) = other.lock(&name, "h1", &holder) {
+        assert!(t0.elapsed() < watcher::PATIENCE, "another checkout never got h1: {e:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     f.vms.push(vm("a5"));
     let c5 = commit(&f, &repo, "a5");
     let apply = |wait: &str| {
@@ -286,6 +294,39 @@ fn watchers_elect_one_leader_hand_over_and_fence_the_old_one() {
     assert!(running(&h1, "a5"));
     assert_nothing_twice(&[&killed, &old, &wc]);
     say(&format!("5: fabrik apply refused naming {} ({}), then waited for it", leader.name, refused.trim()));
+
+    // 6. A change that waits for approval: `fabrik status --coordination` shows the
+    //    leader's pending plan (whichever machine asks); `fabrik approve --coordination`
+    //    records it in etcd and the leader carries it out.
+    let before: Vec<usize> = [&old, &wc].iter().map(|w| w.done().len()).collect();
+    f.templates[0].memory_mib = 96;
+    let c6 = commit(&f, &repo, "more memory");
+    let s = leader.until(FABRIK, "a pending plan for c6", |s| applied(s, c6.as_str()) && !s["pending"].is_null());
+    let id = s["pending"]["id"].as_str().unwrap().to_string();
+    let shared = Command::new(FABRIK)
+        .args(["status", "--format", "json", "--coordination", &url, "--watch-state"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    let shared: serde_json::Value = serde_json::from_slice(&shared.stdout).expect("the shared status is JSON");
+    assert_eq!(shared["pending"]["id"], id.as_str(), "{shared:#}");
+    assert_eq!(shared["coordination"]["role"], "leader");
+    let o = Command::new(FABRIK)
+        .args(["approve", &id, "--coordination", &url, "--watch-state"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    leader.until(FABRIK, "the approved plan carried out", |s| s["pending"].is_null() && applied(s, c6.as_str()));
+    // Each VM restarted once, by one watcher.
+    let mut restarted: Vec<String> =
+        [&old, &wc].iter().zip(&before).flat_map(|(w, n)| w.done()[*n..].to_vec()).collect();
+    let all = restarted.len();
+    assert!(all > 0, "the approved plan ran actions");
+    restarted.sort();
+    restarted.dedup();
+    assert_eq!(restarted.len(), all, "an approved action ran twice: {restarted:?}");
+    say(&format!("6: plan {id} approved through etcd, carried out by {}", leader.name));
     let _ = std::fs::remove_file(format!("/var/lib/fabrik/apply-{name}@h1.epoch"));
     let _ = std::fs::remove_file(format!("/var/lib/fabrik/apply-{name}@h1.log"));
 }
