@@ -216,20 +216,26 @@ impl Loop {
             self.write_status();
             return;
         }
-        let Some(good) = &self.good else {
-            self.write_status();
-            return;
-        };
         // Issue 18 hook: a standby (or an instance cut off from etcd) validated the commit
         // above and stops here; a leader's pass runs under its epoch and is cancelled (no
         // new action; running ones end) the moment its leadership is in doubt.
         let role = self.cfg.coord.role();
-        self.status.coordination = Some(crate::coord::CoordStatus::of(self.cfg.coord.as_ref()));
+        let coordination = Some(crate::coord::CoordStatus::of(self.cfg.coord.as_ref()));
+        let role_changed = self.status.coordination != coordination;
+        self.status.coordination = coordination;
+        if role.is_leader() && role_changed {
+            // Said at once, not after the pass: a new leader is visible when it leads.
+            self.write_status();
+        }
         if !role.is_leader() {
             event(&self.cfg.sink, serde_json::json!({"event": "standby", "coordination": self.status.coordination}));
             self.write_status();
             return;
         }
+        let Some(good) = &self.good else {
+            self.write_status();
+            return;
+        };
         self.cfg.env.epoch = role.epoch();
         let apply_lease = match crate::coord::begin_apply(self.cfg.coord.as_ref(), self.cfg.env.lock_wait).await {
             Ok(l) => l,
