@@ -143,10 +143,8 @@ async fn elect(
     const BACKOFF_MAX: Duration = Duration::from_secs(5);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let outcome = tokio::select! {
-            o = session(&shared, &endpoints, &prefix, &mut cmds, &cancel, &mut backoff) => o,
-            _ = cancel.cancelled() => Ok(()),
-        };
+        // Not raced against `cancel`: a leader must be let finish its resignation.
+        let outcome = session(&shared, &endpoints, &prefix, &mut cmds, &cancel, &mut backoff).await;
         if cancel.is_cancelled() {
             shared.set(Role::Standby { leader: None }, None);
             return;
@@ -174,7 +172,10 @@ async fn session(
 ) -> Res<()> {
     let ttl = shared.ttl;
     let options = ConnectOptions::new().with_connect_timeout(ttl).with_timeout(ttl);
-    let mut client = Client::connect(endpoints, Some(options)).await?;
+    let mut client = tokio::select! {
+        c = Client::connect(endpoints, Some(options)) => c?,
+        _ = cancel.cancelled() => return Ok(()),
+    };
     let key = format!("{prefix}/leader");
     loop {
         let got = client.get(key.as_str(), None).await?;
@@ -184,8 +185,14 @@ async fn session(
             shared.set(Role::Standby { leader }, None);
             // Commands make no sense here (a standby applies nothing): drop them.
             while cmds.try_recv().is_ok() {}
-            tokio::time::sleep(standby_poll(ttl)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(standby_poll(ttl)) => {}
+                _ = cancel.cancelled() => return Ok(()),
+            }
             continue;
+        }
+        if cancel.is_cancelled() {
+            return Ok(());
         }
         let lease = client.lease_grant(ttl.as_secs() as i64, None).await?.id();
         let sent = Instant::now();
