@@ -5,10 +5,11 @@
 //! 1. two watchers → one leader, one standby; exactly one applies the commit;
 //! 2. kill -9 of the leader → the standby leads (hand-over time printed; the bound is
 //!    in benches/ha_handover.rs) and applies the next commit;
-//! 3. SIGSTOP of the new leader past its lease → a third watcher takes over and applies
-//!    a commit under a higher epoch; SIGCONT → the old leader's epoch is refused by the
-//!    host lock (`fenced`), it reports standby; no action ran twice (lock log, events,
-//!    domains);
+//! 3. SIGSTOP of the new leader past its lease, mid-pass (waiting for h1, which another
+//!    checkout holds) → a third watcher takes over and applies the commit under a higher
+//!    epoch; SIGCONT → the old leader's next lock request in that pass is refused by h1
+//!    (`fenced`), it reports `fenced` and stands by; no action ran twice (lock log,
+//!    events, domains);
 //! 4. etcd killed for `FABRIK_HA_OUTAGE_S` seconds (default 10; the 30 s is
 //!    `FABRIK_HA_OUTAGE_S=30`) → both watchers `unreachable`, a commit made meanwhile
 //!    starts no action; etcd back → one leader applies it once.
@@ -110,6 +111,27 @@ fn assert_nothing_twice(ws: &[&Watcher]) {
     assert!(twice.is_empty(), "actions applied twice: {twice:?}");
 }
 
+/// Takes h1's lock for `holder` through an agent of its own (another checkout's apply),
+/// once no watcher's pass holds it.
+fn hold_h1(h1: &Host, factory: &str, holder: &fabrik::apply::lock::Holder) -> fabrik::driver::agent::AgentClient {
+    let mut other = fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {FABRIK} agent", h1.netns))
+        .expect("h1's agent starts");
+    let t0 = Instant::now();
+    while let Err(e) = other.lock(factory, "h1", holder) {
+        assert!(t0.elapsed() < watcher::PATIENCE, "another checkout never got h1: {e:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    other
+}
+
+fn until_log(factory: &str, what: &str, ok: impl Fn(&[(String, Option<u64>)]) -> bool) {
+    let t0 = Instant::now();
+    while !ok(&lock_log(factory)) {
+        assert!(t0.elapsed() < watcher::PATIENCE, "lock log never showed: {what}: {:?}", lock_log(factory));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn epoch(s: &serde_json::Value) -> u64 {
     s["coordination"]["epoch"].as_u64().unwrap_or_default()
 }
@@ -175,35 +197,59 @@ fn watchers_elect_one_leader_hand_over_and_fence_the_old_one() {
     assert!(running(&h1, "a2"));
     let (mut old, killed) = (standby, leader);
 
-    // 3. SIGSTOP of that leader past its lease: a third watcher takes over.
+    // 3. SIGSTOP of that leader past its lease, in the middle of a pass (it waits for
+    //    h1, which another checkout holds): a third watcher takes over and applies the
+    //    commit under a higher epoch; SIGCONT: the old leader's next lock request, still
+    //    in that pass, is refused by h1 (fencing) and it steps down.
     let wc = start("c");
     wc.until(FABRIK, "c stands by", |s| s["coordination"]["role"] == "standby");
-    old.signal(Signal::SIGSTOP);
-    let s = wc.until(FABRIK, "c leads after b stopped", |s| s["coordination"]["role"] == "leader");
-    let epoch3 = epoch(&s);
-    assert!(epoch3 > epoch2, "{epoch2} → {epoch3}");
+    let holder = fabrik::apply::lock::Holder {
+        pid: 4242,
+        user: "ops".into(),
+        host: "other-checkout".into(),
+        since: 0,
+        epoch: None,
+    };
+    let other = hold_h1(&h1, &name, &holder);
     f.vms.push(vm("a3"));
     let c3 = commit(&f, &repo, "a3");
+    until_log(&name, "the leader's pass waits for h1", |l| l.iter().any(|(o, e)| o == "busy" && *e == Some(epoch2)));
+    old.signal(Signal::SIGSTOP);
+    let s = wc.until(FABRIK, "c leads after the leader stopped", |s| s["coordination"]["role"] == "leader");
+    let epoch3 = epoch(&s);
+    assert!(epoch3 > epoch2, "{epoch2} → {epoch3}");
+    let t0 = Instant::now();
+    while !lock_log(&name).iter().any(|(o, e)| o == "busy" && *e == Some(epoch3)) {
+        let tail: Vec<String> = wc.events().iter().rev().take(12).map(|e| e.to_string()).collect();
+        assert!(
+            t0.elapsed() < watcher::PATIENCE,
+            "c's pass never waited for h1: {:?}; c's events: {tail:#?}",
+            lock_log(&name)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(other);
     wc.until(FABRIK, "c3 applied by c", |s| applied(s, c3.as_str()));
     assert!(running(&h1, "a3"));
-    // The old leader wakes up. Whatever it tries under its old epoch, the host refuses:
-    // here its agent is asked for the lock exactly as its next pass would ask.
     old.signal(Signal::SIGCONT);
-    let mut agent = fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {FABRIK} agent", h1.netns))
-        .expect("h1's agent starts");
-    let stale = fabrik::apply::lock::Holder { epoch: Some(epoch2), ..fabrik::apply::lock::Holder::me() };
-    let refused = agent.lock(&name, "h1", &stale).expect_err("an older epoch is fenced");
-    assert_eq!(refused.code.as_deref(), Some("fenced"), "{refused:?}");
-    assert!(
-        refused.message.contains(&format!("epoch {epoch2}")) && refused.message.contains(&format!("epoch {epoch3}"))
-    );
-    drop(agent);
+    until_log(&name, "the old leader fenced", |l| l.iter().any(|(o, e)| o == "fenced" && *e == Some(epoch2)));
+    let t0 = Instant::now();
+    while !old.events().iter().any(|e| e["event"] == "fenced") {
+        assert!(t0.elapsed() < watcher::PATIENCE, "the old leader never reported being fenced");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let fenced = old.events().into_iter().find(|e| e["event"] == "fenced").unwrap();
+    let why = fenced["error"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("epoch {epoch2}")) && why.contains(&format!("epoch {epoch3}")), "{why}");
     old.until(FABRIK, "the old leader reports standby", |s| s["coordination"]["role"] == "standby");
+    assert!(!old.done().iter().any(|id| id.contains("a3")), "the old leader applied nothing of c3");
     let log = lock_log(&name);
-    assert!(log.iter().any(|(o, e)| o == "fenced" && *e == Some(epoch2)), "{log:?}");
     assert_taken_epochs_grow(&log);
     assert_nothing_twice(&[&killed, &old, &wc]);
-    say(&format!("3: SIGSTOP past the lease → c leads under {epoch3}; {}'s epoch {epoch2} fenced", old.name));
+    say(&format!(
+        "3: SIGSTOP past the lease → c leads under {epoch3}; SIGCONT → {}'s epoch {epoch2} fenced by h1",
+        old.name
+    ));
 
     // 4. etcd away: nobody acts; back: the pending commit is applied once.
     let outage: u64 = std::env::var("FABRIK_HA_OUTAGE_S").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -243,21 +289,7 @@ fn watchers_elect_one_leader_hand_over_and_fence_the_old_one() {
 
     // 5. An operator's apply while the leader's pass holds the factory.
     let leader = if old.role(FABRIK) == "leader" { &old } else { &wc };
-    let mut other = fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {FABRIK} agent", h1.netns))
-        .expect("h1's agent starts");
-    let holder = fabrik::apply::lock::Holder {
-        pid: 4242,
-        user: "ops".into(),
-        host: "other-checkout".into(),
-        since: 0,
-        epoch: None,
-    };
-    // The leader may be in a pass (the one etcd's return started): wait for it to end.
-    let t0 = Instant::now();
-    while let Err(e) = other.lock(&name, "h1", &holder) {
-        assert!(t0.elapsed() < watcher::PATIENCE, "another checkout never got h1: {e:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let other = hold_h1(&h1, &name, &holder);
     f.vms.push(vm("a5"));
     let c5 = commit(&f, &repo, "a5");
     let apply = |wait: &str| {

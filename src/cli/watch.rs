@@ -272,7 +272,15 @@ fn watch(a: &RunArgs) -> u8 {
             }
         }
     });
-    let lock_dir = if a.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&factory_path) };
+    let lock_dir = if a.sim {
+        hosts.state()
+    } else if a.coord.coordination != crate::coord::Url::Local {
+        // Issue 18 hook: coordinated watchers share the apply lock in etcd; a local one in
+        // the repository would let a stopped leader on the same machine block the others.
+        a.at.state().root.clone()
+    } else {
+        crate::spec::load::fabrik_dir(&factory_path)
+    };
     let flags = Overrides {
         poll: a.poll_seconds.map(Duration::from_secs),
         debounce: a.debounce_ms.map(Duration::from_millis),
