@@ -40,7 +40,7 @@ async fn until(what: &str, ok: impl Fn() -> bool) {
 }
 
 fn leaders(cs: &[&Candidate]) -> Vec<u64> {
-    cs.iter().filter_map(|c| c.coord.role().is_leader().then(|| c.coord.role().epoch().unwrap_or(0))).collect()
+    cs.iter().map(|c| c.coord.role()).filter(Role::is_leader).map(|r| r.epoch().unwrap_or(0)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
