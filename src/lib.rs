@@ -23,6 +23,7 @@ pub mod apply;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod coord;
 pub mod desired;
 pub mod diag;
 pub mod driver;

@@ -30,6 +30,10 @@ pub struct Holder {
     pub host: String,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// The fencing token of a watcher elected through etcd (issue 18, [`crate::coord`]):
+    /// a host refuses a holder whose epoch is lower than the highest it has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Holder {
@@ -40,12 +44,13 @@ impl Holder {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Holder { pid: std::process::id(), user, host, since }
+        Holder { pid: std::process::id(), user, host, since, epoch: None }
     }
 
     pub fn describe(&self) -> String {
         let age = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_sub(self.since);
-        format!("pid {} of {} on {}, for {age}s", self.pid, self.user, self.host)
+        let epoch = self.epoch.map(|e| format!(", leader epoch {e}")).unwrap_or_default();
+        format!("pid {} of {} on {}, for {age}s{epoch}", self.pid, self.user, self.host)
     }
 }
 

@@ -390,7 +390,8 @@ fn a_host_in_a_network_namespace_through_ip_netns_exec() {
 fn an_apply_lock_is_held_for_the_connection_and_refused_to_another_naming_its_holder() {
     let dir = tempfile::tempdir().unwrap();
     let connect = || piped_locking(Box::new(FakeGpus::new()), Box::new(sim_host()), dir.path().to_path_buf());
-    let holder = |pid| fabrik::apply::lock::Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0 };
+    let holder =
+        |pid| fabrik::apply::lock::Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0, epoch: None };
     let (mut first, first_server) = connect();
     first.lock("ai", "h1", &holder(4242)).unwrap();
     let (mut second, second_server) = connect();

@@ -464,7 +464,13 @@ fn an_apply_from_another_checkout_is_kept_out_by_the_hosts_lock() {
     let mut other =
         fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {} agent", h1.netns, factory::FABRIK))
             .expect("h1's agent starts");
-    let holder = fabrik::apply::lock::Holder { pid: 4242, user: "ops".into(), host: "other-checkout".into(), since: 0 };
+    let holder = fabrik::apply::lock::Holder {
+        pid: 4242,
+        user: "ops".into(),
+        host: "other-checkout".into(),
+        since: 0,
+        epoch: None,
+    };
     other.lock(&f.name, "h1", &holder).expect("the other apply takes h1's lock");
 
     let refused = run::apply(&path, SHUTDOWN_TIMEOUT);

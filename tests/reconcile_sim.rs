@@ -157,6 +157,7 @@ fn options(state: &Path) -> fabrik::reconcile::Options {
         lock_dir: state.to_path_buf(),
         lock_wait: Duration::ZERO,
         created_path: state.join("created.json"),
+        epoch: None,
     }
 }
 

@@ -21,7 +21,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub sim_state: Option<PathBuf>,
     /// Where this host keeps the apply locks it holds for a fabrik (default
-    /// `/run/fabrik`; with `--sim-state`, that folder).
+    /// `/run/fabrik`; with `--sim-state`, that folder). The leader epochs it has seen and
+    /// its lock log are kept there too when given, else in `/var/lib/fabrik`.
     #[arg(long, value_name = "DIR")]
     pub lock_dir: Option<PathBuf>,
 }
@@ -71,11 +72,13 @@ pub fn run(args: &Args) -> u8 {
         },
         None => (local_gpus(), local_links()),
     };
-    let lock_dir = match (&args.lock_dir, &args.sim_state) {
-        (Some(dir), _) | (None, Some(dir)) => dir.clone(),
-        (None, None) => PathBuf::from(agent::HostLocks::DIR_DEFAULT),
+    let locks = match (&args.lock_dir, &args.sim_state) {
+        (Some(dir), _) | (None, Some(dir)) => agent::HostLocks::new(dir.clone()),
+        // The locks die with their holders (`/run`); the fencing records must not.
+        (None, None) => agent::HostLocks::new(PathBuf::from(agent::HostLocks::DIR_DEFAULT))
+            .with_fence_dir(PathBuf::from(crate::coord::fence::DIR_DEFAULT)),
     };
-    match agent::serve(io::stdin().lock(), io::stdout().lock(), gpus, links, agent::HostLocks::new(lock_dir)) {
+    match agent::serve(io::stdin().lock(), io::stdout().lock(), gpus, links, locks) {
         Ok(()) => exit::OK,
         // The other side went away mid-answer: nothing is left to serve.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => exit::OK,

@@ -52,6 +52,11 @@ pub struct Args {
     /// Wait up to this many seconds for another apply of the factory to finish.
     #[arg(long, value_name = "SECONDS", env = "FABRIK_LOCK_WAIT", default_value_t = 0)]
     pub lock_wait: u64,
+    /// Share the apply lock with watchers coordinated through etcd
+    /// (`etcd://HOST:PORT[,…]/PREFIX`, as given to `fabrik watch --coordination`): wait
+    /// for (`--lock-wait`) or be refused by a watcher's pass, naming it.
+    #[arg(long, value_name = "URL", env = "FABRIK_COORDINATION", default_value = "local")]
+    pub coordination: crate::coord::Url,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -212,6 +217,7 @@ pub fn run(args: &Args) -> u8 {
         lock_dir: state.clone(),
         lock_wait: Duration::from_secs(args.lock_wait),
         created_path: prepared.created_path.clone(),
+        epoch: None,
     };
     // The CLI owns the runtime; the reconcile runs on it, in steps, to show the plan and
     // ask before anything changes.
@@ -224,6 +230,17 @@ pub fn run(args: &Args) -> u8 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the executor: {e}");
+            return exit::INVALID;
+        }
+    };
+    // Issue 18 hook: the apply lock shared with coordinated watchers, before the hosts'.
+    let _shared_lock = match super::coord::HeldApplyLock::take(&args.coordination, &runtime, options.lock_wait) {
+        Ok(l) => l,
+        Err(message) => {
+            if args.format == ApplyFormat::Json {
+                out.json(serde_json::json!({"event": "error", "kind": "locked", "error": message}));
+            }
+            eprintln!("error: {message}");
             return exit::INVALID;
         }
     };

@@ -13,6 +13,11 @@ pub struct Args {
     pub id: String,
     #[command(flatten)]
     pub at: StateArgs,
+    /// Approve through etcd (`etcd://HOST:PORT[,…]/PREFIX`, as given to
+    /// `fabrik watch --coordination`): checked against the leader's published status and
+    /// carried out by whichever watcher leads.
+    #[arg(long, value_name = "URL", env = "FABRIK_COORDINATION", default_value = "local")]
+    pub coordination: crate::coord::Url,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -21,17 +26,20 @@ pub fn run(args: &Args) -> u8 {
         return super::exit::USAGE;
     }
     let state = args.at.state();
-    let pending = match state.status() {
-        Ok(Some(s)) => s.pending,
-        Ok(None) => {
-            eprintln!("error: no watcher status in {}", state.root.display());
-            return exit::INVALID;
-        }
-        Err(e) => {
-            eprintln!("error: {}", crate::diag::error_chain(&e));
-            return exit::INVALID;
-        }
-    };
+    // Issue 18 hook: with etcd, the leader's pending plan and an approval it reads.
+    let shared = super::coord::shared_status(&args.coordination);
+    let pending =
+        match shared.map(|r| r.map(Some)).unwrap_or_else(|| state.status().map_err(|e| crate::diag::error_chain(&e))) {
+            Ok(Some(s)) => s.pending,
+            Ok(None) => {
+                eprintln!("error: no watcher status in {}", state.root.display());
+                return exit::INVALID;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
     let Some(p) = pending.filter(|p| p.id == args.id) else {
         eprintln!(
             "error: plan {} is not pending (it was carried out, or the changes it named have changed); run `fabrik status`",
@@ -39,8 +47,10 @@ pub fn run(args: &Args) -> u8 {
         );
         return exit::INVALID;
     };
-    if let Err(e) = state.approve(&p, &who(), &now_rfc3339()) {
-        eprintln!("error: {}", crate::diag::error_chain(&e));
+    let approved = super::coord::shared_approve(&args.coordination, &p.id, &who())
+        .unwrap_or_else(|| state.approve(&p, &who(), &now_rfc3339()).map_err(|e| crate::diag::error_chain(&e)));
+    if let Err(e) = approved {
+        eprintln!("error: {e}");
         return exit::INVALID;
     }
     eprintln!("Approved plan {} ({} change(s)); the watcher carries it out within seconds:", p.id, p.actions.len());

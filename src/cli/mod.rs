@@ -6,6 +6,7 @@ pub mod apply;
 pub mod approve;
 pub mod bench;
 pub mod completions;
+pub mod coord;
 pub mod explain;
 pub mod graph;
 pub mod hosts;

@@ -29,6 +29,10 @@ pub struct Args {
     /// With `--sim`: where the twins keep their state (as `fabrik plan --state-dir`).
     #[arg(long, value_name = "DIR", requires = "factory")]
     pub state_dir: Option<PathBuf>,
+    /// Read the leading watcher's status from etcd (`etcd://HOST:PORT[,…]/PREFIX`, as
+    /// given to `fabrik watch --coordination`) instead of a local state directory.
+    #[arg(long, value_name = "URL", env = "FABRIK_COORDINATION", default_value = "local")]
+    pub coordination: crate::coord::Url,
 }
 
 /// Something waits or fails.
@@ -36,10 +40,13 @@ pub const EXIT_ATTENTION: u8 = 2;
 
 pub fn run(args: &Args) -> u8 {
     let state = args.at.state();
-    let status = match state.status() {
+    // Issue 18 hook: with etcd, the leader's view, whichever machine asks.
+    let shared = super::coord::shared_status(&args.coordination);
+    let status = match shared.map(|r| r.map(Some)).unwrap_or_else(|| state.status().map_err(|e| crate::diag::error_chain(&e)))
+    {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {}", crate::diag::error_chain(&e));
+            eprintln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -155,6 +162,13 @@ pub fn human(s: &Status) -> String {
         "Watching {} (pid {}, since {}; {} passes, last at {})\n",
         s.source, s.pid, s.started, s.passes, s.updated
     );
+    // Issue 18 hook: who acts when several watchers run.
+    if let Some(c) = &s.coordination {
+        let epoch = c.epoch.map(|e| format!(", epoch {e}")).unwrap_or_default();
+        let who = c.leader.as_deref().map(|l| format!(", leader {l}")).unwrap_or_default();
+        let why = c.error.as_deref().map(|e| format!(": {e} (no action starts; retrying)")).unwrap_or_default();
+        out.push_str(&format!("Role:      {} via {}{epoch}{who}{why}\n", c.role.to_uppercase(), c.backend));
+    }
     if let Some(sus) = &s.suspended {
         out.push_str(&format!("SUSPENDED by {} at {}: {}\n", sus.by, sus.at, sus.reason));
     }

@@ -176,6 +176,9 @@ pub struct RunArgs {
     /// gives up (and backs off).
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     pub lock_wait: u64,
+    /// Issue 18: `--coordination`, `--lease-ttl`.
+    #[command(flatten)]
+    pub coord: super::coord::CoordArgs,
 }
 
 pub fn run(args: &Args) -> u8 {
@@ -272,7 +275,15 @@ fn watch(a: &RunArgs) -> u8 {
             }
         }
     });
-    let lock_dir = if a.sim { hosts.state() } else { crate::spec::load::fabrik_dir(&factory_path) };
+    let lock_dir = if a.sim {
+        hosts.state()
+    } else if a.coord.coordination != crate::coord::Url::Local {
+        // Issue 18 hook: coordinated watchers share the apply lock in etcd; a local one in
+        // the repository would let a stopped leader on the same machine block the others.
+        a.at.state().root.clone()
+    } else {
+        crate::spec::load::fabrik_dir(&factory_path)
+    };
     let flags = Overrides {
         poll: a.poll_seconds.map(Duration::from_secs),
         debounce: a.debounce_ms.map(Duration::from_millis),
@@ -281,7 +292,7 @@ fn watch(a: &RunArgs) -> u8 {
         exclude: a.exclude.clone(),
     };
     let force = Arc::new(tokio::sync::Notify::new());
-    let cfg = Config {
+    let mut cfg = Config {
         origin,
         state: a.at.state(),
         flags,
@@ -291,12 +302,14 @@ fn watch(a: &RunArgs) -> u8 {
             lock_wait: Duration::from_secs(a.lock_wait),
             limits: Limits { parallelism: usize::from(a.parallelism), per_host: usize::from(a.per_host) },
             verify: VerifyOptions::default(),
+            epoch: None,
         },
         load,
         sink,
         events: !a.sim,
         once: a.once,
         force: force.clone(),
+        coord: Arc::new(crate::coord::local::Local::new()),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -323,6 +336,15 @@ fn watch(a: &RunArgs) -> u8 {
         },
         None => None,
     };
+    // Issue 18 hook: the coordination backend, started on the runtime; it resigns (a
+    // standby need not wait out the lease) once the loop has stopped.
+    let coord_cancel = tokio_util::sync::CancellationToken::new();
+    let coord_task = {
+        let _in_runtime = runtime.enter();
+        let (coord, task) = a.coord.start(coord_cancel.clone());
+        cfg.coord = coord;
+        task
+    };
     let status = runtime.block_on(async move {
         let cancel = tokio_util::sync::CancellationToken::new();
         let signals = {
@@ -344,6 +366,10 @@ fn watch(a: &RunArgs) -> u8 {
             })
         };
         let status = run::run(cfg, cancel).await;
+        coord_cancel.cancel();
+        if let Some(task) = coord_task {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
         signals.abort();
         status
     });

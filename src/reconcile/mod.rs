@@ -37,7 +37,7 @@ use crate::apply::host::HostConn;
 use crate::apply::lock::{ApplyLock, Holder};
 use crate::apply::{self, Emit, Entry, Limits, NotConverged, Report, Settings};
 use crate::desired::Desired;
-use crate::driver::agent::{LOCKED, Shared};
+use crate::driver::agent::{FENCED, LOCKED, Shared};
 use crate::graph::Graph;
 use crate::live::LiveHost;
 use crate::plan::{self, Created, Plan};
@@ -58,6 +58,9 @@ pub struct Options {
     pub lock_wait: Duration,
     /// `created.json`: what fabrik recorded making.
     pub created_path: PathBuf,
+    /// The leader epoch of a watcher elected through etcd (`None`: not coordinated). Sent
+    /// with each host lock; a host that has seen a higher one refuses (`fenced`).
+    pub epoch: Option<u64>,
 }
 
 /// How the result is verified: a new observation and plan, repeated while it still
@@ -142,6 +145,8 @@ pub struct Session {
     /// Hosts whose apply lock could not be taken (their agent is unreachable or too old),
     /// and why: reconciled without it.
     pub unlocked: Vec<(String, String)>,
+    /// The leader epoch the hosts' locks are asked with (issue 18).
+    epoch: Option<u64>,
 }
 
 /// How often a busy host's lock is asked for again (each round restarts no agent: the
@@ -170,7 +175,8 @@ impl Session {
                 (h.name.value.clone(), Arc::new(conn))
             })
             .collect();
-        let mut session = Session { hosts: hosts.to_vec(), conns, _lock: lock, unlocked: Vec::new() };
+        let mut session =
+            Session { hosts: hosts.to_vec(), conns, _lock: lock, unlocked: Vec::new(), epoch: options.epoch };
         if options.twins.is_none() {
             session.lock_hosts(factory, deadline).await?;
         }
@@ -182,7 +188,7 @@ impl Session {
     /// holding some hosts never wait on each other) and all are asked again until the
     /// deadline.
     async fn lock_hosts(&mut self, factory: &str, deadline: tokio::time::Instant) -> Result<(), ReconcileError> {
-        let me = Holder::me();
+        let me = Holder { epoch: self.epoch, ..Holder::me() };
         loop {
             let mut tasks = tokio::task::JoinSet::new();
             for conn in self.conns.values().filter(|c| c.host().agent.is_some()) {
@@ -193,14 +199,23 @@ impl Session {
                 });
             }
             let mut busy = Vec::new();
+            let mut fenced = Vec::new();
             self.unlocked.clear();
             while let Some(done) = tasks.join_next().await {
                 let Ok((host, taken)) = done else { continue };
                 match taken {
                     Ok(()) => {}
+                    Err(e) if e.code.as_deref() == Some(FENCED) => fenced.push(e.message),
                     Err(e) if e.code.as_deref() == Some(LOCKED) => busy.push(format!("host `{host}`: {}", e.message)),
                     Err(e) => self.unlocked.push((host, e.message)),
                 }
+            }
+            if !fenced.is_empty() {
+                for conn in self.conns.values() {
+                    conn.release_agent();
+                }
+                fenced.sort();
+                return Err(ReconcileError::new(FailureKind::Refused, fenced.join("\n")));
             }
             if busy.is_empty() {
                 self.unlocked.sort();
@@ -415,6 +430,7 @@ mod tests {
             lock_dir: PathBuf::from("/nonexistent"),
             lock_wait: Duration::ZERO,
             created_path: PathBuf::from("/nonexistent/created.json"),
+            epoch: None,
         };
         let verify = options.verify_plan(Created::default());
         assert!(verify.replace.is_empty());

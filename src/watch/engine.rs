@@ -41,6 +41,8 @@ pub struct Env {
     pub lock_wait: Duration,
     pub limits: Limits,
     pub verify: VerifyOptions,
+    /// Issue 18 hook: the leader epoch passes run under (set by the loop before each pass).
+    pub epoch: Option<u64>,
 }
 
 /// How one host ended a pass.
@@ -154,6 +156,8 @@ pub async fn reconcile_once(
         lock_dir: env.lock_dir.clone(),
         lock_wait: env.lock_wait,
         created_path: f.created_path.clone(),
+        // Issue 18 hook: the leader's fencing token.
+        epoch: env.epoch,
     };
     let all_fail = |e: ReconcileError| {
         hosts

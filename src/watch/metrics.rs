@@ -55,6 +55,14 @@ pub fn render(s: &Status) -> String {
         "1 when the last commit tried validated, 0 when it was refused",
         i64::from(s.last_attempted.as_ref().is_none_or(|a| a.ok)),
     );
+    // Issue 18: 1 on the instance that plans and applies, 0 on a standby or while the
+    // coordination service is unreachable; the role as a label.
+    let leader = s.coordination.as_ref().is_none_or(|c| c.role == "leader");
+    gauge(&mut reg, "leader", "1 when this watcher leads (plans and applies), 0 as a standby", i64::from(leader));
+    let role = Family::<Vec<(String, String)>, Gauge>::default();
+    let name = s.coordination.as_ref().map_or("leader", |c| c.role.as_str());
+    role.get_or_create(&vec![("role".to_string(), name.to_string())]).set(1);
+    reg.register("role", "This watcher's role: leader, standby or unreachable", role);
     let planned = Family::<Vec<(String, String)>, Gauge>::default();
     let converged = Family::<Vec<(String, String)>, Gauge>::default();
     let failures = Family::<Vec<(String, String)>, Gauge>::default();

@@ -72,6 +72,8 @@ pub struct Config {
     pub once: bool,
     /// Notified on SIGHUP: a forced pass (the factory read again, every host observed).
     pub force: Arc<tokio::sync::Notify>,
+    /// Issue 18 hook: who may act ([`crate::coord`]); `Local` for one watcher.
+    pub coord: Arc<dyn crate::coord::Coordinator>,
 }
 
 fn unix_now() -> i64 {
@@ -307,6 +309,12 @@ impl Loop {
             refuse_plan_errors,
         )
         .await;
+        // Issue 18 hook: a host refused this leader's epoch: a newer leader acted there.
+        if let Some(f) = out.hosts.iter().filter_map(|h| h.failure.as_ref()).find(|f| f.message.starts_with("fenced:"))
+        {
+            event(&self.cfg.sink, serde_json::json!({"event": "fenced", "error": f.message}));
+            self.cfg.coord.fenced(&f.message);
+        }
         let _ = self.cfg.state.write_ledger(&ledger);
         if let Err(e) = self.cfg.state.write_boot_ids(&self.boot_ids) {
             event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
@@ -324,6 +332,53 @@ impl Loop {
             self.write_status();
             return;
         }
+        // Issue 18 hook: a standby (or an instance cut off from etcd) validated the commit
+        // above and stops here; a leader's pass runs under its epoch and is cancelled (no
+        // new action; running ones end) the moment its leadership is in doubt.
+        let role = self.cfg.coord.role();
+        let coordination = Some(crate::coord::CoordStatus::of(self.cfg.coord.as_ref()));
+        let role_changed = self.status.coordination != coordination;
+        self.status.coordination = coordination;
+        if role.is_leader() && role_changed {
+            // Said at once, not after the pass: a new leader is visible when it leads.
+            self.write_status();
+        }
+        if !role.is_leader() {
+            event(&self.cfg.sink, serde_json::json!({"event": "standby", "coordination": self.status.coordination}));
+            self.write_status();
+            return;
+        }
+        if self.good.is_none() && self.candidate.is_none() {
+            self.write_status();
+            return;
+        }
+        self.cfg.env.epoch = role.epoch();
+        let apply_lease = match crate::coord::begin_apply(self.cfg.coord.as_ref(), self.cfg.env.lock_wait).await {
+            Ok(l) => l,
+            Err(why) => {
+                // An operator's `fabrik apply` holds the factory: try again shortly.
+                event(&self.cfg.sink, serde_json::json!({"event": "locked", "error": why}));
+                self.write_status();
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let _ = tx.send(Trigger::Forced);
+                });
+                return;
+            }
+        };
+        let pass_cancel = cancel.child_token();
+        let guard = crate::coord::guard(self.cfg.coord.clone(), pass_cancel.clone());
+        self.pass_as_leader(batch, &pass_cancel).await;
+        guard.abort();
+        if let Some(l) = apply_lease {
+            l.release().await;
+        }
+    }
+
+    /// The pass proper: the candidate commit planned (refused as a whole on a plan
+    /// error), then the commit in force reconciled and recorded.
+    async fn pass_as_leader(&mut self, batch: &trigger::Batch, cancel: &CancellationToken) {
         let started = Instant::now();
         let mut rebooted: Vec<String> = Vec::new();
         let mut good = self.good.take();
@@ -485,6 +540,7 @@ impl Loop {
             let applied =
                 CommitRef { commit: good.commit.clone(), subject: self.subject(&good.commit), at: at.clone() };
             let _ = self.cfg.state.write_applied(&applied);
+            self.cfg.coord.record_applied(&applied.commit);
             self.status.last_applied = Some(applied);
         } else if good.commit == "dir" {
             self.status.last_applied = Some(CommitRef { commit: "dir".into(), subject: String::new(), at: at.clone() });
@@ -545,6 +601,12 @@ impl Loop {
         self.status.updated = now_rfc3339();
         if let Err(e) = self.cfg.state.write_status(&self.status) {
             event(&self.cfg.sink, serde_json::json!({"event": "error", "error": crate::diag::error_chain(&e)}));
+        }
+        // Issue 18 hook: the leader's view for `fabrik status --coordination` anywhere.
+        if self.status.coordination.as_ref().is_some_and(|c| c.role == "leader")
+            && let Ok(doc) = serde_json::to_value(&self.status)
+        {
+            self.cfg.coord.publish_status(&crate::formats::versioned(super::state::STATUS_FORMAT, &doc));
         }
     }
 }
@@ -722,6 +784,39 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
             }
         })
     };
+    // Issue 18 hook: a change of role runs a pass at once (a new leader acts without
+    // waiting for a trigger; a standby's status says so).
+    let role_task = {
+        let (mut roles, tx) = (lp.cfg.coord.subscribe(), tx.clone());
+        tokio::spawn(async move {
+            while roles.changed().await.is_ok() {
+                if tx.send(Trigger::Forced).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Issue 18 hook: approvals given through etcd become approval files here, which
+    // `poll` turns into triggers like a local `fabrik approve`.
+    let approvals_task = {
+        let (coord, state) = (lp.cfg.coord.clone(), lp.cfg.state.clone());
+        tokio::spawn(async move {
+            // Each once: a pass prunes approvals of plans no longer pending.
+            let mut mirrored = BTreeSet::new();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let pending = state.status().ok().flatten().and_then(|s| s.pending);
+                for (id, by) in coord.shared_approvals() {
+                    // Approved as the local command does: with the pending plan's changes,
+                    // so what a budget holds back stays approved.
+                    let Some(p) = pending.as_ref().filter(|p| p.id == id) else { continue };
+                    if super::state::valid_pending_id(&id) && mirrored.insert(id.clone()) {
+                        let _ = state.approve(p, &by, &now_rfc3339());
+                    }
+                }
+            }
+        })
+    };
     let drift = DriftTimer::new(lp.policy.drift_interval, lp.policy.drift_jitter_percent, seed ^ 0x5eed);
     let drift_task = tokio::spawn(drift.run(tx.clone()));
     let poll_task = tokio::spawn(poll(
@@ -752,6 +847,8 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
     drift_task.abort();
     poll_task.abort();
     force_task.abort();
+    role_task.abort();
+    approvals_task.abort();
     if let Some(h) = lp.retry.take() {
         h.abort();
     }

@@ -156,6 +156,10 @@ pub struct Status {
     /// Reserved for endpoint probes (src/endpoints.rs): one entry per probed endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<serde_json::Value>,
+    /// Issue 18 hook: leader, standby or unreachable, and the epoch (absent before a
+    /// watcher of this version wrote it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<crate::coord::CoordStatus>,
 }
 
 /// The state directory and its files.

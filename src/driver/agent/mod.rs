@@ -41,6 +41,9 @@ pub const VERSION_MISMATCH: &str = "version-mismatch";
 
 /// The `code` of a `lock` refused because another apply holds the lock.
 pub const LOCKED: &str = "locked";
+/// The `code` of a `lock` refused because the holder's leader epoch is older than one the
+/// host has seen (issue 18: a newer watcher leads).
+pub const FENCED: &str = "fenced";
 /// The code of an error for a call the agent did not answer in time (not sent by the
 /// agent: set by the client).
 pub const TIMED_OUT: &str = "timed-out";

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::line::{Line, REQUEST_LINE_BYTES_MAX, read_line};
-use super::{Call, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
+use super::{Call, FENCED, Hello, LOCKED, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
 use crate::diag::error_chain;
 use crate::driver::{DriverError, ErrorKind, Gpus, Links, Result};
 use crate::lockfile::{self as lock, ApplyLock, Holder, LockError};
@@ -17,6 +17,8 @@ use crate::lockfile::{self as lock, ApplyLock, Holder, LockError};
 /// the agent's connection ends or the agent dies.
 pub struct HostLocks {
     dir: PathBuf,
+    /// Where the fencing records and lock logs are kept ([`crate::coord::fence`]).
+    fence_dir: PathBuf,
     held: Vec<ApplyLock>,
 }
 
@@ -24,23 +26,55 @@ impl HostLocks {
     /// Where a host keeps its apply locks: gone at reboot, like the processes holding them.
     pub const DIR_DEFAULT: &'static str = "/run/fabrik";
 
+    /// Locks in `dir`, fencing records beside them.
     pub fn new(dir: PathBuf) -> HostLocks {
-        HostLocks { dir, held: Vec::new() }
+        HostLocks { fence_dir: dir.clone(), dir, held: Vec::new() }
+    }
+
+    /// Keeps the fencing records in `dir` (one that outlives a reboot, unlike `/run`).
+    pub fn with_fence_dir(mut self, dir: PathBuf) -> HostLocks {
+        self.fence_dir = dir;
+        self
     }
 
     /// Takes the lock of `factory` on `host` for `holder`, or says who holds it. Taking
     /// one already held by this connection is a no-op.
     pub fn take(&mut self, factory: &str, host: &str, holder: &Holder) -> Result<()> {
-        let path = self.dir.join(lock::host_lock_file(factory, host));
+        let name = lock::host_lock_file(factory, host);
+        let path = self.dir.join(&name);
+        // Issue 18 hook: a holder elected through etcd carries an epoch; a lower one than
+        // the host has seen is refused (checked again under the flock, then recorded).
+        let fence = crate::coord::fence::Fence::new(&self.fence_dir, &name);
+        let fenced = |fence: &crate::coord::fence::Fence| match fence.check(holder) {
+            crate::coord::fence::Verdict::Allowed => Ok(()),
+            crate::coord::fence::Verdict::Refused { epoch, highest, by } => {
+                fence.log("fenced", holder);
+                Err(DriverError::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "fenced: leader epoch {epoch} is older than epoch {highest} already seen on host `{host}` \
+                         ({by}); a newer leader has acted here, this one must step down"
+                    ),
+                )
+                .with_code(FENCED))
+            }
+        };
         if self.held.iter().any(|l| l.path == path) {
-            return Ok(());
+            return fenced(&fence);
         }
+        fenced(&fence)?;
         match lock::acquire_file(&path, Duration::ZERO, holder) {
             Ok(l) => {
+                fenced(&fence)?;
+                fence.raise(holder).map_err(|e| {
+                    DriverError::new(ErrorKind::Failed, format!("cannot record the leader epoch on `{host}`: {e}"))
+                })?;
+                fence.log("taken", holder);
                 self.held.push(l);
                 Ok(())
             }
             Err(e @ LockError::Held { .. }) => {
+                fence.log("busy", holder);
                 Err(DriverError::new(ErrorKind::Refused, e.to_string()).with_code(LOCKED))
             }
             Err(e @ LockError::Io { .. }) => Err(DriverError::new(ErrorKind::Failed, error_chain(&e))),
@@ -214,7 +248,7 @@ mod tests {
     }
 
     fn holder(pid: u32) -> Holder {
-        Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0 }
+        Holder { pid, user: "ops".into(), host: "laptop".into(), since: 0, epoch: None }
     }
 
     #[test]
