@@ -415,6 +415,7 @@ fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
         LinkOp::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
         LinkOp::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
         LinkOp::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
+        LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => l.set_vf_guids(pf, *vf, *node_guid, *port_guid),
     }
 }
 

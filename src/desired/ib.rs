@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::DesiredHost;
+use super::{Desired, DesiredHost};
+use crate::live::LiveHost;
+use crate::spec::types::PciAddress;
 use crate::spec::model::{Membership, NetKind, Spec};
 
 /// An EUI-64 GUID.
@@ -53,6 +55,16 @@ pub struct IbPort {
     pub membership: Membership,
     /// The physical function whose VF carries the port.
     pub pf: String,
+    /// The VF of `pf` the port is (its index, `ip link set <pf> vf <n>`): fixed, so
+    /// the GUIDs can be written to it before the VM starts. `None` when `pf` declares
+    /// no `sriov-vfs` or all of them are taken (`fabrik::gpu::sriov-vfs` reports that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf: Option<u32>,
+    /// The PCI address of that VF, from the PF's SR-IOV layout as the host reports it
+    /// ([`on_hosts`]); the domain names the VF by it. `None` until the host was read:
+    /// the NIC then stays on the network's pool and no GUID is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf_address: Option<PciAddress>,
     pub node_guid: Guid,
     pub port_guid: Guid,
 }
@@ -79,6 +91,20 @@ pub fn allocate<'a>(factory: &str, keys: impl Iterator<Item = (&'a str, &'a str,
     .collect()
 }
 
+/// The VF of a PF (of `count`) a port gets: a hash of factory, tenant, VM and NIC
+/// index, probed forward past the VFs `used` already (ports are taken in key order, so
+/// this is a pure function of the files); `None` when every VF is taken.
+pub fn vf_slot(factory: &str, tenant: &str, vm: &str, nic: usize, count: u32, used: &mut BTreeSet<u32>) -> Option<u32> {
+    if count == 0 {
+        return None;
+    }
+    let key = format!("vf\0{factory}\0{tenant}\0{vm}\0{nic}");
+    let first = (super::names::mix(crate::hash::fnv1a(key.as_bytes())) % u64::from(count)) as u32;
+    let vf = (0..count).map(|k| (first + k) % count).find(|vf| !used.contains(vf))?;
+    used.insert(vf);
+    Some(vf)
+}
+
 /// Gives every host the ports of its VMs' NICs on InfiniBand partitions.
 pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
     let nets: std::collections::HashMap<&str, &crate::spec::model::Network> = spec
@@ -103,6 +129,8 @@ pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
                     pkey: pkey.value,
                     membership: net.membership.as_ref().map_or(Membership::Full, |m| m.value),
                     pf,
+                    vf: None,
+                    vf_address: None,
                     node_guid: Guid(0),
                     port_guid: Guid(0),
                 };
@@ -112,14 +140,33 @@ pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
     }
     wanted.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
     let guids = allocate(factory, wanted.iter().map(|(t, v, k, _, _)| (t.as_str(), v.as_str(), *k)));
-    for ((_, _, _, h, mut port), (node, port_guid)) in wanted.into_iter().zip(guids) {
+    let mut taken: std::collections::HashMap<(usize, String), BTreeSet<u32>> = std::collections::HashMap::new();
+    for ((tenant, vm, nic, h, mut port), (node, port_guid)) in wanted.into_iter().zip(guids) {
         port.node_guid = node;
         port.port_guid = port_guid;
+        let count = hosts[h].vfs.iter().find(|v| v.nic == port.pf).map_or(0, |v| v.count);
+        let used = taken.entry((h, port.pf.clone())).or_default();
+        port.vf = vf_slot(factory, &tenant, &vm, nic, count, used);
         hosts[h].ib_ports.push(port);
     }
     for h in hosts {
         h.ib_ports.sort_by(|a, b| (&a.vm, a.nic).cmp(&(&b.vm, b.nic)));
     }
+}
+
+/// The desired state with every port's VF address taken from its host's PF (the
+/// kernel's SR-IOV offset and stride, [`crate::live::SriovPci`]): from then on the
+/// domain names that VF by address, and apply writes the port's GUIDs to it first.
+pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
+    let mut out = desired.clone();
+    for host in &mut out.hosts {
+        let Some(live) = live.iter().find(|l| l.name == host.name) else { continue };
+        for port in &mut host.ib_ports {
+            let layout = live.links.iter().find(|l| l.name == port.pf).and_then(|l| l.sriov_pci);
+            port.vf_address = port.vf.zip(layout).and_then(|(vf, layout)| layout.vf(vf));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -135,5 +182,18 @@ mod tests {
         assert_eq!(g.0 & 1, 0);
         assert_eq!(g.to_string().len(), 18);
         assert_eq!(g.colons().len(), 23);
+    }
+
+    #[test]
+    fn vf_slots_are_distinct_stable_and_run_out() {
+        let mut used = BTreeSet::new();
+        let slots: Vec<Option<u32>> = (0..4).map(|k| vf_slot("ai", "acme", "train", k, 4, &mut used)).collect();
+        let mut got: Vec<u32> = slots.iter().map(|s| s.unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(vf_slot("ai", "acme", "train", 9, 4, &mut used), None, "all four taken");
+        assert_eq!(vf_slot("ai", "acme", "train", 0, 0, &mut BTreeSet::new()), None, "no VFs");
+        let mut again = BTreeSet::new();
+        assert_eq!(vf_slot("ai", "acme", "train", 0, 4, &mut again), slots[0]);
     }
 }

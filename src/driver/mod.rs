@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::desired::ib::Guid;
 use crate::live::{HostInfo, LiveDomain, LiveGpu, LiveHugepages, LiveLink, LiveNetwork, LivePciDevice, LivePool};
 use crate::spec::types::{ByteSize, PageSize, PciAddress};
 
@@ -151,6 +152,11 @@ pub trait Links: Send {
     fn add_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
     fn del_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()>;
+    /// Writes the InfiniBand node and port GUID of VF `vf` of the physical function `pf`
+    /// (`ip link set <pf> vf <vf> node_guid … port_guid …`): netlink's
+    /// `IFLA_VF_IB_NODE_GUID` / `IFLA_VF_IB_PORT_GUID` on the PF. Refused for a PF that is
+    /// not InfiniBand, a VF it does not have, or a VF a guest holds.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()>;
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()>;
 }
 

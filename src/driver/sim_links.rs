@@ -3,13 +3,14 @@
 //! of the netlink driver on a Linux kernel. The state is plain data (serde both ways), so
 //! a twin is saved between runs and an agent can serve it (`fabrik agent --sim-state`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::driver::netlink::check_sriov_change;
-use crate::driver::{DriverError, ErrorKind, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Guid, LinkSpec, Links, Result};
 pub use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{LinkKind, LiveHugepages, LiveLink};
 use crate::spec::types::PageSize;
@@ -52,6 +53,20 @@ pub struct SimLink {
     /// A bridge whose MTU was set keeps it; otherwise it follows its ports' smallest.
     #[serde(default)]
     pub mtu_fixed: bool,
+    /// The InfiniBand node and port GUID written to each VF (by index), for an IB PF.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vf_guids: BTreeMap<u32, VfGuids>,
+    /// VFs a guest holds (bound to `vfio-pci` and open): their GUIDs cannot change.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub vfs_in_use: BTreeSet<u32>,
+}
+
+/// The GUIDs of one VF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfGuids {
+    pub node: Guid,
+    pub port: Guid,
 }
 
 /// One page pool of a NUMA node.
@@ -109,11 +124,22 @@ impl SimLinks {
                 master: None,
                 alias: None,
                 sriov_vfs: sriov_total.map(|_| 0),
+                sriov_pci: None,
             },
             sriov_total,
             created: false,
             mtu_fixed: true,
+            vf_guids: BTreeMap::new(),
+            vfs_in_use: BTreeSet::new(),
         });
+        self
+    }
+
+    /// Gives a NIC its place on PCI (where its VFs go).
+    pub fn set_sriov_pci(&mut self, nic: &str, layout: crate::live::SriovPci) -> &mut SimLinks {
+        if let Some(link) = self.find_mut(nic) {
+            link.link.sriov_pci = Some(layout);
+        }
         self
     }
 
@@ -395,10 +421,12 @@ impl Links for SimLinks {
             LinkKind::Bridge | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } | LinkKind::Other { .. } => {}
         }
         let link = |name: &str, kind: LinkKind, master: Option<String>, alias: Option<String>| SimLink {
-            link: LiveLink { name: name.to_string(), kind, mtu, up: false, master, alias, sriov_vfs: None },
+            link: LiveLink { name: name.to_string(), kind, mtu, up: false, master, alias, sriov_vfs: None, sriov_pci: None },
             sriov_total: None,
             created: true,
             mtu_fixed: spec.mtu.is_some(),
+            vf_guids: BTreeMap::new(),
+            vfs_in_use: BTreeSet::new(),
         };
         self.links.push(link(&spec.name, kind, spec.master.clone(), spec.alias.clone()));
         if let Some(peer) = peer {
@@ -489,6 +517,40 @@ impl Links for SimLinks {
         };
         check_sriov_change(nic, current.into(), count, Some(total.into()))?;
         link.link.sriov_vfs = Some(count);
+        // Removed VFs take their GUIDs with them.
+        link.vf_guids.retain(|vf, _| *vf < count);
+        Ok(())
+    }
+
+    /// As the kernel: no such link `ENODEV`; a PF that is not InfiniBand `EOPNOTSUPP`
+    /// (this machine's kernel says "Operation not supported" for a veth); a VF the PF does
+    /// not have `EINVAL`; and, as the HCA's driver applies GUIDs only to a free VF, a VF a
+    /// guest holds is refused (`EBUSY`) rather than changed under it.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let link = self.find_mut(pf).ok_or_else(|| not_found("physical function", pf))?;
+        if link.link.kind != (LinkKind::Other { kind: NIC_LAYER_INFINIBAND.into() }) {
+            return Err(error(
+                ErrorKind::Unsupported,
+                "EOPNOTSUPP",
+                format!("`{pf}` takes no VF GUIDs: it is not an InfiniBand link (or its driver sets none)"),
+            ));
+        }
+        let count = link.link.sriov_vfs.unwrap_or(0);
+        if vf >= count {
+            return Err(error(
+                ErrorKind::NotFound,
+                "EINVAL",
+                format!("`{pf}` has {count} VFs: there is no VF {vf} to write GUIDs to"),
+            ));
+        }
+        if link.vfs_in_use.contains(&vf) && link.vf_guids.get(&vf) != Some(&VfGuids { node, port }) {
+            return Err(error(
+                ErrorKind::Refused,
+                "EBUSY",
+                format!("VF {vf} of `{pf}` is held by a guest: its GUIDs change only while it is free (stop its VM first)"),
+            ));
+        }
+        link.vf_guids.insert(vf, VfGuids { node, port });
         Ok(())
     }
 
@@ -551,6 +613,8 @@ impl SimLinksFile {
             if l.link.sriov_vfs.is_some() {
                 l.link.sriov_vfs = Some(0);
             }
+            l.vf_guids.clear();
+            l.vfs_in_use.clear();
         }
         self.links.save(&self.path)
     }
@@ -599,6 +663,10 @@ impl Links for SimLinksFile {
     }
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         let result = self.links.set_sriov_vfs(nic, count);
+        self.saved(result)
+    }
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let result = self.links.set_vf_guids(pf, vf, node, port);
         self.saved(result)
     }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {

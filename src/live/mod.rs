@@ -11,7 +11,7 @@ pub mod virt;
 
 pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
 pub use host::{HostInfo, LiveHugepages, LiveNumaNode, LivePciDevice, Sriov};
-pub use link::{LinkKind, LiveLink};
+pub use link::{LinkKind, LiveLink, SriovPci};
 pub use virt::{
     LiveDisk, LiveDomain, LiveInterface, LiveNetwork, LivePool, LiveVolume, Ownership, PowerState, RunningDefinition,
 };

@@ -96,6 +96,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     master: l.master.clone(),
                     alias: Some(link_alias(&d.factory, &l.id)),
                     sriov_vfs: None,
+                    sriov_pci: None,
                 });
             }
             for v in &h.vfs {
@@ -111,6 +112,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     master: None,
                     alias: None,
                     sriov_vfs: Some(v.count),
+                    sriov_pci: None,
                 });
             }
             // A bridge network's parent NIC: the bridge's port.
@@ -125,7 +127,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                         up: true,
                         master: Some(l.name.clone()),
                         alias: None,
-                        sriov_vfs: None,
+                        sriov_vfs: None, sriov_pci: None,
                     }),
                 }
             }

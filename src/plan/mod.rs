@@ -327,10 +327,12 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 }
 
 /// The desired state as a plan's actions see it: the MACs and addresses the running VMs
-/// have kept, the seeds hashed with them (a pure function of the files and the hosts, so
-/// a saved plan's seeds are built again from it, [`seeds::fill`]).
+/// have kept, the seeds hashed with them, InfiniBand ports at their VFs' PCI addresses
+/// (a pure function of the files and the hosts, so a saved plan's seeds are built again
+/// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
-    crate::guest::volume::rehash(&crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live))
+    let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    crate::guest::volume::rehash(&crate::desired::ib::on_hosts(&kept, live))
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order

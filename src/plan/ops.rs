@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ownership::link_alias;
 use super::{Action, Op};
+use crate::desired::ib::Guid;
 use crate::desired::{DesiredHost, GpuSetup, ResourceId, ResourceKind};
 use crate::driver::LinkSpec;
 use crate::live::{LinkKind, LiveHost, PowerState};
@@ -188,6 +189,15 @@ pub enum LinkOp {
         nic: String,
         count: u32,
     },
+    /// Writes the node and port GUID of a VM NIC's InfiniBand port
+    /// ([`crate::desired::ib::IbPort`]) to its fixed VF `vf` of `pf`, before the VM is
+    /// defined or started; writing the same GUIDs again changes nothing.
+    SetVfGuids {
+        pf: String,
+        vf: u32,
+        node_guid: Guid,
+        port_guid: Guid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +320,9 @@ impl Step {
                     format!("set {count} hugepages of {size} on NUMA node {numa_node}")
                 }
                 LinkOp::SetSriovVfs { nic, count } => format!("set {count} SR-IOV VFs on `{nic}`"),
+                LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => {
+                    format!("set node GUID {node_guid} and port GUID {port_guid} on VF {vf} of `{pf}`")
+                }
             },
             Step::Gpu(op) => match op {
                 GpuOp::SetMigMode { gpu, enabled } => format!("set MIG mode of {gpu} {}", on_off(*enabled)),
@@ -403,7 +416,30 @@ pub fn for_action(
 /// the operations the diff made ([`vm_update`], [`vm_create`]).
 fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, OpsError> {
     let steps = vm_domain(factory, host, action, timeout)?;
-    Ok(with_vgpus(host, action, steps))
+    Ok(with_vf_guids(host, action, with_vgpus(host, action, steps)))
+}
+
+/// A VM's InfiniBand ports on fixed VFs: their GUIDs written to the VFs before the
+/// domain is defined or started (after a reboot the VFs are new, and the subnet
+/// manager knows the ports by these GUIDs only).
+fn with_vf_guids(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<Step> {
+    let at = steps.iter().position(|s| {
+        matches!(s, Step::Domain(DomainOp::Define { .. } | DomainOp::Start { .. } | DomainOp::Resume { .. }))
+    });
+    let Some(at) = at else { return steps };
+    let mut out = steps;
+    let set = host.ib_ports.iter().filter(|p| p.vm == action.id.name).filter_map(|p| {
+        // A port whose VF address is unknown stays on the pool: libvirt picks its VF.
+        p.vf_address?;
+        Some(Step::Link(LinkOp::SetVfGuids {
+            pf: p.pf.clone(),
+            vf: p.vf?,
+            node_guid: p.node_guid,
+            port_guid: p.port_guid,
+        }))
+    });
+    out.splice(at..at, set);
+    out
 }
 
 /// The VM's MIG instances as vGPU devices: `(gpu, profile, start, uuid)`.

@@ -22,7 +22,10 @@
 //!
 //! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
 //! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
-//! on the network's hostdev pool: libvirt picks a free VF at start. A VF from a GPU's
+//! on the network's hostdev pool: libvirt picks a free VF at start. An InfiniBand port
+//! whose VF is known (its index fixed by the files, its PCI address from the host's
+//! SR-IOV layout: [`crate::desired::ib::on_hosts`]) is instead `type='hostdev'` naming
+//! that VF by address, so the GUIDs apply wrote to it are the guest's. A VF from a GPU's
 //! rail is placed behind its GPU's expander bus (a guest address on a root port there);
 //! other VFs go where libvirt places them.
 
@@ -233,8 +236,10 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     }
     // NICs in their order (live state pairs interfaces with NICs by position).
     for (k, nic) in vm.nics.iter().enumerate() {
+        let fixed =
+            host.ib_ports.iter().find(|p| p.vm == vm.name && p.nic == k).and_then(|p| p.vf_address.as_ref());
         if let Some(&(_, port)) = placed.iter().find(|(i, _)| *i == k) {
-            vf(w, nic, Some(port));
+            vf(w, nic, fixed, Some(port));
             continue;
         }
         let network = host.networks.iter().find(|n| n.name == nic.network);
@@ -258,7 +263,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
                 w.empty("model", &[a("type", "virtio")]);
                 w.close("interface");
             }
-            (true, _) => vf(w, nic, None),
+            (true, _) => vf(w, nic, fixed, None),
         }
     }
     w.open("serial", &[a("type", "pty")]);
@@ -269,12 +274,21 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     w.close("console");
 }
 
-/// An SR-IOV VF NIC from its network's pool, at a guest address when fabrik places it.
-/// No model: a VF is the guest's NIC itself.
-fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, port: Option<u32>) {
-    w.open("interface", &[a("type", "network")]);
-    w.empty("mac", &[a("address", &nic.mac)]);
-    w.empty("source", &[a("network", &nic.network)]);
+/// An SR-IOV VF NIC: the VF at `fixed` (an InfiniBand port whose GUIDs apply wrote to
+/// that VF, [`crate::desired::ib`]), else one from its network's pool; at a guest
+/// address when fabrik places it. No model: a VF is the guest's NIC itself.
+fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, fixed: Option<&PciAddress>, port: Option<u32>) {
+    if let Some(vf) = fixed {
+        w.open("interface", &[a("type", "hostdev"), a("managed", "yes")]);
+        w.empty("mac", &[a("address", &nic.mac)]);
+        w.open("source", &[]);
+        w.empty("address", &host_pci(vf));
+        w.close("source");
+    } else {
+        w.open("interface", &[a("type", "network")]);
+        w.empty("mac", &[a("address", &nic.mac)]);
+        w.empty("source", &[a("network", &nic.network)]);
+    }
     if let Some(port) = port {
         w.empty("address", &guest_address(port, 0));
     }
@@ -345,20 +359,22 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<(usize, u32)>
 fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {
     w.open("hostdev", &[a("mode", "subsystem"), a("type", "pci"), a("managed", "yes")]);
     w.open("source", &[]);
-    w.empty(
-        "address",
-        &[
-            a("domain", format!("0x{:04x}", gpu.domain)),
-            a("bus", format!("0x{:02x}", gpu.bus)),
-            a("slot", format!("0x{:02x}", gpu.device)),
-            a("function", format!("0x{:x}", gpu.function)),
-        ],
-    );
+    w.empty("address", &host_pci(gpu));
     w.close("source");
     if let Some(port) = port {
         w.empty("address", &guest_address(port, 0));
     }
     w.close("hostdev");
+}
+
+/// A host PCI device's address, as a hostdev's source names it.
+fn host_pci(dev: &PciAddress) -> Vec<(&'static str, String)> {
+    vec![
+        a("domain", format!("0x{:04x}", dev.domain)),
+        a("bus", format!("0x{:02x}", dev.bus)),
+        a("slot", format!("0x{:02x}", dev.device)),
+        a("function", format!("0x{:x}", dev.function)),
+    ]
 }
 
 /// A guest PCI address on the bus of controller `bus` (its index).

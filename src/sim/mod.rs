@@ -145,6 +145,11 @@ pub fn initial_links(host: &Host) -> SimLinks {
         };
         let mtu = nic.mtu.as_ref().map_or(default, |m| m.value);
         links.add_nic_of(&nic.name.value, layer, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
+        // A twin's SR-IOV NIC at its declared address puts its VFs right after it
+        // (offset 1, stride 1, as a one-port ConnectX does).
+        if let (Some(pf), Some(_)) = (&nic.address, &nic.sriov_vfs) {
+            links.set_sriov_pci(&nic.name.value, crate::live::SriovPci { pf: pf.value, offset: 1, stride: 1 });
+        }
     }
     for node in &host.numa_nodes {
         for (size, _) in &node.hugepages {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::{Call, Hello, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
@@ -388,6 +388,10 @@ impl Links for AgentClient {
 
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         self.call(Call::SetSriovVfs { nic: nic.to_string(), count })
+    }
+
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        self.call(Call::SetVfGuids { pf: pf.to_string(), vf, node, port })
     }
 
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use self::client::AgentClient;
 pub use self::server::{HostLocks, serve};
 pub use self::shared::Shared;
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
@@ -105,6 +105,12 @@ pub enum Call {
         nic: String,
         count: u32,
     },
+    SetVfGuids {
+        pf: String,
+        vf: u32,
+        node: Guid,
+        port: Guid,
+    },
     SetHugepages {
         numa_node: u32,
         size: PageSize,
@@ -144,6 +150,7 @@ impl Call {
             Call::AddFdb { .. } => "add_fdb",
             Call::DelFdb { .. } => "del_fdb",
             Call::SetSriovVfs { .. } => "set_sriov_vfs",
+            Call::SetVfGuids { .. } => "set_vf_guids",
             Call::SetHugepages { .. } => "set_hugepages",
             Call::Lock { .. } => "lock",
         }
@@ -263,6 +270,9 @@ impl Links for Unavailable {
         self.fail()
     }
     fn set_sriov_vfs(&mut self, _nic: &str, _count: u32) -> Result<()> {
+        self.fail()
+    }
+    fn set_vf_guids(&mut self, _pf: &str, _vf: u32, _node: Guid, _port: Guid) -> Result<()> {
         self.fail()
     }
     fn set_hugepages(&mut self, _numa_node: u32, _size: PageSize, _count: u64) -> Result<()> {

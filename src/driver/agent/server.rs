@@ -142,6 +142,7 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::AddFdb { vxlan, remote } => to_value(links.add_fdb(&vxlan, remote)),
         Call::DelFdb { vxlan, remote } => to_value(links.del_fdb(&vxlan, remote)),
         Call::SetSriovVfs { nic, count } => to_value(links.set_sriov_vfs(&nic, count)),
+        Call::SetVfGuids { pf, vf, node, port } => to_value(links.set_vf_guids(&pf, vf, node, port)),
         Call::SetHugepages { numa_node, size, count } => to_value(links.set_hugepages(numa_node, size, count)),
         Call::Lock { factory, host, holder } => to_value(locks.take(&factory, &host, &holder)),
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AgentClient;
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::spec::types::{PageSize, PciAddress};
 
@@ -90,6 +90,9 @@ impl Links for Shared {
     }
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         self.client()?.set_sriov_vfs(nic, count)
+    }
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        self.client()?.set_vf_guids(pf, vf, node, port)
     }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         self.client()?.set_hugepages(numa_node, size, count)

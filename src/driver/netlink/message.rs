@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkVfInfo,
+    VfInfo, VfInfoGuid,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -136,6 +137,7 @@ impl RawLink {
             master: name_of(self.master),
             alias: self.alias,
             sriov_vfs,
+            sriov_pci: None,
         }
     }
 }
@@ -247,6 +249,19 @@ pub(super) fn create_message(spec: &LinkSpec, master: Option<u32>, parent: Optio
 }
 
 /// The `RTM_SETLINK` message for [`crate::driver::Links::set_link`] and the alias.
+/// The `RTM_SETLINK` message writing the InfiniBand node and port GUID of VF `vf` of
+/// `pf`, as `ip link set <pf> vf <vf> node_guid … port_guid …` sends it: one
+/// `IFLA_VF_INFO` in `IFLA_VFINFO_LIST` holding `IFLA_VF_IB_NODE_GUID` and
+/// `IFLA_VF_IB_PORT_GUID` (`struct ifla_vf_guid`, the GUID as a host-order number).
+pub(super) fn vf_guid_message(pf: &str, vf: u32, node: u64, port: u64) -> LinkMessage {
+    let mut message = by_name(pf);
+    message.attributes.push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vec![
+        VfInfo::IbNodeGuid(VfInfoGuid::new(vf, node)),
+        VfInfo::IbPortGuid(VfInfoGuid::new(vf, port)),
+    ])]));
+    message
+}
+
 pub(super) fn set_message(
     name: &str,
     mtu: Option<u32>,

@@ -28,7 +28,7 @@ use nix::errno::Errno;
 
 use self::message::RawLink;
 use self::socket::{NlError, Socket, errno_error};
-use crate::driver::{DriverError, ErrorKind, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Guid, LinkSpec, Links, Result};
 use crate::live::{LinkKind, LiveHugepages, LiveLink};
 use crate::spec::types::PageSize;
 
@@ -233,7 +233,8 @@ impl Host {
             .into_iter()
             .map(|raw| {
                 let vfs = sysfs::sriov_vfs(&self.sysfs, &raw.name);
-                raw.into_live(&names, &remotes, vfs)
+                let pci = vfs.and_then(|_| sysfs::sriov_pci(&self.sysfs, &raw.name));
+                LiveLink { sriov_pci: pci, ..raw.into_live(&names, &remotes, vfs) }
             })
             .collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
@@ -319,6 +320,35 @@ impl Host {
             )
             .with_code("EOPNOTSUPP"),
             _ => e.into_driver(&format!("changing link `{name}`")),
+        })
+    }
+
+    /// Writes a VF's GUIDs. The kernel refuses a PF that is not InfiniBand
+    /// (`EOPNOTSUPP`: only an IPoIB device's driver sets VF GUIDs) and a VF the PF does
+    /// not have (`EINVAL`, from the HCA's driver); the VF count is checked first so the
+    /// message can say how many there are.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: u64, port: u64) -> Result<()> {
+        self.existing(pf, "physical function")?;
+        if let Some(count) = sysfs::sriov_vfs(&self.sysfs, pf)
+            && vf >= count
+        {
+            return Err(DriverError::new(
+                ErrorKind::NotFound,
+                format!("`{pf}` has {count} VFs: there is no VF {vf} to write GUIDs to"),
+            )
+            .with_code("EINVAL"));
+        }
+        let request = RouteNetlinkMessage::SetLink(message::vf_guid_message(pf, vf, node, port));
+        self.socket.request(request, 0).map_err(|e| match e.errno() {
+            Some(Errno::EOPNOTSUPP) => DriverError::new(
+                ErrorKind::Unsupported,
+                format!("`{pf}` takes no VF GUIDs: it is not an InfiniBand link (or its driver sets none)"),
+            )
+            .with_code("EOPNOTSUPP"),
+            Some(Errno::EINVAL) => {
+                DriverError::new(ErrorKind::NotFound, format!("`{pf}` has no VF {vf}")).with_code("EINVAL")
+            }
+            _ => e.into_driver(&format!("writing the GUIDs of VF {vf} of `{pf}`")),
         })
     }
 
@@ -430,6 +460,11 @@ impl Links for NetlinkDriver {
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         let nic = nic.to_string();
         self.run(move |host| sysfs::set_sriov_vfs(&host.sysfs, &nic, count))
+    }
+
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let pf = pf.to_string();
+        self.run(move |host| host.set_vf_guids(&pf, vf, node.0, port.0))
     }
 
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
