@@ -81,3 +81,117 @@ fn fabrik_partitions_prints_the_file() {
     let golden = std::fs::read_to_string(root.join("fixtures/opensm/ai-factory.partitions.conf")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), golden);
 }
+
+/// A twin host `ib09` with one InfiniBand PF of 4 VFs at a declared address, a partition
+/// over it, and `vms` VMs with one NIC on the partition.
+fn ib_factory(vms: &[&str]) -> String {
+    let mut y = String::from(
+        "version: 1\nfactory: ibf\nhosts:\n  - name: ib09\n    uri: \"test:///default\"\n    numa-nodes:\n      - { id: 0, socket: 0, cpus: 0-31, memory: 256GiB }\n    nics:\n      - { name: ib0, address: \"0000:18:00.0\", kind: infiniband, numa-node: 0, sriov-vfs: 4 }\ntenants:\n  - { name: t, hosts: [ib09], networks: [t-ib] }\nnetworks:\n  - { name: t-ib, purpose: tenant, kind: ib-partition, tenant: t, pkey: 0x8001, parent: ib0, hosts: [ib09] }\nvms:\n",
+    );
+    for vm in vms {
+        y.push_str(&format!(
+            "  - {{ name: {vm}, tenant: t, vcpus: 1, memory: 1GiB, nics: [{{ network: t-ib, model: sriov }}] }}\n"
+        ));
+    }
+    y
+}
+
+fn sim(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(args)
+        .args(["--sim", "--state-dir"])
+        .arg(dir.join("state"))
+        .arg(dir.join("factory.yaml"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn output(o: &std::process::Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Each VM NIC on the partition gets a fixed VF of `ib0`: apply writes the port's GUIDs to
+/// that VF (on the twin, as `ip link set ib0 vf N node_guid … port_guid …` would) before
+/// the domain is defined, and the domain names that VF by PCI address (VF n of the twin's
+/// `0000:18:00.0` is function n + 1), not libvirt's pool. A second plan is empty; after a
+/// reboot (VFs gone, GUIDs with them) apply writes them again before the VMs start.
+#[test]
+fn guids_are_written_to_fixed_vfs_that_the_domains_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("factory.yaml"), ib_factory(&["a", "b"])).unwrap();
+    // The plan: each VM's GUIDs written before its domain is defined.
+    let plan = sim(dir.path(), &["plan", "--format", "json"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", output(&plan));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    for vm in ["a", "b"] {
+        let ops = vm_ops(&plan, &format!("vm:ib09/{vm}"));
+        let set = ops.iter().position(|o| o == "set-vf-guids").unwrap_or_else(|| panic!("{vm}: {ops:?}"));
+        let define = ops.iter().position(|o| o == "define").unwrap_or_else(|| panic!("{vm}: {ops:?}"));
+        assert!(set < define, "{vm}: {ops:?}");
+    }
+    let apply = sim(dir.path(), &["apply", "--yes", "--format", "json"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", output(&apply));
+
+    let spec = fabrik::spec::load::load(&dir.path().join("factory.yaml")).spec;
+    let desired = fabrik::desired::build(&spec).unwrap();
+    let ports = &desired.hosts[0].ib_ports;
+    assert_eq!(ports.len(), 2);
+    let host = &spec.hosts[0];
+    let host_dir = fabrik::sim::host_dir(&dir.path().join("state"), host);
+    let links = fabrik::driver::sim_links::SimLinks::load(&host_dir.join("links.json")).unwrap();
+    let ib0 = links.links.iter().find(|l| l.link.name == "ib0").unwrap();
+    let mut virt = fabrik::sim::virt::open(&host_dir, host).unwrap();
+    let domains = virt.domains().unwrap();
+    for port in ports {
+        let vf = port.vf.expect("a fixed VF");
+        let written = ib0.vf_guids.get(&vf).unwrap_or_else(|| panic!("no GUIDs on VF {vf}: {:?}", ib0.vf_guids));
+        assert_eq!((written.node, written.port), (port.node_guid, port.port_guid), "{port:?}");
+        let d = domains.iter().find(|d| d.name == port.vm).unwrap();
+        let iface = &d.interfaces[port.nic];
+        assert_eq!(iface.kind, "hostdev", "{}", d.xml);
+        assert_eq!(iface.source, format!("0000:18:00.{}", vf + 1), "{}", d.xml);
+        assert!(d.xml.contains("<interface type='hostdev' managed='yes'>"), "{}", d.xml);
+    }
+    let vfs: HashSet<u32> = ports.iter().filter_map(|p| p.vf).collect();
+    assert_eq!(vfs.len(), 2, "two VMs, two VFs");
+    drop(virt);
+    fabrik::sim::release_state(&dir.path().join("state"));
+
+    let again = sim(dir.path(), &["plan"]);
+    assert_eq!(again.status.code(), Some(0), "a second plan has nothing to do:\n{}", output(&again));
+
+    fabrik::sim::reboot(&dir.path().join("state"), host).unwrap();
+    let links = fabrik::driver::sim_links::SimLinks::load(&host_dir.join("links.json")).unwrap();
+    assert!(links.links.iter().all(|l| l.vf_guids.is_empty()), "a reboot takes the VFs and their GUIDs");
+    let apply = sim(dir.path(), &["apply", "--yes", "--format", "json"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", output(&apply));
+    let links = fabrik::driver::sim_links::SimLinks::load(&host_dir.join("links.json")).unwrap();
+    let ib0 = links.links.iter().find(|l| l.link.name == "ib0").unwrap();
+    assert_eq!(ib0.vf_guids.len(), 2, "written again after the reboot: {:?}", ib0.vf_guids);
+    fabrik::sim::release_state(&dir.path().join("state"));
+}
+
+/// The op names of the action for `id` in a plan's JSON, in order.
+fn vm_ops(plan: &serde_json::Value, id: &str) -> Vec<String> {
+    fn walk<'a>(v: &'a serde_json::Value, id: &str, out: &mut Option<&'a Vec<serde_json::Value>>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("id").and_then(|i| i.as_str()) == Some(id)
+                    && let Some(serde_json::Value::Array(ops)) = m.get("ops")
+                {
+                    *out = Some(ops);
+                }
+                m.values().for_each(|x| walk(x, id, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, id, out)),
+            _ => {}
+        }
+    }
+    let mut found = None;
+    walk(plan, id, &mut found);
+    let ops = found.unwrap_or_else(|| panic!("no action for {id} in {plan:#}"));
+    ops.iter().map(|o| o["op"].as_str().unwrap_or_default().to_string()).collect()
+}

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Desired, DesiredHost};
 use crate::live::LiveHost;
-use crate::spec::types::PciAddress;
 use crate::spec::model::{Membership, NetKind, Spec};
+use crate::spec::types::PciAddress;
 
 /// An EUI-64 GUID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

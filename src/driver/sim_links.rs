@@ -421,7 +421,16 @@ impl Links for SimLinks {
             LinkKind::Bridge | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } | LinkKind::Other { .. } => {}
         }
         let link = |name: &str, kind: LinkKind, master: Option<String>, alias: Option<String>| SimLink {
-            link: LiveLink { name: name.to_string(), kind, mtu, up: false, master, alias, sriov_vfs: None, sriov_pci: None },
+            link: LiveLink {
+                name: name.to_string(),
+                kind,
+                mtu,
+                up: false,
+                master,
+                alias,
+                sriov_vfs: None,
+                sriov_pci: None,
+            },
             sriov_total: None,
             created: true,
             mtu_fixed: spec.mtu.is_some(),
@@ -547,7 +556,9 @@ impl Links for SimLinks {
             return Err(error(
                 ErrorKind::Refused,
                 "EBUSY",
-                format!("VF {vf} of `{pf}` is held by a guest: its GUIDs change only while it is free (stop its VM first)"),
+                format!(
+                    "VF {vf} of `{pf}` is held by a guest: its GUIDs change only while it is free (stop its VM first)"
+                ),
             ));
         }
         link.vf_guids.insert(vf, VfGuids { node, port });
@@ -693,6 +704,36 @@ mod tests {
 
     fn link(sim: &mut SimLinks, name: &str) -> LiveLink {
         sim.links().unwrap().into_iter().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn vf_guids_are_refused_as_the_kernel_refuses_them() {
+        let (node, port) = (Guid(0x0200_0000_0000_0010), Guid(0x0200_0000_0000_0011));
+        let mut sim = SimLinks::new();
+        sim.add_nic_of("ib0", NIC_LAYER_INFINIBAND, 2044, Some(4)).add_nic("eth0", 1500, Some(4));
+        let code = |r: Result<()>| r.map_err(|e| (e.kind, e.code.unwrap_or_default())).err();
+        assert_eq!(code(sim.set_vf_guids("ib9", 0, node, port)), Some((ErrorKind::NotFound, "ENODEV".into())));
+        sim.set_sriov_vfs("eth0", 4).unwrap();
+        assert_eq!(code(sim.set_vf_guids("eth0", 0, node, port)), Some((ErrorKind::Unsupported, "EOPNOTSUPP".into())));
+        // No VFs yet: VF 0 does not exist.
+        assert_eq!(code(sim.set_vf_guids("ib0", 0, node, port)), Some((ErrorKind::NotFound, "EINVAL".into())));
+        sim.set_sriov_vfs("ib0", 4).unwrap();
+        sim.set_vf_guids("ib0", 3, node, port).unwrap();
+        assert_eq!(code(sim.set_vf_guids("ib0", 4, node, port)), Some((ErrorKind::NotFound, "EINVAL".into())));
+        let ib0 = sim.find_mut("ib0").unwrap();
+        assert_eq!(ib0.vf_guids[&3], VfGuids { node, port });
+        // A VF a guest holds keeps its GUIDs: the same again is fine, others are refused.
+        ib0.vfs_in_use.insert(3);
+        sim.set_vf_guids("ib0", 3, node, port).unwrap();
+        let other = Guid(0x0200_0000_0000_0020);
+        assert_eq!(
+            code(sim.set_vf_guids("ib0", 3, other, Guid(other.0 | 1))),
+            Some((ErrorKind::Refused, "EBUSY".into()))
+        );
+        // Removing the VFs takes their GUIDs.
+        sim.find_mut("ib0").unwrap().vfs_in_use.clear();
+        sim.set_sriov_vfs("ib0", 0).unwrap();
+        assert!(sim.find("ib0").unwrap().vf_guids.is_empty());
     }
 
     #[test]

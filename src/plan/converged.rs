@@ -127,7 +127,8 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                         up: true,
                         master: Some(l.name.clone()),
                         alias: None,
-                        sriov_vfs: None, sriov_pci: None,
+                        sriov_vfs: None,
+                        sriov_pci: None,
                     }),
                 }
             }

@@ -228,6 +228,7 @@ mod tests {
             master: master.map(Into::into),
             alias,
             sriov_vfs: None,
+            sriov_pci: None,
         }
     }
 

@@ -879,6 +879,7 @@ mod tests {
             master: None,
             alias: None,
             sriov_vfs: Some(n),
+            sriov_pci: None,
         };
         let action = Action::new(id, Op::Update, Class::Replace, "test");
         let set = |count| Step::Link(LinkOp::SetSriovVfs { nic: "stor0".into(), count });

@@ -236,8 +236,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     }
     // NICs in their order (live state pairs interfaces with NICs by position).
     for (k, nic) in vm.nics.iter().enumerate() {
-        let fixed =
-            host.ib_ports.iter().find(|p| p.vm == vm.name && p.nic == k).and_then(|p| p.vf_address.as_ref());
+        let fixed = host.ib_ports.iter().find(|p| p.vm == vm.name && p.nic == k).and_then(|p| p.vf_address.as_ref());
         if let Some(&(_, port)) = placed.iter().find(|(i, _)| *i == k) {
             vf(w, nic, fixed, Some(port));
             continue;
@@ -282,7 +281,10 @@ fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, fixed: Option<&PciAddres
         w.open("interface", &[a("type", "hostdev"), a("managed", "yes")]);
         w.empty("mac", &[a("address", &nic.mac)]);
         w.open("source", &[]);
-        w.empty("address", &host_pci(vf));
+        // An interface's source address must say its type (a hostdev's need not).
+        let mut address = vec![a("type", "pci")];
+        address.extend(host_pci(vf));
+        w.empty("address", &address);
         w.close("source");
     } else {
         w.open("interface", &[a("type", "network")]);

@@ -287,3 +287,27 @@ pub(super) fn set_message(
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::Emitable;
+
+    /// The request carries `struct ifla_vf_guid` as iproute2 sends it: the VF index, 4
+    /// bytes of padding, the GUID as a host-order 64-bit number, once as the node GUID
+    /// (`IFLA_VF_IB_NODE_GUID` = 10) and once as the port GUID (11).
+    #[test]
+    fn vf_guids_are_encoded_as_iproute2_sends_them() {
+        let message = super::vf_guid_message("ib0", 3, 0x0211_2233_4455_6670, 0x0211_2233_4455_6671);
+        let mut buf = vec![0u8; message.buffer_len()];
+        message.emit(&mut buf);
+        for (kind, guid) in [(10u16, 0x0211_2233_4455_6670u64), (11, 0x0211_2233_4455_6671)] {
+            let mut nla = Vec::new();
+            nla.extend_from_slice(&20u16.to_ne_bytes());
+            nla.extend_from_slice(&kind.to_ne_bytes());
+            nla.extend_from_slice(&3u32.to_ne_bytes());
+            nla.extend_from_slice(&[0; 4]);
+            nla.extend_from_slice(&guid.to_ne_bytes());
+            assert!(buf.windows(nla.len()).any(|w| w == nla.as_slice()), "attribute {kind} not found in {buf:02x?}");
+        }
+    }
+}

@@ -324,12 +324,14 @@ impl Host {
     }
 
     /// Writes a VF's GUIDs. The kernel refuses a PF that is not InfiniBand
-    /// (`EOPNOTSUPP`: only an IPoIB device's driver sets VF GUIDs) and a VF the PF does
-    /// not have (`EINVAL`, from the HCA's driver); the VF count is checked first so the
-    /// message can say how many there are.
+    /// (`EOPNOTSUPP`: only an IPoIB device's driver sets VF GUIDs, checked before the VF)
+    /// and a VF the PF does not have (`EINVAL`, from the HCA's driver); on an IB link the
+    /// VF count is checked first so the message can say how many there are.
     fn set_vf_guids(&mut self, pf: &str, vf: u32, node: u64, port: u64) -> Result<()> {
-        self.existing(pf, "physical function")?;
-        if let Some(count) = sysfs::sriov_vfs(&self.sysfs, pf)
+        let link = self.existing(pf, "physical function")?;
+        if link.kind.is_none()
+            && link.layer == crate::live::link::NIC_LAYER_INFINIBAND
+            && let Some(count) = sysfs::sriov_vfs(&self.sysfs, pf)
             && vf >= count
         {
             return Err(DriverError::new(
