@@ -195,3 +195,69 @@ fn vm_ops(plan: &serde_json::Value, id: &str) -> Vec<String> {
     let ops = found.unwrap_or_else(|| panic!("no action for {id} in {plan:#}"));
     ops.iter().map(|o| o["op"].as_str().unwrap_or_default().to_string()).collect()
 }
+
+/// The subnet manager's partition file, kept through the host's agent (its twin here):
+/// written with fabrik's block and OpenSM told to re-read it; the operator's lines
+/// around the block kept byte for byte; a hand edit inside the block is planned as a
+/// rewrite (drift) and undone; a new VM's port appears in the block.
+#[test]
+fn the_partition_file_is_kept_on_the_subnet_managers_host() {
+    const FILE: &str = "/etc/opensm/partitions.conf";
+    let dir = tempfile::tempdir().unwrap();
+    let factory =
+        |vms: &[&str]| ib_factory(vms).replace("  - name: ib09\n", "  - name: ib09\n    subnet-manager: opensm\n");
+    std::fs::write(dir.path().join("factory.yaml"), factory(&["a"])).unwrap();
+    let state = dir.path().join("state");
+    let apply = |want: i32| {
+        let o = sim(dir.path(), &["apply", "--yes"]);
+        assert_eq!(o.status.code(), Some(want), "{}", output(&o));
+        fabrik::sim::release_state(&state);
+        output(&o)
+    };
+    let plan = sim(dir.path(), &["plan"]);
+    assert!(
+        output(&plan).contains("+   partitions:ib09/opensm  applied live  write /etc/opensm/partitions.conf"),
+        "{}",
+        output(&plan)
+    );
+    apply(0);
+    let spec = || fabrik::spec::load::load(&dir.path().join("factory.yaml")).spec;
+    let links_file = fabrik::sim::host_dir(&state, &spec().hosts[0]).join("links.json");
+    let sm = || fabrik::driver::sim_links::SimLinks::load(&links_file).unwrap().subnet_manager.unwrap();
+    let block = || fabrik::render::opensm::partitions_conf(&fabrik::desired::build(&spec()).unwrap());
+    let file = sm().files[FILE].clone();
+    assert_eq!(fabrik::render::opensm::managed_block(&file, "ibf").unwrap(), Some(block().as_str()));
+    assert_eq!(sm().reloads, 1, "OpenSM re-read the file once");
+
+    // The operator's lines before and after the block stay; a hand edit inside is drift.
+    let theirs = "# storage partition, the operator's\nstorage=0x0100, ipoib : ALL=full ;\n";
+    let edited = format!("{theirs}{}# after\n", file.replace("ALL=limited", "ALL=full"));
+    let mut links = fabrik::driver::sim_links::SimLinks::load(&links_file).unwrap();
+    links.subnet_manager.as_mut().unwrap().files.insert(FILE.into(), edited.clone());
+    links.save(&links_file).unwrap();
+    let plan = sim(dir.path(), &["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", output(&plan));
+    assert!(output(&plan).contains("edited by hand"), "{}", output(&plan));
+    apply(0);
+    let file = sm().files[FILE].clone();
+    assert!(file.starts_with(theirs) && file.ends_with("# after\n"), "{file}");
+    assert_eq!(fabrik::render::opensm::managed_block(&file, "ibf").unwrap(), Some(block().as_str()));
+    assert_eq!(sm().reloads, 2);
+    assert_eq!(sim(dir.path(), &["plan"]).status.code(), Some(0), "converged");
+
+    // A new VM: its port joins the partition in the file.
+    std::fs::write(dir.path().join("factory.yaml"), factory(&["a", "b"])).unwrap();
+    apply(0);
+    let d = fabrik::desired::build(&spec()).unwrap();
+    let b = d.hosts[0].ib_ports.iter().find(|p| p.vm == "b").unwrap();
+    assert!(sm().files[FILE].contains(&format!("{}=full", b.port_guid)), "{}", sm().files[FILE]);
+
+    // OpenSM not running: the write happens, the re-read fails the apply.
+    let mut links = fabrik::driver::sim_links::SimLinks::load(&links_file).unwrap();
+    let sm_state = links.subnet_manager.as_mut().unwrap();
+    sm_state.running = false;
+    sm_state.files.insert(FILE.into(), theirs.to_string());
+    links.save(&links_file).unwrap();
+    let out = apply(1);
+    assert!(out.contains("no opensm process runs"), "{out}");
+}

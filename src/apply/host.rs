@@ -128,7 +128,8 @@ impl HostConn {
                 };
                 let virt =
                     self.checkout_virt().map(|v| Box::new(super::lent::Lent::new(self.clone(), v)) as Box<dyn Virt>);
-                crate::driver::observe::HostDrivers { virt, gpus, links }
+                let partitions_file = self.host.partitions_path().map(str::to_string);
+                crate::driver::observe::HostDrivers { virt, gpus, links, partitions_file }
             }
         };
         let name = self.name.clone();
@@ -416,6 +417,8 @@ fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
         LinkOp::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
         LinkOp::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
         LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => l.set_vf_guids(pf, *vf, *node_guid, *port_guid),
+        LinkOp::WritePartitions { path, factory, block } => l.write_partitions(path, factory, block),
+        LinkOp::ReloadSubnetManager => l.reload_subnet_manager(),
     }
 }
 

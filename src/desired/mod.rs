@@ -82,6 +82,20 @@ pub struct DesiredHost {
     /// The VM NICs on InfiniBand partitions, with the GUIDs of their VFs ([`ib`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ib_ports: Vec<ib::IbPort>,
+    /// The factory's partitions in the partition file of the subnet manager this host
+    /// runs (`subnet-manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<DesiredPartitions>,
+}
+
+/// fabrik's block of a subnet manager's partition file ([`crate::render::opensm`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPartitions {
+    pub id: ResourceId,
+    /// The file, absolute, on the host.
+    pub path: String,
+    /// What the block holds: `fabrik partitions` of the factory.
+    pub block: String,
 }
 
 /// A hugepage pool: pages of one size on one NUMA node.

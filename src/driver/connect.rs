@@ -25,7 +25,7 @@ pub fn open_real(host: &Host) -> HostDrivers {
         let agent = s.spawn(|| open_agent(host));
         let virt = open_virt(host);
         let (gpus, links) = agent.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        HostDrivers { virt, gpus, links }
+        HostDrivers { virt, gpus, links, partitions_file: host.partitions_path().map(str::to_string) }
     })
 }
 

@@ -18,6 +18,7 @@ pub mod libvirt;
 pub mod netlink;
 pub mod nvml;
 pub mod observe;
+pub mod opensm;
 pub mod sim_gpu;
 pub mod sim_links;
 pub mod vgpu;
@@ -157,6 +158,14 @@ pub trait Links: Send {
     /// `IFLA_VF_IB_NODE_GUID` / `IFLA_VF_IB_PORT_GUID` on the PF. Refused for a PF that is
     /// not InfiniBand, a VF it does not have, or a VF a guest holds.
     fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()>;
+    /// The subnet manager's partition file; `None` when it does not exist.
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>>;
+    /// Sets fabrik's block of factory `factory` in the partition file to `block`,
+    /// keeping every other line ([`crate::render::opensm::with_block`]); the file is
+    /// replaced atomically (a temporary file beside it, renamed over it).
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()>;
+    /// Has the subnet manager re-read its partition file (OpenSM: `SIGHUP`).
+    fn reload_subnet_manager(&mut self) -> Result<()>;
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()>;
 }
 

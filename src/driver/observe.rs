@@ -5,13 +5,16 @@
 //! stop the rest.
 
 use crate::driver::{DriverError, Gpus, Links, Virt};
-use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink};
+use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink, LivePartitions};
 
 /// The drivers of one host; each may have failed to open.
 pub struct HostDrivers {
     pub virt: Result<Box<dyn Virt>, DriverError>,
     pub gpus: Result<Box<dyn Gpus>, DriverError>,
     pub links: Result<Box<dyn Links>, DriverError>,
+    /// The subnet manager's partition file to read through the agent, where the host
+    /// runs one ([`crate::spec::model::Host::partitions_path`]).
+    pub partitions_file: Option<String>,
 }
 
 /// Hosts worked on at once; each blocks on its own libvirt connection and agent.
@@ -21,15 +24,15 @@ const HOSTS_IN_PARALLEL: usize = 16;
 /// independently (a libvirtd socket, an agent process), so they are read at once: the
 /// host costs the slower of the two, not their sum.
 pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
-    let HostDrivers { virt, gpus, links } = drivers;
+    let HostDrivers { virt, gpus, links, partitions_file } = drivers;
     let (mut live, mut errors, (agent, agent_errors)) = std::thread::scope(|s| {
         let libvirt = s.spawn(move || read_libvirt(name, virt));
-        let agent = read_agent(gpus, links);
+        let agent = read_agent(gpus, links, partitions_file);
         let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (live, errors, agent)
     });
-    let (gpus, links, hugepages) = agent;
-    (live.gpus, live.links, live.hugepages) = (gpus, links, hugepages);
+    let (gpus, links, hugepages, partitions) = agent;
+    (live.gpus, live.links, live.hugepages, live.partitions) = (gpus, links, hugepages, partitions);
     errors.extend(agent_errors);
     // The first error of a concern says why; repeats of it say nothing more.
     errors.dedup();
@@ -56,11 +59,16 @@ fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHo
 
 /// What the agent reads (GPUs through NVML; links and hugepages through netlink), and
 /// the errors of those concerns, NVML's first.
-type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>), Vec<ConcernError>);
+type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>, Option<LivePartitions>), Vec<ConcernError>);
 
-fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Links>, DriverError>) -> AgentRead {
+fn read_agent(
+    gpus: Result<Box<dyn Gpus>, DriverError>,
+    links: Result<Box<dyn Links>, DriverError>,
+    partitions_file: Option<String>,
+) -> AgentRead {
     let mut errors = Vec::new();
     let (mut live_gpus, mut live_links, mut hugepages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut partitions = None;
     match gpus {
         Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live_gpus = g)),
         Err(e) => errors.push(ConcernError { concern: "nvml".into(), error: e }),
@@ -69,10 +77,14 @@ fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Li
         Ok(mut l) => {
             keep(&mut errors, "netlink", l.links().map(|l| live_links = l));
             keep(&mut errors, "netlink", l.hugepages().map(|h| hugepages = h));
+            if let Some(path) = partitions_file {
+                let read = l.read_partitions(&path).map(|content| partitions = Some(LivePartitions { path, content }));
+                keep(&mut errors, "subnet-manager", read);
+            }
         }
         Err(e) => errors.push(ConcernError { concern: "netlink".into(), error: e }),
     }
-    ((live_gpus, live_links, hugepages), errors)
+    ((live_gpus, live_links, hugepages, partitions), errors)
 }
 
 fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), DriverError>) {

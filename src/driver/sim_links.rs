@@ -38,6 +38,21 @@ pub struct SimLinks {
     pub links: Vec<SimLink>,
     #[serde(default)]
     pub hugepages: Vec<SimHugepages>,
+    /// The subnet manager the host runs, if any: its partition file and re-reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_manager: Option<SimSubnetManager>,
+}
+
+/// A twin's OpenSM: files by path (a partition file among them) and how often it
+/// re-read them. `running: false` refuses a reload, as a host without OpenSM does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSubnetManager {
+    pub running: bool,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reloads: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -565,6 +580,28 @@ impl Links for SimLinks {
         Ok(())
     }
 
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        Ok(self.subnet_manager.as_ref().and_then(|sm| sm.files.get(path).cloned()))
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        let sm = self.subnet_manager.get_or_insert_with(SimSubnetManager::default);
+        let text = crate::render::opensm::with_block(sm.files.get(path).map(String::as_str), factory, block)
+            .map_err(|e| error(ErrorKind::Refused, "EINVAL", format!("{path}: {e}; fix the marker lines by hand")))?;
+        sm.files.insert(path.to_string(), text);
+        Ok(())
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        match &mut self.subnet_manager {
+            Some(sm) if sm.running => {
+                sm.reloads += 1;
+                Ok(())
+            }
+            _ => Err(error(ErrorKind::NotFound, "ESRCH", "no opensm process runs on this host".into())),
+        }
+    }
+
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         if !self.hugepages.iter().any(|p| p.numa_node == numa_node) {
             return Err(error(ErrorKind::NotFound, "ENOENT", format!("NUMA node {numa_node} does not exist")));
@@ -678,6 +715,17 @@ impl Links for SimLinksFile {
     }
     fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
         let result = self.links.set_vf_guids(pf, vf, node, port);
+        self.saved(result)
+    }
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.links.read_partitions(path)
+    }
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        let result = self.links.write_partitions(path, factory, block);
+        self.saved(result)
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        let result = self.links.reload_subnet_manager();
         self.saved(result)
     }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {

@@ -30,8 +30,19 @@ pub struct LiveHost {
     pub domains: Vec<LiveDomain>,
     pub networks: Vec<LiveNetwork>,
     pub pools: Vec<LivePool>,
+    /// The subnet manager's partition file, read where the host declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<LivePartitions>,
     /// What could not be read, per concern (`libvirt`, `nvml`, `netlink`), and why.
     pub errors: Vec<ConcernError>,
+}
+
+/// A partition file as read from its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivePartitions {
+    pub path: String,
+    /// `None`: the file does not exist.
+    pub content: Option<String>,
 }
 
 /// Why one concern of a host could not be read.

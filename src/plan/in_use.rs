@@ -173,7 +173,8 @@ pub fn blocked(
         | ResourceKind::Vfs
         | ResourceKind::Pool
         | ResourceKind::Volume
-        | ResourceKind::Vm => None,
+        | ResourceKind::Vm
+        | ResourceKind::Partitions => None,
     }
 }
 

@@ -448,6 +448,7 @@ fn sort_key<'a>(a: &'a Action, order: &BTreeMap<&ResourceId, usize>) -> (u8, usi
 pub(crate) fn deletion_rank(kind: ResourceKind) -> usize {
     match kind {
         ResourceKind::Vm => 8,
+        ResourceKind::Partitions => 8,
         ResourceKind::Volume => 7,
         ResourceKind::Mig => 6,
         ResourceKind::Network => 5,

@@ -189,6 +189,15 @@ pub enum LinkOp {
         nic: String,
         count: u32,
     },
+    /// Sets fabrik's block of the subnet manager's partition file `path` to `block`,
+    /// keeping the operator's lines ([`crate::render::opensm::with_block`]).
+    WritePartitions {
+        path: String,
+        factory: String,
+        block: String,
+    },
+    /// Has the subnet manager re-read its partition file (OpenSM: `SIGHUP`).
+    ReloadSubnetManager,
     /// Writes the node and port GUID of a VM NIC's InfiniBand port
     /// ([`crate::desired::ib::IbPort`]) to its fixed VF `vf` of `pf`, before the VM is
     /// defined or started; writing the same GUIDs again changes nothing.
@@ -320,6 +329,8 @@ impl Step {
                     format!("set {count} hugepages of {size} on NUMA node {numa_node}")
                 }
                 LinkOp::SetSriovVfs { nic, count } => format!("set {count} SR-IOV VFs on `{nic}`"),
+                LinkOp::WritePartitions { path, .. } => format!("write fabrik's partitions into {path}"),
+                LinkOp::ReloadSubnetManager => "have the subnet manager re-read its partitions".to_string(),
                 LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => {
                     format!("set node GUID {node_guid} and port GUID {port_guid} on VF {vf} of `{pf}`")
                 }
@@ -385,6 +396,17 @@ pub fn for_action(
     };
     match id.kind {
         ResourceKind::Vm => vm(factory, host, action, timeout),
+        ResourceKind::Partitions => {
+            let p = host.partitions.as_ref().filter(|p| &p.id == id).ok_or_else(|| missing(id))?;
+            Ok(vec![
+                Step::Link(LinkOp::WritePartitions {
+                    path: p.path.clone(),
+                    factory: factory.to_string(),
+                    block: p.block.clone(),
+                }),
+                Step::Link(LinkOp::ReloadSubnetManager),
+            ])
+        }
         ResourceKind::Network => network(factory, host, live, action),
         ResourceKind::Pool => pool(host, live, action),
         ResourceKind::Volume => volume(host, live, action),

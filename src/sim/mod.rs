@@ -151,6 +151,9 @@ pub fn initial_links(host: &Host) -> SimLinks {
             links.set_sriov_pci(&nic.name.value, crate::live::SriovPci { pf: pf.value, offset: 1, stride: 1 });
         }
     }
+    if host.subnet_manager.is_some() {
+        links.subnet_manager = Some(crate::driver::sim_links::SimSubnetManager { running: true, ..Default::default() });
+    }
     for node in &host.numa_nodes {
         for (size, _) in &node.hugepages {
             let capacity = node.memory.value.bytes() / size.value.size().bytes();
@@ -315,7 +318,12 @@ pub fn reboot(state: &Path, host: &Host) -> Result<Rebooted, DriverError> {
 pub fn drivers(state: &Path, host: &Host) -> HostDrivers {
     let dir = host_dir(state, host);
     let (gpus, links) = open_gpus_links(&dir, host);
-    HostDrivers { virt: virt::open(&dir, host), gpus, links }
+    HostDrivers {
+        virt: virt::open(&dir, host),
+        gpus,
+        links,
+        partitions_file: host.partitions_path().map(str::to_string),
+    }
 }
 
 pub mod virt;

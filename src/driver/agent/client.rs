@@ -394,6 +394,22 @@ impl Links for AgentClient {
         self.call(Call::SetVfGuids { pf: pf.to_string(), vf, node, port })
     }
 
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.call(Call::ReadPartitions { path: path.to_string() })
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        self.call(Call::WritePartitions {
+            path: path.to_string(),
+            factory: factory.to_string(),
+            block: block.to_string(),
+        })
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        self.call(Call::ReloadSubnetManager)
+    }
+
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         self.call(Call::SetHugepages { numa_node, size, count })
     }

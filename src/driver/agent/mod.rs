@@ -111,6 +111,15 @@ pub enum Call {
         node: Guid,
         port: Guid,
     },
+    ReadPartitions {
+        path: String,
+    },
+    WritePartitions {
+        path: String,
+        factory: String,
+        block: String,
+    },
+    ReloadSubnetManager,
     SetHugepages {
         numa_node: u32,
         size: PageSize,
@@ -151,6 +160,9 @@ impl Call {
             Call::DelFdb { .. } => "del_fdb",
             Call::SetSriovVfs { .. } => "set_sriov_vfs",
             Call::SetVfGuids { .. } => "set_vf_guids",
+            Call::ReadPartitions { .. } => "read_partitions",
+            Call::WritePartitions { .. } => "write_partitions",
+            Call::ReloadSubnetManager => "reload_subnet_manager",
             Call::SetHugepages { .. } => "set_hugepages",
             Call::Lock { .. } => "lock",
         }
@@ -273,6 +285,15 @@ impl Links for Unavailable {
         self.fail()
     }
     fn set_vf_guids(&mut self, _pf: &str, _vf: u32, _node: Guid, _port: Guid) -> Result<()> {
+        self.fail()
+    }
+    fn read_partitions(&mut self, _path: &str) -> Result<Option<String>> {
+        self.fail()
+    }
+    fn write_partitions(&mut self, _path: &str, _factory: &str, _block: &str) -> Result<()> {
+        self.fail()
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
         self.fail()
     }
     fn set_hugepages(&mut self, _numa_node: u32, _size: PageSize, _count: u64) -> Result<()> {

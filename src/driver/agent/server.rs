@@ -143,6 +143,9 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::DelFdb { vxlan, remote } => to_value(links.del_fdb(&vxlan, remote)),
         Call::SetSriovVfs { nic, count } => to_value(links.set_sriov_vfs(&nic, count)),
         Call::SetVfGuids { pf, vf, node, port } => to_value(links.set_vf_guids(&pf, vf, node, port)),
+        Call::ReadPartitions { path } => to_value(links.read_partitions(&path)),
+        Call::WritePartitions { path, factory, block } => to_value(links.write_partitions(&path, &factory, &block)),
+        Call::ReloadSubnetManager => to_value(links.reload_subnet_manager()),
         Call::SetHugepages { numa_node, size, count } => to_value(links.set_hugepages(numa_node, size, count)),
         Call::Lock { factory, host, holder } => to_value(locks.take(&factory, &host, &holder)),
     }

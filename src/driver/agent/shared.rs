@@ -94,6 +94,15 @@ impl Links for Shared {
     fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
         self.client()?.set_vf_guids(pf, vf, node, port)
     }
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.client()?.read_partitions(path)
+    }
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        self.client()?.write_partitions(path, factory, block)
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        self.client()?.reload_subnet_manager()
+    }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         self.client()?.set_hugepages(numa_node, size, count)
     }

@@ -469,6 +469,19 @@ impl Links for NetlinkDriver {
         self.run(move |host| host.set_vf_guids(&pf, vf, node.0, port.0))
     }
 
+    // The partition file is the host's, not the namespace's: read and written here.
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        crate::driver::opensm::read(path)
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        crate::driver::opensm::write(path, factory, block)
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        crate::driver::opensm::reload(Path::new("/proc"))
+    }
+
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         self.run(move |host| sysfs::set_hugepages(&host.sysfs, numa_node, size, count))
     }

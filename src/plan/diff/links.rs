@@ -428,3 +428,53 @@ mod tests {
         assert!(matches!(tunnel(&LinkKind::Bridge, &want), Tunnel::Same));
     }
 }
+
+/// fabrik's block of the subnet manager's partition file: written when the file or the
+/// block is missing, rewritten when it differs from the factory's (a hand edit inside
+/// it is drift, said so); the operator's lines around it are never compared.
+pub fn partitions(factory: &str, want: &crate::desired::DesiredPartitions, live: &LiveHost, out: &mut Out) {
+    let crate::desired::DesiredPartitions { id, path, block } = want;
+    let content = live.partitions.as_ref().filter(|p| &p.path == path).and_then(|p| p.content.as_deref());
+    let ports = block.lines().filter(|l| l.trim_start().starts_with("0x")).count();
+    let (op, reason) = match content.map(|c| crate::render::opensm::managed_block(c, factory)) {
+        None => (
+            Op::Create,
+            format!("write {path} with the factory's partitions ({ports} VM port(s)) and have OpenSM re-read it"),
+        ),
+        Some(Ok(None)) => (
+            Op::Create,
+            format!(
+                "add fabrik's block to {path} ({ports} VM port(s)), keeping the lines there, and have OpenSM re-read it"
+            ),
+        ),
+        Some(Ok(Some(now))) if now == block => {
+            out.present.insert(id.clone());
+            return;
+        }
+        Some(Ok(Some(_))) => {
+            out.present.insert(id.clone());
+            (
+                Op::Update,
+                format!(
+                    "fabrik's block of {path} differs from the factory's partitions (edited by hand, or the factory changed): rewrite it and have OpenSM re-read it"
+                ),
+            )
+        }
+        Some(Err(e)) => {
+            out.error(
+                "fabrik::plan::partitions-file",
+                id,
+                format!("{path} on host `{}`: {e}", id.host),
+                "fix or remove the `# BEGIN fabrik`/`# END fabrik` lines by hand, then plan again",
+            );
+            return;
+        }
+    };
+    let action = match op {
+        Op::Update => {
+            Action::update(id.clone(), vec![Change::new("partitions", "edited", "the factory's", Class::Live)], reason)
+        }
+        _ => Action::new(id.clone(), op, Class::Live, reason),
+    };
+    out.actions.push(action);
+}
