@@ -261,3 +261,26 @@ fn the_partition_file_is_kept_on_the_subnet_managers_host() {
     let out = apply(1);
     assert!(out.contains("no opensm process runs"), "{out}");
 }
+
+/// A partition whose hosts talk on it (`host-interface: true`) gets an IPoIB child of its
+/// parent on each host, `ib0.8001`, marked as fabrik's; a second plan is empty.
+#[test]
+fn a_partition_with_a_host_interface_gets_an_ipoib_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = ib_factory(&["a"])
+        .replace("parent: ib0, hosts: [ib09] }", "parent: ib0, hosts: [ib09], host-interface: true }");
+    std::fs::write(dir.path().join("factory.yaml"), yaml).unwrap();
+    let plan = sim(dir.path(), &["plan"]);
+    assert!(output(&plan).contains("link:ib09/ib0.8001"), "{}", output(&plan));
+    let apply = sim(dir.path(), &["apply", "--yes"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", output(&apply));
+    fabrik::sim::release_state(&dir.path().join("state"));
+    let spec = fabrik::spec::load::load(&dir.path().join("factory.yaml")).spec;
+    let links_file = fabrik::sim::host_dir(&dir.path().join("state"), &spec.hosts[0]).join("links.json");
+    let links = fabrik::driver::sim_links::SimLinks::load(&links_file).unwrap();
+    let child = links.links.iter().find(|l| l.link.name == "ib0.8001").expect("the IPoIB child");
+    assert_eq!(child.link.kind, fabrik::live::LinkKind::Ipoib { parent: "ib0".into(), pkey: 0x8001 });
+    assert!(child.link.alias.as_deref().is_some_and(|a| a.contains("ibf")), "marked: {:?}", child.link.alias);
+    let again = sim(dir.path(), &["plan"]);
+    assert_eq!(again.status.code(), Some(0), "{}", output(&again));
+}

@@ -85,6 +85,10 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("a VXLAN deleted", Delete("vx100")),
         ("a bridge deleted", Delete("br2")),
         ("VF GUIDs on a missing PF", SetVfGuids("ib9", 0)),
+        (
+            "an IPoIB child of an Ethernet link",
+            Create(spec("eth0.8001", LinkKind::Ipoib { parent: NIC.into(), pkey: 0x8001 }, None)),
+        ),
         ("VF GUIDs on an Ethernet link (not InfiniBand)", SetVfGuids(NIC, 0)),
     ]
 }

@@ -311,6 +311,48 @@ impl SimLinks {
             LinkKind::Macvlan { parent } => {
                 self.existing(parent, "parent link")?;
             }
+            // As a kernel does: without an InfiniBand HCA there is no `ib_ipoib` and the
+            // kind is unknown (`EOPNOTSUPP`, "Unknown device type", what this machine's
+            // kernel says); with it, a parent that is not IPoIB is `ENODEV`
+            // (`ipoib_new_child_link`), a pkey of 0 `EINVAL`, a second child of one
+            // pkey `ENOTUNIQ`.
+            LinkKind::Ipoib { parent, pkey } => {
+                let infiniband = LinkKind::Other { kind: NIC_LAYER_INFINIBAND.into() };
+                let p = self.existing(parent, "parent link")?;
+                if !self.links.iter().any(|l| l.link.kind == infiniband) {
+                    return Err(error(
+                        ErrorKind::Unsupported,
+                        "EOPNOTSUPP",
+                        format!(
+                            "{what}: this kernel has no IPoIB child interfaces (module ib_ipoib, CONFIG_INFINIBAND_IPOIB) (the kernel says: Unknown device type)"
+                        ),
+                    ));
+                }
+                if p.link.kind != infiniband {
+                    return Err(error(
+                        ErrorKind::NotFound,
+                        "ENODEV",
+                        format!("{what}: `{parent}` is not an InfiniBand link: an IPoIB child needs an IPoIB parent"),
+                    ));
+                }
+                if pkey & 0x7fff == 0 {
+                    return Err(error(
+                        ErrorKind::Refused,
+                        "EINVAL",
+                        format!("{what}: pkey {pkey:#06x} is not a partition"),
+                    ));
+                }
+                let clash = self.links.iter().any(|l| {
+                    matches!(&l.link.kind, LinkKind::Ipoib { parent: q, pkey: k } if q == parent && (k | 0x8000) == (pkey | 0x8000))
+                });
+                if clash {
+                    return Err(error(
+                        ErrorKind::Exists,
+                        "ENOTUNIQ",
+                        format!("{what}: `{parent}` already has a child for pkey {:#06x}", pkey | 0x8000),
+                    ));
+                }
+            }
             LinkKind::Other { kind } => {
                 return Err(error(
                     ErrorKind::Unsupported,
@@ -344,7 +386,9 @@ impl SimLinks {
             for l in &self.links {
                 let dependent = match &l.link.kind {
                     LinkKind::Veth { peer } => peer.as_deref() == Some(&gone),
-                    LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => *parent == gone,
+                    LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
+                        *parent == gone
+                    }
                     LinkKind::Vxlan { parent, .. } => parent.as_deref() == Some(&gone),
                     LinkKind::Bridge | LinkKind::Other { .. } => false,
                 };
@@ -422,7 +466,9 @@ impl Links for SimLinks {
     fn create_link(&mut self, spec: &LinkSpec) -> Result<()> {
         let peer = self.check_create(spec)?;
         let parent_mtu = match &spec.kind {
-            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => self.find(parent).map(|p| p.link.mtu),
+            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
+                self.find(parent).map(|p| p.link.mtu)
+            }
             LinkKind::Bridge | LinkKind::Vxlan { .. } | LinkKind::Veth { .. } | LinkKind::Other { .. } => None,
         };
         let mtu = spec.mtu.or(parent_mtu).unwrap_or(MTU_DEFAULT);
@@ -433,6 +479,8 @@ impl Links for SimLinks {
                 remotes.sort();
             }
             LinkKind::Veth { peer: p } => p.clone_from(&peer),
+            // The kernel keeps a child's pkey with the full-membership bit set.
+            LinkKind::Ipoib { pkey, .. } => *pkey |= 0x8000,
             LinkKind::Bridge | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } | LinkKind::Other { .. } => {}
         }
         let link = |name: &str, kind: LinkKind, master: Option<String>, alias: Option<String>| SimLink {
@@ -752,6 +800,31 @@ mod tests {
 
     fn link(sim: &mut SimLinks, name: &str) -> LiveLink {
         sim.links().unwrap().into_iter().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn ipoib_children_are_refused_as_the_kernel_refuses_them() {
+        let child = |parent: &str, pkey: u16| LinkSpec {
+            name: format!("{parent}.{:04x}", pkey | 0x8000),
+            kind: LinkKind::Ipoib { parent: parent.into(), pkey },
+            mtu: None,
+            master: None,
+            alias: None,
+        };
+        let code = |r: Result<()>| r.map_err(|e| (e.kind, e.code.unwrap_or_default())).err();
+        let mut sim = SimLinks::new();
+        sim.add_nic("eth0", 1500, None);
+        // No HCA, no ib_ipoib: the kind is unknown, as on this machine's kernel.
+        assert_eq!(code(sim.create_link(&child("eth0", 0x8001))), Some((ErrorKind::Unsupported, "EOPNOTSUPP".into())));
+        sim.add_nic_of("ib0", NIC_LAYER_INFINIBAND, 2044, Some(4));
+        assert_eq!(code(sim.create_link(&child("eth0", 0x8001))), Some((ErrorKind::NotFound, "ENODEV".into())));
+        assert_eq!(code(sim.create_link(&child("ib9", 0x8001))), Some((ErrorKind::NotFound, "ENODEV".into())));
+        sim.create_link(&child("ib0", 0x0001)).unwrap();
+        let made = sim.find("ib0.8001").unwrap();
+        assert_eq!(made.link.kind, LinkKind::Ipoib { parent: "ib0".into(), pkey: 0x8001 }, "full-member bit set");
+        assert_eq!(made.link.mtu, 2044, "the parent's MTU");
+        let again = LinkSpec { name: "ib0.x".into(), ..child("ib0", 0x8001) };
+        assert_eq!(code(sim.create_link(&again)), Some((ErrorKind::Exists, "ENOTUNIQ".into())));
     }
 
     #[test]

@@ -71,6 +71,13 @@ pub enum LinkKind {
     Macvlan {
         parent: String,
     },
+    /// An IPoIB child interface of an InfiniBand link for a partition
+    /// (`ip link add link ib0 name ib0.8001 type ipoib pkey 0x8001`); the kernel sets
+    /// the full-membership bit of `pkey`.
+    Ipoib {
+        parent: String,
+        pkey: u16,
+    },
     /// A physical NIC or anything else fabrik does not manage the kind of (`ib`, `dummy`).
     Other {
         kind: String,

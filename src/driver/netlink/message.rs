@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkVfInfo,
-    VfInfo, VfInfoGuid,
+    InfoData, InfoIpoib, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkVfInfo, VfInfo, VfInfoGuid,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -126,6 +126,16 @@ impl RawLink {
             }
             (Some(InfoKind::Veth), _) => LinkKind::Veth { peer: name_of(here) },
             (Some(InfoKind::MacVlan), _) => LinkKind::Macvlan { parent: name_of(here).unwrap_or_default() },
+            (Some(InfoKind::Ipoib), data) => {
+                let pkey = match data {
+                    Some(InfoData::Ipoib(infos)) => infos.into_iter().find_map(|i| match i {
+                        InfoIpoib::Pkey(p) => Some(p),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                LinkKind::Ipoib { parent: name_of(here).unwrap_or_default(), pkey: pkey.unwrap_or(0) }
+            }
             (Some(other), _) => LinkKind::Other { kind: other.to_string() },
             (None, _) => LinkKind::Other { kind: self.layer },
         };
@@ -239,6 +249,10 @@ pub(super) fn create_message(spec: &LinkSpec, master: Option<u32>, parent: Optio
         LinkKind::Macvlan { parent: _ } => {
             message.attributes.extend(parent.map(LinkAttribute::Link));
             (InfoKind::MacVlan, None)
+        }
+        LinkKind::Ipoib { parent: _, pkey } => {
+            message.attributes.extend(parent.map(LinkAttribute::Link));
+            (InfoKind::Ipoib, Some(InfoData::Ipoib(vec![InfoIpoib::Pkey(*pkey)])))
         }
         LinkKind::Other { kind } => (InfoKind::Other(kind.clone()), None),
     };

@@ -247,7 +247,7 @@ impl Host {
             None => None,
         };
         let parent = match &spec.kind {
-            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => {
+            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
                 Some(self.existing(parent, "parent link")?.index)
             }
             LinkKind::Vxlan { parent: Some(parent), .. } => Some(self.existing(parent, "parent link")?.index),
@@ -401,6 +401,7 @@ fn kernel_feature(kind: &LinkKind) -> String {
         LinkKind::Vlan { .. } => "802.1Q VLANs (module 8021q, CONFIG_VLAN_8021Q)".into(),
         LinkKind::Veth { .. } => "veth pairs (module veth, CONFIG_VETH)".into(),
         LinkKind::Macvlan { .. } => "macvlan (module macvlan, CONFIG_MACVLAN)".into(),
+        LinkKind::Ipoib { .. } => "IPoIB child interfaces (module ib_ipoib, CONFIG_INFINIBAND_IPOIB)".into(),
         LinkKind::Other { kind } => format!("`{kind}` links"),
     }
 }

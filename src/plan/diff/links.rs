@@ -22,6 +22,7 @@ fn same_kind(want: &LinkKind, have: &LinkKind) -> bool {
         (LinkKind::Vlan { id, parent }, LinkKind::Vlan { id: i, parent: p }) => id == i && parent == p,
         (LinkKind::Veth { .. }, LinkKind::Veth { .. }) => true,
         (LinkKind::Macvlan { parent }, LinkKind::Macvlan { parent: p }) => parent == p,
+        (LinkKind::Ipoib { parent, pkey }, LinkKind::Ipoib { parent: p, pkey: k }) => parent == p && pkey == k,
         (LinkKind::Other { kind }, LinkKind::Other { kind: k }) => kind == k,
         (
             LinkKind::Bridge
@@ -29,6 +30,7 @@ fn same_kind(want: &LinkKind, have: &LinkKind) -> bool {
             | LinkKind::Vlan { .. }
             | LinkKind::Veth { .. }
             | LinkKind::Macvlan { .. }
+            | LinkKind::Ipoib { .. }
             | LinkKind::Other { .. },
             _,
         ) => false,
@@ -42,6 +44,7 @@ fn kind_word(kind: &LinkKind) -> String {
         LinkKind::Vlan { id, parent } => format!("vlan {id} on {parent}"),
         LinkKind::Veth { .. } => "veth".into(),
         LinkKind::Macvlan { parent } => format!("macvlan on {parent}"),
+        LinkKind::Ipoib { parent, pkey } => format!("IPoIB child of {parent} for pkey {pkey:#06x}"),
         LinkKind::Other { kind } => kind.clone(),
     }
 }
@@ -114,6 +117,7 @@ fn tunnel_words(kind: &LinkKind) -> String {
         | LinkKind::Vlan { .. }
         | LinkKind::Veth { .. }
         | LinkKind::Macvlan { .. }
+        | LinkKind::Ipoib { .. }
         | LinkKind::Other { .. } => String::new(),
     }
 }
@@ -298,7 +302,8 @@ pub fn network_nics(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
             | LinkKind::Vxlan { .. }
             | LinkKind::Vlan { .. }
             | LinkKind::Veth { .. }
-            | LinkKind::Macvlan { .. } => "virtual",
+            | LinkKind::Macvlan { .. }
+            | LinkKind::Ipoib { .. } => "virtual",
         };
         let needs_infiniband = match kind {
             NetKind::IbPartition => true,
