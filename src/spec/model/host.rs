@@ -307,18 +307,19 @@ pub fn decode_host(d: &mut Decoder, n: &Node) -> Option<Host> {
     let nics = d.items(&o, "nics", decode_nic);
     let subnet_manager = o.get("subnet-manager").and_then(|n| d.word::<SubnetManager>(n, "subnet-manager"));
     let partitions_file = o.get("partitions-file").and_then(|n| d.string(n, "partitions-file")).and_then(|p| {
-        let help = match (p.value.starts_with('/'), &subnet_manager) {
-            (false, _) => "write an absolute path, e.g. `/etc/opensm/partitions.conf`",
-            (true, None) => "add `subnet-manager: opensm` to this host, or remove `partitions-file`",
+        let (message, help) = match (p.value.starts_with('/'), &subnet_manager) {
+            (false, _) => (
+                format!("`partitions-file: {}` is not an absolute path", p.value),
+                "write the file's absolute path on the host, e.g. `/etc/opensm/partitions.conf`",
+            ),
+            (true, None) => (
+                "`partitions-file` is given, but this host runs no subnet manager".to_string(),
+                "add `subnet-manager: opensm` to this host, or remove `partitions-file`",
+            ),
             (true, Some(_)) => return Some(p),
         };
         d.diags.push(
-            crate::diag::Diagnostic::error(
-                "fabrik::spec::partitions-file",
-                format!("`partitions-file: {}` is not the file of a subnet manager on this host", p.value),
-            )
-            .at(p.span, "here")
-            .help(help),
+            crate::diag::Diagnostic::error("fabrik::spec::partitions-file", message).at(p.span, "here").help(help),
         );
         None
     });
