@@ -386,54 +386,6 @@ pub fn hugepages(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ips(text: &str) -> Vec<IpAddr> {
-        text.split_whitespace().map(|t| t.parse().unwrap()).collect()
-    }
-
-    fn vxlan(local: Option<&str>, remotes: &str) -> LinkKind {
-        LinkKind::Vxlan {
-            vni: 10001,
-            local: local.map(|l| l.parse().unwrap()),
-            port: 4789,
-            parent: Some("fe0".into()),
-            remotes: ips(remotes),
-        }
-    }
-
-    #[test]
-    fn a_long_list_of_flood_entries_is_counted_in_a_reason() {
-        assert_eq!(brief(&ips("10.0.0.1 10.0.0.2")), "10.0.0.1, 10.0.0.2");
-        assert_eq!(
-            brief(&ips("10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5")),
-            "10.0.0.1, 10.0.0.2, 10.0.0.3 and 2 more"
-        );
-    }
-
-    #[test]
-    fn flood_entries_compare_as_sets_and_the_local_address_only_when_desired() {
-        let want = vxlan(Some("10.0.0.1"), "10.0.0.2 10.0.0.3");
-        assert!(matches!(tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.2")), Tunnel::Same));
-        assert!(matches!(tunnel(&vxlan(None, ""), &vxlan(Some("10.0.0.9"), "")), Tunnel::Same));
-        let Tunnel::Local(None, to) = tunnel(&want, &vxlan(None, "10.0.0.2 10.0.0.3")) else { panic!("a new local") };
-        assert_eq!(to.to_string(), "10.0.0.1");
-        let Tunnel::Remotes { add, remove, change } = tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.4"))
-        else {
-            panic!("other remotes")
-        };
-        assert_eq!((add, remove), (ips("10.0.0.2"), ips("10.0.0.4")));
-        assert_eq!(
-            (change.from.as_deref(), change.to.as_deref()),
-            (Some("10.0.0.3, 10.0.0.4"), Some("10.0.0.2, 10.0.0.3"))
-        );
-        // Other kinds have no tunnel; `same_kind` judges them.
-        assert!(matches!(tunnel(&LinkKind::Bridge, &want), Tunnel::Same));
-    }
-}
-
 /// fabrik's block of the subnet manager's partition file: written when the file or the
 /// block is missing, rewritten when it differs from the factory's (a hand edit inside
 /// it is drift, said so); the operator's lines around it are never compared.
@@ -482,4 +434,52 @@ pub fn partitions(factory: &str, want: &crate::desired::DesiredPartitions, live:
         _ => Action::new(id.clone(), op, Class::Live, reason),
     };
     out.actions.push(action);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(text: &str) -> Vec<IpAddr> {
+        text.split_whitespace().map(|t| t.parse().unwrap()).collect()
+    }
+
+    fn vxlan(local: Option<&str>, remotes: &str) -> LinkKind {
+        LinkKind::Vxlan {
+            vni: 10001,
+            local: local.map(|l| l.parse().unwrap()),
+            port: 4789,
+            parent: Some("fe0".into()),
+            remotes: ips(remotes),
+        }
+    }
+
+    #[test]
+    fn a_long_list_of_flood_entries_is_counted_in_a_reason() {
+        assert_eq!(brief(&ips("10.0.0.1 10.0.0.2")), "10.0.0.1, 10.0.0.2");
+        assert_eq!(
+            brief(&ips("10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.0.5")),
+            "10.0.0.1, 10.0.0.2, 10.0.0.3 and 2 more"
+        );
+    }
+
+    #[test]
+    fn flood_entries_compare_as_sets_and_the_local_address_only_when_desired() {
+        let want = vxlan(Some("10.0.0.1"), "10.0.0.2 10.0.0.3");
+        assert!(matches!(tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.2")), Tunnel::Same));
+        assert!(matches!(tunnel(&vxlan(None, ""), &vxlan(Some("10.0.0.9"), "")), Tunnel::Same));
+        let Tunnel::Local(None, to) = tunnel(&want, &vxlan(None, "10.0.0.2 10.0.0.3")) else { panic!("a new local") };
+        assert_eq!(to.to_string(), "10.0.0.1");
+        let Tunnel::Remotes { add, remove, change } = tunnel(&want, &vxlan(Some("10.0.0.1"), "10.0.0.3 10.0.0.4"))
+        else {
+            panic!("other remotes")
+        };
+        assert_eq!((add, remove), (ips("10.0.0.2"), ips("10.0.0.4")));
+        assert_eq!(
+            (change.from.as_deref(), change.to.as_deref()),
+            (Some("10.0.0.3, 10.0.0.4"), Some("10.0.0.2, 10.0.0.3"))
+        );
+        // Other kinds have no tunnel; `same_kind` judges them.
+        assert!(matches!(tunnel(&LinkKind::Bridge, &want), Tunnel::Same));
+    }
 }
