@@ -59,7 +59,7 @@ fn build(state: &Path, spec: &Spec, factory: &str, host: &DesiredHost) {
                     _ => None,
                 })
                 .unwrap();
-            gpus.create_vgpu(gpu, &i.profile, i.start, &fabrik::render::domain::mdev_uuid(mig))
+            gpus.create_vgpu(gpu, &i.profile, i.start, &fabrik::render::domain::mdev_uuid(mig), None)
                 .unwrap_or_else(|e| panic!("vGPU of {}: {e:?}", vm.id));
         }
     }

@@ -377,7 +377,9 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 None => Ok(()),
             }
         }
-        GpuOp::CreateVgpu { gpu, profile, start, uuid } => g.create_vgpu(*gpu, profile, *start, uuid).map(drop),
+        GpuOp::CreateVgpu { gpu, profile, start, uuid, vf } => {
+            g.create_vgpu(*gpu, profile, *start, uuid, *vf).map(drop)
+        }
         GpuOp::RemoveVgpu { gpu, uuid } => g.remove_vgpu(*gpu, uuid),
     }
 }

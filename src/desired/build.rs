@@ -143,6 +143,7 @@ fn gpus(placement: &Placement<'_>, h: usize, vm_ids: &[ResourceId]) -> Vec<Desir
                             start: s.start,
                             size: s.profile.memory_slices,
                             vm: s.vm.map(|v| vm_ids[v].clone()),
+                            vgpu_vf: None,
                         })
                         .collect(),
                 },

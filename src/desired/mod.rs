@@ -16,6 +16,7 @@ pub mod net;
 pub mod rails;
 pub mod storage;
 pub mod topology;
+pub mod vgpu;
 
 pub use build::build;
 pub use id::{ResourceId, ResourceKind};
@@ -148,6 +149,11 @@ pub struct DesiredMigInstance {
     pub size: u8,
     /// The VM that gets it, when one does.
     pub vm: Option<ResourceId>,
+    /// On a GPU whose host offers vGPUs on SR-IOV VFs: the VF its vGPU is on (VF n for
+    /// the instance at placement n), from the host ([`vgpu::on_hosts`]); the domain
+    /// names it by address. `None`: an mdev, named by UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vgpu_vf: Option<PciAddress>,
 }
 
 /// A host link fabrik creates: a bridge, a VXLAN or VLAN device under it.

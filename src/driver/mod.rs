@@ -120,7 +120,16 @@ pub trait Gpus: Send {
     /// free SR-IOV VF with the profile's vGPU type, or as the mdev `uuid`, whichever way
     /// the host offers vGPUs on `gpu` (`vgpu.rs`). A device `uuid` names that exists
     /// already is returned as it is (a rerun).
-    fn create_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<vgpu::VgpuDevice>;
+    /// `vf`: in SR-IOV mode, the VF the plan chose (its domain names it); `None` lets
+    /// the host take a free one (mdev mode, or a plan made before the host was read).
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+        vf: Option<PciAddress>,
+    ) -> Result<vgpu::VgpuDevice>;
     /// Removes the vGPU device `uuid` names; one that is not there is already removed.
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()>;
 }

@@ -9,7 +9,7 @@ pub mod host;
 pub mod link;
 pub mod virt;
 
-pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
+pub use gpu::{LiveGpu, LiveMigInstance, LiveVgpu, MigMode};
 pub use host::{HostInfo, LiveHugepages, LiveNumaNode, LivePciDevice, Sriov};
 pub use link::{LinkKind, LiveLink, SriovPci};
 pub use virt::{

@@ -163,6 +163,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     nvlink_peers: Vec::new(),
                     mig: Some(MigMode { current: mig, pending: mig }),
                     instances,
+                    vgpu: None,
                 });
                 live.devices.push(LivePciDevice {
                     address: g.address,

@@ -332,7 +332,8 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 /// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
     let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
-    crate::guest::volume::rehash(&crate::desired::ib::on_hosts(&kept, live))
+    let on_hosts = crate::desired::vgpu::on_hosts(&crate::desired::ib::on_hosts(&kept, live), live);
+    crate::guest::volume::rehash(&on_hosts)
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order

@@ -237,6 +237,9 @@ pub enum GpuOp {
         profile: String,
         start: u8,
         uuid: String,
+        /// In SR-IOV mode, the VF the domain names ([`crate::desired::DesiredMigInstance::vgpu_vf`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
     /// Removes the vGPU device `uuid` (one fabrik created: only UUIDs fabrik derives
     /// are ever named); nothing when it is gone already.
@@ -343,7 +346,10 @@ impl Step {
                 GpuOp::DestroyMigInstance { gpu, profile, start } => {
                     format!("destroy MIG instance {profile}@{start} on {gpu}")
                 }
-                GpuOp::CreateVgpu { gpu, profile, start, uuid } => {
+                GpuOp::CreateVgpu { gpu, profile, start, uuid, vf: Some(vf) } => {
+                    format!("create vGPU on VF {vf} for MIG instance {profile}@{start} of {gpu} ({uuid})")
+                }
+                GpuOp::CreateVgpu { gpu, profile, start, uuid, vf: None } => {
                     format!("create vGPU {uuid} on MIG instance {profile}@{start} of {gpu}")
                 }
                 GpuOp::RemoveVgpu { gpu, uuid } => format!("remove vGPU {uuid} from {gpu}"),
@@ -464,17 +470,20 @@ fn with_vf_guids(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<S
     out
 }
 
-/// The VM's MIG instances as vGPU devices: `(gpu, profile, start, uuid)`.
-fn vgpus_of(host: &DesiredHost, vm: &ResourceId) -> Vec<(PciAddress, String, u8, String)> {
+/// The VM's MIG instances as vGPU devices.
+fn vgpus_of(host: &DesiredHost, vm: &ResourceId) -> Vec<GpuOp> {
     let Some(vm) = host.vms.iter().find(|v| &v.id == vm) else { return Vec::new() };
     vm.mig
         .iter()
         .filter_map(|mig| {
             host.gpus.iter().find_map(|g| match &g.setup {
-                GpuSetup::Mig { instances } => instances
-                    .iter()
-                    .find(|i| &i.id == mig)
-                    .map(|i| (g.address, i.profile.clone(), i.start, render::domain::mdev_uuid(mig))),
+                GpuSetup::Mig { instances } => instances.iter().find(|i| &i.id == mig).map(|i| GpuOp::CreateVgpu {
+                    gpu: g.address,
+                    profile: i.profile.clone(),
+                    start: i.start,
+                    uuid: render::domain::mdev_uuid(mig),
+                    vf: i.vgpu_vf,
+                }),
                 GpuSetup::Passthrough | GpuSetup::TimeSliced => None,
             })
         })
@@ -492,9 +501,7 @@ fn with_vgpus(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<Step
     });
     let Some(at) = at else { return steps };
     let mut out = steps;
-    let create = vgpus_of(host, &action.id)
-        .into_iter()
-        .map(|(gpu, profile, start, uuid)| Step::Gpu(GpuOp::CreateVgpu { gpu, profile, start, uuid }));
+    let create = vgpus_of(host, &action.id).into_iter().map(Step::Gpu);
     out.splice(at..at, create);
     out
 }

@@ -17,8 +17,9 @@
 //! type='mdev' model='vfio-pci'>` whose UUID is derived from the MIG instance's
 //! resource id ([`mdev_uuid`]), so the domain renders before the mdev exists and apply
 //! creates the mdev under that UUID. A host that exposes MIG slices as SR-IOV VFs
-//! instead (vGPU 17+ on Hopper/Blackwell) would use a `type='pci'` hostdev of the VF;
-//! that choice is not modelled in the desired state yet, so fabrik renders mdev.
+//! instead (vGPU 17+ on Hopper/Blackwell) is a `type='pci'` hostdev of the VF fabrik
+//! writes the type to, named by its address once the host is read
+//! ([`crate::desired::vgpu`]).
 //!
 //! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
 //! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
@@ -228,6 +229,16 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     // device; its UUID comes from what it is, so apply creates the mdev under it.
     let time_slices = vm.time_sliced.iter().map(|gpu| time_slice_id(&host.name, *gpu, &vm.name));
     for mdev in vm.mig.iter().cloned().chain(time_slices) {
+        // On SR-IOV VFs the vGPU is the VF itself, named by address; the VF keeps the
+        // host's vGPU driver, so libvirt must not rebind it (`managed='no'`).
+        if let Some(vf) = vgpu_vf(host, &mdev) {
+            w.open("hostdev", &[a("mode", "subsystem"), a("type", "pci"), a("managed", "no")]);
+            w.open("source", &[]);
+            w.empty("address", &host_pci(&vf));
+            w.close("source");
+            w.close("hostdev");
+            continue;
+        }
         w.open("hostdev", &[a("mode", "subsystem"), a("type", "mdev"), a("model", "vfio-pci"), a("managed", "no")]);
         w.open("source", &[]);
         w.empty("address", &[a("uuid", mdev_uuid(&mdev))]);
@@ -367,6 +378,14 @@ fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {
         w.empty("address", &guest_address(port, 0));
     }
     w.close("hostdev");
+}
+
+/// The VF a MIG instance's vGPU is on, when the host offers vGPUs on VFs.
+fn vgpu_vf(host: &DesiredHost, mig: &ResourceId) -> Option<PciAddress> {
+    host.gpus.iter().find_map(|g| match &g.setup {
+        crate::desired::GpuSetup::Mig { instances } => instances.iter().find(|i| &i.id == mig)?.vgpu_vf,
+        crate::desired::GpuSetup::Passthrough | crate::desired::GpuSetup::TimeSliced => None,
+    })
 }
 
 /// A host PCI device's address, as a hostdev's source names it.

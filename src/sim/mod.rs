@@ -225,9 +225,10 @@ impl Gpus for TwinGpus {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> crate::driver::Result<crate::driver::vgpu::VgpuDevice> {
         self.visible(gpu)?;
-        self.inner.create_vgpu(gpu, profile, start, uuid)
+        self.inner.create_vgpu(gpu, profile, start, uuid, vf)
     }
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> crate::driver::Result<()> {
         self.visible(gpu)?;

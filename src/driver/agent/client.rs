@@ -342,8 +342,9 @@ impl Gpus for AgentClient {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
-        self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string() })
+        self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string(), vf })
     }
 
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {

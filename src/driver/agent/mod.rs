@@ -70,6 +70,8 @@ pub enum Call {
         profile: String,
         start: u8,
         uuid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
     RemoveVgpu {
         gpu: PciAddress,
@@ -251,6 +253,7 @@ impl Gpus for Unavailable {
         _profile: &str,
         _start: u8,
         _uuid: &str,
+        _vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
         self.fail()
     }

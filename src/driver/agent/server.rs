@@ -132,7 +132,9 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::SetMigMode { gpu, enabled } => to_value(gpus.set_mig_mode(gpu, enabled)),
         Call::CreateInstance { gpu, profile_id, start } => to_value(gpus.create_instance(gpu, profile_id, start)),
         Call::DestroyInstance { gpu, instance_id } => to_value(gpus.destroy_instance(gpu, instance_id)),
-        Call::CreateVgpu { gpu, profile, start, uuid } => to_value(gpus.create_vgpu(gpu, &profile, start, &uuid)),
+        Call::CreateVgpu { gpu, profile, start, uuid, vf } => {
+            to_value(gpus.create_vgpu(gpu, &profile, start, &uuid, vf))
+        }
         Call::RemoveVgpu { gpu, uuid } => to_value(gpus.remove_vgpu(gpu, &uuid)),
         Call::Links => to_value(links.links()),
         Call::Hugepages => to_value(links.hugepages()),

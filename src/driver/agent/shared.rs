@@ -52,8 +52,9 @@ impl Gpus for Shared {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
-        self.client()?.create_vgpu(gpu, profile, start, uuid)
+        self.client()?.create_vgpu(gpu, profile, start, uuid, vf)
     }
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
         self.client()?.remove_vgpu(gpu, uuid)

@@ -176,7 +176,8 @@ fn mig(
         destroyed.push((id.clone(), inst.start, inst.size));
     }
     for w in wanted {
-        let DesiredMigInstance { id, profile, profile_id, start, size, vm } = w;
+        // `vgpu_vf` shows through the rendered domain of the VM that gets the instance.
+        let DesiredMigInstance { id, profile, profile_id, start, size, vm, vgpu_vf: _ } = w;
         if live_ids.iter().any(|(l, _)| l == id) {
             continue;
         }
