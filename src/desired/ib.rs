@@ -24,10 +24,29 @@ use crate::live::LiveHost;
 use crate::spec::model::{Membership, NetKind, Spec};
 use crate::spec::types::PciAddress;
 
-/// An EUI-64 GUID.
+/// An EUI-64 GUID. In JSON a string, `0x` and 16 hex digits, as OpenSM writes it: a
+/// number past 2^53 would lose bits in JavaScript and `jq`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct Guid(pub u64);
+
+impl From<Guid> for String {
+    fn from(g: Guid) -> String {
+        g.to_string()
+    }
+}
+
+impl TryFrom<String> for Guid {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Guid, String> {
+        text.strip_prefix("0x")
+            .filter(|hex| hex.len() == 16)
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(Guid)
+            .ok_or_else(|| format!("`{text}` is not a GUID (`0x` and 16 hex digits)"))
+    }
+}
 
 impl Guid {
     /// As `ip link` and sysfs write it: `02:c9:…`, eight bytes.
@@ -182,6 +201,10 @@ mod tests {
         assert_eq!(g.0 & 1, 0);
         assert_eq!(g.to_string().len(), 18);
         assert_eq!(g.colons().len(), 23);
+        let json = serde_json::to_string(&g).unwrap();
+        assert_eq!(json, format!("\"{g}\""));
+        assert_eq!(serde_json::from_str::<Guid>(&json).unwrap(), g);
+        assert!(serde_json::from_str::<Guid>("\"0x12\"").is_err());
     }
 
     #[test]
