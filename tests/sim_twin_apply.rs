@@ -151,8 +151,10 @@ fn libvirt_actions(plan: &Plan) -> Vec<&Action> {
 fn built() -> (tempfile::TempDir, Spec, Desired) {
     let (spec, desired) = factory();
     let state = tempfile::tempdir().unwrap();
-    for host in &desired.hosts {
-        build(state.path(), &spec, &desired.factory, host);
+    // Rendered as a plan renders them: with what the hosts report (a VF's PCI address).
+    let planned = fabrik::plan::as_planned(&desired, &observe(state.path(), &spec));
+    for host in &planned.hosts {
+        build(state.path(), &spec, &planned.factory, host);
     }
     (state, spec, desired)
 }
