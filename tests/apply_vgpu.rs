@@ -312,6 +312,21 @@ fn sriov_vf_mode_three_vms_relayout_and_reboot() {
     vfs.sort_unstable();
     vfs.dedup();
     assert_eq!(vfs.len(), 4, "each vGPU on a VF of its own");
+    // A vGPU another tool made on a free VF: seen, named as not fabrik's, left alone.
+    let mut state = twin.gpus();
+    let foreign = SimVgpu {
+        uuid: "00000000-0000-4000-8000-00000000f00d".into(),
+        type_name: "NVIDIA H200-1-18C".into(),
+        profile: "1g.18gb".into(),
+        start: 6,
+        vf: Some(15),
+    };
+    state.gpus[0].vgpu.as_mut().unwrap().devices.push(foreign);
+    state.save(&twin.gpus_file()).unwrap();
+    let o = twin.fabrik(&["plan", "--show-unmanaged"]);
+    assert_eq!(o.status.code(), Some(0), "nothing to do for it:\n{}", text(&o));
+    let vf = fabrik::driver::sim_gpu::sim_vf_address(PciAddress::parse(GPU).unwrap(), 15);
+    assert!(text(&o).contains(&format!("the vGPU on VF {vf} of GPU {GPU} is not one fabrik made")), "{}", text(&o));
 }
 
 #[test]
