@@ -176,6 +176,11 @@ fn guids_are_written_to_fixed_vfs_that_the_domains_name() {
 
 /// The op names of the action for `id` in a plan's JSON, in order.
 fn vm_ops(plan: &serde_json::Value, id: &str) -> Vec<String> {
+    find_ops(plan, id).unwrap_or_else(|| panic!("no action for {id} in {plan:#}"))
+}
+
+/// The op names of the action for `id`, if the plan has one.
+fn find_ops(plan: &serde_json::Value, id: &str) -> Option<Vec<String>> {
     fn walk<'a>(v: &'a serde_json::Value, id: &str, out: &mut Option<&'a Vec<serde_json::Value>>) {
         match v {
             serde_json::Value::Object(m) => {
@@ -192,8 +197,7 @@ fn vm_ops(plan: &serde_json::Value, id: &str) -> Vec<String> {
     }
     let mut found = None;
     walk(plan, id, &mut found);
-    let ops = found.unwrap_or_else(|| panic!("no action for {id} in {plan:#}"));
-    ops.iter().map(|o| o["op"].as_str().unwrap_or_default().to_string()).collect()
+    Some(found?.iter().map(|o| o["op"].as_str().unwrap_or_default().to_string()).collect())
 }
 
 /// The subnet manager's partition file, kept through the host's agent (its twin here):
@@ -283,4 +287,44 @@ fn a_partition_with_a_host_interface_gets_an_ipoib_child() {
     assert!(child.link.alias.as_deref().is_some_and(|a| a.contains("ibf")), "marked: {:?}", child.link.alias);
     let again = sim(dir.path(), &["plan"]);
     assert_eq!(again.status.code(), Some(0), "{}", output(&again));
+}
+
+/// A VM fabrik defined keeps the VF its domain names, as it keeps its MACs: with `a`
+/// moved by hand to another free VF the plan is empty (no restart), and a VM added later
+/// takes a VF nobody holds.
+#[test]
+fn a_defined_vm_keeps_its_vf() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("factory.yaml"), ib_factory(&["a", "b"])).unwrap();
+    let apply = sim(dir.path(), &["apply", "--yes"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", output(&apply));
+    fabrik::sim::release_state(&dir.path().join("state"));
+    let spec = fabrik::spec::load::load(&dir.path().join("factory.yaml")).spec;
+    let ports = fabrik::desired::build(&spec).unwrap().hosts[0].ib_ports.clone();
+    let taken: Vec<u32> = ports.iter().filter_map(|p| p.vf).collect();
+    let a = ports.iter().find(|p| p.vm == "a").unwrap();
+    let free = (0..4).find(|n| !taken.contains(n)).unwrap();
+    let host_dir = fabrik::sim::host_dir(&dir.path().join("state"), &spec.hosts[0]);
+    {
+        let mut virt = fabrik::sim::virt::open(&host_dir, &spec.hosts[0]).unwrap();
+        let d = virt.domains().unwrap().into_iter().find(|d| d.name == "a").unwrap();
+        let at = |n: u32| format!("bus='0x18' slot='0x00' function='0x{:x}'", n + 1);
+        assert!(d.xml.contains(&at(a.vf.unwrap())), "{}", d.xml);
+        virt.define_domain(&d.xml.replace(&at(a.vf.unwrap()), &at(free))).unwrap();
+    }
+    fabrik::sim::release_state(&dir.path().join("state"));
+    let plan = sim(dir.path(), &["plan"]);
+    assert_eq!(plan.status.code(), Some(0), "`a` keeps the VF its domain names:\n{}", output(&plan));
+    // A third VM: a VF neither `a` (now on `free`) nor `b` holds.
+    std::fs::write(dir.path().join("factory.yaml"), ib_factory(&["a", "b", "c"])).unwrap();
+    let plan = sim(dir.path(), &["plan", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let c_ops = vm_ops(&json, "vm:ib09/c");
+    assert!(c_ops.contains(&"set-vf-guids".to_string()), "{c_ops:?}");
+    assert_eq!(find_ops(&json, "vm:ib09/a"), None, "`a` is left alone");
+    let b = ports.iter().find(|p| p.vm == "b").unwrap().vf.unwrap();
+    let c_vf = json.to_string();
+    for held in [free, b] {
+        assert!(!c_vf.contains(&format!("\"vf\":{held},")), "c took VF {held}: {c_vf}");
+    }
 }

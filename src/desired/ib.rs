@@ -176,16 +176,58 @@ pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
 /// The desired state with every port's VF address taken from its host's PF (the
 /// kernel's SR-IOV offset and stride, [`crate::live::SriovPci`]): from then on the
 /// domain names that VF by address, and apply writes the port's GUIDs to it first.
+///
+/// A VM fabrik already defined keeps the VF its domain names (as it keeps its MACs and
+/// addresses): another VM added whose hash lands on that VF takes the next free one, so
+/// no existing VM is moved to another VF (which would restart it).
 pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
+    let mut kept: std::collections::HashMap<(String, String, usize), u32> = std::collections::HashMap::new();
+    for (host, vm, domain) in super::marked_domains(desired, live) {
+        let Some(l) = live.iter().find(|l| l.name == host.name) else { continue };
+        for port in host.ib_ports.iter().filter(|p| p.vm == vm.name) {
+            let Some(layout) = l.links.iter().find(|n| n.name == port.pf).and_then(|n| n.sriov_pci) else { continue };
+            let Some(iface) = domain.interfaces.get(port.nic).filter(|i| i.kind == "hostdev") else { continue };
+            let count = host.vfs.iter().find(|v| v.nic == port.pf).map_or(0, |v| v.count);
+            if let Some(n) = (0..count).find(|n| layout.vf(*n).is_some_and(|a| a.to_string() == iface.source)) {
+                kept.insert((host.name.clone(), vm.name.clone(), port.nic), n);
+            }
+        }
+    }
     let mut out = desired.clone();
     for host in &mut out.hosts {
         let Some(live) = live.iter().find(|l| l.name == host.name) else { continue };
+        if host.ib_ports.iter().any(|p| kept.contains_key(&(host.name.clone(), p.vm.clone(), p.nic))) {
+            reslot(&desired.factory, host, &kept);
+        }
         for port in &mut host.ib_ports {
             let layout = live.links.iter().find(|l| l.name == port.pf).and_then(|l| l.sriov_pci);
             port.vf_address = port.vf.zip(layout).and_then(|(vf, layout)| layout.vf(vf));
         }
     }
     out
+}
+
+/// The host's ports' VFs again: the kept ones first, the others hashed past them in key
+/// order ([`vf_slot`]).
+fn reslot(factory: &str, host: &mut DesiredHost, kept: &std::collections::HashMap<(String, String, usize), u32>) {
+    let tenant_of: std::collections::HashMap<String, String> =
+        host.vms.iter().map(|v| (v.name.clone(), v.tenant.clone())).collect();
+    let mut used: std::collections::HashMap<String, BTreeSet<u32>> = std::collections::HashMap::new();
+    for port in &mut host.ib_ports {
+        port.vf = kept.get(&(host.name.clone(), port.vm.clone(), port.nic)).copied();
+        if let Some(vf) = port.vf {
+            used.entry(port.pf.clone()).or_default().insert(vf);
+        }
+    }
+    let mut order: Vec<usize> = (0..host.ib_ports.len()).filter(|&i| host.ib_ports[i].vf.is_none()).collect();
+    let key = |p: &IbPort| (tenant_of.get(&p.vm).cloned().unwrap_or_default(), p.vm.clone(), p.nic);
+    order.sort_by_key(|&i| key(&host.ib_ports[i]));
+    for i in order {
+        let (tenant, vm, nic) = key(&host.ib_ports[i]);
+        let pf = host.ib_ports[i].pf.clone();
+        let count = host.vfs.iter().find(|v| v.nic == pf).map_or(0, |v| v.count);
+        host.ib_ports[i].vf = vf_slot(factory, &tenant, &vm, nic, count, used.entry(pf).or_default());
+    }
 }
 
 #[cfg(test)]
