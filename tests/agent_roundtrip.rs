@@ -50,6 +50,7 @@ impl FakeGpus {
                 nvlink_peers: vec![pci("0000:3c:00.0")],
                 mig: Some(MigMode { current: true, pending: true }),
                 instances: vec![],
+                vgpu: None,
             },
         }
     }
@@ -109,6 +110,7 @@ impl Gpus for FakeGpus {
         profile: &str,
         start: u8,
         uuid: &str,
+        _vf: Option<PciAddress>,
     ) -> Result<fabrik::driver::vgpu::VgpuDevice> {
         self.check(gpu)?;
         if !self.gpu.instances.iter().any(|i| i.profile == profile && i.start == start) {
@@ -172,8 +174,8 @@ fn script(host: &mut dyn Host) -> Vec<String> {
     note(l, "create_instance", gpus.create_instance(gpu, 19, 3));
     note(l, "create_instance overlapping", gpus.create_instance(gpu, 19, 3));
     let uuid = "66deb399-2450-8754-b4b4-a4b019a02cf1";
-    note(l, "create_vgpu", gpus.create_vgpu(gpu, "1g.18gb", 3, uuid));
-    note(l, "create_vgpu without its instance", gpus.create_vgpu(gpu, "1g.18gb", 4, uuid));
+    note(l, "create_vgpu", gpus.create_vgpu(gpu, "1g.18gb", 3, uuid, None));
+    note(l, "create_vgpu without its instance", gpus.create_vgpu(gpu, "1g.18gb", 4, uuid, None));
     note(l, "remove_vgpu", gpus.remove_vgpu(gpu, uuid));
     note(l, "remove_vgpu on a missing GPU", gpus.remove_vgpu(pci("0000:99:00.0"), uuid));
     note(l, "destroy_instance", gpus.destroy_instance(gpu, 1));

@@ -117,7 +117,8 @@ impl Twin {
         fabrik::sim::virt::open(&fabrik::sim::host_dir(&self.state(), host), host).unwrap()
     }
 
-    /// The mdev UUIDs each domain's hostdevs name, by domain.
+    /// The vGPU devices each domain's hostdevs name, by domain: an mdev's UUID, or the
+    /// PCI address of a VF (a `managed='no'` PCI hostdev).
     fn domain_mdevs(&self) -> Vec<(String, Vec<String>, PowerState)> {
         let mut out: Vec<_> = self
             .virt()
@@ -128,9 +129,24 @@ impl Twin {
                 let doc = roxmltree::Document::parse(&d.xml).unwrap();
                 let uuids = doc
                     .descendants()
-                    .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("mdev"))
-                    .filter_map(|n| n.descendants().find(|a| a.has_tag_name("address"))?.attribute("uuid"))
-                    .map(str::to_string)
+                    .filter(|n| n.has_tag_name("hostdev"))
+                    .filter_map(|n| {
+                        let a = n.descendants().find(|a| a.has_tag_name("address"))?;
+                        match (n.attribute("type"), n.attribute("managed")) {
+                            (Some("mdev"), _) => a.attribute("uuid").map(str::to_string),
+                            (Some("pci"), Some("no")) => {
+                                let hex = |k: &str| a.attribute(k).map(|v| v.trim_start_matches("0x").to_string());
+                                Some(format!(
+                                    "{}:{}:{}.{}",
+                                    hex("domain")?,
+                                    hex("bus")?,
+                                    hex("slot")?,
+                                    hex("function")?
+                                ))
+                            }
+                            _ => None,
+                        }
+                    })
                     .collect();
                 (d.name.clone(), uuids, d.state)
             })
@@ -158,6 +174,18 @@ fn uuid(slot: &str) -> String {
 fn device<'a>(devices: &'a [SimVgpu], slot: &str) -> &'a SimVgpu {
     let u = uuid(slot);
     devices.iter().find(|d| d.uuid == u).unwrap_or_else(|| panic!("no vGPU for {slot} in {devices:?}"))
+}
+
+/// What a domain names a device by: an mdev's UUID; the PCI address of its VF, which in
+/// SR-IOV mode is VF n for the MIG instance at placement n.
+fn named_by(d: &SimVgpu) -> String {
+    match d.vf {
+        Some(n) => {
+            assert_eq!(n, u32::from(d.start), "the vGPU of the instance at placement {} is on VF {n}", d.start);
+            fabrik::driver::sim_gpu::sim_vf_address(PciAddress::parse(GPU).unwrap(), n).to_string()
+        }
+        None => d.uuid.clone(),
+    }
 }
 
 /// Where an event of `kind` for `id` is in the stream.
@@ -192,7 +220,11 @@ fn three_vms(twin: &Twin) {
     for (name, mdevs, state) in &domains {
         assert_eq!(*state, PowerState::Running, "{name}");
         assert_eq!(mdevs.len(), 1, "{name}: {mdevs:?}");
-        assert!(devices.iter().any(|d| d.uuid == mdevs[0]), "{name} names {} which fabrik did not create", mdevs[0]);
+        assert!(
+            devices.iter().any(|d| named_by(d) == mdevs[0]),
+            "{name} names {} which fabrik did not create: {devices:?}",
+            mdevs[0]
+        );
     }
     // Each domain a device of its own.
     let mut named: Vec<&String> = domains.iter().map(|(_, m, _)| &m[0]).collect();
@@ -280,6 +312,21 @@ fn sriov_vf_mode_three_vms_relayout_and_reboot() {
     vfs.sort_unstable();
     vfs.dedup();
     assert_eq!(vfs.len(), 4, "each vGPU on a VF of its own");
+    // A vGPU another tool made on a free VF: seen, named as not fabrik's, left alone.
+    let mut state = twin.gpus();
+    let foreign = SimVgpu {
+        uuid: "00000000-0000-4000-8000-00000000f00d".into(),
+        type_name: "NVIDIA H200-1-18C".into(),
+        profile: "1g.18gb".into(),
+        start: 6,
+        vf: Some(15),
+    };
+    state.gpus[0].vgpu.as_mut().unwrap().devices.push(foreign);
+    state.save(&twin.gpus_file()).unwrap();
+    let o = twin.fabrik(&["plan", "--show-unmanaged"]);
+    assert_eq!(o.status.code(), Some(0), "nothing to do for it:\n{}", text(&o));
+    let vf = fabrik::driver::sim_gpu::sim_vf_address(PciAddress::parse(GPU).unwrap(), 15);
+    assert!(text(&o).contains(&format!("the vGPU on VF {vf} of GPU {GPU} is not one fabrik made")), "{}", text(&o));
 }
 
 #[test]
@@ -305,12 +352,12 @@ fn the_twin_refuses_a_vgpu_without_its_mig_instance_and_a_gpu_without_vgpus() {
     let mut state = twin.gpus();
     state.gpus[0].mig = Some(fabrik::live::MigMode { current: true, pending: true });
     let mut gpus = SimGpus::new(state.clone());
-    let e = gpus.create_vgpu(gpu, "2g.35gb", 0, &uuid("2g.35gb@0")).unwrap_err();
+    let e = gpus.create_vgpu(gpu, "2g.35gb", 0, &uuid("2g.35gb@0"), None).unwrap_err();
     assert!(e.message.contains("no MIG instance 2g.35gb@0"), "{e:?}");
-    let e = gpus.create_vgpu(gpu, "5g.99gb", 0, "x").unwrap_err();
+    let e = gpus.create_vgpu(gpu, "5g.99gb", 0, "x", None).unwrap_err();
     assert!(e.message.contains("offers no vGPU type"), "{e:?}");
     state.gpus[0].vgpu = None;
-    let e = SimGpus::new(state).create_vgpu(gpu, "2g.35gb", 0, "x").unwrap_err();
+    let e = SimGpus::new(state).create_vgpu(gpu, "2g.35gb", 0, "x", None).unwrap_err();
     assert_eq!(e.kind, fabrik::driver::ErrorKind::Unsupported, "{e:?}");
     let _: &Path = twin.dir.path();
 }

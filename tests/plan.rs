@@ -260,6 +260,7 @@ fn a_bridge_uplink_taken_out_of_its_bridge_is_drift() {
         master: None,
         alias: Some(fabrik::plan::ownership::link_alias(&d.factory, &id("link:fe01/br-old"))),
         sriov_vfs: None,
+        sriov_pci: None,
     });
     pub0(&mut live).master = Some("br-old".into());
     let p = run(&d, &live);

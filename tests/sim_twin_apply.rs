@@ -59,7 +59,7 @@ fn build(state: &Path, spec: &Spec, factory: &str, host: &DesiredHost) {
                     _ => None,
                 })
                 .unwrap();
-            gpus.create_vgpu(gpu, &i.profile, i.start, &fabrik::render::domain::mdev_uuid(mig))
+            gpus.create_vgpu(gpu, &i.profile, i.start, &fabrik::render::domain::mdev_uuid(mig), None)
                 .unwrap_or_else(|e| panic!("vGPU of {}: {e:?}", vm.id));
         }
     }
@@ -151,8 +151,10 @@ fn libvirt_actions(plan: &Plan) -> Vec<&Action> {
 fn built() -> (tempfile::TempDir, Spec, Desired) {
     let (spec, desired) = factory();
     let state = tempfile::tempdir().unwrap();
-    for host in &desired.hosts {
-        build(state.path(), &spec, &desired.factory, host);
+    // Rendered as a plan renders them: with what the hosts report (a VF's PCI address).
+    let planned = fabrik::plan::as_planned(&desired, &observe(state.path(), &spec));
+    for host in &planned.hosts {
+        build(state.path(), &spec, &planned.factory, host);
     }
     (state, spec, desired)
 }

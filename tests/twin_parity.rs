@@ -11,7 +11,7 @@ mod netlink_support;
 
 use fabrik::driver::netlink::NetlinkDriver;
 use fabrik::driver::sim_links::SimLinks;
-use fabrik::driver::{DriverError, LinkSpec, Links};
+use fabrik::driver::{DriverError, Guid, LinkSpec, Links};
 use fabrik::live::LinkKind;
 use netlink_support::{Netns, required_missing, say};
 
@@ -30,9 +30,15 @@ fn vxlan(vni: u32, parent: &str) -> LinkKind {
 /// One request to a host's links.
 enum Request {
     Create(LinkSpec),
-    Set { name: &'static str, mtu: Option<u32>, master: Option<&'static str> },
+    Set {
+        name: &'static str,
+        mtu: Option<u32>,
+        master: Option<&'static str>,
+    },
     Delete(&'static str),
     AddFdb(&'static str, &'static str),
+    /// `ip link set <pf> vf <n> node_guid … port_guid …`.
+    SetVfGuids(&'static str, u32),
 }
 
 impl Request {
@@ -42,6 +48,9 @@ impl Request {
             Request::Set { name, mtu, master } => links.set_link(name, *mtu, None, master.map(|m| Some(m.to_string()))),
             Request::Delete(name) => links.delete_link(name),
             Request::AddFdb(vxlan, remote) => links.add_fdb(vxlan, remote.parse().unwrap()),
+            Request::SetVfGuids(pf, vf) => {
+                links.set_vf_guids(pf, *vf, Guid(0x0200_0000_0000_0010), Guid(0x0200_0000_0000_0011))
+            }
         }
     }
 }
@@ -75,6 +84,12 @@ fn requests() -> Vec<(&'static str, Request)> {
         ("a flood entry", AddFdb("vx100", "10.0.0.2")),
         ("a VXLAN deleted", Delete("vx100")),
         ("a bridge deleted", Delete("br2")),
+        ("VF GUIDs on a missing PF", SetVfGuids("ib9", 0)),
+        (
+            "an IPoIB child of an Ethernet link",
+            Create(spec("eth0.8001", LinkKind::Ipoib { parent: NIC.into(), pkey: 0x8001 }, None)),
+        ),
+        ("VF GUIDs on an Ethernet link (not InfiniBand)", SetVfGuids(NIC, 0)),
     ]
 }
 

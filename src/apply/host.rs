@@ -128,7 +128,8 @@ impl HostConn {
                 };
                 let virt =
                     self.checkout_virt().map(|v| Box::new(super::lent::Lent::new(self.clone(), v)) as Box<dyn Virt>);
-                crate::driver::observe::HostDrivers { virt, gpus, links }
+                let partitions_file = self.host.partitions_path().map(str::to_string);
+                crate::driver::observe::HostDrivers { virt, gpus, links, partitions_file }
             }
         };
         let name = self.name.clone();
@@ -376,7 +377,9 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
                 None => Ok(()),
             }
         }
-        GpuOp::CreateVgpu { gpu, profile, start, uuid } => g.create_vgpu(*gpu, profile, *start, uuid).map(drop),
+        GpuOp::CreateVgpu { gpu, profile, start, uuid, vf } => {
+            g.create_vgpu(*gpu, profile, *start, uuid, *vf).map(drop)
+        }
         GpuOp::RemoveVgpu { gpu, uuid } => g.remove_vgpu(*gpu, uuid),
     }
 }
@@ -415,6 +418,9 @@ fn link_step(l: &mut dyn Links, step: &Step) -> Result<()> {
         LinkOp::DelFdb { vxlan, remote } => l.del_fdb(vxlan, *remote),
         LinkOp::SetHugepages { numa_node, size, count } => l.set_hugepages(*numa_node, *size, *count),
         LinkOp::SetSriovVfs { nic, count } => l.set_sriov_vfs(nic, *count),
+        LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => l.set_vf_guids(pf, *vf, *node_guid, *port_guid),
+        LinkOp::WritePartitions { path, factory, block } => l.write_partitions(path, factory, block),
+        LinkOp::ReloadSubnetManager => l.reload_subnet_manager(),
     }
 }
 

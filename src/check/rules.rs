@@ -129,6 +129,10 @@ pub static LANGUAGE: &[Rule] = &[
     ),
     lang("fabrik::spec::bad-uri", "a host `uri` that is not a libvirt URI"),
     lang(
+        "fabrik::spec::partitions-file",
+        "a host's `partitions-file` that is not an absolute path, or given without `subnet-manager`",
+    ),
+    lang(
         "fabrik::spec::control-character",
         "a string or key holds a control character (NUL, newline, tab, escape, DEL, C1, a bidirectional override); only `description` may hold newlines and tabs",
     ),
@@ -196,6 +200,10 @@ pub static LANGUAGE: &[Rule] = &[
     lang(
         "fabrik::plan::missing-nic",
         "a NIC the factory relies on (SR-IOV VFs, a bridge's uplink, a network's physical function) is not on the host, or cannot do SR-IOV",
+    ),
+    lang(
+        "fabrik::plan::partitions-file",
+        "the subnet manager's partition file holds fabrik's block marker lines unpaired or twice, so fabrik cannot tell its block from the operator's lines",
     ),
     lang(
         "fabrik::plan::uplink-taken",

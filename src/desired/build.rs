@@ -55,6 +55,13 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         return Err(rail_errors);
     }
     super::ib::add(spec, &factory, &mut hosts);
+    let block = crate::render::opensm::partitions_conf_of(&factory, &hosts);
+    for (h, out) in hosts.iter_mut().enumerate() {
+        if let Some(path) = spec.hosts[h].partitions_path() {
+            let id = ResourceId::new(ResourceKind::Partitions, &out.name, "opensm");
+            out.partitions = Some(super::DesiredPartitions { id, path: path.to_string(), block: block.clone() });
+        }
+    }
     super::storage::add(spec, &placement, &mut hosts);
     crate::guest::volume::add(spec, &mut hosts);
     for h in &mut hosts {
@@ -136,6 +143,7 @@ fn gpus(placement: &Placement<'_>, h: usize, vm_ids: &[ResourceId]) -> Vec<Desir
                             start: s.start,
                             size: s.profile.memory_slices,
                             vm: s.vm.map(|v| vm_ids[v].clone()),
+                            vgpu_vf: None,
                         })
                         .collect(),
                 },

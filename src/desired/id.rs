@@ -19,6 +19,9 @@ pub enum ResourceKind {
     Pool,
     Volume,
     Vm,
+    /// The factory's InfiniBand partitions in a subnet manager's partition file
+    /// (`partitions:sm01/opensm`).
+    Partitions,
 }
 
 impl ResourceKind {
@@ -34,11 +37,12 @@ impl ResourceKind {
             ResourceKind::Pool => "pool",
             ResourceKind::Volume => "volume",
             ResourceKind::Vm => "vm",
+            ResourceKind::Partitions => "partitions",
         }
     }
 
     /// Every kind, in the order the graph creates them.
-    pub const ALL: [ResourceKind; 10] = [
+    pub const ALL: [ResourceKind; 11] = [
         ResourceKind::Host,
         ResourceKind::Gpu,
         ResourceKind::Mig,
@@ -49,6 +53,7 @@ impl ResourceKind {
         ResourceKind::Pool,
         ResourceKind::Volume,
         ResourceKind::Vm,
+        ResourceKind::Partitions,
     ];
 
     fn from_word(w: &str) -> Option<ResourceKind> {
@@ -160,7 +165,8 @@ impl ResourceId {
             | ResourceKind::Network
             | ResourceKind::Pool
             | ResourceKind::Volume
-            | ResourceKind::Vm => natural_cmp(&self.name, &other.name),
+            | ResourceKind::Vm
+            | ResourceKind::Partitions => natural_cmp(&self.name, &other.name),
         };
         self.kind.cmp(&other.kind).then_with(|| natural_cmp(&self.host, &other.host)).then(names)
     }

@@ -16,6 +16,7 @@ pub mod net;
 pub mod rails;
 pub mod storage;
 pub mod topology;
+pub mod vgpu;
 
 pub use build::build;
 pub use id::{ResourceId, ResourceKind};
@@ -82,6 +83,20 @@ pub struct DesiredHost {
     /// The VM NICs on InfiniBand partitions, with the GUIDs of their VFs ([`ib`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ib_ports: Vec<ib::IbPort>,
+    /// The factory's partitions in the partition file of the subnet manager this host
+    /// runs (`subnet-manager`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<DesiredPartitions>,
+}
+
+/// fabrik's block of a subnet manager's partition file ([`crate::render::opensm`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredPartitions {
+    pub id: ResourceId,
+    /// The file, absolute, on the host.
+    pub path: String,
+    /// What the block holds: `fabrik partitions` of the factory.
+    pub block: String,
 }
 
 /// A hugepage pool: pages of one size on one NUMA node.
@@ -134,6 +149,11 @@ pub struct DesiredMigInstance {
     pub size: u8,
     /// The VM that gets it, when one does.
     pub vm: Option<ResourceId>,
+    /// On a GPU whose host offers vGPUs on SR-IOV VFs: the VF its vGPU is on (VF n for
+    /// the instance at placement n), from the host ([`vgpu::on_hosts`]); the domain
+    /// names it by address. `None`: an mdev, named by UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vgpu_vf: Option<PciAddress>,
 }
 
 /// A host link fabrik creates: a bridge, a VXLAN or VLAN device under it.

@@ -35,7 +35,7 @@ pub(super) fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
         for h in on {
             let host = &mut hosts[h];
             host.networks.push(network(&host.name, n));
-            for link in links(&host.name, n, tunnel(&underlay, h)) {
+            for link in links(&host.name, n, tunnel(&underlay, h)).into_iter().chain(ipoib_child(&host.name, n)) {
                 if !host.links.iter().any(|l| l.id == link.id) {
                     host.links.push(link);
                 }
@@ -149,6 +149,27 @@ fn links(host: &str, n: &Network, tunnel: Tunnel) -> Vec<DesiredLink> {
         NetKind::Bridge | NetKind::IbPartition | NetKind::Sriov => {}
     }
     out
+}
+
+/// IPoIB's bit of a pkey for full membership, which the kernel sets on a child's pkey.
+const PKEY_FULL_MEMBER: u16 = 0x8000;
+
+/// The IPoIB child interface of a partition whose hosts talk on it (`host-interface`):
+/// `<parent>.<pkey>`, the name `ip link add … type ipoib pkey` gives it by default.
+fn ipoib_child(host: &str, n: &Network) -> Option<DesiredLink> {
+    if n.kind.value != NetKind::IbPartition || !n.host_interface {
+        return None;
+    }
+    let (parent, pkey) = (n.parent.as_ref()?.value.clone(), n.pkey.as_ref()?.value | PKEY_FULL_MEMBER);
+    let name = format!("{parent}.{pkey:04x}");
+    Some(DesiredLink {
+        id: ResourceId::new(ResourceKind::Link, host, &name),
+        name,
+        kind: LinkKind::Ipoib { parent, pkey },
+        mtu: n.mtu.as_ref().map(|m| m.value),
+        master: None,
+        uplink: None,
+    })
 }
 
 /// A host device a network makes, and what it stands for: two networks may resolve to

@@ -26,7 +26,12 @@ pub fn observe(host: &Host, twins: Option<&Path>) -> LiveHost {
     let name = &host.name.value;
     match twins {
         Some(state) => crate::driver::observe::observe(name, crate::sim::drivers(state, host)),
-        None => crate::driver::observe::observe_opening(name, || open_virt(host), || open_agent(host)),
+        None => crate::driver::observe::observe_opening(
+            name,
+            || open_virt(host),
+            || open_agent(host),
+            host.partitions_path().map(str::to_string),
+        ),
     }
 }
 
@@ -37,7 +42,7 @@ pub fn open_real(host: &Host) -> HostDrivers {
         let agent = s.spawn(|| open_agent(host));
         let virt = open_virt(host);
         let (gpus, links) = agent.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        HostDrivers { virt, gpus, links }
+        HostDrivers { virt, gpus, links, partitions_file: host.partitions_path().map(str::to_string) }
     })
 }
 

@@ -18,6 +18,7 @@ pub mod libvirt;
 pub mod netlink;
 pub mod nvml;
 pub mod observe;
+pub mod opensm;
 pub mod sim_gpu;
 pub mod sim_links;
 pub mod vgpu;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::desired::ib::Guid;
 use crate::live::{HostInfo, LiveDomain, LiveGpu, LiveHugepages, LiveLink, LiveNetwork, LivePciDevice, LivePool};
 use crate::spec::types::{ByteSize, PageSize, PciAddress};
 
@@ -153,7 +155,16 @@ pub trait Gpus: Send {
     /// free SR-IOV VF with the profile's vGPU type, or as the mdev `uuid`, whichever way
     /// the host offers vGPUs on `gpu` (`vgpu.rs`). A device `uuid` names that exists
     /// already is returned as it is (a rerun).
-    fn create_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<vgpu::VgpuDevice>;
+    /// `vf`: in SR-IOV mode, the VF the plan chose (its domain names it); `None` lets
+    /// the host take a free one (mdev mode, or a plan made before the host was read).
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+        vf: Option<PciAddress>,
+    ) -> Result<vgpu::VgpuDevice>;
     /// Removes the vGPU device `uuid` names; one that is not there is already removed.
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()>;
 }
@@ -186,6 +197,19 @@ pub trait Links: Send {
     fn add_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
     fn del_fdb(&mut self, vxlan: &str, remote: std::net::IpAddr) -> Result<()>;
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()>;
+    /// Writes the InfiniBand node and port GUID of VF `vf` of the physical function `pf`
+    /// (`ip link set <pf> vf <vf> node_guid … port_guid …`): netlink's
+    /// `IFLA_VF_IB_NODE_GUID` / `IFLA_VF_IB_PORT_GUID` on the PF. Refused for a PF that is
+    /// not InfiniBand, a VF it does not have, or a VF a guest holds.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()>;
+    /// The subnet manager's partition file; `None` when it does not exist.
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>>;
+    /// Sets fabrik's block of factory `factory` in the partition file to `block`,
+    /// keeping every other line ([`crate::render::opensm::with_block`]); the file is
+    /// replaced atomically (a temporary file beside it, renamed over it).
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()>;
+    /// Has the subnet manager re-read its partition file (OpenSM: `SIGHUP`).
+    fn reload_subnet_manager(&mut self) -> Result<()>;
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()>;
     /// The host's boot id (`/proc/sys/kernel/random/boot_id`, new at every boot), read
     /// where the driver runs: through the agent for a remote host, so a reboot is seen

@@ -143,6 +143,7 @@ impl NvmlDriver {
             nvlink_peers: vec![],
             mig,
             instances,
+            vgpu: None,
         };
         Ok((gpu, links))
     }
@@ -214,7 +215,10 @@ impl Gpus for NvmlDriver {
         Ok(read
             .into_iter()
             .zip(nvlink_peers(&links))
-            .map(|((g, _), nvlink_peers)| LiveGpu { nvlink_peers, ..g })
+            .map(|((g, _), nvlink_peers)| {
+                let vgpu = crate::driver::vgpu::Sysfs::host().observe(g.address);
+                LiveGpu { nvlink_peers, vgpu, ..g }
+            })
             .collect())
     }
 
@@ -285,8 +289,9 @@ impl Gpus for NvmlDriver {
         profile: &str,
         _start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
-        crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid)
+        crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid, vf)
     }
 
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {

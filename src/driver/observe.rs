@@ -5,13 +5,16 @@
 //! stop the rest.
 
 use crate::driver::{DriverError, Gpus, Links, Opened, Virt, VirtReads};
-use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink};
+use crate::live::{ConcernError, LiveGpu, LiveHost, LiveHugepages, LiveLink, LivePartitions};
 
 /// The drivers of one host; each may have failed to open.
 pub struct HostDrivers {
     pub virt: Result<Box<dyn Virt>, DriverError>,
     pub gpus: Result<Box<dyn Gpus>, DriverError>,
     pub links: Result<Box<dyn Links>, DriverError>,
+    /// The subnet manager's partition file to read through the agent, where the host
+    /// runs one ([`crate::spec::model::Host::partitions_path`]).
+    pub partitions_file: Option<String>,
 }
 
 /// Hosts worked on at once; each blocks on its own libvirt connection and agent.
@@ -21,8 +24,8 @@ const HOSTS_IN_PARALLEL: usize = 16;
 /// independently (a libvirtd socket, an agent process), so they are read at once: the
 /// host costs the slower of the two, not their sum.
 pub fn observe(name: &str, drivers: HostDrivers) -> LiveHost {
-    let HostDrivers { virt, gpus, links } = drivers;
-    observe_opening(name, move || virt, move || (gpus, links))
+    let HostDrivers { virt, gpus, links, partitions_file } = drivers;
+    observe_opening(name, move || virt, move || (gpus, links), partitions_file)
 }
 
 /// [`observe`], opening the drivers on the way: libvirt is read as soon as its connection
@@ -32,16 +35,17 @@ pub fn observe_opening(
     name: &str,
     open_virt: impl FnOnce() -> Opened<dyn Virt> + Send,
     open_agent: impl FnOnce() -> (Opened<dyn Gpus>, Opened<dyn Links>),
+    partitions_file: Option<String>,
 ) -> LiveHost {
     let (mut live, mut errors, (agent, agent_errors)) = std::thread::scope(|s| {
         let libvirt = s.spawn(move || read_libvirt(name, open_virt()));
         let (gpus, links) = open_agent();
-        let agent = read_agent(gpus, links);
+        let agent = read_agent(gpus, links, partitions_file);
         let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (live, errors, agent)
     });
-    let (gpus, links, hugepages, boot_id) = agent;
-    (live.gpus, live.links, live.hugepages) = (gpus, links, hugepages);
+    let (gpus, links, hugepages, boot_id, partitions) = agent;
+    (live.gpus, live.links, live.hugepages, live.partitions) = (gpus, links, hugepages, partitions);
     // libvirt gives a boot id only for a local URI; the agent runs on the host itself.
     if let Some(info) = &mut live.info
         && info.boot_id.is_none()
@@ -76,12 +80,19 @@ fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHo
 }
 
 /// What the agent reads (GPUs through NVML; links and hugepages through netlink; the
-/// boot id), and the errors of those concerns, NVML's first.
-type AgentRead = ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>, Option<String>), Vec<ConcernError>);
+/// boot id; the subnet manager's partition file), and the errors of those concerns,
+/// NVML's first.
+type AgentRead =
+    ((Vec<LiveGpu>, Vec<LiveLink>, Vec<LiveHugepages>, Option<String>, Option<LivePartitions>), Vec<ConcernError>);
 
-fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Links>, DriverError>) -> AgentRead {
+fn read_agent(
+    gpus: Result<Box<dyn Gpus>, DriverError>,
+    links: Result<Box<dyn Links>, DriverError>,
+    partitions_file: Option<String>,
+) -> AgentRead {
     let mut errors = Vec::new();
     let (mut live_gpus, mut live_links, mut hugepages, mut boot_id) = (Vec::new(), Vec::new(), Vec::new(), None);
+    let mut partitions = None;
     match gpus {
         Ok(mut g) => keep(&mut errors, "nvml", g.gpus().map(|g| live_gpus = g)),
         Err(e) => errors.push(ConcernError { concern: "nvml".into(), error: e }),
@@ -93,10 +104,14 @@ fn read_agent(gpus: Result<Box<dyn Gpus>, DriverError>, links: Result<Box<dyn Li
             // Not a concern of its own: an agent without the call leaves reboots unseen
             // on that host (as before), it does not make the host unreadable.
             boot_id = l.boot_id().ok().flatten();
+            if let Some(path) = partitions_file {
+                let read = l.read_partitions(&path).map(|content| partitions = Some(LivePartitions { path, content }));
+                keep(&mut errors, "subnet-manager", read);
+            }
         }
         Err(e) => errors.push(ConcernError { concern: "netlink".into(), error: e }),
     }
-    ((live_gpus, live_links, hugepages, boot_id), errors)
+    ((live_gpus, live_links, hugepages, boot_id, partitions), errors)
 }
 
 fn keep(errors: &mut Vec<ConcernError>, concern: &str, result: Result<(), DriverError>) {
@@ -154,6 +169,7 @@ mod tests {
     use super::*;
     use crate::driver::libvirt::LibvirtDriver;
     use crate::driver::{LinkSpec, Result};
+    use crate::desired::ib::Guid;
     use crate::spec::types::PageSize;
 
     /// A host's links as an agent reads them: nothing but its boot id.
@@ -187,6 +203,18 @@ mod tests {
         fn set_hugepages(&mut self, _: u32, _: PageSize, _: u64) -> Result<()> {
             Ok(())
         }
+        fn set_vf_guids(&mut self, _: &str, _: u32, _: Guid, _: Guid) -> Result<()> {
+            Ok(())
+        }
+        fn read_partitions(&mut self, _: &str) -> Result<Option<String>> {
+            Ok(None)
+        }
+        fn write_partitions(&mut self, _: &str, _: &str, _: &str) -> Result<()> {
+            Ok(())
+        }
+        fn reload_subnet_manager(&mut self) -> Result<()> {
+            Ok(())
+        }
         fn boot_id(&mut self) -> Result<Option<String>> {
             Ok(Some(self.0.to_string()))
         }
@@ -197,7 +225,7 @@ mod tests {
         // boot id, as for `qemu+ssh://`.
         let virt: Box<dyn Virt> = Box::new(LibvirtDriver::connect("test:///default").expect("the test driver opens"));
         let gpus = Err(DriverError::new(crate::driver::ErrorKind::Unreachable, "no NVML here"));
-        HostDrivers { virt: Ok(virt), gpus, links: Ok(links) }
+        HostDrivers { virt: Ok(virt), gpus, links: Ok(links), partitions_file: None }
     }
 
     #[test]

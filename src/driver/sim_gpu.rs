@@ -164,6 +164,21 @@ impl SimGpuState {
                     nvlink_peers,
                     mig,
                     instances,
+                    vgpu: g.vgpu.as_ref().map(|v| crate::live::LiveVgpu {
+                        mode: v.mode,
+                        vfs: match v.mode {
+                            VgpuMode::SriovVf => (0..v.vfs).map(|n| sim_vf_address(g.address, n)).collect(),
+                            VgpuMode::Mdev => Vec::new(),
+                        },
+                        devices: v
+                            .devices
+                            .iter()
+                            .map(|d| match d.vf {
+                                Some(n) => VgpuDevice::Vf(sim_vf_address(g.address, n)),
+                                None => VgpuDevice::Mdev(d.uuid.clone()),
+                            })
+                            .collect(),
+                    }),
                 }
             })
             .collect()
@@ -346,7 +361,14 @@ impl SimGpus {
 
     /// What sysfs does (`vgpu.rs`), with what it refuses: a GPU offering no vGPUs, a
     /// type the GPU does not offer, a MIG instance that is missing or taken, no free VF.
-    fn make_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<VgpuDevice> {
+    fn make_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+        want_vf: Option<PciAddress>,
+    ) -> Result<VgpuDevice> {
         let i = self.index(gpu)?;
         let g = &self.state.gpus[i];
         let Some(v) = &g.vgpu else {
@@ -385,9 +407,22 @@ impl SimGpus {
                 format!("MIG instance {profile}@{start} of GPU {gpu} already carries vGPU {}", d.uuid),
             ));
         }
-        let vf = match v.mode {
-            VgpuMode::Mdev => None,
-            VgpuMode::SriovVf => {
+        let vf = match (v.mode, want_vf) {
+            (VgpuMode::Mdev, _) => None,
+            // The VF the plan chose: one of the GPU's, with no vGPU type written yet.
+            (VgpuMode::SriovVf, Some(want)) => {
+                let n = (0..v.vfs).find(|n| sim_vf_address(gpu, *n) == want).ok_or_else(|| {
+                    DriverError::new(ErrorKind::NotFound, format!("{want} is not a virtual function of GPU {gpu}"))
+                })?;
+                if let Some(d) = v.devices.iter().find(|d| d.vf == Some(n)) {
+                    return Err(DriverError::new(
+                        ErrorKind::Refused,
+                        format!("VF {want} of GPU {gpu} already carries vGPU type {} (in use)", d.type_name),
+                    ));
+                }
+                Some(n)
+            }
+            (VgpuMode::SriovVf, None) => {
                 Some((0..v.vfs).find(|n| v.devices.iter().all(|d| d.vf != Some(*n))).ok_or_else(|| {
                     DriverError::new(ErrorKind::Refused, format!("GPU {gpu} has no free virtual function for a vGPU"))
                 })?)
@@ -433,8 +468,15 @@ impl Gpus for SimGpus {
         out
     }
 
-    fn create_vgpu(&mut self, gpu: PciAddress, profile: &str, start: u8, uuid: &str) -> Result<VgpuDevice> {
-        let out = self.make_vgpu(gpu, profile, start, uuid)?;
+    fn create_vgpu(
+        &mut self,
+        gpu: PciAddress,
+        profile: &str,
+        start: u8,
+        uuid: &str,
+        vf: Option<PciAddress>,
+    ) -> Result<VgpuDevice> {
+        let out = self.make_vgpu(gpu, profile, start, uuid, vf)?;
         self.save()?;
         Ok(out)
     }

@@ -3,13 +3,14 @@
 //! of the netlink driver on a Linux kernel. The state is plain data (serde both ways), so
 //! a twin is saved between runs and an agent can serve it (`fabrik agent --sim-state`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::driver::netlink::check_sriov_change;
-use crate::driver::{DriverError, ErrorKind, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Guid, LinkSpec, Links, Result};
 pub use crate::live::link::{NIC_LAYER_ETHERNET, NIC_LAYER_INFINIBAND};
 use crate::live::{LinkKind, LiveHugepages, LiveLink};
 use crate::spec::types::PageSize;
@@ -37,6 +38,21 @@ pub struct SimLinks {
     pub links: Vec<SimLink>,
     #[serde(default)]
     pub hugepages: Vec<SimHugepages>,
+    /// The subnet manager the host runs, if any: its partition file and re-reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_manager: Option<SimSubnetManager>,
+}
+
+/// A twin's OpenSM: files by path (a partition file among them) and how often it
+/// re-read them. `running: false` refuses a reload, as a host without OpenSM does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSubnetManager {
+    pub running: bool,
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    #[serde(default)]
+    pub reloads: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,6 +68,20 @@ pub struct SimLink {
     /// A bridge whose MTU was set keeps it; otherwise it follows its ports' smallest.
     #[serde(default)]
     pub mtu_fixed: bool,
+    /// The InfiniBand node and port GUID written to each VF (by index), for an IB PF.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vf_guids: BTreeMap<u32, VfGuids>,
+    /// VFs a guest holds (bound to `vfio-pci` and open): their GUIDs cannot change.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub vfs_in_use: BTreeSet<u32>,
+}
+
+/// The GUIDs of one VF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfGuids {
+    pub node: Guid,
+    pub port: Guid,
 }
 
 /// One page pool of a NUMA node.
@@ -109,11 +139,22 @@ impl SimLinks {
                 master: None,
                 alias: None,
                 sriov_vfs: sriov_total.map(|_| 0),
+                sriov_pci: None,
             },
             sriov_total,
             created: false,
             mtu_fixed: true,
+            vf_guids: BTreeMap::new(),
+            vfs_in_use: BTreeSet::new(),
         });
+        self
+    }
+
+    /// Gives a NIC its place on PCI (where its VFs go).
+    pub fn set_sriov_pci(&mut self, nic: &str, layout: crate::live::SriovPci) -> &mut SimLinks {
+        if let Some(link) = self.find_mut(nic) {
+            link.link.sriov_pci = Some(layout);
+        }
         self
     }
 
@@ -270,6 +311,48 @@ impl SimLinks {
             LinkKind::Macvlan { parent } => {
                 self.existing(parent, "parent link")?;
             }
+            // As a kernel does: without an InfiniBand HCA there is no `ib_ipoib` and the
+            // kind is unknown (`EOPNOTSUPP`, "Unknown device type", what this machine's
+            // kernel says); with it, a parent that is not IPoIB is `ENODEV`
+            // (`ipoib_new_child_link`), a pkey of 0 `EINVAL`, a second child of one
+            // pkey `ENOTUNIQ`.
+            LinkKind::Ipoib { parent, pkey } => {
+                let infiniband = LinkKind::Other { kind: NIC_LAYER_INFINIBAND.into() };
+                let p = self.existing(parent, "parent link")?;
+                if !self.links.iter().any(|l| l.link.kind == infiniband) {
+                    return Err(error(
+                        ErrorKind::Unsupported,
+                        "EOPNOTSUPP",
+                        format!(
+                            "{what}: this kernel has no IPoIB child interfaces (module ib_ipoib, CONFIG_INFINIBAND_IPOIB) (the kernel says: Unknown device type)"
+                        ),
+                    ));
+                }
+                if p.link.kind != infiniband {
+                    return Err(error(
+                        ErrorKind::NotFound,
+                        "ENODEV",
+                        format!("{what}: `{parent}` is not an InfiniBand link: an IPoIB child needs an IPoIB parent"),
+                    ));
+                }
+                if pkey & 0x7fff == 0 {
+                    return Err(error(
+                        ErrorKind::Refused,
+                        "EINVAL",
+                        format!("{what}: pkey {pkey:#06x} is not a partition"),
+                    ));
+                }
+                let clash = self.links.iter().any(|l| {
+                    matches!(&l.link.kind, LinkKind::Ipoib { parent: q, pkey: k } if q == parent && (k | 0x8000) == (pkey | 0x8000))
+                });
+                if clash {
+                    return Err(error(
+                        ErrorKind::Exists,
+                        "ENOTUNIQ",
+                        format!("{what}: `{parent}` already has a child for pkey {:#06x}", pkey | 0x8000),
+                    ));
+                }
+            }
             LinkKind::Other { kind } => {
                 return Err(error(
                     ErrorKind::Unsupported,
@@ -303,7 +386,9 @@ impl SimLinks {
             for l in &self.links {
                 let dependent = match &l.link.kind {
                     LinkKind::Veth { peer } => peer.as_deref() == Some(&gone),
-                    LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => *parent == gone,
+                    LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
+                        *parent == gone
+                    }
                     LinkKind::Vxlan { parent, .. } => parent.as_deref() == Some(&gone),
                     LinkKind::Bridge | LinkKind::Other { .. } => false,
                 };
@@ -381,7 +466,9 @@ impl Links for SimLinks {
     fn create_link(&mut self, spec: &LinkSpec) -> Result<()> {
         let peer = self.check_create(spec)?;
         let parent_mtu = match &spec.kind {
-            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => self.find(parent).map(|p| p.link.mtu),
+            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
+                self.find(parent).map(|p| p.link.mtu)
+            }
             LinkKind::Bridge | LinkKind::Vxlan { .. } | LinkKind::Veth { .. } | LinkKind::Other { .. } => None,
         };
         let mtu = spec.mtu.or(parent_mtu).unwrap_or(MTU_DEFAULT);
@@ -392,13 +479,26 @@ impl Links for SimLinks {
                 remotes.sort();
             }
             LinkKind::Veth { peer: p } => p.clone_from(&peer),
+            // The kernel keeps a child's pkey with the full-membership bit set.
+            LinkKind::Ipoib { pkey, .. } => *pkey |= 0x8000,
             LinkKind::Bridge | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } | LinkKind::Other { .. } => {}
         }
         let link = |name: &str, kind: LinkKind, master: Option<String>, alias: Option<String>| SimLink {
-            link: LiveLink { name: name.to_string(), kind, mtu, up: false, master, alias, sriov_vfs: None },
+            link: LiveLink {
+                name: name.to_string(),
+                kind,
+                mtu,
+                up: false,
+                master,
+                alias,
+                sriov_vfs: None,
+                sriov_pci: None,
+            },
             sriov_total: None,
             created: true,
             mtu_fixed: spec.mtu.is_some(),
+            vf_guids: BTreeMap::new(),
+            vfs_in_use: BTreeSet::new(),
         };
         self.links.push(link(&spec.name, kind, spec.master.clone(), spec.alias.clone()));
         if let Some(peer) = peer {
@@ -489,7 +589,65 @@ impl Links for SimLinks {
         };
         check_sriov_change(nic, current.into(), count, Some(total.into()))?;
         link.link.sriov_vfs = Some(count);
+        // Removed VFs take their GUIDs with them.
+        link.vf_guids.retain(|vf, _| *vf < count);
         Ok(())
+    }
+
+    /// As the kernel: no such link `ENODEV`; a PF that is not InfiniBand `EOPNOTSUPP`
+    /// (this machine's kernel says "Operation not supported" for a veth); a VF the PF does
+    /// not have `EINVAL`; and, as the HCA's driver applies GUIDs only to a free VF, a VF a
+    /// guest holds is refused (`EBUSY`) rather than changed under it.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let link = self.find_mut(pf).ok_or_else(|| not_found("physical function", pf))?;
+        if link.link.kind != (LinkKind::Other { kind: NIC_LAYER_INFINIBAND.into() }) {
+            return Err(error(
+                ErrorKind::Unsupported,
+                "EOPNOTSUPP",
+                format!("`{pf}` takes no VF GUIDs: it is not an InfiniBand link (or its driver sets none)"),
+            ));
+        }
+        let count = link.link.sriov_vfs.unwrap_or(0);
+        if vf >= count {
+            return Err(error(
+                ErrorKind::NotFound,
+                "EINVAL",
+                format!("`{pf}` has {count} VFs: there is no VF {vf} to write GUIDs to"),
+            ));
+        }
+        if link.vfs_in_use.contains(&vf) && link.vf_guids.get(&vf) != Some(&VfGuids { node, port }) {
+            return Err(error(
+                ErrorKind::Refused,
+                "EBUSY",
+                format!(
+                    "VF {vf} of `{pf}` is held by a guest: its GUIDs change only while it is free (stop its VM first)"
+                ),
+            ));
+        }
+        link.vf_guids.insert(vf, VfGuids { node, port });
+        Ok(())
+    }
+
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        Ok(self.subnet_manager.as_ref().and_then(|sm| sm.files.get(path).cloned()))
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        let sm = self.subnet_manager.get_or_insert_with(SimSubnetManager::default);
+        let text = crate::render::opensm::with_block(sm.files.get(path).map(String::as_str), factory, block)
+            .map_err(|e| error(ErrorKind::Refused, "EINVAL", format!("{path}: {e}; fix the marker lines by hand")))?;
+        sm.files.insert(path.to_string(), text);
+        Ok(())
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        match &mut self.subnet_manager {
+            Some(sm) if sm.running => {
+                sm.reloads += 1;
+                Ok(())
+            }
+            _ => Err(error(ErrorKind::NotFound, "ESRCH", "no opensm process runs on this host".into())),
+        }
     }
 
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
@@ -551,6 +709,8 @@ impl SimLinksFile {
             if l.link.sriov_vfs.is_some() {
                 l.link.sriov_vfs = Some(0);
             }
+            l.vf_guids.clear();
+            l.vfs_in_use.clear();
         }
         self.links.save(&self.path)
     }
@@ -601,6 +761,21 @@ impl Links for SimLinksFile {
         let result = self.links.set_sriov_vfs(nic, count);
         self.saved(result)
     }
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let result = self.links.set_vf_guids(pf, vf, node, port);
+        self.saved(result)
+    }
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.links.read_partitions(path)
+    }
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        let result = self.links.write_partitions(path, factory, block);
+        self.saved(result)
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        let result = self.links.reload_subnet_manager();
+        self.saved(result)
+    }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         // A short allocation changes the pool and is still an error: save either way.
         let result = self.links.set_hugepages(numa_node, size, count);
@@ -625,6 +800,61 @@ mod tests {
 
     fn link(sim: &mut SimLinks, name: &str) -> LiveLink {
         sim.links().unwrap().into_iter().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn ipoib_children_are_refused_as_the_kernel_refuses_them() {
+        let child = |parent: &str, pkey: u16| LinkSpec {
+            name: format!("{parent}.{:04x}", pkey | 0x8000),
+            kind: LinkKind::Ipoib { parent: parent.into(), pkey },
+            mtu: None,
+            master: None,
+            alias: None,
+        };
+        let code = |r: Result<()>| r.map_err(|e| (e.kind, e.code.unwrap_or_default())).err();
+        let mut sim = SimLinks::new();
+        sim.add_nic("eth0", 1500, None);
+        // No HCA, no ib_ipoib: the kind is unknown, as on this machine's kernel.
+        assert_eq!(code(sim.create_link(&child("eth0", 0x8001))), Some((ErrorKind::Unsupported, "EOPNOTSUPP".into())));
+        sim.add_nic_of("ib0", NIC_LAYER_INFINIBAND, 2044, Some(4));
+        assert_eq!(code(sim.create_link(&child("eth0", 0x8001))), Some((ErrorKind::NotFound, "ENODEV".into())));
+        assert_eq!(code(sim.create_link(&child("ib9", 0x8001))), Some((ErrorKind::NotFound, "ENODEV".into())));
+        sim.create_link(&child("ib0", 0x0001)).unwrap();
+        let made = sim.find("ib0.8001").unwrap();
+        assert_eq!(made.link.kind, LinkKind::Ipoib { parent: "ib0".into(), pkey: 0x8001 }, "full-member bit set");
+        assert_eq!(made.link.mtu, 2044, "the parent's MTU");
+        let again = LinkSpec { name: "ib0.x".into(), ..child("ib0", 0x8001) };
+        assert_eq!(code(sim.create_link(&again)), Some((ErrorKind::Exists, "ENOTUNIQ".into())));
+    }
+
+    #[test]
+    fn vf_guids_are_refused_as_the_kernel_refuses_them() {
+        let (node, port) = (Guid(0x0200_0000_0000_0010), Guid(0x0200_0000_0000_0011));
+        let mut sim = SimLinks::new();
+        sim.add_nic_of("ib0", NIC_LAYER_INFINIBAND, 2044, Some(4)).add_nic("eth0", 1500, Some(4));
+        let code = |r: Result<()>| r.map_err(|e| (e.kind, e.code.unwrap_or_default())).err();
+        assert_eq!(code(sim.set_vf_guids("ib9", 0, node, port)), Some((ErrorKind::NotFound, "ENODEV".into())));
+        sim.set_sriov_vfs("eth0", 4).unwrap();
+        assert_eq!(code(sim.set_vf_guids("eth0", 0, node, port)), Some((ErrorKind::Unsupported, "EOPNOTSUPP".into())));
+        // No VFs yet: VF 0 does not exist.
+        assert_eq!(code(sim.set_vf_guids("ib0", 0, node, port)), Some((ErrorKind::NotFound, "EINVAL".into())));
+        sim.set_sriov_vfs("ib0", 4).unwrap();
+        sim.set_vf_guids("ib0", 3, node, port).unwrap();
+        assert_eq!(code(sim.set_vf_guids("ib0", 4, node, port)), Some((ErrorKind::NotFound, "EINVAL".into())));
+        let ib0 = sim.find_mut("ib0").unwrap();
+        assert_eq!(ib0.vf_guids[&3], VfGuids { node, port });
+        // A VF a guest holds keeps its GUIDs: the same again is fine, others are refused.
+        ib0.vfs_in_use.insert(3);
+        sim.set_vf_guids("ib0", 3, node, port).unwrap();
+        let other = Guid(0x0200_0000_0000_0020);
+        assert_eq!(
+            code(sim.set_vf_guids("ib0", 3, other, Guid(other.0 | 1))),
+            Some((ErrorKind::Refused, "EBUSY".into()))
+        );
+        // Removing the VFs takes their GUIDs.
+        sim.find_mut("ib0").unwrap().vfs_in_use.clear();
+        sim.set_sriov_vfs("ib0", 0).unwrap();
+        assert!(sim.find("ib0").unwrap().vf_guids.is_empty());
     }
 
     #[test]

@@ -93,7 +93,13 @@ impl Sysfs {
     /// Creates the vGPU for MIG profile `profile` on `gpu`: the type the host offers for
     /// it ([`type_for_mig`]), on a free VF or as the mdev `uuid`. An mdev `uuid` that
     /// exists already is kept (a rerun).
-    pub fn create_for_mig(&self, gpu: PciAddress, profile: &str, uuid: &str) -> Result<VgpuDevice> {
+    pub fn create_for_mig(
+        &self,
+        gpu: PciAddress,
+        profile: &str,
+        uuid: &str,
+        vf: Option<PciAddress>,
+    ) -> Result<VgpuDevice> {
         if self.mode(gpu) == Some(VgpuMode::Mdev) && self.root.join("bus/mdev/devices").join(uuid).exists() {
             return Ok(VgpuDevice::Mdev(uuid.to_string()));
         }
@@ -108,7 +114,54 @@ impl Sysfs {
                 ),
             )
         })?;
-        self.create(gpu, t, uuid)
+        match (self.mode(gpu), vf) {
+            (Some(VgpuMode::SriovVf), Some(vf)) => self.create_on_vf(gpu, vf, t),
+            _ => self.create(gpu, t, uuid),
+        }
+    }
+
+    /// Writes type `t` to the VF the plan chose; the same type there already is a rerun,
+    /// another is a VF in use.
+    fn create_on_vf(&self, gpu: PciAddress, vf: PciAddress, t: &VgpuType) -> Result<VgpuDevice> {
+        if !self.vfs(gpu).contains(&vf) {
+            return Err(DriverError::new(ErrorKind::NotFound, format!("{vf} is not a virtual function of GPU {gpu}")));
+        }
+        let path = self.device(vf).join("nvidia/current_vgpu_type");
+        match self.read(&path)?.as_str() {
+            "0" | "" => self.write(&path, &t.id)?,
+            now if now == t.id => {}
+            now => {
+                return Err(DriverError::new(
+                    ErrorKind::Refused,
+                    format!("VF {vf} of GPU {gpu} already carries vGPU type {now} (in use)"),
+                ));
+            }
+        }
+        Ok(VgpuDevice::Vf(vf))
+    }
+
+    /// The GPU's vGPU side as it is: the mode, its VFs, and the devices (a VF with a type
+    /// written, an mdev under the GPU); `None` when it offers no vGPUs.
+    pub fn observe(&self, gpu: PciAddress) -> Option<crate::live::LiveVgpu> {
+        let mode = self.mode(gpu)?;
+        let (vfs, devices) = match mode {
+            VgpuMode::SriovVf => {
+                let typed = self.vf_types(gpu).unwrap_or_default();
+                (self.vfs(gpu), typed.into_iter().map(|(vf, _)| VgpuDevice::Vf(vf)).collect())
+            }
+            VgpuMode::Mdev => {
+                let mdevs = std::fs::read_dir(self.device(gpu))
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.len() == 36 && n.chars().filter(|c| *c == '-').count() == 4)
+                    .map(VgpuDevice::Mdev);
+                let mut mdevs: Vec<VgpuDevice> = mdevs.collect();
+                mdevs.sort_by_key(|d| format!("{d:?}"));
+                (Vec::new(), mdevs)
+            }
+        };
+        Some(crate::live::LiveVgpu { mode, vfs, devices })
     }
 
     /// Removes the mdev `uuid` if it is there. On SR-IOV VFs the VF carries no UUID, so
@@ -388,17 +441,17 @@ mod tests {
         let sys = Sysfs::new(tree.path());
         let uuid = "8a1c0a52-0f5e-8c2b-9d1e-0123456789ab";
         let create = tree.path().join("bus/pci/devices/0000:3b:00.0/mdev_supported_types/nvidia-700/create");
-        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid, None).unwrap(), VgpuDevice::Mdev(uuid.into()));
         assert_eq!(std::fs::read_to_string(&create).unwrap(), uuid);
         // The kernel makes the device; a rerun keeps it and writes nothing.
         let dev = tree.path().join("bus/mdev/devices").join(uuid);
         std::fs::create_dir_all(&dev).unwrap();
         std::fs::write(dev.join("remove"), "").unwrap();
         std::fs::write(&create, "").unwrap();
-        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid).unwrap(), VgpuDevice::Mdev(uuid.into()));
+        assert_eq!(sys.create_for_mig(gpu(), "3g.20gb", uuid, None).unwrap(), VgpuDevice::Mdev(uuid.into()));
         assert_eq!(std::fs::read_to_string(&create).unwrap(), "");
         // A type with no instance available is not offered.
-        let e = sys.create_for_mig(gpu(), "7g.40gb", "other").unwrap_err();
+        let e = sys.create_for_mig(gpu(), "7g.40gb", "other", None).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Refused);
         assert!(e.message.contains("offered: GRID A100-3-20C"), "{e:?}");
         sys.remove_by_uuid(gpu(), uuid).unwrap();
@@ -412,9 +465,25 @@ mod tests {
         let tree = sriov_tree(2);
         let sys = Sysfs::new(tree.path());
         let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.4").unwrap());
-        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u").unwrap(), vf);
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", None).unwrap(), vf);
         assert_eq!(sys.vf_types(gpu()).unwrap()[0].1, "1064");
         assert_eq!(sys.remove_by_uuid(gpu(), "u").unwrap_err().kind, ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn on_vfs_the_planned_vf_gets_the_type_and_is_observed() {
+        let tree = sriov_tree(2);
+        let sys = Sysfs::new(tree.path());
+        let second = PciAddress::parse("0000:3b:00.5").unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap(), VgpuDevice::Vf(second));
+        // Again: the same type there is a rerun.
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap(), VgpuDevice::Vf(second));
+        let seen = sys.observe(gpu()).unwrap();
+        assert_eq!(seen.mode, VgpuMode::SriovVf);
+        assert_eq!(seen.vfs.len(), 2);
+        assert_eq!(seen.devices, [VgpuDevice::Vf(second)]);
+        let other = PciAddress::parse("0000:3b:01.0").unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(other)).unwrap_err().kind, ErrorKind::NotFound);
     }
 
     #[test]

@@ -46,10 +46,11 @@ fn look(kind: ResourceKind) -> (&'static str, &'static str) {
         ResourceKind::Pool => ("#ffffb3", "cylinder"),
         ResourceKind::Volume => ("#fccde5", "cylinder"),
         ResourceKind::Vm => ("#fb8072", "box"),
+        ResourceKind::Partitions => ("#d9d9d9", "tab"),
     }
 }
 
-const ALL_KINDS: [ResourceKind; 10] = ResourceKind::ALL;
+const ALL_KINDS: [ResourceKind; 11] = ResourceKind::ALL;
 
 /// A kind from its word in ids (`vm`, `net`, `volume`, …).
 pub fn kind_of_word(word: &str) -> Option<ResourceKind> {

@@ -175,6 +175,7 @@ mod tests {
             nvlink_peers: vec![],
             mig: Some(MigMode { current: true, pending: true }),
             instances: vec![inst("3g.71gb", 4, 4), inst("2g.35gb", 0, 2), inst("1g.18gb", 2, 1)],
+            vgpu: None,
         };
         assert_eq!(mig_picture(&gpu), "[2g.35gb|1g |...|3g.71gb        ]");
     }

@@ -22,6 +22,22 @@ pub struct LiveGpu {
     /// `None` when the GPU cannot do MIG.
     pub mig: Option<MigMode>,
     pub instances: Vec<LiveMigInstance>,
+    /// How the host offers vGPUs on the GPU, and the devices it carries; `None` when it
+    /// offers none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vgpu: Option<LiveVgpu>,
+}
+
+/// The vGPU side of a GPU as sysfs shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveVgpu {
+    pub mode: crate::driver::vgpu::VgpuMode,
+    /// The GPU's SR-IOV VFs, in `virtfn` order (none in mdev mode).
+    #[serde(default)]
+    pub vfs: Vec<PciAddress>,
+    /// The vGPU devices there: a VF with a type written, or an mdev.
+    #[serde(default)]
+    pub devices: Vec<crate::driver::vgpu::VgpuDevice>,
 }
 
 /// MIG mode: the current one, and the one pending after a GPU reset.

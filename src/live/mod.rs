@@ -9,9 +9,9 @@ pub mod host;
 pub mod link;
 pub mod virt;
 
-pub use gpu::{LiveGpu, LiveMigInstance, MigMode};
+pub use gpu::{LiveGpu, LiveMigInstance, LiveVgpu, MigMode};
 pub use host::{HostInfo, LiveHugepages, LiveNumaNode, LivePciDevice, Sriov};
-pub use link::{LinkKind, LiveLink};
+pub use link::{LinkKind, LiveLink, SriovPci};
 pub use virt::{
     LiveDisk, LiveDomain, LiveInterface, LiveNetwork, LivePool, LiveVolume, Ownership, PowerState, RunningDefinition,
 };
@@ -30,8 +30,19 @@ pub struct LiveHost {
     pub domains: Vec<LiveDomain>,
     pub networks: Vec<LiveNetwork>,
     pub pools: Vec<LivePool>,
+    /// The subnet manager's partition file, read where the host declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<LivePartitions>,
     /// What could not be read, per concern (`libvirt`, `nvml`, `netlink`), and why.
     pub errors: Vec<ConcernError>,
+}
+
+/// A partition file as read from its host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LivePartitions {
+    pub path: String,
+    /// `None`: the file does not exist.
+    pub content: Option<String>,
 }
 
 /// Why one concern of a host could not be read.

@@ -96,6 +96,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     master: l.master.clone(),
                     alias: Some(link_alias(&d.factory, &l.id)),
                     sriov_vfs: None,
+                    sriov_pci: None,
                 });
             }
             for v in &h.vfs {
@@ -111,6 +112,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     master: None,
                     alias: None,
                     sriov_vfs: Some(v.count),
+                    sriov_pci: None,
                 });
             }
             // A bridge network's parent NIC: the bridge's port.
@@ -126,6 +128,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                         master: Some(l.name.clone()),
                         alias: None,
                         sriov_vfs: None,
+                        sriov_pci: None,
                     }),
                 }
             }
@@ -160,6 +163,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     nvlink_peers: Vec::new(),
                     mig: Some(MigMode { current: mig, pending: mig }),
                     instances,
+                    vgpu: None,
                 });
                 live.devices.push(LivePciDevice {
                     address: g.address,

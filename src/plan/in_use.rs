@@ -111,7 +111,11 @@ pub fn bridge_users(factory: &str, live: &LiveHost, uplinks: &BTreeSet<&str>, br
         let guest_side = match &port.kind {
             LinkKind::Veth { .. } => true,
             LinkKind::Other { kind } => kind == TAP_KIND,
-            LinkKind::Bridge | LinkKind::Vxlan { .. } | LinkKind::Vlan { .. } | LinkKind::Macvlan { .. } => false,
+            LinkKind::Bridge
+            | LinkKind::Vxlan { .. }
+            | LinkKind::Vlan { .. }
+            | LinkKind::Macvlan { .. }
+            | LinkKind::Ipoib { .. } => false,
         };
         if !guest_side || uplinks.contains(port.name.as_str()) || taps.contains(port.name.as_str()) {
             continue;
@@ -173,7 +177,8 @@ pub fn blocked(
         | ResourceKind::Vfs
         | ResourceKind::Pool
         | ResourceKind::Volume
-        | ResourceKind::Vm => None,
+        | ResourceKind::Vm
+        | ResourceKind::Partitions => None,
     }
 }
 
@@ -228,6 +233,7 @@ mod tests {
             master: master.map(Into::into),
             alias,
             sriov_vfs: None,
+            sriov_pci: None,
         }
     }
 

@@ -65,6 +65,7 @@ pub fn span_of(spec: &Spec, id: &ResourceId) -> Option<Span> {
         ResourceKind::Pool => spec.pools.iter().find(|p| p.name.value == id.name).map(|p| p.name.span),
         ResourceKind::Volume => volume(spec, id.name.split_once('/')?.1),
         ResourceKind::Vm => spec.vms.iter().find(|v| v.instance_names().contains(&id.name)).map(|v| v.name.span),
+        ResourceKind::Partitions => host()?.subnet_manager.as_ref().map(|s| s.span),
     }
 }
 

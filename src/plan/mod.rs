@@ -361,10 +361,13 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 }
 
 /// The desired state as a plan's actions see it: the MACs and addresses the running VMs
-/// have kept, the seeds hashed with them (a pure function of the files and the hosts, so
-/// a saved plan's seeds are built again from it, [`seeds::fill`]).
+/// have kept, the seeds hashed with them, InfiniBand ports at their VFs' PCI addresses
+/// (a pure function of the files and the hosts, so a saved plan's seeds are built again
+/// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
-    crate::guest::volume::rehash(&crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live))
+    let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
+    let on_hosts = crate::desired::vgpu::on_hosts(&crate::desired::ib::on_hosts(&kept, live), live);
+    crate::guest::volume::rehash(&on_hosts)
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
@@ -481,6 +484,7 @@ fn sort_key<'a>(a: &'a Action, order: &BTreeMap<&ResourceId, usize>) -> (u8, usi
 pub(crate) fn deletion_rank(kind: ResourceKind) -> usize {
     match kind {
         ResourceKind::Vm => 8,
+        ResourceKind::Partitions => 8,
         ResourceKind::Volume => 7,
         ResourceKind::Mig => 6,
         ResourceKind::Network => 5,

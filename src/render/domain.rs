@@ -17,12 +17,16 @@
 //! type='mdev' model='vfio-pci'>` whose UUID is derived from the MIG instance's
 //! resource id ([`mdev_uuid`]), so the domain renders before the mdev exists and apply
 //! creates the mdev under that UUID. A host that exposes MIG slices as SR-IOV VFs
-//! instead (vGPU 17+ on Hopper/Blackwell) would use a `type='pci'` hostdev of the VF;
-//! that choice is not modelled in the desired state yet, so fabrik renders mdev.
+//! instead (vGPU 17+ on Hopper/Blackwell) is a `type='pci'` hostdev of the VF fabrik
+//! writes the type to, named by its address once the host is read
+//! ([`crate::desired::vgpu`]).
 //!
 //! NICs. A virtio NIC joins its network's Linux bridge directly (`type='bridge'`), so a
 //! running guest needs no libvirt network of its own. An SR-IOV NIC is `type='network'`
-//! on the network's hostdev pool: libvirt picks a free VF at start. A VF from a GPU's
+//! on the network's hostdev pool: libvirt picks a free VF at start. An InfiniBand port
+//! whose VF is known (its index fixed by the files, its PCI address from the host's
+//! SR-IOV layout: [`crate::desired::ib::on_hosts`]) is instead `type='hostdev'` naming
+//! that VF by address, so the GUIDs apply wrote to it are the guest's. A VF from a GPU's
 //! rail is placed behind its GPU's expander bus (a guest address on a root port there);
 //! other VFs go where libvirt places them.
 
@@ -225,6 +229,16 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     // device; its UUID comes from what it is, so apply creates the mdev under it.
     let time_slices = vm.time_sliced.iter().map(|gpu| time_slice_id(&host.name, *gpu, &vm.name));
     for mdev in vm.mig.iter().cloned().chain(time_slices) {
+        // On SR-IOV VFs the vGPU is the VF itself, named by address; the VF keeps the
+        // host's vGPU driver, so libvirt must not rebind it (`managed='no'`).
+        if let Some(vf) = vgpu_vf(host, &mdev) {
+            w.open("hostdev", &[a("mode", "subsystem"), a("type", "pci"), a("managed", "no")]);
+            w.open("source", &[]);
+            w.empty("address", &host_pci(&vf));
+            w.close("source");
+            w.close("hostdev");
+            continue;
+        }
         w.open("hostdev", &[a("mode", "subsystem"), a("type", "mdev"), a("model", "vfio-pci"), a("managed", "no")]);
         w.open("source", &[]);
         w.empty("address", &[a("uuid", mdev_uuid(&mdev))]);
@@ -233,8 +247,9 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     }
     // NICs in their order (live state pairs interfaces with NICs by position).
     for (k, nic) in vm.nics.iter().enumerate() {
+        let fixed = host.ib_ports.iter().find(|p| p.vm == vm.name && p.nic == k).and_then(|p| p.vf_address.as_ref());
         if let Some(&(_, port)) = placed.iter().find(|(i, _)| *i == k) {
-            vf(w, nic, Some(port));
+            vf(w, nic, fixed, Some(port));
             continue;
         }
         let network = host.networks.iter().find(|n| n.name == nic.network);
@@ -258,7 +273,7 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
                 w.empty("model", &[a("type", "virtio")]);
                 w.close("interface");
             }
-            (true, _) => vf(w, nic, None),
+            (true, _) => vf(w, nic, fixed, None),
         }
     }
     w.open("serial", &[a("type", "pty")]);
@@ -269,12 +284,24 @@ fn devices(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) {
     w.close("console");
 }
 
-/// An SR-IOV VF NIC from its network's pool, at a guest address when fabrik places it.
-/// No model: a VF is the guest's NIC itself.
-fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, port: Option<u32>) {
-    w.open("interface", &[a("type", "network")]);
-    w.empty("mac", &[a("address", &nic.mac)]);
-    w.empty("source", &[a("network", &nic.network)]);
+/// An SR-IOV VF NIC: the VF at `fixed` (an InfiniBand port whose GUIDs apply wrote to
+/// that VF, [`crate::desired::ib`]), else one from its network's pool; at a guest
+/// address when fabrik places it. No model: a VF is the guest's NIC itself.
+fn vf(w: &mut Writer, nic: &crate::desired::DesiredNic, fixed: Option<&PciAddress>, port: Option<u32>) {
+    if let Some(vf) = fixed {
+        w.open("interface", &[a("type", "hostdev"), a("managed", "yes")]);
+        w.empty("mac", &[a("address", &nic.mac)]);
+        w.open("source", &[]);
+        // An interface's source address must say its type (a hostdev's need not).
+        let mut address = vec![a("type", "pci")];
+        address.extend(host_pci(vf));
+        w.empty("address", &address);
+        w.close("source");
+    } else {
+        w.open("interface", &[a("type", "network")]);
+        w.empty("mac", &[a("address", &nic.mac)]);
+        w.empty("source", &[a("network", &nic.network)]);
+    }
     if let Some(port) = port {
         w.empty("address", &guest_address(port, 0));
     }
@@ -345,20 +372,30 @@ fn gpus(w: &mut Writer, host: &DesiredHost, vm: &DesiredVm) -> Vec<(usize, u32)>
 fn hostdev(w: &mut Writer, gpu: &PciAddress, port: Option<u32>) {
     w.open("hostdev", &[a("mode", "subsystem"), a("type", "pci"), a("managed", "yes")]);
     w.open("source", &[]);
-    w.empty(
-        "address",
-        &[
-            a("domain", format!("0x{:04x}", gpu.domain)),
-            a("bus", format!("0x{:02x}", gpu.bus)),
-            a("slot", format!("0x{:02x}", gpu.device)),
-            a("function", format!("0x{:x}", gpu.function)),
-        ],
-    );
+    w.empty("address", &host_pci(gpu));
     w.close("source");
     if let Some(port) = port {
         w.empty("address", &guest_address(port, 0));
     }
     w.close("hostdev");
+}
+
+/// The VF a MIG instance's vGPU is on, when the host offers vGPUs on VFs.
+fn vgpu_vf(host: &DesiredHost, mig: &ResourceId) -> Option<PciAddress> {
+    host.gpus.iter().find_map(|g| match &g.setup {
+        crate::desired::GpuSetup::Mig { instances } => instances.iter().find(|i| &i.id == mig)?.vgpu_vf,
+        crate::desired::GpuSetup::Passthrough | crate::desired::GpuSetup::TimeSliced => None,
+    })
+}
+
+/// A host PCI device's address, as a hostdev's source names it.
+fn host_pci(dev: &PciAddress) -> Vec<(&'static str, String)> {
+    vec![
+        a("domain", format!("0x{:04x}", dev.domain)),
+        a("bus", format!("0x{:02x}", dev.bus)),
+        a("slot", format!("0x{:02x}", dev.device)),
+        a("function", format!("0x{:x}", dev.function)),
+    ]
 }
 
 /// A guest PCI address on the bus of controller `bus` (its index).

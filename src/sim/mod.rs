@@ -145,6 +145,14 @@ pub fn initial_links(host: &Host) -> SimLinks {
         };
         let mtu = nic.mtu.as_ref().map_or(default, |m| m.value);
         links.add_nic_of(&nic.name.value, layer, mtu, nic.sriov_vfs.as_ref().map(|v| v.value));
+        // A twin's SR-IOV NIC at its declared address puts its VFs right after it
+        // (offset 1, stride 1, as a one-port ConnectX does).
+        if let (Some(pf), Some(_)) = (&nic.address, &nic.sriov_vfs) {
+            links.set_sriov_pci(&nic.name.value, crate::live::SriovPci { pf: pf.value, offset: 1, stride: 1 });
+        }
+    }
+    if host.subnet_manager.is_some() {
+        links.subnet_manager = Some(crate::driver::sim_links::SimSubnetManager { running: true, ..Default::default() });
     }
     for node in &host.numa_nodes {
         for (size, _) in &node.hugepages {
@@ -217,9 +225,10 @@ impl Gpus for TwinGpus {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> crate::driver::Result<crate::driver::vgpu::VgpuDevice> {
         self.visible(gpu)?;
-        self.inner.create_vgpu(gpu, profile, start, uuid)
+        self.inner.create_vgpu(gpu, profile, start, uuid, vf)
     }
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> crate::driver::Result<()> {
         self.visible(gpu)?;
@@ -310,7 +319,12 @@ pub fn reboot(state: &Path, host: &Host) -> Result<Rebooted, DriverError> {
 pub fn drivers(state: &Path, host: &Host) -> HostDrivers {
     let dir = host_dir(state, host);
     let (gpus, links) = open_gpus_links(&dir, host);
-    HostDrivers { virt: virt::open(&dir, host), gpus, links }
+    HostDrivers {
+        virt: virt::open(&dir, host),
+        gpus,
+        links,
+        partitions_file: host.partitions_path().map(str::to_string),
+    }
 }
 
 pub mod virt;

@@ -412,11 +412,43 @@ impl SimVirt {
             })
             .collect();
         let wanted: Vec<String> = wanted.into_iter().filter(|u| !time_slices.contains(u)).collect();
+        let path = self.dir.join("gpus.json");
+        let gpus = crate::driver::sim_gpu::SimGpuState::load(&path).ok();
+        // A vGPU VF (a `managed='no'` PCI hostdev that is a VF of a twin GPU) starts only
+        // with a vGPU type written to it, as QEMU cannot open a VF without one.
+        let vfs: Vec<PciAddress> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("hostdev") && n.attribute("type") == Some("pci"))
+            .filter(|n| n.attribute("managed") == Some("no"))
+            .filter_map(|n| {
+                crate::driver::libvirt::xml::pci_address(
+                    n.descendants().find(|a| a.has_tag_name("address"))?,
+                    "a hostdev",
+                )
+                .ok()
+            })
+            .collect();
+        for vf in vfs {
+            let Some((g, v)) = gpus.iter().flat_map(|s| &s.gpus).find_map(|g| {
+                let v = g.vgpu.as_ref()?;
+                (0..v.vfs).any(|n| crate::driver::sim_gpu::sim_vf_address(g.address, n) == vf).then_some((g, v))
+            }) else {
+                continue;
+            };
+            let typed = v
+                .devices
+                .iter()
+                .any(|d| d.vf.is_some_and(|n| crate::driver::sim_gpu::sim_vf_address(g.address, n) == vf));
+            if !typed {
+                return Err(DriverError::new(
+                    ErrorKind::Failed,
+                    format!("cannot start domain `{name}`: VF {vf} carries no vGPU type"),
+                ));
+            }
+        }
         if wanted.is_empty() {
             return Ok(());
         }
-        let path = self.dir.join("gpus.json");
-        let gpus = crate::driver::sim_gpu::SimGpuState::load(&path).ok();
         let have: Vec<&str> = gpus
             .iter()
             .flat_map(|s| &s.gpus)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::{Call, Hello, Outcome, PROTOCOL_VERSION, Request, Response, VERSION_MISMATCH};
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
@@ -342,8 +342,9 @@ impl Gpus for AgentClient {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
-        self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string() })
+        self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string(), vf })
     }
 
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
@@ -392,6 +393,26 @@ impl Links for AgentClient {
 
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         self.call(Call::SetSriovVfs { nic: nic.to_string(), count })
+    }
+
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        self.call(Call::SetVfGuids { pf: pf.to_string(), vf, node, port })
+    }
+
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.call(Call::ReadPartitions { path: path.to_string() })
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        self.call(Call::WritePartitions {
+            path: path.to_string(),
+            factory: factory.to_string(),
+            block: block.to_string(),
+        })
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        self.call(Call::ReloadSubnetManager)
     }
 
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {

@@ -28,7 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use self::client::AgentClient;
 pub use self::server::{HostLocks, serve};
 pub use self::shared::Shared;
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::lockfile::Holder;
 use crate::spec::types::{PageSize, PciAddress};
@@ -73,6 +73,8 @@ pub enum Call {
         profile: String,
         start: u8,
         uuid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
     RemoveVgpu {
         gpu: PciAddress,
@@ -111,6 +113,21 @@ pub enum Call {
         nic: String,
         count: u32,
     },
+    SetVfGuids {
+        pf: String,
+        vf: u32,
+        node: Guid,
+        port: Guid,
+    },
+    ReadPartitions {
+        path: String,
+    },
+    WritePartitions {
+        path: String,
+        factory: String,
+        block: String,
+    },
+    ReloadSubnetManager,
     SetHugepages {
         numa_node: u32,
         size: PageSize,
@@ -150,6 +167,10 @@ impl Call {
             Call::AddFdb { .. } => "add_fdb",
             Call::DelFdb { .. } => "del_fdb",
             Call::SetSriovVfs { .. } => "set_sriov_vfs",
+            Call::SetVfGuids { .. } => "set_vf_guids",
+            Call::ReadPartitions { .. } => "read_partitions",
+            Call::WritePartitions { .. } => "write_partitions",
+            Call::ReloadSubnetManager => "reload_subnet_manager",
             Call::SetHugepages { .. } => "set_hugepages",
             Call::Lock { .. } => "lock",
             Call::BootId => "boot_id",
@@ -239,6 +260,7 @@ impl Gpus for Unavailable {
         _profile: &str,
         _start: u8,
         _uuid: &str,
+        _vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
         self.fail()
     }
@@ -270,6 +292,18 @@ impl Links for Unavailable {
         self.fail()
     }
     fn set_sriov_vfs(&mut self, _nic: &str, _count: u32) -> Result<()> {
+        self.fail()
+    }
+    fn set_vf_guids(&mut self, _pf: &str, _vf: u32, _node: Guid, _port: Guid) -> Result<()> {
+        self.fail()
+    }
+    fn read_partitions(&mut self, _path: &str) -> Result<Option<String>> {
+        self.fail()
+    }
+    fn write_partitions(&mut self, _path: &str, _factory: &str, _block: &str) -> Result<()> {
+        self.fail()
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
         self.fail()
     }
     fn set_hugepages(&mut self, _numa_node: u32, _size: PageSize, _count: u64) -> Result<()> {

@@ -166,7 +166,9 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::SetMigMode { gpu, enabled } => to_value(gpus.set_mig_mode(gpu, enabled)),
         Call::CreateInstance { gpu, profile_id, start } => to_value(gpus.create_instance(gpu, profile_id, start)),
         Call::DestroyInstance { gpu, instance_id } => to_value(gpus.destroy_instance(gpu, instance_id)),
-        Call::CreateVgpu { gpu, profile, start, uuid } => to_value(gpus.create_vgpu(gpu, &profile, start, &uuid)),
+        Call::CreateVgpu { gpu, profile, start, uuid, vf } => {
+            to_value(gpus.create_vgpu(gpu, &profile, start, &uuid, vf))
+        }
         Call::RemoveVgpu { gpu, uuid } => to_value(gpus.remove_vgpu(gpu, &uuid)),
         Call::Links => to_value(links.links()),
         Call::Hugepages => to_value(links.hugepages()),
@@ -177,6 +179,10 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::AddFdb { vxlan, remote } => to_value(links.add_fdb(&vxlan, remote)),
         Call::DelFdb { vxlan, remote } => to_value(links.del_fdb(&vxlan, remote)),
         Call::SetSriovVfs { nic, count } => to_value(links.set_sriov_vfs(&nic, count)),
+        Call::SetVfGuids { pf, vf, node, port } => to_value(links.set_vf_guids(&pf, vf, node, port)),
+        Call::ReadPartitions { path } => to_value(links.read_partitions(&path)),
+        Call::WritePartitions { path, factory, block } => to_value(links.write_partitions(&path, &factory, &block)),
+        Call::ReloadSubnetManager => to_value(links.reload_subnet_manager()),
         Call::SetHugepages { numa_node, size, count } => to_value(links.set_hugepages(numa_node, size, count)),
         Call::Lock { factory, host, holder } => to_value(locks.take(&factory, &host, &holder)),
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::AgentClient;
-use crate::driver::{DriverError, ErrorKind, Gpus, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Gpus, Guid, LinkSpec, Links, Result};
 use crate::live::{LiveGpu, LiveHugepages, LiveLink, MigMode};
 use crate::spec::types::{PageSize, PciAddress};
 
@@ -52,8 +52,9 @@ impl Gpus for Shared {
         profile: &str,
         start: u8,
         uuid: &str,
+        vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
-        self.client()?.create_vgpu(gpu, profile, start, uuid)
+        self.client()?.create_vgpu(gpu, profile, start, uuid, vf)
     }
     fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
         self.client()?.remove_vgpu(gpu, uuid)
@@ -93,6 +94,18 @@ impl Links for Shared {
     }
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         self.client()?.set_sriov_vfs(nic, count)
+    }
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        self.client()?.set_vf_guids(pf, vf, node, port)
+    }
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        self.client()?.read_partitions(path)
+    }
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        self.client()?.write_partitions(path, factory, block)
+    }
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        self.client()?.reload_subnet_manager()
     }
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {
         self.client()?.set_hugepages(numa_node, size, count)

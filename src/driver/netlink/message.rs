@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoIpoib, InfoKind, InfoVeth, InfoVlan, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkVfInfo, VfInfo, VfInfoGuid,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -125,6 +126,16 @@ impl RawLink {
             }
             (Some(InfoKind::Veth), _) => LinkKind::Veth { peer: name_of(here) },
             (Some(InfoKind::MacVlan), _) => LinkKind::Macvlan { parent: name_of(here).unwrap_or_default() },
+            (Some(InfoKind::Ipoib), data) => {
+                let pkey = match data {
+                    Some(InfoData::Ipoib(infos)) => infos.into_iter().find_map(|i| match i {
+                        InfoIpoib::Pkey(p) => Some(p),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                LinkKind::Ipoib { parent: name_of(here).unwrap_or_default(), pkey: pkey.unwrap_or(0) }
+            }
             (Some(other), _) => LinkKind::Other { kind: other.to_string() },
             (None, _) => LinkKind::Other { kind: self.layer },
         };
@@ -136,6 +147,7 @@ impl RawLink {
             master: name_of(self.master),
             alias: self.alias,
             sriov_vfs,
+            sriov_pci: None,
         }
     }
 }
@@ -238,6 +250,10 @@ pub(super) fn create_message(spec: &LinkSpec, master: Option<u32>, parent: Optio
             message.attributes.extend(parent.map(LinkAttribute::Link));
             (InfoKind::MacVlan, None)
         }
+        LinkKind::Ipoib { parent: _, pkey } => {
+            message.attributes.extend(parent.map(LinkAttribute::Link));
+            (InfoKind::Ipoib, Some(InfoData::Ipoib(vec![InfoIpoib::Pkey(*pkey)])))
+        }
         LinkKind::Other { kind } => (InfoKind::Other(kind.clone()), None),
     };
     let mut infos = vec![LinkInfo::Kind(kind)];
@@ -247,6 +263,19 @@ pub(super) fn create_message(spec: &LinkSpec, master: Option<u32>, parent: Optio
 }
 
 /// The `RTM_SETLINK` message for [`crate::driver::Links::set_link`] and the alias.
+/// The `RTM_SETLINK` message writing the InfiniBand node and port GUID of VF `vf` of
+/// `pf`, as `ip link set <pf> vf <vf> node_guid … port_guid …` sends it: one
+/// `IFLA_VF_INFO` in `IFLA_VFINFO_LIST` holding `IFLA_VF_IB_NODE_GUID` and
+/// `IFLA_VF_IB_PORT_GUID` (`struct ifla_vf_guid`, the GUID as a host-order number).
+pub(super) fn vf_guid_message(pf: &str, vf: u32, node: u64, port: u64) -> LinkMessage {
+    let mut message = by_name(pf);
+    message.attributes.push(LinkAttribute::VfInfoList(vec![LinkVfInfo(vec![
+        VfInfo::IbNodeGuid(VfInfoGuid::new(vf, node)),
+        VfInfo::IbPortGuid(VfInfoGuid::new(vf, port)),
+    ])]));
+    message
+}
+
 pub(super) fn set_message(
     name: &str,
     mtu: Option<u32>,
@@ -271,4 +300,28 @@ pub(super) fn set_message(
         message.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::Emitable;
+
+    /// The request carries `struct ifla_vf_guid` as iproute2 sends it: the VF index, 4
+    /// bytes of padding, the GUID as a host-order 64-bit number, once as the node GUID
+    /// (`IFLA_VF_IB_NODE_GUID` = 10) and once as the port GUID (11).
+    #[test]
+    fn vf_guids_are_encoded_as_iproute2_sends_them() {
+        let message = super::vf_guid_message("ib0", 3, 0x0211_2233_4455_6670, 0x0211_2233_4455_6671);
+        let mut buf = vec![0u8; message.buffer_len()];
+        message.emit(&mut buf);
+        for (kind, guid) in [(10u16, 0x0211_2233_4455_6670u64), (11, 0x0211_2233_4455_6671)] {
+            let mut nla = Vec::new();
+            nla.extend_from_slice(&20u16.to_ne_bytes());
+            nla.extend_from_slice(&kind.to_ne_bytes());
+            nla.extend_from_slice(&3u32.to_ne_bytes());
+            nla.extend_from_slice(&[0; 4]);
+            nla.extend_from_slice(&guid.to_ne_bytes());
+            assert!(buf.windows(nla.len()).any(|w| w == nla.as_slice()), "attribute {kind} not found in {buf:02x?}");
+        }
+    }
 }

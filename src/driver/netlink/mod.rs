@@ -28,7 +28,7 @@ use nix::errno::Errno;
 
 use self::message::RawLink;
 use self::socket::{NlError, Socket, errno_error};
-use crate::driver::{DriverError, ErrorKind, LinkSpec, Links, Result};
+use crate::driver::{DriverError, ErrorKind, Guid, LinkSpec, Links, Result};
 use crate::live::{LinkKind, LiveHugepages, LiveLink};
 use crate::spec::types::PageSize;
 
@@ -233,7 +233,8 @@ impl Host {
             .into_iter()
             .map(|raw| {
                 let vfs = sysfs::sriov_vfs(&self.sysfs, &raw.name);
-                raw.into_live(&names, &remotes, vfs)
+                let pci = vfs.and_then(|_| sysfs::sriov_pci(&self.sysfs, &raw.name));
+                LiveLink { sriov_pci: pci, ..raw.into_live(&names, &remotes, vfs) }
             })
             .collect();
         links.sort_by(|a, b| a.name.cmp(&b.name));
@@ -246,7 +247,7 @@ impl Host {
             None => None,
         };
         let parent = match &spec.kind {
-            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } => {
+            LinkKind::Vlan { parent, .. } | LinkKind::Macvlan { parent } | LinkKind::Ipoib { parent, .. } => {
                 Some(self.existing(parent, "parent link")?.index)
             }
             LinkKind::Vxlan { parent: Some(parent), .. } => Some(self.existing(parent, "parent link")?.index),
@@ -322,6 +323,37 @@ impl Host {
         })
     }
 
+    /// Writes a VF's GUIDs. The kernel refuses a PF that is not InfiniBand
+    /// (`EOPNOTSUPP`: only an IPoIB device's driver sets VF GUIDs, checked before the VF)
+    /// and a VF the PF does not have (`EINVAL`, from the HCA's driver); on an IB link the
+    /// VF count is checked first so the message can say how many there are.
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: u64, port: u64) -> Result<()> {
+        let link = self.existing(pf, "physical function")?;
+        if link.kind.is_none()
+            && link.layer == crate::live::link::NIC_LAYER_INFINIBAND
+            && let Some(count) = sysfs::sriov_vfs(&self.sysfs, pf)
+            && vf >= count
+        {
+            return Err(DriverError::new(
+                ErrorKind::NotFound,
+                format!("`{pf}` has {count} VFs: there is no VF {vf} to write GUIDs to"),
+            )
+            .with_code("EINVAL"));
+        }
+        let request = RouteNetlinkMessage::SetLink(message::vf_guid_message(pf, vf, node, port));
+        self.socket.request(request, 0).map_err(|e| match e.errno() {
+            Some(Errno::EOPNOTSUPP) => DriverError::new(
+                ErrorKind::Unsupported,
+                format!("`{pf}` takes no VF GUIDs: it is not an InfiniBand link (or its driver sets none)"),
+            )
+            .with_code("EOPNOTSUPP"),
+            Some(Errno::EINVAL) => {
+                DriverError::new(ErrorKind::NotFound, format!("`{pf}` has no VF {vf}")).with_code("EINVAL")
+            }
+            _ => e.into_driver(&format!("writing the GUIDs of VF {vf} of `{pf}`")),
+        })
+    }
+
     fn vxlan_remotes(&mut self, vxlan: &str) -> Result<(u32, Vec<IpAddr>)> {
         let link = self.existing(vxlan, "VXLAN")?;
         if !link.is_vxlan() {
@@ -369,6 +401,7 @@ fn kernel_feature(kind: &LinkKind) -> String {
         LinkKind::Vlan { .. } => "802.1Q VLANs (module 8021q, CONFIG_VLAN_8021Q)".into(),
         LinkKind::Veth { .. } => "veth pairs (module veth, CONFIG_VETH)".into(),
         LinkKind::Macvlan { .. } => "macvlan (module macvlan, CONFIG_MACVLAN)".into(),
+        LinkKind::Ipoib { .. } => "IPoIB child interfaces (module ib_ipoib, CONFIG_INFINIBAND_IPOIB)".into(),
         LinkKind::Other { kind } => format!("`{kind}` links"),
     }
 }
@@ -435,6 +468,24 @@ impl Links for NetlinkDriver {
     fn set_sriov_vfs(&mut self, nic: &str, count: u32) -> Result<()> {
         let nic = nic.to_string();
         self.run(move |host| sysfs::set_sriov_vfs(&host.sysfs, &nic, count))
+    }
+
+    fn set_vf_guids(&mut self, pf: &str, vf: u32, node: Guid, port: Guid) -> Result<()> {
+        let pf = pf.to_string();
+        self.run(move |host| host.set_vf_guids(&pf, vf, node.0, port.0))
+    }
+
+    // The partition file is the host's, not the namespace's: read and written here.
+    fn read_partitions(&mut self, path: &str) -> Result<Option<String>> {
+        crate::driver::opensm::read(path)
+    }
+
+    fn write_partitions(&mut self, path: &str, factory: &str, block: &str) -> Result<()> {
+        crate::driver::opensm::write(path, factory, block)
+    }
+
+    fn reload_subnet_manager(&mut self) -> Result<()> {
+        crate::driver::opensm::reload(Path::new("/proc"))
     }
 
     fn set_hugepages(&mut self, numa_node: u32, size: PageSize, count: u64) -> Result<()> {

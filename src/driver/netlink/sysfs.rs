@@ -26,6 +26,17 @@ fn io_error(e: io::Error, what: String) -> DriverError {
     }
 }
 
+/// Where a NIC's VFs sit on PCI: its PCI address (the `device` link) and the VF offset
+/// and stride; `None` without SR-IOV or on a device that is not PCI.
+pub(super) fn sriov_pci(sysfs: &Path, nic: &str) -> Option<crate::live::SriovPci> {
+    let device = sysfs.join("class/net").join(nic).join("device");
+    let target = fs::read_link(&device).ok()?;
+    let pf = crate::spec::types::PciAddress::parse(target.file_name()?.to_str()?).ok()?;
+    let offset = u16::try_from(read_number(&device.join("sriov_offset")).ok()?).ok()?;
+    let stride = u16::try_from(read_number(&device.join("sriov_stride")).ok()?).ok()?;
+    Some(crate::live::SriovPci { pf, offset, stride })
+}
+
 /// The VFs configured on a NIC, or `None` when it has no SR-IOV capability.
 pub(super) fn sriov_vfs(sysfs: &Path, nic: &str) -> Option<u32> {
     let path = sysfs.join("class/net").join(nic).join("device/sriov_numvfs");

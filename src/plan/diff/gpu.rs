@@ -6,6 +6,7 @@
 //! when that VM stays, is a GPU re-layout that takes it from the VM; so is switching MIG
 //! mode, which resets the GPU under every VM using it.
 
+use crate::driver::vgpu::VgpuDevice;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Out;
@@ -42,6 +43,32 @@ fn mdev_uuids(d: &LiveDomain) -> Vec<String> {
         .collect()
 }
 
+/// vGPU devices on a MIG GPU fabrik manages that none of its instances is given
+/// (another tool's, or left over): never touched, named as unmanaged. One of fabrik's is
+/// the VF of an instance's placement, or the mdev of an instance's UUID.
+fn foreign_vgpus(gpu: &DesiredGpu, live: &crate::live::LiveGpu, out: &mut Out) {
+    let (GpuSetup::Mig { instances }, Some(vgpu)) = (&gpu.setup, &live.vgpu) else { return };
+    let ours: Vec<VgpuDevice> = instances
+        .iter()
+        .filter(|i| i.vm.is_some())
+        .map(|i| match i.vgpu_vf {
+            Some(vf) => VgpuDevice::Vf(vf),
+            None => VgpuDevice::Mdev(crate::render::domain::mdev_uuid(&i.id)),
+        })
+        .collect();
+    for device in vgpu.devices.iter().filter(|d| !ours.contains(d)) {
+        let what = match device {
+            VgpuDevice::Vf(vf) => format!("the vGPU on VF {vf}"),
+            VgpuDevice::Mdev(uuid) => format!("vGPU mdev {uuid}"),
+        };
+        out.notice(
+            gpu.id.clone(),
+            crate::plan::NoticeKind::Unmanaged,
+            format!("{what} of GPU {} is not one fabrik made for this factory's VMs: left alone", gpu.address),
+        );
+    }
+}
+
 pub fn gpus(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
     let desired_vms: BTreeSet<&str> = host.vms.iter().map(|v| v.name.as_str()).collect();
     let mdev_users: BTreeMap<String, &LiveDomain> =
@@ -74,6 +101,7 @@ pub fn gpus(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
             continue;
         };
         out.present.insert(id.clone());
+        foreign_vgpus(gpu, l, out);
         let users = gpu_users(*address, l, live, &mdev_users);
         let want_mig = matches!(setup, GpuSetup::Mig { .. });
         let mut changes = Vec::new();
@@ -176,7 +204,8 @@ fn mig(
         destroyed.push((id.clone(), inst.start, inst.size));
     }
     for w in wanted {
-        let DesiredMigInstance { id, profile, profile_id, start, size, vm } = w;
+        // `vgpu_vf` shows through the rendered domain of the VM that gets the instance.
+        let DesiredMigInstance { id, profile, profile_id, start, size, vm, vgpu_vf: _ } = w;
         if live_ids.iter().any(|(l, _)| l == id) {
             continue;
         }

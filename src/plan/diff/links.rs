@@ -22,6 +22,7 @@ fn same_kind(want: &LinkKind, have: &LinkKind) -> bool {
         (LinkKind::Vlan { id, parent }, LinkKind::Vlan { id: i, parent: p }) => id == i && parent == p,
         (LinkKind::Veth { .. }, LinkKind::Veth { .. }) => true,
         (LinkKind::Macvlan { parent }, LinkKind::Macvlan { parent: p }) => parent == p,
+        (LinkKind::Ipoib { parent, pkey }, LinkKind::Ipoib { parent: p, pkey: k }) => parent == p && pkey == k,
         (LinkKind::Other { kind }, LinkKind::Other { kind: k }) => kind == k,
         (
             LinkKind::Bridge
@@ -29,6 +30,7 @@ fn same_kind(want: &LinkKind, have: &LinkKind) -> bool {
             | LinkKind::Vlan { .. }
             | LinkKind::Veth { .. }
             | LinkKind::Macvlan { .. }
+            | LinkKind::Ipoib { .. }
             | LinkKind::Other { .. },
             _,
         ) => false,
@@ -42,6 +44,7 @@ fn kind_word(kind: &LinkKind) -> String {
         LinkKind::Vlan { id, parent } => format!("vlan {id} on {parent}"),
         LinkKind::Veth { .. } => "veth".into(),
         LinkKind::Macvlan { parent } => format!("macvlan on {parent}"),
+        LinkKind::Ipoib { parent, pkey } => format!("IPoIB child of {parent} for pkey {pkey:#06x}"),
         LinkKind::Other { kind } => kind.clone(),
     }
 }
@@ -114,6 +117,7 @@ fn tunnel_words(kind: &LinkKind) -> String {
         | LinkKind::Vlan { .. }
         | LinkKind::Veth { .. }
         | LinkKind::Macvlan { .. }
+        | LinkKind::Ipoib { .. }
         | LinkKind::Other { .. } => String::new(),
     }
 }
@@ -298,7 +302,8 @@ pub fn network_nics(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
             | LinkKind::Vxlan { .. }
             | LinkKind::Vlan { .. }
             | LinkKind::Veth { .. }
-            | LinkKind::Macvlan { .. } => "virtual",
+            | LinkKind::Macvlan { .. }
+            | LinkKind::Ipoib { .. } => "virtual",
         };
         let needs_infiniband = match kind {
             NetKind::IbPartition => true,
@@ -379,6 +384,56 @@ pub fn hugepages(host: &DesiredHost, live: &LiveHost, out: &mut Out) {
         out.present.insert(id.clone());
         out.actions.push(Action::update(id.clone(), vec![Change::new("pages", total, count, Class::Live)], reason));
     }
+}
+
+/// fabrik's block of the subnet manager's partition file: written when the file or the
+/// block is missing, rewritten when it differs from the factory's (a hand edit inside
+/// it is drift, said so); the operator's lines around it are never compared.
+pub fn partitions(factory: &str, want: &crate::desired::DesiredPartitions, live: &LiveHost, out: &mut Out) {
+    let crate::desired::DesiredPartitions { id, path, block } = want;
+    let content = live.partitions.as_ref().filter(|p| &p.path == path).and_then(|p| p.content.as_deref());
+    let ports = block.lines().filter(|l| l.trim_start().starts_with("0x")).count();
+    let (op, reason) = match content.map(|c| crate::render::opensm::managed_block(c, factory)) {
+        None => (
+            Op::Create,
+            format!("write {path} with the factory's partitions ({ports} VM port(s)) and have OpenSM re-read it"),
+        ),
+        Some(Ok(None)) => (
+            Op::Create,
+            format!(
+                "add fabrik's block to {path} ({ports} VM port(s)), keeping the lines there, and have OpenSM re-read it"
+            ),
+        ),
+        Some(Ok(Some(now))) if now == block => {
+            out.present.insert(id.clone());
+            return;
+        }
+        Some(Ok(Some(_))) => {
+            out.present.insert(id.clone());
+            (
+                Op::Update,
+                format!(
+                    "fabrik's block of {path} differs from the factory's partitions (edited by hand, or the factory changed): rewrite it and have OpenSM re-read it"
+                ),
+            )
+        }
+        Some(Err(e)) => {
+            out.error(
+                "fabrik::plan::partitions-file",
+                id,
+                format!("{path} on host `{}`: {e}", id.host),
+                "fix or remove the `# BEGIN fabrik`/`# END fabrik` lines by hand, then plan again",
+            );
+            return;
+        }
+    };
+    let action = match op {
+        Op::Update => {
+            Action::update(id.clone(), vec![Change::new("partitions", "edited", "the factory's", Class::Live)], reason)
+        }
+        _ => Action::new(id.clone(), op, Class::Live, reason),
+    };
+    out.actions.push(action);
 }
 
 #[cfg(test)]

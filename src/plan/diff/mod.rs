@@ -91,8 +91,21 @@ impl Out {
 pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
     // `arch` shows through the rendered domain XML of every VM; `ib_ports` are the
     // subnet manager's (`render::opensm`), not this host's.
-    let DesiredHost { name, uri: _, arch: _, ib_ports: _, hugepages, vfs, gpus, links, networks, pools, volumes, vms } =
-        desired;
+    let DesiredHost {
+        name,
+        uri: _,
+        arch: _,
+        ib_ports: _,
+        hugepages,
+        vfs,
+        gpus,
+        links,
+        networks,
+        pools,
+        volumes,
+        vms,
+        partitions,
+    } = desired;
     let unreadable = |concern: &str, out: &mut Out| {
         let reasons: Vec<String> =
             live.errors.iter().filter(|e| e.concern == concern).map(|e| e.error.to_string()).collect();
@@ -124,6 +137,13 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
         links::network_nics(desired, live, out);
     } else if !(links.is_empty() && hugepages.is_empty() && vfs.is_empty()) {
         unreadable("netlink", out);
+    }
+    if let Some(partitions) = partitions {
+        match (live.read("netlink"), live.read("subnet-manager")) {
+            (true, true) => links::partitions(factory, partitions, live, out),
+            (false, _) => unreadable("netlink", out),
+            (true, false) => unreadable("subnet-manager", out),
+        }
     }
     // Last: it weighs every deletion of this host against what the host still runs.
     super::in_use::hold(factory, desired, live, out);

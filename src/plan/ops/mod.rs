@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use derive::{for_action, seed_upload, vm_create, vm_update};
 
 use crate::desired::ResourceId;
+use crate::desired::ib::Guid;
 use crate::driver::LinkSpec;
 use crate::spec::types::{ByteSize, PageSize, PciAddress};
 
@@ -187,6 +188,24 @@ pub enum LinkOp {
         nic: String,
         count: u32,
     },
+    /// Sets fabrik's block of the subnet manager's partition file `path` to `block`,
+    /// keeping the operator's lines ([`crate::render::opensm::with_block`]).
+    WritePartitions {
+        path: String,
+        factory: String,
+        block: String,
+    },
+    /// Has the subnet manager re-read its partition file (OpenSM: `SIGHUP`).
+    ReloadSubnetManager,
+    /// Writes the node and port GUID of a VM NIC's InfiniBand port
+    /// ([`crate::desired::ib::IbPort`]) to its fixed VF `vf` of `pf`, before the VM is
+    /// defined or started; writing the same GUIDs again changes nothing.
+    SetVfGuids {
+        pf: String,
+        vf: u32,
+        node_guid: Guid,
+        port_guid: Guid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +236,9 @@ pub enum GpuOp {
         profile: String,
         start: u8,
         uuid: String,
+        /// In SR-IOV mode, the VF the domain names ([`crate::desired::DesiredMigInstance::vgpu_vf`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
     /// Removes the vGPU device `uuid` (one fabrik created: only UUIDs fabrik derives
     /// are ever named); nothing when it is gone already.
@@ -309,6 +331,11 @@ impl Step {
                     format!("set {count} hugepages of {size} on NUMA node {numa_node}")
                 }
                 LinkOp::SetSriovVfs { nic, count } => format!("set {count} SR-IOV VFs on `{nic}`"),
+                LinkOp::WritePartitions { path, .. } => format!("write fabrik's partitions into {path}"),
+                LinkOp::ReloadSubnetManager => "have the subnet manager re-read its partitions".to_string(),
+                LinkOp::SetVfGuids { pf, vf, node_guid, port_guid } => {
+                    format!("set node GUID {node_guid} and port GUID {port_guid} on VF {vf} of `{pf}`")
+                }
             },
             Step::Gpu(op) => match op {
                 GpuOp::SetMigMode { gpu, enabled } => format!("set MIG mode of {gpu} {}", on_off(*enabled)),
@@ -318,7 +345,10 @@ impl Step {
                 GpuOp::DestroyMigInstance { gpu, profile, start } => {
                     format!("destroy MIG instance {profile}@{start} on {gpu}")
                 }
-                GpuOp::CreateVgpu { gpu, profile, start, uuid } => {
+                GpuOp::CreateVgpu { gpu, profile, start, uuid, vf: Some(vf) } => {
+                    format!("create vGPU on VF {vf} for MIG instance {profile}@{start} of {gpu} ({uuid})")
+                }
+                GpuOp::CreateVgpu { gpu, profile, start, uuid, vf: None } => {
                     format!("create vGPU {uuid} on MIG instance {profile}@{start} of {gpu}")
                 }
                 GpuOp::RemoveVgpu { gpu, uuid } => format!("remove vGPU {uuid} from {gpu}"),

@@ -22,8 +22,32 @@ pub struct Host {
     pub reserved_cpus: Option<Spanned<CpuSet>>,
     pub gpus: Vec<Gpu>,
     pub nics: Vec<Nic>,
+    /// The InfiniBand subnet manager this host runs (`subnet-manager`): fabrik keeps its
+    /// partition table there ([`crate::render::opensm`]).
+    pub subnet_manager: Option<Spanned<SubnetManager>>,
+    /// Where that subnet manager reads its partitions (`partitions-file`).
+    pub partitions_file: Option<Spanned<String>>,
     #[serde(skip)]
     pub span: Span,
+}
+
+/// OpenSM's partition file when `partitions-file` is not given.
+pub const OPENSM_PARTITIONS_FILE: &str = "/etc/opensm/partitions.conf";
+
+impl Host {
+    /// The partition file fabrik keeps on this host, when it runs a subnet manager.
+    pub fn partitions_path(&self) -> Option<&str> {
+        self.subnet_manager.as_ref()?;
+        Some(self.partitions_file.as_ref().map_or(OPENSM_PARTITIONS_FILE, |p| p.value.as_str()))
+    }
+}
+
+words! {
+    /// An InfiniBand subnet manager fabrik can keep the partitions of.
+    pub enum SubnetManager {
+        /// OpenSM: `partitions.conf`, re-read on SIGHUP.
+        Opensm = "opensm",
+    }
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -154,6 +178,16 @@ pub static HOST: Shape = Shape {
         opt("reserved-cpus", Ty::CpuSet, "host CPUs kept for the host itself, never pinned to VMs"),
         opt("gpus", Ty::Items { shape: &GPU, singular: "gpu" }, "GPUs by PCI address"),
         opt("nics", Ty::Items { shape: &NIC, singular: "nic" }, "network interfaces (Ethernet or InfiniBand)"),
+        opt(
+            "subnet-manager",
+            Ty::Enum(<SubnetManager as crate::spec::decode::Word>::NAMES),
+            "the InfiniBand subnet manager this host runs (`opensm`): fabrik keeps the partitions of the factory in a block of its partition file, through the host's agent, and has it re-read",
+        ),
+        opt(
+            "partitions-file",
+            Ty::Str,
+            "the subnet manager's partition file, an absolute path (default `/etc/opensm/partitions.conf`); needs `subnet-manager`",
+        ),
     ],
 };
 
@@ -271,7 +305,38 @@ pub fn decode_host(d: &mut Decoder, n: &Node) -> Option<Host> {
     let reserved_cpus = o.get("reserved-cpus").and_then(|n| d.cpuset(n, "reserved-cpus"));
     let gpus = d.items(&o, "gpus", decode_gpu);
     let nics = d.items(&o, "nics", decode_nic);
-    Some(Host { name: name?, uri: uri?, agent, description, arch, numa_nodes, reserved_cpus, gpus, nics, span: o.span })
+    let subnet_manager = o.get("subnet-manager").and_then(|n| d.word::<SubnetManager>(n, "subnet-manager"));
+    let partitions_file = o.get("partitions-file").and_then(|n| d.string(n, "partitions-file")).and_then(|p| {
+        let (message, help) = match (p.value.starts_with('/'), &subnet_manager) {
+            (false, _) => (
+                format!("`partitions-file: {}` is not an absolute path", p.value),
+                "write the file's absolute path on the host, e.g. `/etc/opensm/partitions.conf`",
+            ),
+            (true, None) => (
+                "`partitions-file` is given, but this host runs no subnet manager".to_string(),
+                "add `subnet-manager: opensm` to this host, or remove `partitions-file`",
+            ),
+            (true, Some(_)) => return Some(p),
+        };
+        d.diags.push(
+            crate::diag::Diagnostic::error("fabrik::spec::partitions-file", message).at(p.span, "here").help(help),
+        );
+        None
+    });
+    Some(Host {
+        name: name?,
+        uri: uri?,
+        agent,
+        description,
+        arch,
+        numa_nodes,
+        reserved_cpus,
+        gpus,
+        nics,
+        subnet_manager,
+        partitions_file,
+        span: o.span,
+    })
 }
 
 fn check_uri(d: &mut Decoder, uri: Spanned<String>) -> Option<Spanned<String>> {

@@ -64,6 +64,9 @@ pub struct Network {
     pub pkey: Option<Spanned<u16>>,
     /// How its VMs' ports are members of the partition (ib-partition; default full).
     pub membership: Option<Spanned<Membership>>,
+    /// The hosts talk on the partition themselves, through an IPoIB child interface
+    /// of `parent` (`ib0.8001`; ib-partition).
+    pub host_interface: bool,
     /// VXLAN UDP port.
     pub port: Option<Spanned<u16>>,
     /// Host interface underneath: VLAN/VXLAN underlay, IB device, SR-IOV physical function.
@@ -102,6 +105,11 @@ pub static NETWORK: Shape = Shape {
             Ty::Enum(Membership::NAMES),
             "full or limited: how the VMs' ports are members of the partition in the subnet manager's `partitions.conf` (ib-partition; default full; limited members reach only full ones)",
         ),
+        opt(
+            "host-interface",
+            Ty::Bool,
+            "the hosts talk on the partition themselves: each gets an IPoIB child interface of `parent` for the pkey, `ib0.8001` (ib-partition; default false)",
+        ),
         opt("port", Ty::Int { min: 1, max: 65535 }, "VXLAN UDP port (default 4789)"),
         opt(
             "parent",
@@ -139,6 +147,7 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
     let pkey = o.get("pkey").and_then(|n| d.uint::<u16>(n, "pkey", 1, 0xfffe)).and_then(|p| check_pkey(d, p));
     let port = o.get("port").and_then(|n| d.uint(n, "port", 1, 65535));
     let membership = o.get("membership").and_then(|n| d.word::<Membership>(n, "membership"));
+    let host_interface = o.get("host-interface").and_then(|n| d.bool(n, "host-interface")).is_some_and(|b| b.value);
     let parent = o.get("parent").and_then(|n| d.string(n, "parent")).and_then(|p| check_ifname(d, p, "parent"));
     let hosts = o.get("hosts").map(|n| d.list(n, "hosts", |d, n| d.name(n, "hosts"))).unwrap_or_default();
     let subnet = o.get("subnet").and_then(|n| d.string(n, "subnet")).and_then(|s| {
@@ -211,6 +220,7 @@ pub fn decode_network(d: &mut Decoder, n: &Node) -> Option<Network> {
         vni,
         pkey,
         membership,
+        host_interface,
         port,
         parent,
         hosts,
@@ -243,11 +253,11 @@ fn bad_address<T>(
 /// Keys a network kind needs, and keys it has no use for (the JSON Schema says the same).
 pub(crate) fn kind_keys(kind: NetKind) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
-        NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "membership", "port"]),
-        NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "membership", "port"]),
-        NetKind::Vxlan => (&["vni"], &["vlan", "pkey", "membership"]),
+        NetKind::Bridge => (&[], &["vlan", "vni", "pkey", "membership", "host-interface", "port"]),
+        NetKind::Vlan => (&["vlan", "parent"], &["vni", "pkey", "membership", "host-interface", "port"]),
+        NetKind::Vxlan => (&["vni"], &["vlan", "pkey", "membership", "host-interface"]),
         NetKind::IbPartition => (&["pkey", "parent"], &["vlan", "vni", "port", "bridge"]),
-        NetKind::Sriov => (&["parent"], &["vni", "pkey", "membership", "port", "bridge"]),
+        NetKind::Sriov => (&["parent"], &["vni", "pkey", "membership", "host-interface", "port", "bridge"]),
     }
 }
 

@@ -103,6 +103,15 @@ pub(super) fn vfs(host: &DesiredHost, live: Option<&LiveHost>, id: &ResourceId) 
     Ok(out)
 }
 
+/// The subnet manager's partition file: fabrik's block written, then re-read.
+pub(super) fn partitions(factory: &str, host: &DesiredHost, id: &ResourceId) -> Result<Vec<Step>, OpsError> {
+    let p = host.partitions.as_ref().filter(|p| &p.id == id).ok_or_else(|| missing(id))?;
+    Ok(vec![
+        Step::Link(LinkOp::WritePartitions { path: p.path.clone(), factory: factory.to_string(), block: p.block.clone() }),
+        Step::Link(LinkOp::ReloadSubnetManager),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -128,6 +137,7 @@ mod tests {
             master: None,
             alias: None,
             sriov_vfs: Some(n),
+            sriov_pci: None,
         };
         let action = Action::new(id, Op::Update, Class::Replace, "test");
         let set = |count| Step::Link(LinkOp::SetSriovVfs { nic: "stor0".into(), count });

@@ -47,6 +47,7 @@ pub fn for_action(
     };
     match id.kind {
         ResourceKind::Vm => vm::vm(factory, host, action, timeout),
+        ResourceKind::Partitions => link::partitions(factory, host, id),
         ResourceKind::Network => network::network(factory, host, live, action),
         ResourceKind::Pool => storage::pool(host, live, action),
         ResourceKind::Volume => storage::volume(host, live, action),

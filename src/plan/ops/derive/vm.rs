@@ -5,30 +5,55 @@ use std::time::Duration;
 use super::{missing, refuse};
 use crate::desired::{DesiredHost, GpuSetup, ResourceId};
 use crate::live::PowerState;
-use crate::plan::ops::{DomainOp, GpuOp, OpsError, Step, StorageOp};
+use crate::plan::ops::{DomainOp, GpuOp, LinkOp, OpsError, Step, StorageOp};
 use crate::plan::{Action, Op};
 use crate::render;
 use crate::spec::model::Power;
-use crate::spec::types::PciAddress;
 
 /// A VM's operations when the plan replaces or deletes it; a creation or update keeps
 /// the operations the diff made ([`vm_update`], [`vm_create`]).
 pub(super) fn vm(factory: &str, host: &DesiredHost, action: &Action, timeout: Duration) -> Result<Vec<Step>, OpsError> {
     let steps = vm_domain(factory, host, action, timeout)?;
-    Ok(with_vgpus(host, action, steps))
+    Ok(with_vf_guids(host, action, with_vgpus(host, action, steps)))
 }
 
-/// The VM's MIG instances as vGPU devices: `(gpu, profile, start, uuid)`.
-fn vgpus_of(host: &DesiredHost, vm: &ResourceId) -> Vec<(PciAddress, String, u8, String)> {
+/// A VM's InfiniBand ports on fixed VFs: their GUIDs written to the VFs before the
+/// domain is defined or started (after a reboot the VFs are new, and the subnet
+/// manager knows the ports by these GUIDs only).
+fn with_vf_guids(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<Step> {
+    let at = steps.iter().position(|s| {
+        matches!(s, Step::Domain(DomainOp::Define { .. } | DomainOp::Start { .. } | DomainOp::Resume { .. }))
+    });
+    let Some(at) = at else { return steps };
+    let mut out = steps;
+    let set = host.ib_ports.iter().filter(|p| p.vm == action.id.name).filter_map(|p| {
+        // A port whose VF address is unknown stays on the pool: libvirt picks its VF.
+        p.vf_address?;
+        Some(Step::Link(LinkOp::SetVfGuids {
+            pf: p.pf.clone(),
+            vf: p.vf?,
+            node_guid: p.node_guid,
+            port_guid: p.port_guid,
+        }))
+    });
+    out.splice(at..at, set);
+    out
+}
+
+/// The VM's MIG instances as vGPU devices.
+fn vgpus_of(host: &DesiredHost, vm: &ResourceId) -> Vec<GpuOp> {
     let Some(vm) = host.vms.iter().find(|v| &v.id == vm) else { return Vec::new() };
     vm.mig
         .iter()
         .filter_map(|mig| {
             host.gpus.iter().find_map(|g| match &g.setup {
-                GpuSetup::Mig { instances } => instances
-                    .iter()
-                    .find(|i| &i.id == mig)
-                    .map(|i| (g.address, i.profile.clone(), i.start, render::domain::mdev_uuid(mig))),
+                GpuSetup::Mig { instances } => instances.iter().find(|i| &i.id == mig).map(|i| GpuOp::CreateVgpu {
+                    gpu: g.address,
+                    profile: i.profile.clone(),
+                    start: i.start,
+                    uuid: render::domain::mdev_uuid(mig),
+                    vf: i.vgpu_vf,
+                }),
                 GpuSetup::Passthrough | GpuSetup::TimeSliced => None,
             })
         })
@@ -46,9 +71,7 @@ fn with_vgpus(host: &DesiredHost, action: &Action, steps: Vec<Step>) -> Vec<Step
     });
     let Some(at) = at else { return steps };
     let mut out = steps;
-    let create = vgpus_of(host, &action.id)
-        .into_iter()
-        .map(|(gpu, profile, start, uuid)| Step::Gpu(GpuOp::CreateVgpu { gpu, profile, start, uuid }));
+    let create = vgpus_of(host, &action.id).into_iter().map(Step::Gpu);
     out.splice(at..at, create);
     out
 }
