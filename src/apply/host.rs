@@ -100,6 +100,15 @@ impl HostConn {
         *lock(&self.links) = None;
     }
 
+    /// Closes the libvirt connections not lent out (a twin's: its state is saved when
+    /// the last one closes).
+    pub fn close_idle_virt(&self) {
+        let idle = std::mem::take(&mut lock(&self.virt).0);
+        let closed = idle.len();
+        drop(idle);
+        lock(&self.virt).1 -= closed;
+    }
+
     /// A connection lent out is given back (or closed and forgotten when `broken`).
     pub(crate) fn give_back_virt(&self, v: Box<dyn Virt>, broken: bool) {
         if broken {
