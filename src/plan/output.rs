@@ -277,13 +277,24 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
     }
     let shares = by_host(plan, show);
     let alarms: Vec<&Action> = shares.iter().flat_map(|s| s.actions.iter().copied()).filter(|a| alarming(a)).collect();
+    // What alarms comes first, but takes at most half of what is left of the comment,
+    // so that the hosts' tables are still seen (2,000 GPU re-layouts alone would fill it).
+    let mut alarms_cut = 0;
     if !alarms.is_empty() {
         head.push_str(&format!(
             "\n#### Destroys data, removes, or restarts tenants ({})\n\n|  | resource | class | reason |\n|---|---|---|---|\n",
             alarms.len()
         ));
-        for a in &alarms {
-            head.push_str(&row(a));
+        let mut room = (GITHUB_COMMENT_LIMIT_CHARS - COMMENT_MARGIN_CHARS).saturating_sub(head.chars().count()) / 2;
+        for (i, a) in alarms.iter().enumerate() {
+            let r = row(a);
+            let len = r.chars().count();
+            if len > room {
+                alarms_cut = alarms.len() - i;
+                break;
+            }
+            room -= len;
+            head.push_str(&r);
         }
     }
     // Per host: the table's rows, and its diffs.
@@ -315,7 +326,7 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
     let mut budget = GITHUB_COMMENT_LIMIT_CHARS - COMMENT_MARGIN_CHARS;
     budget = budget.saturating_sub(chars(&head));
     // Tables first: rows are kept in order while they fit.
-    let (mut rows_cut, mut diffs_cut) = (0, 0);
+    let (mut rows_cut, mut diffs_cut) = (alarms_cut, 0);
     let mut kept_rows: Vec<usize> = Vec::new();
     for (title, rows, _) in &hosts {
         let mut kept = 0;
