@@ -562,3 +562,64 @@ impl Drop for Frozen {
         let _ = Command::new("kill").args(["-CONT", &self.0]).status();
     }
 }
+
+/// Many hosts at once (issue 14, in small): five hosts with four defined (stopped) VMs
+/// each are applied in one run; every host gets every domain, every host's work overlaps
+/// the others' (one session per host, not one host after another), and the next plan of
+/// all five is empty. Speed is `benches/many_hosts_testbed.rs`'s (50 hosts).
+#[test]
+fn five_hosts_are_applied_at_once_and_plan_nothing_after() {
+    let names = ["sc1", "sc2", "sc3", "sc4", "sc5"];
+    let Some(tb) = Testbed::start("scfive", &names) else { return };
+    let mut f = factory::one_host("scfive", &tb.hosts[0], 0);
+    f.hosts = tb.hosts.clone();
+    f.vms = names
+        .iter()
+        .flat_map(|h| {
+            (0..4).map(move |i| factory::Vm {
+                name: format!("{h}-vm{i}"),
+                tenant: "acme".into(),
+                host: h.to_string(),
+                template: factory::TINY.into(),
+                disk: None,
+            })
+        })
+        .collect();
+    let mut yaml = f.yaml();
+    for h in names {
+        yaml = yaml.replace(&format!("    host: {h}\n"), &format!("    host: {h}\n    power: stopped\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("factory.yaml"), yaml).unwrap();
+    let path = dir.path().to_path_buf();
+    let out = run::apply(&path, SHUTDOWN_TIMEOUT);
+    out.assert_ok();
+    // Each host's first `start` comes before any host's last `done`: the hosts overlap.
+    let host_of = |e: &serde_json::Value| {
+        let id = e["id"].as_str()?;
+        let (_, rest) = id.split_once(':')?;
+        Some(rest.split_once('/')?.0.to_string())
+    };
+    let mut first_start: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_done: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, e) in out.events.iter().enumerate() {
+        let Some(host) = host_of(e) else { continue };
+        if e["event"] == "start" {
+            first_start.entry(host.clone()).or_insert(i);
+        }
+        if e["event"] == "done" {
+            last_done.insert(host, i);
+        }
+    }
+    assert_eq!(first_start.len(), names.len(), "{}", out.transcript());
+    let latest_first = first_start.values().max().unwrap();
+    let earliest_last = last_done.values().min().unwrap();
+    assert!(latest_first < earliest_last, "the hosts ran one after another:\n{}", out.transcript());
+    for h in &tb.hosts {
+        let conn = virt::connect::Connect::open(Some(&h.uri)).expect("the host answers");
+        let defined: BTreeSet<String> = conn.list_all_domains(0).unwrap().iter().map(|d| d.name().unwrap()).collect();
+        let wanted: BTreeSet<String> = (0..4).map(|i| format!("{}-vm{i}", h.name)).collect();
+        assert!(wanted.is_subset(&defined), "{}: {defined:?}", h.name);
+    }
+    run::assert_converged(&path);
+}

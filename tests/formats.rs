@@ -1,6 +1,6 @@
 //! Every JSON document fabrik prints, checked against its JSON Schema in `schema/` with a
 //! real validator (the `jsonschema` crate, draft 2020-12, formats asserted): validate,
-//! graph, inventory, plan, apply's event lines and bench's four reports.
+//! graph, inventory, plan, apply's event lines and bench's five reports.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -143,7 +143,7 @@ fn bench_reports_match_their_schema() {
         assert_eq!(doc["kdl_extras"].is_object(), syntax == "kdl", "{doc}");
         assert_valid("bench", &doc);
     }
-    for (extra, bench) in [("--inventory", "inventory"), ("--hostile", "hostile")] {
+    for (extra, bench) in [("--inventory", "inventory"), ("--hostile", "hostile"), ("--sim", "sim")] {
         let mut args = small.to_vec();
         args.push(extra);
         let o = fabrik(&args);

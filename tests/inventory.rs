@@ -136,3 +136,67 @@ fn a_twin_keeps_networks_stopped() {
     assert!(!active("n1"), "a network that was never started stays stopped");
     assert!(active("n2"));
 }
+
+/// A command that only reads a twin gets the answers its libvirt gave when the twin was
+/// last saved, without loading libvirt's test driver; they are the answers the test
+/// driver gives when it is loaded from the saved state.
+#[test]
+fn a_twin_read_without_loading_libvirt_answers_as_libvirt_does() {
+    use fabrik::driver::Virt;
+    let state = tempfile::tempdir().unwrap();
+    let spec = fabrik::check::validate(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"))).spec;
+    let host = &spec.hosts[0];
+    let dir = state.path().join("kvm01");
+    {
+        let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+        for (name, run) in [("a", true), ("b", false)] {
+            let xml = format!(
+                "<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>"
+            );
+            v.define_domain(&xml).unwrap();
+            if run {
+                v.start_domain(name).unwrap();
+            }
+        }
+        v.set_domain_autostart("b", true).unwrap();
+        v.define_network("<network><name>n1</name><bridge name='br-n1'/></network>").unwrap();
+        v.define_pool("<pool type='dir'><name>p1</name><target><path>/var/lib/p1</path></target></pool>").unwrap();
+        v.start_pool("p1").unwrap();
+        v.create_volume("p1", "<volume><name>v1</name><capacity unit='MiB'>8</capacity></volume>").unwrap();
+    }
+    let read = |v: &mut fabrik::sim::virt::SimVirt| (v.domains().unwrap(), v.networks().unwrap(), v.pools().unwrap());
+    let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    let cached = read(&mut v);
+    assert!(!v.loaded(), "reading a saved twin does not load libvirt");
+    assert_eq!(cached.0.len(), 2);
+    assert_eq!(cached.2[0].volumes.len(), 1);
+    drop(v);
+    // Without the saved answers the twin loads libvirt and asks it.
+    std::fs::remove_file(dir.join("observed.json")).unwrap();
+    let mut v = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    let loaded = read(&mut v);
+    assert!(v.loaded());
+    assert_eq!(cached, loaded);
+}
+
+/// One process has one libvirt per twin, as one libvirtd serves all its connections:
+/// what one connection changes another sees at once, and it is saved once, when the
+/// last connection closes.
+#[test]
+fn connections_to_one_twin_share_its_libvirt() {
+    use fabrik::driver::Virt;
+    let state = tempfile::tempdir().unwrap();
+    let spec = fabrik::check::validate(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"))).spec;
+    let host = &spec.hosts[0];
+    let dir = state.path().join("kvm01");
+    let mut a = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    let mut b = fabrik::sim::virt::SimVirt::open(&dir, host).unwrap();
+    a.define_network("<network><name>n1</name><bridge name='br-n1'/></network>").unwrap();
+    assert!(b.networks().unwrap().iter().any(|n| n.name == "n1"), "the other connection sees it");
+    assert!(!dir.join("libvirt.json").exists(), "not saved while connections are open");
+    drop(a);
+    assert!(!dir.join("libvirt.json").exists());
+    drop(b);
+    let text = std::fs::read_to_string(dir.join("libvirt.json")).unwrap();
+    assert!(text.contains("br-n1"), "saved when the last connection closed");
+}

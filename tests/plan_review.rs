@@ -95,3 +95,26 @@ fn github_annotations_mark_the_disruptive_declarations_with_relative_paths() {
         stdout(&o)
     );
 }
+
+/// A plan with more disruptive changes than a comment holds (the bench's factory: two
+/// GPU re-layouts per host, 2,000 in all) still fits: the list of what alarms is cut too
+/// (it filled 150,000 characters alone), and the comment says how much was left out.
+#[test]
+fn markdown_of_a_large_plan_fits_a_comment_with_its_alarms_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("factory");
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["bench", "--hosts", "1000", "--write"])
+        .arg(&factory)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = plan(factory.to_str().unwrap(), &dir.path().join("state"), &["--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = stdout(&o);
+    let chars = md.chars().count();
+    assert!(chars < GITHUB_COMMENT_LIMIT_CHARS, "{chars} characters do not fit in a GitHub comment");
+    assert!(md.contains("#### Destroys data, removes, or restarts tenants (2000)"), "{}", &md[..2000]);
+    assert!(md.contains("Cut to stay under") && md.contains("table rows"), "says what was cut");
+    assert!(md.contains("#### `gpu0001`"), "the first host's table is still there");
+}

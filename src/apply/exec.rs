@@ -138,6 +138,22 @@ async fn run(
             dependents[j].push(i);
         }
     }
+    // A twin's libvirt is given back once its host has nothing left to run: its state is
+    // saved then, and an apply of 1,000 twins holds only those still at work.
+    let mut left_on_host: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for j in &jobs {
+        *left_on_host.entry(j.host.name.clone()).or_default() += 1;
+    }
+    let hosts_of: Vec<Arc<HostConn>> = jobs.iter().map(|j| j.host.clone()).collect();
+    let mut settled = |i: usize| {
+        let host = &hosts_of[i];
+        if let Some(left) = left_on_host.get_mut(&host.name) {
+            *left -= 1;
+            if *left == 0 && host.is_twin() {
+                host.close_idle_virt();
+            }
+        }
+    };
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let mut ready: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
     let ids: Vec<String> = jobs.iter().map(|j| j.action.id.to_string()).collect();
@@ -165,6 +181,7 @@ async fn run(
                 // Settled at once: its dependents may become ready (to be skipped in turn).
                 outcomes[i] = Some(Outcome::Skipped { reason });
                 finished += 1;
+                settled(i);
                 release(i, &dependents, &mut remaining, &mut ready);
                 continue;
             }
@@ -193,6 +210,7 @@ async fn run(
         };
         outcomes[i] = Some(outcome);
         finished += 1;
+        settled(i);
         release(i, &dependents, &mut remaining, &mut ready);
     }
     watcher.abort();

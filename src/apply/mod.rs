@@ -25,7 +25,7 @@ pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -126,8 +126,7 @@ pub async fn apply(
             waits[i].needs.insert(j);
         }
     }
-    let records =
-        Arc::new(host::Records { path: settings.created_path.clone(), created: Mutex::new(settings.created.clone()) });
+    let records = Arc::new(host::Records::new(settings.created_path.clone(), settings.created.clone()));
     let (outcomes, interrupted) = exec::execute(jobs, waits, settings.limits, records, emit.clone(), cancel).await;
     let mut entries: Vec<Entry> =
         known.into_iter().zip(outcomes).map(|(action, outcome)| Entry { action, outcome }).collect();

@@ -17,6 +17,7 @@
 pub mod hostile;
 pub mod inventory;
 pub mod plan;
+pub mod sim;
 pub mod synth;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub enum Error {
          cargo run --release --features bench -- bench …"
     )]
     NoBaseline,
+    #[error("`fabrik {command}` ended with exit status {exit}:\n{tail}")]
+    Run { command: String, exit: i32, tail: String },
     #[error("serde_yaml cannot read `{}`", path.display())]
     Baseline {
         path: PathBuf,

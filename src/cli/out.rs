@@ -124,6 +124,48 @@ pub fn print(text: &str) {
     }
 }
 
+/// A writer that hands whole lines to `emit`, about [`Lines::CHUNK`] bytes at a time:
+/// a large document (a plan's JSON) goes out as it is made, and whatever `emit` does to
+/// the text (masking secrets) sees only whole lines.
+pub struct Lines<F: FnMut(&str)> {
+    emit: F,
+    buf: Vec<u8>,
+}
+
+impl<F: FnMut(&str)> Lines<F> {
+    pub const CHUNK: usize = 1 << 20;
+
+    pub fn new(emit: F) -> Self {
+        Lines { emit, buf: Vec::with_capacity(Self::CHUNK) }
+    }
+
+    /// Hands on the rest.
+    pub fn finish(mut self) {
+        if !self.buf.is_empty() {
+            (self.emit)(&String::from_utf8_lossy(&self.buf));
+        }
+    }
+}
+
+impl<F: FnMut(&str)> Write for Lines<F> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= Self::CHUNK
+            && let Some(end) = self.buf.iter().rposition(|&b| b == b'\n')
+        {
+            let rest = self.buf.split_off(end + 1);
+            // Lines end at a `\n`, never inside a UTF-8 sequence.
+            (self.emit)(&String::from_utf8_lossy(&self.buf));
+            self.buf = rest;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// [`print`] with a line end.
 pub fn println(text: &str) {
     print(&format!("{text}\n"));

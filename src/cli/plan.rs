@@ -209,18 +209,25 @@ pub fn run(args: &Args) -> u8 {
     let secrets = Secrets::of_spec(&p.validation.spec);
     scrub(&mut plan, &secrets);
     let show = Show { diff: args.diff, unmanaged: args.show_unmanaged, color: super::out::stdout_look().color };
-    let text = match args.format {
-        PlanFormat::Human => output::human(&plan, show),
-        PlanFormat::Json => output::json(&plan),
-        PlanFormat::Markdown => output::markdown(&plan, show),
-        PlanFormat::Github => output::github(&plan, |id| {
+    let print = |text: &str| super::out::print(&secrets.scrub(text));
+    // Human and JSON go out host by host and line by line as they are made (a plan of
+    // 10,000 hosts is never held twice); Markdown is cut to a comment's size anyway.
+    match args.format {
+        PlanFormat::Human => output::human_to(&plan, show, &mut |chunk| print(chunk)),
+        PlanFormat::Json => {
+            let mut lines = super::out::Lines::new(print);
+            // Writing to `Lines` cannot fail; stdout's own errors are `out::print`'s.
+            let _ = output::json_to(&plan, &mut lines);
+            lines.finish();
+        }
+        PlanFormat::Markdown => print(&output::markdown(&plan, show)),
+        PlanFormat::Github => print(&output::github(&plan, |id| {
             plan::locate::span_of(&p.validation.spec, id).map(|span| {
                 let at = plan::locate::location(&p.validation.sources, span);
                 plan::locate::Location { file: output::relative(&at.file), ..at }
             })
-        }),
-    };
-    super::out::print(&secrets.scrub(&text));
+        })),
+    }
     if let Some(out) = &args.out {
         let file_secrets = Secrets::of_factory(&p.validation.spec, &p.validation.sources);
         plan.origin = Some(plan::Origin {

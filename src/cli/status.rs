@@ -42,14 +42,14 @@ pub fn run(args: &Args) -> u8 {
     let state = args.at.state();
     // Issue 18 hook: with etcd, the leader's view, whichever machine asks.
     let shared = super::coord::shared_status(&args.coordination);
-    let status = match shared.map(|r| r.map(Some)).unwrap_or_else(|| state.status().map_err(|e| crate::diag::error_chain(&e)))
-    {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
+    let status =
+        match shared.map(|r| r.map(Some)).unwrap_or_else(|| state.status().map_err(|e| crate::diag::error_chain(&e))) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::INVALID;
+            }
+        };
     let endpoints = match &args.factory {
         Some(path) => match probe_endpoints(path, args) {
             Ok(eps) => Some(eps),

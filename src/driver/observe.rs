@@ -167,9 +167,9 @@ pub fn on_hosts<H: Sync, T: Send>(hosts: &[H], f: impl Fn(&H) -> T + Sync) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::ib::Guid;
     use crate::driver::libvirt::LibvirtDriver;
     use crate::driver::{LinkSpec, Result};
-    use crate::desired::ib::Guid;
     use crate::spec::types::PageSize;
 
     /// A host's links as an agent reads them: nothing but its boot id.

@@ -1,7 +1,9 @@
 //! Renderings of a plan: human (one line per change, grouped by host), JSON (the plan
 //! document, schema in `docs/plan.md`) and Markdown (for a pull-request comment).
 
-use super::{Action, NoticeKind, Plan, Summary};
+use std::collections::HashMap;
+
+use super::{Action, Notice, NoticeKind, Plan, Summary};
 
 /// How much a rendering shows.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,19 +130,54 @@ fn shown(kind: NoticeKind, show: Show) -> bool {
     }
 }
 
+/// One host's share of a plan: its actions in plan order and the notices shown.
+struct HostShare<'a> {
+    host: &'a str,
+    actions: Vec<&'a Action>,
+    notices: Vec<&'a Notice>,
+}
+
+/// The plan per host, in [`Plan::hosts`]' order, made in one pass over the actions and
+/// one over the notices: never a scan of every action for each host (hosts × actions
+/// at 10,000 hosts). Hosts with nothing to show are left out.
+fn by_host(plan: &Plan, show: Show) -> Vec<HostShare<'_>> {
+    let mut shares: Vec<HostShare<'_>> =
+        plan.hosts().into_iter().map(|host| HostShare { host, actions: Vec::new(), notices: Vec::new() }).collect();
+    let index: HashMap<&str, usize> = shares.iter().enumerate().map(|(i, s)| (s.host, i)).collect();
+    for a in &plan.actions {
+        if let Some(&i) = index.get(a.id.host.as_str()) {
+            shares[i].actions.push(a);
+        }
+    }
+    for n in plan.notices.iter().filter(|n| shown(n.kind, show)) {
+        if let Some(&i) = index.get(n.id.host.as_str()) {
+            shares[i].notices.push(n);
+        }
+    }
+    shares.retain(|s| !s.actions.is_empty() || !s.notices.is_empty());
+    shares
+}
+
+/// The actions in the order the renderings show them: host by host, plan order within.
+fn in_host_order(plan: &Plan) -> impl Iterator<Item = &Action> {
+    by_host(plan, Show::default()).into_iter().flat_map(|s| s.actions)
+}
+
 /// The plan for a terminal: per host, one line per change, then the summary.
 pub fn human(plan: &Plan, show: Show) -> String {
     let mut out = String::new();
+    human_to(plan, show, &mut |chunk| out.push_str(chunk));
+    out
+}
+
+/// [`human`], handed to `emit` host by host (then the errors and the headline), so a
+/// plan of 10,000 hosts is printed as it is written rather than held whole.
+pub fn human_to(plan: &Plan, show: Show, emit: &mut dyn FnMut(&str)) {
     let id_width = plan.actions.iter().map(|a| a.id.to_string().len()).max().unwrap_or(0);
     let class_width = plan.actions.iter().map(|a| a.class.label().len()).max().unwrap_or(0);
-    for host in plan.hosts() {
-        let actions: Vec<&Action> = plan.on_host(host).collect();
-        let notices: Vec<_> = plan.notices.iter().filter(|n| n.id.host == host && shown(n.kind, show)).collect();
-        if actions.is_empty() && notices.is_empty() {
-            continue;
-        }
-        out.push_str(&format!("{host}\n"));
-        for a in actions {
+    for HostShare { host, actions, notices } in by_host(plan, show) {
+        let mut out = format!("{host}\n");
+        for a in &actions {
             // Padding is computed on the bare symbol: escapes take no columns.
             let pad = " ".repeat(3usize.saturating_sub(a.symbol.chars().count()));
             out.push_str(&format!(
@@ -167,7 +204,9 @@ pub fn human(plan: &Plan, show: Show) -> String {
             ));
         }
         out.push('\n');
+        emit(&printed(&out, &actions, show.color));
     }
+    let mut out = String::new();
     for e in &plan.errors {
         out.push_str(&format!("error[{}]: {} ({})\n", e.code, e.message, e.id));
         if let Some(at) = &e.at {
@@ -180,14 +219,19 @@ pub fn human(plan: &Plan, show: Show) -> String {
     }
     out.push_str(&headline(plan));
     out.push('\n');
-    // Reasons and errors quote hosts and files: none may act on the terminal. The
-    // colour is added after, on the symbols only.
-    let out = crate::diag::printable(&out).into_owned();
-    if !show.color {
+    emit(&printed(&out, &[], false));
+}
+
+/// Text made safe for a terminal — reasons and errors quote hosts and files: none may
+/// act on it — then, when `color`, the symbols of `actions` (in the order their lines
+/// come) painted.
+fn printed(text: &str, actions: &[&Action], color: bool) -> String {
+    let out = crate::diag::printable(text).into_owned();
+    if !color {
         return out;
     }
     let mut painted = String::with_capacity(out.len());
-    let mut actions = plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).peekable();
+    let mut actions = actions.iter().copied().peekable();
     for line in out.split_inclusive('\n') {
         match actions.peek() {
             Some(a) if line.starts_with(&format!("  {} ", a.symbol)) && line.contains(&a.id.to_string()) => {
@@ -207,6 +251,13 @@ pub fn json(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).unwrap_or_default() + "\n"
 }
 
+/// [`json`], written as it is made: a plan of 10,000 hosts is hundreds of megabytes
+/// of JSON, never held whole.
+pub fn json_to(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, plan)?;
+    out.write_all(b"\n")
+}
+
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -224,24 +275,31 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
             head.push_str(&format!("- **`{}`** `{}`{at}: {} — {}\n", e.code, e.id, cell(&e.message), cell(&e.help)));
         }
     }
-    let alarms: Vec<&Action> = plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).filter(|a| alarming(a)).collect();
+    let shares = by_host(plan, show);
+    let alarms: Vec<&Action> = shares.iter().flat_map(|s| s.actions.iter().copied()).filter(|a| alarming(a)).collect();
+    // What alarms comes first, but takes at most half of what is left of the comment,
+    // so that the hosts' tables are still seen (2,000 GPU re-layouts alone would fill it).
+    let mut alarms_cut = 0;
     if !alarms.is_empty() {
         head.push_str(&format!(
             "\n#### Destroys data, removes, or restarts tenants ({})\n\n|  | resource | class | reason |\n|---|---|---|---|\n",
             alarms.len()
         ));
-        for a in &alarms {
-            head.push_str(&row(a));
+        let mut room = (GITHUB_COMMENT_LIMIT_CHARS - COMMENT_MARGIN_CHARS).saturating_sub(head.chars().count()) / 2;
+        for (i, a) in alarms.iter().enumerate() {
+            let r = row(a);
+            let len = r.chars().count();
+            if len > room {
+                alarms_cut = alarms.len() - i;
+                break;
+            }
+            room -= len;
+            head.push_str(&r);
         }
     }
     // Per host: the table's rows, and its diffs.
     let mut hosts: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
-    for host in plan.hosts() {
-        let actions: Vec<&Action> = plan.on_host(host).collect();
-        let notices: Vec<_> = plan.notices.iter().filter(|n| n.id.host == host && shown(n.kind, show)).collect();
-        if actions.is_empty() && notices.is_empty() {
-            continue;
-        }
+    for HostShare { host, actions, notices } in &shares {
         let title = format!("\n#### `{host}`\n\n|  | resource | class | reason |\n|---|---|---|---|\n");
         let mut rows: Vec<String> = actions.iter().map(|a| row(a)).collect();
         rows.extend(
@@ -268,7 +326,7 @@ pub fn markdown(plan: &Plan, show: Show) -> String {
     let mut budget = GITHUB_COMMENT_LIMIT_CHARS - COMMENT_MARGIN_CHARS;
     budget = budget.saturating_sub(chars(&head));
     // Tables first: rows are kept in order while they fit.
-    let (mut rows_cut, mut diffs_cut) = (0, 0);
+    let (mut rows_cut, mut diffs_cut) = (alarms_cut, 0);
     let mut kept_rows: Vec<usize> = Vec::new();
     for (title, rows, _) in &hosts {
         let mut kept = 0;
@@ -352,7 +410,7 @@ pub fn github(plan: &Plan, locate: impl Fn(&super::ResourceId) -> Option<super::
         let message = format!("{} ({})\nhelp: {}", e.message, e.id, e.help);
         out.push_str(&format!("::error {}::{}\n", props(at, &e.code), escape_data(&message)));
     }
-    for a in plan.hosts().into_iter().flat_map(|h| plan.on_host(h)).filter(|a| alarming(a)) {
+    for a in in_host_order(plan).filter(|a| alarming(a)) {
         let title = format!("fabrik plan: {} ({})", a.op.word(), a.class.label());
         let mut message = format!("{} {}: {}", a.symbol, a.id, a.reason);
         if let Some(old) = &a.moved_from {

@@ -3,9 +3,20 @@
 //!
 //! The test driver keeps its objects in memory for one connection. The twin saves every
 //! domain, network and pool (with its volumes), their power state and autostart, to
-//! `libvirt.json` after each change, and on opening writes them into a node file that the
-//! test driver loads. What libvirt cannot simulate — the host's NUMA layout and PCI
-//! devices — comes from the host's declaration ([`hardware`]).
+//! `libvirt.json`, and to load them writes them into a node file that the test driver
+//! loads. What libvirt cannot simulate — the host's NUMA layout and PCI devices — comes
+//! from the host's declaration ([`hardware`]).
+//!
+//! A twin costs what a command does with it, as a libvirtd does:
+//! - one process has one libvirt per twin, however many connections it opens (as one
+//!   libvirtd serves every connection): opened once, shared, and saved once when the
+//!   last connection closes, not after every change (an apply of a host's 40 changes
+//!   read and wrote the whole host 40 times);
+//! - with the state, the twin saves what its libvirt answered for domains, networks and
+//!   pools (`observed.json`, tied to `libvirt.json` by a hash of it); a command that only
+//!   reads gets those answers without loading the test driver at all (a no-op
+//!   `plan --sim` was mostly libvirt parsing every twin's XML). The first change, or
+//!   anything else that needs libvirt, loads it.
 //!
 //! The twin hands the test driver what fabrik renders, changed only where the test
 //! driver cannot take it as a real libvirtd does ([`translate`]): a domain's type, arch
@@ -17,9 +28,10 @@
 mod hardware;
 pub mod translate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,15 +93,54 @@ struct SavedPool {
     volumes: Vec<String>,
 }
 
-/// A host's simulated libvirt.
+/// What the twin's libvirt answered when its state was last saved; valid while
+/// `state` is the hash of `libvirt.json`'s text.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Observed {
+    version: u32,
+    /// [`crate::hash::fnv1a`] of the `libvirt.json` these answers go with.
+    state: u64,
+    domains: Vec<LiveDomain>,
+    networks: Vec<LiveNetwork>,
+    pools: Vec<LivePool>,
+}
+
+/// A connection to a host's simulated libvirt. Every connection of one process to one
+/// twin shares its libvirt ([`Core`]), as every connection to a host shares its libvirtd.
 pub struct SimVirt {
-    inner: LibvirtDriver,
+    core: Arc<Mutex<Core>>,
+}
+
+/// One twin's libvirt in this process.
+struct Core {
+    /// libvirt's test driver, loaded at the first call that needs it.
+    inner: Option<LibvirtDriver>,
     host: Host,
     dir: PathBuf,
+    /// The state as read, until the test driver is loaded from it.
+    saved: Option<Saved>,
+    /// What libvirt answered at the last save, while the test driver is not loaded.
+    answers: Option<Observed>,
     detached: Vec<PciAddress>,
     /// The volumes of each pool as last saved: libvirt lists none for a stopped pool,
     /// but the pool still has them.
     volumes: BTreeMap<String, Vec<String>>,
+    /// Changed since the last save.
+    dirty: bool,
+    /// When the state was last saved (or read).
+    saved_at: Instant,
+}
+
+/// A twin changed for longer than this is saved before its next change: a process that
+/// dies without closing its connections (`kill -9`) loses at most this much of what it
+/// did to its twins, as a host that loses power loses what it had not written.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// The twins' libvirts this process has open, by state folder.
+fn cores() -> MutexGuard<'static, HashMap<PathBuf, Weak<Mutex<Core>>>> {
+    static CORES: LazyLock<Mutex<HashMap<PathBuf, Weak<Mutex<Core>>>>> = LazyLock::new(Default::default);
+    CORES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn failed(what: String) -> DriverError {
@@ -107,13 +158,84 @@ pub fn open(dir: &Path, host: &Host) -> std::result::Result<Box<dyn Virt>, Drive
 }
 
 impl SimVirt {
+    /// Opens the twin's libvirt: this process's own when it has it open already, else
+    /// the saved state (nothing loaded into libvirt until a call needs it).
     pub fn open(dir: &Path, host: &Host) -> Result<SimVirt> {
         super::lock_state(dir.parent().unwrap_or(dir))?;
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
+        let key = std::fs::canonicalize(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        if let Some(core) = cores().get(&key).and_then(Weak::upgrade) {
+            return Ok(SimVirt { core });
+        }
+        // Read without holding the registry: twins of other hosts open meanwhile.
+        let core = Arc::new(Mutex::new(Core::read(&key, host)?));
+        let mut open = cores();
+        let core = match open.get(&key).and_then(Weak::upgrade) {
+            Some(theirs) => theirs, // another thread opened it first; ours was only read
+            None => {
+                open.insert(key, Arc::downgrade(&core));
+                core
+            }
+        };
+        Ok(SimVirt { core })
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Saves the twin's state now (it is saved anyway when the last connection closes).
+    pub fn save(&self) -> Result<()> {
+        self.core().save()
+    }
+
+    /// Whether the twin's libvirt (the test driver) has been loaded: a command that
+    /// only reads a twin saved by this fabrik never loads it.
+    pub fn loaded(&self) -> bool {
+        self.core().inner.is_some()
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Err(e) = self.save() {
+            // Nothing to return it to; the next command finds the twin as it was.
+            eprintln!("error: the twin's changes in {} were not saved: {}", self.dir.display(), e.message);
+        }
+        let mut open = cores();
+        if open.get(&self.dir).is_some_and(|w| w.strong_count() == 0) {
+            open.remove(&self.dir);
+        }
+    }
+}
+
+impl Core {
+    /// The saved state in `dir` (canonical), and libvirt's answers saved with it.
+    fn read(dir: &Path, host: &Host) -> Result<Core> {
         let state_path = dir.join("libvirt.json");
-        let saved: Saved = match std::fs::read_to_string(&state_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| failed(format!("{} is not a simulated libvirt state: {e}", state_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved { version: STATE_VERSION, ..Saved::default() },
+        let (saved, answers): (Saved, Option<Observed>) = match std::fs::read_to_string(&state_path) {
+            Ok(text) => {
+                let saved: Saved = serde_json::from_str(&text)
+                    .map_err(|e| failed(format!("{} is not a simulated libvirt state: {e}", state_path.display())))?;
+                let state = crate::hash::fnv1a(text.as_bytes());
+                // Answers that do not go with this state (or do not read) are not used.
+                let answers = std::fs::read_to_string(dir.join("observed.json"))
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Observed>(&t).ok())
+                    .filter(|o| o.version == STATE_VERSION && o.state == state);
+                (saved, answers)
+            }
+            // A new twin: libvirt with nothing in it lists nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                Saved { version: STATE_VERSION, ..Saved::default() },
+                Some(Observed {
+                    version: STATE_VERSION,
+                    state: 0,
+                    domains: Vec::new(),
+                    networks: Vec::new(),
+                    pools: Vec::new(),
+                }),
+            ),
             Err(e) => return Err(failed(format!("cannot read {}: {e}", state_path.display()))),
         };
         if saved.version != STATE_VERSION {
@@ -122,66 +244,96 @@ impl SimVirt {
                 format!("{} is of version {}, this fabrik reads {STATE_VERSION}", state_path.display(), saved.version),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create {}: {e}", dir.display())))?;
-        let node = dir.join("node.xml");
-        crate::files::replace(&node, node_xml(host, &saved).as_bytes())
-            .map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
-        let absolute = std::fs::canonicalize(&node).map_err(|e| failed(format!("{}: {e}", node.display())))?;
-        let mut inner = LibvirtDriver::connect(&format!("test://{}", absolute.display()))?;
-        // The test driver starts every network and pool it loads; stop those that were
-        // not. Autostart is no part of the node file: set it again.
-        for n in &saved.networks {
-            let Some(name) = xml_name(&n.xml) else { continue };
-            if !n.active {
-                inner.stop_network(name)?;
-            }
-            if n.autostart {
-                inner.set_network_autostart(name, true)?;
-            }
-        }
-        for p in &saved.pools {
-            let Some(name) = xml_name(&p.xml) else { continue };
-            if !p.active {
-                inner.stop_pool(name)?;
-            }
-            if p.autostart {
-                inner.set_pool_autostart(name, true)?;
-            }
-        }
-        for d in saved.domains.iter().filter(|d| d.autostart) {
-            if let Some(name) = xml_name(&d.xml) {
-                inner.set_domain_autostart(name, true)?;
-            }
-        }
         let volumes =
             saved.pools.iter().filter_map(|p| Some((xml_name(&p.xml)?.to_string(), p.volumes.clone()))).collect();
-        Ok(SimVirt { inner, host: host.clone(), dir: dir.to_path_buf(), detached: saved.detached, volumes })
+        Ok(Core {
+            inner: None,
+            host: host.clone(),
+            dir: dir.to_path_buf(),
+            detached: saved.detached.clone(),
+            saved: Some(saved),
+            answers,
+            volumes,
+            dirty: false,
+            saved_at: Instant::now(),
+        })
     }
 
-    /// Saves everything the test driver holds now.
+    /// The test driver, loaded from the saved state on first use.
+    fn conn(&mut self) -> Result<&mut LibvirtDriver> {
+        if self.inner.is_none() {
+            let saved = self.saved.take().unwrap_or_default();
+            let dir = &self.dir;
+            let node = dir.join("node.xml");
+            crate::files::replace(&node, node_xml(&self.host, &saved).as_bytes())
+                .map_err(|e| failed(format!("cannot write {}: {e}", node.display())))?;
+            let mut inner = LibvirtDriver::connect(&format!("test://{}", node.display()))?;
+            // The test driver starts every network and pool it loads; stop those that
+            // were not. Autostart is no part of the node file: set it again.
+            for n in &saved.networks {
+                let Some(name) = xml_name(&n.xml) else { continue };
+                if !n.active {
+                    inner.stop_network(name)?;
+                }
+                if n.autostart {
+                    inner.set_network_autostart(name, true)?;
+                }
+            }
+            for p in &saved.pools {
+                let Some(name) = xml_name(&p.xml) else { continue };
+                if !p.active {
+                    inner.stop_pool(name)?;
+                }
+                if p.autostart {
+                    inner.set_pool_autostart(name, true)?;
+                }
+            }
+            for d in saved.domains.iter().filter(|d| d.autostart) {
+                if let Some(name) = xml_name(&d.xml) {
+                    inner.set_domain_autostart(name, true)?;
+                }
+            }
+            self.answers = None;
+            self.inner = Some(inner);
+        }
+        Ok(self.inner.as_mut().expect("loaded above"))
+    }
+
+    /// A change is about to be made: the test driver is loaded, and the state will be
+    /// saved (first the changes before it, when they are [`SAVE_EVERY`] old).
+    fn changing(&mut self) -> Result<&mut LibvirtDriver> {
+        if self.dirty && self.saved_at.elapsed() > SAVE_EVERY {
+            self.save()?;
+        }
+        self.dirty = true;
+        self.conn()
+    }
+
+    /// Saves everything the test driver holds now, and its answers, when changed.
     fn save(&mut self) -> Result<()> {
-        let domains = self
-            .inner
-            .domains()?
-            .into_iter()
+        if !self.dirty {
+            return Ok(());
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(failed("the twin's libvirt was changed without being loaded".into()));
+        };
+        let (live_domains, live_networks, live_pools) = (inner.domains()?, inner.networks()?, inner.pools()?);
+        let domains = live_domains
+            .iter()
             .map(|d| SavedDomain {
                 running: d.state != PowerState::ShutOff,
                 paused: d.state == PowerState::Paused,
                 autostart: d.autostart,
-                xml: d.xml,
+                xml: d.xml.clone(),
             })
             .collect();
-        let networks = self
-            .inner
-            .networks()?
-            .into_iter()
-            .map(|n| SavedObject { xml: n.xml, active: n.active, autostart: n.autostart })
+        let networks = live_networks
+            .iter()
+            .map(|n| SavedObject { xml: n.xml.clone(), active: n.active, autostart: n.autostart })
             .collect();
         let mut volumes = BTreeMap::new();
-        let pools = self
-            .inner
-            .pools()?
-            .into_iter()
+        let pools = live_pools
+            .iter()
             .map(|p| {
                 let vols = if p.active {
                     p.volumes.iter().map(volume_xml).collect()
@@ -189,21 +341,31 @@ impl SimVirt {
                     self.volumes.get(&p.name).cloned().unwrap_or_default()
                 };
                 volumes.insert(p.name.clone(), vols.clone());
-                SavedPool { xml: p.xml, active: p.active, autostart: p.autostart, volumes: vols }
+                SavedPool { xml: p.xml.clone(), active: p.active, autostart: p.autostart, volumes: vols }
             })
             .collect();
         self.volumes = volumes;
         let saved = Saved { version: STATE_VERSION, domains, networks, pools, detached: self.detached.clone() };
         let path = self.dir.join("libvirt.json");
-        let text = serde_json::to_string_pretty(&saved).map_err(|e| failed(e.to_string()))?;
-        crate::files::replace(&path, (text + "\n").as_bytes())
-            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))
-    }
-
-    fn saved<T>(&mut self, result: Result<T>) -> Result<T> {
-        let value = result?;
-        self.save()?;
-        Ok(value)
+        let text = serde_json::to_string_pretty(&saved).map_err(|e| failed(e.to_string()))? + "\n";
+        let answers = Observed {
+            version: STATE_VERSION,
+            state: crate::hash::fnv1a(text.as_bytes()),
+            domains: live_domains.into_iter().map(restored).collect::<Result<_>>()?,
+            networks: live_networks,
+            pools: live_pools,
+        };
+        let answers_path = self.dir.join("observed.json");
+        // The answers first: a state without its answers is read from libvirt again,
+        // answers without their state are never used.
+        let answers_text = serde_json::to_string(&answers).map_err(|e| failed(e.to_string()))?;
+        crate::files::replace(&answers_path, answers_text.as_bytes())
+            .map_err(|e| failed(format!("cannot write {}: {e}", answers_path.display())))?;
+        crate::files::replace(&path, text.as_bytes())
+            .map_err(|e| failed(format!("cannot write {}: {e}", path.display())))?;
+        self.dirty = false;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     fn declared(&self, address: PciAddress) -> Result<()> {
@@ -219,9 +381,9 @@ impl SimVirt {
     }
 
     /// A volume, looked up as libvirt does (its errors for a missing or stopped pool).
-    fn volume(&self, pool: &str, name: &str) -> Result<virt::storage_vol::StorageVol> {
+    fn volume(&mut self, pool: &str, name: &str) -> Result<virt::storage_vol::StorageVol> {
         let p = self
-            .inner
+            .conn()?
             .connection()
             .lookup_storage_pool_by_name(pool)
             .map_err(|e| libvirt_error(&format!("cannot find storage pool `{pool}`"), e))?;
@@ -241,7 +403,7 @@ impl SimVirt {
             Some(c) if c >= source.capacity => xml.to_string(),
             _ => translate::with_volume_capacity(xml, source.capacity),
         };
-        self.inner.create_volume(pool, &translate::volume_to_test(&xml))
+        self.changing()?.create_volume(pool, &translate::volume_to_test(&xml))
     }
 
     /// Where the twin keeps what was uploaded to a volume (the test driver's volumes hold
@@ -292,11 +454,13 @@ impl SimVirt {
             .with_code("VIR_ERR_INVALID_ARG"));
         }
         let xml = vol.xml_desc(0).map_err(|e| libvirt_error(&what, e))?;
+        self.dirty = true;
         vol.delete(0).map_err(|e| libvirt_error(&what, e))?;
-        let grown = self.inner.create_volume(pool, &translate::with_volume_capacity(&xml, capacity.bytes()));
+        let inner = self.changing()?;
+        let grown = inner.create_volume(pool, &translate::with_volume_capacity(&xml, capacity.bytes()));
         if grown.is_err() {
             // Put the volume back as it was; the error is the one to report.
-            let _ = self.inner.create_volume(pool, &xml);
+            let _ = inner.create_volume(pool, &xml);
         }
         grown
     }
@@ -359,13 +523,24 @@ fn node_xml(host: &Host, saved: &Saved) -> String {
     out
 }
 
-impl SimVirt {
+impl Core {
+    /// One shut-off domain as the test driver holds it, read alone (the checks before a
+    /// start read the one domain started, not every domain of the host each time).
+    fn one_domain(&mut self, name: &str) -> Result<Option<LiveDomain>> {
+        let what = format!("cannot read domain `{name}`");
+        let xml = match self.conn()?.connection().lookup_domain_by_name(name) {
+            Ok(d) => d.xml_desc(0).map_err(|e| libvirt_error(&what, e))?,
+            Err(_) => return Ok(None), // the start reports libvirt's own error
+        };
+        crate::driver::libvirt::xml::domain(&xml, PowerState::ShutOff, false).map(Some)
+    }
+
     /// What libvirtd checks as it starts a domain and the test driver does not: every
     /// bridge its NICs join exists on the host (the twin's links, beside its libvirt
     /// state; a twin whose links were never made has only its declared NICs). A real
     /// libvirtd fails on the tap's MTU, with a system error.
     fn check_bridges(&mut self, name: &str) -> Result<()> {
-        let Some(d) = self.inner.domains()?.into_iter().find(|d| d.name == name) else {
+        let Some(d) = self.one_domain(name)? else {
             return Ok(()); // the test driver says it is not there
         };
         let links_path = self.dir.join("links.json");
@@ -388,11 +563,11 @@ impl SimVirt {
     }
 }
 
-impl SimVirt {
+impl Core {
     /// libvirtd starts no domain whose mdev hostdev is not on the host: the twin's GPUs
     /// (`gpus.json` beside it) must carry a vGPU device of that UUID.
     fn check_mdevs(&mut self, name: &str) -> Result<()> {
-        let Some(d) = self.inner.domains()?.into_iter().find(|d| d.name == name) else { return Ok(()) };
+        let Some(d) = self.one_domain(name)? else { return Ok(()) };
         let xml = restored(d)?.xml;
         let Ok(doc) = roxmltree::Document::parse(&xml) else { return Ok(()) };
         let wanted: Vec<String> = doc
@@ -466,10 +641,15 @@ impl SimVirt {
     }
 }
 
-/// The PCI devices a twin's libvirt has bound to vfio-pci (its `libvirt.json` in `dir`);
+/// The PCI devices a twin's libvirt has bound to vfio-pci (this process's open libvirt
+/// of the twin, else its `libvirt.json` in `dir`);
 /// none when it has no state yet or the state cannot be read (opening the twin's libvirt
 /// reports that).
 pub fn detached(dir: &Path) -> Vec<PciAddress> {
+    let open = std::fs::canonicalize(dir).ok().and_then(|key| cores().get(&key).and_then(Weak::upgrade));
+    if let Some(core) = open {
+        return core.lock().unwrap_or_else(|e| e.into_inner()).detached.clone();
+    }
     std::fs::read_to_string(dir.join("libvirt.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<Saved>(&text).ok())
@@ -492,7 +672,7 @@ fn restored(d: LiveDomain) -> Result<LiveDomain> {
     Ok(live)
 }
 
-impl Virt for SimVirt {
+impl Virt for Core {
     fn host_info(&mut self) -> Result<HostInfo> {
         let boot_id = super::boot_id(&self.dir).map_err(|e| failed(format!("cannot read the twin's boot id: {e}")))?;
         Ok(HostInfo { boot_id: Some(boot_id), ..hardware::host_info(&self.host) })
@@ -503,124 +683,214 @@ impl Virt for SimVirt {
     }
 
     fn domains(&mut self) -> Result<Vec<LiveDomain>> {
-        self.inner.domains()?.into_iter().map(restored).collect()
+        if let Some(a) = &self.answers {
+            return Ok(a.domains.clone());
+        }
+        self.conn()?.domains()?.into_iter().map(restored).collect()
     }
     fn networks(&mut self) -> Result<Vec<LiveNetwork>> {
-        self.inner.networks()
+        if let Some(a) = &self.answers {
+            return Ok(a.networks.clone());
+        }
+        self.conn()?.networks()
     }
     fn pools(&mut self) -> Result<Vec<LivePool>> {
-        self.inner.pools()
+        if let Some(a) = &self.answers {
+            return Ok(a.pools.clone());
+        }
+        self.conn()?.pools()
     }
 
     fn define_domain(&mut self, xml: &str) -> Result<()> {
-        let r = self.inner.define_domain(&translate::domain_to_test(xml));
-        self.saved(r)
+        self.changing()?.define_domain(&translate::domain_to_test(xml))
     }
     fn undefine_domain(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.undefine_domain(name);
-        self.saved(r)
+        self.changing()?.undefine_domain(name)
     }
     fn start_domain(&mut self, name: &str) -> Result<()> {
         self.check_bridges(name)?;
         self.check_mdevs(name)?;
-        let r = self.inner.start_domain(name);
-        self.saved(r)
+        self.changing()?.start_domain(name)
     }
     fn shutdown_domain(&mut self, name: &str, timeout: Duration) -> Result<ShutdownOutcome> {
-        let r = self.inner.shutdown_domain(name, timeout);
-        self.saved(r)
+        self.changing()?.shutdown_domain(name, timeout)
     }
     fn destroy_domain(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.destroy_domain(name);
-        self.saved(r)
+        self.changing()?.destroy_domain(name)
     }
     fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
-        let r = self.inner.set_domain_autostart(name, autostart);
-        self.saved(r)
+        self.changing()?.set_domain_autostart(name, autostart)
     }
     fn resume_domain(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.resume_domain(name);
-        self.saved(r)
+        self.changing()?.resume_domain(name)
     }
     fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
-        let r = self.inner.set_domain_mark(name, mark);
-        self.saved(r)
+        self.changing()?.set_domain_mark(name, mark)
     }
     fn define_network(&mut self, xml: &str) -> Result<()> {
-        let r = self.inner.define_network(xml);
-        self.saved(r)
+        self.changing()?.define_network(xml)
     }
     fn start_network(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.start_network(name);
-        self.saved(r)
+        self.changing()?.start_network(name)
     }
     fn stop_network(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.stop_network(name);
-        self.saved(r)
+        self.changing()?.stop_network(name)
     }
     fn undefine_network(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.undefine_network(name);
-        self.saved(r)
+        self.changing()?.undefine_network(name)
     }
     fn set_network_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
-        let r = self.inner.set_network_autostart(name, autostart);
-        self.saved(r)
+        self.changing()?.set_network_autostart(name, autostart)
     }
     fn define_pool(&mut self, xml: &str) -> Result<()> {
-        let r = self.inner.define_pool(xml);
-        self.saved(r)
+        self.changing()?.define_pool(xml)
     }
     fn start_pool(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.start_pool(name);
-        self.saved(r)
+        self.changing()?.start_pool(name)
     }
     fn stop_pool(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.stop_pool(name);
-        self.saved(r)
+        // libvirt lists no volumes of a stopped pool: keep them as they are now, for the
+        // saved state (the pool still has them when it starts again).
+        let inner = self.changing()?;
+        if let Some(p) = inner.pools()?.into_iter().find(|p| p.name == name && p.active) {
+            self.volumes.insert(p.name, p.volumes.iter().map(volume_xml).collect());
+        }
+        self.changing()?.stop_pool(name)
     }
     fn undefine_pool(&mut self, name: &str) -> Result<()> {
-        let r = self.inner.undefine_pool(name);
-        self.saved(r)
+        self.changing()?.undefine_pool(name)
     }
     fn set_pool_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
-        let r = self.inner.set_pool_autostart(name, autostart);
-        self.saved(r)
+        self.changing()?.set_pool_autostart(name, autostart)
     }
     fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()> {
-        let r = self.inner.create_volume(pool, &translate::volume_to_test(xml));
-        self.saved(r)
+        self.changing()?.create_volume(pool, &translate::volume_to_test(xml))
     }
     fn clone_volume(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()> {
-        let r = self.clone_volume_as_libvirt(pool, xml, from_pool, from_volume);
-        self.saved(r)
+        self.clone_volume_as_libvirt(pool, xml, from_pool, from_volume)
     }
     fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
-        let r = self.inner.delete_volume(pool, name);
-        if r.is_ok() {
-            let _ = std::fs::remove_file(self.content_path(pool, name));
-        }
-        self.saved(r)
+        self.changing()?.delete_volume(pool, name)?;
+        let _ = std::fs::remove_file(content_path(&self.dir, pool, name));
+        Ok(())
     }
     fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
         self.upload_volume_as_libvirt(pool, name, len, data)
     }
     fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
-        let r = self.resize_volume_as_libvirt(pool, name, capacity);
-        self.saved(r)
+        self.resize_volume_as_libvirt(pool, name, capacity)
     }
 
     /// The twin binds a declared device to vfio-pci, as libvirt's nodedev detach does.
     fn detach_device(&mut self, address: PciAddress) -> Result<()> {
         self.declared(address)?;
         if !self.detached.contains(&address) {
+            self.changing()?;
             self.detached.push(address);
         }
-        self.save()
+        Ok(())
     }
 
     fn reattach_device(&mut self, address: PciAddress) -> Result<()> {
         self.declared(address)?;
-        self.detached.retain(|a| *a != address);
-        self.save()
+        if self.detached.contains(&address) {
+            self.changing()?;
+            self.detached.retain(|a| *a != address);
+        }
+        Ok(())
+    }
+}
+
+/// Every call goes to the twin's one libvirt in this process.
+impl Virt for SimVirt {
+    fn host_info(&mut self) -> Result<HostInfo> {
+        self.core().host_info()
+    }
+    fn devices(&mut self) -> Result<Vec<LivePciDevice>> {
+        self.core().devices()
+    }
+    fn domains(&mut self) -> Result<Vec<LiveDomain>> {
+        self.core().domains()
+    }
+    fn networks(&mut self) -> Result<Vec<LiveNetwork>> {
+        self.core().networks()
+    }
+    fn pools(&mut self) -> Result<Vec<LivePool>> {
+        self.core().pools()
+    }
+    fn define_domain(&mut self, xml: &str) -> Result<()> {
+        self.core().define_domain(xml)
+    }
+    fn undefine_domain(&mut self, name: &str) -> Result<()> {
+        self.core().undefine_domain(name)
+    }
+    fn start_domain(&mut self, name: &str) -> Result<()> {
+        self.core().start_domain(name)
+    }
+    fn shutdown_domain(&mut self, name: &str, timeout: Duration) -> Result<ShutdownOutcome> {
+        self.core().shutdown_domain(name, timeout)
+    }
+    fn destroy_domain(&mut self, name: &str) -> Result<()> {
+        self.core().destroy_domain(name)
+    }
+    fn set_domain_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        self.core().set_domain_autostart(name, autostart)
+    }
+    fn resume_domain(&mut self, name: &str) -> Result<()> {
+        self.core().resume_domain(name)
+    }
+    fn set_domain_mark(&mut self, name: &str, mark: &str) -> Result<()> {
+        self.core().set_domain_mark(name, mark)
+    }
+    fn define_network(&mut self, xml: &str) -> Result<()> {
+        self.core().define_network(xml)
+    }
+    fn start_network(&mut self, name: &str) -> Result<()> {
+        self.core().start_network(name)
+    }
+    fn stop_network(&mut self, name: &str) -> Result<()> {
+        self.core().stop_network(name)
+    }
+    fn undefine_network(&mut self, name: &str) -> Result<()> {
+        self.core().undefine_network(name)
+    }
+    fn set_network_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        self.core().set_network_autostart(name, autostart)
+    }
+    fn define_pool(&mut self, xml: &str) -> Result<()> {
+        self.core().define_pool(xml)
+    }
+    fn start_pool(&mut self, name: &str) -> Result<()> {
+        self.core().start_pool(name)
+    }
+    fn stop_pool(&mut self, name: &str) -> Result<()> {
+        self.core().stop_pool(name)
+    }
+    fn undefine_pool(&mut self, name: &str) -> Result<()> {
+        self.core().undefine_pool(name)
+    }
+    fn set_pool_autostart(&mut self, name: &str, autostart: bool) -> Result<()> {
+        self.core().set_pool_autostart(name, autostart)
+    }
+    fn create_volume(&mut self, pool: &str, xml: &str) -> Result<()> {
+        self.core().create_volume(pool, xml)
+    }
+    fn clone_volume(&mut self, pool: &str, xml: &str, from_pool: &str, from_volume: &str) -> Result<()> {
+        self.core().clone_volume(pool, xml, from_pool, from_volume)
+    }
+    fn delete_volume(&mut self, pool: &str, name: &str) -> Result<()> {
+        self.core().delete_volume(pool, name)
+    }
+    fn upload_volume(&mut self, pool: &str, name: &str, len: u64, data: &mut dyn std::io::Read) -> Result<()> {
+        self.core().upload_volume(pool, name, len, data)
+    }
+    fn resize_volume(&mut self, pool: &str, name: &str, capacity: ByteSize) -> Result<()> {
+        self.core().resize_volume(pool, name, capacity)
+    }
+    fn detach_device(&mut self, address: PciAddress) -> Result<()> {
+        self.core().detach_device(address)
+    }
+    fn reattach_device(&mut self, address: PciAddress) -> Result<()> {
+        self.core().reattach_device(address)
     }
 }

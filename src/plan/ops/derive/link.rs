@@ -107,7 +107,11 @@ pub(super) fn vfs(host: &DesiredHost, live: Option<&LiveHost>, id: &ResourceId) 
 pub(super) fn partitions(factory: &str, host: &DesiredHost, id: &ResourceId) -> Result<Vec<Step>, OpsError> {
     let p = host.partitions.as_ref().filter(|p| &p.id == id).ok_or_else(|| missing(id))?;
     Ok(vec![
-        Step::Link(LinkOp::WritePartitions { path: p.path.clone(), factory: factory.to_string(), block: p.block.clone() }),
+        Step::Link(LinkOp::WritePartitions {
+            path: p.path.clone(),
+            factory: factory.to_string(),
+            block: p.block.clone(),
+        }),
         Step::Link(LinkOp::ReloadSubnetManager),
     ])
 }
