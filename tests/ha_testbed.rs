@@ -41,7 +41,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use factory::{FABRIK, Factory, TINY, Template, Tenant, Vm};
+use factory::{FABRIK, Factory, TINY, Template, Tenant, Vm, commit, git};
 use nix::sys::signal::Signal;
 use testbed::{Host, Testbed, say};
 use watcher::Watcher;
@@ -51,25 +51,6 @@ const TTL: u64 = 2;
 
 fn vm(name: &str) -> Vm {
     Vm { name: name.into(), tenant: "acme".into(), host: "h1".into(), template: TINY.into(), disk: None }
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn commit(f: &Factory, repo: &Path, message: &str) -> String {
-    f.write(repo);
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", message]);
-    git(repo, &["rev-parse", "HEAD"])
 }
 
 fn running(host: &Host, name: &str) -> bool {

@@ -36,7 +36,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use factory::{Factory, TINY, Template, Tenant, Vm};
+use factory::{Factory, TINY, Template, Tenant, Vm, commit, git};
 use run::HostView;
 use testbed::{Host, Testbed, say};
 
@@ -45,25 +45,6 @@ const PATIENCE: Duration = Duration::from_secs(180);
 
 fn vm(name: &str, host: &str) -> Vm {
     Vm { name: name.into(), tenant: "acme".into(), host: host.into(), template: TINY.into(), disk: None }
-}
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let o = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn commit(f: &Factory, repo: &Path, message: &str) -> String {
-    f.write(repo);
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", message]);
-    git(repo, &["rev-parse", "HEAD"])
 }
 
 struct Watcher {

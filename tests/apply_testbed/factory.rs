@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use super::testbed::{Host, Testbed};
 
@@ -263,4 +264,26 @@ impl Factory {
         std::fs::write(dir.join("factory.yaml"), self.yaml()).expect("the factory file can be written");
         dir.to_path_buf()
     }
+}
+
+/// `git -C repo ARGS` as a test user (no signing), its trimmed output; fails the test
+/// when git does.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Writes `f` into the work tree `repo` and commits it all; the new commit's id.
+pub fn commit(f: &Factory, repo: &Path, message: &str) -> String {
+    f.write(repo);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+    git(repo, &["rev-parse", "HEAD"])
 }
