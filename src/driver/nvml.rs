@@ -281,21 +281,37 @@ impl Gpus for NvmlDriver {
         raw.destroy_gpu_instance(gi).map_err(|f| self.mig_error(&dev, f.error(&what)))
     }
 
-    /// vGPU devices are sysfs's, not NVML's (`vgpu.rs`); the MIG instance must exist,
-    /// which the host's offered types say (a MIG-backed type is creatable only then).
+    /// vGPU devices are sysfs's, not NVML's (`vgpu.rs`). The MIG instance must exist:
+    /// NVML is asked first, so that a missing one is named (as the twin names it) rather
+    /// than left to the host's offered types, which say only that no instance of the
+    /// profile is free.
     fn create_vgpu(
         &mut self,
         gpu: PciAddress,
         profile: &str,
-        _start: u8,
+        start: u8,
         uuid: &str,
         vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        let live = self.gpus()?;
+        let g = live
+            .iter()
+            .find(|g| g.address == gpu)
+            .ok_or_else(|| DriverError::new(ErrorKind::NotFound, format!("no GPU {gpu} on this host")))?;
+        if !g.instances.iter().any(|m| m.profile == profile && m.start == start) {
+            return Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("a vGPU for MIG profile {profile} is not creatable on GPU {gpu}: no MIG instance {profile}@{start}"),
+            ));
+        }
         crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid, vf)
     }
 
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
-        crate::driver::vgpu::Sysfs::host().remove_by_uuid(gpu, uuid)
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> Result<()> {
+        match vf {
+            Some(vf) => crate::driver::vgpu::Sysfs::host().remove_from_vf(gpu, vf),
+            None => crate::driver::vgpu::Sysfs::host().remove_by_uuid(gpu, uuid),
+        }
     }
 }
 

@@ -103,6 +103,12 @@ impl Sysfs {
         if self.mode(gpu) == Some(VgpuMode::Mdev) && self.root.join("bus/mdev/devices").join(uuid).exists() {
             return Ok(VgpuDevice::Mdev(uuid.to_string()));
         }
+        if self.mode(gpu) == Some(VgpuMode::SriovVf)
+            && let Some(vf) = vf
+            && let Some(kept) = self.kept_on_vf(gpu, vf, profile)?
+        {
+            return Ok(kept);
+        }
         let types = self.types(gpu)?;
         let t = type_for_mig(&types, profile).ok_or_else(|| {
             let offered: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
@@ -117,6 +123,34 @@ impl Sysfs {
         match (self.mode(gpu), vf) {
             (Some(VgpuMode::SriovVf), Some(vf)) => self.create_on_vf(gpu, vf, t),
             _ => self.create(gpu, t, uuid),
+        }
+    }
+
+    /// The planned VF when it carries a vGPU already (a rerun, or a VM started again
+    /// on its kept device), as an mdev of the UUID is kept. Checked before the offered
+    /// types: once every instance of the profile carries a vGPU, no VF offers its type
+    /// any more. A type another VF still offers for the profile that differs from the
+    /// one written is another vGPU: refused, the VF in use.
+    fn kept_on_vf(&self, gpu: PciAddress, vf: PciAddress, profile: &str) -> Result<Option<VgpuDevice>> {
+        if !self.vfs(gpu).contains(&vf) {
+            return Ok(None);
+        }
+        let now = self.read(&self.device(vf).join("nvidia/current_vgpu_type"))?;
+        if now == "0" || now.is_empty() {
+            return Ok(None);
+        }
+        let offered: Vec<VgpuType> = self
+            .vfs(gpu)
+            .into_iter()
+            .filter_map(|v| self.read(&self.device(v).join("nvidia/creatable_vgpu_types")).ok())
+            .flat_map(|t| parse_creatable(&t))
+            .collect();
+        match type_for_mig(&offered, profile) {
+            Some(t) if t.id != now => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("VF {vf} of GPU {gpu} already carries vGPU type {now} (in use)"),
+            )),
+            _ => Ok(Some(VgpuDevice::Vf(vf))),
         }
     }
 
@@ -176,6 +210,19 @@ impl Sysfs {
             )),
             _ if !self.root.join("bus/mdev/devices").join(uuid).exists() => Ok(()),
             _ => self.remove(&VgpuDevice::Mdev(uuid.to_string())),
+        }
+    }
+
+    /// Removes the vGPU on `vf` of `gpu` (writes `0` to its `current_vgpu_type`); a VF
+    /// without one is removed already.
+    pub fn remove_from_vf(&self, gpu: PciAddress, vf: PciAddress) -> Result<()> {
+        if !self.vfs(gpu).contains(&vf) {
+            return Err(DriverError::new(ErrorKind::NotFound, format!("{vf} is not a virtual function of GPU {gpu}")));
+        }
+        let path = self.device(vf).join("nvidia/current_vgpu_type");
+        match self.read(&path)?.as_str() {
+            "0" | "" => Ok(()),
+            _ => self.remove(&VgpuDevice::Vf(vf)),
         }
     }
 
