@@ -11,11 +11,13 @@
 //! into the GPUs' state at its next call, as the manager would at the write.
 //!
 //! The host's libvirt is the test driver (`test:///default`): fabrik defines and starts
-//! each VM's domain there within one apply, and the domain XML it defines is read back
-//! from the apply's verify pass; the test driver keeps nothing between processes, so
-//! "the running VM is not touched" is shown here on the GPU side (its device and MIG
-//! instance unchanged, no op on them), and on the twins (`tests/apply_vgpu.rs`) for the
-//! domain. With `CI=true` a simulated library that cannot be built fails the tests;
+//! each VM's domain there within one apply (whose verify pass finds them as defined),
+//! and the domain XML it defines is the plan's (`plan --diff --format json`, the
+//! `define` op's `xml`), read before each apply. The test driver keeps nothing between
+//! processes, so every apply defines the VMs again, and "the running VM is not touched"
+//! is shown here on the GPU side (its device and MIG instance unchanged, no op on the
+//! instance, its domain naming the same device), and on the twins (`tests/apply_vgpu.rs`)
+//! for the domain. With `CI=true` a simulated library that cannot be built fails the tests;
 //! elsewhere they are skipped, saying why.
 
 #[path = "sim_nvml/mod.rs"]
@@ -147,10 +149,7 @@ impl Host {
     /// `fabrik apply --yes --format json`: its exit status, its events and its output.
     fn apply(&self) -> (Option<i32>, Vec<Value>, String) {
         let o = self.fabrik(&["apply", "--yes", "--format", "json"]);
-        let events = String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let events = String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         (o.status.code(), events, text(&o))
     }
 
@@ -216,16 +215,57 @@ fn expected_names(mode: VgpuMode, devices: &[SimVgpu]) -> Vec<String> {
     names
 }
 
-/// The devices the VM's `create-vgpu` op named: its domain references that UUID (mdev)
-/// or that VF (SR-IOV).
-fn created_for(events: &[Value]) -> Vec<String> {
+/// The devices each VM's domain names, from the domain XML the plan defines
+/// (`fabrik plan --diff --format json`: the `define` op's `xml`), by VM: an mdev's UUID,
+/// or the PCI address of a VF (a `managed='no'` PCI hostdev).
+fn planned_domains(host: &Host) -> Vec<(String, Vec<String>)> {
+    let o = host.fabrik(&["plan", "--diff", "--format", "json"]);
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", text(&o)));
     let mut out = Vec::new();
-    for e in events {
-        let Some(op) = e.get("op").filter(|_| e["event"] == "op") else { continue };
-        let _ = op;
+    for a in common::all(&plan, "actions").as_array().unwrap() {
+        let Some(vm) = a["id"].as_str().and_then(|id| id.strip_prefix(&format!("vm:{HOST}/"))) else { continue };
+        let Some(xml) = a["ops"].as_array().into_iter().flatten().find_map(|o| o["xml"].as_str()) else { continue };
+        let doc = roxmltree::Document::parse(xml).unwrap();
+        let named = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("hostdev"))
+            .filter_map(|n| {
+                let a = n.descendants().find(|a| a.has_tag_name("address"))?;
+                match (n.attribute("type"), n.attribute("managed")) {
+                    (Some("mdev"), _) => a.attribute("uuid").map(str::to_string),
+                    (Some("pci"), Some("no")) => {
+                        let hex = |k: &str| a.attribute(k).map(|v| v.trim_start_matches("0x").to_string());
+                        Some(format!("{}:{}:{}.{}", hex("domain")?, hex("bus")?, hex("slot")?, hex("function")?))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        out.push((vm.to_string(), named));
     }
     out.sort();
     out
+}
+
+/// Each VM's domain names one device, its own, and it is one sysfs shows after the
+/// apply: one fabrik's driver created.
+fn domains_name_created_devices(domains: &[(String, Vec<String>)], vms: &[&str], host: &Host, out: &str) {
+    let names: Vec<&str> = domains.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(names, vms, "{domains:?}");
+    let seen = observed_names(host);
+    let mut all = Vec::new();
+    for (vm, named) in domains {
+        assert_eq!(named.len(), 1, "{vm}: {named:?}");
+        assert!(
+            seen.contains(&named[0]),
+            "{vm}'s domain names {} which sysfs does not show: {seen:?}\n{out}",
+            named[0]
+        );
+        all.push(&named[0]);
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), domains.len(), "each domain a device of its own: {domains:?}");
 }
 
 fn scenario(mode: VgpuMode, vfs: u32) {
@@ -233,14 +273,13 @@ fn scenario(mode: VgpuMode, vfs: u32) {
 
     // Three VMs on MIG-backed vGPUs of one GPU.
     host.write(&LAYOUT, &VMS);
+    let domains = planned_domains(&host);
     let (code, events, out) = host.apply();
     assert_eq!(code, Some(0), "apply failed:\n{out}");
     let devices = host.devices();
     assert_eq!(devices.len(), 3, "{devices:?}\n{out}");
     for slot in LAYOUT {
         let d = device(&devices, slot);
-        let want = if mode == VgpuMode::Mdev { "" } else { &uuid(slot) };
-        let _ = want;
         assert!(d.type_name.starts_with("NVIDIA H200-"), "{d:?}");
         // The VM's device went in before its domain was started.
         let vm = VMS[LAYOUT.iter().position(|s| *s == slot).unwrap()].0;
@@ -256,12 +295,19 @@ fn scenario(mode: VgpuMode, vfs: u32) {
         assert_eq!(made, want, "each mdev named by the UUID fabrik derives for its instance");
     }
     assert_eq!(observed_names(&host), expected_names(mode, &devices), "sysfs shows the devices");
-    let _ = created_for(&events);
+    domains_name_created_devices(&domains, &["a", "b", "c"], &host, &out);
+    let named = |domains: &[(String, Vec<String>)], vm: &str| domains.iter().find(|d| d.0 == vm).unwrap().1.clone();
 
     // A re-layout: `c` and its 3g go, `d` and `e` come on new 1g instances; `a`'s and
     // `b`'s devices and instances stay as they were.
     let before = host.state();
     host.write(&RELAYOUT, &RELAYOUT_VMS);
+    let relaid = planned_domains(&host);
+    // The test driver forgot `a` and `b` with the last process: they are defined again,
+    // naming the devices they had.
+    for vm in ["a", "b"] {
+        assert_eq!(named(&relaid, vm), named(&domains, vm), "{vm} names another device");
+    }
     let (code, events, out) = host.apply();
     assert_eq!(code, Some(0), "apply failed:\n{out}");
     let after = host.state();
@@ -280,6 +326,7 @@ fn scenario(mode: VgpuMode, vfs: u32) {
     device(&devices, "1g.18gb@5");
     assert_eq!(devices.len(), 4, "{devices:?}");
     assert_eq!(observed_names(&host), expected_names(mode, &devices));
+    domains_name_created_devices(&relaid, &["a", "b", "d", "e"], &host, &out);
 
     // A reboot: the GPU's instances and devices gone (the tree as the manager shows
     // them after it), MIG mode kept. Apply makes the instances, then each VM's device,
@@ -289,6 +336,7 @@ fn scenario(mode: VgpuMode, vfs: u32) {
     host.save(&state);
     std::fs::remove_dir_all(host.sys()).unwrap();
     std::fs::create_dir(host.sys()).unwrap();
+    let rebooted = planned_domains(&host);
     let (code, events, out) = host.apply();
     assert_eq!(code, Some(0), "apply failed:\n{out}");
     for (vm, slot) in RELAYOUT_VMS.iter().map(|v| v.0).zip(RELAYOUT) {
@@ -298,6 +346,8 @@ fn scenario(mode: VgpuMode, vfs: u32) {
     let devices = host.devices();
     assert_eq!(devices.len(), 4, "{devices:?}");
     assert_eq!(observed_names(&host), expected_names(mode, &devices));
+    domains_name_created_devices(&rebooted, &["a", "b", "d", "e"], &host, &out);
+    assert_eq!(rebooted, relaid, "after the reboot the domains name the devices they named before");
 }
 
 #[test]

@@ -301,7 +301,9 @@ impl Gpus for NvmlDriver {
         if !g.instances.iter().any(|m| m.profile == profile && m.start == start) {
             return Err(DriverError::new(
                 ErrorKind::Refused,
-                format!("a vGPU for MIG profile {profile} is not creatable on GPU {gpu}: no MIG instance {profile}@{start}"),
+                format!(
+                    "a vGPU for MIG profile {profile} is not creatable on GPU {gpu}: no MIG instance {profile}@{start}"
+                ),
             ));
         }
         crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid, vf)
