@@ -12,7 +12,9 @@
 //! `$FABRIK_SIM_NVML_STATE`, else the library's own path with `.json` appended (so that
 //! two copies of the library are two independent hosts). A missing file is created
 //! holding [`SimGpuState::reference`]. With `FABRIK_SIM_NVML_LOG` set, every failed
-//! call is reported on stderr with the simulation's reason.
+//! call is reported on stderr with the simulation's reason. With `FABRIK_SYSFS_ROOT`
+//! set, the library also keeps the GPUs' vGPU side in a fake sysfs tree there, as
+//! NVIDIA's vGPU manager would (`sysfs.rs`).
 
 // The exported functions are NVML's: their names are its names, and their safety
 // contract is nvml.h's (valid pointers where it asks for them).

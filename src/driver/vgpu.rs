@@ -534,6 +534,39 @@ mod tests {
     }
 
     #[test]
+    fn a_vfs_vgpu_is_removed_by_its_vf_and_kept_on_its_planned_vf() {
+        let tree = sriov_tree(2);
+        let sys = Sysfs::new(tree.path());
+        let second = PciAddress::parse("0000:3b:00.5").unwrap();
+        let current = tree.path().join("bus/pci/devices/0000:3b:00.5/nvidia/current_vgpu_type");
+        sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap();
+        // No VF offers the type any more (its MIG instances all carry a vGPU): the
+        // planned VF carrying one is kept.
+        std::fs::write(
+            tree.path().join("bus/pci/devices/0000:3b:00.4/nvidia/creatable_vgpu_types"),
+            "ID : vGPU Name\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.path().join("bus/pci/devices/0000:3b:00.5/nvidia/creatable_vgpu_types"),
+            "ID : vGPU Name\n",
+        )
+        .unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap(), VgpuDevice::Vf(second));
+        // A type the host offers for the profile that is not the one written: in use.
+        std::fs::write(&current, "1061\n").unwrap();
+        std::fs::write(tree.path().join("bus/pci/devices/0000:3b:00.4/nvidia/creatable_vgpu_types"), H100_TYPES)
+            .unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap_err().kind, ErrorKind::Refused);
+        sys.remove_from_vf(gpu(), second).unwrap();
+        assert_eq!(std::fs::read_to_string(&current).unwrap().trim(), "0");
+        // Again: removed already.
+        sys.remove_from_vf(gpu(), second).unwrap();
+        let other = PciAddress::parse("0000:3b:01.0").unwrap();
+        assert_eq!(sys.remove_from_vf(gpu(), other).unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
     fn a_gpu_without_vgpu_support_says_so() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("bus/pci/devices/0000:3b:00.0")).unwrap();
