@@ -359,3 +359,18 @@ fn mdev_mode_on_nvml_and_sysfs() {
 fn sriov_vf_mode_on_nvml_and_sysfs() {
     scenario(VgpuMode::SriovVf, 16);
 }
+
+#[test]
+fn the_nvml_driver_names_a_missing_mig_instance_before_writing_sysfs() {
+    use fabrik::driver::Gpus;
+    let Some(host) = Host::new(VgpuMode::Mdev, 0) else { return };
+    let mut state = host.state();
+    state.reset(0).unwrap();
+    host.save(&state);
+    let mut driver = fabrik::driver::nvml::NvmlDriver::open(Some(&host.lib)).unwrap();
+    let e = driver.create_vgpu(gpu(), "2g.35gb", 0, &uuid("2g.35gb@0"), None).unwrap_err();
+    assert_eq!(e.kind, fabrik::driver::ErrorKind::Refused, "{e:?}");
+    // The twin's words for it; sysfs (here `/sys`, which offers no vGPUs: `unsupported`)
+    // is not reached.
+    assert!(e.message.contains("no MIG instance 2g.35gb@0"), "{e:?}");
+}
