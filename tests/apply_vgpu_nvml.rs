@@ -374,3 +374,30 @@ fn the_nvml_driver_names_a_missing_mig_instance_before_writing_sysfs() {
     // is not reached.
     assert!(e.message.contains("no MIG instance 2g.35gb@0"), "{e:?}");
 }
+
+#[test]
+fn a_vm_whose_device_cannot_be_made_is_not_started() {
+    // Two VFs for three vGPUs: `a`'s instance (placement 0) is planned on VF 0; `b`'s
+    // and `c`'s (placements 2 and 4) are past the VFs, so each takes a free VF no
+    // instance's placement names: one gets VF 1 and the other is refused by the NVML
+    // driver (which of the two depends on the order their actions run in, in parallel),
+    // never `a`'s VF. That VM is not started, and the apply says it did not converge.
+    let Some(host) = Host::new(VgpuMode::SriovVf, 2) else { return };
+    host.write(&LAYOUT, &VMS);
+    let (code, events, out) = host.apply();
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no free virtual function"), "{out}");
+    let devices = host.devices();
+    assert_eq!(devices.len(), 2, "{out}");
+    // `a`'s planned VF carries a vGPU (which free 2g instance is behind it is the vGPU
+    // manager's choice, as it is on a host).
+    assert!(devices.iter().any(|d| d.vf == Some(0) && d.profile == "2g.35gb"), "{devices:?}");
+    let failed: Vec<&str> = events.iter().filter(|e| e["event"] == "failed").filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(["vm:gpu09/b", "vm:gpu09/c"].contains(&failed[0]), "{out}");
+    assert!(!events.iter().any(|e| e["event"] == "done" && e["id"] == failed[0]), "{out}");
+    position(&events, "done", "vm:gpu09/a");
+    let verify = events.iter().find(|e| e["event"] == "verify").unwrap_or_else(|| panic!("no verify:\n{out}"));
+    assert_eq!(verify["converged"], false, "{out}");
+    assert_eq!(verify["remaining"], serde_json::json!([failed[0]]), "{out}");
+}

@@ -13,8 +13,9 @@
 //! A fake tree has no kernel behind its files: a write is only a file's new content.
 //! The library plays the kernel at its next call (every NVML call, and `nvmlShutdown`):
 //! it takes what was written (a UUID in `create`, a type id in `current_vgpu_type`, `1`
-//! in `remove`) into the state, as the vGPU manager would have, then writes the tree
-//! again from the state. fabrik's NVML driver asks NVML for the MIG instance before it
+//! in `remove`) into the state, as the vGPU manager would have (a write it would
+//! refuse makes nothing and is reported on stderr), then writes the tree again from the
+//! state. fabrik's NVML driver asks NVML for the MIG instance before it
 //! writes a vGPU (`create_vgpu`), so two writes never meet in one file unread.
 
 use std::path::{Path, PathBuf};
@@ -118,8 +119,10 @@ fn ingest(state: &mut SimGpuState, root: &Path) -> Result<(), String> {
                         ("0" | "", Some(d)) => gpus.remove_vgpu(g.address, &d.uuid, None).map_err(|e| e.message)?,
                         ("0" | "", None) | (_, Some(_)) => {}
                         (id, None) => {
-                            let profile = by_id(id).ok_or_else(|| format!("VF {vf}: no vGPU type {id}"))?;
-                            made(&mut gpus, &profile, &vf_uuid(n), Some(vf), u8::try_from(n).ok())?;
+                            let done = by_id(id)
+                                .ok_or_else(|| format!("VF {vf}: no vGPU type {id}"))
+                                .and_then(|p| made(&mut gpus, &p, &vf_uuid(n), Some(vf), u8::try_from(n).ok()));
+                            refused(&path, done);
                         }
                     }
                 }
@@ -132,7 +135,7 @@ fn ingest(state: &mut SimGpuState, root: &Path) -> Result<(), String> {
                     if uuid.is_empty() {
                         continue;
                     }
-                    made(&mut gpus, p.name, &uuid, None, None)?;
+                    refused(&create, made(&mut gpus, p.name, &uuid, None, None));
                     std::fs::write(&create, "").map_err(|e| format!("{}: {e}", create.display()))?;
                 }
                 for d in &v.devices {
@@ -145,6 +148,14 @@ fn ingest(state: &mut SimGpuState, root: &Path) -> Result<(), String> {
         *state = gpus.state().clone();
     }
     Ok(())
+}
+
+/// A write the manager refuses (`EINVAL` from `write()` on a host) makes nothing: it is
+/// reported on stderr, and the file shows the state again at the render.
+fn refused(path: &Path, done: Result<(), String>) {
+    if let Err(e) = done {
+        eprintln!("sim-nvml: the vGPU manager refuses the write to {}: {e}", path.display());
+    }
 }
 
 /// Writes the tree from `state`.

@@ -306,6 +306,25 @@ impl Gpus for NvmlDriver {
                 ),
             ));
         }
+        // In SR-IOV mode an instance past the GPU's VFs has none planned: it takes a free
+        // VF that no instance's placement names (VF n is the instance at placement n's).
+        let vf = match (&g.vgpu, vf) {
+            (Some(v), None) if v.mode == crate::driver::vgpu::VgpuMode::SriovVf => {
+                let planned = |n: usize| g.instances.iter().any(|m| usize::from(m.start) == n);
+                let taken = |a: &PciAddress| v.devices.contains(&crate::driver::vgpu::VgpuDevice::Vf(*a));
+                let free = v.vfs.iter().enumerate().rev().find(|(n, a)| !planned(*n) && !taken(a));
+                Some(*free.ok_or_else(|| {
+                    DriverError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "GPU {gpu} has no free virtual function for a vGPU of MIG instance {profile}@{start} (its {} VFs are taken or planned for the instances at their placements)",
+                            v.vfs.len()
+                        ),
+                    )
+                })?.1)
+            }
+            (_, vf) => vf,
+        };
         crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid, vf)
     }
 

@@ -109,6 +109,16 @@ impl Sysfs {
         {
             return Ok(kept);
         }
+        // No VF planned (the instance's placement is past the GPU's VFs): the last free
+        // VF, as the VFs from the first are the ones planned for placements.
+        let fallback = match (self.mode(gpu), vf) {
+            (Some(VgpuMode::SriovVf), None) => {
+                Some(self.vfs(gpu).into_iter().rev().find(|v| self.is_free(*v)).ok_or_else(|| {
+                    DriverError::new(ErrorKind::Refused, format!("GPU {gpu} has no free virtual function for a vGPU"))
+                })?)
+            }
+            _ => None,
+        };
         let types = self.types(gpu)?;
         let t = type_for_mig(&types, profile).ok_or_else(|| {
             let offered: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
@@ -120,7 +130,7 @@ impl Sysfs {
                 ),
             )
         })?;
-        match (self.mode(gpu), vf) {
+        match (self.mode(gpu), vf.or(fallback)) {
             (Some(VgpuMode::SriovVf), Some(vf)) => self.create_on_vf(gpu, vf, t),
             _ => self.create(gpu, t, uuid),
         }
@@ -299,6 +309,10 @@ impl Sysfs {
                 ),
             )),
         }
+    }
+
+    fn is_free(&self, vf: PciAddress) -> bool {
+        self.read(&self.device(vf).join("nvidia/current_vgpu_type")).is_ok_and(|t| t == "0")
     }
 
     /// The first VF of `gpu` without a vGPU type.
@@ -511,7 +525,8 @@ mod tests {
     fn on_vfs_a_mig_vgpu_takes_a_free_vf_and_is_not_removed_by_uuid() {
         let tree = sriov_tree(2);
         let sys = Sysfs::new(tree.path());
-        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.4").unwrap());
+        // Not planned on a VF: the last free one.
+        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.5").unwrap());
         assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", None).unwrap(), vf);
         assert_eq!(sys.vf_types(gpu()).unwrap()[0].1, "1064");
         assert_eq!(sys.remove_by_uuid(gpu(), "u").unwrap_err().kind, ErrorKind::Unsupported);
