@@ -119,7 +119,7 @@ impl Gpus for FakeGpus {
         Ok(fabrik::driver::vgpu::VgpuDevice::Mdev(uuid.into()))
     }
 
-    fn remove_vgpu(&mut self, gpu: PciAddress, _uuid: &str) -> Result<()> {
+    fn remove_vgpu(&mut self, gpu: PciAddress, _uuid: &str, _vf: Option<PciAddress>) -> Result<()> {
         self.check(gpu)
     }
 }
@@ -176,8 +176,8 @@ fn script(host: &mut dyn Host) -> Vec<String> {
     let uuid = "66deb399-2450-8754-b4b4-a4b019a02cf1";
     note(l, "create_vgpu", gpus.create_vgpu(gpu, "1g.18gb", 3, uuid, None));
     note(l, "create_vgpu without its instance", gpus.create_vgpu(gpu, "1g.18gb", 4, uuid, None));
-    note(l, "remove_vgpu", gpus.remove_vgpu(gpu, uuid));
-    note(l, "remove_vgpu on a missing GPU", gpus.remove_vgpu(pci("0000:99:00.0"), uuid));
+    note(l, "remove_vgpu", gpus.remove_vgpu(gpu, uuid, None));
+    note(l, "remove_vgpu on a missing GPU", gpus.remove_vgpu(pci("0000:99:00.0"), uuid, None));
     note(l, "destroy_instance", gpus.destroy_instance(gpu, 1));
     note(l, "destroy_instance missing", gpus.destroy_instance(gpu, 1));
     note(l, "gpus after", gpus.gpus());

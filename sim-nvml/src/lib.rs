@@ -12,7 +12,9 @@
 //! `$FABRIK_SIM_NVML_STATE`, else the library's own path with `.json` appended (so that
 //! two copies of the library are two independent hosts). A missing file is created
 //! holding [`SimGpuState::reference`]. With `FABRIK_SIM_NVML_LOG` set, every failed
-//! call is reported on stderr with the simulation's reason.
+//! call is reported on stderr with the simulation's reason. With `FABRIK_SYSFS_ROOT`
+//! set, the library also keeps the GPUs' vGPU side in a fake sysfs tree there, as
+//! NVIDIA's vGPU manager would (`sysfs.rs`).
 
 // The exported functions are NVML's: their names are its names, and their safety
 // contract is nvml.h's (valid pointers where it asks for them).
@@ -21,6 +23,7 @@
 
 mod device;
 mod mig;
+mod sysfs;
 
 use std::ffi::{CStr, c_char, c_uint, c_void};
 use std::path::PathBuf;
@@ -68,7 +71,12 @@ fn log(function: &str, e: &SimError) {
 /// call changed it. Returns the call's code.
 fn with_state(function: &str, call: impl FnOnce(&mut SimGpuState) -> SimResult<()>) -> nvmlReturn_t {
     let mut guard = LIB.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(lib) = guard.as_mut() else {
+    run(guard.as_mut(), function, call)
+}
+
+/// [`with_state`] under the lock already held.
+fn run(lib: Option<&mut Lib>, function: &str, call: impl FnOnce(&mut SimGpuState) -> SimResult<()>) -> nvmlReturn_t {
+    let Some(lib) = lib else {
         log(function, &SimError { code: Code::UNINITIALIZED, message: "nvmlInit was not called".into() });
         return Code::UNINITIALIZED.0;
     };
@@ -82,6 +90,14 @@ fn with_state(function: &str, call: impl FnOnce(&mut SimGpuState) -> SimResult<(
         }
     }
     let before = lib.state.clone();
+    // The vGPU manager's side of sysfs: what was written to the fake tree since the last
+    // call is taken in first (`sysfs.rs`).
+    if let Some(root) = sysfs::root()
+        && let Err(e) = sysfs::sync(&mut lib.state, &root)
+    {
+        eprintln!("sim-nvml: {function}: {e}");
+        return Code::UNKNOWN.0;
+    }
     let out = call(&mut lib.state);
     if lib.state != before
         && let Some(path) = &lib.path
@@ -170,8 +186,10 @@ pub extern "C" fn nvmlShutdown() -> nvmlReturn_t {
             Code::SUCCESS.0
         }
         Some(_) => {
+            // The last writes to the fake sysfs tree are taken in before the process goes.
+            let synced = run(guard.as_mut(), "nvmlShutdown", |_| Ok(()));
             *guard = None;
-            Code::SUCCESS.0
+            synced
         }
     }
 }

@@ -415,7 +415,7 @@ fn gpu_step(g: &mut dyn Gpus, step: &Step) -> Result<()> {
         GpuOp::CreateVgpu { gpu, profile, start, uuid, vf } => {
             g.create_vgpu(*gpu, profile, *start, uuid, *vf).map(drop)
         }
-        GpuOp::RemoveVgpu { gpu, uuid } => g.remove_vgpu(*gpu, uuid),
+        GpuOp::RemoveVgpu { gpu, uuid, vf } => g.remove_vgpu(*gpu, uuid, *vf),
     }
 }
 

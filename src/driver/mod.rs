@@ -165,8 +165,9 @@ pub trait Gpus: Send {
         uuid: &str,
         vf: Option<PciAddress>,
     ) -> Result<vgpu::VgpuDevice>;
-    /// Removes the vGPU device `uuid` names; one that is not there is already removed.
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()>;
+    /// Removes the vGPU device `uuid` names, or in SR-IOV mode the one on VF `vf`; one
+    /// that is not there is already removed.
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> Result<()>;
 }
 
 /// What a link should be, for [`Links::create_link`].

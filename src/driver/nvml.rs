@@ -281,21 +281,58 @@ impl Gpus for NvmlDriver {
         raw.destroy_gpu_instance(gi).map_err(|f| self.mig_error(&dev, f.error(&what)))
     }
 
-    /// vGPU devices are sysfs's, not NVML's (`vgpu.rs`); the MIG instance must exist,
-    /// which the host's offered types say (a MIG-backed type is creatable only then).
+    /// vGPU devices are sysfs's, not NVML's (`vgpu.rs`). The MIG instance must exist:
+    /// NVML is asked first, so that a missing one is named (as the twin names it) rather
+    /// than left to the host's offered types, which say only that no instance of the
+    /// profile is free.
     fn create_vgpu(
         &mut self,
         gpu: PciAddress,
         profile: &str,
-        _start: u8,
+        start: u8,
         uuid: &str,
         vf: Option<PciAddress>,
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
+        let live = self.gpus()?;
+        let g = live
+            .iter()
+            .find(|g| g.address == gpu)
+            .ok_or_else(|| DriverError::new(ErrorKind::NotFound, format!("no GPU {gpu} on this host")))?;
+        if !g.instances.iter().any(|m| m.profile == profile && m.start == start) {
+            return Err(DriverError::new(
+                ErrorKind::Refused,
+                format!(
+                    "a vGPU for MIG profile {profile} is not creatable on GPU {gpu}: no MIG instance {profile}@{start}"
+                ),
+            ));
+        }
+        // In SR-IOV mode an instance past the GPU's VFs has none planned: it takes a free
+        // VF that no instance's placement names (VF n is the instance at placement n's).
+        let vf = match (&g.vgpu, vf) {
+            (Some(v), None) if v.mode == crate::driver::vgpu::VgpuMode::SriovVf => {
+                let planned = |n: usize| g.instances.iter().any(|m| usize::from(m.start) == n);
+                let taken = |a: &PciAddress| v.devices.contains(&crate::driver::vgpu::VgpuDevice::Vf(*a));
+                let free = v.vfs.iter().enumerate().rev().find(|(n, a)| !planned(*n) && !taken(a));
+                Some(*free.ok_or_else(|| {
+                    DriverError::new(
+                        ErrorKind::Refused,
+                        format!(
+                            "GPU {gpu} has no free virtual function for a vGPU of MIG instance {profile}@{start} (its {} VFs are taken or planned for the instances at their placements)",
+                            v.vfs.len()
+                        ),
+                    )
+                })?.1)
+            }
+            (_, vf) => vf,
+        };
         crate::driver::vgpu::Sysfs::host().create_for_mig(gpu, profile, uuid, vf)
     }
 
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
-        crate::driver::vgpu::Sysfs::host().remove_by_uuid(gpu, uuid)
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> Result<()> {
+        match vf {
+            Some(vf) => crate::driver::vgpu::Sysfs::host().remove_from_vf(gpu, vf),
+            None => crate::driver::vgpu::Sysfs::host().remove_by_uuid(gpu, uuid),
+        }
     }
 }
 

@@ -481,7 +481,7 @@ impl Gpus for SimGpus {
         Ok(out)
     }
 
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, _vf: Option<PciAddress>) -> Result<()> {
         let i = self.index(gpu)?;
         if let Some(v) = &mut self.state.gpus[i].vgpu {
             v.devices.retain(|d| d.uuid != uuid);

@@ -103,6 +103,22 @@ impl Sysfs {
         if self.mode(gpu) == Some(VgpuMode::Mdev) && self.root.join("bus/mdev/devices").join(uuid).exists() {
             return Ok(VgpuDevice::Mdev(uuid.to_string()));
         }
+        if self.mode(gpu) == Some(VgpuMode::SriovVf)
+            && let Some(vf) = vf
+            && let Some(kept) = self.kept_on_vf(gpu, vf, profile)?
+        {
+            return Ok(kept);
+        }
+        // No VF planned (the instance's placement is past the GPU's VFs): the last free
+        // VF, as the VFs from the first are the ones planned for placements.
+        let fallback = match (self.mode(gpu), vf) {
+            (Some(VgpuMode::SriovVf), None) => {
+                Some(self.vfs(gpu).into_iter().rev().find(|v| self.is_free(*v)).ok_or_else(|| {
+                    DriverError::new(ErrorKind::Refused, format!("GPU {gpu} has no free virtual function for a vGPU"))
+                })?)
+            }
+            _ => None,
+        };
         let types = self.types(gpu)?;
         let t = type_for_mig(&types, profile).ok_or_else(|| {
             let offered: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
@@ -114,9 +130,37 @@ impl Sysfs {
                 ),
             )
         })?;
-        match (self.mode(gpu), vf) {
+        match (self.mode(gpu), vf.or(fallback)) {
             (Some(VgpuMode::SriovVf), Some(vf)) => self.create_on_vf(gpu, vf, t),
             _ => self.create(gpu, t, uuid),
+        }
+    }
+
+    /// The planned VF when it carries a vGPU already (a rerun, or a VM started again
+    /// on its kept device), as an mdev of the UUID is kept. Checked before the offered
+    /// types: once every instance of the profile carries a vGPU, no VF offers its type
+    /// any more. A type another VF still offers for the profile that differs from the
+    /// one written is another vGPU: refused, the VF in use.
+    fn kept_on_vf(&self, gpu: PciAddress, vf: PciAddress, profile: &str) -> Result<Option<VgpuDevice>> {
+        if !self.vfs(gpu).contains(&vf) {
+            return Ok(None);
+        }
+        let now = self.read(&self.device(vf).join("nvidia/current_vgpu_type"))?;
+        if now == "0" || now.is_empty() {
+            return Ok(None);
+        }
+        let offered: Vec<VgpuType> = self
+            .vfs(gpu)
+            .into_iter()
+            .filter_map(|v| self.read(&self.device(v).join("nvidia/creatable_vgpu_types")).ok())
+            .flat_map(|t| parse_creatable(&t))
+            .collect();
+        match type_for_mig(&offered, profile) {
+            Some(t) if t.id != now => Err(DriverError::new(
+                ErrorKind::Refused,
+                format!("VF {vf} of GPU {gpu} already carries vGPU type {now} (in use)"),
+            )),
+            _ => Ok(Some(VgpuDevice::Vf(vf))),
         }
     }
 
@@ -176,6 +220,19 @@ impl Sysfs {
             )),
             _ if !self.root.join("bus/mdev/devices").join(uuid).exists() => Ok(()),
             _ => self.remove(&VgpuDevice::Mdev(uuid.to_string())),
+        }
+    }
+
+    /// Removes the vGPU on `vf` of `gpu` (writes `0` to its `current_vgpu_type`); a VF
+    /// without one is removed already.
+    pub fn remove_from_vf(&self, gpu: PciAddress, vf: PciAddress) -> Result<()> {
+        if !self.vfs(gpu).contains(&vf) {
+            return Err(DriverError::new(ErrorKind::NotFound, format!("{vf} is not a virtual function of GPU {gpu}")));
+        }
+        let path = self.device(vf).join("nvidia/current_vgpu_type");
+        match self.read(&path)?.as_str() {
+            "0" | "" => Ok(()),
+            _ => self.remove(&VgpuDevice::Vf(vf)),
         }
     }
 
@@ -252,6 +309,10 @@ impl Sysfs {
                 ),
             )),
         }
+    }
+
+    fn is_free(&self, vf: PciAddress) -> bool {
+        self.read(&self.device(vf).join("nvidia/current_vgpu_type")).is_ok_and(|t| t == "0")
     }
 
     /// The first VF of `gpu` without a vGPU type.
@@ -464,7 +525,8 @@ mod tests {
     fn on_vfs_a_mig_vgpu_takes_a_free_vf_and_is_not_removed_by_uuid() {
         let tree = sriov_tree(2);
         let sys = Sysfs::new(tree.path());
-        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.4").unwrap());
+        // Not planned on a VF: the last free one.
+        let vf = VgpuDevice::Vf(PciAddress::parse("0000:3b:00.5").unwrap());
         assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", None).unwrap(), vf);
         assert_eq!(sys.vf_types(gpu()).unwrap()[0].1, "1064");
         assert_eq!(sys.remove_by_uuid(gpu(), "u").unwrap_err().kind, ErrorKind::Unsupported);
@@ -484,6 +546,39 @@ mod tests {
         assert_eq!(seen.devices, [VgpuDevice::Vf(second)]);
         let other = PciAddress::parse("0000:3b:01.0").unwrap();
         assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(other)).unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_vfs_vgpu_is_removed_by_its_vf_and_kept_on_its_planned_vf() {
+        let tree = sriov_tree(2);
+        let sys = Sysfs::new(tree.path());
+        let second = PciAddress::parse("0000:3b:00.5").unwrap();
+        let current = tree.path().join("bus/pci/devices/0000:3b:00.5/nvidia/current_vgpu_type");
+        sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap();
+        // No VF offers the type any more (its MIG instances all carry a vGPU): the
+        // planned VF carrying one is kept.
+        std::fs::write(
+            tree.path().join("bus/pci/devices/0000:3b:00.4/nvidia/creatable_vgpu_types"),
+            "ID : vGPU Name\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.path().join("bus/pci/devices/0000:3b:00.5/nvidia/creatable_vgpu_types"),
+            "ID : vGPU Name\n",
+        )
+        .unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap(), VgpuDevice::Vf(second));
+        // A type the host offers for the profile that is not the one written: in use.
+        std::fs::write(&current, "1061\n").unwrap();
+        std::fs::write(tree.path().join("bus/pci/devices/0000:3b:00.4/nvidia/creatable_vgpu_types"), H100_TYPES)
+            .unwrap();
+        assert_eq!(sys.create_for_mig(gpu(), "3g.40gb", "u", Some(second)).unwrap_err().kind, ErrorKind::Refused);
+        sys.remove_from_vf(gpu(), second).unwrap();
+        assert_eq!(std::fs::read_to_string(&current).unwrap().trim(), "0");
+        // Again: removed already.
+        sys.remove_from_vf(gpu(), second).unwrap();
+        let other = PciAddress::parse("0000:3b:01.0").unwrap();
+        assert_eq!(sys.remove_from_vf(gpu(), other).unwrap_err().kind, ErrorKind::NotFound);
     }
 
     #[test]

@@ -230,9 +230,9 @@ impl Gpus for TwinGpus {
         self.visible(gpu)?;
         self.inner.create_vgpu(gpu, profile, start, uuid, vf)
     }
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> crate::driver::Result<()> {
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> crate::driver::Result<()> {
         self.visible(gpu)?;
-        self.inner.remove_vgpu(gpu, uuid)
+        self.inner.remove_vgpu(gpu, uuid, vf)
     }
 }
 

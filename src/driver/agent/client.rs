@@ -347,8 +347,8 @@ impl Gpus for AgentClient {
         self.call(Call::CreateVgpu { gpu, profile: profile.to_string(), start, uuid: uuid.to_string(), vf })
     }
 
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
-        self.call(Call::RemoveVgpu { gpu, uuid: uuid.to_string() })
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> Result<()> {
+        self.call(Call::RemoveVgpu { gpu, uuid: uuid.to_string(), vf })
     }
 }
 

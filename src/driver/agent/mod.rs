@@ -79,6 +79,8 @@ pub enum Call {
     RemoveVgpu {
         gpu: PciAddress,
         uuid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
     Links,
     Hugepages,
@@ -264,7 +266,7 @@ impl Gpus for Unavailable {
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
         self.fail()
     }
-    fn remove_vgpu(&mut self, _gpu: PciAddress, _uuid: &str) -> Result<()> {
+    fn remove_vgpu(&mut self, _gpu: PciAddress, _uuid: &str, _vf: Option<PciAddress>) -> Result<()> {
         self.fail()
     }
 }

@@ -169,7 +169,7 @@ fn answer(call: Call, gpus: &mut dyn Gpus, links: &mut dyn Links, locks: &mut Ho
         Call::CreateVgpu { gpu, profile, start, uuid, vf } => {
             to_value(gpus.create_vgpu(gpu, &profile, start, &uuid, vf))
         }
-        Call::RemoveVgpu { gpu, uuid } => to_value(gpus.remove_vgpu(gpu, &uuid)),
+        Call::RemoveVgpu { gpu, uuid, vf } => to_value(gpus.remove_vgpu(gpu, &uuid, vf)),
         Call::Links => to_value(links.links()),
         Call::Hugepages => to_value(links.hugepages()),
         Call::BootId => to_value(links.boot_id()),

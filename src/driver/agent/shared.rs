@@ -56,8 +56,8 @@ impl Gpus for Shared {
     ) -> Result<crate::driver::vgpu::VgpuDevice> {
         self.client()?.create_vgpu(gpu, profile, start, uuid, vf)
     }
-    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str) -> Result<()> {
-        self.client()?.remove_vgpu(gpu, uuid)
+    fn remove_vgpu(&mut self, gpu: PciAddress, uuid: &str, vf: Option<PciAddress>) -> Result<()> {
+        self.client()?.remove_vgpu(gpu, uuid, vf)
     }
 }
 

@@ -245,6 +245,10 @@ pub enum GpuOp {
     RemoveVgpu {
         gpu: PciAddress,
         uuid: String,
+        /// In SR-IOV mode, the VF that carries it (a VF has no UUID in sysfs): the live
+        /// VF of the instance's placement, when it carries a vGPU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vf: Option<PciAddress>,
     },
 }
 
@@ -351,7 +355,8 @@ impl Step {
                 GpuOp::CreateVgpu { gpu, profile, start, uuid, vf: None } => {
                     format!("create vGPU {uuid} on MIG instance {profile}@{start} of {gpu}")
                 }
-                GpuOp::RemoveVgpu { gpu, uuid } => format!("remove vGPU {uuid} from {gpu}"),
+                GpuOp::RemoveVgpu { gpu, uuid, vf: None } => format!("remove vGPU {uuid} from {gpu}"),
+                GpuOp::RemoveVgpu { gpu, uuid, vf: Some(vf) } => format!("remove vGPU {uuid} from VF {vf} of {gpu}"),
             },
             Step::Record(op) => match op {
                 RecordOp::Volume { id, .. } => format!("record `{id}` as made by fabrik"),

@@ -32,13 +32,15 @@ pub(super) fn mig(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) 
         g.instances
             .iter()
             .find(|i| &crate::desired::build::mig_id(&id.host, &g.address, &i.profile, i.start) == id)
-            .map(|i| (g.address, i.profile.clone(), i.start))
+            .map(|i| ((g.address, i.profile.clone(), i.start), vgpu_vf(g, i.start)))
     });
+    let (have, have_vf) = (have.as_ref().map(|h| h.0.clone()), have.and_then(|h| h.1));
     let destroy =
         |(gpu, profile, start): (PciAddress, String, u8)| Step::Gpu(GpuOp::DestroyMigInstance { gpu, profile, start });
     // The vGPU a VM had on the instance goes first (the host refuses to destroy an
     // instance that carries one); its UUID is fabrik's, derived from the instance's id.
-    let unplug = |gpu: PciAddress| Step::Gpu(GpuOp::RemoveVgpu { gpu, uuid: render::domain::mdev_uuid(id) });
+    let unplug =
+        |gpu: PciAddress| Step::Gpu(GpuOp::RemoveVgpu { gpu, uuid: render::domain::mdev_uuid(id), vf: have_vf });
     if action.op == Op::Delete {
         let have = have.ok_or_else(|| {
             refuse(format!("MIG instance `{id}` to destroy was not seen on its host"), "plan again against the host")
@@ -69,4 +71,13 @@ pub(super) fn mig(host: &DesiredHost, live: Option<&LiveHost>, action: &Action) 
         start: want.start,
     }));
     Ok(out)
+}
+
+/// In SR-IOV mode, the VF that carries the vGPU of the instance at placement `start`:
+/// VF `start` of the GPU (`DesiredMigInstance::vgpu_vf`), when a vGPU type is written
+/// to it.
+fn vgpu_vf(g: &crate::live::LiveGpu, start: u8) -> Option<PciAddress> {
+    let v = g.vgpu.as_ref().filter(|v| v.mode == crate::driver::vgpu::VgpuMode::SriovVf)?;
+    let vf = *v.vfs.get(usize::from(start))?;
+    v.devices.contains(&crate::driver::vgpu::VgpuDevice::Vf(vf)).then_some(vf)
 }
