@@ -33,6 +33,7 @@ use roxmltree::{Document, Node};
 use similar::{ChangeTag, TextDiff};
 
 use crate::driver::libvirt::owner;
+use crate::render::xml::escape_into;
 use crate::spec::types::CpuSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -92,23 +93,40 @@ impl Element {
     }
 
     fn write(&self, out: &mut String, depth: usize) {
-        out.push_str(&"  ".repeat(depth));
+        indent(out, depth);
         out.push('<');
         out.push_str(&self.name);
         for (n, v) in &self.attrs {
-            out.push_str(&format!(" {n}='{}'", owner::escape(v)));
+            out.push(' ');
+            out.push_str(n);
+            out.push_str("='");
+            escape_into(out, v);
+            out.push('\'');
         }
         if self.children.is_empty() && self.text.is_empty() {
             out.push_str("/>\n");
         } else if self.children.is_empty() {
-            out.push_str(&format!(">{}</{}>\n", owner::escape(&self.text), self.name));
+            out.push('>');
+            escape_into(out, &self.text);
+            out.push_str("</");
+            out.push_str(&self.name);
+            out.push_str(">\n");
         } else {
             out.push_str(">\n");
             for c in &self.children {
                 c.write(out, depth + 1);
             }
-            out.push_str(&format!("{}</{}>\n", "  ".repeat(depth), self.name));
+            indent(out, depth);
+            out.push_str("</");
+            out.push_str(&self.name);
+            out.push_str(">\n");
         }
+    }
+}
+
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
     }
 }
 
@@ -195,15 +213,20 @@ fn sort(e: &mut Element) {
     for c in &mut e.children {
         sort(c);
     }
-    let key = |c: &Element| {
-        let index = if c.name == "controller" { c.attr("index").and_then(int).unwrap_or(0) } else { 0 };
-        (
-            c.name.clone(),
-            if c.name == "controller" { c.attr("type").unwrap_or("").to_string() } else { String::new() },
-            index,
-        )
-    };
-    e.children.sort_by_key(key);
+    // By name; controllers by type, then index. Borrowed keys: a sort compares each
+    // element several times. `sort_by` is stable, as `sort_by_key` was.
+    fn key(c: &Element) -> (u64, &str) {
+        let controller = c.name == "controller";
+        let index = if controller { c.attr("index").and_then(int).unwrap_or(0) } else { 0 };
+        let kind = if controller { c.attr("type").unwrap_or("") } else { "" };
+        (index, kind)
+    }
+    e.children.sort_by(|a, b| {
+        a.name.cmp(&b.name).then_with(|| {
+            let ((ai, ak), (bi, bk)) = (key(a), key(b));
+            ak.cmp(bk).then(ai.cmp(&bi))
+        })
+    });
 }
 
 /// The canonical form of a domain's XML (see the module's table).
@@ -399,12 +422,14 @@ pub fn network(xml: &str) -> Result<String, NormalizeError> {
     Ok(n.to_xml())
 }
 
-/// A desired and a live domain in canonical form, side by side.
+/// A desired and a live domain in canonical form, side by side. Their canonical text
+/// ([`Comparison::desired`], [`Comparison::live`]) is written only when asked for: most
+/// domains compared are unchanged, and equal trees have equal text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Comparison {
-    pub desired: String,
-    pub live: String,
+    want: Element,
+    have: Element,
 }
 
 /// Normalizes both sides. A MAC address libvirt generated (the desired interface at the
@@ -432,17 +457,30 @@ pub fn compare(desired: &str, live: &str) -> Result<Comparison, NormalizeError> 
             }
         }
     }
-    Ok(Comparison { desired: want.to_xml(), live: have.to_xml() })
+    Ok(Comparison { want, have })
 }
 
 impl Comparison {
+    /// The desired domain's canonical text.
+    pub fn desired(&self) -> String {
+        self.want.to_xml()
+    }
+
+    /// The live domain's canonical text.
+    pub fn live(&self) -> String {
+        self.have.to_xml()
+    }
+
+    /// Whether the canonical texts differ. Equal trees write equal text, so only unequal
+    /// ones are written and compared (text beside child elements is not written: trees
+    /// that differ only there are equal).
     pub fn has_changes(&self) -> bool {
-        self.desired != self.live
+        self.want != self.have && self.desired() != self.live()
     }
 
     /// A unified diff, live → desired (what apply would change).
     pub fn unified(&self) -> String {
-        TextDiff::from_lines(&self.live, &self.desired)
+        TextDiff::from_lines(&self.live(), &self.desired())
             .unified_diff()
             .context_radius(3)
             .header("live", "desired")
@@ -452,7 +490,7 @@ impl Comparison {
     /// Just the changed lines, trimmed: `- ` what the live side has, `+ ` what the
     /// desired side has.
     pub fn changes(&self) -> Vec<String> {
-        TextDiff::from_lines(&self.live, &self.desired)
+        TextDiff::from_lines(&self.live(), &self.desired())
             .iter_all_changes()
             .filter_map(|c| match c.tag() {
                 ChangeTag::Equal => None,
@@ -493,7 +531,7 @@ mod tests {
     fn libvirt_defaults_are_not_changes() {
         let cmp = compare(RENDERED, LIVE).unwrap();
         assert!(!cmp.has_changes(), "{}", cmp.unified());
-        assert!(cmp.desired.contains("<memory unit='B'>67108864</memory>"), "{}", cmp.desired);
+        assert!(cmp.desired().contains("<memory unit='B'>67108864</memory>"), "{}", cmp.desired());
     }
 
     #[test]
