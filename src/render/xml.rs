@@ -8,7 +8,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new() -> Writer {
-        Writer { out: String::with_capacity(4096), depth: 0 }
+        Writer { out: String::new(), depth: 0 }
     }
 
     fn start(&mut self, tag: &str, attrs: &[(&str, String)]) {
