@@ -548,7 +548,7 @@ read 4.0 ms, parse 1700.0 ms, decode 40.0 ms, check 13.0 ms
             peak_memory: peak,
         };
         let target =
-            |name, value: f64| Target { name, unit: "s", limit: 3.0, value: Some(value), met: Some(value <= 3.0) };
+            |name, value: f64| Target { name, unit: "s", limit: 1.0, value: Some(value), met: Some(value <= 1.0) };
         let r = PlanReport {
             hosts: 1000,
             vms: 10000,
@@ -568,12 +568,12 @@ fabrik bench --plan: 1000 hosts, 10000 VMs, YAML files; 5 runs
 
                                    median         min   target
   load + validate                110.0 ms    100.0 ms
-  plan, nothing changed          950.0 ms    900.0 ms   < 3 s    ok
+  plan, nothing changed          950.0 ms    900.0 ms   < 1 s    ok
     build desired                120.0 ms    110.0 ms
     diff + ordering              830.0 ms    780.0 ms
     peak memory (VmHWM)         219.0 MiB
       of which before the run   140.0 MiB
-  plan, 1% changed              3100.0 ms   3050.0 ms   < 3 s    MISSED
+  plan, 1% changed              3100.0 ms   3050.0 ms   < 1 s    MISSED
     build desired                120.0 ms    110.0 ms
     diff + ordering             2980.0 ms   2930.0 ms
     peak memory (VmHWM)               n/a
