@@ -500,7 +500,7 @@ impl Comparison<'_> {
 
     /// A unified diff, live → desired (what apply would change).
     pub fn unified(&self) -> String {
-        TextDiff::from_lines(&self.live(), &self.desired())
+        TextDiff::from_lines(self.live().as_str(), self.desired().as_str())
             .unified_diff()
             .context_radius(3)
             .header("live", "desired")
@@ -510,7 +510,7 @@ impl Comparison<'_> {
     /// Just the changed lines, trimmed: `- ` what the live side has, `+ ` what the
     /// desired side has.
     pub fn changes(&self) -> Vec<String> {
-        TextDiff::from_lines(&self.live(), &self.desired())
+        TextDiff::from_lines(self.live().as_str(), self.desired().as_str())
             .iter_all_changes()
             .filter_map(|c| match c.tag() {
                 ChangeTag::Equal => None,
