@@ -548,7 +548,7 @@ read 4.0 ms, parse 1700.0 ms, decode 40.0 ms, check 13.0 ms
             peak_memory: peak,
         };
         let target =
-            |name, value: f64| Target { name, unit: "s", limit: 3.0, value: Some(value), met: Some(value <= 3.0) };
+            |name, value: f64| Target { name, unit: "s", limit: 1.0, value: Some(value), met: Some(value <= 1.0) };
         let r = PlanReport {
             hosts: 1000,
             vms: 10000,

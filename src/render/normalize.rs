@@ -27,12 +27,14 @@
 //! by element name (stable, so disks and NICs keep their order among themselves),
 //! controllers by type and index.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use roxmltree::{Document, Node};
+use roxmltree::{Document, Node, StringStorage};
 use similar::{ChangeTag, TextDiff};
 
 use crate::driver::libvirt::owner;
+use crate::render::xml::escape_into;
 use crate::spec::types::CpuSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,18 +45,19 @@ pub struct NormalizeError {
     pub source: roxmltree::Error,
 }
 
-/// An XML element in the canonical form: attributes sorted, text trimmed.
+/// An XML element in the canonical form: attributes sorted, text trimmed. Names and
+/// values borrow from the document read where they can (most are left as they are).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Element {
-    pub name: String,
-    pub attrs: Vec<(String, String)>,
-    pub text: String,
-    pub children: Vec<Element>,
+pub struct Element<'a> {
+    pub name: Cow<'a, str>,
+    pub attrs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub text: Cow<'a, str>,
+    pub children: Vec<Element<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
 
     fn remove_attr(&mut self, name: &str) {
@@ -63,16 +66,16 @@ impl Element {
 
     fn set_attr(&mut self, name: &str, value: String) {
         match self.attrs.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => *v = value,
-            None => self.attrs.push((name.to_string(), value)),
+            Some((_, v)) => *v = Cow::Owned(value),
+            None => self.attrs.push((Cow::Owned(name.to_string()), Cow::Owned(value))),
         }
     }
 
-    fn child(&self, name: &str) -> Option<&Element> {
+    fn child(&self, name: &str) -> Option<&Element<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
-    fn child_mut(&mut self, name: &str) -> Option<&mut Element> {
+    fn child_mut(&mut self, name: &str) -> Option<&mut Element<'a>> {
         self.children.iter_mut().find(|c| c.name == name)
     }
 
@@ -92,45 +95,80 @@ impl Element {
     }
 
     fn write(&self, out: &mut String, depth: usize) {
-        out.push_str(&"  ".repeat(depth));
+        indent(out, depth);
         out.push('<');
         out.push_str(&self.name);
         for (n, v) in &self.attrs {
-            out.push_str(&format!(" {n}='{}'", owner::escape(v)));
+            out.push(' ');
+            out.push_str(n);
+            out.push_str("='");
+            escape_into(out, v);
+            out.push('\'');
         }
         if self.children.is_empty() && self.text.is_empty() {
             out.push_str("/>\n");
         } else if self.children.is_empty() {
-            out.push_str(&format!(">{}</{}>\n", owner::escape(&self.text), self.name));
+            out.push('>');
+            escape_into(out, &self.text);
+            out.push_str("</");
+            out.push_str(&self.name);
+            out.push_str(">\n");
         } else {
             out.push_str(">\n");
             for c in &self.children {
                 c.write(out, depth + 1);
             }
-            out.push_str(&format!("{}</{}>\n", "  ".repeat(depth), self.name));
+            indent(out, depth);
+            out.push_str("</");
+            out.push_str(&self.name);
+            out.push_str(">\n");
         }
+    }
+}
+
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
     }
 }
 
 /// Reads a document into elements: fabrik's namespace under its prefix, other namespaced
 /// elements dropped (they are other tools' metadata), whitespace-only text dropped.
-fn read(xml: &str, what: &'static str) -> Result<Element, NormalizeError> {
+fn read<'a>(xml: &'a str, what: &'static str) -> Result<Element<'a>, NormalizeError> {
     let doc = Document::parse(xml).map_err(|source| NormalizeError { what, source })?;
     Ok(element(doc.root_element()).expect("the root element is in no namespace or fabrik's"))
 }
 
-fn element(node: Node<'_, '_>) -> Option<Element> {
+/// A string of the document: borrowed from its text unless the parser had to rewrite it
+/// (entities, normalised whitespace in attributes).
+fn cow<'a>(s: &StringStorage<'a>) -> Cow<'a, str> {
+    match s {
+        StringStorage::Borrowed(s) => Cow::Borrowed(s),
+        StringStorage::Owned(s) => Cow::Owned(s.to_string()),
+    }
+}
+
+fn element<'a>(node: Node<'_, 'a>) -> Option<Element<'a>> {
     let mut attrs = Vec::new();
     let name = match node.tag_name().namespace() {
-        None => node.tag_name().name().to_string(),
+        None => Cow::Borrowed(node.tag_name().name()),
         Some(owner::NAMESPACE) => {
-            attrs.push((format!("xmlns:{}", owner::PREFIX), owner::NAMESPACE.to_string()));
-            format!("{}:{}", owner::PREFIX, node.tag_name().name())
+            attrs.push((Cow::Owned(format!("xmlns:{}", owner::PREFIX)), Cow::Borrowed(owner::NAMESPACE)));
+            Cow::Owned(format!("{}:{}", owner::PREFIX, node.tag_name().name()))
         }
         Some(_) => return None,
     };
-    attrs.extend(node.attributes().map(|a| (a.name().to_string(), a.value().to_string())));
-    let text = node.children().filter(|c| c.is_text()).filter_map(|c| c.text()).collect::<String>().trim().to_string();
+    attrs.extend(node.attributes().map(|a| (Cow::Borrowed(a.name()), cow(a.value_storage()))));
+    let mut texts = node.children().filter(|c| c.is_text()).filter_map(|c| c.text_storage());
+    let text = match (texts.next(), texts.next()) {
+        (None, _) => Cow::Borrowed(""),
+        (Some(StringStorage::Borrowed(t)), None) => Cow::Borrowed(t.trim()),
+        (Some(first), second) => {
+            let mut all = String::from(first.as_str());
+            all.extend(second.into_iter().chain(texts).map(|t| t.as_str()));
+            Cow::Owned(all.trim().to_string())
+        }
+    };
     let children = node.children().filter(|c| c.is_element()).filter_map(element).collect();
     Some(Element { name, attrs, text, children })
 }
@@ -142,13 +180,13 @@ fn to_bytes(e: &mut Element, attr: Option<&str>) {
     let Some(mult) = crate::driver::libvirt::xml::unit_bytes(&unit) else { return };
     let value = match attr {
         Some(a) => e.attr(a).map(str::to_string),
-        None => Some(e.text.clone()),
+        None => Some(e.text.to_string()),
     };
     let Some(n) = value.and_then(|v| v.trim().parse::<u64>().ok()) else { return };
     let bytes = n.saturating_mul(mult).to_string();
     match attr {
         Some(a) => e.set_attr(a, bytes),
-        None => e.text = bytes,
+        None => e.text = Cow::Owned(bytes),
     }
     e.set_attr("unit", "B".to_string());
 }
@@ -164,10 +202,10 @@ fn int(text: &str) -> Option<u64> {
 /// widths (`domain` defaults to 0), `<alias>` gone.
 fn everywhere(e: &mut Element) {
     for (n, v) in &mut e.attrs {
-        if matches!(n.as_str(), "cpuset" | "nodeset" | "cpus")
+        if matches!(n.as_ref(), "cpuset" | "nodeset" | "cpus")
             && let Ok(set) = CpuSet::parse(v)
         {
-            *v = set.to_string();
+            *v = Cow::Owned(set.to_string());
         }
     }
     let pci = e.name == "address" && (e.attr("type").is_none_or(|t| t == "pci")) && e.attr("bus").is_some();
@@ -195,19 +233,24 @@ fn sort(e: &mut Element) {
     for c in &mut e.children {
         sort(c);
     }
-    let key = |c: &Element| {
-        let index = if c.name == "controller" { c.attr("index").and_then(int).unwrap_or(0) } else { 0 };
-        (
-            c.name.clone(),
-            if c.name == "controller" { c.attr("type").unwrap_or("").to_string() } else { String::new() },
-            index,
-        )
-    };
-    e.children.sort_by_key(key);
+    // By name; controllers by type, then index. Borrowed keys: a sort compares each
+    // element several times. `sort_by` is stable, as `sort_by_key` was.
+    fn key<'e>(c: &'e Element<'_>) -> (u64, &'e str) {
+        let controller = c.name == "controller";
+        let index = if controller { c.attr("index").and_then(int).unwrap_or(0) } else { 0 };
+        let kind = if controller { c.attr("type").unwrap_or("") } else { "" };
+        (index, kind)
+    }
+    e.children.sort_by(|a, b| {
+        a.name.cmp(&b.name).then_with(|| {
+            let ((ai, ak), (bi, bk)) = (key(a), key(b));
+            ak.cmp(bk).then(ai.cmp(&bi))
+        })
+    });
 }
 
 /// The canonical form of a domain's XML (see the module's table).
-pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
+pub fn domain_element(xml: &str) -> Result<Element<'_>, NormalizeError> {
     let mut d = read(xml, "domain")?;
     d.remove_attr("id");
     d.remove_attr("xmlns:fabrik");
@@ -219,7 +262,7 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
     }
     d.children.retain(|c| !(c.name == "metadata" && c.children.is_empty()));
     for c in &mut d.children {
-        match c.name.as_str() {
+        match c.name.as_ref() {
             "memory" | "currentMemory" | "maxMemory" => to_bytes(c, None),
             "vcpu" if c.attr("placement") == Some("static") => c.remove_attr("placement"),
             _ => {}
@@ -273,7 +316,7 @@ pub fn domain_element(xml: &str) -> Result<Element, NormalizeError> {
         if let Some(nvram) = os.child_mut("nvram")
             && nvram.attr("template").is_some()
         {
-            nvram.text.clear();
+            nvram.text = Cow::Borrowed("");
         }
     }
     if let Some(devices) = d.child_mut("devices") {
@@ -304,7 +347,7 @@ fn normalize_devices(devices: &mut Element) {
         .collect();
     let kept_bus = |b: u64| expanders.contains(&b) || ports.contains(&b);
 
-    devices.children.retain(|c| match c.name.as_str() {
+    devices.children.retain(|c| match c.name.as_ref() {
         "emulator" | "memballoon" => false,
         "input" => c.attr("bus") != Some("ps2"),
         "audio" => c.attr("type") != Some("none"),
@@ -325,7 +368,7 @@ fn normalize_devices(devices: &mut Element) {
         if !keep_address || dev.is("controller", &[("model", "pcie-expander-bus")]) {
             dev.remove_children("address");
         }
-        match dev.name.as_str() {
+        match dev.name.as_ref() {
             "controller" => {
                 dev.remove_children("model");
                 if dev.attr("model") == Some("pcie-root-port") {
@@ -399,19 +442,21 @@ pub fn network(xml: &str) -> Result<String, NormalizeError> {
     Ok(n.to_xml())
 }
 
-/// A desired and a live domain in canonical form, side by side.
+/// A desired and a live domain in canonical form, side by side. Their canonical text
+/// ([`Comparison::desired`], [`Comparison::live`]) is written only when asked for: most
+/// domains compared are unchanged, and equal trees have equal text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
-pub struct Comparison {
-    pub desired: String,
-    pub live: String,
+pub struct Comparison<'a> {
+    want: Element<'a>,
+    have: Element<'a>,
 }
 
 /// Normalizes both sides. A MAC address libvirt generated (the desired interface at the
 /// same position has none) is dropped from the live side: fabrik always sets MACs, so
 /// this only matters for documents rendered by hand. So is a NIC `<model>` libvirt chose
 /// for an interface fabrik gives none (an SR-IOV VF): `virtio` on Arm's `virt` machine.
-pub fn compare(desired: &str, live: &str) -> Result<Comparison, NormalizeError> {
+pub fn compare<'a>(desired: &'a str, live: &'a str) -> Result<Comparison<'a>, NormalizeError> {
     let want = domain_element(desired)?;
     let mut have = domain_element(live)?;
     let interfaces = |d: &Element, child: &str| -> Vec<bool> {
@@ -432,17 +477,30 @@ pub fn compare(desired: &str, live: &str) -> Result<Comparison, NormalizeError> 
             }
         }
     }
-    Ok(Comparison { desired: want.to_xml(), live: have.to_xml() })
+    Ok(Comparison { want, have })
 }
 
-impl Comparison {
+impl Comparison<'_> {
+    /// The desired domain's canonical text.
+    pub fn desired(&self) -> String {
+        self.want.to_xml()
+    }
+
+    /// The live domain's canonical text.
+    pub fn live(&self) -> String {
+        self.have.to_xml()
+    }
+
+    /// Whether the canonical texts differ. Equal trees write equal text, so only unequal
+    /// ones are written and compared (text beside child elements is not written: trees
+    /// that differ only there are equal).
     pub fn has_changes(&self) -> bool {
-        self.desired != self.live
+        self.want != self.have && self.desired() != self.live()
     }
 
     /// A unified diff, live → desired (what apply would change).
     pub fn unified(&self) -> String {
-        TextDiff::from_lines(&self.live, &self.desired)
+        TextDiff::from_lines(self.live().as_str(), self.desired().as_str())
             .unified_diff()
             .context_radius(3)
             .header("live", "desired")
@@ -452,7 +510,7 @@ impl Comparison {
     /// Just the changed lines, trimmed: `- ` what the live side has, `+ ` what the
     /// desired side has.
     pub fn changes(&self) -> Vec<String> {
-        TextDiff::from_lines(&self.live, &self.desired)
+        TextDiff::from_lines(self.live().as_str(), self.desired().as_str())
             .iter_all_changes()
             .filter_map(|c| match c.tag() {
                 ChangeTag::Equal => None,
@@ -493,7 +551,7 @@ mod tests {
     fn libvirt_defaults_are_not_changes() {
         let cmp = compare(RENDERED, LIVE).unwrap();
         assert!(!cmp.has_changes(), "{}", cmp.unified());
-        assert!(cmp.desired.contains("<memory unit='B'>67108864</memory>"), "{}", cmp.desired);
+        assert!(cmp.desired().contains("<memory unit='B'>67108864</memory>"), "{}", cmp.desired());
     }
 
     #[test]
@@ -501,6 +559,15 @@ mod tests {
         let with_mac = RENDERED.replace("<source bridge", "<mac address='52:54:00:fa:00:01'/><source bridge");
         let cmp = compare(&with_mac, LIVE).unwrap();
         assert_eq!(cmp.changes(), ["- <mac address='52:54:00:12:34:56'/>", "+ <mac address='52:54:00:fa:00:01'/>"]);
+    }
+
+    #[test]
+    fn text_is_what_the_text_nodes_hold_trimmed() {
+        let e = read("<a> x <!-- c --> y &amp; <b>z</b> </a>", "test").unwrap();
+        assert_eq!(e.text, "x  y &");
+        assert_eq!(e.children[0].text, "z");
+        let e = read("<a attr='1 &lt; 2'> plain </a>", "test").unwrap();
+        assert_eq!((e.text.as_ref(), e.attr("attr")), ("plain", Some("1 < 2")));
     }
 
     #[test]
