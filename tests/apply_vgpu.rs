@@ -9,9 +9,12 @@
 //! reboot (a new boot id, instances and devices gone, domains off, none autostarted),
 //! the devices rebuilt before the VMs start.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::text;
 use fabrik::driver::Virt;
 use fabrik::driver::sim_gpu::{SimGpuState, SimVgpu};
 use fabrik::driver::vgpu::VgpuMode;
@@ -21,28 +24,6 @@ use serde_json::Value;
 
 const HOST: &str = "gpu09";
 const GPU: &str = "0000:3b:00.0";
-
-/// The factory: one H200 split as `layout` (`profile@start`), one VM per `(name, profile)`.
-fn factory_yaml(layout: &[&str], vms: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "version: 1\nfactory: vgpu\nhosts:\n  - name: {HOST}\n    uri: \"test:///default\"\n    numa-nodes:\n      - {{ id: 0, socket: 0, cpus: 0-31, memory: 256GiB }}\n    gpus:\n      - address: \"{GPU}\"\n        model: H200-141GB\n        numa-node: 0\n        mode: mig\n        mig:{}\n",
-        if layout.is_empty() { " []" } else { "" }
-    );
-    for slot in layout {
-        let (p, start) = slot.split_once('@').unwrap();
-        y.push_str(&format!("          - {{ profile: {p}, placement: {start} }}\n"));
-    }
-    y.push_str("tenants:\n  - name: t\n    hosts: [gpu09]\n    sharing: [mig]\n");
-    if !vms.is_empty() {
-        y.push_str("vms:\n");
-    }
-    for (name, profile) in vms {
-        y.push_str(&format!(
-            "  - {{ name: {name}, tenant: t, vcpus: 2, memory: 4GiB, gpu: {{ model: H200-141GB, mig: {profile} }} }}\n"
-        ));
-    }
-    y
-}
 
 struct Twin {
     dir: tempfile::TempDir,
@@ -84,7 +65,7 @@ impl Twin {
     }
 
     fn write(&self, layout: &[&str], vms: &[(&str, &str)]) {
-        std::fs::write(self.factory(), factory_yaml(layout, vms)).unwrap();
+        std::fs::write(self.factory(), common::vgpu_factory(None, layout, vms)).unwrap();
     }
 
     fn fabrik(&self, args: &[&str]) -> Output {
@@ -156,10 +137,6 @@ impl Twin {
         fabrik::sim::release_state(&self.state());
         out
     }
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn mig_id(slot: &str) -> String {

@@ -114,25 +114,7 @@ impl Host {
             q(Path::new(env!("CARGO_BIN_EXE_fabrik"))),
             q(&self.dir.path().join("locks")),
         );
-        let mut y = format!(
-            "version: 1\nfactory: vgpu\nhosts:\n  - name: {HOST}\n    uri: \"test:///default\"\n    agent: {}\n    numa-nodes:\n      - {{ id: 0, socket: 0, cpus: 0-31, memory: 256GiB }}\n    gpus:\n      - address: \"{GPU}\"\n        model: H200-141GB\n        numa-node: 0\n        mode: mig\n        mig:{}\n",
-            serde_json::to_string(&agent).unwrap(),
-            if layout.is_empty() { " []" } else { "" }
-        );
-        for slot in layout {
-            let (p, start) = slot.split_once('@').unwrap();
-            y.push_str(&format!("          - {{ profile: {p}, placement: {start} }}\n"));
-        }
-        y.push_str("tenants:\n  - name: t\n    hosts: [gpu09]\n    sharing: [mig]\n");
-        if !vms.is_empty() {
-            y.push_str("vms:\n");
-        }
-        for (name, profile) in vms {
-            y.push_str(&format!(
-                "  - {{ name: {name}, tenant: t, vcpus: 2, memory: 4GiB, gpu: {{ model: H200-141GB, mig: {profile} }} }}\n"
-            ));
-        }
-        std::fs::write(self.factory(), y).unwrap();
+        std::fs::write(self.factory(), common::vgpu_factory(Some(&agent), layout, vms)).unwrap();
     }
 
     fn fabrik(&self, args: &[&str]) -> Output {

@@ -85,15 +85,13 @@ fn held(plan: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-#[test]
-fn an_unmarked_domain_holds_back_its_networks_deletion_until_it_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (factory, state) = (dir.path().join("factory"), dir.path().join("state"));
+/// The example applied to twins in `dir`, then changed so that the factory stops needing
+/// `initech-net` on fe01 (its last VM there goes): the factory and state folders.
+fn applied_then_fe01_drops_initech(dir: &Path) -> (PathBuf, PathBuf) {
+    let (factory, state) = (dir.join("factory"), dir.join("state"));
     copy_dir(&example(), &factory);
     let o = fabrik(&["apply", "--sim", "--yes", factory.to_str().unwrap()], &state);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-
-    // The factory stops needing `initech-net` on fe01: its last VM there goes.
     let hub = factory.join("tenants/initech.yaml");
     let tenant = std::fs::read_to_string(&hub).unwrap();
     std::fs::write(&hub, &tenant[..tenant.find("  # JupyterHub").unwrap()]).unwrap();
@@ -102,6 +100,13 @@ fn an_unmarked_domain_holds_back_its_networks_deletion_until_it_is_gone() {
         "bridge: br-initech\n    mtu: 8950\n    hosts: [fe01, gpu02]",
         "bridge: br-initech\n    mtu: 8950\n    hosts: [gpu02]",
     );
+    (factory, state)
+}
+
+#[test]
+fn an_unmarked_domain_holds_back_its_networks_deletion_until_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (factory, state) = applied_then_fe01_drops_initech(dir.path());
     let before = plan_json(&factory, &state);
     for id in GONE {
         assert!(deleted(&before).iter().any(|d| d == id), "{id} is deleted without a squatter: {before:#}");
@@ -174,18 +179,7 @@ fn an_unmarked_domain_holds_back_its_networks_deletion_until_it_is_gone() {
 fn apply_refuses_to_delete_a_bridge_that_gained_a_port_after_the_plan() {
     use fabrik::driver::{LinkSpec, Links};
     let dir = tempfile::tempdir().unwrap();
-    let (factory, state) = (dir.path().join("factory"), dir.path().join("state"));
-    copy_dir(&example(), &factory);
-    let o = fabrik(&["apply", "--sim", "--yes", factory.to_str().unwrap()], &state);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let hub = factory.join("tenants/initech.yaml");
-    let tenant = std::fs::read_to_string(&hub).unwrap();
-    std::fs::write(&hub, &tenant[..tenant.find("  # JupyterHub").unwrap()]).unwrap();
-    edit(
-        &factory.join("networks.yaml"),
-        "bridge: br-initech\n    mtu: 8950\n    hosts: [fe01, gpu02]",
-        "bridge: br-initech\n    mtu: 8950\n    hosts: [gpu02]",
-    );
+    let (factory, state) = applied_then_fe01_drops_initech(dir.path());
     let saved = dir.path().join("plan.json");
     let o = fabrik(&["plan", "--sim", "--out", saved.to_str().unwrap(), factory.to_str().unwrap()], &state);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

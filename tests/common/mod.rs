@@ -40,3 +40,27 @@ pub fn fingerprints(plan: &serde_json::Value) -> serde_json::Value {
         hosts.iter().flat_map(|h| h["fingerprints"].as_object().cloned().unwrap_or_default()).collect(),
     )
 }
+
+/// The vGPU tests' factory: host `gpu09` (reached through `agent` when given) with one
+/// H200 at 0000:3b:00.0 split as `layout` (`profile@start`), one VM per `(name, profile)`.
+pub fn vgpu_factory(agent: Option<&str>, layout: &[&str], vms: &[(&str, &str)]) -> String {
+    let agent = agent.map(|a| format!("    agent: {}\n", serde_json::to_string(a).unwrap())).unwrap_or_default();
+    let mut y = format!(
+        "version: 1\nfactory: vgpu\nhosts:\n  - name: gpu09\n    uri: \"test:///default\"\n{agent}    numa-nodes:\n      - {{ id: 0, socket: 0, cpus: 0-31, memory: 256GiB }}\n    gpus:\n      - address: \"0000:3b:00.0\"\n        model: H200-141GB\n        numa-node: 0\n        mode: mig\n        mig:{}\n",
+        if layout.is_empty() { " []" } else { "" }
+    );
+    for slot in layout {
+        let (p, start) = slot.split_once('@').unwrap();
+        y.push_str(&format!("          - {{ profile: {p}, placement: {start} }}\n"));
+    }
+    y.push_str("tenants:\n  - name: t\n    hosts: [gpu09]\n    sharing: [mig]\n");
+    if !vms.is_empty() {
+        y.push_str("vms:\n");
+    }
+    for (name, profile) in vms {
+        y.push_str(&format!(
+            "  - {{ name: {name}, tenant: t, vcpus: 2, memory: 4GiB, gpu: {{ model: H200-141GB, mig: {profile} }} }}\n"
+        ));
+    }
+    y
+}
