@@ -805,8 +805,14 @@ pub async fn run(cfg: Config, cancel: CancellationToken) -> Status {
             let mut mirrored = BTreeSet::new();
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                let fresh: Vec<(String, String)> =
+                    coord.shared_approvals().into_iter().filter(|(id, _)| !mirrored.contains(id)).collect();
+                if fresh.is_empty() {
+                    continue;
+                }
+                // The status file is read only when etcd holds an approval not yet mirrored.
                 let pending = state.status().ok().flatten().and_then(|s| s.pending);
-                for (id, by) in coord.shared_approvals() {
+                for (id, by) in fresh {
                     // Approved as the local command does: with the pending plan's changes,
                     // so what a budget holds back stays approved.
                     let Some(p) = pending.as_ref().filter(|p| p.id == id) else { continue };
