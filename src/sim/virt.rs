@@ -26,6 +26,7 @@
 //! else, errors included, is libvirt's.
 
 mod hardware;
+mod schema;
 pub mod translate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -702,7 +703,11 @@ impl Virt for Core {
     }
 
     fn define_domain(&mut self, xml: &str) -> Result<()> {
-        self.changing()?.define_domain(&translate::domain_to_test(xml))
+        let xml = translate::domain_to_test(xml);
+        let inner = self.changing()?;
+        // libvirt's schema check, with the schema parsed once ([`schema`]); what it does
+        // not accept, libvirt checks again and refuses in its own words.
+        if schema::domain_valid(&xml) { inner.define_domain_validated(&xml) } else { inner.define_domain(&xml) }
     }
     fn undefine_domain(&mut self, name: &str) -> Result<()> {
         self.changing()?.undefine_domain(name)
