@@ -2,9 +2,10 @@
 //! each as soon as what it waits for has finished.
 //!
 //! Driver calls block (libvirt, NVML, netlink), so each action's steps run on tokio's
-//! blocking pool; the async side only schedules. Two semaphores bound the work: one for
-//! the whole apply (`--parallelism`) and one per host (`--per-host`), taken host first,
-//! so an action waiting for its busy host never holds a slot another host could use.
+//! blocking pool; the async side only schedules. Two limits bound the work: the whole
+//! apply's (`--parallelism`) and each host's (`--per-host`); an action starts only when
+//! both have room, so one waiting for its busy host never holds a slot another host
+//! could use, and hosts are taken up in turn ([`Hosts`]).
 //!
 //! An action is the unit of interruption: once the cancellation token is cancelled (the
 //! CLI cancels it on Ctrl-C or SIGTERM) no new action starts, the running ones finish
@@ -12,13 +13,12 @@
 //! else is reported as skipped. The executor makes no runtime and never exits the
 //! process: the caller owns both (the CLI exits on a second signal).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -124,13 +124,6 @@ async fn run(
             stop.store(true, Ordering::SeqCst);
         })
     };
-    let global = Arc::new(Semaphore::new(limits.parallelism.max(1)));
-    let mut per_host: std::collections::HashMap<String, Arc<Semaphore>> = std::collections::HashMap::new();
-    for j in &jobs {
-        per_host
-            .entry(j.host.name.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(limits.per_host.max(1).min(j.host.parallelism()))));
-    }
     let mut remaining: Vec<usize> = waits.iter().map(|w| w.needs.union(&w.after).count()).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, w) in waits.iter().enumerate() {
@@ -138,22 +131,7 @@ async fn run(
             dependents[j].push(i);
         }
     }
-    // A twin's libvirt is given back once its host has nothing left to run: its state is
-    // saved then, and an apply of 1,000 twins holds only those still at work.
-    let mut left_on_host: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for j in &jobs {
-        *left_on_host.entry(j.host.name.clone()).or_default() += 1;
-    }
-    let hosts_of: Vec<Arc<HostConn>> = jobs.iter().map(|j| j.host.clone()).collect();
-    let mut settled = |i: usize| {
-        let host = &hosts_of[i];
-        if let Some(left) = left_on_host.get_mut(&host.name) {
-            *left -= 1;
-            if *left == 0 && host.is_twin() {
-                host.close_idle_virt();
-            }
-        }
-    };
+    let mut hosts = Hosts::new(&jobs, limits);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let mut ready: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
     let ids: Vec<String> = jobs.iter().map(|j| j.action.id.to_string()).collect();
@@ -161,8 +139,12 @@ async fn run(
     let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
     let mut finished = 0;
     while finished < n {
+        if stop.load(Ordering::SeqCst) {
+            // Nothing queued starts any more: it is settled as not started, below.
+            ready.extend(hosts.drain_queued());
+        }
         while let Some(i) = ready.pop_front() {
-            let Some(job) = jobs[i].take() else { continue };
+            let Some(job) = jobs[i].as_ref() else { continue };
             let blocked = waits[i].needs.iter().find(|&&d| !outcomes[d].as_ref().is_some_and(Outcome::succeeded));
             let skip = match blocked {
                 Some(&d) => Some(format!(
@@ -176,17 +158,21 @@ async fn run(
                 None if stop.load(Ordering::SeqCst) => Some(NOT_STARTED.to_string()),
                 None => None,
             };
-            if let Some(reason) = skip {
-                emit(&Event::Skipped { id: job.action.id.to_string(), op: job.action.op, reason: reason.clone() });
-                // Settled at once: its dependents may become ready (to be skipped in turn).
-                outcomes[i] = Some(Outcome::Skipped { reason });
-                finished += 1;
-                settled(i);
-                release(i, &dependents, &mut remaining, &mut ready);
+            let Some(reason) = skip else {
+                hosts.queue(i);
                 continue;
-            }
-            let host_slots = per_host[&job.host.name].clone();
-            running.spawn(one(i, job, host_slots, global.clone(), stop.clone(), records.clone(), emit.clone()));
+            };
+            emit(&Event::Skipped { id: job.action.id.to_string(), op: job.action.op, reason: reason.clone() });
+            // Settled at once: its dependents may become ready (to be skipped in turn).
+            jobs[i] = None;
+            outcomes[i] = Some(Outcome::Skipped { reason });
+            finished += 1;
+            hosts.settled(i);
+            release(i, &dependents, &mut remaining, &mut ready);
+        }
+        while let Some(i) = hosts.next() {
+            let Some(job) = jobs[i].take() else { continue };
+            running.spawn(one(i, job, stop.clone(), records.clone(), emit.clone()));
         }
         let joined = tokio::select! {
             joined = running.join_next() => joined,
@@ -210,7 +196,8 @@ async fn run(
         };
         outcomes[i] = Some(outcome);
         finished += 1;
-        settled(i);
+        hosts.ended(i);
+        hosts.settled(i);
         release(i, &dependents, &mut remaining, &mut ready);
     }
     watcher.abort();
@@ -222,6 +209,140 @@ async fn run(
     (outcomes, interrupted)
 }
 
+/// Which queued action starts next, within the limits: each host's own (`--per-host`,
+/// one on a twin) and the whole apply's (`--parallelism`).
+///
+/// Hosts are taken up in turn rather than all at once: an action starts on a host already
+/// under way when one has room, and a new host is taken up only while fewer hosts than
+/// the parallelism have work running or ready. So an apply of 1,000 twins has about
+/// `--parallelism` of them open at a time, each finished (saved once, freed) before the
+/// next is opened, instead of every twin open from the first action to the last; a few
+/// real hosts (no more than the parallelism) all start at once, as before. A host whose
+/// next action waits on another host's does not count, so such a wait never stalls the
+/// apply.
+struct Hosts {
+    /// Each job's host, by index into `queues`.
+    host_of: Vec<usize>,
+    queues: Vec<HostQueue>,
+    conns: Vec<Arc<HostConn>>,
+    /// Hosts taken up and not yet done.
+    active: BTreeSet<usize>,
+    /// Hosts not taken up that have an action ready, in the order they first appear.
+    waiting: BTreeSet<usize>,
+    running: usize,
+    parallelism: usize,
+}
+
+struct HostQueue {
+    ready: VecDeque<usize>,
+    running: usize,
+    limit: usize,
+    /// Actions not yet settled.
+    left: usize,
+    active: bool,
+}
+
+impl Hosts {
+    fn new(jobs: &[Job], limits: Limits) -> Hosts {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut queues: Vec<HostQueue> = Vec::new();
+        let mut conns = Vec::new();
+        let host_of = jobs
+            .iter()
+            .map(|j| {
+                let h = *index.entry(j.host.name.as_str()).or_insert_with(|| {
+                    queues.push(HostQueue {
+                        ready: VecDeque::new(),
+                        running: 0,
+                        limit: limits.per_host.max(1).min(j.host.parallelism()),
+                        left: 0,
+                        active: false,
+                    });
+                    conns.push(j.host.clone());
+                    queues.len() - 1
+                });
+                queues[h].left += 1;
+                h
+            })
+            .collect();
+        Hosts {
+            host_of,
+            queues,
+            conns,
+            active: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            running: 0,
+            parallelism: limits.parallelism.max(1),
+        }
+    }
+
+    /// Job `i` may start once the limits allow.
+    fn queue(&mut self, i: usize) {
+        let h = self.host_of[i];
+        let q = &mut self.queues[h];
+        q.ready.push_back(i);
+        if !q.active {
+            self.waiting.insert(h);
+        }
+    }
+
+    /// The next job to start now, if the limits allow one; counted as running.
+    fn next(&mut self) -> Option<usize> {
+        if self.running >= self.parallelism {
+            return None;
+        }
+        let queues = &self.queues;
+        let room = |h: &usize| !queues[*h].ready.is_empty() && queues[*h].running < queues[*h].limit;
+        let under_way = self.active.iter().filter(|&&h| room(&h)).min_by_key(|&&h| queues[h].running).copied();
+        let busy = self.active.iter().filter(|&&h| queues[h].running > 0 || !queues[h].ready.is_empty()).count();
+        let h = match under_way {
+            // A host under way with nothing running goes first.
+            Some(h) if queues[h].running == 0 => h,
+            // Then another host, while fewer than the parallelism are busy…
+            _ if busy < self.parallelism && !self.waiting.is_empty() => {
+                let h = self.waiting.pop_first()?;
+                self.queues[h].active = true;
+                self.active.insert(h);
+                h
+            }
+            // …else a second action on a host under way, when it allows one.
+            Some(h) => h,
+            None => return None,
+        };
+        let q = &mut self.queues[h];
+        let i = q.ready.pop_front()?;
+        q.running += 1;
+        self.running += 1;
+        Some(i)
+    }
+
+    /// Job `i`, started by [`Hosts::next`], has ended.
+    fn ended(&mut self, i: usize) {
+        self.queues[self.host_of[i]].running -= 1;
+        self.running -= 1;
+    }
+
+    /// Job `i` is settled (ended, or skipped). A twin's libvirt is given back once its
+    /// host has nothing left to run: its state is saved then, and freed.
+    fn settled(&mut self, i: usize) {
+        let h = self.host_of[i];
+        let q = &mut self.queues[h];
+        q.left -= 1;
+        if q.left == 0 {
+            self.active.remove(&h);
+            if self.conns[h].is_twin() {
+                self.conns[h].close_idle_virt();
+            }
+        }
+    }
+
+    /// Every queued job, taken off its queue (the apply stops: none of them starts).
+    fn drain_queued(&mut self) -> Vec<usize> {
+        self.waiting.clear();
+        self.queues.iter_mut().flat_map(|q| q.ready.drain(..)).collect()
+    }
+}
+
 fn release(i: usize, dependents: &[Vec<usize>], remaining: &mut [usize], ready: &mut VecDeque<usize>) {
     for &d in &dependents[i] {
         remaining[d] -= 1;
@@ -231,20 +352,9 @@ fn release(i: usize, dependents: &[Vec<usize>], remaining: &mut [usize], ready: 
     }
 }
 
-async fn one(
-    i: usize,
-    job: Job,
-    host_slots: Arc<Semaphore>,
-    global: Arc<Semaphore>,
-    stop: Arc<AtomicBool>,
-    records: Arc<Records>,
-    emit: Emit,
-) -> (usize, Outcome) {
+async fn one(i: usize, job: Job, stop: Arc<AtomicBool>, records: Arc<Records>, emit: Emit) -> (usize, Outcome) {
     let id = job.action.id.to_string();
     let op = job.action.op;
-    let (Ok(_host), Ok(_slot)) = (host_slots.acquire_owned().await, global.acquire_owned().await) else {
-        return (i, Outcome::Skipped { reason: "the executor closed".into() });
-    };
     if stop.load(Ordering::SeqCst) {
         let reason = NOT_STARTED.to_string();
         emit(&Event::Skipped { id, op, reason: reason.clone() });

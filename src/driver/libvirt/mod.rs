@@ -416,7 +416,10 @@ impl LibvirtDriver {
     /// exactly as `VIR_DOMAIN_DEFINE_VALIDATE` would (the twins: [`crate::sim::virt`]);
     /// everything else is [`Virt::define_domain`]'s.
     pub fn define_domain_validated(&mut self, xml: &str) -> Result<()> {
-        self.conn.define_domain_xml_flags(xml, 0).map(drop).map_err(err(format!("cannot define domain `{}`", name_in(xml))))
+        self.conn
+            .define_domain_xml_flags(xml, 0)
+            .map(drop)
+            .map_err(err(format!("cannot define domain `{}`", name_in(xml))))
     }
 
     fn read_host_info(&self) -> Result<HostInfo> {
