@@ -25,12 +25,14 @@ use tokio_util::sync::CancellationToken;
 use super::failure::FailureKind;
 use super::host::{HostConn, Records};
 use super::schedule::Waits;
+use crate::desired::ResourceId;
+use crate::plan::Op;
 use crate::plan::ops::Step;
-use crate::plan::{Action, Op};
 
 /// One action, ready to run: its operations (the plan's) and its host.
 pub struct Job {
-    pub action: Action,
+    pub id: ResourceId,
+    pub op: Op,
     pub steps: Vec<Step>,
     pub host: Arc<HostConn>,
 }
@@ -134,7 +136,7 @@ async fn run(
     let mut hosts = Hosts::new(&jobs, limits);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let mut ready: VecDeque<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
-    let ids: Vec<String> = jobs.iter().map(|j| j.action.id.to_string()).collect();
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
     let mut jobs: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
     let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
     let mut finished = 0;
@@ -162,7 +164,7 @@ async fn run(
                 hosts.queue(i);
                 continue;
             };
-            emit(&Event::Skipped { id: job.action.id.to_string(), op: job.action.op, reason: reason.clone() });
+            emit(&Event::Skipped { id: job.id.to_string(), op: job.op, reason: reason.clone() });
             // Settled at once: its dependents may become ready (to be skipped in turn).
             jobs[i] = None;
             outcomes[i] = Some(Outcome::Skipped { reason });
@@ -353,8 +355,8 @@ fn release(i: usize, dependents: &[Vec<usize>], remaining: &mut [usize], ready: 
 }
 
 async fn one(i: usize, job: Job, stop: Arc<AtomicBool>, records: Arc<Records>, emit: Emit) -> (usize, Outcome) {
-    let id = job.action.id.to_string();
-    let op = job.action.op;
+    let id = job.id.to_string();
+    let op = job.op;
     if stop.load(Ordering::SeqCst) {
         let reason = NOT_STARTED.to_string();
         emit(&Event::Skipped { id, op, reason: reason.clone() });

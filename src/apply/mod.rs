@@ -106,18 +106,18 @@ pub async fn apply(
     let t0 = Instant::now();
     // A move is one line of the plan and two jobs here: the old copy's shutdown and
     // undefine on its host, which the new copy needs done before it is created.
-    let actions = with_moves(&plan.actions);
-    let mut jobs = Vec::with_capacity(actions.len());
+    let mut jobs = Vec::with_capacity(plan.actions.len());
+    let mut known = Vec::with_capacity(plan.actions.len());
     let mut unknown = Vec::new();
-    for (i, (action, steps)) in actions.iter().enumerate() {
+    for (action, steps) in with_moves(&plan.actions) {
+        // Actions on hosts the factory no longer declares cannot run; they fail, named.
         let Some(conn) = conns.get(action.id.host.as_str()) else {
-            unknown.push(i);
+            unknown.push(action);
             continue;
         };
-        jobs.push(exec::Job { steps: steps.clone(), action: action.clone(), host: conn.clone() });
+        jobs.push(exec::Job { id: action.id.clone(), op: action.op, steps, host: conn.clone() });
+        known.push(action);
     }
-    // Actions on hosts the factory no longer declares cannot run; they fail, named.
-    let known: Vec<Action> = jobs.iter().map(|j| j.action.clone()).collect();
     let mut waits = schedule::schedule(&known, graph);
     for (i, a) in known.iter().enumerate() {
         if let Some(old) = &a.moved_from
@@ -130,8 +130,7 @@ pub async fn apply(
     let (outcomes, interrupted) = exec::execute(jobs, waits, settings.limits, records, emit.clone(), cancel).await;
     let mut entries: Vec<Entry> =
         known.into_iter().zip(outcomes).map(|(action, outcome)| Entry { action, outcome }).collect();
-    for i in unknown {
-        let action = actions[i].0.clone();
+    for action in unknown {
         let error = format!("host `{}` is not declared in the factory", action.id.host);
         let kind = FailureKind::Precondition;
         emit(&Event::Failed { id: action.id.to_string(), op: action.op, kind, error: error.clone(), elapsed_ms: 0 });
@@ -141,7 +140,8 @@ pub async fn apply(
 }
 
 /// The plan's actions, with the old copy of every moved VM as a deletion of its own,
-/// just before its move.
+/// just before its move; each with its operations beside it (the action itself without
+/// them: the report needs no second copy of every definition).
 fn with_moves(actions: &[Action]) -> Vec<(Action, Vec<crate::plan::ops::Step>)> {
     let mut out = Vec::with_capacity(actions.len());
     for a in actions {
@@ -149,7 +149,19 @@ fn with_moves(actions: &[Action]) -> Vec<(Action, Vec<crate::plan::ops::Step>)> 
             let away = Action::new(old.clone(), Op::Delete, Class::Replace, format!("moves to host `{}`", a.id.host));
             out.push((away, a.moved_from_ops.clone()));
         }
-        out.push((a.clone(), a.ops.clone()));
+        let without_ops = Action {
+            id: a.id.clone(),
+            op: a.op,
+            class: a.class,
+            symbol: a.symbol.clone(),
+            reason: a.reason.clone(),
+            changes: a.changes.clone(),
+            diff: a.diff.clone(),
+            moved_from: a.moved_from.clone(),
+            ops: Vec::new(),
+            moved_from_ops: Vec::new(),
+        };
+        out.push((without_ops, a.ops.clone()));
     }
     out
 }

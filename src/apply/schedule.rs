@@ -11,7 +11,7 @@
 //!   overlaps it is created. These only order: a failed deletion does not stop unrelated
 //!   work (what cannot be done then fails with the host's own reason).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::desired::ResourceId;
 use crate::graph::Graph;
@@ -30,21 +30,23 @@ pub struct Waits {
 /// builds one is refused earlier), only the per-host order applies.
 pub fn schedule(actions: &[Action], graph: Option<&Graph>) -> Vec<Waits> {
     let index: BTreeMap<&ResourceId, usize> = actions.iter().enumerate().map(|(i, a)| (&a.id, i)).collect();
+    // Each host's deletions, looked up by host (not a scan of every action per action).
+    let mut deletions: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (j, b) in actions.iter().enumerate().filter(|(_, b)| b.op == Op::Delete) {
+        deletions.entry(b.id.host.as_str()).or_default().push(j);
+    }
     let mut waits = vec![Waits::default(); actions.len()];
     for (i, a) in actions.iter().enumerate() {
+        let on_host = deletions.get(a.id.host.as_str()).map(Vec::as_slice).unwrap_or_default();
         if a.op == Op::Delete {
-            for (j, b) in actions.iter().enumerate() {
-                if b.op == Op::Delete && b.id.host == a.id.host && deletion_rank(b.id.kind) > deletion_rank(a.id.kind) {
+            for &j in on_host {
+                if deletion_rank(actions[j].id.kind) > deletion_rank(a.id.kind) {
                     waits[i].after.insert(j);
                 }
             }
             continue;
         }
-        for (j, b) in actions.iter().enumerate() {
-            if b.op == Op::Delete && b.id.host == a.id.host {
-                waits[i].after.insert(j);
-            }
-        }
+        waits[i].after.extend(on_host.iter().copied());
         let Some(g) = graph else { continue };
         // Through resources without an action: what they need may have one.
         let mut seen: BTreeSet<&ResourceId> = BTreeSet::new();
