@@ -324,8 +324,9 @@ impl Hosts {
         self.running -= 1;
     }
 
-    /// Job `i` is settled (ended, or skipped). A twin's libvirt is given back once its
-    /// host has nothing left to run: its state is saved then, and freed.
+    /// Job `i` is settled (ended, or skipped). A twin is given back once its host has
+    /// nothing left to run: its libvirt's state is saved then, and its libvirt, GPUs and
+    /// links (saved at each change) are freed.
     fn settled(&mut self, i: usize) {
         let h = self.host_of[i];
         let q = &mut self.queues[h];
@@ -334,6 +335,7 @@ impl Hosts {
             self.active.remove(&h);
             if self.conns[h].is_twin() {
                 self.conns[h].close_idle_virt();
+                self.conns[h].release_agent();
             }
         }
     }
