@@ -392,6 +392,9 @@ pub fn run(args: &Args) -> u8 {
     let (mut report, verified) = runtime.block_on(async {
         let watcher = tokio::spawn(watch_signals(cancel.clone(), signal.clone(), emit.clone()));
         let report = session.execute(&plan, Some(&prepared.graph), settings, emit.clone(), cancel.clone()).await;
+        // Its operations are done: the verify's observation and plan are made without the
+        // applied plan (every definition in it) still in memory.
+        drop(plan);
         progress.finish();
         // Verify: the hosts read again, planned again with the same selection but never
         // `--replace` (what was replaced is not replaced again).
