@@ -118,6 +118,27 @@ fn a_twin_keeps_what_was_done_to_it() {
     assert_eq!(v.host_info().unwrap().numa[0].cpus.to_string(), "0-15", "the twin has the declared hardware");
 }
 
+/// The twin checks a domain against libvirt's schema itself (parsed once per process);
+/// what the schema refuses, it refuses in libvirt's own words, as libvirt does with
+/// `VIR_DOMAIN_DEFINE_VALIDATE`.
+#[test]
+fn a_twin_refuses_a_domain_outside_libvirts_schema_as_libvirt_does() {
+    use fabrik::driver::Virt;
+    let state = tempfile::tempdir().unwrap();
+    let spec = fabrik::check::validate(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/minimal"))).spec;
+    let good = "<domain type='test'><name>checked</name><memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='i686'>hvm</type></os></domain>";
+    let bad = good.replace("<vcpu>1</vcpu>", "<vcpu>1</vcpu><vcpus-typo/>");
+    let mut v = fabrik::sim::virt::SimVirt::open(&state.path().join("kvm01"), &spec.hosts[0]).unwrap();
+    let twin = v.define_domain(&bad).unwrap_err();
+    let mut libvirt = fabrik::driver::libvirt::LibvirtDriver::connect("test:///default").unwrap();
+    let own = libvirt.define_domain(&bad).unwrap_err();
+    assert_eq!(twin.message, own.message);
+    assert!(twin.message.contains("schema"), "{}", twin.message);
+    assert!(v.domains().unwrap().is_empty(), "nothing was defined");
+    v.define_domain(good).unwrap();
+    assert_eq!(v.domains().unwrap().len(), 1);
+}
+
 #[test]
 fn a_twin_keeps_networks_stopped() {
     use fabrik::driver::Virt;
