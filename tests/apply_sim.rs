@@ -318,3 +318,38 @@ fn a_gpu_bound_for_passthrough_is_invisible_to_the_twins_nvml() {
     fabrik::sim::release_state(state.path());
     assert_eq!(plan(state.path()).status.code(), Some(0), "converged");
 }
+
+/// Hosts are taken up in turn: with `--parallelism 2`, no more than two twins are under
+/// way at once (from a host's first action to its last), where every host of the
+/// factory used to be (an apply of 1,000 twins held all 1,000 open).
+#[test]
+fn hosts_are_taken_up_in_turn_within_the_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let factory = dir.path().join("factory");
+    let o = Command::new(env!("CARGO_BIN_EXE_fabrik"))
+        .args(["bench", "--hosts", "6", "--write"])
+        .arg(&factory)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let state = dir.path().join("state");
+    let o = fabrik(
+        &["apply", "--sim", "--yes", "--format", "json", "--parallelism", "2", factory.to_str().unwrap()],
+        &state,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let events = events(&o);
+    let mut spans: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        let (Some(kind), Some(id)) = (e["event"].as_str(), e["id"].as_str()) else { continue };
+        let Some(host) = id.split_once(':').and_then(|(_, rest)| rest.split_once('/')).map(|(h, _)| h) else {
+            continue;
+        };
+        if kind == "start" || kind == "done" {
+            spans.entry(host.to_string()).or_insert((i, i)).1 = i;
+        }
+    }
+    assert_eq!(spans.len(), 6, "{}", text(&o));
+    let most = (0..events.len()).map(|i| spans.values().filter(|(a, b)| *a <= i && i <= *b).count()).max();
+    assert_eq!(most, Some(2), "hosts under way at once:\n{spans:?}");
+}
