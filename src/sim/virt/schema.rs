@@ -14,7 +14,7 @@
 //! refusal is libvirt's own, word for word. The unsafe code is confined to this file.
 
 use std::ffi::{CString, c_char, c_int, c_void};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Where libvirt's packages install its schemas (libvirt's `PKGDATADIR "/schemas"`).
 const DOMAIN_SCHEMA: &str = "/usr/share/libvirt/schemas/domain.rng";
@@ -50,17 +50,17 @@ type ErrorHandler = unsafe extern "C" fn(data: *mut c_void, error: *mut c_void);
 /// Errors are not printed: an invalid document goes to libvirt, which reports them.
 unsafe extern "C" fn quiet(_data: *mut c_void, _error: *mut c_void) {}
 
-/// The parsed schema. libxml2 reads a parsed RelaxNG schema without changing it; each
-/// validation has its own context.
+/// The parsed schema, used by one validation at a time: libxml2 does not promise that
+/// two RelaxNG validations may share a schema at once, and a validation costs a small
+/// part of a define.
 struct Schema(*mut c_void);
 
-// SAFETY: the schema is only read after it is parsed (each validation makes its own
-// validation context), and it is never freed (it lives as long as the process).
+// SAFETY: the schema is only used under the mutex around it, and never freed (it lives
+// as long as the process).
 unsafe impl Send for Schema {}
-unsafe impl Sync for Schema {}
 
-fn schema() -> Option<&'static Schema> {
-    static SCHEMA: OnceLock<Option<Schema>> = OnceLock::new();
+fn schema() -> Option<&'static Mutex<Schema>> {
+    static SCHEMA: OnceLock<Option<Mutex<Schema>>> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
             let path = CString::new(DOMAIN_SCHEMA).ok()?;
@@ -79,7 +79,7 @@ fn schema() -> Option<&'static Schema> {
                 xmlRelaxNGSetParserStructuredErrors(ctxt, quiet, std::ptr::null_mut());
                 let schema = xmlRelaxNGParse(ctxt);
                 xmlRelaxNGFreeParserCtxt(ctxt);
-                (!schema.is_null()).then_some(Schema(schema))
+                (!schema.is_null()).then_some(Mutex::new(Schema(schema)))
             }
         })
         .as_ref()
@@ -90,6 +90,7 @@ fn schema() -> Option<&'static Schema> {
 pub fn domain_valid(xml: &str) -> bool {
     let Some(schema) = schema() else { return false };
     let Ok(len) = c_int::try_from(xml.len()) else { return false };
+    let schema = schema.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: `xml` outlives the parse (libxml2 copies what it keeps); the document and the
     // validation context are freed here, whatever the outcome.
     unsafe {
