@@ -10,11 +10,13 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # driver. Tests: cloud-init (`cloud-init schema` checks every user-data the examples
 # make), util-linux's blkid (reads a seed image's label as cloud-init finds it),
 # `virt-xml-validate` (libvirt-clients, with xmllint from libxml2-utils) checks every
-# rendered document against libvirt's schemas (tests/hardware_render.rs).
+# rendered document against libvirt's schemas (tests/hardware_render.rs). libxml2-dev:
+# the twins check a domain against libvirt's schema with libvirt's own libxml2, linked
+# by name (src/sim/virt/schema.rs).
 # protobuf-compiler: the etcd-client crate (`--coordination etcd://…`) compiles etcd's
 # gRPC definitions with protoc at build time. etcd-server: tests/ha_testbed.rs and
 # benches/ha_handover.rs start their own etcd on loopback (issue 18).
-packages=(build-essential pkg-config libvirt-dev libvirt-clients libxml2-utils cloud-init util-linux protobuf-compiler etcd-server)
+packages=(build-essential pkg-config libvirt-dev libxml2-dev libvirt-clients libxml2-utils cloud-init util-linux protobuf-compiler etcd-server)
 
 missing=()
 for p in "${packages[@]}"; do
