@@ -365,9 +365,14 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 /// (a pure function of the files and the hosts, so a saved plan's seeds are built again
 /// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
-    let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
-    let on_hosts = crate::desired::vgpu::on_hosts(&crate::desired::ib::on_hosts(&kept, live), live);
-    crate::guest::volume::rehash(&on_hosts)
+    // One copy, changed in place step by step (each step reads what the one before made).
+    let mut planned = desired.clone();
+    crate::desired::mac::keep_live_in(&mut planned, live);
+    crate::desired::addr::keep_live_in(&mut planned, live);
+    crate::desired::ib::on_hosts_in(&mut planned, live);
+    crate::desired::vgpu::on_hosts_in(&mut planned, live);
+    crate::guest::volume::rehash_in(&mut planned);
+    planned
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
