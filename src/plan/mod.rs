@@ -424,9 +424,13 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
             out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
         }
     }
+    // The creation order of every resource, for the actions' order: not made when there
+    // is nothing to order (a plan with nothing to do).
     let order: BTreeMap<&ResourceId, usize> = match graph {
-        Some(g) => g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
-        None => BTreeMap::new(),
+        Some(g) if !out.actions.is_empty() => {
+            g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+        }
+        Some(_) | None => BTreeMap::new(),
     };
     let mut actions = out.actions;
     actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
