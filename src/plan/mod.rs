@@ -323,12 +323,29 @@ impl Plan {
                 host,
                 connection: self.connections.get(host).map(String::as_str),
                 fingerprints: BTreeMap::new(),
-                actions: self.on_host(host).collect(),
-                errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
-                notices: self.notices.iter().filter(|n| n.id.host == host).collect(),
+                actions: Vec::new(),
+                errors: Vec::new(),
+                notices: Vec::new(),
             })
             .collect();
+        // Each action, error and notice goes to its host's plan in one pass, in plan
+        // order (a scan of all of them per host was hosts × actions).
         let at: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        for a in &self.actions {
+            if let Some(&i) = at.get(a.id.host.as_str()) {
+                plans[i].actions.push(a);
+            }
+        }
+        for e in &self.errors {
+            if let Some(&i) = at.get(e.id.host.as_str()) {
+                plans[i].errors.push(e);
+            }
+        }
+        for n in &self.notices {
+            if let Some(&i) = at.get(n.id.host.as_str()) {
+                plans[i].notices.push(n);
+            }
+        }
         for (k, v) in &self.fingerprints {
             if let Some(i) = key_host(k).and_then(|h| at.get(h)) {
                 plans[*i].fingerprints.insert(k.as_str(), v.as_str());
