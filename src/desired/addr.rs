@@ -270,17 +270,22 @@ pub fn records(vm: &super::DesiredVm) -> Vec<(u32, IpAddr)> {
 /// network's pool. Pure: the planner and the executor call it on the same live state and
 /// get the same answer.
 pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {
+    let mut out = desired.clone();
+    keep_live_in(&mut out, live);
+    out
+}
+
+/// [`keep_live`] in place.
+pub fn keep_live_in(desired: &mut Desired, live: &[LiveHost]) {
     let mut keep: BTreeMap<NicKey, IpAddr> = BTreeMap::new();
     for (_, vm, domain) in super::marked_domains(desired, live) {
         for (k, ip) in &domain.addresses {
             keep.insert((vm.name.clone(), *k as usize), *ip);
         }
     }
-    let mut out = desired.clone();
     if !keep.is_empty() {
-        assign(&desired.factory, &desired.ipam, &mut out.hosts, &keep);
+        assign(&desired.factory, &desired.ipam, &mut desired.hosts, &keep);
     }
-    out
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         hosts[v.host].vms.push(vm);
     }
     let factory = spec.factory.as_ref().map_or_else(String::new, |f| f.value.clone());
-    super::mac::assign(&factory, &mut hosts, &BTreeMap::new());
+    // Every VM's spec hash is computed once, by `addr::assign`, when its MACs and
+    // addresses are known: the hashed fields are all set by then.
+    super::mac::assign(&factory, &mut hosts, &BTreeMap::new(), false);
     let ipam = super::net::ipam(spec);
     super::addr::assign(&factory, &ipam, &mut hosts, &BTreeMap::new());
     super::net::add(spec, &mut hosts);
@@ -264,7 +266,7 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
     // libvirt's autostart would start a VM at boot before fabrik has rebuilt what it
     // needs: those VMs are started by fabrik (`fabrik watch` after a reboot) instead.
     vm.autostart = power == Power::Running && vm.boot_volatile().is_empty();
-    vm.spec_hash = spec_hash(&vm);
+    // Its spec hash is computed once its MACs and addresses are given (`addr::assign`).
     vm
 }
 

@@ -181,9 +181,27 @@ pub(super) fn add(spec: &Spec, factory: &str, hosts: &mut [DesiredHost]) {
 /// addresses): another VM added whose hash lands on that VF takes the next free one, so
 /// no existing VM is moved to another VF (which would restart it).
 pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
+    let mut out = desired.clone();
+    on_hosts_in(&mut out, live);
+    out
+}
+
+/// [`on_hosts`] in place. Live hosts are looked up by name through an index (the first
+/// of each name): linear in hosts and domains.
+pub fn on_hosts_in(desired: &mut Desired, live: &[LiveHost]) {
+    let mut by_name: std::collections::HashMap<&str, &LiveHost> = std::collections::HashMap::with_capacity(live.len());
+    for l in live {
+        by_name.entry(l.name.as_str()).or_insert(l);
+    }
+    if desired.hosts.iter().all(|h| h.ib_ports.is_empty()) {
+        return;
+    }
     let mut kept: std::collections::HashMap<(String, String, usize), u32> = std::collections::HashMap::new();
     for (host, vm, domain) in super::marked_domains(desired, live) {
-        let Some(l) = live.iter().find(|l| l.name == host.name) else { continue };
+        if host.ib_ports.is_empty() {
+            continue;
+        }
+        let Some(l) = by_name.get(host.name.as_str()) else { continue };
         for port in host.ib_ports.iter().filter(|p| p.vm == vm.name) {
             let Some(layout) = l.links.iter().find(|n| n.name == port.pf).and_then(|n| n.sriov_pci) else { continue };
             let Some(iface) = domain.interfaces.get(port.nic).filter(|i| i.kind == "hostdev") else { continue };
@@ -193,18 +211,20 @@ pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
             }
         }
     }
-    let mut out = desired.clone();
-    for host in &mut out.hosts {
-        let Some(live) = live.iter().find(|l| l.name == host.name) else { continue };
+    let Desired { factory, hosts, .. } = desired;
+    for host in hosts.iter_mut() {
+        if host.ib_ports.is_empty() {
+            continue;
+        }
+        let Some(live) = by_name.get(host.name.as_str()) else { continue };
         if host.ib_ports.iter().any(|p| kept.contains_key(&(host.name.clone(), p.vm.clone(), p.nic))) {
-            reslot(&desired.factory, host, &kept);
+            reslot(factory, host, &kept);
         }
         for port in &mut host.ib_ports {
             let layout = live.links.iter().find(|l| l.name == port.pf).and_then(|l| l.sriov_pci);
             port.vf_address = port.vf.zip(layout).and_then(|(vf, layout)| layout.vf(vf));
         }
     }
-    out
 }
 
 /// The host's ports' VFs again: the kept ones first, the others hashed past them in key

@@ -51,7 +51,10 @@ pub fn parse(text: &str) -> Option<String> {
 
 /// Gives every NIC without a declared MAC one: the one in `keep` when it is free, else
 /// a derived one. The spec hash of every VM whose MACs changed is computed again.
-pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<NicKey, String>) {
+///
+/// `rehash`: compute the spec hash of each VM whose MACs changed (off when the caller
+/// hashes every VM afterwards anyway, as [`super::build`] does through `addr::assign`).
+pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<NicKey, String>, rehash: bool) {
     let mut taken: BTreeSet<String> = BTreeSet::new();
     // Declared MACs first: they are what the operator wrote.
     for vm in hosts.iter().flat_map(|h| &h.vms) {
@@ -95,7 +98,7 @@ pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<N
             }
         }
         // A VM whose MACs stay keeps its hash as it was given.
-        if changed {
+        if changed && rehash {
             vm.spec_hash = build::spec_hash(vm);
         }
     }
@@ -106,6 +109,13 @@ pub(super) fn assign(factory: &str, hosts: &mut [DesiredHost], keep: &BTreeMap<N
 /// Pure: the planner and the executor call it on the same live state and get the same
 /// answer.
 pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {
+    let mut out = desired.clone();
+    keep_live_in(&mut out, live);
+    out
+}
+
+/// [`keep_live`] in place.
+pub fn keep_live_in(desired: &mut Desired, live: &[LiveHost]) {
     let mut keep: BTreeMap<NicKey, String> = BTreeMap::new();
     for (_, vm, domain) in super::marked_domains(desired, live) {
         for (k, (nic, iface)) in vm.nics.iter().zip(&domain.interfaces).enumerate() {
@@ -117,11 +127,9 @@ pub fn keep_live(desired: &Desired, live: &[LiveHost]) -> Desired {
             }
         }
     }
-    let mut out = desired.clone();
     if !keep.is_empty() {
-        assign(&desired.factory, &mut out.hosts, &keep);
+        assign(&desired.factory, &mut desired.hosts, &keep, true);
     }
-    out
 }
 
 #[cfg(test)]
@@ -202,7 +210,7 @@ mod tests {
     #[test]
     fn a_hundred_thousand_vms_of_four_nics_have_distinct_stable_macs() {
         let mut hosts = fleet(10, 10_000);
-        assign("ai", &mut hosts, &BTreeMap::new());
+        assign("ai", &mut hosts, &BTreeMap::new(), true);
         let before = macs(&hosts);
         assert_eq!(before.len(), 400_000);
         let distinct: BTreeSet<&String> = before.values().collect();
@@ -214,7 +222,7 @@ mod tests {
         let mut extra = added[3].vms[0].clone();
         extra.name = "vm-new".into();
         added[3].vms.push(extra);
-        assign("ai", &mut added, &BTreeMap::new());
+        assign("ai", &mut added, &BTreeMap::new(), true);
         let after = macs(&added);
         assert!(before.iter().all(|(k, m)| after.get(k) == Some(m)), "adding a VM moved a MAC");
         assert!(!before.values().any(|m| after[&("vm-new".to_string(), 0)] == *m));
@@ -222,7 +230,7 @@ mod tests {
         // Removing one changes none either.
         let mut removed = hosts.clone();
         removed[5].vms.remove(17);
-        assign("ai", &mut removed, &BTreeMap::new());
+        assign("ai", &mut removed, &BTreeMap::new(), true);
         let after = macs(&removed);
         assert_eq!(after.len(), 400_000 - 4);
         assert!(after.iter().all(|(k, m)| before.get(k) == Some(m)), "removing a VM moved a MAC");
@@ -234,7 +242,7 @@ mod tests {
         let taken = derived("ai", "t0", "vm-0", 0, 0);
         hosts[0].vms[1].nics[2].mac = taken.clone();
         hosts[0].vms[1].nics[2].declared = true;
-        assign("ai", &mut hosts, &BTreeMap::new());
+        assign("ai", &mut hosts, &BTreeMap::new(), true);
         assert_eq!(hosts[0].vms[1].nics[2].mac, taken);
         assert_eq!(hosts[0].vms[0].nics[0].mac, derived("ai", "t0", "vm-0", 0, 1), "hashed again, one round on");
     }
@@ -242,7 +250,7 @@ mod tests {
     #[test]
     fn a_running_vm_keeps_the_macs_it_has() {
         let mut hosts = fleet(1, 2);
-        assign("ai", &mut hosts, &BTreeMap::new());
+        assign("ai", &mut hosts, &BTreeMap::new(), true);
         let desired = Desired { factory: "ai".into(), hosts, ..Desired::default() };
         // `vm-0` runs with MACs an older fabrik derived (QEMU's range); one of them is
         // the MAC `vm-1` would derive now.

@@ -110,8 +110,14 @@ pub(super) fn add_networks(hosts: &mut [DesiredHost]) {
 /// since which GPUs (and so which rails) a VM gets is decided there.
 pub(super) fn check_vfs(spec: &Spec, hosts: &[DesiredHost]) -> Vec<crate::diag::Diagnostic> {
     let mut out = Vec::new();
+    // The first spec host of each name, as a search from the front would find it.
+    let mut by_name: std::collections::HashMap<&str, &Host> =
+        std::collections::HashMap::with_capacity(spec.hosts.len());
+    for h in &spec.hosts {
+        by_name.entry(h.name.value.as_str()).or_insert(h);
+    }
     for desired in hosts {
-        let Some(host) = spec.hosts.iter().find(|h| h.name.value == desired.name) else { continue };
+        let Some(host) = by_name.get(desired.name.as_str()).copied() else { continue };
         let mut need: std::collections::BTreeMap<&str, (u64, bool)> = std::collections::BTreeMap::new();
         for nic in desired.vms.iter().flat_map(|v| &v.nics).filter(|n| n.sriov) {
             let pf = match &nic.rail {

@@ -14,8 +14,22 @@ use crate::live::LiveHost;
 /// The desired state with each MIG instance on a VF-mode GPU given its VF's address.
 pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
     let mut out = desired.clone();
-    for host in &mut out.hosts {
-        let Some(live) = live.iter().find(|l| l.name == host.name) else { continue };
+    on_hosts_in(&mut out, live);
+    out
+}
+
+/// [`on_hosts`] in place; live hosts looked up by name through an index (the first of
+/// each name).
+pub fn on_hosts_in(desired: &mut Desired, live: &[LiveHost]) {
+    let mut by_name: std::collections::HashMap<&str, &LiveHost> = std::collections::HashMap::with_capacity(live.len());
+    for l in live {
+        by_name.entry(l.name.as_str()).or_insert(l);
+    }
+    for host in &mut desired.hosts {
+        if !host.gpus.iter().any(|g| matches!(g.setup, GpuSetup::Mig { .. })) {
+            continue;
+        }
+        let Some(live) = by_name.get(host.name.as_str()) else { continue };
         for gpu in &mut host.gpus {
             let GpuSetup::Mig { instances } = &mut gpu.setup else { continue };
             let vfs = live
@@ -30,5 +44,4 @@ pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
             }
         }
     }
-    out
 }

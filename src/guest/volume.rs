@@ -122,14 +122,19 @@ pub fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
 /// plan and apply call it after keeping live MACs and addresses, which the seed holds.
 pub fn rehash(desired: &Desired) -> Desired {
     let mut out = desired.clone();
-    for vm in out.hosts.iter_mut().flat_map(|h| h.vms.iter_mut()) {
+    rehash_in(&mut out);
+    out
+}
+
+/// [`rehash`] in place.
+pub fn rehash_in(desired: &mut Desired) {
+    for vm in desired.hosts.iter_mut().flat_map(|h| h.vms.iter_mut()) {
         let Some(seed) = &vm.seed else { continue };
         let sha = files(vm, seed).map(|f| sha256(&f)).unwrap_or_default();
         if let Some(seed) = vm.seed.as_mut() {
             seed.sha256 = sha;
         }
     }
-    out
 }
 
 /// The seed files of a VM.

@@ -323,12 +323,29 @@ impl Plan {
                 host,
                 connection: self.connections.get(host).map(String::as_str),
                 fingerprints: BTreeMap::new(),
-                actions: self.on_host(host).collect(),
-                errors: self.errors.iter().filter(|e| e.id.host == host).collect(),
-                notices: self.notices.iter().filter(|n| n.id.host == host).collect(),
+                actions: Vec::new(),
+                errors: Vec::new(),
+                notices: Vec::new(),
             })
             .collect();
+        // Each action, error and notice goes to its host's plan in one pass, in plan
+        // order (a scan of all of them per host was hosts × actions).
         let at: HashMap<&str, usize> = hosts.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        for a in &self.actions {
+            if let Some(&i) = at.get(a.id.host.as_str()) {
+                plans[i].actions.push(a);
+            }
+        }
+        for e in &self.errors {
+            if let Some(&i) = at.get(e.id.host.as_str()) {
+                plans[i].errors.push(e);
+            }
+        }
+        for n in &self.notices {
+            if let Some(&i) = at.get(n.id.host.as_str()) {
+                plans[i].notices.push(n);
+            }
+        }
         for (k, v) in &self.fingerprints {
             if let Some(i) = key_host(k).and_then(|h| at.get(h)) {
                 plans[*i].fingerprints.insert(k.as_str(), v.as_str());
@@ -365,9 +382,14 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 /// (a pure function of the files and the hosts, so a saved plan's seeds are built again
 /// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
-    let kept = crate::desired::addr::keep_live(&crate::desired::mac::keep_live(desired, live), live);
-    let on_hosts = crate::desired::vgpu::on_hosts(&crate::desired::ib::on_hosts(&kept, live), live);
-    crate::guest::volume::rehash(&on_hosts)
+    // One copy, changed in place step by step (each step reads what the one before made).
+    let mut planned = desired.clone();
+    crate::desired::mac::keep_live_in(&mut planned, live);
+    crate::desired::addr::keep_live_in(&mut planned, live);
+    crate::desired::ib::on_hosts_in(&mut planned, live);
+    crate::desired::vgpu::on_hosts_in(&mut planned, live);
+    crate::guest::volume::rehash_in(&mut planned);
+    planned
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
@@ -419,9 +441,13 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
             out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
         }
     }
+    // The creation order of every resource, for the actions' order: not made when there
+    // is nothing to order (a plan with nothing to do).
     let order: BTreeMap<&ResourceId, usize> = match graph {
-        Some(g) => g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect(),
-        None => BTreeMap::new(),
+        Some(g) if !out.actions.is_empty() => {
+            g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+        }
+        Some(_) | None => BTreeMap::new(),
     };
     let mut actions = out.actions;
     actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
