@@ -59,8 +59,9 @@ fn main() {
     let yaml = f
         .yaml()
         .replace(&format!("    host: {}\n", host.name), &format!("    host: {}\n    power: stopped\n", host.name));
-    std::fs::write(dir.path().join("factory.yaml"), yaml).unwrap();
-    let path = dir.path().to_path_buf();
+    let path = dir.path().join("factory");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("factory.yaml"), yaml).unwrap();
     let t0 = Instant::now();
     let out = Command::new(factory::FABRIK).args(["apply", "--yes"]).arg(&path).output().unwrap();
     assert!(
@@ -84,6 +85,10 @@ fn main() {
     // (`FABRIK_BENCH_BEFORE`: a before/after figure from the same rounds).
     let fabrik_bin = std::env::var("FABRIK_BENCH_BIN").unwrap_or_else(|_| factory::FABRIK.to_string());
     let before_bin = std::env::var("FABRIK_BENCH_BEFORE").ok();
+    // Each build plans with its own agent, as it would be deployed: the factory's copy
+    // for that build names it.
+    let fabrik_path = with_agent_of(&path, &fabrik_bin, "plan-fabrik");
+    let before_path = before_bin.as_ref().map(|bin| with_agent_of(&path, bin, "plan-before"));
     let me = std::env::current_exe().unwrap();
     let mut fabrik = Vec::new();
     let mut before = Vec::new();
@@ -93,10 +98,10 @@ fn main() {
         // Interleaved, and which goes first turns: no side always finds the daemon's
         // caches warm.
         let mut sides: Vec<&mut dyn FnMut()> = Vec::new();
-        let mut run_fabrik = || fabrik.push(plan_once(&fabrik_bin, &path));
+        let mut run_fabrik = || fabrik.push(plan_once(&fabrik_bin, &fabrik_path));
         let mut run_before = || {
-            if let Some(bin) = &before_bin {
-                before.push(plan_once(bin, &path));
+            if let (Some(bin), Some(path)) = (&before_bin, &before_path) {
+                before.push(plan_once(bin, path));
             }
         };
         let mut run_least = || {
@@ -143,10 +148,31 @@ fn main() {
     );
     if std::env::var_os("FABRIK_BENCH_KEEP").is_some() {
         // For profiling by hand: the host and the factory stay (`testbed.sh stop -n nobench`).
-        say(&format!("kept: host {} at {}, factory {}", host.name, host.uri, path.display()));
+        say(&format!("kept: host {} at {}, factory {}", host.name, host.uri, fabrik_path.display()));
         std::mem::forget(dir);
         std::mem::forget(tb);
     }
+}
+
+/// The agent a fabrik build starts on the host: `fabrik-agent` beside it where there is
+/// one (the agent without libvirt), else `<bin> agent` (a build from before it existed).
+fn agent_of(bin: &str) -> String {
+    let beside = std::path::Path::new(bin).with_file_name("fabrik-agent");
+    if beside.is_file() { beside.display().to_string() } else { format!("{bin} agent") }
+}
+
+/// A copy of the factory folder `dir` (with what apply left in it) beside it, named
+/// `name`, whose hosts' agent is `bin`'s.
+fn with_agent_of(dir: &std::path::Path, bin: &str, name: &str) -> std::path::PathBuf {
+    let copy = dir.with_file_name(name);
+    let status = Command::new("cp").arg("-a").arg(dir).arg(&copy).status().unwrap();
+    assert!(status.success(), "the factory folder is copied to {}", copy.display());
+    let file = copy.join("factory.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let theirs = yaml.replace(factory::AGENT, &agent_of(bin));
+    assert!(theirs.contains(&agent_of(bin)), "the factory names its hosts' agent");
+    std::fs::write(&file, theirs).unwrap();
+    copy
 }
 
 /// One `fabrik plan` of the bench's factory, which must be a no-op (exit 0).
