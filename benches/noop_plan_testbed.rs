@@ -8,7 +8,8 @@
 //!
 //! `cargo bench --bench noop_plan_testbed`; `FABRIK_BENCH_BIN=<path>` measures another
 //! fabrik binary's plan (an earlier build) on the same host, `FABRIK_BENCH_BEFORE=<path>`
-//! another beside this build's, in the same rounds; `FABRIK_BENCH_KEEP=1` leaves the host
+//! another beside this build's, in the same rounds (each build with its own agent:
+//! `fabrik-agent` beside the binary, else `<bin> agent`); `FABRIK_BENCH_KEEP=1` leaves the host
 //! and its factory for profiling by hand. Without the testbed (root, /dev/kvm,
 //! libvirtd) it prints why and does nothing. Under `cargo test` (no `--bench`) it only
 //! says how to run it: tests check behaviour, not speed.
