@@ -37,11 +37,14 @@ const ROUNDS: usize = 20;
 const TARGET_RATIO: f64 = 1.5;
 /// The argument that makes this binary the minimal libvirt program.
 const MINIMAL: &str = "--minimal-libvirt";
+/// With it, the minimal program also runs libvirt's event loop on a thread, with
+/// keepalive on, as fabrik did before `calls_only` (what that costs the reads).
+const EVENT_LOOP: &str = "--event-loop";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == MINIMAL) {
-        minimal(&args[i + 1]);
+        minimal(&args[i + 1], args.iter().any(|a| a == EVENT_LOOP));
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -94,6 +97,7 @@ fn main() {
     let mut fabrik = Vec::new();
     let mut before = Vec::new();
     let mut least = Vec::new();
+    let mut looped = Vec::new();
     let mut validate = Vec::new();
     for round in 0..ROUNDS {
         // Interleaved, and which goes first turns: no side always finds the daemon's
@@ -105,14 +109,18 @@ fn main() {
                 before.push(plan_once(bin, path));
             }
         };
-        let mut run_least = || {
+        let minimal_once = |extra: &[&str]| {
             let t0 = Instant::now();
-            let o = Command::new(&me).args([MINIMAL, &host.uri]).output().unwrap();
+            let o = Command::new(&me).args([MINIMAL, &host.uri]).args(extra).output().unwrap();
             let took = t0.elapsed();
             assert!(o.status.success(), "the minimal program failed: {}", String::from_utf8_lossy(&o.stderr));
             let read: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
             assert_eq!(read, DOMAINS, "the minimal program read every domain");
-            least.push(took);
+            took
+        };
+        let mut run_least = || {
+            least.push(minimal_once(&[]));
+            looped.push(minimal_once(&[EVENT_LOOP]));
         };
         sides.push(&mut run_fabrik);
         sides.push(&mut run_least);
@@ -142,6 +150,7 @@ fn main() {
         println!("    (its ratio to the minimal work: {:.2})", bm.0.as_secs_f64() / lm.0.as_secs_f64());
     }
     println!("  list all domains + read each XML      {}", row(lm));
+    println!("    the same with libvirt's event loop  {}", row(stats(&looped)));
     println!("  (fabrik validate: start, load, check)  {}", row(stats(&validate)));
     println!(
         "  ratio of medians fabrik / minimal: {ratio:.2} (target ≤ {TARGET_RATIO}: {})",
@@ -193,8 +202,15 @@ fn plan_once(bin: &str, path: &std::path::Path) -> Duration {
 
 /// The least work that reads a host's domains: connect, list them all, read each XML.
 /// Prints how many it read.
-fn minimal(uri: &str) {
+fn minimal(uri: &str, event_loop: bool) {
+    if event_loop {
+        virt::event::event_register_default_impl().expect("libvirt's event loop registers");
+        std::thread::spawn(|| while virt::event::event_run_default_impl().is_ok() {});
+    }
     let conn = virt::connect::Connect::open(Some(uri)).expect("the host answers");
+    if event_loop {
+        conn.set_keep_alive(5, 5).expect("keepalive is set");
+    }
     let doms = conn.list_all_domains(0).expect("the domains can be listed");
     let mut read = 0;
     for d in &doms {
