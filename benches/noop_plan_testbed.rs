@@ -5,6 +5,8 @@
 //! through the `virt` crate. Both are separate processes (this bench binary runs itself
 //! as the small program), run one after the other, interleaved, for `ROUNDS` rounds;
 //! prints the median, min and max of each and the ratio of the medians (target ≤ 1.5).
+//! The small program also runs a second time with libvirt's event loop on a thread and
+//! keepalive on (`--event-loop`), as fabrik needs: what that costs the same reads.
 //!
 //! `cargo bench --bench noop_plan_testbed`; `FABRIK_BENCH_BIN=<path>` measures another
 //! fabrik binary's plan (an earlier build) on the same host, `FABRIK_BENCH_BEFORE=<path>`

@@ -199,9 +199,6 @@ pub fn created_path(hosts: &super::hosts::Hosts) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> u8 {
-    // One burst of read calls per host: no libvirt event loop to hand each call's
-    // socket through (`LibvirtDriver::calls_only`).
-    crate::driver::libvirt::calls_only();
     // Each host's libvirt is read while the factory is checked and planned (read-only
     // calls; the agents start only for a valid factory), joined before the diff.
     let mut started = None;

@@ -11,7 +11,7 @@ pub mod xml;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
@@ -76,32 +76,14 @@ fn silence_limit() -> Duration {
     Duration::from_secs(SILENCE_LIMIT_S.load(Ordering::SeqCst))
 }
 
-/// Whether this process runs libvirt's event loop (see [`calls_only`]).
-static EVENT_LOOP: AtomicBool = AtomicBool::new(true);
-
-/// Declares, before the first connection, that this process uses its libvirt connections
-/// only for calls, one short burst of them (`fabrik plan`): libvirt's event loop is then
-/// registered (keepalive is set up on it) but not run. A running loop costs every call
-/// made from another thread a hand-off of the socket through the loop's thread (it
-/// updates the socket's watch and wakes the loop, ~10 wakeups a call, on cores libvirtd
-/// needs too); without it the calling thread does its own I/O. A silent host is still
-/// found out: while a call waits, libvirt's client polls with the keepalive's timeout and
-/// sends the probes itself (`virNetClientIOEventLoop` → `virKeepAliveTrigger`), so the
-/// call fails once the probes go unanswered, as with the loop running. What needs the
-/// loop, and does not call this: domain events (`watch`) and connections that idle
-/// between calls for longer than libvirtd waits for a keepalive answer (`apply`).
-pub fn calls_only() {
-    EVENT_LOOP.store(false, Ordering::SeqCst);
-}
-
 /// Once per process, before the first connection: libvirt's errors are not printed (fabrik
-/// reports them itself), and libvirt's default event loop is registered, which keepalive
-/// needs, and runs on a thread of its own unless [`calls_only`] was declared.
+/// reports them itself), and libvirt's default event loop runs on a thread of its own,
+/// which keepalive needs.
 fn init_libvirt() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         virt::error::clear_error_callback();
-        if virt::event::event_register_default_impl().is_ok() && EVENT_LOOP.load(Ordering::SeqCst) {
+        if virt::event::event_register_default_impl().is_ok() {
             let _ = std::thread::Builder::new()
                 .name("libvirt-events".into())
                 .spawn(|| while virt::event::event_run_default_impl().is_ok() {});
