@@ -5,10 +5,13 @@
 //! through the `virt` crate. Both are separate processes (this bench binary runs itself
 //! as the small program), run one after the other, interleaved, for `ROUNDS` rounds;
 //! prints the median, min and max of each and the ratio of the medians (target ≤ 1.5).
+//! The small program also runs a second time with libvirt's event loop on a thread and
+//! keepalive on (`--event-loop`), as fabrik needs: what that costs the same reads.
 //!
 //! `cargo bench --bench noop_plan_testbed`; `FABRIK_BENCH_BIN=<path>` measures another
 //! fabrik binary's plan (an earlier build) on the same host, `FABRIK_BENCH_BEFORE=<path>`
-//! another beside this build's, in the same rounds; `FABRIK_BENCH_KEEP=1` leaves the host
+//! another beside this build's, in the same rounds (each build with its own agent:
+//! `fabrik-agent` beside the binary, else `<bin> agent`); `FABRIK_BENCH_KEEP=1` leaves the host
 //! and its factory for profiling by hand. Without the testbed (root, /dev/kvm,
 //! libvirtd) it prints why and does nothing. Under `cargo test` (no `--bench`) it only
 //! says how to run it: tests check behaviour, not speed.
@@ -36,11 +39,14 @@ const ROUNDS: usize = 20;
 const TARGET_RATIO: f64 = 1.5;
 /// The argument that makes this binary the minimal libvirt program.
 const MINIMAL: &str = "--minimal-libvirt";
+/// With it, the minimal program also runs libvirt's event loop on a thread, with
+/// keepalive on, as fabrik did before `calls_only` (what that costs the reads).
+const EVENT_LOOP: &str = "--event-loop";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == MINIMAL) {
-        minimal(&args[i + 1]);
+        minimal(&args[i + 1], args.iter().any(|a| a == EVENT_LOOP));
         return;
     }
     if !args.iter().any(|a| a == "--bench") {
@@ -59,8 +65,9 @@ fn main() {
     let yaml = f
         .yaml()
         .replace(&format!("    host: {}\n", host.name), &format!("    host: {}\n    power: stopped\n", host.name));
-    std::fs::write(dir.path().join("factory.yaml"), yaml).unwrap();
-    let path = dir.path().to_path_buf();
+    let path = dir.path().join("factory");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("factory.yaml"), yaml).unwrap();
     let t0 = Instant::now();
     let out = Command::new(factory::FABRIK).args(["apply", "--yes"]).arg(&path).output().unwrap();
     assert!(
@@ -84,29 +91,38 @@ fn main() {
     // (`FABRIK_BENCH_BEFORE`: a before/after figure from the same rounds).
     let fabrik_bin = std::env::var("FABRIK_BENCH_BIN").unwrap_or_else(|_| factory::FABRIK.to_string());
     let before_bin = std::env::var("FABRIK_BENCH_BEFORE").ok();
+    // Each build plans with its own agent, as it would be deployed: the factory's copy
+    // for that build names it.
+    let fabrik_path = with_agent_of(&path, &fabrik_bin, "plan-fabrik");
+    let before_path = before_bin.as_ref().map(|bin| with_agent_of(&path, bin, "plan-before"));
     let me = std::env::current_exe().unwrap();
     let mut fabrik = Vec::new();
     let mut before = Vec::new();
     let mut least = Vec::new();
+    let mut looped = Vec::new();
     let mut validate = Vec::new();
     for round in 0..ROUNDS {
         // Interleaved, and which goes first turns: no side always finds the daemon's
         // caches warm.
         let mut sides: Vec<&mut dyn FnMut()> = Vec::new();
-        let mut run_fabrik = || fabrik.push(plan_once(&fabrik_bin, &path));
+        let mut run_fabrik = || fabrik.push(plan_once(&fabrik_bin, &fabrik_path));
         let mut run_before = || {
-            if let Some(bin) = &before_bin {
-                before.push(plan_once(bin, &path));
+            if let (Some(bin), Some(path)) = (&before_bin, &before_path) {
+                before.push(plan_once(bin, path));
             }
         };
-        let mut run_least = || {
+        let minimal_once = |extra: &[&str]| {
             let t0 = Instant::now();
-            let o = Command::new(&me).args([MINIMAL, &host.uri]).output().unwrap();
+            let o = Command::new(&me).args([MINIMAL, &host.uri]).args(extra).output().unwrap();
             let took = t0.elapsed();
             assert!(o.status.success(), "the minimal program failed: {}", String::from_utf8_lossy(&o.stderr));
             let read: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
             assert_eq!(read, DOMAINS, "the minimal program read every domain");
-            least.push(took);
+            took
+        };
+        let mut run_least = || {
+            least.push(minimal_once(&[]));
+            looped.push(minimal_once(&[EVENT_LOOP]));
         };
         sides.push(&mut run_fabrik);
         sides.push(&mut run_least);
@@ -136,6 +152,7 @@ fn main() {
         println!("    (its ratio to the minimal work: {:.2})", bm.0.as_secs_f64() / lm.0.as_secs_f64());
     }
     println!("  list all domains + read each XML      {}", row(lm));
+    println!("    the same with libvirt's event loop  {}", row(stats(&looped)));
     println!("  (fabrik validate: start, load, check)  {}", row(stats(&validate)));
     println!(
         "  ratio of medians fabrik / minimal: {ratio:.2} (target ≤ {TARGET_RATIO}: {})",
@@ -143,10 +160,31 @@ fn main() {
     );
     if std::env::var_os("FABRIK_BENCH_KEEP").is_some() {
         // For profiling by hand: the host and the factory stay (`testbed.sh stop -n nobench`).
-        say(&format!("kept: host {} at {}, factory {}", host.name, host.uri, path.display()));
+        say(&format!("kept: host {} at {}, factory {}", host.name, host.uri, fabrik_path.display()));
         std::mem::forget(dir);
         std::mem::forget(tb);
     }
+}
+
+/// The agent a fabrik build starts on the host: `fabrik-agent` beside it where there is
+/// one (the agent without libvirt), else `<bin> agent` (a build from before it existed).
+fn agent_of(bin: &str) -> String {
+    let beside = std::path::Path::new(bin).with_file_name("fabrik-agent");
+    if beside.is_file() { beside.display().to_string() } else { format!("{bin} agent") }
+}
+
+/// A copy of the factory folder `dir` (with what apply left in it) beside it, named
+/// `name`, whose hosts' agent is `bin`'s.
+fn with_agent_of(dir: &std::path::Path, bin: &str, name: &str) -> std::path::PathBuf {
+    let copy = dir.with_file_name(name);
+    let status = Command::new("cp").arg("-a").arg(dir).arg(&copy).status().unwrap();
+    assert!(status.success(), "the factory folder is copied to {}", copy.display());
+    let file = copy.join("factory.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let theirs = yaml.replace(factory::AGENT, &agent_of(bin));
+    assert!(theirs.contains(&agent_of(bin)), "the factory names its hosts' agent");
+    std::fs::write(&file, theirs).unwrap();
+    copy
 }
 
 /// One `fabrik plan` of the bench's factory, which must be a no-op (exit 0).
@@ -166,8 +204,15 @@ fn plan_once(bin: &str, path: &std::path::Path) -> Duration {
 
 /// The least work that reads a host's domains: connect, list them all, read each XML.
 /// Prints how many it read.
-fn minimal(uri: &str) {
+fn minimal(uri: &str, event_loop: bool) {
+    if event_loop {
+        virt::event::event_register_default_impl().expect("libvirt's event loop registers");
+        std::thread::spawn(|| while virt::event::event_run_default_impl().is_ok() {});
+    }
     let conn = virt::connect::Connect::open(Some(uri)).expect("the host answers");
+    if event_loop {
+        conn.set_keep_alive(5, 5).expect("keepalive is set");
+    }
     let doms = conn.list_all_domains(0).expect("the domains can be listed");
     let mut read = 0;
     for d in &doms {

@@ -1,6 +1,7 @@
 //! The agent: every driver call over a pipe to an in-process server, with results and
-//! errors unchanged; dead, silent and mismatched agents; the `fabrik agent` binary with
-//! simulated state, and on a host reached through `ip netns exec`.
+//! errors unchanged; dead, silent and mismatched agents; the `fabrik-agent` binary and
+//! `fabrik agent` with simulated state, and on a host reached through `ip netns exec`;
+//! `fabrik-agent` without libvirt.
 
 mod netlink_support;
 
@@ -19,6 +20,8 @@ use fabrik::spec::types::{ByteSize, PageSize, PciAddress};
 use netlink_support::{Netns, say};
 
 const FABRIK: &str = env!("CARGO_BIN_EXE_fabrik");
+/// The agent binary the hosts run: the agent without libvirt.
+const AGENT: &str = env!("CARGO_BIN_EXE_fabrik-agent");
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn pci(text: &str) -> PciAddress {
@@ -312,28 +315,60 @@ fn a_silent_agent_times_out() {
 }
 
 #[test]
-fn the_agent_binary_serves_simulated_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let twin = dir.path().join("gpu 01");
-    std::fs::create_dir(&twin).unwrap();
-    let state = twin.join("links.json");
-    sim_host().save(&state).unwrap();
-    let command = format!("{FABRIK} agent --sim-state {}", shell_words::quote(&twin.display().to_string()));
-    let mut client = AgentClient::spawn(&command).unwrap();
-    assert_eq!(client.hello().fabrik, env!("CARGO_PKG_VERSION"));
-    client
-        .create_link(&LinkSpec { name: "br0".into(), kind: LinkKind::Bridge, mtu: None, master: None, alias: None })
-        .unwrap();
-    assert_eq!(client.gpus().unwrap(), vec![], "a twin without gpus.json has no GPUs");
-    drop(client);
-    let saved = SimLinks::load(&state).unwrap();
-    assert!(saved.links.iter().any(|l| l.link.name == "br0"), "the change was saved");
+fn the_agent_binaries_serve_simulated_state() {
+    for agent in [AGENT.to_string(), format!("{FABRIK} agent")] {
+        let dir = tempfile::tempdir().unwrap();
+        let twin = dir.path().join("gpu 01");
+        std::fs::create_dir(&twin).unwrap();
+        let state = twin.join("links.json");
+        sim_host().save(&state).unwrap();
+        let command = format!("{agent} --sim-state {}", shell_words::quote(&twin.display().to_string()));
+        let mut client = AgentClient::spawn(&command).unwrap();
+        assert_eq!(client.hello().fabrik, env!("CARGO_PKG_VERSION"), "{agent}");
+        client
+            .create_link(&LinkSpec { name: "br0".into(), kind: LinkKind::Bridge, mtu: None, master: None, alias: None })
+            .unwrap();
+        assert_eq!(client.gpus().unwrap(), vec![], "{agent}: a twin without gpus.json has no GPUs");
+        drop(client);
+        let saved = SimLinks::load(&state).unwrap();
+        assert!(saved.links.iter().any(|l| l.link.name == "br0"), "{agent}: the change was saved");
+    }
+}
+
+/// The shared libraries a binary names (`NEEDED` in its dynamic section, by `readelf`,
+/// which comes with the linker that built it); `None` without `readelf`.
+fn needed(binary: &str) -> Option<Vec<String>> {
+    let out = std::process::Command::new("readelf").args(["-d", binary]).output().ok()?;
+    assert!(out.status.success(), "readelf -d {binary}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let libs = text
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.trim_end_matches(']').to_string()))
+        .collect();
+    Some(libs)
+}
+
+#[test]
+fn the_agent_binary_does_not_load_libvirt() {
+    let Some(agent) = needed(AGENT) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "readelf is missing (binutils)");
+        say("skipped: readelf is missing (install binutils)");
+        return;
+    };
+    // What is looked for is there to find: fabrik itself loads libvirt.
+    let fabrik = needed(FABRIK).unwrap();
+    assert!(fabrik.iter().any(|l| l.starts_with("libvirt.so")), "fabrik needs libvirt: {fabrik:?}");
+    assert!(
+        !agent.iter().any(|l| l.starts_with("libvirt")),
+        "fabrik-agent must not load libvirt (every plan and apply starts one per host): it needs {agent:?}"
+    );
 }
 
 #[test]
 fn a_host_in_a_network_namespace_through_ip_netns_exec() {
     let Some(netns) = Netns::new("agent") else { return };
-    let mut client = AgentClient::spawn(&format!("ip netns exec {} {FABRIK} agent", netns.name)).unwrap();
+    let mut client = AgentClient::spawn(&format!("ip netns exec {} {AGENT}", netns.name)).unwrap();
     let bridge = LinkSpec {
         name: "br-agent".into(),
         kind: LinkKind::Bridge,

@@ -462,7 +462,7 @@ fn an_apply_from_another_checkout_is_kept_out_by_the_hosts_lock() {
     // The other apply's side of it: h1's agent, started as fabrik starts it, holding the
     // factory's lock for someone else.
     let mut other =
-        fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {} agent", h1.netns, factory::FABRIK))
+        fabrik::driver::agent::AgentClient::spawn(&format!("ip netns exec {} {}", h1.netns, factory::AGENT))
             .expect("h1's agent starts");
     let holder = fabrik::apply::lock::Holder {
         pid: 4242,

@@ -1,6 +1,6 @@
 //! The reconcile core against testbed hosts (`tests/testbed/`): `apply --replace` of a VM
 //! is replaced and verified, and one `fabrik apply` starts each host's agent once (lock,
-//! observe, apply and verify share it), counted by a wrapper around `fabrik agent`.
+//! observe, apply and verify share it), counted by a wrapper around `fabrik-agent`.
 //!
 //! Without root, /dev/kvm or libvirtd they print why and pass; with `CI=true` they fail.
 
@@ -47,15 +47,12 @@ fn apply_replace_of_a_vm_on_a_testbed_host_is_replaced_and_verified() {
     run::assert_converged(&path);
 }
 
-/// A wrapper around `fabrik agent` that logs each start to `log`, then is the agent.
+/// A wrapper around `fabrik-agent` that logs each start to `log`, then is the agent.
 fn agent_wrapper(dir: &Path, log: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let script = dir.join("counting-agent.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho start >> '{}'\nexec {} agent \"$@\"\n", log.display(), factory::FABRIK),
-    )
-    .unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\necho start >> '{}'\nexec {} \"$@\"\n", log.display(), factory::AGENT))
+        .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
 }
@@ -75,7 +72,7 @@ fn one_apply_starts_each_hosts_agent_once() {
     // Every host's agent is the wrapper, inside the host's namespace.
     let file = path.join("factory.yaml");
     let yaml = std::fs::read_to_string(&file).unwrap();
-    let counted = yaml.replace(&format!("{} agent", factory::FABRIK), &wrapper.display().to_string());
+    let counted = yaml.replace(factory::AGENT, &wrapper.display().to_string());
     assert_ne!(yaml, counted, "the factory names its agents as expected");
     std::fs::write(&file, counted).unwrap();
     run::validate(&path);

@@ -107,11 +107,18 @@ impl Validation {
 /// Loads a factory and runs every check. Checks run only on files that decoded
 /// cleanly, so one typo does not cascade into a page of unknown references.
 pub fn validate(path: &std::path::Path) -> Validation {
+    validate_with(path, |_| ())
+}
+
+/// [`validate`], handing the spec to `decoded` once it decoded without errors, before
+/// the checks run (`fabrik plan` starts reading the hosts' libvirt there).
+pub fn validate_with(path: &std::path::Path, decoded: impl FnOnce(&Spec)) -> Validation {
     let loaded = crate::spec::load::load(path);
     let mut diags = crate::diag::Diagnostics::default();
     let decode_failed = loaded.diags.iter().any(Diagnostic::is_error);
     diags.extend(loaded.diags);
     if !decode_failed {
+        decoded(&loaded.spec);
         diags.extend(run(&loaded.spec));
     }
     diags.sort();

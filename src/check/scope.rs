@@ -48,6 +48,14 @@ fn tenants_of(spec: &Spec) -> HashMap<crate::spec::source::FileId, String> {
     spec.scopes.iter().filter_map(|s| Some((s.file, s.effective().tenant()?.to_string()))).collect()
 }
 
+/// Whether a tenant's file declares any host: an error of its own
+/// (`fabrik::scope::operator-only`), and a host no one may open before the checks have
+/// run (`fabrik plan` reads the operator's hosts while it checks the factory).
+pub fn tenant_declares_a_host(spec: &Spec) -> bool {
+    let tenant_files = tenants_of(spec);
+    !tenant_files.is_empty() && spec.hosts.iter().any(|h| tenant_files.contains_key(&h.name.span.file))
+}
+
 pub fn check(spec: &Spec, out: &mut Vec<Diagnostic>) {
     for s in &spec.scopes {
         if let (Some(layout), Some(declared)) = (&s.layout, &s.declared)
@@ -177,4 +185,28 @@ fn operator_only(tenant: &str, kind: &str, name: &Spanned<String>) -> Diagnostic
     .help(format!(
         "a tenant's file declares only its VMs and templates; move this {kind} to an operator's file (outside `tenants/<name>/`)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_in_a_tenants_file_is_seen_before_the_checks() {
+        let operators = crate::spec::load::load(std::path::Path::new("fixtures/scopes"));
+        assert!(!operators.spec.hosts.is_empty(), "the fixture declares hosts");
+        assert!(!tenant_declares_a_host(&operators.spec), "fixtures/scopes: every host is the operator's");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("tenants/acme")).unwrap();
+        std::fs::copy("fixtures/scopes/operator.yaml", root.join("operator.yaml")).unwrap();
+        std::fs::write(
+            root.join("tenants/acme/hosts.yaml"),
+            "version: 1\nhosts:\n  - name: evil\n    uri: \"qemu+tcp://evil.invalid/system\"\n    numa-nodes: [{ id: 0, cpus: 0-1, memory: 1GiB }]\n",
+        )
+        .unwrap();
+        let loaded = crate::spec::load::load(root);
+        assert!(!loaded.diags.iter().any(crate::diag::Diagnostic::is_error), "{:?}", loaded.diags);
+        assert!(tenant_declares_a_host(&loaded.spec));
+    }
 }

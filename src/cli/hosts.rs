@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::driver::observe::observe_all;
+use crate::driver::observe::{Started, observe_all};
 use crate::live::LiveHost;
 use crate::spec::model::Spec;
 
@@ -34,9 +34,38 @@ impl Hosts {
     /// Reads every host of the factory, or its twin, concurrently. Every libvirt
     /// connection from here on, apply's included, gives a host `--host-timeout`.
     pub fn observe(&self, spec: &Spec) -> Vec<LiveHost> {
+        self.observe_started(spec, None)
+    }
+
+    /// Starts reading the libvirt of every real host of `spec` in the background (not the
+    /// twins, not the agents), so a plan's connections open and its reads run while the
+    /// factory is still checked; [`Hosts::observe_started`] with the same hosts finishes.
+    /// A URI that `check::trust` refuses is refused here too, before anything opens, and
+    /// a factory where a tenant's file declares a host (`check::scope`) starts nothing:
+    /// no host is opened that the checks have not cleared as the operator's.
+    pub fn start_reading(&self, spec: &Spec) -> Option<Vec<Started>> {
+        if self.sim || crate::check::scope::tenant_declares_a_host(spec) {
+            return None;
+        }
+        crate::driver::libvirt::set_silence_limit(std::time::Duration::from_secs(self.host_timeout));
+        Some(crate::driver::connect::start_libvirt(&spec.hosts))
+    }
+
+    /// [`Hosts::observe`], taking the libvirt reads [`Hosts::start_reading`] started for
+    /// the same hosts.
+    pub fn observe_started(&self, spec: &Spec, started: Option<Vec<Started>>) -> Vec<LiveHost> {
         crate::driver::libvirt::set_silence_limit(std::time::Duration::from_secs(self.host_timeout));
         let state = self.state();
         let twins = self.sim.then_some(state.as_path());
-        observe_all(&spec.hosts, |h| h.name.value.clone(), |h| crate::driver::connect::observe(h, twins))
+        let started = started.filter(|s| s.len() == spec.hosts.len() && twins.is_none());
+        let hosts: Vec<(usize, &crate::spec::model::Host)> = spec.hosts.iter().enumerate().collect();
+        observe_all(
+            &hosts,
+            |(_, h)| h.name.value.clone(),
+            |&(i, h)| match &started {
+                Some(started) => crate::driver::connect::observe_started(h, &started[i]),
+                None => crate::driver::connect::observe(h, twins),
+            },
+        )
     }
 }

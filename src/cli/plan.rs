@@ -102,8 +102,18 @@ impl Refused {
 
 /// Validates the factory, builds its desired state and graph and reads the options.
 pub fn prepare(hosts: &super::hosts::Hosts, select: &Select) -> Result<Prepared, Refused> {
+    prepare_with(hosts, select, |_| ())
+}
+
+/// [`prepare`], handing the spec to `decoded` once it decoded, before it is checked
+/// ([`crate::check::validate_with`]).
+pub fn prepare_with(
+    hosts: &super::hosts::Hosts,
+    select: &Select,
+    decoded: impl FnOnce(&crate::spec::model::Spec),
+) -> Result<Prepared, Refused> {
     let style = super::style_for_stderr();
-    let v = crate::check::validate(&hosts.path);
+    let v = crate::check::validate_with(&hosts.path, decoded);
     let secrets = Secrets::of_factory(&v.spec, &v.sources);
     let refuse = |diags: &[crate::diag::Diagnostic], human: String| Refused {
         code: exit::INVALID,
@@ -189,7 +199,10 @@ pub fn created_path(hosts: &super::hosts::Hosts) -> PathBuf {
 }
 
 pub fn run(args: &Args) -> u8 {
-    let p = match prepare(&args.hosts, &args.select) {
+    // Each host's libvirt is read while the factory is checked and planned (read-only
+    // calls; the agents start only for a valid factory), joined before the diff.
+    let mut started = None;
+    let p = match prepare_with(&args.hosts, &args.select, |spec| started = args.hosts.start_reading(spec)) {
         Ok(p) => p,
         Err(refused) => {
             eprint!("{}", refused.human);
@@ -203,7 +216,7 @@ pub fn run(args: &Args) -> u8 {
             return refused.code;
         }
     };
-    let live = args.hosts.observe(&p.validation.spec);
+    let live = args.hosts.observe_started(&p.validation.spec, started);
     let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let secrets = Secrets::of_spec(&p.validation.spec);

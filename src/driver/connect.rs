@@ -35,6 +35,19 @@ pub fn observe(host: &Host, twins: Option<&Path>) -> LiveHost {
     }
 }
 
+/// Starts reading the libvirt of every real host (`hosts`, cloned: the reads outlive the
+/// caller's borrow) in the background, each URI refused or opened by [`open_virt`];
+/// [`observe_started`] finishes each host.
+pub fn start_libvirt(hosts: &[Host]) -> Vec<crate::driver::observe::Started> {
+    crate::driver::observe::start_libvirt(hosts.to_vec(), |h: &Host| h.name.value.clone(), open_virt)
+}
+
+/// Reads a real host whose libvirt is already being read ([`start_libvirt`]): its agent
+/// starts now, then both are joined.
+pub fn observe_started(host: &Host, libvirt: &crate::driver::observe::Started) -> LiveHost {
+    crate::driver::observe::observe_started(libvirt, || open_agent(host), host.partitions_path().map(str::to_string))
+}
+
 /// libvirt at the host's `uri`; NVML and netlink through its `agent` command, one
 /// connection for both. The two open at once: neither waits for the other.
 pub fn open_real(host: &Host) -> HostDrivers {

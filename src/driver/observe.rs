@@ -37,13 +37,29 @@ pub fn observe_opening(
     open_agent: impl FnOnce() -> (Opened<dyn Gpus>, Opened<dyn Links>),
     partitions_file: Option<String>,
 ) -> LiveHost {
-    let (mut live, mut errors, (agent, agent_errors)) = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let libvirt = s.spawn(move || read_libvirt(name, open_virt()));
         let (gpus, links) = open_agent();
         let agent = read_agent(gpus, links, partitions_file);
-        let (live, errors) = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (live, errors, agent)
-    });
+        let libvirt = libvirt.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        joined(libvirt, agent)
+    })
+}
+
+/// [`observe_opening`] for a host whose libvirt concern is already being read
+/// ([`start_libvirt`]): the agent opens and is read, then the libvirt read is waited for.
+pub fn observe_started(
+    libvirt: &Started,
+    open_agent: impl FnOnce() -> (Opened<dyn Gpus>, Opened<dyn Links>),
+    partitions_file: Option<String>,
+) -> LiveHost {
+    let (gpus, links) = open_agent();
+    let agent = read_agent(gpus, links, partitions_file);
+    joined(libvirt.wait(), agent)
+}
+
+/// One host's concerns in one [`LiveHost`]: libvirt's reads and the agent's.
+fn joined((mut live, mut errors): LibvirtRead, (agent, agent_errors): AgentRead) -> LiveHost {
     let (gpus, links, hugepages, boot_id, partitions) = agent;
     (live.gpus, live.links, live.hugepages, live.partitions) = (gpus, links, hugepages, partitions);
     // libvirt gives a boot id only for a local URI; the agent runs on the host itself.
@@ -59,9 +75,66 @@ pub fn observe_opening(
     live
 }
 
+/// What the libvirt concern reads (the host, its devices, domains, networks and pools, in
+/// a [`LiveHost`] otherwise empty), and its errors.
+type LibvirtRead = (LiveHost, Vec<ConcernError>);
+
+/// One host's libvirt concern, read on a thread of its own ([`start_libvirt`]).
+pub struct Started {
+    name: String,
+    /// Taken by the first [`Started::wait`].
+    read: std::sync::Mutex<Option<std::sync::mpsc::Receiver<LibvirtRead>>>,
+}
+
+impl Started {
+    /// The host's libvirt read, once it is done (a read that crashed is recorded as such).
+    fn wait(&self) -> LibvirtRead {
+        let rx = self.read.lock().unwrap_or_else(|p| p.into_inner()).take();
+        rx.and_then(|rx| rx.recv().ok()).unwrap_or_else(|| {
+            let live = LiveHost { name: self.name.clone(), ..LiveHost::default() };
+            let error = DriverError::new(crate::driver::ErrorKind::Failed, "reading this host's libvirt crashed");
+            (live, vec![ConcernError { concern: "libvirt".into(), error }])
+        })
+    }
+}
+
+/// Starts reading the libvirt concern of every host in the background (each opened by
+/// `open_virt`, up to [`HOSTS_IN_PARALLEL`] at once) and returns at once, one [`Started`]
+/// per host in the order of `hosts`. A plan starts here as soon as its factory is decoded,
+/// so the connections open and the reads run while the factory is still checked
+/// ([`observe_started`] takes them). Only libvirt: an agent is a process fabrik starts on
+/// the host, which must not happen for a factory that does not pass its checks.
+pub fn start_libvirt<H: Send + Sync + 'static>(
+    hosts: Vec<H>,
+    name: impl Fn(&H) -> String + Send + Sync + 'static,
+    open_virt: impl Fn(&H) -> Opened<dyn Virt> + Send + Sync + 'static,
+) -> Vec<Started> {
+    let (senders, started): (Vec<_>, Vec<_>) = hosts
+        .iter()
+        .map(|h| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            (tx, Started { name: name(h), read: std::sync::Mutex::new(Some(rx)) })
+        })
+        .unzip();
+    // Not scoped: a plan that stops early (a factory with errors) does not wait for a
+    // host that does not answer; the thread ends with the process.
+    std::thread::spawn(move || {
+        let work: Vec<_> = hosts.into_iter().zip(senders).collect();
+        on_hosts(&work, |(h, tx)| {
+            // A read that panics drops its sender: `Started::wait` records the crash.
+            if let Ok(read) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_libvirt(&name(h), open_virt(h))))
+            {
+                let _ = tx.send(read);
+            }
+        });
+    });
+    started
+}
+
 /// The libvirt concern: the host, its devices, domains, networks and pools, read at once
 /// ([`Virt::read_all`]).
-fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> (LiveHost, Vec<ConcernError>) {
+fn read_libvirt(name: &str, virt: Result<Box<dyn Virt>, DriverError>) -> LibvirtRead {
     let mut live = LiveHost { name: name.to_string(), ..LiveHost::default() };
     let mut errors = Vec::new();
     match virt {
@@ -237,5 +310,32 @@ mod tests {
             crate::driver::agent::Unavailable::new(DriverError::new(crate::driver::ErrorKind::Unreachable, "no agent"));
         let live = observe("far", drivers(Box::new(unavailable)));
         assert_eq!(live.info.expect("libvirt read").boot_id, None, "no agent, no boot id: no reboot is claimed");
+    }
+
+    #[test]
+    fn a_libvirt_read_started_early_is_joined_with_the_agent_and_a_crash_is_recorded() {
+        let started = start_libvirt(
+            vec!["ok", "crashes"],
+            |h: &&str| h.to_string(),
+            |h: &&str| match *h {
+                "ok" => Ok(Box::new(LibvirtDriver::connect("test:///default").expect("the test driver opens"))
+                    as Box<dyn Virt>),
+                _ => panic!("opening crashed"),
+            },
+        );
+        let agent = || {
+            let boot: Box<dyn Links> = Box::new(BootOnly("8d3e0000-0000-4000-8000-000000000002"));
+            (Err(DriverError::new(crate::driver::ErrorKind::Unreachable, "no NVML here")), Ok(boot))
+        };
+        let ok = observe_started(&started[0], agent, None);
+        assert_eq!(ok.name, "ok");
+        assert_eq!(ok.info.expect("libvirt read").boot_id.as_deref(), Some("8d3e0000-0000-4000-8000-000000000002"));
+        assert_eq!(ok.errors.iter().map(|e| e.concern.as_str()).collect::<Vec<_>>(), ["nvml"]);
+        let crashed = observe_started(&started[1], agent, None);
+        assert_eq!(crashed.name, "crashes");
+        assert!(crashed.info.is_none());
+        let libvirt: Vec<_> = crashed.errors.iter().filter(|e| e.concern == "libvirt").collect();
+        assert_eq!(libvirt.len(), 1, "{:?}", crashed.errors);
+        assert!(libvirt[0].error.message.contains("crashed"), "{:?}", libvirt[0]);
     }
 }

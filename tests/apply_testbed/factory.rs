@@ -14,8 +14,10 @@ use std::process::Command;
 
 use super::testbed::{Host, Testbed};
 
-/// The fabrik binary the tests run, and the hosts' agents with it.
+/// The fabrik binary the tests run.
 pub const FABRIK: &str = env!("CARGO_BIN_EXE_fabrik");
+/// The hosts' agent: `fabrik-agent`, the agent without libvirt (what `fabrik agent` serves).
+pub const AGENT: &str = env!("CARGO_BIN_EXE_fabrik-agent");
 
 /// The template every VM is made from unless it names another.
 pub const TINY: &str = "tiny";
@@ -195,7 +197,7 @@ impl Factory {
         for h in &self.hosts {
             writeln!(y, "  - name: {}", h.name).unwrap();
             writeln!(y, "    uri: \"{}\"", h.uri).unwrap();
-            writeln!(y, "    agent: ip netns exec {} {FABRIK} agent", h.netns).unwrap();
+            writeln!(y, "    agent: ip netns exec {} {AGENT}", h.netns).unwrap();
             writeln!(y, "    numa-nodes:").unwrap();
             for (id, cpus, kib) in machine_numa() {
                 writeln!(y, "      - {{ id: {id}, cpus: {cpus}, memory: {kib}KiB }}").unwrap();
