@@ -1,7 +1,7 @@
 //! The `fabrik` binary: see `fabrik::cli`.
 //!
 //! Its allocator is mimalloc: planning allocates and frees many small strings and trees
-//! per VM, and at 10,000 hosts mimalloc plans in ~20% less time and ~10% less memory than
+//! per VM, and at 10,000 hosts mimalloc plans in 10–20% less time and ~10% less memory than
 //! glibc's malloc (docs/bench.md). It is built without transparent huge pages
 //! (`no_thp`, Cargo.toml) and two of its options are set before anything else runs, so
 //! that memory fabrik frees goes back to the system as with glibc's malloc: with
