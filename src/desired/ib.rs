@@ -189,10 +189,7 @@ pub fn on_hosts(desired: &Desired, live: &[LiveHost]) -> Desired {
 /// [`on_hosts`] in place. Live hosts are looked up by name through an index (the first
 /// of each name): linear in hosts and domains.
 pub fn on_hosts_in(desired: &mut Desired, live: &[LiveHost]) {
-    let mut by_name: std::collections::HashMap<&str, &LiveHost> = std::collections::HashMap::with_capacity(live.len());
-    for l in live {
-        by_name.entry(l.name.as_str()).or_insert(l);
-    }
+    let by_name = crate::live::by_name(live);
     if desired.hosts.iter().all(|h| h.ib_ports.is_empty()) {
         return;
     }

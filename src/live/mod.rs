@@ -18,6 +18,16 @@ pub use virt::{
 
 use serde::{Deserialize, Serialize};
 
+/// The live hosts by name, the first of each name (as a search from the front finds
+/// it): built once, so that looking hosts up stays linear.
+pub fn by_name(live: &[LiveHost]) -> std::collections::HashMap<&str, &LiveHost> {
+    let mut by_name = std::collections::HashMap::with_capacity(live.len());
+    for l in live {
+        by_name.entry(l.name.as_str()).or_insert(l);
+    }
+    by_name
+}
+
 /// Everything read from one host.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LiveHost {

@@ -400,10 +400,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
     let desired_hash = desired_hash(desired);
     let desired = &as_planned(desired, live);
     // The first live host of each name, as a search from the front would find it.
-    let mut by_name: HashMap<&str, &LiveHost> = HashMap::with_capacity(live.len());
-    for l in live {
-        by_name.entry(l.name.as_str()).or_insert(l);
-    }
+    let by_name = crate::live::by_name(live);
     // Each host's diff depends on no other host: they are made side by side and joined
     // in host order, so the result is the one a single thread would give.
     let per_host = on_threads(&desired.hosts, |host| {
