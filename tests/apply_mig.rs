@@ -28,7 +28,7 @@ use fabrik::spec::types::PciAddress;
 use serde_json::Value;
 
 mod common;
-use common::text;
+use common::{position, text};
 
 const HOST: &str = "gpu09";
 const GPU: &str = "0000:3b:00.0";
@@ -241,14 +241,6 @@ fn actions(plan: &Value) -> Vec<String> {
 
 fn creates(slots: &[&str]) -> Vec<String> {
     slots.iter().map(|s| format!("create {}", mig_id(s))).collect()
-}
-
-/// Where the event of `kind` for `id` is in the apply's events.
-fn position(events: &[Value], kind: &str, id: &str) -> usize {
-    events
-        .iter()
-        .position(|e| e["event"] == kind && e["id"] == id)
-        .unwrap_or_else(|| panic!("no `{kind}` event for {id}: {events:#?}"))
 }
 
 /// What an apply left: the plan it made and the GPU's state after it.

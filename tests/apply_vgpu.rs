@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::text;
+use common::{VGPU_LAYOUT as LAYOUT, VGPU_VMS as VMS, position, text};
 use fabrik::driver::Virt;
 use fabrik::driver::sim_gpu::{SimGpuState, SimVgpu};
 use fabrik::driver::vgpu::VgpuMode;
@@ -164,17 +164,6 @@ fn named_by(d: &SimVgpu) -> String {
         None => d.uuid.clone(),
     }
 }
-
-/// Where an event of `kind` for `id` is in the stream.
-fn position(events: &[Value], kind: &str, id: &str) -> usize {
-    events
-        .iter()
-        .position(|e| e["event"] == kind && e["id"] == id)
-        .unwrap_or_else(|| panic!("no `{kind}` event for {id} in {events:#?}"))
-}
-
-const LAYOUT: [&str; 3] = ["2g.35gb@0", "2g.35gb@2", "3g.71gb@4"];
-const VMS: [(&str, &str); 3] = [("a", "2g.35gb"), ("b", "2g.35gb"), ("c", "3g.71gb")];
 
 /// Three VMs on the three instances: a device on each, named by the UUID each domain
 /// references; the VMs run.

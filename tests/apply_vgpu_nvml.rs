@@ -28,7 +28,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::text;
+use common::{VGPU_LAYOUT as LAYOUT, VGPU_VMS as VMS, position, text};
 use fabrik::driver::sim_gpu::{SimGpuState, SimVgpu, sim_vf_address};
 use fabrik::driver::vgpu::VgpuMode;
 use fabrik::spec::types::PciAddress;
@@ -150,16 +150,6 @@ fn device<'a>(devices: &'a [SimVgpu], slot: &str) -> &'a SimVgpu {
         .unwrap_or_else(|| panic!("no vGPU on {slot} in {devices:?}"))
 }
 
-/// Where an event of `kind` for `id` is in the stream.
-fn position(events: &[Value], kind: &str, id: &str) -> usize {
-    events
-        .iter()
-        .position(|e| e["event"] == kind && e["id"] == id)
-        .unwrap_or_else(|| panic!("no `{kind}` event for {id} in {events:#?}"))
-}
-
-const LAYOUT: [&str; 3] = ["2g.35gb@0", "2g.35gb@2", "3g.71gb@4"];
-const VMS: [(&str, &str); 3] = [("a", "2g.35gb"), ("b", "2g.35gb"), ("c", "3g.71gb")];
 const RELAYOUT: [&str; 4] = ["2g.35gb@0", "2g.35gb@2", "1g.18gb@4", "1g.18gb@5"];
 const RELAYOUT_VMS: [(&str, &str); 4] = [("a", "2g.35gb"), ("b", "2g.35gb"), ("d", "1g.18gb"), ("e", "1g.18gb")];
 

@@ -41,6 +41,18 @@ pub fn fingerprints(plan: &serde_json::Value) -> serde_json::Value {
     )
 }
 
+/// Where the apply event of `kind` for the action `id` is in `events`.
+pub fn position(events: &[serde_json::Value], kind: &str, id: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e["event"] == kind && e["id"] == id)
+        .unwrap_or_else(|| panic!("no `{kind}` event for {id} in {events:#?}"))
+}
+
+/// The vGPU tests' first layout of the H200 and the VM on each of its instances.
+pub const VGPU_LAYOUT: [&str; 3] = ["2g.35gb@0", "2g.35gb@2", "3g.71gb@4"];
+pub const VGPU_VMS: [(&str, &str); 3] = [("a", "2g.35gb"), ("b", "2g.35gb"), ("c", "3g.71gb")];
+
 /// The vGPU tests' factory: host `gpu09` (reached through `agent` when given) with one
 /// H200 at 0000:3b:00.0 split as `layout` (`profile@start`), one VM per `(name, profile)`.
 pub fn vgpu_factory(agent: Option<&str>, layout: &[&str], vms: &[(&str, &str)]) -> String {
