@@ -5,7 +5,7 @@
 //! blocking pool; the async side only schedules. Two limits bound the work: the whole
 //! apply's (`--parallelism`) and each host's (`--per-host`); an action starts only when
 //! both have room, so one waiting for its busy host never holds a slot another host
-//! could use, and hosts are taken up in turn ([`Hosts`]).
+//! could use, and hosts are taken up in turn (`Hosts`, below).
 //!
 //! An action is the unit of interruption: once the cancellation token is cancelled (the
 //! CLI cancels it on Ctrl-C or SIGTERM) no new action starts, the running ones finish
