@@ -149,7 +149,12 @@ pub fn main() -> ExitCode {
         Command::Inventory(args) => inventory::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Partitions(args) => partitions::run(&args),
-        Command::Plan(args) => plan::run(&args),
+        Command::Plan(args) => {
+            // A plan's connections are used in one burst and closed: keepalive's timers
+            // suffice, without libvirt's loop taking the socket on every call.
+            crate::driver::libvirt::events::choose(crate::driver::libvirt::events::EventLoop::TimersOnly);
+            plan::run(&args)
+        }
         Command::Apply(args) => apply::run(&args),
         Command::Explain { code, list } => explain::run(code.as_deref(), list),
         Command::Init(args) => init::run(&args),

@@ -7,6 +7,7 @@
 //! errors become [`DriverError`]s with libvirt's own code (`VIR_ERR_NO_DOMAIN`) kept.
 
 mod domain_read;
+pub mod events;
 pub mod owner;
 pub mod xml;
 
@@ -71,17 +72,14 @@ fn silence_limit() -> Duration {
 }
 
 /// Once per process, before the first connection: libvirt's errors are not printed (fabrik
-/// reports them itself), and libvirt's default event loop runs on a thread of its own,
-/// which keepalive needs.
+/// reports them itself), and the event implementation keepalive needs is registered and
+/// runs on a thread of its own: libvirt's default loop, or the timers only for a command
+/// that chose so ([`events`]).
 fn init_libvirt() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
         virt::error::clear_error_callback();
-        if virt::event::event_register_default_impl().is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("libvirt-events".into())
-                .spawn(|| while virt::event::event_run_default_impl().is_ok() {});
-        }
+        events::register();
     });
 }
 
