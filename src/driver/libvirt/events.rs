@@ -221,12 +221,18 @@ unsafe extern "C" fn add_timeout(
     id
 }
 
+/// Called on every message a connection receives (keepalive counts it as a sign of life
+/// and pushes its timer back): the timer thread is woken only when the timer is due
+/// sooner than it was, else it wakes at the old time and sleeps on.
 unsafe extern "C" fn update_timeout(timer: c_int, interval: c_int) {
     let mut st = state();
     if let Some(t) = st.timers.iter_mut().find(|t| t.id == timer) {
-        t.interval = interval;
-        t.due = due_after(interval, Instant::now());
-        WAKE.notify_one();
+        let due = due_after(interval, Instant::now());
+        let sooner = due.is_some_and(|due| t.due.is_none_or(|old| due < old));
+        (t.interval, t.due) = (interval, due);
+        if sooner {
+            WAKE.notify_one();
+        }
     }
 }
 
