@@ -7,7 +7,8 @@
 //! messages both ways and freezes h2's libvirtd just before it passes the client's
 //! `FREEZE_AT`-th message (the connection's opening takes a handful; h2 holds
 //! `H2_DOMAINS` domains, each read with a call of its own). h1 answers throughout and is
-//! read first and then left idle while h2 is silent.
+//! read first and then left idle while h2 is silent. Both ways a plan reads a host: one
+//! call at a time (a local socket) and 8 at once over the connection (a remote URI).
 
 #[path = "testbed/mod.rs"]
 mod testbed;
@@ -59,32 +60,38 @@ fn a_host_frozen_in_the_middle_of_a_plans_reads_is_unreachable_within_the_host_t
     let (h1, h2) = (tb.host("h1").clone(), tb.host("h2").clone());
     define_by_hand(&h1, 5);
     define_by_hand(&h2, H2_DOMAINS);
-    let dir = tempfile::tempdir().unwrap();
-    let relay = Relay::start(&dir.path().join("h2-relay.sock"), &h2);
-    let path = factory(&tb, &relay.uri(), dir.path());
+    // `qemu:///…?socket=` is a local host, read one call at a time; `qemu+unix://` is read
+    // as a remote one, 8 calls in flight over the connection (`READS_IN_PARALLEL`).
+    for (scheme, readers) in [("qemu", "one reader"), ("qemu+unix", "8 readers")] {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Relay::start(&dir.path().join("h2-relay.sock"), &h2);
+        let path = factory(&tb, &relay.uri(scheme), dir.path());
+        frozen_in_the_middle(&path, &relay, readers);
+    }
+}
 
+/// A healthy plan through the relay, then one with h2 frozen at the relay's
+/// `FREEZE_AT`-th message.
+fn frozen_in_the_middle(path: &Path, relay: &Relay, readers: &str) {
     // Healthy: both hosts read through the relay, no freeze (the relay freezes only when
-    // told to), the plan has changes (the tenant's networks) and no errors.
-    let healthy = plan(&path, &["--host-timeout", &HOST_TIMEOUT_S.to_string()]);
-    assert_eq!(healthy.code, 2, "{:#?}\n{}", healthy.errors(), healthy.stderr);
-    assert!(healthy.errors().is_empty(), "{:#?}", healthy.errors());
+    // told to), the plan has changes (the tenant's networks, h1's VM) and no errors.
+    let healthy = plan(path, &["--host-timeout", &HOST_TIMEOUT_S.to_string()]);
+    assert_eq!(healthy.code, 2, "{readers}: {:#?}\n{}", healthy.errors(), healthy.stderr);
+    assert!(healthy.errors().is_empty(), "{readers}: {:#?}", healthy.errors());
     assert!(relay.messages() > FREEZE_AT, "h2's reads take more than {FREEZE_AT} messages: {}", relay.messages());
 
     relay.freeze_at(FREEZE_AT);
-    let silent = plan(&path, &["--host-timeout", &HOST_TIMEOUT_S.to_string()]);
-    let frozen = relay.frozen_pid();
-    if let Some(pid) = &frozen {
-        let _ = Command::new("kill").args(["-CONT", pid]).status();
-    }
+    let silent = plan(path, &["--host-timeout", &HOST_TIMEOUT_S.to_string()]);
+    let frozen = relay.thaw();
     say(&format!(
-        "plan with h2 frozen at its message {FREEZE_AT}: {:.2}s, exit {}",
+        "plan with h2 frozen at its message {FREEZE_AT} ({readers}): {:.2}s, exit {}",
         silent.elapsed.as_secs_f64(),
         silent.code
     ));
-    assert!(frozen.is_some(), "the relay froze h2's libvirtd (it saw {} messages)", relay.messages());
-    assert_eq!(silent.code, 1, "{:#?}\n{}", silent.json, silent.stderr);
+    assert!(frozen, "{readers}: the relay froze h2's libvirtd (it saw {} messages)", relay.messages());
     // Not hung (`plan` kills it past `HUNG`, generous: a few silence limits, not the
     // minutes TCP would wait nor the forever of libvirt's I/O loop without keepalive).
+    assert_eq!(silent.code, 1, "{readers}: {:#?}\n{}", silent.json, silent.stderr);
     let hosts = silent.json["hosts"].as_array().expect("the plan's hosts");
     let of = |name: &str| {
         hosts
@@ -93,14 +100,14 @@ fn a_host_frozen_in_the_middle_of_a_plans_reads_is_unreachable_within_the_host_t
             .unwrap_or_else(|| panic!("host {name} in {:#}\n{}", silent.json, silent.stderr))
     };
     let h2_errors = of("h2")["errors"].as_array().cloned().unwrap_or_default();
-    assert!(!h2_errors.is_empty(), "h2 is reported: {:#?}", of("h2"));
+    assert!(!h2_errors.is_empty(), "{readers}: h2 is reported: {:#?}", of("h2"));
     say(&format!("  h2: {}", h2_errors[0]["message"]));
     assert_eq!(h2_errors[0]["code"], "fabrik::plan::unreadable-host", "{h2_errors:#?}");
     let message = h2_errors[0]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("keepalive timeout"), "h2's call in flight failed on keepalive: {message}");
+    assert!(message.contains("keepalive timeout"), "{readers}: h2's call in flight failed on keepalive: {message}");
     // h1, read first and idle while h2 was silent, is not reported unreachable.
     let h1_errors = of("h1")["errors"].as_array().cloned().unwrap_or_default();
-    assert!(h1_errors.is_empty(), "h1 was read: {h1_errors:#?}");
+    assert!(h1_errors.is_empty(), "{readers}: h1 was read: {h1_errors:#?}");
 }
 
 /// `fabrik plan --format json <path> <extra>`: its exit status, document and stderr, and
@@ -211,8 +218,8 @@ impl Relay {
         relay
     }
 
-    fn uri(&self) -> String {
-        format!("qemu:///system?socket={}", self.path.display())
+    fn uri(&self, scheme: &str) -> String {
+        format!("{scheme}:///system?socket={}", self.path.display())
     }
 
     /// The client's messages on the latest connection so far.
@@ -224,17 +231,20 @@ impl Relay {
         self.freeze_at.store(n, Ordering::SeqCst);
     }
 
-    /// The pid of the libvirtd it froze, if it did.
-    fn frozen_pid(&self) -> Option<String> {
-        self.frozen.lock().unwrap().clone()
+    /// Lets the libvirtd it froze run again; whether it had frozen it.
+    fn thaw(&self) -> bool {
+        self.freeze_at.store(0, Ordering::SeqCst);
+        let frozen = self.frozen.lock().unwrap().take();
+        if let Some(pid) = &frozen {
+            let _ = Command::new("kill").args(["-CONT", pid]).status();
+        }
+        frozen.is_some()
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if let Some(pid) = self.frozen_pid() {
-            let _ = Command::new("kill").args(["-CONT", &pid]).status();
-        }
+        self.thaw();
     }
 }
 

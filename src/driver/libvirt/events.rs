@@ -133,6 +133,8 @@ struct Timer {
 
 struct Handle {
     id: c_int,
+    /// The connection's socket, shut down when the handle is removed.
+    fd: c_int,
     opaque: Opaque,
     ff: sys::virFreeCallback,
 }
@@ -248,7 +250,7 @@ unsafe extern "C" fn remove_timeout(timer: c_int) -> c_int {
 }
 
 unsafe extern "C" fn add_handle(
-    _fd: c_int,
+    fd: c_int,
     _events: c_int,
     _cb: sys::virEventHandleCallback,
     opaque: *mut c_void,
@@ -256,17 +258,37 @@ unsafe extern "C" fn add_handle(
 ) -> c_int {
     let mut st = state();
     let id = st.new_id();
-    st.handles.push(Handle { id, opaque: Opaque(opaque), ff });
+    st.handles.push(Handle { id, fd, opaque: Opaque(opaque), ff });
     id
 }
 
 /// Never polled: the events a handle waits for do not matter.
 unsafe extern "C" fn update_handle(_watch: c_int, _events: c_int) {}
 
+/// libvirt's client removes its socket's handle only when it closes the connection
+/// (`virNetClientMarkClose`: keepalive gave up, an error, a close; or when the client is
+/// freed), so the socket is shut down here too. That wakes every thread that waits on it:
+/// with several calls in flight on a dying connection, libvirt 9.0 passes the I/O to the
+/// next waiting thread, which would otherwise wait in its poll with no timeout for an
+/// answer that never comes (a host frozen while 8 reads were in flight hung `fabrik plan`
+/// for good, with libvirt's own loop too). The socket is still open here: the handle holds
+/// a reference on it until its free callback, which runs later.
+fn shut_down(fd: c_int) {
+    use std::os::fd::FromRawFd;
+    // shutdown(2) is the same call for every socket family; the stream type only lends
+    // the call, and ManuallyDrop keeps it from closing libvirt's descriptor. On a pipe
+    // (not a socket) it fails, harmlessly.
+    let socket = std::mem::ManuallyDrop::new(unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) });
+    let _ = socket.shutdown(std::net::Shutdown::Both);
+}
+
 unsafe extern "C" fn remove_handle(watch: c_int) -> c_int {
     let mut st = state();
     let Some(at) = st.handles.iter().position(|h| h.id == watch) else { return -1 };
     let h = st.handles.remove(at);
+    if h.fd >= 0 {
+        shut_down(h.fd);
+    }
     if let Some(ff) = h.ff {
         st.frees.push((ff, h.opaque));
         WAKE.notify_one();
@@ -356,7 +378,7 @@ mod tests {
     fn handles_get_ids_and_are_freed_after_removal() {
         start();
         let (opaque, rx) = probe(usize::MAX);
-        let id = unsafe { add_handle(0, 1, None, opaque, Some(free)) };
+        let id = unsafe { add_handle(-1, 1, None, opaque, Some(free)) };
         assert!(id >= 1);
         unsafe { update_handle(id, 0) };
         assert!(rx.recv_timeout(Duration::from_millis(50)).is_err(), "a handle is never polled");
