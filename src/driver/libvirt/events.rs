@@ -10,7 +10,7 @@
 //!   The price: every call from another thread takes the socket from the loop and gives
 //!   it back (`virNetSocketUpdateIOCallback`), waking the loop's thread twice or more a
 //!   call (≈ 3 ms of CPU over the 200 reads of a no-op plan, docs/bench.md).
-//! - [`EventLoop::TimersOnly`], fabrik's own ([`register_timers_only`]): timers run on a
+//! - [`EventLoop::TimersOnly`], fabrik's own (`register_timers_only`): timers run on a
 //!   thread of their own; socket handles are accepted (ids, removal, their free callbacks)
 //!   but never polled. A call's thread reads and writes its socket itself in libvirt's
 //!   client I/O loop (`virNetClientIOEventLoop`), keepalive answers that came meanwhile
@@ -21,7 +21,9 @@
 //!   silence limit would be closed as dead, its pings' answers unread. So it is only for
 //!   commands whose connections are used in one burst and closed: `fabrik plan`, whose
 //!   every host's connection is closed as soon as that host's reads are done
-//!   (`driver::observe::read_libvirt` takes the driver).
+//!   (`driver::observe::read_libvirt` takes the driver). When libvirt removes a socket's
+//!   handle (it is closing the connection) the socket is shut down, which wakes every
+//!   call still waiting on it (`remove_handle`).
 //!
 //! The contract (libvirt's `vireventglib.c`, `virkeepalive.c`): ids start at 1 (keepalive
 //! takes a timer id of 0 as "none"); a timer of `n` ms fires every `n` ms from when it was
