@@ -7,8 +7,8 @@
 //! messages both ways and freezes h2's libvirtd just before it passes the client's
 //! `FREEZE_AT`-th message (the connection's opening takes a handful; h2 holds
 //! `H2_DOMAINS` domains, each read with a call of its own). h1 answers throughout and is
-//! read first and then left idle while h2 is silent. Both ways a plan reads a host: one
-//! call at a time (a local socket) and 8 at once over the connection (a remote URI).
+//! read first and then left idle while h2 is silent. h2 is reached both as a local socket
+//! and as a remote URI.
 
 #[path = "testbed/mod.rs"]
 mod testbed;
@@ -60,9 +60,10 @@ fn a_host_frozen_in_the_middle_of_a_plans_reads_is_unreachable_within_the_host_t
     let (h1, h2) = (tb.host("h1").clone(), tb.host("h2").clone());
     define_by_hand(&h1, 5);
     define_by_hand(&h2, H2_DOMAINS);
-    // `qemu:///…?socket=` is a local host, read one call at a time; `qemu+unix://` is read
-    // as a remote one, 8 calls in flight over the connection (`READS_IN_PARALLEL`).
-    for (scheme, readers) in [("qemu", "one reader"), ("qemu+unix", "8 readers")] {
+    // `qemu:///…?socket=` is a local host, `qemu+unix://` is read as a remote one (a plan
+    // reads both 8 calls at a time over the connection; other commands a local host one
+    // call at a time).
+    for (scheme, readers) in [("qemu", "local"), ("qemu+unix", "remote")] {
         let dir = tempfile::tempdir().unwrap();
         let relay = Relay::start(&dir.path().join("h2-relay.sock"), &h2);
         let path = factory(&tb, &relay.uri(scheme), dir.path());

@@ -34,10 +34,12 @@ use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 /// per concern (libvirtd serves 20 calls at once by default, `max_workers`; this leaves
 /// room for everyone else's). Over ssh or TLS each call waits a network round trip, which
 /// calls in flight together share. Over a local socket a round trip is cheaper than what
-/// sharing the connection costs: with libvirt's event loop running (keepalive needs it),
-/// every call from another thread hands the socket over through the loop, and 8 readers
-/// took 1.5–4× the CPU of one and longer too (`noop_plan_testbed`, docs/bench.md), so a
-/// local host is read one call at a time ([`LibvirtDriver::readers`]).
+/// sharing the connection costs under libvirt's default event loop: every call from
+/// another thread hands the socket over through the loop, and 8 readers took 1.5–4× the
+/// CPU of one and longer too (`noop_plan_testbed`, docs/bench.md), so there a local host
+/// is read one call at a time ([`LibvirtDriver::readers`]). Without that loop (`plan`'s
+/// timers-only implementation, [`events`]) 8 readers cost a local host no more CPU than
+/// one and overlap libvirtd's work with fabrik's: it is read as a remote one.
 const READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
@@ -87,8 +89,8 @@ fn init_libvirt() {
 pub struct LibvirtDriver {
     conn: Connect,
     uri: String,
-    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`] for a remote host, 1
-    /// for a local one.
+    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`], or 1 for a local host
+    /// under libvirt's default event loop.
     readers: usize,
 }
 
@@ -132,7 +134,8 @@ impl LibvirtDriver {
         let probes = (limit.as_secs() / interval).saturating_sub(1).max(1);
         let _ =
             conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
-        let readers = if local_uri(uri) { 1 } else { READS_IN_PARALLEL };
+        let handed_over = events::chosen() == events::EventLoop::Default;
+        let readers = if local_uri(uri) && handed_over { 1 } else { READS_IN_PARALLEL };
         Ok(LibvirtDriver { conn, uri: uri.to_string(), readers })
     }
 
