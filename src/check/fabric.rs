@@ -1,8 +1,8 @@
 //! `fabrik::fabric::*`: NVLink domains and the VXLAN underlay. A VM's GPUs reach each
 //! other over one NVLink domain, and a domain partitioned by the fabric manager serves
 //! one tenant; the hosts of a VXLAN network reach each other through the addresses of
-//! its parent NIC ([`underlay`]); a network's MTU fits the MTU its parent NIC has on
-//! each host ([`mtu`]).
+//! its parent NIC (submodule `underlay`); a network's MTU fits the MTU its parent NIC has on
+//! each host (submodule `mtu`).
 //!
 //! Only whole GPUs count for the first: MIG instances have no NVLink peer access, and a
 //! time slice is not a GPU of one's own. GPUs without a declared domain are not known to
