@@ -216,10 +216,8 @@ pub fn run(args: &Args) -> u8 {
             return refused.code;
         }
     };
-    // The desired side of each VM's comparison, normalized while the hosts are read.
-    let prepared = plan::diff::virt::Prepared::of(&p.desired);
     let live = args.hosts.observe_started(&p.validation.spec, started);
-    let mut plan = plan::plan_prepared(&p.desired, &p.graph, &live, &p.options, &prepared);
+    let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let secrets = Secrets::of_spec(&p.validation.spec);
     scrub(&mut plan, &secrets);

@@ -368,25 +368,13 @@ impl Plan {
 
 /// Compares the desired state with the live hosts.
 pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
-    plan_in(desired, Graph::of(desired).as_ref().ok(), live, options, None)
+    plan_in(desired, Graph::of(desired).as_ref().ok(), live, options)
 }
 
 /// [`plan`] with the desired state's graph already built (the CLI builds it first, to
 /// refuse a cycle before reading any host).
 pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &Options) -> Plan {
-    plan_in(desired, Some(graph), live, options, None)
-}
-
-/// [`plan_with`], its VMs' desired definitions normalized beforehand (`fabrik plan` does
-/// it while the hosts are read): the same plan.
-pub fn plan_prepared(
-    desired: &Desired,
-    graph: &Graph,
-    live: &[LiveHost],
-    options: &Options,
-    prepared: &diff::virt::Prepared,
-) -> Plan {
-    plan_in(desired, Some(graph), live, options, Some(prepared))
+    plan_in(desired, Some(graph), live, options)
 }
 
 /// The desired state as a plan's actions see it: the MACs and addresses the running VMs
@@ -406,13 +394,7 @@ pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
 /// and targeting is not applied.
-fn plan_in(
-    desired: &Desired,
-    graph: Option<&Graph>,
-    live: &[LiveHost],
-    options: &Options,
-    prepared: Option<&diff::virt::Prepared>,
-) -> Plan {
+fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
     let planned = &as_planned(desired, live);
@@ -423,7 +405,7 @@ fn plan_in(
     let hashes = || (desired_hash(desired), file::fingerprints(planned, live));
     std::thread::scope(|s| {
         let beside = if cores() > 1 { std::thread::Builder::new().spawn_scoped(s, hashes).ok() } else { None };
-        let mut plan = diffed(planned, graph, live, options, prepared);
+        let mut plan = diffed(planned, graph, live, options);
         (plan.desired_hash, plan.fingerprints) = match beside {
             Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             None => hashes(),
@@ -434,24 +416,18 @@ fn plan_in(
 
 /// The plan of `desired` (as planned) against `live`, its hash and fingerprints left
 /// empty ([`plan_in`] takes them beside).
-fn diffed(
-    desired: &Desired,
-    graph: Option<&Graph>,
-    live: &[LiveHost],
-    options: &Options,
-    prepared: Option<&diff::virt::Prepared>,
-) -> Plan {
+fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The first live host of each name, as a search from the front would find it.
     let by_name = crate::live::by_name(live);
     // Each host's diff depends on no other host: they are made side by side and joined
     // in host order, so the result is the one a single thread would give. Too few hosts
     // to spread are diffed here one after another, their VMs compared on threads instead
     // (`fabrik plan` of one host of 96 VMs).
-    let ahead = diff::virt::Ahead { threads: !spread(desired.hosts.len()), prepared };
+    let vm_threads = !spread(desired.hosts.len());
     let per_host = on_threads(&desired.hosts, |host| {
         let mut out = diff::Out::default();
         match by_name.get(host.name.as_str()) {
-            Some(l) => diff::host(&desired.factory, host, l, options, ahead, &mut out),
+            Some(l) => diff::host(&desired.factory, host, l, options, vm_threads, &mut out),
             None => out.errors.push(PlanError {
                 code: "fabrik::plan::unreadable-host".into(),
                 id: ResourceId::new(ResourceKind::Host, &host.name, &host.name),

@@ -87,18 +87,6 @@ impl<'a> Element<'a> {
         self.name == name && attrs.iter().all(|(n, v)| self.attr(n) == Some(v))
     }
 
-    /// The element with every string its own, borrowing nothing (to keep it past the
-    /// document it was read from).
-    pub fn into_owned(self) -> Element<'static> {
-        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
-        Element {
-            name: own(self.name),
-            attrs: self.attrs.into_iter().map(|(n, v)| (own(n), own(v))).collect(),
-            text: own(self.text),
-            children: self.children.into_iter().map(Element::into_owned).collect(),
-        }
-    }
-
     /// Canonical text: two-space indentation, single-quoted attributes.
     pub fn to_xml(&self) -> String {
         let mut out = String::new();
@@ -460,7 +448,7 @@ pub fn network(xml: &str) -> Result<String, NormalizeError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Comparison<'a> {
-    want: Cow<'a, Element<'a>>,
+    want: Element<'a>,
     have: Element<'a>,
 }
 
@@ -469,11 +457,7 @@ pub struct Comparison<'a> {
 /// this only matters for documents rendered by hand. So is a NIC `<model>` libvirt chose
 /// for an interface fabrik gives none (an SR-IOV VF): `virtio` on Arm's `virt` machine.
 pub fn compare<'a>(desired: &'a str, live: &'a str) -> Result<Comparison<'a>, NormalizeError> {
-    compare_with(Cow::Owned(domain_element(desired)?), live)
-}
-
-/// [`compare`] with the desired domain already in canonical form ([`domain_element`]).
-pub fn compare_with<'a>(want: Cow<'a, Element<'a>>, live: &'a str) -> Result<Comparison<'a>, NormalizeError> {
+    let want = domain_element(desired)?;
     let mut have = domain_element(live)?;
     let interfaces = |d: &Element, child: &str| -> Vec<bool> {
         d.child("devices")
@@ -511,7 +495,7 @@ impl Comparison<'_> {
     /// ones are written and compared (text beside child elements is not written: trees
     /// that differ only there are equal).
     pub fn has_changes(&self) -> bool {
-        *self.want != self.have && self.desired() != self.live()
+        self.want != self.have && self.desired() != self.live()
     }
 
     /// A unified diff, live → desired (what apply would change).

@@ -4,16 +4,13 @@
 //! so defaults libvirt adds never show; its power state and autostart are compared
 //! apart, because libvirt's XML does not carry them.
 
-use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use similar::TextDiff;
 
 use super::Out;
-use crate::desired::{
-    Desired, DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind,
-};
+use crate::desired::{DesiredHost, DesiredNetwork, DesiredPool, DesiredVm, DesiredVolume, ResourceId, ResourceKind};
 use crate::live::{LiveDomain, LiveHost, LivePool, PowerState, RunningDefinition};
 use crate::plan::ops::{DomainOp, NetworkOp, Step, StorageOp};
 use crate::plan::ownership::Owner;
@@ -50,91 +47,38 @@ pub fn creation_diff_of(ops: &[Step]) -> Option<String> {
     })
 }
 
-/// How a host's VMs may be compared ahead of its diff: on threads (this host's diff is
-/// the only one running: see [`crate::plan::spread`]), and against desired definitions
-/// normalized before the hosts were read. The plan is the same either way.
-#[derive(Clone, Copy, Default)]
-pub struct Ahead<'a> {
-    pub threads: bool,
-    pub prepared: Option<&'a Prepared>,
-}
-
-/// Each VM's definition rendered without a UUID and normalized before the hosts are read
-/// (`fabrik plan` makes it while they are: the desired side of each comparison, off the
-/// time after the last read). Only for a factory whose hosts are too few to be diffed
-/// side by side, and of at most [`PREPARED_MAX_VMS`] VMs (≈ 20 KB held per VM); a VM
-/// whose rendering has changed since (`as_planned`: the MACs and addresses the hosts
-/// keep) is normalized again.
-#[derive(Default)]
-pub struct Prepared {
-    vms: HashMap<ResourceId, (String, normalize::Element<'static>)>,
-}
-
-impl Prepared {
-    pub fn of(desired: &Desired) -> Prepared {
-        let mut vms = HashMap::new();
-        let count: usize = desired.hosts.iter().map(|h| h.vms.len()).sum();
-        if crate::plan::spread(desired.hosts.len()) || count > PREPARED_MAX_VMS {
-            return Prepared { vms };
-        }
-        for host in &desired.hosts {
-            for vm in &host.vms {
-                let text = comparison_text(&desired.factory, host, vm);
-                if let Ok(e) = normalize::domain_element(&text).map(normalize::Element::into_owned) {
-                    vms.insert(vm.id.clone(), (text, e));
-                }
-            }
-        }
-        Prepared { vms }
-    }
-}
-
-/// The most VMs a [`Prepared`] holds (more: none, each normalized when compared).
-const PREPARED_MAX_VMS: usize = 2_000;
-
-/// A VM's definition as compared: without the UUID, which normalizing drops anyway.
-fn comparison_text(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> String {
-    render::domain::domain_with_uuid(factory, host, vm, None)
-}
-
-/// What a VM's comparison with its domain gives `f`: the desired side from `prepared`
-/// when its rendering is still the same, else rendered and normalized here.
-fn with_comparison<R>(
-    (factory, host, prepared): (&str, &DesiredHost, Option<&Prepared>),
-    vm: &DesiredVm,
-    live: &LiveDomain,
-    f: impl FnOnce(Result<normalize::Comparison<'_>, normalize::NormalizeError>) -> R,
-) -> R {
-    let text = comparison_text(factory, host, vm);
-    let want = match prepared.and_then(|p| p.vms.get(&vm.id)).filter(|(t, _)| *t == text) {
-        Some((_, e)) => Ok(Cow::Borrowed(e)),
-        None => normalize::domain_element(&text).map(Cow::Owned),
-    };
-    f(want.and_then(|w| normalize::compare_with(w, &live.xml)))
-}
-
-pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, ahead: Ahead, out: &mut Out) {
+/// `threads`: whether the VMs may be rendered and compared on threads ahead of the diff
+/// (the costly part: rendering, normalizing both documents); otherwise each is, in turn.
+/// The plan is the same either way.
+pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, threads: bool, out: &mut Out) {
     let forced = format!("forced off if it has not stopped after {}s", timeout.as_secs());
     let found: Vec<(&DesiredVm, Option<&LiveDomain>)> =
         host.vms.iter().map(|vm| (vm, live.domains.iter().find(|d| d.name == vm.name))).collect();
-    let cx = (factory, host, ahead.prepared);
-    // Whether each VM that has a domain normalizes to the domain's own, found side by
-    // side; only that is kept (a changed one is compared again below, for its lines:
-    // few are, and a host's comparisons are never all held at once).
-    let same: Vec<bool> = if ahead.threads && crate::plan::spread(found.len()) {
+    // Each VM that has a domain rendered with its UUID and compared with it, side by
+    // side; only the rendering and whether it differs are kept (a changed one is
+    // compared again below, for its lines: few are, and a host's comparisons are never
+    // all held at once).
+    let ahead: Vec<Option<Ahead>> = if threads && crate::plan::spread(found.len()) {
         crate::plan::on_threads(&found, |(vm, d)| {
-            d.is_some_and(|d| with_comparison(cx, vm, d, |c| c.is_ok_and(|c| !c.has_changes())))
+            d.map(|d| {
+                let rendered = render_for(factory, host, vm, d);
+                let same = normalize::compare(&rendered, &d.xml).is_ok_and(|c| !c.has_changes());
+                Ahead { rendered, same }
+            })
         })
     } else {
         Vec::new()
     };
-    for (i, (vm, d)) in found.iter().enumerate() {
+    let mut ahead = ahead.into_iter();
+    for (vm, d) in &found {
+        let ahead = ahead.next().flatten();
         match d {
             None => out.actions.push(create_vm(factory, host, vm)),
             Some(d) => {
                 if out.owned(&vm.id, "domain", Owner::of(d.owner.as_ref(), factory)) {
-                    let same = same.get(i).copied().unwrap_or(false);
-                    update_vm(cx, vm, d, same, (&forced, timeout), out);
+                    let ahead =
+                        ahead.unwrap_or_else(|| Ahead { rendered: render_for(factory, host, vm, d), same: false });
+                    update_vm(vm, d, ahead, (&forced, timeout), out);
                 }
             }
         }
@@ -194,16 +138,16 @@ fn render_for(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDoma
     render::domain::domain_with_uuid(factory, host, vm, Some(&live.uuid))
 }
 
-/// `same`: the definition was found to normalize to the domain's own (else it is
-/// compared here). `forced`: the shutdown timeout, in words and as it is.
-fn update_vm(
-    cx: (&str, &DesiredHost, Option<&Prepared>),
-    vm: &DesiredVm,
-    live: &LiveDomain,
+/// A VM's definition rendered for its domain ([`render_for`]), and whether it was found
+/// to normalize to the domain's own (`false`: not compared yet, changed, or unreadable).
+struct Ahead {
+    rendered: String,
     same: bool,
-    (forced, timeout): (&str, Duration),
-    out: &mut Out,
-) {
+}
+
+/// `forced`: the shutdown timeout, in words and as it is.
+fn update_vm(vm: &DesiredVm, live: &LiveDomain, ahead: Ahead, (forced, timeout): (&str, Duration), out: &mut Out) {
+    let Ahead { rendered, same } = ahead;
     // Every field but these is part of the rendered definition, compared as XML below.
     let DesiredVm {
         id,
@@ -232,13 +176,8 @@ fn update_vm(
     let mut changes = Vec::new();
     let mut reasons = Vec::new();
     let mut diff = None;
-    // The changed lines and the diff, when the definition changed.
-    let changed = if same {
-        Ok(None)
-    } else {
-        with_comparison(cx, vm, live, |c| c.map(|c| c.has_changes().then(|| (c.changes(), c.unified()))))
-    };
-    match changed {
+    // Rendered once, with the live domain's UUID: compared, and written if it changed.
+    match if same { Ok(None) } else { normalize::compare(&rendered, &live.xml).map(Some) } {
         Err(e) => {
             out.error(
                 "fabrik::plan::unreadable-object",
@@ -248,7 +187,8 @@ fn update_vm(
             );
             return;
         }
-        Ok(Some((lines, unified))) => {
+        Ok(Some(cmp)) if cmp.has_changes() => {
+            let lines = cmp.changes();
             let elements = changed_elements(&lines);
             let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
             let class = if stays_running && !mark_only { Class::RestartNow } else { Class::NextRestart };
@@ -279,9 +219,9 @@ fn update_vm(
                 _ if mark_only => "ownership mark out of date; definition rewritten, nothing restarts".to_string(),
                 _ => format!("definition changed ({}); takes effect at its next start", elements.join(", ")),
             });
-            diff = Some(unified);
+            diff = Some(cmp.unified());
         }
-        Ok(None) => {}
+        Ok(_) => {}
     }
     // A guest runs the definition it was started with: one older than the saved
     // definition (an apply stopped between a redefine and the restart) is a pending
@@ -333,8 +273,7 @@ fn update_vm(
         let restart = definition && a.class == Class::RestartNow;
         a.ops = ops::vm_update(
             &vm.name,
-            // Written with the domain's UUID: without it libvirt refuses the definition.
-            definition.then(|| render_for(cx.0, cx.1, vm, live)),
+            definition.then_some(rendered),
             restart,
             (*power, live.state),
             (live.autostart != *autostart).then_some(*autostart),
@@ -583,8 +522,7 @@ mod tests {
     use crate::spec::types::ByteSize;
 
     /// One host of 40 VMs, some changed, one unreadable, one stopped out of band: its VMs
-    /// compared on threads ahead, against desired definitions normalized before some of
-    /// them changed, give the diff made one VM at a time.
+    /// rendered and compared on threads ahead give the diff made one VM at a time.
     #[test]
     fn compared_ahead_on_threads_or_one_at_a_time_the_diff_is_the_same() {
         let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"));
@@ -601,8 +539,6 @@ mod tests {
         }
         let name = host.name.clone();
         let mut live = crate::plan::converged(&d);
-        let prepared = Prepared::of(&d);
-        assert_eq!(prepared.vms.len(), d.hosts.iter().map(|h| h.vms.len()).sum::<usize>());
         let host = d.hosts.iter_mut().find(|h| h.name == name).unwrap();
         for vm in host.vms.iter_mut().step_by(7) {
             vm.memory = ByteSize(vm.memory.bytes() * 2);
@@ -613,15 +549,13 @@ mod tests {
         let (host, l) = (&*host, &*l);
         // Spread over threads wherever the machine has two cores or more.
         assert!(crate::plan::spread(host.vms.len()) || crate::plan::cores() == 1);
-        let diff = |threads, prepared| {
+        let diff = |threads| {
             let mut out = Out::default();
-            domains(&d.factory, host, l, Duration::from_secs(60), Ahead { threads, prepared }, &mut out);
+            domains(&d.factory, host, l, Duration::from_secs(60), threads, &mut out);
             format!("{:?}\n{:?}\n{:?}\n{:?}", out.actions, out.errors, out.notices, out.present)
         };
-        let one_by_one = diff(false, None);
-        assert!(one_by_one.contains("definition changed") && one_by_one.contains("cannot be read"), "{one_by_one}");
-        assert_eq!(diff(true, None), one_by_one);
-        assert_eq!(diff(true, Some(&prepared)), one_by_one);
-        assert_eq!(diff(false, Some(&prepared)), one_by_one);
+        let (ahead, one_by_one) = (diff(true), diff(false));
+        assert!(ahead.contains("definition changed") && ahead.contains("cannot be read"), "{ahead}");
+        assert_eq!(ahead, one_by_one);
     }
 }
