@@ -397,16 +397,37 @@ pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
 fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
-    let desired_hash = desired_hash(desired);
-    let desired = &as_planned(desired, live);
+    let planned = &as_planned(desired, live);
+    // The plan's hash and the fingerprints (every live object serialized and hashed, byte
+    // by byte) depend on nothing the diff makes: they are taken on a thread beside it, so
+    // a plan takes the diff's wall time rather than the sum (`fabrik plan` of one host
+    // diffs on one core).
+    let hashes = || (desired_hash(desired), file::fingerprints(planned, live));
+    std::thread::scope(|s| {
+        let beside = if cores() > 1 { std::thread::Builder::new().spawn_scoped(s, hashes).ok() } else { None };
+        let mut plan = diffed(planned, graph, live, options);
+        (plan.desired_hash, plan.fingerprints) = match beside {
+            Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => hashes(),
+        };
+        plan
+    })
+}
+
+/// The plan of `desired` (as planned) against `live`, its hash and fingerprints left
+/// empty ([`plan_in`] takes them beside).
+fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
     // The first live host of each name, as a search from the front would find it.
     let by_name = crate::live::by_name(live);
     // Each host's diff depends on no other host: they are made side by side and joined
-    // in host order, so the result is the one a single thread would give.
+    // in host order, so the result is the one a single thread would give. Too few hosts
+    // to spread are diffed here one after another, their VMs compared on threads instead
+    // (`fabrik plan` of one host of 96 VMs).
+    let vm_threads = !spread(desired.hosts.len());
     let per_host = on_threads(&desired.hosts, |host| {
         let mut out = diff::Out::default();
         match by_name.get(host.name.as_str()) {
-            Some(l) => diff::host(&desired.factory, host, l, options, &mut out),
+            Some(l) => diff::host(&desired.factory, host, l, options, vm_threads, &mut out),
             None => out.errors.push(PlanError {
                 code: "fabrik::plan::unreadable-host".into(),
                 id: ResourceId::new(ResourceKind::Host, &host.name, &host.name),
@@ -482,12 +503,12 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
     Plan {
         format: FORMAT.to_string(),
         factory: desired.factory.clone(),
-        desired_hash,
+        desired_hash: String::new(),
         actions,
         errors: out.errors,
         notices: out.notices,
         summary,
-        fingerprints: file::fingerprints(desired, live),
+        fingerprints: BTreeMap::new(),
         connections: desired.hosts.iter().map(|h| (h.name.clone(), h.uri.clone())).collect(),
         origin: None,
     }
@@ -576,13 +597,25 @@ pub fn desired_hash(desired: &Desired) -> String {
 /// Planning a factory this small is not worth a thread.
 const THREADS_MIN_ITEMS: usize = 16;
 
+/// Whether [`on_threads`] spreads `items` items over threads (or runs them here, in order).
+pub(crate) fn spread(items: usize) -> bool {
+    items >= THREADS_MIN_ITEMS && cores() > 1
+}
+
+/// The threads this process may run at once, asked once (the standard library reads the
+/// cgroup's files each time).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// `f` of every item, on as many threads as there are cores, in the order of `items`.
 /// Runs on the calling thread alone for a few items, or when no thread can be started.
-fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
-    if threads <= 1 || items.len() < THREADS_MIN_ITEMS {
+pub(crate) fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if !spread(items.len()) {
         return items.iter().map(f).collect();
     }
+    let threads = cores().min(items.len());
     let f = &f;
     let run = move |chunk: &[T]| chunk.iter().map(f).collect::<Vec<R>>();
     let chunk = items.len().div_ceil(threads);

@@ -88,7 +88,9 @@ impl Out {
 
 /// Compares one host. A concern that could not be read is an error for every kind it
 /// would have told about, never "absent, so create it".
-pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, out: &mut Out) {
+/// `vm_threads`: whether the host's VMs may be compared on threads (this host's diff is
+/// the only one running: see [`super::spread`]).
+pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Options, vm_threads: bool, out: &mut Out) {
     // `arch` shows through the rendered domain XML of every VM; `ib_ports` are the
     // subnet manager's (`render::opensm`), not this host's.
     let DesiredHost {
@@ -118,7 +120,7 @@ pub fn host(factory: &str, desired: &DesiredHost, live: &LiveHost, options: &Opt
     };
     let needs_libvirt = !(vms.is_empty() && networks.is_empty() && pools.is_empty() && volumes.is_empty());
     if live.read("libvirt") {
-        virt::domains(factory, desired, live, options.shutdown_timeout, out);
+        virt::domains(factory, desired, live, options.shutdown_timeout, vm_threads, out);
         virt::networks(factory, desired, live, out);
         virt::storage(desired, live, &options.created, out);
         crate::plan::iommu::check(desired, &live.devices, out);

@@ -47,14 +47,38 @@ pub fn creation_diff_of(ops: &[Step]) -> Option<String> {
     })
 }
 
-pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, out: &mut Out) {
+/// `threads`: whether the VMs may be rendered and compared on threads ahead of the diff
+/// (the costly part: rendering, normalizing both documents); otherwise each is, in turn.
+/// The plan is the same either way.
+pub fn domains(factory: &str, host: &DesiredHost, live: &LiveHost, timeout: Duration, threads: bool, out: &mut Out) {
     let forced = format!("forced off if it has not stopped after {}s", timeout.as_secs());
-    for vm in &host.vms {
-        match live.domains.iter().find(|d| d.name == vm.name) {
+    let found: Vec<(&DesiredVm, Option<&LiveDomain>)> =
+        host.vms.iter().map(|vm| (vm, live.domains.iter().find(|d| d.name == vm.name))).collect();
+    // Each VM that has a domain rendered with its UUID and compared with it, side by
+    // side; only the rendering and whether it differs are kept (a changed one is
+    // compared again below, for its lines: few are, and a host's comparisons are never
+    // all held at once).
+    let ahead: Vec<Option<Ahead>> = if threads && crate::plan::spread(found.len()) {
+        crate::plan::on_threads(&found, |(vm, d)| {
+            d.map(|d| {
+                let rendered = render_for(factory, host, vm, d);
+                let same = normalize::compare(&rendered, &d.xml).is_ok_and(|c| !c.has_changes());
+                Ahead { rendered, same }
+            })
+        })
+    } else {
+        Vec::new()
+    };
+    let mut ahead = ahead.into_iter();
+    for (vm, d) in &found {
+        let ahead = ahead.next().flatten();
+        match d {
             None => out.actions.push(create_vm(factory, host, vm)),
             Some(d) => {
                 if out.owned(&vm.id, "domain", Owner::of(d.owner.as_ref(), factory)) {
-                    update_vm(factory, host, vm, d, (&forced, timeout), out);
+                    let ahead =
+                        ahead.unwrap_or_else(|| Ahead { rendered: render_for(factory, host, vm, d), same: false });
+                    update_vm(vm, d, ahead, (&forced, timeout), out);
                 }
             }
         }
@@ -109,15 +133,21 @@ fn create_vm(factory: &str, host: &DesiredHost, vm: &DesiredVm) -> Action {
     a
 }
 
+/// A VM's definition as rendered to redefine its domain: with the domain's UUID.
+fn render_for(factory: &str, host: &DesiredHost, vm: &DesiredVm, live: &LiveDomain) -> String {
+    render::domain::domain_with_uuid(factory, host, vm, Some(&live.uuid))
+}
+
+/// A VM's definition rendered for its domain ([`render_for`]), and whether it was found
+/// to normalize to the domain's own (`false`: not compared yet, changed, or unreadable).
+struct Ahead {
+    rendered: String,
+    same: bool,
+}
+
 /// `forced`: the shutdown timeout, in words and as it is.
-fn update_vm(
-    factory: &str,
-    host: &DesiredHost,
-    vm: &DesiredVm,
-    live: &LiveDomain,
-    (forced, timeout): (&str, Duration),
-    out: &mut Out,
-) {
+fn update_vm(vm: &DesiredVm, live: &LiveDomain, ahead: Ahead, (forced, timeout): (&str, Duration), out: &mut Out) {
+    let Ahead { rendered, same } = ahead;
     // Every field but these is part of the rendered definition, compared as XML below.
     let DesiredVm {
         id,
@@ -147,8 +177,7 @@ fn update_vm(
     let mut reasons = Vec::new();
     let mut diff = None;
     // Rendered once, with the live domain's UUID: compared, and written if it changed.
-    let rendered = render::domain::domain_with_uuid(factory, host, vm, Some(&live.uuid));
-    match normalize::compare(&rendered, &live.xml) {
+    match if same { Ok(None) } else { normalize::compare(&rendered, &live.xml).map(Some) } {
         Err(e) => {
             out.error(
                 "fabrik::plan::unreadable-object",
@@ -158,7 +187,7 @@ fn update_vm(
             );
             return;
         }
-        Ok(cmp) if cmp.has_changes() => {
+        Ok(Some(cmp)) if cmp.has_changes() => {
             let lines = cmp.changes();
             let elements = changed_elements(&lines);
             let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
@@ -485,4 +514,48 @@ fn address_changes(vm: &DesiredVm, live: &LiveDomain) -> String {
         }
     }
     out.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::types::ByteSize;
+
+    /// One host of 40 VMs, some changed, one unreadable, one stopped out of band: its VMs
+    /// rendered and compared on threads ahead give the diff made one VM at a time.
+    #[test]
+    fn compared_ahead_on_threads_or_one_at_a_time_the_diff_is_the_same() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/ai-factory"));
+        let v = crate::check::validate(path);
+        assert!(v.is_valid());
+        let mut d = crate::desired::build(&v.spec).expect("the example builds");
+        let host = d.hosts.iter_mut().max_by_key(|h| h.vms.len()).expect("the example has hosts");
+        let base = host.vms.clone();
+        for i in 0..40 - base.len() {
+            let mut vm = base[i % base.len()].clone();
+            vm.name = format!("{}-{i}", vm.name);
+            vm.id = ResourceId::new(ResourceKind::Vm, &host.name, &vm.name);
+            host.vms.push(vm);
+        }
+        let name = host.name.clone();
+        let mut live = crate::plan::converged(&d);
+        let host = d.hosts.iter_mut().find(|h| h.name == name).unwrap();
+        for vm in host.vms.iter_mut().step_by(7) {
+            vm.memory = ByteSize(vm.memory.bytes() * 2);
+        }
+        let l = live.iter_mut().find(|h| h.name == name).unwrap();
+        l.domains[3].xml = "<domain><unclosed></domain>".into();
+        l.domains[5].state = PowerState::ShutOff;
+        let (host, l) = (&*host, &*l);
+        // Spread over threads wherever the machine has two cores or more.
+        assert!(crate::plan::spread(host.vms.len()) || crate::plan::cores() == 1);
+        let diff = |threads| {
+            let mut out = Out::default();
+            domains(&d.factory, host, l, Duration::from_secs(60), threads, &mut out);
+            format!("{:?}\n{:?}\n{:?}\n{:?}", out.actions, out.errors, out.notices, out.present)
+        };
+        let (ahead, one_by_one) = (diff(true), diff(false));
+        assert!(ahead.contains("definition changed") && ahead.contains("cannot be read"), "{ahead}");
+        assert_eq!(ahead, one_by_one);
+    }
 }
