@@ -426,6 +426,7 @@ fn plan_in<G: Borrow<Graph>>(
     // in host order, so the result is the one a single thread would give.
     let per_host = on_threads(&desired.hosts, |host| {
         let mut out = diff::Out::default();
+        out.present.wanted = !options.replace.is_empty();
         match by_name.get(host.name.as_str()) {
             Some(l) => diff::host(&desired.factory, host, l, options, &mut out),
             None => out.errors.push(PlanError {
@@ -444,11 +445,7 @@ fn plan_in<G: Borrow<Graph>>(
         out.actions.extend(actions);
         out.errors.extend(errors);
         out.notices.extend(notices);
-        // What exists is only asked about for `--replace`: not held otherwise (a set
-        // of every resource at 10,000 hosts).
-        if !options.replace.is_empty() {
-            out.present.extend(present);
-        }
+        out.present.ids.extend(present.ids);
     }
     moves::join(&mut out, live, options);
     for action in &mut out.actions {
@@ -459,7 +456,7 @@ fn plan_in<G: Borrow<Graph>>(
         }
     }
     for id in &options.replace {
-        if !out.actions.iter().any(|a| &a.id == id) && out.present.contains(id) {
+        if !out.actions.iter().any(|a| &a.id == id) && out.present.ids.contains(id) {
             out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
         }
     }
