@@ -217,7 +217,7 @@ pub fn run(args: &Args) -> u8 {
         }
     };
     let live = args.hosts.observe_started(&p.validation.spec, started);
-    let mut plan = plan::plan_with(&p.desired, &p.graph, &live, &p.options);
+    let mut plan = plan::plan_owned(p.desired, Some(p.graph), &live, &p.options);
     plan::locate::locate_errors(&mut plan, &p.validation.spec, &p.validation.sources);
     let secrets = Secrets::of_spec(&p.validation.spec);
     scrub(&mut plan, &secrets);

@@ -74,6 +74,16 @@ pub fn build(spec: &Spec) -> Result<Desired, Vec<Diagnostic>> {
         h.pools.sort_by(|a, b| a.id.cmp(&b.id));
         h.volumes.sort_by(|a, b| a.id.cmp(&b.id));
         h.vms.sort_by(|a, b| a.id.cmp(&b.id));
+        // Each list was pushed to one by one: the plan holds them without the room
+        // left to grow.
+        h.hugepages.shrink_to_fit();
+        h.vfs.shrink_to_fit();
+        h.gpus.shrink_to_fit();
+        h.links.shrink_to_fit();
+        h.networks.shrink_to_fit();
+        h.pools.shrink_to_fit();
+        h.volumes.shrink_to_fit();
+        h.vms.shrink_to_fit();
     }
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Desired { factory, hosts, ipam })

@@ -70,7 +70,7 @@ impl Graph {
     /// The nodes `view` keeps: by host and kind, and for tenants their resources and
     /// everything those need, transitively.
     pub fn visible(&self, view: &View, owners: &BTreeMap<ResourceId, String>) -> BTreeSet<&ResourceId> {
-        let mut keep: BTreeSet<&ResourceId> = self.index.keys().collect();
+        let mut keep: BTreeSet<&ResourceId> = self.nodes().collect();
         if !view.tenants.is_empty() {
             let mut reached: BTreeSet<&ResourceId> = BTreeSet::new();
             let mut todo: Vec<&ResourceId> =

@@ -11,7 +11,7 @@
 //! diagnostic.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::BinaryHeap;
 
 use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
@@ -19,7 +19,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use serde::Serialize;
 
-use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
+use crate::desired::{Desired, DesiredHost, GpuSetup, ResourceId, ResourceKind};
 use crate::diag::Diagnostic;
 
 pub mod dot;
@@ -28,49 +28,86 @@ pub mod dot;
 #[must_use]
 pub struct Graph {
     graph: DiGraph<ResourceId, ()>,
-    index: BTreeMap<ResourceId, NodeIndex>,
+    /// The nodes sorted by id, for lookups by binary search: each id is held once, in
+    /// the graph (a plan of 10,000 hosts has ~600,000 of them).
+    index: Vec<NodeIndex>,
 }
 
 impl Graph {
-    /// The graph of a desired state.
+    /// The graph of a desired state. The nodes come first, then each host's edges as
+    /// they are made: the edges of 10,000 hosts are never held as ids all at once.
     pub fn of(d: &Desired) -> Result<Graph, Vec<Diagnostic>> {
-        let (nodes, edges) = resources(d);
-        Graph::from_edges(nodes, edges)
+        let mut g = Graph::with_nodes(node_ids(d));
+        let mut diags = Vec::new();
+        for h in &d.hosts {
+            for (from, to) in host_edges(h) {
+                g.add_edge(from, to, &mut diags);
+            }
+        }
+        g.graph.shrink_to_fit();
+        g.checked(diags)
     }
 
     /// A graph of these nodes and "needs" edges. Fails on a cycle or on an edge to an
     /// unknown node.
     pub fn from_edges(nodes: Vec<ResourceId>, edges: Vec<(ResourceId, ResourceId)>) -> Result<Graph, Vec<Diagnostic>> {
-        let mut graph = DiGraph::with_capacity(nodes.len(), edges.len());
-        let mut index = BTreeMap::new();
-        for id in nodes {
-            if let std::collections::btree_map::Entry::Vacant(slot) = index.entry(id) {
-                let ix = graph.add_node(slot.key().clone());
-                slot.insert(ix);
-            }
-        }
+        let mut g = Graph::with_nodes(nodes);
         let mut diags = Vec::new();
-        let mut seen = BTreeSet::new();
         for (from, to) in edges {
-            match (index.get(&from), index.get(&to)) {
-                (Some(&a), Some(&b)) => {
-                    if seen.insert((a, b)) {
-                        graph.add_edge(a, b, ());
-                    }
-                }
-                (Some(_), None) => diags.push(
-                    Diagnostic::error(
-                        "fabrik::graph::missing-dependency",
-                        format!("`{from}` needs `{to}`, which nothing declares"),
-                    )
-                    .help(format!("declare `{}` on host `{}`, or move what needs it", to.name, to.host)),
-                ),
-                (None, _) => {}
+            g.add_edge(from, to, &mut diags);
+        }
+        g.checked(diags)
+    }
+
+    /// The graph of these nodes without edges; the first of equal ids is the node.
+    fn with_nodes(nodes: Vec<ResourceId>) -> Graph {
+        // A stable sort keeps equal ids in the given order.
+        let mut sorted: Vec<usize> = (0..nodes.len()).collect();
+        sorted.sort_by(|&a, &b| nodes[a].cmp(&nodes[b]));
+        sorted.dedup_by(|later, first| nodes[*later] == nodes[*first]);
+        let mut kept = vec![false; nodes.len()];
+        for &i in &sorted {
+            kept[i] = true;
+        }
+        let mut graph = DiGraph::with_capacity(sorted.len(), 0);
+        let mut at = vec![NodeIndex::end(); nodes.len()];
+        for (i, id) in nodes.into_iter().enumerate() {
+            if kept[i] {
+                at[i] = graph.add_node(id);
             }
         }
-        let g = Graph { graph, index };
-        diags.extend(g.cycles());
-        if diags.is_empty() { Ok(g) } else { Err(diags) }
+        let index = sorted.into_iter().map(|i| at[i]).collect();
+        Graph { graph, index }
+    }
+
+    /// Adds `from → to` once; an error when `from` is a node and `to` is not.
+    fn add_edge(&mut self, from: ResourceId, to: ResourceId, diags: &mut Vec<Diagnostic>) {
+        match (self.node(&from), self.node(&to)) {
+            (Some(a), Some(b)) => {
+                if self.graph.find_edge(a, b).is_none() {
+                    self.graph.add_edge(a, b, ());
+                }
+            }
+            (Some(_), None) => diags.push(
+                Diagnostic::error(
+                    "fabrik::graph::missing-dependency",
+                    format!("`{from}` needs `{to}`, which nothing declares"),
+                )
+                .help(format!("declare `{}` on host `{}`, or move what needs it", to.name, to.host)),
+            ),
+            (None, _) => {}
+        }
+    }
+
+    /// The graph, or the errors found building it and its cycles.
+    fn checked(self, mut diags: Vec<Diagnostic>) -> Result<Graph, Vec<Diagnostic>> {
+        diags.extend(self.cycles());
+        if diags.is_empty() { Ok(self) } else { Err(diags) }
+    }
+
+    /// The node of `id`, if the graph has it.
+    fn node(&self, id: &ResourceId) -> Option<NodeIndex> {
+        self.index.binary_search_by(|&n| self.graph[n].cmp(id)).ok().map(|i| self.index[i])
     }
 
     fn cycles(&self) -> Vec<Diagnostic> {
@@ -100,8 +137,9 @@ impl Graph {
         self.graph.node_count() == 0
     }
 
+    /// Every node, sorted.
     pub fn nodes(&self) -> impl Iterator<Item = &ResourceId> {
-        self.index.keys()
+        self.index.iter().map(|&n| &self.graph[n])
     }
 
     /// Every edge (needer, needed), sorted.
@@ -123,7 +161,7 @@ impl Graph {
     }
 
     fn neighbors(&self, id: &ResourceId, dir: Direction) -> Vec<&ResourceId> {
-        let Some(&ix) = self.index.get(id) else { return Vec::new() };
+        let Some(ix) = self.node(id) else { return Vec::new() };
         let mut v: Vec<&ResourceId> = self.graph.neighbors_directed(ix, dir).map(|n| &self.graph[n]).collect();
         v.sort();
         v.dedup();
@@ -167,13 +205,13 @@ impl Graph {
     pub fn levels(&self) -> Vec<Vec<&ResourceId>> {
         let mut level = vec![0usize; self.len()];
         for id in self.creation_order() {
-            let n = self.index[id];
+            let Some(n) = self.node(id) else { continue };
             level[n.index()] =
                 self.graph.neighbors_directed(n, Direction::Outgoing).map(|m| level[m.index()] + 1).max().unwrap_or(0);
         }
         let mut out: Vec<Vec<&ResourceId>> = Vec::new();
-        for (id, &n) in &self.index {
-            let l = level[n.index()];
+        for &n in &self.index {
+            let (id, l) = (&self.graph[n], level[n.index()]);
             if out.len() <= l {
                 out.resize_with(l + 1, Vec::new);
             }
@@ -206,84 +244,93 @@ pub struct JsonEdge<'a> {
     pub to: &'a ResourceId,
 }
 
-/// Every resource of `d` and the "needs" edges between them.
-fn resources(d: &Desired) -> (Vec<ResourceId>, Vec<(ResourceId, ResourceId)>) {
+/// Every resource of `d`.
+fn node_ids(d: &Desired) -> Vec<ResourceId> {
     let mut nodes = Vec::new();
-    let mut edges = Vec::new();
     for h in &d.hosts {
-        let host = h.name.as_str();
         nodes.extend(h.hugepages.iter().map(|p| p.id.clone()));
         for g in &h.gpus {
             nodes.push(g.id.clone());
             if let GpuSetup::Mig { instances } = &g.setup {
-                for m in instances {
-                    nodes.push(m.id.clone());
-                    edges.push((m.id.clone(), g.id.clone()));
-                }
+                nodes.extend(instances.iter().map(|m| m.id.clone()));
             }
         }
-        for l in &h.links {
-            nodes.push(l.id.clone());
-            if let Some(master) = &l.master {
-                edges.push((l.id.clone(), ResourceId::new(ResourceKind::Link, host, master)));
-            }
-        }
+        nodes.extend(h.links.iter().map(|l| l.id.clone()));
         nodes.extend(h.vfs.iter().map(|v| v.id.clone()));
-        for n in &h.networks {
-            nodes.push(n.id.clone());
-            if let Some(bridge) = &n.bridge {
-                edges.push((n.id.clone(), ResourceId::new(ResourceKind::Link, host, bridge)));
-                // And its uplink ports: a VM is not started on a bridge that reaches nothing
-                // because its VXLAN or VLAN device could not be made.
-                for port in h.links.iter().filter(|l| l.master.as_deref() == Some(bridge.as_str())) {
-                    edges.push((n.id.clone(), port.id.clone()));
-                }
-            }
-            // A network handing out VFs needs them made on its physical function.
-            if let Some(vfs) = n.pf.as_ref().and_then(|pf| h.vfs.iter().find(|v| &v.nic == pf)) {
-                edges.push((n.id.clone(), vfs.id.clone()));
-            }
-        }
+        nodes.extend(h.networks.iter().map(|n| n.id.clone()));
         nodes.extend(h.pools.iter().map(|p| p.id.clone()));
-        for v in &h.volumes {
-            nodes.push(v.id.clone());
-            edges.push((v.id.clone(), ResourceId::new(ResourceKind::Pool, host, &v.pool)));
-            if let Some(img) = &v.image
-                && (img.pool != v.pool || img.volume != v.name)
-            {
-                edges.push((v.id.clone(), volume(host, &img.pool, &img.volume)));
+        nodes.extend(h.volumes.iter().map(|v| v.id.clone()));
+        nodes.extend(h.vms.iter().map(|vm| vm.id.clone()));
+    }
+    nodes
+}
+
+/// The "needs" edges of one host's resources.
+fn host_edges(h: &DesiredHost) -> Vec<(ResourceId, ResourceId)> {
+    let mut edges = Vec::new();
+    let host = h.name.as_str();
+    for g in &h.gpus {
+        if let GpuSetup::Mig { instances } = &g.setup {
+            for m in instances {
+                edges.push((m.id.clone(), g.id.clone()));
             }
         }
-        for vm in &h.vms {
-            nodes.push(vm.id.clone());
-            let mut need = |to: ResourceId| edges.push((vm.id.clone(), to));
-            for disk in &vm.disks {
-                need(volume(host, &disk.pool, &disk.volume));
+    }
+    for l in &h.links {
+        if let Some(master) = &l.master {
+            edges.push((l.id.clone(), ResourceId::new(ResourceKind::Link, host, master)));
+        }
+    }
+    for n in &h.networks {
+        if let Some(bridge) = &n.bridge {
+            edges.push((n.id.clone(), ResourceId::new(ResourceKind::Link, host, bridge)));
+            // And its uplink ports: a VM is not started on a bridge that reaches nothing
+            // because its VXLAN or VLAN device could not be made.
+            for port in h.links.iter().filter(|l| l.master.as_deref() == Some(bridge.as_str())) {
+                edges.push((n.id.clone(), port.id.clone()));
             }
-            if let Some(seed) = &vm.seed {
-                need(volume(host, &seed.pool, &seed.volume));
-            }
-            for nic in &vm.nics {
-                need(ResourceId::new(ResourceKind::Network, host, &nic.network));
-            }
-            for g in vm.gpus.iter().chain(&vm.time_sliced) {
-                need(ResourceId::new(ResourceKind::Gpu, host, g.to_string()));
-            }
-            for m in &vm.mig {
-                need(m.clone());
-            }
-            if let Some(size) = vm.hugepages {
-                let mut vm_nodes: Vec<u32> = vm.numa_cells.iter().map(|c| c.host_node).collect();
-                vm_nodes.extend(vm.numa_node);
-                for p in h.hugepages.iter().filter(|p| p.size == size) {
-                    if vm_nodes.is_empty() || vm_nodes.contains(&p.numa_node) {
-                        need(p.id.clone());
-                    }
+        }
+        // A network handing out VFs needs them made on its physical function.
+        if let Some(vfs) = n.pf.as_ref().and_then(|pf| h.vfs.iter().find(|v| &v.nic == pf)) {
+            edges.push((n.id.clone(), vfs.id.clone()));
+        }
+    }
+    for v in &h.volumes {
+        edges.push((v.id.clone(), ResourceId::new(ResourceKind::Pool, host, &v.pool)));
+        if let Some(img) = &v.image
+            && (img.pool != v.pool || img.volume != v.name)
+        {
+            edges.push((v.id.clone(), volume(host, &img.pool, &img.volume)));
+        }
+    }
+    for vm in &h.vms {
+        let mut need = |to: ResourceId| edges.push((vm.id.clone(), to));
+        for disk in &vm.disks {
+            need(volume(host, &disk.pool, &disk.volume));
+        }
+        if let Some(seed) = &vm.seed {
+            need(volume(host, &seed.pool, &seed.volume));
+        }
+        for nic in &vm.nics {
+            need(ResourceId::new(ResourceKind::Network, host, &nic.network));
+        }
+        for g in vm.gpus.iter().chain(&vm.time_sliced) {
+            need(ResourceId::new(ResourceKind::Gpu, host, g.to_string()));
+        }
+        for m in &vm.mig {
+            need(m.clone());
+        }
+        if let Some(size) = vm.hugepages {
+            let mut vm_nodes: Vec<u32> = vm.numa_cells.iter().map(|c| c.host_node).collect();
+            vm_nodes.extend(vm.numa_node);
+            for p in h.hugepages.iter().filter(|p| p.size == size) {
+                if vm_nodes.is_empty() || vm_nodes.contains(&p.numa_node) {
+                    need(p.id.clone());
                 }
             }
         }
     }
-    (nodes, edges)
+    edges
 }
 
 fn volume(host: &str, pool: &str, name: &str) -> ResourceId {

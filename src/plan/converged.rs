@@ -23,8 +23,9 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
         .iter()
         .map(|h| {
             let mut live = LiveHost { name: h.name.clone(), ..LiveHost::default() };
+            live.domains.reserve_exact(h.vms.len());
             for vm in &h.vms {
-                let xml = render::domain(&d.factory, h, vm);
+                let xml = exact(render::domain(&d.factory, h, vm));
                 live.domains.push(LiveDomain {
                     name: vm.name.clone(),
                     uuid: format!("uuid-{}", vm.name),
@@ -48,7 +49,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                 });
             }
             for n in &h.networks {
-                let xml = render::network(&d.factory, n);
+                let xml = exact(render::network(&d.factory, n));
                 live.networks.push(LiveNetwork {
                     name: n.name.clone(),
                     uuid: format!("uuid-{}", n.name),
@@ -84,7 +85,7 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                         })
                         .collect(),
                     owner: None,
-                    xml: render::pool(p),
+                    xml: exact(render::pool(p)),
                 });
             }
             for l in &h.links {
@@ -179,7 +180,25 @@ pub fn converged(d: &Desired) -> Vec<LiveHost> {
                     sriov: None,
                 });
             }
+            shrink(&mut live);
             live
         })
         .collect()
+}
+
+/// A rendered document as a host returns it: its length, no spare capacity.
+fn exact(mut xml: String) -> String {
+    xml.shrink_to_fit();
+    xml
+}
+
+/// The host's lists as an observation holds them (each read whole, at its length), not
+/// with the spare room of being pushed to one by one.
+fn shrink(live: &mut LiveHost) {
+    live.networks.shrink_to_fit();
+    live.pools.shrink_to_fit();
+    live.links.shrink_to_fit();
+    live.hugepages.shrink_to_fit();
+    live.gpus.shrink_to_fit();
+    live.devices.shrink_to_fit();
 }

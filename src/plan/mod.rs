@@ -26,6 +26,7 @@ pub mod output;
 pub mod ownership;
 pub mod seeds;
 
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -368,13 +369,21 @@ impl Plan {
 
 /// Compares the desired state with the live hosts.
 pub fn plan(desired: &Desired, live: &[LiveHost], options: &Options) -> Plan {
-    plan_in(desired, Graph::of(desired).as_ref().ok(), live, options)
+    plan_in(Cow::Borrowed(desired), Graph::of(desired).ok(), live, options)
 }
 
 /// [`plan`] with the desired state's graph already built (the CLI builds it first, to
 /// refuse a cycle before reading any host).
 pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &Options) -> Plan {
-    plan_in(desired, Some(graph), live, options)
+    plan_in(Cow::Borrowed(desired), Some(graph), live, options)
+}
+
+/// [`plan_with`] for a caller that no longer needs the desired state and its graph: the
+/// desired state becomes the planned one in place instead of being copied, and the
+/// graph is freed once the actions are ordered (a plan of 10,000 hosts holds one
+/// desired state, not two). `graph` is `None` when the desired state has a cycle.
+pub fn plan_owned(desired: Desired, graph: Option<Graph>, live: &[LiveHost], options: &Options) -> Plan {
+    plan_in(Cow::Owned(desired), graph, live, options)
 }
 
 /// The desired state as a plan's actions see it: the MACs and addresses the running VMs
@@ -382,33 +391,46 @@ pub fn plan_with(desired: &Desired, graph: &Graph, live: &[LiveHost], options: &
 /// (a pure function of the files and the hosts, so a saved plan's seeds are built again
 /// from it, [`seeds::fill`]).
 pub fn as_planned(desired: &Desired, live: &[LiveHost]) -> Desired {
-    // One copy, changed in place step by step (each step reads what the one before made).
     let mut planned = desired.clone();
-    crate::desired::mac::keep_live_in(&mut planned, live);
-    crate::desired::addr::keep_live_in(&mut planned, live);
-    crate::desired::ib::on_hosts_in(&mut planned, live);
-    crate::desired::vgpu::on_hosts_in(&mut planned, live);
-    crate::guest::volume::rehash_in(&mut planned);
+    plan_in_place(&mut planned, live);
     planned
+}
+
+/// [`as_planned`] of `desired` itself, changed in place step by step (each step reads
+/// what the one before made).
+fn plan_in_place(planned: &mut Desired, live: &[LiveHost]) {
+    crate::desired::mac::keep_live_in(planned, live);
+    crate::desired::addr::keep_live_in(planned, live);
+    crate::desired::ib::on_hosts_in(planned, live);
+    crate::desired::vgpu::on_hosts_in(planned, live);
+    crate::guest::volume::rehash_in(planned);
 }
 
 /// Without a graph (it has a cycle, reported elsewhere) actions keep the diff's order
 /// and targeting is not applied.
-fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
+fn plan_in<G: Borrow<Graph>>(
+    desired: Cow<'_, Desired>,
+    graph: Option<G>,
+    live: &[LiveHost],
+    options: &Options,
+) -> Plan {
     // The plan's hash is of the files' desired state, so a saved plan is checked against
     // the files; its actions keep the MACs the running VMs have (the executor does the same).
-    let planned = &as_planned(desired, live);
-    // The plan's hash and the fingerprints (every live object serialized and hashed, byte
-    // by byte) depend on nothing the diff makes: they are taken on a thread beside it, so
-    // a plan takes the diff's wall time rather than the sum (`fabrik plan` of one host
-    // diffs on one core).
-    let hashes = || (desired_hash(desired), file::fingerprints(planned, live));
+    let desired_hash = desired_hash(&desired);
+    let mut planned = desired.into_owned();
+    plan_in_place(&mut planned, live);
+    let planned = &planned;
+    // The fingerprints (every live object serialized and hashed, byte by byte) depend on
+    // nothing the diff makes: they are taken on a thread beside it, so a plan takes the
+    // diff's wall time rather than the sum (`fabrik plan` of one host diffs on one core).
+    let fingerprints = || file::fingerprints(planned, live);
     std::thread::scope(|s| {
-        let beside = if cores() > 1 { std::thread::Builder::new().spawn_scoped(s, hashes).ok() } else { None };
+        let beside = if cores() > 1 { std::thread::Builder::new().spawn_scoped(s, fingerprints).ok() } else { None };
         let mut plan = diffed(planned, graph, live, options);
-        (plan.desired_hash, plan.fingerprints) = match beside {
+        plan.desired_hash = desired_hash;
+        plan.fingerprints = match beside {
             Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => hashes(),
+            None => fingerprints(),
         };
         plan
     })
@@ -416,7 +438,7 @@ fn plan_in(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options:
 
 /// The plan of `desired` (as planned) against `live`, its hash and fingerprints left
 /// empty ([`plan_in`] takes them beside).
-fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: &Options) -> Plan {
+fn diffed<G: Borrow<Graph>>(desired: &Desired, graph: Option<G>, live: &[LiveHost], options: &Options) -> Plan {
     // The first live host of each name, as a search from the front would find it.
     let by_name = crate::live::by_name(live);
     // Each host's diff depends on no other host: they are made side by side and joined
@@ -426,6 +448,7 @@ fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: 
     let vm_threads = !spread(desired.hosts.len());
     let per_host = on_threads(&desired.hosts, |host| {
         let mut out = diff::Out::default();
+        out.present.wanted = !options.replace.is_empty();
         match by_name.get(host.name.as_str()) {
             Some(l) => diff::host(&desired.factory, host, l, options, vm_threads, &mut out),
             None => out.errors.push(PlanError {
@@ -444,7 +467,7 @@ fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: 
         out.actions.extend(actions);
         out.errors.extend(errors);
         out.notices.extend(notices);
-        out.present.extend(present);
+        out.present.ids.extend(present.ids);
     }
     moves::join(&mut out, live, options);
     for action in &mut out.actions {
@@ -455,25 +478,29 @@ fn diffed(desired: &Desired, graph: Option<&Graph>, live: &[LiveHost], options: 
         }
     }
     for id in &options.replace {
-        if !out.actions.iter().any(|a| &a.id == id) && out.present.contains(id) {
+        if !out.actions.iter().any(|a| &a.id == id) && out.present.ids.contains(id) {
             out.actions.push(Action::new(id.clone(), Op::Replace, Class::Replace, "replace requested (--replace)"));
         }
     }
-    // The creation order of every resource, for the actions' order: not made when there
-    // is nothing to order (a plan with nothing to do).
-    let order: BTreeMap<&ResourceId, usize> = match graph {
-        Some(g) if !out.actions.is_empty() => {
-            g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+    let mut actions = {
+        let graph = graph.as_ref().map(Borrow::borrow);
+        // The creation order of every resource, for the actions' order: not made when
+        // there is nothing to order (a plan with nothing to do).
+        let order: BTreeMap<&ResourceId, usize> = match graph {
+            Some(g) if !out.actions.is_empty() => {
+                g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+            }
+            Some(_) | None => BTreeMap::new(),
+        };
+        let mut actions = out.actions;
+        actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
+        match graph {
+            Some(g) => target(actions, g, options),
+            None => actions,
         }
-        Some(_) | None => BTreeMap::new(),
     };
-    let mut actions = out.actions;
-    actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
-    let actions = match graph {
-        Some(g) => target(actions, g, options),
-        None => actions,
-    };
-    let mut actions = actions;
+    // A graph handed over is not needed any more: freed before the fingerprints.
+    drop(graph);
     let desired_of: HashMap<&str, &crate::desired::DesiredHost> =
         desired.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
     for action in &mut actions {

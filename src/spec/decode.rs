@@ -248,7 +248,10 @@ impl Decoder {
             },
             _ => return Vec::new(),
         };
-        nodes.into_iter().filter_map(|n| f(self, n)).collect()
+        let mut items: Vec<T> = nodes.into_iter().filter_map(|n| f(self, n)).collect();
+        // Held in the spec through the plan: at its length, not with the room it grew by.
+        items.shrink_to_fit();
+        items
     }
 
     /// A list of scalars; in KDL, a node with one argument is a list of one, and a node

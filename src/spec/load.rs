@@ -72,6 +72,7 @@ pub fn load(path: &Path) -> Loaded {
         diags.extend(file_diags);
         spec.merge(file_spec, &mut diags);
     }
+    spec.shrink_to_fit();
     Loaded { sources, spec, diags }
 }
 

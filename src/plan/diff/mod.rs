@@ -23,7 +23,23 @@ pub struct Out {
     pub errors: Vec<PlanError>,
     pub notices: Vec<Notice>,
     /// Desired resources that exist and are fabrik's (what `--replace` may name).
-    pub present: BTreeSet<ResourceId>,
+    pub present: Present,
+}
+
+/// The ids [`Out::present`] gathers: only when `wanted` (a plan with `--replace`), not
+/// every resource of 10,000 hosts in every plan.
+#[derive(Debug, Default)]
+pub struct Present {
+    pub wanted: bool,
+    pub ids: BTreeSet<ResourceId>,
+}
+
+impl Present {
+    pub fn insert(&mut self, id: ResourceId) {
+        if self.wanted {
+            self.ids.insert(id);
+        }
+    }
 }
 
 impl Out {

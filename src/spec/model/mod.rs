@@ -228,6 +228,20 @@ impl Spec {
         self.scopes.extend(other.scopes);
     }
 
+    /// Drops the spare room the merged lists kept from growing file by file (the spec is
+    /// held through the whole plan).
+    pub fn shrink_to_fit(&mut self) {
+        self.hosts.shrink_to_fit();
+        self.nvlink_domains.shrink_to_fit();
+        self.tenants.shrink_to_fit();
+        self.networks.shrink_to_fit();
+        self.pools.shrink_to_fit();
+        self.images.shrink_to_fit();
+        self.templates.shrink_to_fit();
+        self.vms.shrink_to_fit();
+        self.scopes.shrink_to_fit();
+    }
+
     /// The scope a file's objects are checked in; the operator's for a file not loaded.
     pub fn scope_of(&self, file: super::source::FileId) -> Scope {
         self.scopes.iter().find(|s| s.file == file).map_or(Scope::Operator, FileScope::effective)
