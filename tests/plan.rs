@@ -84,7 +84,7 @@ fn a_guest_running_an_older_definition_than_its_saved_one_restarts() {
     let dom = domain(&mut live, "gpu02", "globex-embed");
     let mut running = RunningDefinition::of(dom);
     running.memory = ByteSize(dom.memory.bytes() / 2);
-    dom.running = Some(running.clone());
+    dom.running = Some(Box::new(running.clone()));
     let p = run(&d, &live);
     let a = only(&p, "vm:gpu02/globex-embed");
     assert_eq!((a.op, a.class, a.symbol.as_str()), (Op::Update, Class::RestartNow, "!"));
@@ -104,7 +104,7 @@ fn a_guest_running_an_older_definition_than_its_saved_one_restarts() {
     );
     // Once the guest runs what is saved, nothing is left to do; a stopped VM has no
     // running definition to be stale.
-    domain(&mut live, "gpu02", "globex-embed").running = Some(RunningDefinition::of(&running_as_saved(&d)));
+    domain(&mut live, "gpu02", "globex-embed").running = Some(Box::new(RunningDefinition::of(&running_as_saved(&d))));
     assert!(!run(&d, &live).has_changes());
 }
 
@@ -581,7 +581,7 @@ fn a_saved_plan_goes_stale_when_a_live_object_changes() {
     host(&mut live, "gpu01").domains.retain(|x| x.name != "acme-train");
     let p = run(&d, &live);
     assert!(!plan::file::stale(&p, &d, &live).is_stale());
-    assert_eq!(p.fingerprints["vm:gpu01/acme-train"], plan::file::ABSENT);
+    assert_eq!(p.fingerprints["vm:gpu01/acme-train"], plan::file::Fingerprint::Absent);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");

@@ -232,13 +232,13 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
     let seed = DesiredVm {
         nics: vec![nic("acme", false, 8)],
         disks: vec![disk("vda", DiskBus::Virtio, "root.qcow2")],
-        seed: Some(fabrik::guest::DesiredSeed {
+        seed: Some(Box::new(fabrik::guest::DesiredSeed {
             pool: "vms".into(),
             volume: "seed+cidata".into(),
             target: "vdb".into(),
             sha256: "5eed".repeat(16),
             inputs: Default::default(),
-        }),
+        })),
         ..vm("seed")
     };
     vec![

@@ -252,9 +252,10 @@ pub struct DesiredVm {
     pub power: Power,
     pub autostart: bool,
     /// Its cloud-init NoCloud seed, when its guest has something to be told (see
-    /// [`crate::guest::volume`]).
+    /// [`crate::guest::volume`]). Boxed: a VM without one holds a pointer rather than
+    /// 160 bytes (100,000 VMs, issue 14).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<crate::guest::DesiredSeed>,
+    pub seed: Option<Box<crate::guest::DesiredSeed>>,
     /// Hash of everything above, recorded in the domain's ownership metadata.
     pub spec_hash: String,
 }

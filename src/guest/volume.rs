@@ -112,7 +112,7 @@ pub fn add(spec: &Spec, hosts: &mut [DesiredHost]) {
                 inputs: SeedInputs { user_data, params, ssh_keys },
             };
             seed.sha256 = files(vm, &seed).map(|f| sha256(&f)).unwrap_or_default();
-            vm.seed = Some(seed);
+            vm.seed = Some(Box::new(seed));
         }
         host.volumes.extend(volumes);
     }

@@ -56,9 +56,10 @@ pub struct LiveDomain {
     pub xml: String,
     /// What the guest runs now, read from the live XML of a domain that is not shut off:
     /// it differs from the saved definition until the next restart (a redefine whose
-    /// restart never came, an apply killed between the two).
+    /// restart never came, an apply killed between the two). Boxed: most domains have
+    /// none, and 100,000 of them held it inline for 200 bytes each (issue 14).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running: Option<RunningDefinition>,
+    pub running: Option<Box<RunningDefinition>>,
 }
 
 /// The parts of a domain's definition a running guest only takes at its start, as the

@@ -44,7 +44,7 @@ struct ReadHost {
     #[serde(default)]
     connection: Option<String>,
     #[serde(default)]
-    fingerprints: BTreeMap<String, String>,
+    fingerprints: BTreeMap<String, super::file::Fingerprint>,
     #[serde(default)]
     actions: Vec<Action>,
     #[serde(default)]
@@ -114,9 +114,9 @@ mod tests {
             errors: Vec::new(),
             notices: vec![Notice { id: id("link:h9/x"), kind: NoticeKind::Unmanaged, reason: "r".into(), code: None }],
             summary: Summary::default(),
-            fingerprints: [("domain:h9/a", "absent"), ("domain:h11/c", "fnv1a64:1")]
+            fingerprints: [("domain:h9/a", "absent"), ("domain:h11/c", "fnv1a64:0000000000000001")]
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
                 .collect(),
             connections: [("h9", "qemu:///a"), ("h10", "qemu:///b"), ("h11", "qemu:///c")]
                 .into_iter()
@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(doc["hosts"][0]["connection"], "qemu:///a");
         assert_eq!(doc["hosts"][0]["actions"][0]["id"], "vm:h9/a");
         assert_eq!(doc["hosts"][0]["notices"][0]["id"], "link:h9/x");
-        assert_eq!(doc["hosts"][2]["fingerprints"]["domain:h11/c"], "fnv1a64:1");
+        assert_eq!(doc["hosts"][2]["fingerprints"]["domain:h11/c"], "fnv1a64:0000000000000001");
         assert!(doc.get("actions").is_none(), "{doc:#}");
     }
 

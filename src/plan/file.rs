@@ -12,17 +12,71 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use super::{Plan, desired_hash};
 use crate::desired::build::mig_id;
 use crate::desired::{Desired, GpuSetup, ResourceId, ResourceKind};
-use crate::hash::fingerprint as hash;
 use crate::live::LiveHost;
 
-/// The fingerprint of a desired resource the hosts do not have.
+/// The fingerprint of a desired resource the hosts do not have, as a saved plan writes it.
 pub const ABSENT: &str = "absent";
 
+/// What a plan read of one object: the hash of its observed state (written
+/// `fnv1a64:<16 hex>`, as [`crate::hash::fingerprint`] writes it), or that it was absent
+/// (`absent`). Held as a number: a plan of 10,000 hosts holds hundreds of thousands, and as
+/// strings they took ~100 MiB of its memory (issue 14).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fingerprint {
+    Absent,
+    Fnv1a64(u64),
+}
+
+impl Fingerprint {
+    /// The fingerprint of a value as read: its JSON form, hashed.
+    pub fn of(value: &impl Serialize) -> Fingerprint {
+        Fingerprint::Fnv1a64(crate::hash::json(value))
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fingerprint::Absent => f.write_str(ABSENT),
+            Fingerprint::Fnv1a64(h) => write!(f, "fnv1a64:{h:016x}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Fingerprint, String> {
+        if s == ABSENT {
+            return Ok(Fingerprint::Absent);
+        }
+        s.strip_prefix("fnv1a64:")
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .map(Fingerprint::Fnv1a64)
+            .ok_or_else(|| format!("`{s}` is not a fingerprint (`absent` or `fnv1a64:` and 16 hex digits)"))
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fingerprint, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Every live object read, and `absent` for each desired resource not among them.
-pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, String> {
+pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, Fingerprint> {
     let mut out = BTreeMap::new();
     // Hosts are fingerprinted side by side, and joined in order: a later host of the
     // same name overwrites, as one loop over them would.
@@ -45,25 +99,25 @@ pub fn fingerprints(desired: &Desired, live: &[LiveHost]) -> BTreeMap<String, St
             }
         }
         for id in ids {
-            out.entry(id.to_string()).or_insert_with(|| ABSENT.to_string());
+            out.entry(id.to_string()).or_insert(Fingerprint::Absent);
         }
     }
     out
 }
 
 /// The fingerprints of one host's objects, in the order they are read.
-fn live_host(h: &LiveHost) -> Vec<(String, String)> {
+fn live_host(h: &LiveHost) -> Vec<(String, Fingerprint)> {
     let mut out = Vec::new();
     let key = |kind: ResourceKind, name: &str| ResourceId::new(kind, &h.name, name).to_string();
     // Not the boot id: what a reboot changes (instances, devices, domains) has
     // fingerprints of its own, and a plan stays comparable across twins.
     let info = h.info.as_ref().map(|i| crate::live::HostInfo { boot_id: None, ..i.clone() });
-    out.push((key(ResourceKind::Host, &h.name), hash(&(&info, &h.errors))));
+    out.push((key(ResourceKind::Host, &h.name), Fingerprint::of(&(&info, &h.errors))));
     for d in &h.domains {
-        out.push((key(ResourceKind::Vm, &d.name), hash(d)));
+        out.push((key(ResourceKind::Vm, &d.name), Fingerprint::of(d)));
     }
     for n in &h.networks {
-        out.push((key(ResourceKind::Network, &n.name), hash(n)));
+        out.push((key(ResourceKind::Network, &n.name), Fingerprint::of(n)));
     }
     for p in &h.pools {
         // The pool's own fields; its volumes are fingerprinted each on its own. Not what
@@ -71,31 +125,31 @@ fn live_host(h: &LiveHost) -> Vec<(String, String)> {
         // file written on it), nor how much of a volume is written: a saved plan would
         // go stale whenever a guest wrote to its disk.
         let fields = (&p.name, &p.uuid, &p.kind, &p.path, p.active, p.autostart, without_usage(&p.xml));
-        out.push((key(ResourceKind::Pool, &p.name), hash(&fields)));
+        out.push((key(ResourceKind::Pool, &p.name), Fingerprint::of(&fields)));
         for v in &p.volumes {
             let fields = (&v.name, &v.path, v.capacity, &v.format, &v.owner);
-            out.push((key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), hash(&fields)));
+            out.push((key(ResourceKind::Volume, &format!("{}/{}", p.name, v.name)), Fingerprint::of(&fields)));
         }
     }
     for l in &h.links {
-        out.push((key(ResourceKind::Link, &l.name), hash(l)));
+        out.push((key(ResourceKind::Link, &l.name), Fingerprint::of(l)));
         if let Some(n) = l.sriov_vfs {
-            out.push((key(ResourceKind::Vfs, &l.name), hash(&n)));
+            out.push((key(ResourceKind::Vfs, &l.name), Fingerprint::of(&n)));
         }
     }
     for p in &h.hugepages {
         let id = crate::desired::build::hugepages_id(&h.name, p.numa_node, p.size);
         // Free pages move with every VM start; only the pool's size is planned from.
-        out.push((id.to_string(), hash(&(p.numa_node, p.size, p.total))));
+        out.push((id.to_string(), Fingerprint::of(&(p.numa_node, p.size, p.total))));
     }
     for g in &h.gpus {
-        out.push((key(ResourceKind::Gpu, &g.address.to_string()), hash(g)));
+        out.push((key(ResourceKind::Gpu, &g.address.to_string()), Fingerprint::of(g)));
         for i in &g.instances {
-            out.push((mig_id(&h.name, &g.address, &i.profile, i.start).to_string(), hash(i)));
+            out.push((mig_id(&h.name, &g.address, &i.profile, i.start).to_string(), Fingerprint::of(i)));
         }
     }
     for d in &h.devices {
-        out.push((format!("device:{}/{}", h.name, d.address), hash(d)));
+        out.push((format!("device:{}/{}", h.name, d.address), Fingerprint::of(d)));
     }
     out
 }
@@ -132,13 +186,13 @@ pub fn stale(saved: &Plan, desired: &Desired, live: &[LiveHost]) -> Staleness {
     }
     let now = fingerprints(desired, live);
     for (key, was) in &saved.fingerprints {
-        let is = now.get(key).map_or(ABSENT, String::as_str);
-        if is == was {
+        let is = now.get(key).copied().unwrap_or(Fingerprint::Absent);
+        if is == *was {
             continue;
         }
-        reasons.push(match (was.as_str(), is) {
-            (ABSENT, _) => format!("`{key}` now exists; the plan expected it absent"),
-            (_, ABSENT) => format!("`{key}` is gone since the plan was made"),
+        reasons.push(match (was, is) {
+            (Fingerprint::Absent, _) => format!("`{key}` now exists; the plan expected it absent"),
+            (_, Fingerprint::Absent) => format!("`{key}` is gone since the plan was made"),
             _ => format!("`{key}` changed since the plan was made"),
         });
     }

@@ -27,7 +27,7 @@ pub mod ownership;
 pub mod seeds;
 
 use std::borrow::{Borrow, Cow};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -223,7 +223,7 @@ pub struct Plan {
     pub notices: Vec<Notice>,
     pub summary: Summary,
     /// Every live object read, and every desired one expected absent (`absent`), by key.
-    pub fingerprints: BTreeMap<String, String>,
+    pub fingerprints: BTreeMap<String, file::Fingerprint>,
     /// Each declared host's libvirt connection (its URI, credentials masked when printed
     /// or saved), by host name.
     pub connections: BTreeMap<String, String>,
@@ -246,7 +246,7 @@ pub struct HostPlan<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection: Option<&'a str>,
     /// What was read from this host, by key.
-    pub fingerprints: BTreeMap<&'a str, &'a str>,
+    pub fingerprints: BTreeMap<&'a str, file::Fingerprint>,
     /// In plan order, each with its operations.
     pub actions: Vec<&'a Action>,
     pub errors: Vec<&'a PlanError>,
@@ -349,7 +349,7 @@ impl Plan {
         }
         for (k, v) in &self.fingerprints {
             if let Some(i) = key_host(k).and_then(|h| at.get(h)) {
-                plans[*i].fingerprints.insert(k.as_str(), v.as_str());
+                plans[*i].fingerprints.insert(k.as_str(), *v);
             }
         }
         plans
@@ -421,11 +421,18 @@ fn plan_in<G: Borrow<Graph>>(
     plan_in_place(&mut planned, live);
     let planned = &planned;
     // The fingerprints (every live object serialized and hashed, byte by byte) depend on
-    // nothing the diff makes: they are taken on a thread beside it, so a plan takes the
-    // diff's wall time rather than the sum (`fabrik plan` of one host diffs on one core).
+    // nothing the diff makes. A plan of few hosts diffs them on one core, one after
+    // another: the fingerprints are taken on a thread beside it, so the plan takes the
+    // diff's wall time rather than the sum (`fabrik plan` of one host). A plan of many
+    // hosts already diffs on every core: its fingerprints come after, once the diff's
+    // and the graph's memory is given back (issue 14's bounded memory).
     let fingerprints = || file::fingerprints(planned, live);
     std::thread::scope(|s| {
-        let beside = if cores() > 1 { std::thread::Builder::new().spawn_scoped(s, fingerprints).ok() } else { None };
+        let beside = if !spread(planned.hosts.len()) && cores() > 1 {
+            std::thread::Builder::new().spawn_scoped(s, fingerprints).ok()
+        } else {
+            None
+        };
         let mut plan = diffed(planned, graph, live, options);
         plan.desired_hash = desired_hash;
         plan.fingerprints = match beside {
@@ -484,13 +491,21 @@ fn diffed<G: Borrow<Graph>>(desired: &Desired, graph: Option<G>, live: &[LiveHos
     }
     let mut actions = {
         let graph = graph.as_ref().map(Borrow::borrow);
-        // The creation order of every resource, for the actions' order: not made when
-        // there is nothing to order (a plan with nothing to do).
-        let order: BTreeMap<&ResourceId, usize> = match graph {
+        // The place of each action's resource in the creation order, for the actions'
+        // order: not made when there is nothing to order (a plan with nothing to do), and
+        // kept only for the resources an action is about (the order of all of them is
+        // ~600,000 entries at 10,000 hosts; issue 14's bounded memory).
+        let order: HashMap<&ResourceId, usize> = match graph {
             Some(g) if !out.actions.is_empty() => {
-                g.creation_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()
+                let acted: HashSet<&ResourceId> = out.actions.iter().map(|a| &a.id).collect();
+                g.creation_order()
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, id)| acted.contains(id))
+                    .map(|(i, id)| (id, i))
+                    .collect()
             }
-            Some(_) | None => BTreeMap::new(),
+            Some(_) | None => HashMap::new(),
         };
         let mut actions = out.actions;
         actions.sort_by(|a, b| sort_key(a, &order).cmp(&sort_key(b, &order)));
@@ -543,7 +558,7 @@ fn diffed<G: Borrow<Graph>>(desired: &Desired, graph: Option<G>, live: &[LiveHos
 
 /// Deletions first, dependents before what they need (VMs, then volumes, MIG instances,
 /// networks, links…); then everything else in creation order.
-fn sort_key<'a>(a: &'a Action, order: &BTreeMap<&ResourceId, usize>) -> (u8, usize, &'a ResourceId) {
+fn sort_key<'a>(a: &'a Action, order: &HashMap<&ResourceId, usize>) -> (u8, usize, &'a ResourceId) {
     match a.op {
         Op::Delete => (0, usize::from(u8::MAX) - deletion_rank(a.id.kind), &a.id),
         Op::Create | Op::Update | Op::Replace => (1, order.get(&a.id).copied().unwrap_or(usize::MAX), &a.id),

@@ -100,7 +100,7 @@ fn parse_domain(fetched: Fetched, state: PowerState, autostart: bool) -> Result<
         // may be newer (a redefine whose restart never came).
         // (A live XML fabrik cannot read leaves the guest judged by its saved
         // definition alone, as before, rather than the host unreadable.)
-        live.running = xml::domain(current, state, autostart).ok().map(|r| RunningDefinition::of(&r));
+        live.running = xml::domain(current, state, autostart).ok().map(|r| Box::new(RunningDefinition::of(&r)));
         let targets = xml::interface_targets(current)?;
         for iface in &mut live.interfaces {
             iface.target =

@@ -193,7 +193,7 @@ fn update_vm(vm: &DesiredVm, live: &LiveDomain, ahead: Ahead, (forced, timeout):
             let mark_only = elements.iter().all(|e| e == "metadata" || e.starts_with("fabrik:"));
             let class = if stays_running && !mark_only { Class::RestartNow } else { Class::NextRestart };
             let moved = address_changes(vm, live);
-            let reseed = crate::guest::volume::change(seed.as_ref(), &live.xml);
+            let reseed = crate::guest::volume::change(seed.as_deref(), &live.xml);
             if let Some((from, to)) = &reseed {
                 changes.push(Change::new("seed", from, to, Class::NextRestart));
             }
