@@ -8,7 +8,9 @@
 //! `FREEZE_AT`-th message (the connection's opening takes a handful; h2 holds
 //! `H2_DOMAINS` domains, each read with a call of its own). h1 answers throughout and is
 //! read first and then left idle while h2 is silent. h2 is reached both as a local socket
-//! and as a remote URI.
+//! and as a remote URI. `fabrik inventory`, which keeps libvirt's default loop, gets the
+//! same freeze: it reads a host one call at a time, since under that loop several calls
+//! in flight on a frozen host waited for ever (8 at a time, it hung here until killed).
 
 #[path = "testbed/mod.rs"]
 mod testbed;
@@ -68,7 +70,33 @@ fn a_host_frozen_in_the_middle_of_a_plans_reads_is_unreachable_within_the_host_t
         let relay = Relay::start(&dir.path().join("h2-relay.sock"), &h2);
         let path = factory(&tb, &relay.uri(scheme), dir.path());
         frozen_in_the_middle(&path, &relay, readers);
+        inventory_frozen_in_the_middle(&path, &relay, readers);
     }
+}
+
+/// `fabrik inventory` keeps libvirt's default loop, and reads a host one call at a time
+/// (several calls in flight left waiting for ever on a frozen host under that loop): h2
+/// frozen in the middle of its reads is reported after the host timeout, h1 is read.
+fn inventory_frozen_in_the_middle(path: &Path, relay: &Relay, readers: &str) {
+    relay.freeze_at(FREEZE_AT);
+    let run = fabrik("inventory", path, &["--host-timeout", &HOST_TIMEOUT_S.to_string()]);
+    let frozen = relay.thaw();
+    say(&format!(
+        "inventory with h2 frozen at its message {FREEZE_AT} ({readers}): {:.2}s, exit {}",
+        run.elapsed.as_secs_f64(),
+        run.code
+    ));
+    assert!(frozen, "{readers}: the relay froze h2's libvirtd (it saw {} messages)", relay.messages());
+    assert_eq!(run.code, 1, "{readers}: {:#}\n{}", run.json, run.stderr);
+    let hosts = run.json["hosts"].as_array().expect("the inventory's hosts");
+    let errors = |name: &str| {
+        let host = hosts.iter().find(|h| h["name"] == name).unwrap_or_else(|| panic!("host {name} in {:#}", run.json));
+        host["live"]["errors"].as_array().cloned().unwrap_or_default()
+    };
+    let h2 = errors("h2");
+    assert!(!h2.is_empty(), "{readers}: h2 is reported: {:#}", run.json);
+    say(&format!("  h2: {}", h2[0]));
+    assert!(errors("h1").iter().all(|e| e["concern"] == "nvml"), "{readers}: h1 was read: {:#?}", errors("h1"));
 }
 
 /// A healthy plan through the relay, then one with h2 frozen at the relay's
@@ -131,9 +159,15 @@ impl PlanRun {
 const HUNG: Duration = Duration::from_secs(60);
 
 fn plan(path: &Path, extra: &[&str]) -> PlanRun {
+    fabrik("plan", path, extra)
+}
+
+/// `fabrik <command> --format json <path> <extra>`, killed (and the test failed) if it
+/// hangs.
+fn fabrik(command: &str, path: &Path, extra: &[&str]) -> PlanRun {
     let t0 = std::time::Instant::now();
     let mut child = Command::new(factory::FABRIK)
-        .args(["plan", "--format", "json"])
+        .args([command, "--format", "json"])
         .args(extra)
         .arg(path)
         .env("NO_COLOR", "1")
@@ -158,14 +192,15 @@ fn plan(path: &Path, extra: &[&str]) -> PlanRun {
             let _ = child.kill();
             let _ = child.wait();
             let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
-            panic!("fabrik plan hung: still running after {}s, killed\n{stderr}", HUNG.as_secs());
+            panic!("fabrik {command} hung: still running after {}s, killed\n{stderr}", HUNG.as_secs());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let elapsed = t0.elapsed();
     let (stdout, stderr) = (stdout.join().unwrap(), String::from_utf8_lossy(&stderr.join().unwrap()).into_owned());
-    let json = serde_json::from_slice(&stdout)
-        .unwrap_or_else(|e| panic!("fabrik plan prints JSON ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&stdout)));
+    let json = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!("fabrik {command} prints JSON ({e}):\n{}\n{stderr}", String::from_utf8_lossy(&stdout))
+    });
     PlanRun { code: status.code().unwrap_or(-1), json, stderr, elapsed }
 }
 

@@ -40,6 +40,14 @@ use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 /// is read one call at a time ([`LibvirtDriver::readers`]). Without that loop (`plan`'s
 /// timers-only implementation, [`events`]) 8 readers cost a local host no more CPU than
 /// one and overlap libvirtd's work with fabrik's: it is read as a remote one.
+///
+/// Under libvirt's default loop a remote host is read one call at a time too: when a host
+/// falls silent with several calls in flight, libvirt 9.0 hands the dying connection's I/O
+/// to the next waiting call, which then polls with no timeout, so `apply`, `watch` or
+/// `inventory` would wait for ever on a frozen host (`tests/plan_silent_testbed.rs`
+/// froze one under `inventory`); with one call in flight keepalive fails that call after
+/// `--host-timeout`. Only `plan`'s implementation can shut the socket down for every
+/// waiting call ([`events`]), so only a plan reads 8 at a time.
 const READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
@@ -135,7 +143,7 @@ impl LibvirtDriver {
         let _ =
             conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
         let handed_over = events::chosen() == events::EventLoop::Default;
-        let readers = if local_uri(uri) && handed_over { 1 } else { READS_IN_PARALLEL };
+        let readers = if handed_over { 1 } else { READS_IN_PARALLEL };
         Ok(LibvirtDriver { conn, uri: uri.to_string(), readers })
     }
 
