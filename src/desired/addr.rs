@@ -253,7 +253,7 @@ pub(super) fn assign(
     }
     for vm in hosts.iter_mut().flat_map(|h| &mut h.vms) {
         for (k, nic) in vm.nics.iter_mut().enumerate() {
-            nic.address = chosen.remove(&(vm.name.clone(), k));
+            nic.address = chosen.remove(&(vm.name.clone(), k)).map(Box::new);
         }
         vm.spec_hash = build::spec_hash(vm);
     }

@@ -213,12 +213,14 @@ fn vm(spec: &Spec, placement: &Placement<'_>, i: usize, id: &ResourceId) -> Desi
             mac: n.mac.as_ref().map(|m| m.value.clone()).unwrap_or_default(),
             declared: n.mac.is_some(),
             // Allocated once every VM is known (`addr::assign`).
-            address: n.address.as_ref().map(|a| super::addr::NicAddress {
-                ip: a.value,
-                prefix: 0,
-                gateway: None,
-                dns: Vec::new(),
-                declared: true,
+            address: n.address.as_ref().map(|a| {
+                Box::new(super::addr::NicAddress {
+                    ip: a.value,
+                    prefix: 0,
+                    gateway: None,
+                    dns: Vec::new(),
+                    declared: true,
+                })
             }),
             rail: None,
         })

@@ -317,13 +317,15 @@ pub struct DesiredNic {
     pub declared: bool,
     /// The NIC's IPv4/IPv6 address on a network with a `subnet`: its `address`, else one
     /// allocated from the network's ranges and kept while the VM exists (see [`addr`]).
-    /// Guest configuration reads it (with prefix, gateway and DNS) from here.
+    /// Guest configuration reads it (with prefix, gateway and DNS) from here. Boxed, as
+    /// `rail`: a NIC without one holds a pointer, not 64 bytes (and 56 for the rail), which
+    /// 200,000 NICs of 10,000 hosts feel (issue 14).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<addr::NicAddress>,
+    pub address: Option<Box<addr::NicAddress>>,
     /// The GPU rail its VF comes from, for a multi-GPU VM on an InfiniBand partition
     /// ([`rails`]); `network` is then that rail's pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rail: Option<rails::NicRail>,
+    pub rail: Option<Box<rails::NicRail>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

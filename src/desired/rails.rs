@@ -60,7 +60,7 @@ pub(super) fn expand(spec: &Spec, host: &Host, gpus: &[PciAddress], nics: &mut V
             let network = network_name(&partition, &parent.value, pf);
             if i == 0 {
                 nics[k].network = network;
-                nics[k].rail = Some(rail);
+                nics[k].rail = Some(Box::new(rail));
             } else {
                 nics.push(DesiredNic {
                     network,
@@ -68,7 +68,7 @@ pub(super) fn expand(spec: &Spec, host: &Host, gpus: &[PciAddress], nics: &mut V
                     mac: String::new(),
                     declared: false,
                     address: None,
-                    rail: Some(rail),
+                    rail: Some(Box::new(rail)),
                 });
             }
         }
