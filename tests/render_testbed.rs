@@ -188,11 +188,11 @@ fn shapes() -> Vec<(&'static str, DesiredVm)> {
     // Rail VFs (one per GPU) on root ports of their GPUs' expander buses, and guest
     // cells with distances and one of GPU memory only.
     let rail = |gpu: &str, n: u8| DesiredNic {
-        rail: Some(fabrik::desired::rails::NicRail {
+        rail: Some(Box::new(fabrik::desired::rails::NicRail {
             gpu: PciAddress::parse(gpu).unwrap(),
             pf: "eth9".into(),
             partition: "acme-ib".into(),
-        }),
+        })),
         ..nic("acme-ib", true, n)
     };
     let mut rail_cells = vec![cell(0, "0-1", 128, 0), cell(1, "2-3", 128, 1), cell(2, "0", 0, 2)];

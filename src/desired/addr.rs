@@ -483,7 +483,7 @@ mod tests {
         let p = &ipam["net-0"];
         let first = p.nth(start("ai", "t0", "vm-0", 0, "net-0", p.pool_size()));
         hosts[0].vms[1].nics[0].address =
-            Some(NicAddress { ip: first, prefix: 0, gateway: None, dns: vec![], declared: true });
+            Some(Box::new(NicAddress { ip: first, prefix: 0, gateway: None, dns: vec![], declared: true }));
         let outside: IpAddr = "192.168.1.1".parse().unwrap();
         let keep = BTreeMap::from([(("vm-3".to_string(), 0), outside)]);
         assign("ai", &ipam, &mut hosts, &keep);
