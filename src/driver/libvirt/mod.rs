@@ -30,24 +30,20 @@ use super::{DriverError, ErrorKind, Result, ShutdownOutcome, Virt, VirtReads};
 use crate::live::{HostInfo, LiveDomain, LiveNetwork, LiveNumaNode, LivePciDevice, LivePool, PowerState};
 use crate::spec::types::{ByteSize, CpuSet, PciAddress};
 
-/// Objects (domains, volumes, node devices) read at once over a remote host's connection,
-/// per concern (libvirtd serves 20 calls at once by default, `max_workers`; this leaves
-/// room for everyone else's). Over ssh or TLS each call waits a network round trip, which
-/// calls in flight together share. Over a local socket a round trip is cheaper than what
-/// sharing the connection costs under libvirt's default event loop: every call from
-/// another thread hands the socket over through the loop, and 8 readers took 1.5–4× the
-/// CPU of one and longer too (`noop_plan_testbed`, docs/bench.md), so there a local host
-/// is read one call at a time ([`LibvirtDriver::readers`]). Without that loop (`plan`'s
-/// timers-only implementation, [`events`]) 8 readers cost a local host no more CPU than
-/// one and overlap libvirtd's work with fabrik's: it is read as a remote one.
+/// Objects (domains, volumes, node devices) read at once over a host's connection, per
+/// concern, under `plan`'s timers-only event implementation ([`events`]); libvirtd serves
+/// 20 calls at once by default (`max_workers`), this leaves room for everyone else's.
+/// Over ssh or TLS calls in flight together share the network round trips; over a local
+/// socket they overlap libvirtd's work with fabrik's at no more CPU than one reader.
 ///
-/// Under libvirt's default loop a remote host is read one call at a time too: when a host
-/// falls silent with several calls in flight, libvirt 9.0 hands the dying connection's I/O
-/// to the next waiting call, which then polls with no timeout, so `apply`, `watch` or
-/// `inventory` would wait for ever on a frozen host (`tests/plan_silent_testbed.rs`
-/// froze one under `inventory`); with one call in flight keepalive fails that call after
-/// `--host-timeout`. Only `plan`'s implementation can shut the socket down for every
-/// waiting call ([`events`]), so only a plan reads 8 at a time.
+/// Under libvirt's default loop (every other command) a host is read one call at a time
+/// ([`LibvirtDriver::readers`]): there every call from another thread hands the socket
+/// over through the loop (8 readers took 1.5–4× the CPU of one, docs/bench.md), and when
+/// a host falls silent with several calls in flight libvirt 9.0 hands the dying
+/// connection's I/O to a waiting call that polls with no timeout, so `apply`, `watch` or
+/// `inventory` would wait for ever (`tests/plan_silent_testbed.rs` froze one under
+/// `inventory`); with one call in flight keepalive fails it after `--host-timeout`. Only
+/// `plan`'s implementation shuts the socket down for every waiting call.
 const READS_IN_PARALLEL: usize = 8;
 
 /// How often a graceful shutdown looks whether the guest is gone.
@@ -97,8 +93,8 @@ fn init_libvirt() {
 pub struct LibvirtDriver {
     conn: Connect,
     uri: String,
-    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`], or 1 for a local host
-    /// under libvirt's default event loop.
+    /// Calls in flight at once when reading: [`READS_IN_PARALLEL`] under `plan`'s event
+    /// implementation, 1 under libvirt's default loop.
     readers: usize,
 }
 
@@ -142,8 +138,10 @@ impl LibvirtDriver {
         let probes = (limit.as_secs() / interval).saturating_sub(1).max(1);
         let _ =
             conn.set_keep_alive(i32::try_from(interval).unwrap_or(i32::MAX), u32::try_from(probes).unwrap_or(u32::MAX));
-        let handed_over = events::chosen() == events::EventLoop::Default;
-        let readers = if handed_over { 1 } else { READS_IN_PARALLEL };
+        let readers = match events::chosen() {
+            events::EventLoop::TimersOnly => READS_IN_PARALLEL,
+            events::EventLoop::Default => 1,
+        };
         Ok(LibvirtDriver { conn, uri: uri.to_string(), readers })
     }
 
